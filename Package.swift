@@ -1,0 +1,67 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+// Lumen: a text-to-image diffusion engine for Linux.
+// Layers (see README.md): CLumenCPU (C kernels) -> LumenRuntime (tensors, graph) ->
+// LumenCPU (CPU executor) -> Lumen (the engine) -> lumen (CLI).
+let package = Package(
+    name: "Lumen",
+    products: [
+        // The tensor runtime and CPU executor alone, for kernel work or other models.
+        .library(name: "LumenRuntime", targets: ["LumenRuntime", "LumenCPU"]),
+        // The full engine.
+        .library(name: "Lumen", targets: ["Lumen"]),
+        .executable(name: "lumen", targets: ["lumen"]),
+        .executable(name: "lumen-bench", targets: ["lumen-bench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    ],
+    targets: [
+        .target(
+            name: "CLumenCPU",
+            path: "Sources/CLumenCPU",
+            cSettings: [.define("_GNU_SOURCE")],
+            linkerSettings: [.linkedLibrary("m"), .linkedLibrary("pthread")]
+        ),
+        .target(name: "LumenRuntime", path: "Sources/LumenRuntime"),
+        .target(
+            name: "LumenCPU",
+            dependencies: ["LumenRuntime", "CLumenCPU"],
+            path: "Sources/LumenCPU"
+        ),
+        .target(
+            name: "Lumen",
+            dependencies: [
+                "LumenRuntime", "LumenCPU",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Sources/Lumen"
+        ),
+        .target(
+            name: "LumenBenchmarks",
+            dependencies: ["Lumen", "LumenRuntime", "LumenCPU", "CLumenCPU"],
+            path: "Benchmarks/LumenBenchmarks"
+        ),
+        .executableTarget(
+            name: "lumen",
+            dependencies: [
+                "Lumen", "LumenBenchmarks",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Sources/lumen"
+        ),
+        .executableTarget(
+            name: "lumen-bench",
+            dependencies: [
+                "LumenBenchmarks",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Benchmarks/lumen-bench"
+        ),
+        .testTarget(name: "LumenRuntimeTests", dependencies: ["LumenRuntime"]),
+        .testTarget(name: "LumenCPUTests", dependencies: ["LumenRuntime", "LumenCPU", "CLumenCPU"]),
+    ],
+    swiftLanguageModes: [.v5]
+)

@@ -1,0 +1,748 @@
+// Blocked, packed-panel GEMM (BLIS style) for lumen_linear and lumen_matmul_f32.
+//
+// Loop nest (per task): jc over N in NC blocks -> pc over K in KC blocks (pack B block, weights
+// converted to f32 here) -> ic over M in MC blocks (pack A block) -> ir over MR panels (the A
+// micro-panel, MR x KC, stays in L1) -> jr over NR panels (B micro-panels stream from L2) ->
+// register-tiled microkernel (broadcast A, vector B, MR x NR accumulators).
+//
+// Microkernels: AVX-512 14x32 (28 zmm accumulators), AVX2 6x16 (12 ymm), portable 6x8 / 6x16.
+#include "gemm_internal.h"
+
+#include <stdlib.h>
+
+// ---------------------------------------------------------------------------------------------
+// Thread-local, 64-byte aligned packing buffers (grown, never shrunk; one set per thread).
+// ---------------------------------------------------------------------------------------------
+
+static _Thread_local float *tl_buf[3];
+static _Thread_local size_t tl_cap[3];
+
+static float *lumen_tl_buffer(int slot, size_t nfloats) {
+    nfloats += 128;  // slack for over-wide stores at panel ends
+    if (tl_cap[slot] < nfloats) {
+        free(tl_buf[slot]);
+        size_t cap = nfloats + nfloats / 4;
+        void *p = NULL;
+        if (posix_memalign(&p, 64, cap * sizeof(float)) != 0) abort();
+        tl_buf[slot] = (float *)p;
+        tl_cap[slot] = cap;
+    }
+    return tl_buf[slot];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Blocking
+// ---------------------------------------------------------------------------------------------
+
+#if defined(__aarch64__)
+#define GEN_MR 6
+#define GEN_NR 16
+#else
+#define GEN_MR 6
+#define GEN_NR 8
+#endif
+
+lumen_blocking lumen_gemm_blocking(int isa) {
+    lumen_blocking b;
+    switch (isa) {
+#if LUMEN_X86
+    case LUMEN_ISA_AVX512:
+        b.mr = 14; b.nr = 32; b.kc = 384; b.mc = 14 * 12; b.nc = 512;
+        break;
+    case LUMEN_ISA_AVX2:
+        b.mr = 6; b.nr = 16; b.kc = 256; b.mc = 6 * 24; b.nc = 512;
+        break;
+#endif
+    default:
+        b.mr = GEN_MR; b.nr = GEN_NR; b.kc = 256; b.mc = GEN_MR * 16; b.nc = 512;
+        break;
+    }
+    return b;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Microkernels: C[0..MR, 0..NR] = epilogue(sum_k A[k*MR + i] * B[k*NR + j])
+// ---------------------------------------------------------------------------------------------
+
+typedef struct {
+    float alpha;
+    int load_c;            // add the existing C
+    const float *bias_m;   // bias_m[i] per row, or NULL
+    const float *bias_n;   // bias_n[j] per column, or NULL
+} lumen_epi;
+
+typedef void (*lumen_ukernel)(int64_t kc, const float *A, const float *B, float *C, int64_t ldc,
+                              const lumen_epi *e);
+
+static void uk_generic(int64_t kc, const float *restrict A, const float *restrict B,
+                       float *restrict C, int64_t ldc, const lumen_epi *e) {
+    float acc[GEN_MR][GEN_NR];
+    for (int i = 0; i < GEN_MR; ++i)
+        for (int j = 0; j < GEN_NR; ++j) acc[i][j] = 0.0f;
+    for (int64_t k = 0; k < kc; ++k) {
+        for (int i = 0; i < GEN_MR; ++i) {
+            float a = A[i];
+            for (int j = 0; j < GEN_NR; ++j) acc[i][j] += a * B[j];
+        }
+        A += GEN_MR;
+        B += GEN_NR;
+    }
+    for (int i = 0; i < GEN_MR; ++i) {
+        float *c = C + i * ldc;
+        float bm = e->bias_m ? e->bias_m[i] : 0.0f;
+        for (int j = 0; j < GEN_NR; ++j) {
+            float v = acc[i][j] * e->alpha + bm;
+            if (e->bias_n) v += e->bias_n[j];
+            if (e->load_c) v += c[j];
+            c[j] = v;
+        }
+    }
+}
+
+#if LUMEN_X86
+
+// AVX-512 14x32: 28 accumulators + 2 B vectors + 1 broadcast = 31 zmm.
+LUMEN_TARGET_AVX512 static void uk_avx512(int64_t kc, const float *restrict A,
+                                          const float *restrict B, float *restrict C, int64_t ldc,
+                                          const lumen_epi *e) {
+#define Z _mm512_setzero_ps()
+    __m512 c00 = Z, c01 = Z, c10 = Z, c11 = Z, c20 = Z, c21 = Z, c30 = Z, c31 = Z, c40 = Z, c41 = Z;
+    __m512 c50 = Z, c51 = Z, c60 = Z, c61 = Z, c70 = Z, c71 = Z, c80 = Z, c81 = Z, c90 = Z, c91 = Z;
+    __m512 ca0 = Z, ca1 = Z, cb0 = Z, cb1 = Z, cc0 = Z, cc1 = Z, cd0 = Z, cd1 = Z;
+#undef Z
+#define ROW(r, i)                                                                                 \
+    {                                                                                             \
+        __m512 a_ = _mm512_set1_ps(A[(i)]);                                                       \
+        c##r##0 = _mm512_fmadd_ps(a_, b0, c##r##0);                                               \
+        c##r##1 = _mm512_fmadd_ps(a_, b1, c##r##1);                                               \
+    }
+#define KSTEP(o)                                                                                  \
+    {                                                                                             \
+        __m512 b0 = _mm512_load_ps(B + (o) * 32), b1 = _mm512_load_ps(B + (o) * 32 + 16);        \
+        A += (o) * 14;                                                                            \
+        ROW(0, 0) ROW(1, 1) ROW(2, 2) ROW(3, 3) ROW(4, 4) ROW(5, 5) ROW(6, 6)                     \
+        ROW(7, 7) ROW(8, 8) ROW(9, 9) ROW(a, 10) ROW(b, 11) ROW(c, 12) ROW(d, 13)                 \
+        A -= (o) * 14;                                                                            \
+    }
+    int64_t k = 0;
+    for (; k + 4 <= kc; k += 4) {
+        _mm_prefetch((const char *)(B + 32 * 12), _MM_HINT_T0);
+        _mm_prefetch((const char *)(B + 32 * 12 + 16), _MM_HINT_T0);
+        _mm_prefetch((const char *)(B + 32 * 13), _MM_HINT_T0);
+        _mm_prefetch((const char *)(B + 32 * 13 + 16), _MM_HINT_T0);
+        KSTEP(0) KSTEP(1) KSTEP(2) KSTEP(3)
+        A += 56;
+        B += 128;
+    }
+    for (; k < kc; ++k) {
+        KSTEP(0)
+        A += 14;
+        B += 32;
+    }
+#undef KSTEP
+#undef ROW
+    const __m512 va = _mm512_set1_ps(e->alpha);
+    const int scale = e->alpha != 1.0f, lc = e->load_c;
+    const float *bm = e->bias_m;
+    __m512 bn0 = _mm512_setzero_ps(), bn1 = _mm512_setzero_ps();
+    if (e->bias_n) {
+        bn0 = _mm512_loadu_ps(e->bias_n);
+        bn1 = _mm512_loadu_ps(e->bias_n + 16);
+    }
+#define EPI(r, i)                                                                                 \
+    {                                                                                             \
+        __m512 x0 = c##r##0, x1 = c##r##1;                                                        \
+        float *cp = C + (i) * ldc;                                                                \
+        if (scale) { x0 = _mm512_mul_ps(x0, va); x1 = _mm512_mul_ps(x1, va); }                    \
+        x0 = _mm512_add_ps(x0, bn0); x1 = _mm512_add_ps(x1, bn1);                                 \
+        if (bm) {                                                                                 \
+            __m512 t_ = _mm512_set1_ps(bm[(i)]);                                                  \
+            x0 = _mm512_add_ps(x0, t_); x1 = _mm512_add_ps(x1, t_);                               \
+        }                                                                                         \
+        if (lc) {                                                                                 \
+            x0 = _mm512_add_ps(x0, _mm512_loadu_ps(cp));                                          \
+            x1 = _mm512_add_ps(x1, _mm512_loadu_ps(cp + 16));                                     \
+        }                                                                                         \
+        _mm512_storeu_ps(cp, x0);                                                                 \
+        _mm512_storeu_ps(cp + 16, x1);                                                            \
+    }
+    EPI(0, 0) EPI(1, 1) EPI(2, 2) EPI(3, 3) EPI(4, 4) EPI(5, 5) EPI(6, 6)
+    EPI(7, 7) EPI(8, 8) EPI(9, 9) EPI(a, 10) EPI(b, 11) EPI(c, 12) EPI(d, 13)
+#undef EPI
+}
+
+// AVX2 6x16: 12 accumulators + 2 B vectors + 1 broadcast = 15 ymm.
+LUMEN_TARGET_AVX2 static void uk_avx2(int64_t kc, const float *restrict A, const float *restrict B,
+                                      float *restrict C, int64_t ldc, const lumen_epi *e) {
+#define Z _mm256_setzero_ps()
+    __m256 c00 = Z, c01 = Z, c10 = Z, c11 = Z, c20 = Z, c21 = Z, c30 = Z, c31 = Z, c40 = Z, c41 = Z;
+    __m256 c50 = Z, c51 = Z;
+#undef Z
+#define ROW(r, i)                                                                                 \
+    {                                                                                             \
+        __m256 a_ = _mm256_broadcast_ss(A + (i));                                                 \
+        c##r##0 = _mm256_fmadd_ps(a_, b0, c##r##0);                                               \
+        c##r##1 = _mm256_fmadd_ps(a_, b1, c##r##1);                                               \
+    }
+#define KSTEP(o)                                                                                  \
+    {                                                                                             \
+        __m256 b0 = _mm256_load_ps(B + (o) * 16), b1 = _mm256_load_ps(B + (o) * 16 + 8);         \
+        A += (o) * 6;                                                                             \
+        ROW(0, 0) ROW(1, 1) ROW(2, 2) ROW(3, 3) ROW(4, 4) ROW(5, 5)                               \
+        A -= (o) * 6;                                                                             \
+    }
+    int64_t k = 0;
+    for (; k + 4 <= kc; k += 4) {
+        _mm_prefetch((const char *)(B + 16 * 16), _MM_HINT_T0);
+        _mm_prefetch((const char *)(B + 16 * 18), _MM_HINT_T0);
+        KSTEP(0) KSTEP(1) KSTEP(2) KSTEP(3)
+        A += 24;
+        B += 64;
+    }
+    for (; k < kc; ++k) {
+        KSTEP(0)
+        A += 6;
+        B += 16;
+    }
+#undef KSTEP
+#undef ROW
+    const __m256 va = _mm256_set1_ps(e->alpha);
+    const int scale = e->alpha != 1.0f, lc = e->load_c;
+    const float *bm = e->bias_m;
+    __m256 bn0 = _mm256_setzero_ps(), bn1 = _mm256_setzero_ps();
+    if (e->bias_n) {
+        bn0 = _mm256_loadu_ps(e->bias_n);
+        bn1 = _mm256_loadu_ps(e->bias_n + 8);
+    }
+#define EPI(r, i)                                                                                 \
+    {                                                                                             \
+        __m256 x0 = c##r##0, x1 = c##r##1;                                                        \
+        float *cp = C + (i) * ldc;                                                                \
+        if (scale) { x0 = _mm256_mul_ps(x0, va); x1 = _mm256_mul_ps(x1, va); }                    \
+        x0 = _mm256_add_ps(x0, bn0); x1 = _mm256_add_ps(x1, bn1);                                 \
+        if (bm) {                                                                                 \
+            __m256 t_ = _mm256_set1_ps(bm[(i)]);                                                  \
+            x0 = _mm256_add_ps(x0, t_); x1 = _mm256_add_ps(x1, t_);                               \
+        }                                                                                         \
+        if (lc) {                                                                                 \
+            x0 = _mm256_add_ps(x0, _mm256_loadu_ps(cp));                                          \
+            x1 = _mm256_add_ps(x1, _mm256_loadu_ps(cp + 8));                                      \
+        }                                                                                         \
+        _mm256_storeu_ps(cp, x0);                                                                 \
+        _mm256_storeu_ps(cp + 8, x1);                                                             \
+    }
+    EPI(0, 0) EPI(1, 1) EPI(2, 2) EPI(3, 3) EPI(4, 4) EPI(5, 5)
+#undef EPI
+}
+#endif  // LUMEN_X86
+
+static lumen_ukernel lumen_ukernel_for(int isa) {
+#if LUMEN_X86
+    if (isa == LUMEN_ISA_AVX512) return uk_avx512;
+    if (isa == LUMEN_ISA_AVX2) return uk_avx2;
+#else
+    (void)isa;
+#endif
+    return uk_generic;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Packers
+// ---------------------------------------------------------------------------------------------
+
+// ROWS source: elem(i, k) = p[(i0+i)*ld + k0+k] stored as dtype -> out[pan][k][width].
+static void pack_rows_generic(const void *p, int dtype, int64_t ld, int64_t i0, int64_t cnt,
+                              int64_t k0, int64_t kc, int width, float *out) {
+    int64_t npan = (cnt + width - 1) / width;
+    for (int64_t pan = 0; pan < npan; ++pan) {
+        float *o = out + pan * kc * width;
+        for (int i = 0; i < width; ++i) {
+            int64_t r = pan * width + i;
+            if (r >= cnt) {
+                for (int64_t k = 0; k < kc; ++k) o[k * width + i] = 0.0f;
+                continue;
+            }
+            int64_t base = (i0 + r) * ld + k0;
+            if (dtype == LUMEN_DT_F32) {
+                const float *s = (const float *)p + base;
+                for (int64_t k = 0; k < kc; ++k) o[k * width + i] = s[k];
+            } else if (dtype == LUMEN_DT_F16) {
+                const uint16_t *s = (const uint16_t *)p + base;
+                for (int64_t k = 0; k < kc; ++k) o[k * width + i] = lumen_h2f(s[k]);
+            } else {
+                const uint16_t *s = (const uint16_t *)p + base;
+                for (int64_t k = 0; k < kc; ++k) o[k * width + i] = lumen_bf2f(s[k]);
+            }
+        }
+    }
+}
+
+// COLS source: elem(i, k) = p[(k0+k)*ld + i0+i] (f32) -> out[pan][k][width].
+static void pack_cols_generic(const float *p, int64_t ld, int64_t i0, int64_t cnt, int64_t k0,
+                              int64_t kc, int width, float *out) {
+    int64_t npan = (cnt + width - 1) / width;
+    for (int64_t pan = 0; pan < npan; ++pan) {
+        float *o = out + pan * kc * width;
+        int64_t n = cnt - pan * width;
+        if (n > width) n = width;
+        const float *s = p + k0 * ld + i0 + pan * width;
+        for (int64_t k = 0; k < kc; ++k) {
+            const float *sk = s + k * ld;
+            float *ok = o + k * width;
+            int j = 0;
+            for (; j < n; ++j) ok[j] = sk[j];
+            for (; j < width; ++j) ok[j] = 0.0f;
+        }
+    }
+}
+
+#if LUMEN_X86
+
+LUMEN_TARGET_AVX512 static inline void tr16_avx512(__m512 r[16]) {
+    __m512 t[16], s[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        s[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+        s[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
+        s[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        s[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    // s[4a+j], 128-bit block L = rows 4a..4a+3, element 4L+j
+    for (int j = 0; j < 4; ++j) {
+        __m512 p0 = _mm512_shuffle_f32x4(s[j], s[4 + j], 0x88);
+        __m512 q0 = _mm512_shuffle_f32x4(s[j], s[4 + j], 0xDD);
+        __m512 p1 = _mm512_shuffle_f32x4(s[8 + j], s[12 + j], 0x88);
+        __m512 q1 = _mm512_shuffle_f32x4(s[8 + j], s[12 + j], 0xDD);
+        r[j] = _mm512_shuffle_f32x4(p0, p1, 0x88);
+        r[8 + j] = _mm512_shuffle_f32x4(p0, p1, 0xDD);
+        r[4 + j] = _mm512_shuffle_f32x4(q0, q1, 0x88);
+        r[12 + j] = _mm512_shuffle_f32x4(q0, q1, 0xDD);
+    }
+}
+
+LUMEN_TARGET_AVX512 static inline __m512 ld16_avx512(const void *p, int dtype, __mmask16 m) {
+    if (dtype == LUMEN_DT_F16) return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p));
+    if (dtype == LUMEN_DT_BF16)
+        return _mm512_castsi512_ps(
+            _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
+    return _mm512_maskz_loadu_ps(m, p);
+}
+
+LUMEN_TARGET_AVX512 static void pack_rows_avx512(const void *p, int dtype, int64_t ld, int64_t i0,
+                                                 int64_t cnt, int64_t k0, int64_t kc, int width,
+                                                 float *out) {
+    const size_t es = lumen_dtype_size(dtype);
+    const char *base = (const char *)p + (size_t)(i0 * ld + k0) * es;
+    int64_t npan = (cnt + width - 1) / width;
+    for (int64_t pan = 0; pan < npan; ++pan) {
+        for (int g = 0; g < width; g += 16) {
+            int gw = width - g < 16 ? width - g : 16;
+            __mmask16 sm = (__mmask16)((1u << gw) - 1u);
+            int64_t r0 = pan * width + g;
+            int64_t valid = cnt - r0;
+            if (valid > gw) valid = gw;
+            float *o = out + pan * kc * width + g;
+            if (valid <= 0) {
+                for (int64_t k = 0; k < kc; ++k) _mm512_mask_storeu_ps(o + k * width, sm, _mm512_setzero_ps());
+                continue;
+            }
+            const char *rp = base + (size_t)(r0 * ld) * es;
+            const size_t rs = (size_t)ld * es;
+            for (int64_t k = 0; k < kc; k += 16) {
+                int kn = kc - k < 16 ? (int)(kc - k) : 16;
+                __mmask16 lm = (__mmask16)((1u << kn) - 1u);
+                __m512 r[16];
+                const char *src = rp + (size_t)k * es;
+                for (int i = 0; i < 16; ++i)
+                    r[i] = i < valid ? ld16_avx512(src + (size_t)i * rs, dtype, lm) : _mm512_setzero_ps();
+                tr16_avx512(r);
+                float *ok = o + k * width;
+                if (kn == 16) {
+                    for (int t = 0; t < 16; ++t) _mm512_mask_storeu_ps(ok + t * width, sm, r[t]);
+                } else {
+                    for (int t = 0; t < kn; ++t) _mm512_mask_storeu_ps(ok + t * width, sm, r[t]);
+                }
+            }
+        }
+    }
+}
+
+LUMEN_TARGET_AVX512 static void pack_cols_avx512(const float *p, int64_t ld, int64_t i0,
+                                                 int64_t cnt, int64_t k0, int64_t kc, int width,
+                                                 float *out) {
+    int64_t npan = (cnt + width - 1) / width;
+    for (int64_t pan = 0; pan < npan; ++pan) {
+        float *o = out + pan * kc * width;
+        int64_t n = cnt - pan * width;
+        if (n > width) n = width;
+        const float *s = p + k0 * ld + i0 + pan * width;
+        for (int g = 0; g < width; g += 16) {
+            int gw = width - g < 16 ? width - g : 16;
+            int gv = (int)(n - g);
+            if (gv < 0) gv = 0;
+            if (gv > gw) gv = gw;
+            __mmask16 sm = (__mmask16)((1u << gw) - 1u), lm = (__mmask16)((1u << gv) - 1u);
+            for (int64_t k = 0; k < kc; ++k)
+                _mm512_mask_storeu_ps(o + k * width + g, sm, _mm512_maskz_loadu_ps(lm, s + k * ld + g));
+        }
+    }
+}
+
+LUMEN_TARGET_AVX2 static inline void tr8_avx2(__m256 r[8]) {
+    __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    r[0] = _mm256_permute2f128_ps(s0, s4, 0x20);
+    r[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
+    r[2] = _mm256_permute2f128_ps(s2, s6, 0x20);
+    r[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
+    r[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
+    r[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
+    r[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
+    r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
+
+LUMEN_TARGET_AVX2 static inline __m256 ld8_avx2(const void *p, int dtype, int kn) {
+    if (kn < 8) {
+        uint16_t tmp[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        if (dtype == LUMEN_DT_F32) {
+            float tf[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+            memcpy(tf, p, (size_t)kn * 4);
+            return _mm256_loadu_ps(tf);
+        }
+        memcpy(tmp, p, (size_t)kn * 2);
+        return ld8_avx2(tmp, dtype, 8);
+    }
+    if (dtype == LUMEN_DT_F16) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+    if (dtype == LUMEN_DT_BF16)
+        return _mm256_castsi256_ps(
+            _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
+    return _mm256_loadu_ps((const float *)p);
+}
+
+// Stores 8 lanes (width >= 8) or the first `gw` lanes (gw < 8, via a full store whose tail the
+// next k overwrites; buffers carry slack for the last one).
+LUMEN_TARGET_AVX2 static void pack_rows_avx2(const void *p, int dtype, int64_t ld, int64_t i0,
+                                             int64_t cnt, int64_t k0, int64_t kc, int width,
+                                             float *out) {
+    const size_t es = lumen_dtype_size(dtype);
+    const char *base = (const char *)p + (size_t)(i0 * ld + k0) * es;
+    int64_t npan = (cnt + width - 1) / width;
+    for (int64_t pan = 0; pan < npan; ++pan) {
+        for (int g = 0; g < width; g += 8) {
+            int gw = width - g < 8 ? width - g : 8;
+            int64_t r0 = pan * width + g;
+            int64_t valid = cnt - r0;
+            if (valid > gw) valid = gw;
+            float *o = out + pan * kc * width + g;
+            if (valid <= 0) {
+                for (int64_t k = 0; k < kc; ++k)
+                    for (int j = 0; j < gw; ++j) o[k * width + j] = 0.0f;
+                continue;
+            }
+            const char *rp = base + (size_t)(r0 * ld) * es;
+            const size_t rs = (size_t)ld * es;
+            for (int64_t k = 0; k < kc; k += 8) {
+                int kn = kc - k < 8 ? (int)(kc - k) : 8;
+                __m256 r[8];
+                const char *src = rp + (size_t)k * es;
+                for (int i = 0; i < 8; ++i)
+                    r[i] = i < valid ? ld8_avx2(src + (size_t)i * rs, dtype, kn) : _mm256_setzero_ps();
+                tr8_avx2(r);
+                float *ok = o + k * width;
+                if (gw == 8) {
+                    for (int t = 0; t < kn; ++t) _mm256_storeu_ps(ok + t * width, r[t]);
+                } else {
+                    // rows beyond gw in this group are zero here and are overwritten later
+                    for (int t = 0; t < kn; ++t) _mm256_storeu_ps(ok + t * width, r[t]);
+                }
+            }
+        }
+    }
+}
+#endif  // LUMEN_X86
+
+static void pack_src(const lumen_src *s, int isa, int64_t i0, int64_t cnt, int64_t k0, int64_t kc,
+                     int width, float *out) {
+    switch (s->kind) {
+    case LUMEN_SRC_ROWS:
+#if LUMEN_X86
+        if (isa == LUMEN_ISA_AVX512) {
+            pack_rows_avx512(s->p, s->dtype, s->ld, i0, cnt, k0, kc, width, out);
+            return;
+        }
+        if (isa == LUMEN_ISA_AVX2) {
+            pack_rows_avx2(s->p, s->dtype, s->ld, i0, cnt, k0, kc, width, out);
+            return;
+        }
+#endif
+        pack_rows_generic(s->p, s->dtype, s->ld, i0, cnt, k0, kc, width, out);
+        return;
+    case LUMEN_SRC_COLS:
+#if LUMEN_X86
+        if (isa == LUMEN_ISA_AVX512) {
+            pack_cols_avx512((const float *)s->p, s->ld, i0, cnt, k0, kc, width, out);
+            return;
+        }
+#endif
+        pack_cols_generic((const float *)s->p, s->ld, i0, cnt, k0, kc, width, out);
+        return;
+    default:
+        s->custom(s, isa, i0, cnt, k0, kc, width, out);
+        return;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Driver
+// ---------------------------------------------------------------------------------------------
+
+static void lumen_gemm_k0(const lumen_gemm_op *op, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+    for (int64_t m = m0; m < m1; ++m) {
+        float *c = op->c + m * op->ldc;
+        for (int64_t n = n0; n < n1; ++n) {
+            float v = op->accumulate ? c[n] : 0.0f;
+            if (op->bias_m) v += op->bias_m[m];
+            if (op->bias_n) v += op->bias_n[n];
+            c[n] = v;
+        }
+    }
+}
+
+void lumen_gemm_run(const lumen_gemm_op *op, int isa, int64_t m0, int64_t m1, int64_t n0,
+                    int64_t n1, int64_t K) {
+    if (m1 <= m0 || n1 <= n0) return;
+    if (K <= 0) {
+        lumen_gemm_k0(op, m0, m1, n0, n1);
+        return;
+    }
+    const lumen_blocking bl = lumen_gemm_blocking(isa);
+    const int MR = bl.mr, NR = bl.nr;
+    const lumen_ukernel uk = lumen_ukernel_for(isa);
+    const int64_t nkb = (K + bl.kc - 1) / bl.kc;
+    const int64_t kcb = (K + nkb - 1) / nkb;
+    const int64_t mcmax = bl.mc, ncmax = bl.nc;
+    const int64_t M = m1 - m0, N = n1 - n0;
+    int64_t mcb = M < mcmax ? M : mcmax, ncb = N < ncmax ? N : ncmax;
+    mcb = (mcb + MR - 1) / MR * MR;
+    ncb = (ncb + NR - 1) / NR * NR;
+    float *Ap = lumen_tl_buffer(0, (size_t)(mcb * kcb));
+    float *Bp = lumen_tl_buffer(1, (size_t)(ncb * kcb));
+    float tmp[14 * 32] __attribute__((aligned(64)));
+    const int64_t ldc = op->ldc;
+
+    for (int64_t jc = n0; jc < n1; jc += ncmax) {
+        const int64_t nc = n1 - jc < ncmax ? n1 - jc : ncmax;
+        for (int64_t pc = 0; pc < K; pc += kcb) {
+            const int64_t kc = K - pc < kcb ? K - pc : kcb;
+            const int first = pc == 0;
+            pack_src(&op->b, isa, jc, nc, pc, kc, NR, Bp);
+            for (int64_t ic = m0; ic < m1; ic += mcmax) {
+                const int64_t mc = m1 - ic < mcmax ? m1 - ic : mcmax;
+                pack_src(&op->a, isa, ic, mc, pc, kc, MR, Ap);
+                for (int64_t ir = 0; ir < mc; ir += MR) {
+                    const int mr = mc - ir < MR ? (int)(mc - ir) : MR;
+                    const float *Apan = Ap + ir * kc;
+                    const int64_t gm = ic + ir;
+                    for (int64_t jr = 0; jr < nc; jr += NR) {
+                        const int nr = nc - jr < NR ? (int)(nc - jr) : NR;
+                        const float *Bpan = Bp + jr * kc;
+                        const int64_t gn = jc + jr;
+                        float *C = op->c + gm * ldc + gn;
+                        if (mr == MR && nr == NR) {
+                            lumen_epi e = {op->alpha, first ? op->accumulate : 1,
+                                           first && op->bias_m ? op->bias_m + gm : NULL,
+                                           first && op->bias_n ? op->bias_n + gn : NULL};
+                            uk(kc, Apan, Bpan, C, ldc, &e);
+                        } else {
+                            lumen_epi e = {op->alpha, 0, NULL, NULL};
+                            uk(kc, Apan, Bpan, tmp, NR, &e);
+                            const int lc = first ? op->accumulate : 1;
+                            for (int i = 0; i < mr; ++i) {
+                                float *c = C + i * ldc;
+                                const float *t = tmp + i * NR;
+                                float bm = first && op->bias_m ? op->bias_m[gm + i] : 0.0f;
+                                for (int j = 0; j < nr; ++j) {
+                                    float v = t[j] + bm;
+                                    if (first && op->bias_n) v += op->bias_n[gn + j];
+                                    if (lc) v += c[j];
+                                    c[j] = v;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+void lumen_gemm_split(int isa, int64_t M, int64_t N, int task, int ntasks, int64_t *m0,
+                      int64_t *m1, int64_t *n0, int64_t *n1) {
+    *m0 = 0; *m1 = M; *n0 = 0; *n1 = N;
+    if (ntasks <= 1) return;
+    const lumen_blocking bl = lumen_gemm_blocking(isa);
+    const int64_t um = (M + bl.mr - 1) / bl.mr, un = (N + bl.nr - 1) / bl.nr;
+    // Splitting M repacks all of B in every task, splitting N repacks all of A: split the
+    // larger dimension unless that leaves too few tiles per task.
+    int splitM = M >= N;
+    if (splitM && um < 2 * ntasks && un > um) splitM = 0;
+    if (!splitM && un < 2 * ntasks && um > un) splitM = 1;
+    const int64_t U = splitM ? um : un, unit = splitM ? bl.mr : bl.nr, ext = splitM ? M : N;
+    int64_t u0 = U * task / ntasks, u1 = U * (task + 1) / ntasks;
+    int64_t b = u0 * unit, e = u1 * unit;
+    if (b > ext) b = ext;
+    if (e > ext) e = ext;
+    if (splitM) { *m0 = b; *m1 = e; } else { *n0 = b; *n1 = e; }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Small-M linear (M <= 4): dot products straight from the weight rows, no packing.
+// ---------------------------------------------------------------------------------------------
+
+static void linear_smallm_generic(const float *x, int64_t ldx, const void *w, int wdtype,
+                                  int64_t ldw, float *acc_out, int64_t M, int64_t n, int64_t K) {
+    // acc_out[m] = sum_k x[m,k] * w[n,k]
+    double dummy = 0;
+    (void)dummy;
+    float acc[4][8];
+    for (int m = 0; m < 4; ++m)
+        for (int j = 0; j < 8; ++j) acc[m][j] = 0.0f;
+    int64_t k = 0;
+    float wb[8];
+    for (; k + 8 <= K; k += 8) {
+        for (int j = 0; j < 8; ++j) wb[j] = lumen_load_elem(w, wdtype, n * ldw + k + j);
+        for (int m = 0; m < M; ++m)
+            for (int j = 0; j < 8; ++j) acc[m][j] += x[m * ldx + k + j] * wb[j];
+    }
+    for (int m = 0; m < M; ++m) {
+        float s = 0.0f;
+        for (int j = 0; j < 8; ++j) s += acc[m][j];
+        for (int64_t kk = k; kk < K; ++kk) s += x[m * ldx + kk] * lumen_load_elem(w, wdtype, n * ldw + kk);
+        acc_out[m] = s;
+    }
+}
+
+#if LUMEN_X86
+LUMEN_TARGET_AVX512 static void linear_smallm_avx512(const float *x, int64_t ldx, const void *w,
+                                                     int wdtype, int64_t ldw, float *acc_out,
+                                                     int64_t M, int64_t n, int64_t K) {
+    const size_t es = lumen_dtype_size(wdtype);
+    const char *wr = (const char *)w + (size_t)(n * ldw) * es;
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (int64_t k = 0; k < K; k += 16) {
+        int kn = K - k < 16 ? (int)(K - k) : 16;
+        __mmask16 lm = (__mmask16)((1u << kn) - 1u);
+        __m512 wv = ld16_avx512(wr + (size_t)k * es, wdtype, lm);
+        a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(lm, x + k), wv, a0);
+        if (M > 1) a1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(lm, x + ldx + k), wv, a1);
+        if (M > 2) a2 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(lm, x + 2 * ldx + k), wv, a2);
+        if (M > 3) a3 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(lm, x + 3 * ldx + k), wv, a3);
+    }
+    acc_out[0] = _mm512_reduce_add_ps(a0);
+    if (M > 1) acc_out[1] = _mm512_reduce_add_ps(a1);
+    if (M > 2) acc_out[2] = _mm512_reduce_add_ps(a2);
+    if (M > 3) acc_out[3] = _mm512_reduce_add_ps(a3);
+}
+
+LUMEN_TARGET_AVX2 static void linear_smallm_avx2(const float *x, int64_t ldx, const void *w,
+                                                 int wdtype, int64_t ldw, float *acc_out,
+                                                 int64_t M, int64_t n, int64_t K) {
+    const size_t es = lumen_dtype_size(wdtype);
+    const char *wr = (const char *)w + (size_t)(n * ldw) * es;
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    int64_t k = 0;
+    for (; k + 8 <= K; k += 8) {
+        __m256 wv = ld8_avx2(wr + (size_t)k * es, wdtype, 8);
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + k), wv, a0);
+        if (M > 1) a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + ldx + k), wv, a1);
+        if (M > 2) a2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + 2 * ldx + k), wv, a2);
+        if (M > 3) a3 = _mm256_fmadd_ps(_mm256_loadu_ps(x + 3 * ldx + k), wv, a3);
+    }
+    float t[4][8];
+    _mm256_storeu_ps(t[0], a0);
+    _mm256_storeu_ps(t[1], a1);
+    _mm256_storeu_ps(t[2], a2);
+    _mm256_storeu_ps(t[3], a3);
+    for (int m = 0; m < M; ++m) {
+        float s = ((t[m][0] + t[m][4]) + (t[m][1] + t[m][5])) + ((t[m][2] + t[m][6]) + (t[m][3] + t[m][7]));
+        for (int64_t kk = k; kk < K; ++kk) s += x[m * ldx + kk] * lumen_load_elem(w, wdtype, n * ldw + kk);
+        acc_out[m] = s;
+    }
+}
+#endif
+
+static void linear_smallm(const float *x, int64_t ldx, const void *w, int wdtype, int64_t ldw,
+                          const float *bias, float *y, int64_t ldy, int64_t M, int64_t n0,
+                          int64_t n1, int64_t K, int accumulate, int isa) {
+    float acc[4];
+    for (int64_t n = n0; n < n1; ++n) {
+#if LUMEN_X86
+        if (isa == LUMEN_ISA_AVX512) linear_smallm_avx512(x, ldx, w, wdtype, ldw, acc, M, n, K);
+        else if (isa == LUMEN_ISA_AVX2) linear_smallm_avx2(x, ldx, w, wdtype, ldw, acc, M, n, K);
+        else
+#endif
+            linear_smallm_generic(x, ldx, w, wdtype, ldw, acc, M, n, K);
+        (void)isa;
+        for (int64_t m = 0; m < M; ++m) {
+            float v = acc[m];
+            if (bias) v += bias[n];
+            if (accumulate) v += y[m * ldy + n];
+            y[m * ldy + n] = v;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Public entry points
+// ---------------------------------------------------------------------------------------------
+
+void lumen_linear(const float *x, int64_t ldx, const void *w, int wdtype, int64_t ldw,
+                  const float *bias, float *y, int64_t ldy, int64_t M, int64_t N, int64_t K,
+                  int accumulate, int task, int ntasks) {
+    if (M <= 0 || N <= 0) return;
+    const int isa = lumen_isa_current();
+    if (ntasks < 1) { ntasks = 1; task = 0; }
+    if (M <= 4 && K > 0) {
+        int64_t n0 = N * task / ntasks, n1 = N * (task + 1) / ntasks;
+        linear_smallm(x, ldx, w, wdtype, ldw, bias, y, ldy, M, n0, n1, K, accumulate, isa);
+        return;
+    }
+    lumen_gemm_op op;
+    memset(&op, 0, sizeof op);
+    op.a.kind = LUMEN_SRC_ROWS; op.a.dtype = LUMEN_DT_F32; op.a.p = x; op.a.ld = ldx;
+    op.b.kind = LUMEN_SRC_ROWS; op.b.dtype = wdtype; op.b.p = w; op.b.ld = ldw;
+    op.c = y; op.ldc = ldy;
+    op.bias_n = bias;
+    op.alpha = 1.0f;
+    op.accumulate = accumulate;
+    int64_t m0, m1, n0, n1;
+    lumen_gemm_split(isa, M, N, task, ntasks, &m0, &m1, &n0, &n1);
+    lumen_gemm_run(&op, isa, m0, m1, n0, n1, K);
+}
+
+void lumen_matmul_f32(const float *a, int64_t lda, int transA, const float *b, int64_t ldb,
+                      int transB, float *c, int64_t ldc, int64_t M, int64_t N, int64_t K,
+                      float alpha, int task, int ntasks) {
+    if (M <= 0 || N <= 0) return;
+    const int isa = lumen_isa_current();
+    if (ntasks < 1) { ntasks = 1; task = 0; }
+    lumen_gemm_op op;
+    memset(&op, 0, sizeof op);
+    op.a.kind = transA ? LUMEN_SRC_COLS : LUMEN_SRC_ROWS; op.a.dtype = LUMEN_DT_F32; op.a.p = a; op.a.ld = lda;
+    op.b.kind = transB ? LUMEN_SRC_ROWS : LUMEN_SRC_COLS; op.b.dtype = LUMEN_DT_F32; op.b.p = b; op.b.ld = ldb;
+    op.c = c; op.ldc = ldc;
+    op.alpha = alpha;
+    op.accumulate = 0;
+    int64_t m0, m1, n0, n1;
+    lumen_gemm_split(isa, M, N, task, ntasks, &m0, &m1, &n0, &n1);
+    lumen_gemm_run(&op, isa, m0, m1, n0, n1, K);
+}

@@ -1,0 +1,126 @@
+// Private interface shared by isa.c, gemm.c and conv.c: ISA target attributes, scalar
+// conversions, the packed-panel GEMM driver and its packers. Not part of the public API.
+#ifndef LUMEN_GEMM_INTERNAL_H
+#define LUMEN_GEMM_INTERNAL_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include <string.h>
+
+#include "lumen_cpu.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define LUMEN_X86 1
+#define LUMEN_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,fma,f16c")))
+#define LUMEN_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
+#else
+#define LUMEN_X86 0
+#endif
+
+// The level the kernels use now (cheap: one relaxed atomic load after the first call).
+int lumen_isa_current(void);
+
+// ---------------------------------------------------------------------------------------------
+// Scalar conversions (exact / round to nearest even), shared by every path.
+// ---------------------------------------------------------------------------------------------
+
+static inline uint32_t lumen_f2u(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+static inline float lumen_u2f(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+
+static inline float lumen_h2f(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
+    if (e == 0) {
+        // zero or subnormal: m * 2^-24 is exact in f32
+        float v = (float)m * 0x1p-24f;
+        return lumen_u2f(lumen_f2u(v) | sign);
+    }
+    if (e == 31) return lumen_u2f(sign | 0x7f800000u | (m << 13));
+    return lumen_u2f(sign | ((e + 112u) << 23) | (m << 13));
+}
+
+static inline uint16_t lumen_f2h(float f) {
+    uint32_t x = lumen_f2u(f);
+    uint32_t sign = (x >> 16) & 0x8000u;
+    x &= 0x7fffffffu;
+    if (x >= 0x7f800000u) {  // inf or nan (nan stays nan, quiet)
+        return (uint16_t)(sign | (x > 0x7f800000u ? (0x7e00u | ((x >> 13) & 0x3ffu)) : 0x7c00u));
+    }
+    if (x >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u);  // >= 65520 rounds to inf
+    if (x < 0x38800000u) {                                     // half subnormal or zero
+        if (x < 0x33000000u) return (uint16_t)sign;            // < 2^-25 rounds to 0
+        uint32_t e = x >> 23, m = (x & 0x7fffffu) | 0x800000u;
+        uint32_t s = 126u - e;                                 // 14..24
+        uint32_t q = m >> s, r = m & ((1u << s) - 1u), half = 1u << (s - 1u);
+        if (r > half || (r == half && (q & 1u))) q++;
+        return (uint16_t)(sign | q);
+    }
+    uint32_t odd = (x >> 13) & 1u;
+    return (uint16_t)(sign | ((x - 0x38000000u + 0xfffu + odd) >> 13));
+}
+
+static inline float lumen_bf2f(uint16_t b) { return lumen_u2f((uint32_t)b << 16); }
+
+static inline uint16_t lumen_f2bf(float f) {
+    uint32_t x = lumen_f2u(f);
+    if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40u);
+    return (uint16_t)((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
+}
+
+static inline float lumen_load_elem(const void *p, int dtype, int64_t i) {
+    switch (dtype) {
+    case LUMEN_DT_F16: return lumen_h2f(((const uint16_t *)p)[i]);
+    case LUMEN_DT_BF16: return lumen_bf2f(((const uint16_t *)p)[i]);
+    default: return ((const float *)p)[i];
+    }
+}
+
+static inline size_t lumen_dtype_size(int dtype) { return dtype == LUMEN_DT_F32 ? 4 : 2; }
+
+// ---------------------------------------------------------------------------------------------
+// Packed-panel GEMM driver: C[m, n] (+)= alpha * sum_k A(m, k) * B(k, n) (+ bias).
+// A is packed in panels of MR rows: panel[k*MR + i]; B in panels of NR columns: panel[k*NR + j].
+// ---------------------------------------------------------------------------------------------
+
+typedef struct lumen_src lumen_src;
+// Packs indices [i0, i0+cnt) of a source (rows of A or columns of B) for k in [k0, k0+kc)
+// into ceil(cnt/width) panels of kc*width floats each, zero-padding indices >= cnt.
+typedef void (*lumen_pack_fn)(const lumen_src *s, int isa, int64_t i0, int64_t cnt, int64_t k0,
+                              int64_t kc, int width, float *out);
+
+enum { LUMEN_SRC_ROWS = 0, LUMEN_SRC_COLS = 1, LUMEN_SRC_CUSTOM = 2 };
+
+struct lumen_src {
+    int kind;        // ROWS: elem(i,k) = p[i*ld + k] (dtype); COLS: elem(i,k) = p[k*ld + i] (f32)
+    int dtype;
+    const void *p;
+    int64_t ld;
+    lumen_pack_fn custom;  // CUSTOM
+    // convolution geometry (CUSTOM im2col source)
+    int64_t C, H, W, KH, KW, SH, SW, PH, PW, OH, OW;
+};
+
+typedef struct {
+    lumen_src a, b;
+    float *c;
+    int64_t ldc;
+    const float *bias_m;  // per row m (indexed by global m) or NULL
+    const float *bias_n;  // per column n or NULL
+    float alpha;
+    int accumulate;
+} lumen_gemm_op;
+
+typedef struct {
+    int mr, nr;
+    int64_t kc, mc, nc;
+} lumen_blocking;
+
+lumen_blocking lumen_gemm_blocking(int isa);
+void lumen_gemm_run(const lumen_gemm_op *op, int isa, int64_t m0, int64_t m1, int64_t n0,
+                    int64_t n1, int64_t K);
+// Splits an M x N output among tasks (over M or N in units of the tile), sets [m0,m1) x [n0,n1).
+void lumen_gemm_split(int isa, int64_t M, int64_t N, int task, int ntasks, int64_t *m0,
+                      int64_t *m1, int64_t *n0, int64_t *n1);
+
+#endif

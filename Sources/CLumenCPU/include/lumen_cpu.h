@@ -1,0 +1,138 @@
+// Lumen CPU kernels: the hot loops of the CPU executor, in C so that each instruction set
+// (AVX-512, AVX2+FMA+F16C, portable) gets its own code path chosen at run time. The Swift
+// executor owns shapes, scheduling and memory; every function here is handed plain pointers.
+//
+// Threading model: a kernel that takes (task, ntasks) does the share `task` of 0..<ntasks of
+// the whole job; the caller runs all tasks on its thread pool. The split is the kernel's
+// choice (rows, columns or images), so callers never need to know the blocking.
+#ifndef LUMEN_CPU_H
+#define LUMEN_CPU_H
+
+#include <stdint.h>
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// ---------------------------------------------------------------------------------------------
+// Instruction-set selection
+// ---------------------------------------------------------------------------------------------
+
+typedef enum {
+    LUMEN_ISA_GENERIC = 0,  // portable C (any CPU, arm64 included)
+    LUMEN_ISA_AVX2 = 1,     // x86-64 with AVX2 + FMA + F16C
+    LUMEN_ISA_AVX512 = 2,   // x86-64 with AVX-512 F/BW/DQ/VL (+ FMA, F16C)
+} lumen_isa;
+
+/// The best instruction set this CPU supports.
+int lumen_cpu_detect_isa(void);
+/// The instruction set the kernels use now (detected, or lowered by lumen_cpu_set_isa).
+int lumen_cpu_isa(void);
+/// Lower (never raise beyond what the CPU has) the instruction set the kernels use; returns the
+/// level actually set. Tests use it to run every path on one machine. The environment variable
+/// LUMEN_CPU_ISA=generic|avx2|avx512 does the same at start-up.
+int lumen_cpu_set_isa(int isa);
+/// "generic", "avx2" or "avx512".
+const char *lumen_isa_name(int isa);
+
+// ---------------------------------------------------------------------------------------------
+// Storage types of weights
+// ---------------------------------------------------------------------------------------------
+
+typedef enum {
+    LUMEN_DT_F32 = 0,
+    LUMEN_DT_F16 = 1,
+    LUMEN_DT_BF16 = 2,
+} lumen_dtype;
+
+/// Converts `count` elements of `src` (stored as `dtype`) to f32.
+void lumen_convert_to_f32(const void *src, int dtype, float *dst, int64_t count);
+/// Converts f32 to IEEE half (round to nearest even) / bfloat16 (round to nearest even).
+void lumen_f32_to_f16(const float *src, uint16_t *dst, int64_t count);
+void lumen_f32_to_bf16(const float *src, uint16_t *dst, int64_t count);
+
+// ---------------------------------------------------------------------------------------------
+// GEMM family (gemm.c, conv.c)
+// ---------------------------------------------------------------------------------------------
+
+/// Linear layer: y[m*ldy + n] = sum_k x[m*ldx + k] * w[n*ldw + k] (+ bias[n]) (+ y[m*ldy + n]
+/// when `accumulate` is non-zero). x is f32, w is stored as `wdtype` (PyTorch's [out, in]
+/// layout) and converted while packing; bias is f32 or NULL.
+void lumen_linear(const float *x, int64_t ldx,
+                  const void *w, int wdtype, int64_t ldw,
+                  const float *bias,
+                  float *y, int64_t ldy,
+                  int64_t M, int64_t N, int64_t K,
+                  int accumulate, int task, int ntasks);
+
+/// f32 matrix product of two activations: c[m*ldc + n] = alpha * sum_k A(m,k) * B(k,n), where
+/// A(m,k) = transA ? a[k*lda + m] : a[m*lda + k] and B(k,n) = transB ? b[n*ldb + k] : b[k*ldb + n].
+void lumen_matmul_f32(const float *a, int64_t lda, int transA,
+                      const float *b, int64_t ldb, int transB,
+                      float *c, int64_t ldc,
+                      int64_t M, int64_t N, int64_t K,
+                      float alpha, int task, int ntasks);
+
+/// 2-D convolution (cross-correlation, as PyTorch) over a batch of NCHW images, as an implicit
+/// GEMM: no im2col buffer of the whole input is ever built.
+/// x: [batch, C, H, W] f32; w: [O, C, KH, KW] stored as `wdtype`; bias: [O] f32 or NULL;
+/// y: [batch, O, OH, OW] f32 with OH = (H + 2*PH - KH)/SH + 1, OW likewise.
+void lumen_conv2d(const float *x, int64_t batch, int64_t C, int64_t H, int64_t W,
+                  const void *w, int wdtype, const float *bias,
+                  float *y, int64_t O, int64_t KH, int64_t KW,
+                  int64_t SH, int64_t SW, int64_t PH, int64_t PW,
+                  int64_t OH, int64_t OW,
+                  int task, int ntasks);
+
+/// Measures the f32 FMA rate one thread reaches with the given instruction set (GFLOP/s,
+/// counting an FMA as 2 FLOPs), running for about `seconds`. Used to report kernels' fraction
+/// of the machine's peak.
+double lumen_measure_fma_gflops(int isa, double seconds);
+
+// ---------------------------------------------------------------------------------------------
+// Normalisation, softmax, attention, elementwise (kernels.c, attention.c)
+// ---------------------------------------------------------------------------------------------
+
+/// Group norm over x [batch, C, S] (S = spatial size): for each (image, group) the mean and
+/// variance of its C/groups * S values (f32 statistics, two passes), then gamma/beta per channel
+/// (either may be NULL), then SiLU when `silu` is non-zero. Tasks split (image, group) pairs.
+void lumen_group_norm(const float *x, float *y, int64_t batch, int64_t C, int64_t S,
+                      int64_t groups, float eps, const float *gamma, const float *beta,
+                      int silu, int task, int ntasks);
+
+/// Layer norm over the last dimension D of `rows` rows.
+void lumen_layer_norm(const float *x, float *y, int64_t rows, int64_t D, float eps,
+                      const float *gamma, const float *beta, int task, int ntasks);
+
+/// Softmax over the last dimension D of `rows` rows (max-subtracted, f32).
+void lumen_softmax(const float *x, float *y, int64_t rows, int64_t D, int task, int ntasks);
+
+/// Fused multi-head attention with an online softmax (no Lq x Lk score matrix is stored).
+/// q: [B, Lq, heads*Dh] with row stride ldq, k/v: [B, Lk, heads*Dh] with row strides ldk/ldv,
+/// out: [B, Lq, heads*Dh] with row stride ldo. Batch strides are Lq*ldq etc. `causal` masks
+/// key j > query i (keys and queries aligned at the start). Tasks split (batch, head, q-block).
+/// Returns 0, or -1 when the thread's scratch memory could not be allocated (nothing written).
+int lumen_attention(const float *q, int64_t ldq, const float *k, int64_t ldk,
+                     const float *v, int64_t ldv, float *out, int64_t ldo,
+                     int64_t B, int64_t Lq, int64_t Lk, int64_t heads, int64_t Dh,
+                     float scale, int causal, int task, int ntasks);
+
+typedef enum {
+    LUMEN_UNARY_SILU = 0,
+    LUMEN_UNARY_GELU_ERF = 1,
+    LUMEN_UNARY_GELU_TANH = 2,
+    LUMEN_UNARY_QUICK_GELU = 3,
+} lumen_unary;
+
+/// y[i] = f(x[i]) for i in [begin, end).
+void lumen_unary_f32(int op, const float *x, float *y, int64_t begin, int64_t end);
+
+/// GEGLU: x [rows, 2*D] -> y [rows, D], y = x[:, :D] * gelu_erf(x[:, D:]).
+void lumen_geglu(const float *x, float *y, int64_t rows, int64_t D, int64_t rowBegin, int64_t rowEnd);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

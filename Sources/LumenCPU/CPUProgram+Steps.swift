@@ -1,0 +1,244 @@
+import CLumenCPU
+import Foundation
+import LumenRuntime
+
+/// The kernel call each op becomes. Pointers and sizes are resolved here, once, at compile time.
+extension CPUProgram {
+    func makeStep(_ n: Node) throws -> Step? {
+        let name = n.op.name
+        switch n.op {
+        case .input, .constant, .reshape:
+            return nil
+
+        case .linear(let hasBias):
+            let x = try f32(n.inputs[0]), (w, wdt) = try weight(n.inputs[1])
+            let bias = hasBias ? try f32(n.inputs[2]) : nil
+            let y = try f32(n.id)
+            let k = shape(n.inputs[1])[1], nOut = shape(n.inputs[1])[0], m = n.shape.count / nOut
+            let tasks = threads
+            return Step(name: name) { [pool = threadPool] in
+                pool.parallelFor(tasks) { t in
+                    lumen_linear(x, Int64(k), w, wdt, Int64(k), bias, y, Int64(nOut), Int64(m), Int64(nOut), Int64(k),
+                                 0, Int32(t), Int32(tasks))
+                }
+            }
+
+        case .matmul(let ta, let tb, let alpha):
+            return try matmulStep(n, ta, tb, alpha)
+
+        case .conv2d(let p, let hasBias):
+            let x = try f32(n.inputs[0]), (w, wdt) = try weight(n.inputs[1])
+            let bias = hasBias ? try f32(n.inputs[2]) : nil
+            let y = try f32(n.id)
+            let xs = shape(n.inputs[0]), ws = shape(n.inputs[1])
+            let tasks = threads
+            return Step(name: name) { [pool = threadPool] in
+                pool.parallelFor(tasks) { t in
+                    lumen_conv2d(x, Int64(xs[0]), Int64(xs[1]), Int64(xs[2]), Int64(xs[3]), w, wdt, bias, y,
+                                 Int64(ws[0]), Int64(ws[2]), Int64(ws[3]), Int64(p.strideH), Int64(p.strideW),
+                                 Int64(p.padH), Int64(p.padW), Int64(n.shape[2]), Int64(n.shape[3]), Int32(t), Int32(tasks))
+                }
+            }
+
+        case .groupNorm(let groups, let eps, let silu, _):
+            let x = try f32(n.inputs[0]), y = try f32(n.id)
+            let gamma = try optionalF32(n, 1), beta = try optionalF32(n, 2)
+            let s = n.shape, spatial = s.count / (s[0] * s[1])
+            let tasks = min(s[0] * groups, threads * 4)
+            return Step(name: name) { [pool = threadPool] in
+                pool.parallelFor(tasks) { t in
+                    lumen_group_norm(x, y, Int64(s[0]), Int64(s[1]), Int64(spatial), Int64(groups), eps, gamma, beta,
+                                     silu ? 1 : 0, Int32(t), Int32(tasks))
+                }
+            }
+
+        case .layerNorm(let eps, _):
+            let x = try f32(n.inputs[0]), y = try f32(n.id)
+            let gamma = try optionalF32(n, 1), beta = try optionalF32(n, 2)
+            let d = n.shape.dim(-1), rows = n.shape.count / max(d, 1)
+            let tasks = max(1, min(rows, threads * 4))
+            return Step(name: name) { [pool = threadPool] in
+                pool.parallelFor(tasks) { t in
+                    lumen_layer_norm(x, y, Int64(rows), Int64(d), eps, gamma, beta, Int32(t), Int32(tasks))
+                }
+            }
+
+        case .softmax:
+            let x = try f32(n.inputs[0]), y = try f32(n.id)
+            let d = n.shape.dim(-1), rows = n.shape.count / max(d, 1)
+            let tasks = max(1, min(rows, threads * 4))
+            return Step(name: name) { [pool = threadPool] in
+                pool.parallelFor(tasks) { t in lumen_softmax(x, y, Int64(rows), Int64(d), Int32(t), Int32(tasks)) }
+            }
+
+        case .attention(let heads, let causal, let scale):
+            let q = try f32(n.inputs[0]), k = try f32(n.inputs[1]), v = try f32(n.inputs[2]), o = try f32(n.id)
+            let qs = shape(n.inputs[0]), ks = shape(n.inputs[1])
+            let width = qs[2], dh = width / heads
+            let items = qs[0] * heads * ((qs[1] + 31) / 32)
+            let tasks = max(1, min(items, threads * 8))
+            return Step(name: name) { [pool = threadPool] in
+                let failed = Atomic()
+                pool.parallelFor(tasks) { t in
+                    if lumen_attention(q, Int64(width), k, Int64(width), v, Int64(width), o, Int64(width),
+                                       Int64(qs[0]), Int64(qs[1]), Int64(ks[1]), Int64(heads), Int64(dh),
+                                       scale, causal ? 1 : 0, Int32(t), Int32(tasks)) != 0 {
+                        failed.set()
+                    }
+                }
+                if failed.isSet {
+                    throw LumenError.outOfMemory(bytes: 4 * dh * 256, detail: "attention scratch for head size \(dh)")
+                }
+            }
+
+        case .unary(let u):
+            let x = try f32(n.inputs[0]), y = try f32(n.id)
+            let code: lumen_unary
+            switch u {
+            case .silu: code = LUMEN_UNARY_SILU
+            case .gelu: code = LUMEN_UNARY_GELU_ERF
+            case .geluTanh: code = LUMEN_UNARY_GELU_TANH
+            case .quickGelu: code = LUMEN_UNARY_QUICK_GELU
+            }
+            let count = n.shape.count
+            return Step(name: name) { [pool = threadPool] in
+                pool.parallelRanges(count) { r in
+                    lumen_unary_f32(Int32(code.rawValue), x, y, Int64(r.lowerBound), Int64(r.upperBound))
+                }
+            }
+
+        case .geglu:
+            let x = try f32(n.inputs[0]), y = try f32(n.id)
+            let d = n.shape.dim(-1), rows = n.shape.count / max(d, 1)
+            return Step(name: name) { [pool = threadPool] in
+                pool.parallelRanges(rows, minChunk: max(1, 4096 / max(d, 1))) { r in
+                    lumen_geglu(x, y, Int64(rows), Int64(d), Int64(r.lowerBound), Int64(r.upperBound))
+                }
+            }
+
+        case .binary(let op):
+            return try binaryStep(n, op)
+
+        case .affine(let a, let b):
+            let x = try f32(n.inputs[0]), y = try f32(n.id)
+            let count = n.shape.count
+            return Step(name: name) { [pool = threadPool] in
+                pool.parallelRanges(count) { r in
+                    for i in r { y[i] = x[i] * a + b }
+                }
+            }
+
+        case .concat(let axis):
+            let y = try f32(n.id)
+            let inner = n.shape.dims[(axis + 1)...].reduce(1, *)
+            let outer = n.shape.dims[..<axis].reduce(1, *)
+            let parts = try n.inputs.map { (try f32($0), shape($0)[axis] * inner) }
+            let rowOut = n.shape[axis] * inner
+            return Step(name: name) { [pool = threadPool] in
+                pool.parallelRanges(outer, minChunk: 1) { r in
+                    for o in r {
+                        var offset = o * rowOut
+                        for (src, len) in parts {
+                            (y + offset).update(from: src + o * len, count: len)
+                            offset += len
+                        }
+                    }
+                }
+            }
+
+        case .upsampleNearest2x:
+            let x = try f32(n.inputs[0]), y = try f32(n.id)
+            let xs = shape(n.inputs[0])
+            let planes = xs[0] * xs[1], h = xs[2], w = xs[3]
+            return Step(name: name) { [pool = threadPool] in
+                pool.parallelRanges(planes, minChunk: 1) { r in
+                    for p in r {
+                        let src = x + p * h * w, dst = y + p * h * w * 4
+                        for i in 0..<h {
+                            let row = dst + (2 * i) * 2 * w
+                            for j in 0..<w {
+                                let v = src[i * w + j]
+                                row[2 * j] = v
+                                row[2 * j + 1] = v
+                            }
+                            (row + 2 * w).update(from: row, count: 2 * w)
+                        }
+                    }
+                }
+            }
+
+        case .timestepEmbedding(let p):
+            let t = try f32(n.inputs[0]), y = try f32(n.id)
+            let count = n.shape[0]
+            return Step(name: name) {
+                timestepEmbedding(t, count: count, p, into: y)
+            }
+
+        case .permute(let order):
+            let x = try f32(n.inputs[0]), y = try f32(n.id)
+            let plan = PermutePlan(input: shape(n.inputs[0]), order: order)
+            return Step(name: name) { [pool = threadPool] in plan.run(x, y, pool: pool) }
+
+        case .slice(let axis, let start, let length):
+            let x = try f32(n.inputs[0]), y = try f32(n.id)
+            let xs = shape(n.inputs[0])
+            let inner = xs.dims[(axis + 1)...].reduce(1, *)
+            let outer = xs.dims[..<axis].reduce(1, *)
+            let rowIn = xs[axis] * inner, rowOut = length * inner
+            return Step(name: name) {
+                for o in 0..<outer { (y + o * rowOut).update(from: x + o * rowIn + start * inner, count: rowOut) }
+            }
+
+        case .embedding:
+            let ids = try rawPointer(n.inputs[0], f32: false).assumingMemoryBound(to: Int32.self)
+            let (table, tdt) = try weight(n.inputs[1])
+            let ts = shape(n.inputs[1])
+            let y = try f32(n.id)
+            let count = shape(n.inputs[0]).count, vocab = ts[0], d = ts[1]
+            let rowBytes = d * graph.nodes[n.inputs[1]].dtype.size
+            return Step(name: name) {
+                for i in 0..<count {
+                    let id = Int(ids[i])
+                    guard id >= 0, id < vocab else {
+                        throw LumenError.invalidArgument(op: "embedding", detail: "id \(id) at position \(i) is outside the table of \(vocab) rows")
+                    }
+                    lumen_convert_to_f32(table + id * rowBytes, tdt, y + i * d, Int64(d))
+                }
+            }
+        }
+    }
+}
+
+/// A flag set from any worker thread.
+final class Atomic: @unchecked Sendable {
+    private let lock = NSLock()
+    private var flag = false
+    func set() { lock.lock(); flag = true; lock.unlock() }
+    var isSet: Bool { lock.lock(); defer { lock.unlock() }; return flag }
+}
+
+/// diffusers' `get_timestep_embedding`, computed in f32 as PyTorch does.
+func timestepEmbedding(_ t: UnsafePointer<Float>, count: Int, _ p: TimestepEmbeddingParameters,
+                       into y: UnsafeMutablePointer<Float>) {
+    let half = p.dim / 2
+    let base = -Float(log(Double(p.maxPeriod)))
+    var freqs = [Float](repeating: 0, count: half)
+    for i in 0..<half {
+        freqs[i] = Float(exp(Double(base * Float(i) / (Float(half) - p.downscaleFreqShift))))
+    }
+    for r in 0..<count {
+        let row = y + r * p.dim
+        for i in 0..<half {
+            let arg = p.scale * (t[r] * freqs[i])
+            let s = Float(sin(Double(arg))), c = Float(cos(Double(arg)))
+            if p.flipSinToCos {
+                row[i] = c
+                row[half + i] = s
+            } else {
+                row[i] = s
+                row[half + i] = c
+            }
+        }
+        if p.dim % 2 == 1 { row[p.dim - 1] = 0 }
+    }
+}

@@ -1,0 +1,171 @@
+import CLumenCPU
+import Foundation
+import LumenRuntime
+
+/// A graph compiled for the CPU: values are assigned to activation buffers by lifetime, weight
+/// pointers and kernel arguments are resolved once, and `run` replays the steps.
+///
+/// A program runs one request at a time (its buffers are shared by the steps); concurrent calls
+/// to `run` are serialised.
+public final class CPUProgram: Program {
+    public let inputs: [(name: String, shape: Shape, dtype: DType)]
+    /// Bytes of activation memory the program holds (all buffers together).
+    public let activationBytes: Int
+    /// Per-step op names, in execution order, for profiling.
+    public var stepNames: [String] { steps.map(\.name) }
+
+    struct Step {
+        let name: String
+        let run: () throws -> Void
+    }
+
+    let graph: Graph
+    private let outputValues: [Value]
+    private var steps: [Step] = []
+    private var buffers: [ActivationBuffer] = []
+    /// For each node: the buffer holding its value (nil for constants).
+    private var bufferOf: [Int: Int] = [:]
+    /// Constants widened to f32 for the ops that read them as activations.
+    private var widened: [Int: Tensor] = [:]
+    private var inputBuffers: [(name: String, node: Int, bytes: Int)] = []
+    private let pool: ThreadPool
+    private let lock = NSLock()
+
+    init(graph: Graph, outputs: [Value], pool: ThreadPool) throws {
+        self.graph = graph
+        self.pool = pool
+        self.outputValues = outputs
+        guard !outputs.isEmpty else {
+            throw LumenError.invalidArgument(op: "compile", detail: "no outputs requested")
+        }
+        for v in outputs { _ = try graph.node(v) }
+        let nodes = graph.nodes
+
+        // Only what the outputs depend on is computed.
+        var needed = [Bool](repeating: false, count: nodes.count)
+        var stack = outputs.map(\.id)
+        while let i = stack.popLast() {
+            if needed[i] { continue }
+            needed[i] = true
+            stack.append(contentsOf: nodes[i].inputs)
+        }
+        // Reshapes are views: they share their operand's buffer, so lifetimes are tracked per root.
+        var root = Array(0..<nodes.count)
+        for n in nodes where needed[n.id] {
+            if case .reshape = n.op { root[n.id] = root[n.inputs[0]] }
+        }
+        var lastUse = [Int](repeating: -1, count: nodes.count)
+        for n in nodes where needed[n.id] {
+            for i in n.inputs { lastUse[root[i]] = max(lastUse[root[i]], n.id) }
+        }
+        for v in outputs { lastUse[root[v.id]] = nodes.count }
+        var releaseAt = [Int: [Int]]()
+        for (r, last) in lastUse.enumerated() where last >= 0 && last < nodes.count && root[r] == r {
+            releaseAt[last, default: []].append(r)
+        }
+
+        var planner = BufferPlanner()
+        var inputSpecs: [(String, Shape, DType)] = []
+        for n in nodes where needed[n.id] {
+            switch n.op {
+            case .constant: break
+            case .reshape:
+                if let b = bufferOf[root[n.id]] { bufferOf[n.id] = b }
+            default:
+                bufferOf[n.id] = planner.acquire(bytes: n.shape.count * n.dtype.size)
+                if case .input(let name) = n.op {
+                    inputSpecs.append((name, n.shape, n.dtype))
+                    inputBuffers.append((name, n.id, n.shape.count * n.dtype.size))
+                }
+            }
+            for r in releaseAt[n.id] ?? [] {
+                if let b = bufferOf[r] { planner.release(b) }
+            }
+        }
+        // Inputs declared but not needed by the outputs are still accepted (and ignored).
+        for (name, value) in graph.inputs where !needed[value.id] {
+            inputSpecs.append((name, value.shape, value.dtype))
+        }
+        inputs = inputSpecs
+        buffers = try planner.capacities.map { try ActivationBuffer(capacity: $0) }
+        activationBytes = planner.capacities.reduce(0, +)
+
+        for n in nodes where needed[n.id] {
+            if let step = try makeStep(n) { steps.append(step) }
+        }
+    }
+
+    public func run(_ given: [String: Tensor]) throws -> ProgramOutputs {
+        lock.lock()
+        defer { lock.unlock() }
+        for spec in inputs {
+            guard let t = given[spec.name] else { throw LumenError.missingInput(name: spec.name) }
+            guard t.shape == spec.shape, t.dtype == spec.dtype else {
+                throw LumenError.inputMismatch(
+                    name: spec.name, expected: "\(spec.dtype)[\(spec.shape)]", got: "\(t.dtype)[\(t.shape)]")
+            }
+        }
+        for (name, node, bytes) in inputBuffers {
+            let dst = buffers[bufferOf[node]!].bytes
+            given[name]!.withUnsafeBytes { dst.copyMemory(from: $0.baseAddress!, byteCount: bytes) }
+        }
+        for step in steps { try step.run() }
+        var results: [Tensor] = []
+        for v in outputValues {
+            var out = try Tensor(zeros: v.shape, dtype: v.dtype)
+            let src = try rawPointer(v.id, f32: v.dtype == .f32)
+            try out.withUnsafeMutableBytes { $0.baseAddress!.copyMemory(from: src, byteCount: $0.count) }
+            results.append(out)
+        }
+        return ProgramOutputs(values: outputValues, tensors: results)
+    }
+
+    // MARK: - Pointers
+
+    /// The bytes of a node's value. Constants read as activations are widened to f32 once.
+    func rawPointer(_ id: Int, f32: Bool) throws -> UnsafeMutableRawPointer {
+        if let b = bufferOf[id] { return buffers[b].bytes }
+        var node = graph.nodes[id]
+        while case .reshape = node.op { node = graph.nodes[node.inputs[0]] }
+        guard case .constant(let tensor) = node.op else {
+            throw LumenError.unknownValue(id: id, detail: "value has no storage (internal planning error)")
+        }
+        if !f32 || tensor.dtype == .f32 || !tensor.dtype.isFloatingPoint {
+            return tensor.storage.bytes + tensor.byteOffset
+        }
+        if let w = widened[node.id] { return w.storage.bytes + w.byteOffset }
+        let w = try tensor.converted(to: .f32)
+        widened[node.id] = w
+        return w.storage.bytes + w.byteOffset
+    }
+
+    func f32(_ id: Int) throws -> UnsafeMutablePointer<Float> {
+        try rawPointer(id, f32: true).assumingMemoryBound(to: Float.self)
+    }
+
+    /// A weight in its stored type, with the kernels' dtype code.
+    func weight(_ id: Int) throws -> (UnsafeRawPointer, Int32) {
+        let dtype = graph.nodes[id].dtype
+        let code: lumen_dtype
+        switch dtype {
+        case .f32: code = LUMEN_DT_F32
+        case .f16: code = LUMEN_DT_F16
+        case .bf16: code = LUMEN_DT_BF16
+        default:
+            throw LumenError.unsupportedDType(op: "weight", dtype: dtype, expected: "f32, f16 or bf16")
+        }
+        if bufferOf[id] != nil && dtype != .f32 {
+            throw LumenError.unsupportedDType(op: "weight", dtype: dtype, expected: "f32 for a computed weight")
+        }
+        return (UnsafeRawPointer(try rawPointer(id, f32: false)), Int32(code.rawValue))
+    }
+
+    func optionalF32(_ node: Node, _ index: Int) throws -> UnsafeMutablePointer<Float>? {
+        index < node.inputs.count ? try f32(node.inputs[index]) : nil
+    }
+
+    func shape(_ id: Int) -> Shape { graph.nodes[id].shape }
+
+    var threads: Int { pool.threads }
+    var threadPool: ThreadPool { pool }
+}

@@ -1,0 +1,92 @@
+import LumenCPU
+import LumenRuntime
+import XCTest
+
+final class NormAndAttentionTests: XCTestCase {
+    func testGroupNormWithAndWithoutAffineAndSiLU() throws {
+        let cases: [(batch: Int, c: Int, h: Int, w: Int, groups: Int)] = [(2, 6, 7, 13, 3), (1, 320, 9, 11, 32), (2, 64, 16, 16, 32)]
+        try forEachInstructionSet { isa in
+            for (i, t) in cases.enumerated() {
+                for (affine, silu) in [(true, false), (true, true), (false, false), (false, true)] {
+                    let g = Graph()
+                    let x = try g.input("x", shape: [t.batch, t.c, t.h, t.w])
+                    let (gt, gref) = try randomTensor([t.c], dtype: .f16, seed: UInt64(40 + i))
+                    let (bt, bref) = try randomTensor([t.c], dtype: .bf16, seed: UInt64(50 + i))
+                    let y = try g.groupNorm(x, groups: t.groups, weight: affine ? try g.constant(gt) : nil,
+                                            bias: affine ? try g.constant(bt) : nil, eps: 1e-6, silu: silu)
+                    // Inputs with an offset, so the mean matters.
+                    var xv = randomValues(t.batch * t.c * t.h * t.w, seed: UInt64(60 + i), scale: 3)
+                    xv = xv.map { $0 + 2 }
+                    let xt = try Tensor(shape: x.shape, values: xv)
+                    let got = try runCPU(g, [y], ["x": xt])[0]
+                    let expected = Reference.groupNorm(xv.map(Double.init), batch: t.batch, c: t.c, spatial: t.h * t.w,
+                                                       groups: t.groups, eps: 1e-6, gamma: affine ? gref : nil,
+                                                       beta: affine ? bref : nil, silu: silu)
+                    assertClose(got, expected, atol: 1e-5, rtol: 1e-5, "group-norm \(t) affine \(affine) silu \(silu) \(isa)")
+                }
+            }
+        }
+    }
+
+    func testLayerNormAndSoftmax() throws {
+        try forEachInstructionSet { isa in
+            for (rows, d) in [(1, 1), (7, 33), (154, 768), (3, 1000)] {
+                let g = Graph()
+                let x = try g.input("x", shape: [rows, d])
+                let (gt, gref) = try randomTensor([d], dtype: .f16, seed: 70)
+                let (bt, bref) = try randomTensor([d], seed: 71)
+                let ln = try g.layerNorm(x, weight: try g.constant(gt), bias: try g.constant(bt), eps: 1e-5)
+                let lnPlain = try g.layerNorm(x)
+                let sm = try g.softmax(x)
+                let xv = randomValues(rows * d, seed: 72, scale: 8)
+                let out = try runCPU(g, [ln, lnPlain, sm], ["x": try Tensor(shape: [rows, d], values: xv)])
+                let xd = xv.map(Double.init)
+                if d > 1 {
+                    assertClose(out[0], Reference.layerNorm(xd, rows: rows, d: d, eps: 1e-5, gamma: gref, beta: bref),
+                                atol: 2e-5, rtol: 1e-5, "layer-norm \(rows)x\(d) \(isa)")
+                    assertClose(out[1], Reference.layerNorm(xd, rows: rows, d: d, eps: 1e-5, gamma: nil, beta: nil),
+                                atol: 2e-5, rtol: 1e-5, "layer-norm plain \(rows)x\(d) \(isa)")
+                }
+                assertClose(out[2], Reference.softmax(xd, rows: rows, d: d), atol: 1e-7, rtol: 2e-6, "softmax \(rows)x\(d) \(isa)")
+            }
+        }
+    }
+
+    func testAttentionSelfCrossAndCausal() throws {
+        let cases: [(b: Int, lq: Int, lk: Int, heads: Int, dh: Int, causal: Bool)] = [
+            (1, 1, 1, 1, 1, false), (2, 13, 7, 3, 5, false), (2, 77, 77, 4, 16, true), (1, 33, 33, 2, 40, true),
+            (2, 300, 77, 8, 40, false), (1, 150, 150, 8, 40, false), (1, 45, 200, 2, 160, false), (1, 140, 140, 1, 64, true),
+        ]
+        try forEachInstructionSet { isa in
+            for (i, t) in cases.enumerated() {
+                let w = t.heads * t.dh
+                let g = Graph()
+                let q = try g.input("q", shape: [t.b, t.lq, w])
+                let k = try g.input("k", shape: [t.b, t.lk, w])
+                let v = try g.input("v", shape: [t.b, t.lk, w])
+                let y = try g.attention(query: q, key: k, value: v, heads: t.heads, causal: t.causal)
+                let (qt, qref) = try randomTensor(q.shape, seed: UInt64(80 + i), scale: 2)
+                let (kt, kref) = try randomTensor(k.shape, seed: UInt64(90 + i), scale: 2)
+                let (vt, vref) = try randomTensor(v.shape, seed: UInt64(100 + i))
+                let got = try runCPU(g, [y], ["q": qt, "k": kt, "v": vt])[0]
+                let expected = Reference.attention(qref, kref, vref, b: t.b, lq: t.lq, lk: t.lk, heads: t.heads, dh: t.dh,
+                                                   causal: t.causal, scale: 1 / Double(t.dh).squareRoot())
+                assertClose(got, expected, atol: 2e-6, rtol: 1e-5, "attention \(t) \(isa)")
+            }
+        }
+    }
+
+    func testAttentionMatchesUnfusedGraph() throws {
+        // The fused kernel and the same attention spelled out with matmul + softmax agree.
+        let (b, l, heads, dh) = (2, 70, 2, 24)
+        let g = Graph()
+        let q = try g.input("q", shape: [b, l, heads * dh]), k = try g.input("k", shape: [b, l, heads * dh])
+        let fused = try g.attention(query: q, key: k, value: k, heads: heads)
+        let qh = try g.permute(try g.reshape(q, [b, l, heads, dh]), [0, 2, 1, 3])
+        let kh = try g.permute(try g.reshape(k, [b, l, heads, dh]), [0, 2, 1, 3])
+        let p = try g.softmax(try g.matmul(qh, kh, transposeB: true, alpha: 1 / Float(dh).squareRoot()))
+        let o = try g.reshape(try g.permute(try g.matmul(p, kh), [0, 2, 1, 3]), [b, l, heads * dh])
+        let out = try runCPU(g, [fused, o], ["q": try randomTensor(q.shape, seed: 1).0, "k": try randomTensor(k.shape, seed: 2).0])
+        assertClose(out[0], out[1].map(Double.init), atol: 2e-6, rtol: 1e-5, "fused vs unfused")
+    }
+}
