@@ -41,7 +41,10 @@ let package = Package(
         ),
         .target(
             name: "LumenBenchmarks",
-            dependencies: ["Lumen", "LumenRuntime", "LumenCPU", "CLumenCPU"],
+            dependencies: [
+                "Lumen", "LumenRuntime", "LumenCPU", "CLumenCPU",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
             path: "Benchmarks/LumenBenchmarks"
         ),
         .executableTarget(

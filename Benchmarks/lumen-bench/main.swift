@@ -1,1 +1,4 @@
-print("bench")
+import LumenBenchmarks
+
+// The kernel benchmarks as their own executable (the same as `lumen bench`).
+KernelBenchCommand.main()

@@ -1,0 +1,84 @@
+import ArgumentParser
+import Foundation
+import LumenCPU
+import LumenRuntime
+
+/// `lumen bench` / `lumen-bench`: the kernels at Stable Diffusion 1.5's shapes, with the rate
+/// each reaches and its fraction of this machine's measured peak.
+public struct KernelBenchCommand: ParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Benchmark the kernels at the shapes Stable Diffusion 1.5 uses at 512x512.")
+
+    public enum Backend: String, ExpressibleByArgument, CaseIterable {
+        case cpu, vulkan
+    }
+
+    @Option(help: "Backend to benchmark: \(Backend.allCases.map(\.rawValue).joined(separator: ", ")).")
+    public var backend: Backend = .cpu
+
+    @Option(name: .customLong("op"), help: "Only ops of this family (matmul, conv2d, attention, group-norm, layer-norm, gelu, silu); repeatable.")
+    public var ops: [String] = []
+
+    @Option(help: "Threads (default: every core).")
+    public var threads: Int?
+
+    @Option(help: "Minimum seconds of timed runs per benchmark.")
+    public var minSeconds: Double = 1.0
+
+    @Flag(help: "Print one JSON array of results instead of a table.")
+    public var json = false
+
+    public init() {}
+
+    public func validate() throws {
+        let known = Set(SD15Shapes.all().map(\.op))
+        for op in ops where !known.contains(op) && !known.contains(where: { $0.hasPrefix(op + "-") }) {
+            throw ValidationError("--op \(op): unknown op; expected one of \(known.sorted().joined(separator: ", "))")
+        }
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+        if minSeconds < 0 { throw ValidationError("--min-seconds must not be negative") }
+    }
+
+    public func run() throws {
+        guard backend == .cpu else {
+            throw LumenError.backendUnavailable(backend: "vulkan", reason: "this build has no Vulkan executor yet")
+        }
+        let selected = SD15Shapes.all().filter { b in
+            ops.isEmpty || ops.contains(b.op) || ops.contains { b.op.hasPrefix($0 + "-") }
+        }
+        var runner = KernelBenchmarkRunner(executor: CPUExecutor(threads: threads))
+        runner.minSeconds = minSeconds
+        let peak = runner.measurePeak()
+        var results: [KernelMeasurement] = []
+        if !json {
+            print(String(format: "peak: %.1f GFLOP/s f32 FMA (%@, %d threads, measured), %.1f GB/s copy bandwidth",
+                         peak.gflops, peak.isa, peak.threads, peak.gbps))
+            print("op                shape                      time (ms)     GFLOP/s       GB/s   of peak")
+        }
+        for b in selected {
+            let m = try runner.run(b, peak: peak)
+            results.append(m)
+            if !json {
+                let rate = b.memoryBound ? "-" : String(format: "%.1f", m.gflops)
+                print(b.op.padding(toLength: 18, withPad: " ", startingAt: 0)
+                      + b.shape.padding(toLength: 24, withPad: " ", startingAt: 0)
+                      + String(format: "%12.3f", m.seconds * 1000)
+                      + rate.leftPadded(12)
+                      + String(format: "%11.1f", m.gbps)
+                      + String(format: "%9.1f%%", m.peak_fraction * 100))
+            }
+        }
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            print(String(decoding: try encoder.encode(results), as: UTF8.self))
+        }
+    }
+}
+
+extension String {
+    func leftPadded(_ width: Int) -> String {
+        count >= width ? self : String(repeating: " ", count: width - count) + self
+    }
+}
