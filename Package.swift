@@ -65,6 +65,7 @@ let package = Package(
         ),
         .testTarget(name: "LumenRuntimeTests", dependencies: ["LumenRuntime"]),
         .testTarget(name: "LumenCPUTests", dependencies: ["LumenRuntime", "LumenCPU", "CLumenCPU"]),
+        .testTarget(name: "LumenTests", dependencies: ["Lumen"]),
     ],
     swiftLanguageModes: [.v5]
 )

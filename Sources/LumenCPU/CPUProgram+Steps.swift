@@ -128,6 +128,15 @@ extension CPUProgram {
                 }
             }
 
+        case .clamp(let lower, let upper):
+            let x = try f32(n.inputs[0]), y = try f32(n.id)
+            let count = n.shape.count
+            return Step(name: name) { [pool = threadPool] in
+                pool.parallelRanges(count) { r in
+                    for i in r { y[i] = Swift.min(Swift.max(x[i], lower), upper) }
+                }
+            }
+
         case .concat(let axis):
             let y = try f32(n.id)
             let inner = n.shape.dims[(axis + 1)...].reduce(1, *)
@@ -163,6 +172,39 @@ extension CPUProgram {
                             }
                             (row + 2 * w).update(from: row, count: 2 * w)
                         }
+                    }
+                }
+            }
+
+        case .resizeNearest(let oh, let ow):
+            let x = try f32(n.inputs[0]), y = try f32(n.id)
+            let xs = shape(n.inputs[0])
+            let planes = xs[0] * xs[1], h = xs[2], w = xs[3]
+            // PyTorch computes the scale in f32 and floors dst · scale.
+            let rows = (0..<oh).map { min(Int((Float(h) / Float(oh) * Float($0)).rounded(.down)), h - 1) }
+            let cols = (0..<ow).map { min(Int((Float(w) / Float(ow) * Float($0)).rounded(.down)), w - 1) }
+            return Step(name: name) { [pool = threadPool] in
+                pool.parallelRanges(planes, minChunk: 1) { r in
+                    for p in r {
+                        let src = x + p * h * w, dst = y + p * oh * ow
+                        for i in 0..<oh {
+                            let srow = src + rows[i] * w, drow = dst + i * ow
+                            for j in 0..<ow { drow[j] = srow[cols[j]] }
+                        }
+                    }
+                }
+            }
+
+        case .pad(let top, _, let left, _):
+            let x = try f32(n.inputs[0]), y = try f32(n.id)
+            let xs = shape(n.inputs[0])
+            let planes = xs[0] * xs[1], h = xs[2], w = xs[3], oh = n.shape[2], ow = n.shape[3]
+            return Step(name: name) { [pool = threadPool] in
+                pool.parallelRanges(planes, minChunk: 1) { r in
+                    for p in r {
+                        let dst = y + p * oh * ow
+                        dst.update(repeating: 0, count: oh * ow)
+                        for i in 0..<h { (dst + (i + top) * ow + left).update(from: x + (p * h + i) * w, count: w) }
                     }
                 }
             }

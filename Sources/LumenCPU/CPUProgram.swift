@@ -66,17 +66,22 @@ public final class CPUProgram: Program {
 
         var planner = BufferPlanner()
         var inputSpecs: [(String, Shape, DType)] = []
+        // Inputs are copied in before the first step, so they are live from the start: their
+        // buffers are taken before any step's, wherever the graph declared them.
+        for n in nodes where needed[n.id] {
+            if case .input(let name) = n.op {
+                bufferOf[n.id] = planner.acquire(bytes: n.shape.count * n.dtype.size)
+                inputSpecs.append((name, n.shape, n.dtype))
+                inputBuffers.append((name, n.id, n.shape.count * n.dtype.size))
+            }
+        }
         for n in nodes where needed[n.id] {
             switch n.op {
-            case .constant: break
+            case .constant, .input: break
             case .reshape:
                 if let b = bufferOf[root[n.id]] { bufferOf[n.id] = b }
             default:
                 bufferOf[n.id] = planner.acquire(bytes: n.shape.count * n.dtype.size)
-                if case .input(let name) = n.op {
-                    inputSpecs.append((name, n.shape, n.dtype))
-                    inputBuffers.append((name, n.id, n.shape.count * n.dtype.size))
-                }
             }
             for r in releaseAt[n.id] ?? [] {
                 if let b = bufferOf[r] { planner.release(b) }

@@ -181,6 +181,15 @@ extension Graph {
         return try append(.affine(multiplier: multiplier, addend: addend), [x], shape: x.shape, dtype: .f32)
     }
 
+    /// min(max(x, min), max).
+    public func clamp(_ x: Value, min lower: Float, max upper: Float) throws -> Value {
+        try requireF32(x, "clamp", "input")
+        guard lower <= upper else {
+            throw LumenError.invalidArgument(op: "clamp", detail: "lower bound \(lower) above upper bound \(upper)")
+        }
+        return try append(.clamp(lower: lower, upper: upper), [x], shape: x.shape, dtype: .f32)
+    }
+
     /// Concatenation along `axis` (negative counts from the end).
     public func concat(_ values: [Value], axis: Int) throws -> Value {
         guard let first = values.first else {
@@ -213,6 +222,28 @@ extension Graph {
             throw LumenError.shapeMismatch(op: "upsample-nearest-2x", detail: "input \(x.shape); expected [N, C, H, W]")
         }
         return try append(.upsampleNearest2x, [x], shape: [x.shape[0], x.shape[1], x.shape[2] * 2, x.shape[3] * 2], dtype: .f32)
+    }
+
+    /// Nearest-neighbour resize of [N, C, H, W] to the given size (2× exactly uses the
+    /// dedicated upsampling op).
+    public func resizeNearest(_ x: Value, height: Int, width: Int) throws -> Value {
+        try requireF32(x, "resize-nearest", "input")
+        guard x.shape.rank == 4, height > 0, width > 0 else {
+            throw LumenError.shapeMismatch(op: "resize-nearest", detail: "input \(x.shape) to \(height)x\(width); expected [N, C, H, W] and a positive size")
+        }
+        if height == 2 * x.shape[2] && width == 2 * x.shape[3] { return try upsampleNearest2x(x) }
+        return try append(.resizeNearest(height: height, width: width), [x],
+                          shape: [x.shape[0], x.shape[1], height, width], dtype: .f32)
+    }
+
+    /// Zero padding of [N, C, H, W].
+    public func pad(_ x: Value, top: Int, bottom: Int, left: Int, right: Int) throws -> Value {
+        try requireF32(x, "pad", "input")
+        guard x.shape.rank == 4, min(top, bottom, left, right) >= 0 else {
+            throw LumenError.invalidArgument(op: "pad", detail: "input \(x.shape), padding \(top),\(bottom),\(left),\(right); expected [N, C, H, W] and non-negative padding")
+        }
+        return try append(.pad(top: top, bottom: bottom, left: left, right: right), [x],
+                          shape: [x.shape[0], x.shape[1], x.shape[2] + top + bottom, x.shape[3] + left + right], dtype: .f32)
     }
 
     /// Sinusoidal embedding of timesteps t [N] → [N, dim].
@@ -266,7 +297,7 @@ extension Graph {
 
     /// `length` entries starting at `start` along `axis`.
     public func slice(_ x: Value, axis: Int, start: Int, length: Int) throws -> Value {
-        try requireF32(x, "slice", "input")
+        try requireFloat(x, "slice", "input")
         let r = x.shape.rank
         let ax = axis < 0 ? axis + r : axis
         guard ax >= 0, ax < r, start >= 0, length >= 0, start + length <= x.shape[ax] else {

@@ -75,9 +75,16 @@ public enum Op: Sendable {
     case binary(BinaryOp)
     /// y = x · multiplier + addend.
     case affine(multiplier: Float, addend: Float)
+    /// y = min(max(x, lower), upper).
+    case clamp(lower: Float, upper: Float)
     case concat(axis: Int)
     /// Nearest-neighbour 2× upsampling of [N, C, H, W].
     case upsampleNearest2x
+    /// Nearest-neighbour resize of [N, C, H, W] to [N, C, height, width], PyTorch's
+    /// `interpolate(size=…, mode="nearest")` (source index ⌊dst · in/out⌋).
+    case resizeNearest(height: Int, width: Int)
+    /// Zero padding of [N, C, H, W] on each side.
+    case pad(top: Int, bottom: Int, left: Int, right: Int)
     /// t [N] → [N, dim].
     case timestepEmbedding(TimestepEmbeddingParameters)
     /// A view with another shape (no copy).
@@ -104,8 +111,11 @@ public enum Op: Sendable {
         case .geglu: return "geglu"
         case .binary(let b): return b.rawValue
         case .affine: return "affine"
+        case .clamp: return "clamp"
         case .concat: return "concat"
         case .upsampleNearest2x: return "upsample-nearest-2x"
+        case .resizeNearest: return "resize-nearest"
+        case .pad: return "pad"
         case .timestepEmbedding: return "timestep-embedding"
         case .reshape: return "reshape"
         case .permute: return "permute"

@@ -137,7 +137,7 @@ public struct Tensor: @unchecked Sendable, CustomStringConvertible {
 
     /// Writes into this tensor's bytes, first copying them if another tensor shares them.
     public mutating func withUnsafeMutableBytes<R>(_ body: (UnsafeMutableRawBufferPointer) throws -> R) throws -> R {
-        if !isKnownUniquelyReferenced(&storage) {
+        if !isKnownUniquelyReferenced(&storage) || storage.isReadOnly {
             let copy = try TensorStorage(byteCount: byteCount)
             copy.bytes.copyMemory(from: storage.bytes + byteOffset, byteCount: byteCount)
             storage = copy

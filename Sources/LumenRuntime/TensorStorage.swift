@@ -13,6 +13,8 @@ public final class TensorStorage: @unchecked Sendable {
     public let byteCount: Int
     private let owner: AnyObject?
     private let ownsBytes: Bool
+    /// True for memory that must not be written (a read-only file mapping): writers copy first.
+    public let isReadOnly: Bool
 
     /// Allocates `byteCount` zeroed bytes.
     public init(byteCount: Int) throws {
@@ -26,14 +28,16 @@ public final class TensorStorage: @unchecked Sendable {
         self.byteCount = byteCount
         self.owner = nil
         self.ownsBytes = true
+        self.isReadOnly = false
     }
 
     /// Wraps memory owned by `owner` (for example a memory-mapped weight file).
-    public init(borrowing bytes: UnsafeMutableRawPointer, byteCount: Int, owner: AnyObject) {
+    public init(borrowing bytes: UnsafeMutableRawPointer, byteCount: Int, owner: AnyObject, readOnly: Bool) {
         self.bytes = bytes
         self.byteCount = byteCount
         self.owner = owner
         self.ownsBytes = false
+        self.isReadOnly = readOnly
     }
 
     deinit {

@@ -68,3 +68,22 @@ final class ExecutorTests: XCTestCase {
         assertClose(got[1], [1, 2, 3, 4], atol: 0, rtol: 0, "a constant as output")
     }
 }
+
+final class ExecutorPlanningTests: XCTestCase {
+    /// An input declared after other work must not share a buffer with that work: inputs are
+    /// copied in before the first step.
+    func testLateDeclaredInputKeepsItsValues() throws {
+        let g = Graph()
+        let a = try g.input("a", shape: [64])
+        var h = a
+        for _ in 0..<4 { h = try g.silu(try g.affine(h, multiplier: 1.5)) }
+        let b = try g.input("b", shape: [64])
+        let y = try g.add(h, b)
+        let (at, ad) = try randomTensor(a.shape, seed: 1)
+        let (bt, bd) = try randomTensor(b.shape, seed: 2)
+        let got = try runCPU(g, [y], ["a": at, "b": bt])[0]
+        var expected = ad
+        for _ in 0..<4 { expected = expected.map { Reference.silu(1.5 * $0) } }
+        assertClose(got, zip(expected, bd).map(+), atol: 1e-6, rtol: 1e-6, "late input")
+    }
+}

@@ -1,0 +1,216 @@
+import Foundation
+import LumenRuntime
+
+/// An integer that diffusers configs give either once or once per block.
+public enum PerBlock: Sendable, Hashable, Codable {
+    case all(Int)
+    case each([Int])
+
+    public func value(_ block: Int) -> Int {
+        switch self {
+        case .all(let v): return v
+        case .each(let list): return list[min(block, list.count - 1)]
+        }
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        if let v = try? c.decode(Int.self) { self = .all(v) } else { self = .each(try c.decode([Int].self)) }
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.singleValueContainer()
+        switch self {
+        case .all(let v): try c.encode(v)
+        case .each(let l): try c.encode(l)
+        }
+    }
+}
+
+/// transformers' `CLIPTextConfig` (the fields the text encoder uses).
+public struct CLIPTextConfig: Sendable, Hashable, Codable {
+    public var vocabSize = 49408
+    public var hiddenSize = 768
+    public var intermediateSize = 3072
+    public var numHiddenLayers = 12
+    public var numAttentionHeads = 12
+    public var maxPositionEmbeddings = 77
+    public var hiddenAct = "quick_gelu"
+    public var layerNormEps: Float = 1e-5
+
+    enum CodingKeys: String, CodingKey {
+        case vocabSize = "vocab_size", hiddenSize = "hidden_size", intermediateSize = "intermediate_size"
+        case numHiddenLayers = "num_hidden_layers", numAttentionHeads = "num_attention_heads"
+        case maxPositionEmbeddings = "max_position_embeddings", hiddenAct = "hidden_act", layerNormEps = "layer_norm_eps"
+    }
+
+    public init() {}
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let d = CLIPTextConfig()
+        vocabSize = try c.decodeIfPresent(Int.self, forKey: .vocabSize) ?? d.vocabSize
+        hiddenSize = try c.decodeIfPresent(Int.self, forKey: .hiddenSize) ?? d.hiddenSize
+        intermediateSize = try c.decodeIfPresent(Int.self, forKey: .intermediateSize) ?? d.intermediateSize
+        numHiddenLayers = try c.decodeIfPresent(Int.self, forKey: .numHiddenLayers) ?? d.numHiddenLayers
+        numAttentionHeads = try c.decodeIfPresent(Int.self, forKey: .numAttentionHeads) ?? d.numAttentionHeads
+        maxPositionEmbeddings = try c.decodeIfPresent(Int.self, forKey: .maxPositionEmbeddings) ?? d.maxPositionEmbeddings
+        hiddenAct = try c.decodeIfPresent(String.self, forKey: .hiddenAct) ?? d.hiddenAct
+        layerNormEps = try c.decodeIfPresent(Float.self, forKey: .layerNormEps) ?? d.layerNormEps
+    }
+}
+
+/// diffusers' `UNet2DConditionModel` config (SD 1.x/2.x fields).
+public struct UNet2DConditionConfig: Sendable, Hashable, Codable {
+    public var inChannels = 4
+    public var outChannels = 4
+    public var sampleSize = 64
+    public var blockOutChannels = [320, 640, 1280, 1280]
+    public var layersPerBlock = 2
+    public var downBlockTypes = ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"]
+    public var upBlockTypes = ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"]
+    public var midBlockType: String? = "UNetMidBlock2DCrossAttn"
+    public var crossAttentionDim = 768
+    public var attentionHeadDim: PerBlock = .all(8)
+    public var numAttentionHeads: PerBlock? = nil
+    public var normNumGroups = 32
+    public var normEps: Float = 1e-5
+    public var flipSinToCos = true
+    public var freqShift: Float = 0
+    public var useLinearProjection = false
+    public var upcastAttention = false
+    public var transformerLayersPerBlock: PerBlock = .all(1)
+    public var downsamplePadding = 1
+    public var actFn = "silu"
+    public var centerInputSample = false
+    public var resnetTimeScaleShift = "default"
+    public var timeCondProjDim: Int? = nil
+    public var classEmbedType: String? = nil
+    public var additionEmbedType: String? = nil
+    public var convInKernel = 3
+    public var convOutKernel = 3
+    public var onlyCrossAttention = false
+    public var dualCrossAttention = false
+
+    /// Heads of the attention in down block `i` (diffusers' historical naming: when
+    /// `num_attention_heads` is absent, `attention_head_dim` holds the number of heads).
+    public func heads(block i: Int) -> Int { (numAttentionHeads ?? attentionHeadDim).value(i) }
+
+    enum CodingKeys: String, CodingKey {
+        case inChannels = "in_channels", outChannels = "out_channels", sampleSize = "sample_size"
+        case blockOutChannels = "block_out_channels", layersPerBlock = "layers_per_block"
+        case downBlockTypes = "down_block_types", upBlockTypes = "up_block_types", midBlockType = "mid_block_type"
+        case crossAttentionDim = "cross_attention_dim", attentionHeadDim = "attention_head_dim"
+        case numAttentionHeads = "num_attention_heads", normNumGroups = "norm_num_groups", normEps = "norm_eps"
+        case flipSinToCos = "flip_sin_to_cos", freqShift = "freq_shift", useLinearProjection = "use_linear_projection"
+        case upcastAttention = "upcast_attention", transformerLayersPerBlock = "transformer_layers_per_block"
+        case downsamplePadding = "downsample_padding", actFn = "act_fn", centerInputSample = "center_input_sample"
+        case resnetTimeScaleShift = "resnet_time_scale_shift", timeCondProjDim = "time_cond_proj_dim"
+        case classEmbedType = "class_embed_type", additionEmbedType = "addition_embed_type"
+        case convInKernel = "conv_in_kernel", convOutKernel = "conv_out_kernel"
+        case onlyCrossAttention = "only_cross_attention", dualCrossAttention = "dual_cross_attention"
+    }
+
+    public init() {}
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let d = UNet2DConditionConfig()
+        func get<T: Decodable>(_ k: CodingKeys, _ def: T) throws -> T { try c.decodeIfPresent(T.self, forKey: k) ?? def }
+        inChannels = try get(.inChannels, d.inChannels)
+        outChannels = try get(.outChannels, d.outChannels)
+        sampleSize = (try? c.decodeIfPresent(Int.self, forKey: .sampleSize)) ?? d.sampleSize
+        blockOutChannels = try get(.blockOutChannels, d.blockOutChannels)
+        layersPerBlock = try get(.layersPerBlock, d.layersPerBlock)
+        downBlockTypes = try get(.downBlockTypes, d.downBlockTypes)
+        upBlockTypes = try get(.upBlockTypes, d.upBlockTypes)
+        midBlockType = c.contains(.midBlockType) ? try c.decodeIfPresent(String.self, forKey: .midBlockType) : d.midBlockType
+        crossAttentionDim = (try? c.decodeIfPresent(Int.self, forKey: .crossAttentionDim)) ?? d.crossAttentionDim
+        attentionHeadDim = try get(.attentionHeadDim, d.attentionHeadDim)
+        numAttentionHeads = try c.decodeIfPresent(PerBlock.self, forKey: .numAttentionHeads)
+        normNumGroups = try get(.normNumGroups, d.normNumGroups)
+        normEps = try get(.normEps, d.normEps)
+        flipSinToCos = try get(.flipSinToCos, d.flipSinToCos)
+        freqShift = try get(.freqShift, d.freqShift)
+        useLinearProjection = try get(.useLinearProjection, d.useLinearProjection)
+        upcastAttention = try get(.upcastAttention, d.upcastAttention)
+        transformerLayersPerBlock = try get(.transformerLayersPerBlock, d.transformerLayersPerBlock)
+        downsamplePadding = try get(.downsamplePadding, d.downsamplePadding)
+        actFn = try get(.actFn, d.actFn)
+        centerInputSample = try get(.centerInputSample, d.centerInputSample)
+        resnetTimeScaleShift = try get(.resnetTimeScaleShift, d.resnetTimeScaleShift)
+        timeCondProjDim = try c.decodeIfPresent(Int.self, forKey: .timeCondProjDim)
+        classEmbedType = try c.decodeIfPresent(String.self, forKey: .classEmbedType)
+        additionEmbedType = try c.decodeIfPresent(String.self, forKey: .additionEmbedType)
+        convInKernel = try get(.convInKernel, d.convInKernel)
+        convOutKernel = try get(.convOutKernel, d.convOutKernel)
+        onlyCrossAttention = (try? c.decodeIfPresent(Bool.self, forKey: .onlyCrossAttention)) ?? d.onlyCrossAttention
+        dualCrossAttention = try get(.dualCrossAttention, d.dualCrossAttention)
+    }
+}
+
+/// diffusers' `AutoencoderKL` config.
+public struct AutoencoderKLConfig: Sendable, Hashable, Codable {
+    public var inChannels = 3
+    public var outChannels = 3
+    public var latentChannels = 4
+    public var blockOutChannels = [128, 256, 512, 512]
+    public var layersPerBlock = 2
+    public var normNumGroups = 32
+    public var sampleSize = 512
+    /// Absent in older folders: 0.18215 for SD 1.x/2.x.
+    public var scalingFactor: Float = 0.18215
+    public var shiftFactor: Float? = nil
+    public var usePostQuantConv = true
+    public var useQuantConv = true
+    public var midBlockAddAttention = true
+    public var forceUpcast = true
+
+    /// Spatial down-sampling factor between image and latents.
+    public var scaleFactor: Int { 1 << (blockOutChannels.count - 1) }
+
+    enum CodingKeys: String, CodingKey {
+        case inChannels = "in_channels", outChannels = "out_channels", latentChannels = "latent_channels"
+        case blockOutChannels = "block_out_channels", layersPerBlock = "layers_per_block", normNumGroups = "norm_num_groups"
+        case sampleSize = "sample_size", scalingFactor = "scaling_factor", shiftFactor = "shift_factor"
+        case usePostQuantConv = "use_post_quant_conv", useQuantConv = "use_quant_conv"
+        case midBlockAddAttention = "mid_block_add_attention", forceUpcast = "force_upcast"
+    }
+
+    public init() {}
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let d = AutoencoderKLConfig()
+        func get<T: Decodable>(_ k: CodingKeys, _ def: T) throws -> T { try c.decodeIfPresent(T.self, forKey: k) ?? def }
+        inChannels = try get(.inChannels, d.inChannels)
+        outChannels = try get(.outChannels, d.outChannels)
+        latentChannels = try get(.latentChannels, d.latentChannels)
+        blockOutChannels = try get(.blockOutChannels, d.blockOutChannels)
+        layersPerBlock = try get(.layersPerBlock, d.layersPerBlock)
+        normNumGroups = try get(.normNumGroups, d.normNumGroups)
+        sampleSize = (try? c.decodeIfPresent(Int.self, forKey: .sampleSize)) ?? d.sampleSize
+        scalingFactor = try get(.scalingFactor, d.scalingFactor)
+        shiftFactor = try c.decodeIfPresent(Float.self, forKey: .shiftFactor)
+        usePostQuantConv = try get(.usePostQuantConv, d.usePostQuantConv)
+        useQuantConv = try get(.useQuantConv, d.useQuantConv)
+        midBlockAddAttention = try get(.midBlockAddAttention, d.midBlockAddAttention)
+        forceUpcast = try get(.forceUpcast, d.forceUpcast)
+    }
+}
+
+/// Reads a JSON config file with a typed error naming the file.
+func loadConfig<T: Decodable>(_ type: T.Type, path: String) throws -> T {
+    guard let data = FileManager.default.contents(atPath: path) else {
+        throw ModelFileError.missingFile(path: path, detail: "config file not found")
+    }
+    do {
+        return try JSONDecoder().decode(T.self, from: data)
+    } catch let DecodingError.typeMismatch(_, ctx), let DecodingError.valueNotFound(_, ctx),
+            let DecodingError.keyNotFound(_, ctx), let DecodingError.dataCorrupted(ctx) {
+        let key = ctx.codingPath.map(\.stringValue).joined(separator: ".")
+        throw ModelFileError.malformed(path: path, detail: key.isEmpty ? ctx.debugDescription : "'\(key)': \(ctx.debugDescription)")
+    } catch {
+        throw ModelFileError.malformed(path: path, detail: "\(error)")
+    }
+}

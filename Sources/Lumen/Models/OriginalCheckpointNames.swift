@@ -1,0 +1,98 @@
+/// The names the original Stable Diffusion code (CompVis/Stability "ldm") gives the weights of a
+/// single-file checkpoint, derived from diffusers' names. Facts of the format: the UNet's blocks
+/// are numbered `input_blocks.N` / `output_blocks.N` with `layers_per_block + 1` entries per level,
+/// the VAE decoder's `up.i` runs in reverse order of diffusers' `up_blocks`, and the VAE's
+/// attention projections are called q, k, v, proj_out.
+enum OriginalCheckpointNames {
+    static let unetPrefix = "model.diffusion_model."
+    static let vaePrefix = "first_stage_model."
+
+    /// diffusers UNet name → original name.
+    static func unet(_ name: String, layersPerBlock L: Int, upBlockHasAttention: (Int) -> Bool) -> String {
+        var parts = name.split(separator: ".").map(String.init)
+        func rest(_ from: Int) -> String { parts[from...].joined(separator: ".") }
+        let mapped: String
+        switch parts[0] {
+        case "time_embedding":
+            mapped = "time_embed.\(parts[1] == "linear_1" ? 0 : 2).\(rest(2))"
+        case "conv_in":
+            mapped = "input_blocks.0.0.\(rest(1))"
+        case "conv_norm_out":
+            mapped = "out.0.\(rest(1))"
+        case "conv_out":
+            mapped = "out.2.\(rest(1))"
+        case "down_blocks":
+            let i = Int(parts[1])!
+            if parts[2] == "downsamplers" {
+                mapped = "input_blocks.\((i + 1) * (L + 1)).0.op.\(rest(5))"
+            } else {
+                let j = Int(parts[3])!
+                let index = 1 + i * (L + 1) + j
+                mapped = parts[2] == "resnets" ? "input_blocks.\(index).0.\(resnet(rest(4)))" : "input_blocks.\(index).1.\(rest(4))"
+            }
+        case "mid_block":
+            if parts[1] == "attentions" {
+                mapped = "middle_block.1.\(rest(3))"
+            } else {
+                mapped = "middle_block.\(parts[2] == "0" ? 0 : 2).\(resnet(rest(3)))"
+            }
+        case "up_blocks":
+            let i = Int(parts[1])!
+            if parts[2] == "upsamplers" {
+                mapped = "output_blocks.\(i * (L + 1) + L).\(upBlockHasAttention(i) ? 2 : 1).conv.\(rest(5))"
+            } else {
+                let index = i * (L + 1) + Int(parts[3])!
+                mapped = parts[2] == "resnets" ? "output_blocks.\(index).0.\(resnet(rest(4)))" : "output_blocks.\(index).1.\(rest(4))"
+            }
+        default:
+            mapped = name
+        }
+        parts = []
+        return unetPrefix + mapped
+    }
+
+    private static func resnet(_ name: String) -> String {
+        let renames = ["norm1": "in_layers.0", "conv1": "in_layers.2", "time_emb_proj": "emb_layers.1",
+                       "norm2": "out_layers.0", "conv2": "out_layers.3", "conv_shortcut": "skip_connection"]
+        let first = name.prefix { $0 != "." }
+        return (renames[String(first)] ?? String(first)) + name.dropFirst(first.count)
+    }
+
+    /// diffusers VAE name → original name. `levels` is the number of resolution levels.
+    static func vae(_ name: String, levels: Int) -> String {
+        var parts = name.split(separator: ".").map(String.init)
+        func rest(_ from: Int) -> String { parts[from...].joined(separator: ".") }
+        func vaeResnet(_ s: String) -> String { s.hasPrefix("conv_shortcut") ? "nin_shortcut" + s.dropFirst("conv_shortcut".count) : s }
+        guard parts.count >= 2, parts[0] == "encoder" || parts[0] == "decoder" else { return vaePrefix + name }
+        let side = parts[0]
+        let mapped: String
+        switch parts[1] {
+        case "conv_norm_out":
+            mapped = "norm_out.\(rest(2))"
+        case "down_blocks":
+            mapped = parts[3] == "downsamplers" ? "down.\(parts[2]).downsample.\(rest(5))" : "down.\(parts[2]).block.\(parts[4]).\(vaeResnet(rest(5)))"
+        case "up_blocks":
+            let level = levels - 1 - Int(parts[2])!
+            mapped = parts[3] == "upsamplers" ? "up.\(level).upsample.\(rest(5))" : "up.\(level).block.\(parts[4]).\(vaeResnet(rest(5)))"
+        case "mid_block":
+            if parts[2] == "attentions" {
+                let renames = ["group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out": "proj_out"]
+                let inner = parts[4] == "to_out" ? rest(6) : rest(5)
+                mapped = "mid.attn_1.\(renames[parts[4]] ?? parts[4]).\(inner)"
+            } else {
+                mapped = "mid.block_\(parts[3] == "0" ? 1 : 2).\(vaeResnet(rest(4)))"
+            }
+        default:
+            mapped = rest(1)
+        }
+        parts = []
+        return vaePrefix + side + "." + mapped
+    }
+
+    /// transformers text-encoder name → the names SD 1.x single-file checkpoints use (with and
+    /// without the `text_model` level).
+    static func textEncoder(_ name: String) -> [String] {
+        let inner = name.hasPrefix("text_model.") ? String(name.dropFirst("text_model.".count)) : name
+        return ["cond_stage_model.transformer.text_model." + inner, "cond_stage_model.transformer." + inner]
+    }
+}

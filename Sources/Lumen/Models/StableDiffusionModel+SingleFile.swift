@@ -1,0 +1,138 @@
+import Foundation
+import LumenRuntime
+
+extension StableDiffusionModel {
+    /// A single-file checkpoint with the original Stable Diffusion names.
+    static func loadSingleFile(_ path: String, configFolder: String?) throws -> StableDiffusionModel {
+        let lower = path.lowercased()
+        if lower.hasSuffix(".ckpt") || lower.hasSuffix(".pt") || lower.hasSuffix(".bin") || lower.hasSuffix(".pth") {
+            throw ModelFileError.unsupported(
+                path: path,
+                detail: "pickle checkpoints are never loaded (unpickling runs code); convert it to safetensors, e.g. "
+                    + "python -c \"import torch, safetensors.torch as st; sd = torch.load('\((path as NSString).lastPathComponent)', weights_only=True); "
+                    + "st.save_file(sd.get('state_dict', sd), 'model.safetensors')\"")
+        }
+        let file = try SafetensorsFile(path: path)
+        let names = file.entries.keys
+        func has(_ prefix: String) -> Bool { names.contains { $0.hasPrefix(prefix) } }
+        if has("conditioner.embedders.") {
+            throw ModelFileError.unsupported(path: path, detail: "this is a Stable Diffusion XL checkpoint, which Lumen does not support yet")
+        }
+        if has("model.diffusion_model.double_blocks.") || has("double_blocks.") {
+            throw ModelFileError.unsupported(path: path, detail: "this is a Flux checkpoint, which Lumen does not support")
+        }
+        if has("model.diffusion_model.joint_blocks.") {
+            throw ModelFileError.unsupported(path: path, detail: "this is a Stable Diffusion 3 checkpoint, which Lumen does not support")
+        }
+        guard file.entries["model.diffusion_model.input_blocks.0.0.weight"] != nil else {
+            if has("encoder.down.") && has("decoder.up.") {
+                throw ModelFileError.unsupported(path: path, detail: "this is a VAE on its own, not a full model; pass it with --vae next to a model")
+            }
+            throw ModelFileError.unsupported(path: path, detail: "no Stable Diffusion UNet tensors (model.diffusion_model.*) found; not a checkpoint Lumen recognises")
+        }
+        if has("cond_stage_model.model.") {
+            throw ModelFileError.unsupported(path: path, detail: "this is a Stable Diffusion 2.x checkpoint (OpenCLIP text encoder), which Lumen does not load from a single file yet")
+        }
+        guard has("cond_stage_model.transformer.") else {
+            throw ModelFileError.unsupported(path: path, detail: "no text encoder (cond_stage_model.transformer.*) found")
+        }
+
+        let text: CLIPTextConfig, unet: UNet2DConditionConfig, vae: AutoencoderKLConfig
+        if let configFolder {
+            func sub(_ s: String) -> String { (configFolder as NSString).appendingPathComponent(s) }
+            text = try loadConfig(CLIPTextConfig.self, path: sub("text_encoder/config.json"))
+            unet = try loadConfig(UNet2DConditionConfig.self, path: sub("unet/config.json"))
+            vae = try loadConfig(AutoencoderKLConfig.self, path: sub("vae/config.json"))
+        } else {
+            text = try inferTextConfig(file)
+            unet = try inferUNetConfig(file)
+            vae = try inferVAEConfig(file)
+        }
+        let L = unet.layersPerBlock
+        let upTypes = unet.upBlockTypes
+        let unetWeights = SafetensorsWeights(files: [file]) { name in
+            [OriginalCheckpointNames.unet(name, layersPerBlock: L, upBlockHasAttention: { upTypes[$0] == "CrossAttnUpBlock2D" })]
+        }
+        let levels = vae.blockOutChannels.count
+        let vaeWeights = SafetensorsWeights(files: [file]) { [OriginalCheckpointNames.vae($0, levels: levels)] }
+        let textWeights = SafetensorsWeights(files: [file]) { OriginalCheckpointNames.textEncoder($0) }
+        let tokenizer = configFolder.map { ($0 as NSString).appendingPathComponent("tokenizer") }
+            .flatMap { FileManager.default.fileExists(atPath: $0) ? $0 : nil }
+        let scheduler = configFolder.map { ($0 as NSString).appendingPathComponent("scheduler/scheduler_config.json") }
+            .flatMap { FileManager.default.fileExists(atPath: $0) ? $0 : nil }
+        return StableDiffusionModel(path: path, family: .sd1, layout: .singleFile, text: text, unet: unet, vae: vae,
+                                    textWeights: textWeights, unetWeights: unetWeights, vaeWeights: vaeWeights,
+                                    tokenizerPath: tokenizer, schedulerConfigPath: scheduler)
+    }
+
+    private static func shape(_ file: SafetensorsFile, _ name: String) throws -> Shape {
+        guard let e = file.entries[name] else { throw ModelFileError.missingTensor(path: file.path, tensor: name) }
+        return e.shape
+    }
+
+    /// Counts `prefix.N.` indices present.
+    private static func count(_ file: SafetensorsFile, _ prefix: String) -> Int {
+        var n = 0
+        while file.entries.keys.contains(where: { $0.hasPrefix("\(prefix).\(n).") }) { n += 1 }
+        return n
+    }
+
+    static func inferTextConfig(_ file: SafetensorsFile) throws -> CLIPTextConfig {
+        let base = file.entries["cond_stage_model.transformer.text_model.embeddings.token_embedding.weight"] != nil
+            ? "cond_stage_model.transformer.text_model" : "cond_stage_model.transformer"
+        var c = CLIPTextConfig()
+        let tok = try shape(file, "\(base).embeddings.token_embedding.weight")
+        c.vocabSize = tok[0]
+        c.hiddenSize = tok[1]
+        c.maxPositionEmbeddings = try shape(file, "\(base).embeddings.position_embedding.weight")[0]
+        c.numHiddenLayers = count(file, "\(base).encoder.layers")
+        c.intermediateSize = try shape(file, "\(base).encoder.layers.0.mlp.fc1.weight")[0]
+        c.numAttentionHeads = max(1, c.hiddenSize / 64)  // CLIP ViT-L/14 and its relatives use 64-wide heads
+        return c
+    }
+
+    static func inferUNetConfig(_ file: SafetensorsFile) throws -> UNet2DConditionConfig {
+        let p = OriginalCheckpointNames.unetPrefix
+        var c = UNet2DConditionConfig()
+        let convIn = try shape(file, "\(p)input_blocks.0.0.weight")
+        c.inChannels = convIn[1]
+        c.outChannels = try shape(file, "\(p)out.2.weight")[0]
+        let inputBlocks = count(file, "\(p)input_blocks")
+        guard let firstDown = (1..<max(inputBlocks, 2)).first(where: { file.entries["\(p)input_blocks.\($0).0.op.weight"] != nil }) else {
+            throw ModelFileError.unsupported(path: file.path, detail: "cannot find the UNet's down-sampling layers (input_blocks.N.0.op)")
+        }
+        let L = firstDown - 1
+        let levels = inputBlocks / (L + 1)  // each level: L blocks, plus a down-sampler except the last, plus conv_in
+        c.layersPerBlock = L
+        var channels: [Int] = [], down: [String] = [], up: [String] = []
+        for i in 0..<levels {
+            let first = 1 + i * (L + 1)
+            channels.append(try shape(file, "\(p)input_blocks.\(first).0.out_layers.3.weight")[0])
+            down.append(file.entries["\(p)input_blocks.\(first).1.proj_in.weight"] != nil ? "CrossAttnDownBlock2D" : "DownBlock2D")
+            up.append(file.entries["\(p)output_blocks.\(i * (L + 1)).1.proj_in.weight"] != nil ? "CrossAttnUpBlock2D" : "UpBlock2D")
+        }
+        c.blockOutChannels = channels
+        c.downBlockTypes = down
+        c.upBlockTypes = up
+        if let k = file.entries.keys.first(where: { $0.hasPrefix(p) && $0.hasSuffix("attn2.to_k.weight") }) {
+            c.crossAttentionDim = try shape(file, k)[1]
+        }
+        if let proj = file.entries.keys.first(where: { $0.hasPrefix(p) && $0.hasSuffix("proj_in.weight") }) {
+            c.useLinearProjection = try shape(file, proj).rank == 2
+        }
+        c.attentionHeadDim = .all(8)  // SD 1.x: 8 heads at every level (not visible in the weights)
+        return c
+    }
+
+    static func inferVAEConfig(_ file: SafetensorsFile) throws -> AutoencoderKLConfig {
+        let p = OriginalCheckpointNames.vaePrefix
+        var c = AutoencoderKLConfig()
+        let levels = count(file, "\(p)encoder.down")
+        c.layersPerBlock = count(file, "\(p)encoder.down.0.block")
+        c.blockOutChannels = try (0..<levels).map { try shape(file, "\(p)encoder.down.\($0).block.0.conv1.weight")[0] }
+        c.latentChannels = try shape(file, "\(p)decoder.conv_in.weight")[1]
+        c.inChannels = try shape(file, "\(p)encoder.conv_in.weight")[1]
+        c.outChannels = try shape(file, "\(p)decoder.conv_out.weight")[0]
+        return c
+    }
+}

@@ -1,0 +1,133 @@
+import LumenRuntime
+
+/// diffusers' `UNet2DConditionModel` for the Stable Diffusion 1.x/2.x family, built from its
+/// config: time embedding, down blocks (ResNet + cross-attention transformer), a mid block, up
+/// blocks joined to the down path by skip connections, and the output head.
+public struct UNet2DConditionModel {
+    public let config: UNet2DConditionConfig
+
+    public init(config: UNet2DConditionConfig) throws {
+        let unsupported: [(Bool, String)] = [
+            (config.classEmbedType != nil, "class_embed_type"),
+            (config.additionEmbedType != nil, "addition_embed_type (SDXL)"),
+            (config.timeCondProjDim != nil, "time_cond_proj_dim"),
+            (config.resnetTimeScaleShift != "default", "resnet_time_scale_shift '\(config.resnetTimeScaleShift)'"),
+            (config.onlyCrossAttention, "only_cross_attention"),
+            (config.dualCrossAttention, "dual_cross_attention"),
+            (config.actFn != "silu", "act_fn '\(config.actFn)'"),
+            (config.downBlockTypes.count != config.blockOutChannels.count || config.upBlockTypes.count != config.blockOutChannels.count,
+             "block type lists whose length differs from block_out_channels"),
+        ]
+        for (bad, what) in unsupported where bad {
+            throw LumenError.invalidArgument(op: "UNet2DConditionModel", detail: "\(what) is not supported yet")
+        }
+        for t in config.downBlockTypes where !["CrossAttnDownBlock2D", "DownBlock2D"].contains(t) {
+            throw LumenError.invalidArgument(op: "UNet2DConditionModel", detail: "down block type '\(t)' is not supported")
+        }
+        for t in config.upBlockTypes where !["CrossAttnUpBlock2D", "UpBlock2D"].contains(t) {
+            throw LumenError.invalidArgument(op: "UNet2DConditionModel", detail: "up block type '\(t)' is not supported")
+        }
+        if let mid = config.midBlockType, mid != "UNetMidBlock2DCrossAttn" {
+            throw LumenError.invalidArgument(op: "UNet2DConditionModel", detail: "mid block type '\(mid)' is not supported")
+        }
+        self.config = config
+    }
+
+    /// Emits the noise (or v) prediction for `sample` [B, C, H, W], `timestep` [B] (f32) and
+    /// `context` [B, L, cross_attention_dim].
+    public func build(_ graph: Graph, sample: Value, timestep: Value, context: Value, weights: WeightStore) throws -> Value {
+        let c = config
+        let m = Module(graph: graph, weights: weights)
+        let ch = c.blockOutChannels
+        let groups = c.normNumGroups, eps = c.normEps
+        guard sample.shape.rank == 4, sample.shape[1] == c.inChannels else {
+            throw LumenError.shapeMismatch(op: "UNet2DConditionModel", detail: "sample \(sample.shape); expected [B, \(c.inChannels), H, W]")
+        }
+        guard context.shape.rank == 3, context.shape[0] == sample.shape[0], context.shape[2] == c.crossAttentionDim else {
+            throw LumenError.shapeMismatch(op: "UNet2DConditionModel", detail: "context \(context.shape); expected [\(sample.shape[0]), L, \(c.crossAttentionDim)]")
+        }
+        guard timestep.shape == [sample.shape[0]] else {
+            throw LumenError.shapeMismatch(op: "UNet2DConditionModel", detail: "timestep \(timestep.shape); expected [\(sample.shape[0])]")
+        }
+
+        // Time embedding.
+        let tembDim = ch[0] * 4
+        let tProj = try graph.timestepEmbedding(timestep, TimestepEmbeddingParameters(
+            dim: ch[0], flipSinToCos: c.flipSinToCos, downscaleFreqShift: c.freqShift))
+        var emb = try m.linear(tProj, "time_embedding.linear_1", in: ch[0], out: tembDim)
+        emb = try m.linear(try graph.silu(emb), "time_embedding.linear_2", in: tembDim, out: tembDim)
+        let tembAct = try graph.silu(emb)  // every ResNet applies SiLU to the embedding first
+
+        var h = c.centerInputSample ? try graph.affine(sample, multiplier: 2, addend: -1) : sample
+        h = try m.conv(h, "conv_in", in: c.inChannels, out: ch[0], kernel: c.convInKernel)
+        var skips = [h]
+
+        // Down path.
+        for (i, type) in c.downBlockTypes.enumerated() {
+            let b = m.child("down_blocks.\(i)")
+            let inC = i == 0 ? ch[0] : ch[i - 1], outC = ch[i]
+            for j in 0..<c.layersPerBlock {
+                h = try b.child("resnets.\(j)").resnet(h, inChannels: j == 0 ? inC : outC, outChannels: outC, temb: tembAct,
+                                                       tembChannels: tembDim, groups: groups, eps: eps)
+                if type == "CrossAttnDownBlock2D" {
+                    h = try b.child("attentions.\(j)").spatialTransformer(
+                        h, context: context, channels: outC, heads: c.heads(block: i),
+                        layers: c.transformerLayersPerBlock.value(i), groups: groups, contextDim: c.crossAttentionDim,
+                        linearProjection: c.useLinearProjection)
+                }
+                skips.append(h)
+            }
+            if i < ch.count - 1 {
+                h = try b.conv(h, "downsamplers.0.conv", in: outC, out: outC, kernel: 3, stride: 2, padding: c.downsamplePadding)
+                skips.append(h)
+            }
+        }
+
+        // Mid block.
+        if c.midBlockType != nil {
+            let mid = m.child("mid_block"), top = ch[ch.count - 1]
+            h = try mid.child("resnets.0").resnet(h, inChannels: top, outChannels: top, temb: tembAct, tembChannels: tembDim, groups: groups, eps: eps)
+            h = try mid.child("attentions.0").spatialTransformer(
+                h, context: context, channels: top, heads: c.heads(block: ch.count - 1),
+                layers: c.transformerLayersPerBlock.value(ch.count - 1), groups: groups,
+                contextDim: c.crossAttentionDim, linearProjection: c.useLinearProjection)
+            h = try mid.child("resnets.1").resnet(h, inChannels: top, outChannels: top, temb: tembAct, tembChannels: tembDim, groups: groups, eps: eps)
+        }
+
+        // Up path: each up block consumes layers_per_block + 1 skips, last in first out.
+        let reversed = Array(ch.reversed())
+        var outC = reversed[0]
+        for (i, type) in c.upBlockTypes.enumerated() {
+            let b = m.child("up_blocks.\(i)")
+            let prevC = outC
+            outC = reversed[i]
+            let inC = reversed[min(i + 1, ch.count - 1)]
+            let block = ch.count - 1 - i  // the down block this one mirrors (per-block settings reversed)
+            let layers = c.layersPerBlock + 1
+            for j in 0..<layers {
+                let skip = skips.removeLast()
+                let skipC = j == layers - 1 ? inC : outC
+                let resIn = j == 0 ? prevC : outC
+                h = try graph.concat([h, skip], axis: 1)
+                h = try b.child("resnets.\(j)").resnet(h, inChannels: resIn + skipC, outChannels: outC, temb: tembAct,
+                                                       tembChannels: tembDim, groups: groups, eps: eps)
+                if type == "CrossAttnUpBlock2D" {
+                    h = try b.child("attentions.\(j)").spatialTransformer(
+                        h, context: context, channels: outC, heads: c.heads(block: block),
+                        layers: c.transformerLayersPerBlock.value(block), groups: groups,
+                        contextDim: c.crossAttentionDim, linearProjection: c.useLinearProjection)
+                }
+            }
+            if i < ch.count - 1 {
+                // Upsample to the size of the skip it meets next (2× unless the latent size is not
+                // divisible by the down-sampling factor, as diffusers' `upsample_size`).
+                let target = skips.last!.shape
+                h = try graph.resizeNearest(h, height: target[2], width: target[3])
+                h = try b.conv(h, "upsamplers.0.conv", in: outC, out: outC, kernel: 3)
+            }
+        }
+
+        h = try m.groupNorm(h, "conv_norm_out", channels: ch[0], groups: groups, eps: eps, silu: true)
+        return try m.conv(h, "conv_out", in: ch[0], out: c.outChannels, kernel: c.convOutKernel)
+    }
+}

@@ -1,0 +1,35 @@
+import Foundation
+import Lumen
+import XCTest
+
+/// The committed fixtures made by tools/make_fixtures.py (diffusers/transformers as the oracle).
+enum Fixtures {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("Fixtures").path
+    static var tinyFolder: String { root + "/tiny-sd" }
+    static var tinySingleFile: String { root + "/tiny-sd.safetensors" }
+    static var reference: String { root + "/tiny-sd-reference.safetensors" }
+
+    static func referenceTensor(_ name: String) throws -> Tensor {
+        try SafetensorsFile(path: reference).tensor(name)
+    }
+}
+
+/// Largest |a - e| over the largest |e|: the error relative to the output's scale.
+func relativeError(_ actual: [Float], _ expected: [Float]) -> Double {
+    precondition(actual.count == expected.count)
+    var maxDiff = 0.0, maxRef = 0.0
+    for i in 0..<actual.count {
+        maxDiff = max(maxDiff, abs(Double(actual[i]) - Double(expected[i])))
+        maxRef = max(maxRef, abs(Double(expected[i])))
+    }
+    return actual.contains(where: { !$0.isFinite }) ? .infinity : maxDiff / max(maxRef, 1e-30)
+}
+
+func assertRelativeError(_ actual: Tensor, _ expected: Tensor, below bound: Double, _ what: String,
+                         file: StaticString = #filePath, line: UInt = #line) {
+    XCTAssertEqual(actual.shape, expected.shape, what, file: file, line: line)
+    guard actual.shape == expected.shape else { return }
+    let err = relativeError(actual.toFloats(), expected.toFloats())
+    XCTAssertLessThan(err, bound, "\(what): relative error \(err)", file: file, line: line)
+}

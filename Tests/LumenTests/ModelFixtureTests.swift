@@ -1,0 +1,86 @@
+import Foundation
+import Lumen
+import XCTest
+
+/// The CLIP text encoder, UNet and VAE against diffusers/transformers outputs, from both the
+/// diffusers folder and the single-file checkpoint. The fixture weights are f16 and the
+/// reference ran in f32 on the same (upcast) weights, so the only differences are f32
+/// rounding order: relative errors of order 1e-6, bounded here at 1e-5 (2e-5 for the UNet and
+/// VAE, whose outputs pass through ~20 layers).
+final class ModelFixtureTests: XCTestCase {
+    static let layouts: [(String, () throws -> StableDiffusionModel)] = [
+        ("folder", { try StableDiffusionModel.load(path: Fixtures.tinyFolder) }),
+        ("single-file", { try StableDiffusionModel.load(path: Fixtures.tinySingleFile, configFolder: Fixtures.tinyFolder) }),
+    ]
+
+    func testTextEncoderMatchesTransformers() throws {
+        let ids64 = try Fixtures.referenceTensor("text.input_ids")
+        let ids = try Tensor(shape: ids64.shape, indices: ids64.toInts().map(Int32.init))
+        for (layout, load) in Self.layouts {
+            let model = try load()
+            let g = Graph()
+            let input = try g.input("ids", shape: ids.shape, dtype: .i32)
+            let out = try CLIPTextModel(config: model.textEncoderConfig).build(g, ids: input, weights: model.textEncoderWeights)
+            let penultimate = out.hiddenStates[out.hiddenStates.count - 2]
+            let result = try CPUExecutor().compile(g, outputs: [out.lastHiddenState, penultimate]).run(["ids": ids])
+            assertRelativeError(result[out.lastHiddenState]!, try Fixtures.referenceTensor("text.last_hidden_state"), below: 1e-5, "last hidden state (\(layout))")
+            assertRelativeError(result[penultimate]!, try Fixtures.referenceTensor("text.penultimate_hidden_state"), below: 1e-5, "penultimate hidden state (\(layout))")
+        }
+    }
+
+    func testUNetMatchesDiffusers() throws {
+        for prefix in ["unet", "unet_odd"] {
+            let sample = try Fixtures.referenceTensor("\(prefix).sample")
+            let timestep = try Fixtures.referenceTensor("\(prefix).timestep")
+            let context = try Fixtures.referenceTensor("\(prefix).encoder_hidden_states")
+            for (layout, load) in Self.layouts {
+                let model = try load()
+                let g = Graph()
+                let x = try g.input("sample", shape: sample.shape)
+                let t = try g.input("timestep", shape: timestep.shape)
+                let c = try g.input("context", shape: context.shape)
+                let y = try UNet2DConditionModel(config: model.unetConfig).build(g, sample: x, timestep: t, context: c, weights: model.unetWeights)
+                let out = try CPUExecutor().compile(g, outputs: [y]).run(["sample": sample, "timestep": timestep, "context": context])
+                assertRelativeError(out[y]!, try Fixtures.referenceTensor("\(prefix).out"), below: 2e-5, "\(prefix) (\(layout))")
+            }
+        }
+    }
+
+    func testVAEDecodeAndEncodeMatchDiffusers() throws {
+        let latents = try Fixtures.referenceTensor("vae.latents")
+        let image = try Fixtures.referenceTensor("vae.image")
+        for (layout, load) in Self.layouts {
+            let model = try load()
+            let vae = AutoencoderKL(config: model.vaeConfig)
+            let g = Graph()
+            let z = try g.input("latents", shape: latents.shape)
+            let decoded = try vae.decode(g, latents: z, weights: model.vaeWeights)
+            let x = try g.input("image", shape: image.shape)
+            let (mean, logvar) = try vae.encode(g, image: x, weights: model.vaeWeights)
+            let out = try CPUExecutor().compile(g, outputs: [decoded, mean, logvar]).run(["latents": latents, "image": image])
+            assertRelativeError(out[decoded]!, try Fixtures.referenceTensor("vae.decoded"), below: 2e-5, "VAE decode (\(layout))")
+            assertRelativeError(out[mean]!, try Fixtures.referenceTensor("vae.encoded_mean"), below: 2e-5, "VAE encode mean (\(layout))")
+            assertRelativeError(out[logvar]!, try Fixtures.referenceTensor("vae.encoded_logvar"), below: 2e-5, "VAE encode logvar (\(layout))")
+        }
+    }
+
+    func testEveryWeightOfTheFilesIsUsed() throws {
+        // A model that ignored a tensor (a missing bias, a skipped norm) would still run; check
+        // that building all three networks reads every floating-point tensor of the folder.
+        let model = try StableDiffusionModel.load(path: Fixtures.tinyFolder)
+        let g = Graph()
+        let ids = try g.input("ids", shape: [1, 77], dtype: .i32)
+        _ = try CLIPTextModel(config: model.textEncoderConfig).build(g, ids: ids, weights: model.textEncoderWeights)
+        _ = try UNet2DConditionModel(config: model.unetConfig).build(
+            g, sample: try g.input("x", shape: [1, 4, 8, 8]), timestep: try g.input("t", shape: [1]),
+            context: try g.input("c", shape: [1, 77, model.unetConfig.crossAttentionDim]), weights: model.unetWeights)
+        let vae = AutoencoderKL(config: model.vaeConfig)
+        _ = try vae.decode(g, latents: try g.input("z", shape: [1, 4, 8, 8]), weights: model.vaeWeights)
+        _ = try vae.encode(g, image: try g.input("img", shape: [1, 3, 64, 64]), weights: model.vaeWeights)
+        for (store, name) in [(model.textEncoderWeights, "text encoder"), (model.unetWeights, "unet"), (model.vaeWeights, "vae")] {
+            let all = Set(store.files.flatMap { f in f.entries.filter { $0.value.dtype?.isFloatingPoint == true }.map(\.key) })
+            let used = Set(store.used.flatMap { [$0, String($0.dropFirst("text_model.".count))] })
+            XCTAssertEqual(all.subtracting(used), [], "\(name): tensors never read")
+        }
+    }
+}
