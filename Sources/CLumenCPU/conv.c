@@ -6,76 +6,98 @@
 // unpadded convolution packs the input rows directly.
 #include "gemm_internal.h"
 
+// A run of <= maxlen output pixels of one output row, inside one packed panel.
 typedef struct {
-    int64_t j, len, oh, ow;
-} conv_seg;
+    int64_t off;   // offset of its first lane in the packed block: pan*kc*width + j
+    int64_t xoff;  // offset of its image in the input: b*C*H*W
+    int32_t len;   // pixels
+    int32_t ih;    // oh*SH - PH (kh is added per k)
+    int32_t iw;    // ow*SW - PW (kw is added per k)
+    int32_t pad_;
+} conv_chunk;
 
-// Splits the output pixels [p0, p0+n) into runs that stay in one output row.
-static int conv_segments(int64_t p0, int64_t n, int64_t OW, conv_seg *seg) {
-    int ns = 0;
-    int64_t j = 0, p = p0;
-    while (j < n) {
-        int64_t oh = p / OW, ow = p % OW;
-        int64_t len = OW - ow;
-        if (len > n - j) len = n - j;
-        seg[ns].j = j; seg[ns].len = len; seg[ns].oh = oh; seg[ns].ow = ow;
-        ++ns;
-        j += len;
-        p += len;
+static int64_t conv_chunks(const lumen_src *s, int64_t i0, int64_t cnt, int64_t kc, int width,
+                           int maxlen, conv_chunk *ch) {
+    const int64_t OW = s->OW, NI = s->OH * s->OW, IS = s->C * s->H * s->W;
+    int64_t n = 0;
+    for (int64_t pan = 0; pan * width < cnt; ++pan) {
+        int64_t m = cnt - pan * width;
+        if (m > width) m = width;
+        int64_t j = 0, p = i0 + pan * width;
+        while (j < m) {
+            int64_t b = p / NI, q = p - b * NI;
+            int64_t oh = q / OW, ow = q % OW;
+            int64_t len = OW - ow;
+            if (len > m - j) len = m - j;
+            if (len > maxlen) len = maxlen;
+            ch[n].off = pan * kc * width + j;
+            ch[n].xoff = b * IS;
+            ch[n].len = (int32_t)len;
+            ch[n].ih = (int32_t)(oh * s->SH - s->PH);
+            ch[n].iw = (int32_t)(ow * s->SW - s->PW);
+            ch[n].pad_ = 0;
+            ++n;
+            j += len;
+            p += len;
+        }
     }
-    return ns;
+    return n;
 }
 
-// Portable im2col panel gather (also used by the AVX2 level).
+// Chunk table (thread-local scratch) and zeroing of the partial last panel.
+static conv_chunk *conv_prepare(const lumen_src *s, int64_t i0, int64_t cnt, int64_t kc,
+                                int width, int maxlen, int64_t *nch, float *out) {
+    conv_chunk *ch = (conv_chunk *)lumen_tl_buffer(2, (size_t)(cnt + 8) * (sizeof(conv_chunk) / 4));
+    *nch = conv_chunks(s, i0, cnt, kc, width, maxlen, ch);
+    if (cnt % width) {
+        int64_t last = cnt / width;
+        memset(out + last * kc * width, 0, (size_t)(kc * width) * sizeof(float));
+    }
+    return ch;
+}
+
+// Portable im2col panel gather (also used by the AVX2 level). k runs outermost so that every
+// k sweeps along one input row for all the block's pixels.
 static void pack_im2col_generic(const lumen_src *s, int isa, int64_t i0, int64_t cnt, int64_t k0,
                                 int64_t kc, int width, float *out) {
     (void)isa;
     const float *x = (const float *)s->p;
-    const int64_t H = s->H, W = s->W, KH = s->KH, KW = s->KW, SH = s->SH, SW = s->SW;
-    const int64_t PH = s->PH, PW = s->PW, OW = s->OW;
-    const int64_t npan = (cnt + width - 1) / width;
-    conv_seg seg[64];
-    for (int64_t pan = 0; pan < npan; ++pan) {
-        float *o = out + pan * kc * width;
-        int64_t n = cnt - pan * width;
-        if (n > width) n = width;
-        int ns = conv_segments(i0 + pan * width, n, OW, seg);
-        int64_t c = k0 / (KH * KW), r = k0 % (KH * KW);
-        int64_t kh = r / KW, kw = r % KW;
-        for (int64_t k = 0; k < kc; ++k) {
-            float *ok = o + k * width;
-            const float *xc = x + c * H * W;
-            for (int si = 0; si < ns; ++si) {
-                float *d = ok + seg[si].j;
-                const int64_t len = seg[si].len;
-                const int64_t ih = seg[si].oh * SH - PH + kh;
-                if (ih < 0 || ih >= H) {
-                    for (int64_t l = 0; l < len; ++l) d[l] = 0.0f;
-                    continue;
-                }
-                const float *row = xc + ih * W;
-                const int64_t iw0 = seg[si].ow * SW - PW + kw;
-                if (SW == 1) {
-                    int64_t lo = -iw0 > 0 ? -iw0 : 0, hi = W - iw0 < len ? W - iw0 : len;
-                    if (lo > len) lo = len;
-                    if (hi < lo) hi = lo;
-                    int64_t l = 0;
-                    for (; l < lo; ++l) d[l] = 0.0f;
-                    const float *src = row + iw0;
-                    for (; l < hi; ++l) d[l] = src[l];
-                    for (; l < len; ++l) d[l] = 0.0f;
-                } else {
-                    for (int64_t l = 0; l < len; ++l) {
-                        int64_t iw = iw0 + l * SW;
-                        d[l] = (iw >= 0 && iw < W) ? row[iw] : 0.0f;
-                    }
+    const int64_t H = s->H, W = s->W, KH = s->KH, KW = s->KW, SW = s->SW;
+    int64_t nch;
+    const conv_chunk *ch = conv_prepare(s, i0, cnt, kc, width, width, &nch, out);
+    int64_t c = k0 / (KH * KW), r = k0 % (KH * KW);
+    int64_t kh = r / KW, kw = r % KW;
+    for (int64_t k = 0; k < kc; ++k) {
+        const float *xc = x + c * H * W;
+        for (int64_t ci = 0; ci < nch; ++ci) {
+            float *d = out + ch[ci].off + k * width;
+            const float *xi = xc + ch[ci].xoff;
+            const int64_t len = ch[ci].len;
+            const int64_t ih = ch[ci].ih + kh;
+            if (ih < 0 || ih >= H) {
+                for (int64_t l = 0; l < len; ++l) d[l] = 0.0f;
+                continue;
+            }
+            const float *row = xi + ih * W;
+            const int64_t iw0 = ch[ci].iw + kw;
+            if (SW == 1) {
+                int64_t lo = -iw0 > 0 ? -iw0 : 0, hi = W - iw0 < len ? W - iw0 : len;
+                if (lo > len) lo = len;
+                if (hi < lo) hi = lo;
+                int64_t l = 0;
+                for (; l < lo; ++l) d[l] = 0.0f;
+                for (; l < hi; ++l) d[l] = row[iw0 + l];
+                for (; l < len; ++l) d[l] = 0.0f;
+            } else {
+                for (int64_t l = 0; l < len; ++l) {
+                    int64_t iw = iw0 + l * SW;
+                    d[l] = (iw >= 0 && iw < W) ? row[iw] : 0.0f;
                 }
             }
-            for (int64_t j = n; j < width; ++j) ok[j] = 0.0f;
-            if (++kw == KW) {
-                kw = 0;
-                if (++kh == KH) { kh = 0; ++c; }
-            }
+        }
+        if (++kw == KW) {
+            kw = 0;
+            if (++kh == KH) { kh = 0; ++c; }
         }
     }
 }
@@ -98,64 +120,41 @@ LUMEN_TARGET_AVX512 static void pack_im2col_avx512(const lumen_src *s, int isa, 
         return;
     }
     const float *x = (const float *)s->p;
-    const int64_t H = s->H, W = s->W, KH = s->KH, KW = s->KW, SH = s->SH;
-    const int64_t PH = s->PH, PW = s->PW, OW = s->OW;
-    const int64_t npan = (cnt + width - 1) / width;
+    const int64_t H = s->H, W = s->W, KH = s->KH, KW = s->KW;
     const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
-    // Chunks of <= 16 pixels that stay in one output row.
-    conv_seg ch[96];
-    for (int64_t pan = 0; pan < npan; ++pan) {
-        float *o = out + pan * kc * width;
-        int64_t n = cnt - pan * width;
-        if (n > width) n = width;
-        conv_seg seg[64];
-        int ns = conv_segments(i0 + pan * width, n, OW, seg), nch = 0;
-        for (int si = 0; si < ns; ++si)
-            for (int64_t l = 0; l < seg[si].len; l += 16) {
-                ch[nch] = seg[si];
-                ch[nch].j += l;
-                ch[nch].ow += l;
-                ch[nch].len = seg[si].len - l < 16 ? seg[si].len - l : 16;
-                ++nch;
-            }
-        // zero tail lanes [n, width)
-        int64_t c = k0 / (KH * KW), r = k0 % (KH * KW);
-        int64_t kh = r / KW, kw = r % KW;
-        for (int64_t k = 0; k < kc; ++k) {
-            float *ok = o + k * width;
-            if (n < width)
-                for (int64_t j = n; j < width; j += 16) {
-                    int64_t z = width - j < 16 ? width - j : 16;
-                    _mm512_mask_storeu_ps(ok + j, (__mmask16)((1u << z) - 1u), _mm512_setzero_ps());
-                }
-            const float *xc = x + c * H * W;
-            for (int ci = 0; ci < nch; ++ci) {
-                const int64_t len = ch[ci].len;
-                const __mmask16 sm = (__mmask16)((1u << len) - 1u);
-                const int64_t ih = ch[ci].oh * SH - PH + kh;
-                const int64_t iw0 = ch[ci].ow * SW - PW + kw;
-                __m512 v;
-                if (ih < 0 || ih >= H) {
-                    v = _mm512_setzero_ps();
+    int64_t nch;
+    const conv_chunk *ch = conv_prepare(s, i0, cnt, kc, width, 16, &nch, out);
+    int64_t c = k0 / (KH * KW), r = k0 % (KH * KW);
+    int64_t kh = r / KW, kw = r % KW;
+    for (int64_t k = 0; k < kc; ++k) {
+        const float *xc = x + c * H * W;
+        float *ok = out + k * width;
+        for (int64_t ci = 0; ci < nch; ++ci) {
+            const int64_t len = ch[ci].len;
+            const __mmask16 sm = (__mmask16)((1u << len) - 1u);
+            const int64_t ih = ch[ci].ih + kh;
+            const int64_t iw0 = ch[ci].iw + kw;
+            __m512 v;
+            if (ih < 0 || ih >= H) {
+                v = _mm512_setzero_ps();
+            } else {
+                // the address may lie before the row; masked-off lanes never touch memory
+                const float *src = (const float *)((uintptr_t)(xc + ch[ci].xoff + ih * W) + (uintptr_t)(iw0 * 4));
+                if (SW == 1) {
+                    __mmask16 m = (__mmask16)conv_range_mask(-iw0, W - iw0 < len ? W - iw0 : len);
+                    v = _mm512_maskz_loadu_ps(m, src);
                 } else {
-                    // address row + iw0 may lie before the row; masked lanes never touch memory
-                    const float *src = (const float *)((uintptr_t)(xc + ih * W) + (uintptr_t)(iw0 * 4));
-                    if (SW == 1) {
-                        __mmask16 m = (__mmask16)conv_range_mask(-iw0, W - iw0 < len ? W - iw0 : len);
-                        v = _mm512_maskz_loadu_ps(m, src);
-                    } else {
-                        uint32_t m = conv_range_mask(-iw0, W - iw0 < 2 * len - 1 ? W - iw0 : 2 * len - 1);
-                        __m512 lo = _mm512_maskz_loadu_ps((__mmask16)(m & 0xffffu), src);
-                        __m512 hi = _mm512_maskz_loadu_ps((__mmask16)(m >> 16), src + 16);
-                        v = _mm512_permutex2var_ps(lo, even, hi);
-                    }
+                    uint32_t m = conv_range_mask(-iw0, W - iw0 < 2 * len - 1 ? W - iw0 : 2 * len - 1);
+                    __m512 lo = _mm512_maskz_loadu_ps((__mmask16)(m & 0xffffu), src);
+                    __m512 hi = _mm512_maskz_loadu_ps((__mmask16)(m >> 16), src + 16);
+                    v = _mm512_permutex2var_ps(lo, even, hi);
                 }
-                _mm512_mask_storeu_ps(ok + ch[ci].j, sm, v);
             }
-            if (++kw == KW) {
-                kw = 0;
-                if (++kh == KH) { kh = 0; ++c; }
-            }
+            _mm512_mask_storeu_ps(ok + ch[ci].off, sm, v);
+        }
+        if (++kw == KW) {
+            kw = 0;
+            if (++kh == KH) { kh = 0; ++c; }
         }
     }
 }
@@ -190,6 +189,28 @@ void lumen_conv2d(const float *x, int64_t batch, int64_t C, int64_t H, int64_t W
     op.bias_m = bias;
     op.alpha = 1.0f;
     op.accumulate = 0;
+
+    const lumen_blocking bl = lumen_gemm_blocking(isa);
+    if (batch > 1 && K > 0 && N % bl.nr == 0 && N < bl.nc) {
+        // Small images: all images form one GEMM of batch*N columns, so the weights are packed
+        // once per call instead of once per image; tasks split rows or columns of that.
+        op.b.kind = LUMEN_SRC_CUSTOM;
+#if LUMEN_X86
+        op.b.custom = isa == LUMEN_ISA_AVX512 ? pack_im2col_avx512 : pack_im2col_generic;
+#else
+        op.b.custom = pack_im2col_generic;
+#endif
+        op.b.C = C; op.b.H = H; op.b.W = W; op.b.KH = KH; op.b.KW = KW;
+        op.b.SH = SH; op.b.SW = SW; op.b.PH = PH; op.b.PW = PW; op.b.OH = OH; op.b.OW = OW;
+        op.b.p = x;
+        op.c = y;
+        op.col_group = N;
+        op.col_group_stride = O * N;
+        int64_t m0, m1, n0, n1;
+        lumen_gemm_split(isa, M, batch * N, task, ntasks, &m0, &m1, &n0, &n1);
+        lumen_gemm_run(&op, isa, m0, m1, n0, n1, K);
+        return;
+    }
 
     // Whole images per task when the batch divides well, otherwise every task takes a share
     // (rows or pixel columns) of every image.

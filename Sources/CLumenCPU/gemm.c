@@ -5,6 +5,13 @@
 // micro-panel, MR x KC, stays in L1) -> jr over NR panels (B micro-panels stream from L2) ->
 // register-tiled microkernel (broadcast A, vector B, MR x NR accumulators).
 //
+// Packed layouts: B panels are k-major (panel[k*NR + j]); A panels are row-major with a fixed
+// row stride KS = KC (panel[i*KS + k]) so that packing A is a plain converting copy (for conv the
+// f16 weights, for linear the activations) and the kernel reaches row i at a constant offset.
+// lumen_linear: A = x, B = w (transposing pack, converted from f16/bf16 on the fly).
+// lumen_conv2d: A = w, B = the im2col panel gathered from the input (conv.c).
+// M <= 4 linear layers skip packing: dot products straight from the weight rows.
+//
 // Microkernels: AVX-512 14x32 (28 zmm accumulators), AVX2 6x16 (12 ymm), portable 6x8 / 6x16.
 #include "gemm_internal.h"
 
@@ -17,7 +24,7 @@
 static _Thread_local float *tl_buf[3];
 static _Thread_local size_t tl_cap[3];
 
-static float *lumen_tl_buffer(int slot, size_t nfloats) {
+float *lumen_tl_buffer(int slot, size_t nfloats) {
     nfloats += 128;  // slack for over-wide stores at panel ends
     if (tl_cap[slot] < nfloats) {
         free(tl_buf[slot]);
@@ -41,27 +48,38 @@ static float *lumen_tl_buffer(int slot, size_t nfloats) {
 #define GEN_MR 6
 #define GEN_NR 8
 #endif
+// KC (the K block) is also the fixed row stride of packed A panels (row-major, MR rows of KS
+// floats), so the microkernels address every A row with a constant displacement.
+#define GEN_KS 256
+#define AVX2_KS 256
+#define AVX512_KS 384
+// AVX-512 blocks (Zen 5: 48 KiB L1d, 1 MiB L2 per core): the A micro-panel 14 x 384 f32 = 21 KiB
+// stays in L1; the packed B block 384 x 512 f32 = 768 KiB stays in L2; the A block 168 x 384 =
+// 252 KiB is reused from L2 across the NC block. (KC 256..512, MC 84..336 and NC 256..1024 were
+// all within noise of each other on the SD shapes.)
+#define AVX512_MC (14 * 12)
+#define AVX512_NC 512
 
 lumen_blocking lumen_gemm_blocking(int isa) {
     lumen_blocking b;
     switch (isa) {
 #if LUMEN_X86
     case LUMEN_ISA_AVX512:
-        b.mr = 14; b.nr = 32; b.kc = 384; b.mc = 14 * 12; b.nc = 512;
+        b.mr = 14; b.nr = 32; b.kc = AVX512_KS; b.mc = AVX512_MC; b.nc = AVX512_NC;
         break;
     case LUMEN_ISA_AVX2:
-        b.mr = 6; b.nr = 16; b.kc = 256; b.mc = 6 * 24; b.nc = 512;
+        b.mr = 6; b.nr = 16; b.kc = AVX2_KS; b.mc = 6 * 24; b.nc = 512;
         break;
 #endif
     default:
-        b.mr = GEN_MR; b.nr = GEN_NR; b.kc = 256; b.mc = GEN_MR * 16; b.nc = 512;
+        b.mr = GEN_MR; b.nr = GEN_NR; b.kc = GEN_KS; b.mc = GEN_MR * 16; b.nc = 512;
         break;
     }
     return b;
 }
 
 // ---------------------------------------------------------------------------------------------
-// Microkernels: C[0..MR, 0..NR] = epilogue(sum_k A[k*MR + i] * B[k*NR + j])
+// Microkernels: C[0..MR, 0..NR] = epilogue(sum_k A[i*KS + k] * B[k*NR + j])
 // ---------------------------------------------------------------------------------------------
 
 typedef struct {
@@ -81,10 +99,10 @@ static void uk_generic(int64_t kc, const float *restrict A, const float *restric
         for (int j = 0; j < GEN_NR; ++j) acc[i][j] = 0.0f;
     for (int64_t k = 0; k < kc; ++k) {
         for (int i = 0; i < GEN_MR; ++i) {
-            float a = A[i];
+            float a = A[i * GEN_KS];
             for (int j = 0; j < GEN_NR; ++j) acc[i][j] += a * B[j];
         }
-        A += GEN_MR;
+        A += 1;
         B += GEN_NR;
     }
     for (int i = 0; i < GEN_MR; ++i) {
@@ -110,33 +128,37 @@ LUMEN_TARGET_AVX512 static void uk_avx512(int64_t kc, const float *restrict A,
     __m512 c50 = Z, c51 = Z, c60 = Z, c61 = Z, c70 = Z, c71 = Z, c80 = Z, c81 = Z, c90 = Z, c91 = Z;
     __m512 ca0 = Z, ca1 = Z, cb0 = Z, cb1 = Z, cc0 = Z, cc1 = Z, cd0 = Z, cd1 = Z;
 #undef Z
-#define ROW(r, i)                                                                                 \
+#define ROW(r, i, o)                                                                              \
     {                                                                                             \
-        __m512 a_ = _mm512_set1_ps(A[(i)]);                                                       \
+        __m512 a_ = _mm512_set1_ps(A[(i) * AVX512_KS + (o)]);                                     \
         c##r##0 = _mm512_fmadd_ps(a_, b0, c##r##0);                                               \
         c##r##1 = _mm512_fmadd_ps(a_, b1, c##r##1);                                               \
     }
 #define KSTEP(o)                                                                                  \
     {                                                                                             \
         __m512 b0 = _mm512_load_ps(B + (o) * 32), b1 = _mm512_load_ps(B + (o) * 32 + 16);        \
-        A += (o) * 14;                                                                            \
-        ROW(0, 0) ROW(1, 1) ROW(2, 2) ROW(3, 3) ROW(4, 4) ROW(5, 5) ROW(6, 6)                     \
-        ROW(7, 7) ROW(8, 8) ROW(9, 9) ROW(a, 10) ROW(b, 11) ROW(c, 12) ROW(d, 13)                 \
-        A -= (o) * 14;                                                                            \
+        ROW(0, 0, o) ROW(1, 1, o) ROW(2, 2, o) ROW(3, 3, o) ROW(4, 4, o) ROW(5, 5, o)              \
+        ROW(6, 6, o) ROW(7, 7, o) ROW(8, 8, o) ROW(9, 9, o) ROW(a, 10, o) ROW(b, 11, o)           \
+        ROW(c, 12, o) ROW(d, 13, o)                                                               \
     }
     int64_t k = 0;
     for (; k + 4 <= kc; k += 4) {
-        _mm_prefetch((const char *)(B + 32 * 12), _MM_HINT_T0);
-        _mm_prefetch((const char *)(B + 32 * 12 + 16), _MM_HINT_T0);
-        _mm_prefetch((const char *)(B + 32 * 13), _MM_HINT_T0);
-        _mm_prefetch((const char *)(B + 32 * 13 + 16), _MM_HINT_T0);
+        // B micro-panels stream from L2: fetch the 8 lines needed 8 k-steps ahead
+        _mm_prefetch((const char *)(B + 32 * 8), _MM_HINT_T0);
+        _mm_prefetch((const char *)(B + 32 * 8 + 16), _MM_HINT_T0);
+        _mm_prefetch((const char *)(B + 32 * 8 + 32), _MM_HINT_T0);
+        _mm_prefetch((const char *)(B + 32 * 8 + 48), _MM_HINT_T0);
+        _mm_prefetch((const char *)(B + 32 * 8 + 64), _MM_HINT_T0);
+        _mm_prefetch((const char *)(B + 32 * 8 + 80), _MM_HINT_T0);
+        _mm_prefetch((const char *)(B + 32 * 8 + 96), _MM_HINT_T0);
+        _mm_prefetch((const char *)(B + 32 * 8 + 112), _MM_HINT_T0);
         KSTEP(0) KSTEP(1) KSTEP(2) KSTEP(3)
-        A += 56;
+        A += 4;
         B += 128;
     }
     for (; k < kc; ++k) {
         KSTEP(0)
-        A += 14;
+        A += 1;
         B += 32;
     }
 #undef KSTEP
@@ -178,30 +200,28 @@ LUMEN_TARGET_AVX2 static void uk_avx2(int64_t kc, const float *restrict A, const
     __m256 c00 = Z, c01 = Z, c10 = Z, c11 = Z, c20 = Z, c21 = Z, c30 = Z, c31 = Z, c40 = Z, c41 = Z;
     __m256 c50 = Z, c51 = Z;
 #undef Z
-#define ROW(r, i)                                                                                 \
+#define ROW(r, i, o)                                                                              \
     {                                                                                             \
-        __m256 a_ = _mm256_broadcast_ss(A + (i));                                                 \
+        __m256 a_ = _mm256_broadcast_ss(A + (i) * AVX2_KS + (o));                                 \
         c##r##0 = _mm256_fmadd_ps(a_, b0, c##r##0);                                               \
         c##r##1 = _mm256_fmadd_ps(a_, b1, c##r##1);                                               \
     }
 #define KSTEP(o)                                                                                  \
     {                                                                                             \
         __m256 b0 = _mm256_load_ps(B + (o) * 16), b1 = _mm256_load_ps(B + (o) * 16 + 8);         \
-        A += (o) * 6;                                                                             \
-        ROW(0, 0) ROW(1, 1) ROW(2, 2) ROW(3, 3) ROW(4, 4) ROW(5, 5)                               \
-        A -= (o) * 6;                                                                             \
+        ROW(0, 0, o) ROW(1, 1, o) ROW(2, 2, o) ROW(3, 3, o) ROW(4, 4, o) ROW(5, 5, o)              \
     }
     int64_t k = 0;
     for (; k + 4 <= kc; k += 4) {
         _mm_prefetch((const char *)(B + 16 * 16), _MM_HINT_T0);
         _mm_prefetch((const char *)(B + 16 * 18), _MM_HINT_T0);
         KSTEP(0) KSTEP(1) KSTEP(2) KSTEP(3)
-        A += 24;
+        A += 4;
         B += 64;
     }
     for (; k < kc; ++k) {
         KSTEP(0)
-        A += 6;
+        A += 1;
         B += 16;
     }
 #undef KSTEP
@@ -250,7 +270,8 @@ static lumen_ukernel lumen_ukernel_for(int isa) {
 // Packers
 // ---------------------------------------------------------------------------------------------
 
-// ROWS source: elem(i, k) = p[(i0+i)*ld + k0+k] stored as dtype -> out[pan][k][width].
+// B operand packers (k-major panels). ROWS source: elem(i, k) = p[(i0+i)*ld + k0+k] stored as
+// dtype -> out[pan][k][width] (a transposing pack: 16x16 / 8x8 register transposes on x86).
 static void pack_rows_generic(const void *p, int dtype, int64_t ld, int64_t i0, int64_t cnt,
                               int64_t k0, int64_t kc, int width, float *out) {
     int64_t npan = (cnt + width - 1) / width;
@@ -470,7 +491,7 @@ LUMEN_TARGET_AVX2 static void pack_rows_avx2(const void *p, int dtype, int64_t l
 }
 #endif  // LUMEN_X86
 
-static void pack_src(const lumen_src *s, int isa, int64_t i0, int64_t cnt, int64_t k0, int64_t kc,
+static void pack_b(const lumen_src *s, int isa, int64_t i0, int64_t cnt, int64_t k0, int64_t kc,
                      int width, float *out) {
     switch (s->kind) {
     case LUMEN_SRC_ROWS:
@@ -501,18 +522,90 @@ static void pack_src(const lumen_src *s, int isa, int64_t i0, int64_t cnt, int64
     }
 }
 
+// A operand, row layout: out[i*ks + k] for rows i in [0, roundup(cnt, mr)), k in [0, kc);
+// rows >= cnt are zero. A ROWS source is a plain (converting) copy of each row.
+static void cvt_row_generic(const void *p, int dtype, int64_t kc, float *o) {
+    if (dtype == LUMEN_DT_F32) {
+        memcpy(o, p, (size_t)kc * 4);
+    } else if (dtype == LUMEN_DT_F16) {
+        const uint16_t *s = (const uint16_t *)p;
+        for (int64_t k = 0; k < kc; ++k) o[k] = lumen_h2f(s[k]);
+    } else {
+        const uint16_t *s = (const uint16_t *)p;
+        for (int64_t k = 0; k < kc; ++k) o[k] = lumen_bf2f(s[k]);
+    }
+}
+
+#if LUMEN_X86
+LUMEN_TARGET_AVX512 static void cvt_row_avx512(const void *p, int dtype, int64_t kc, float *o) {
+    const size_t es = lumen_dtype_size(dtype);
+    const char *s = (const char *)p;
+    int64_t k = 0;
+    for (; k + 16 <= kc; k += 16) _mm512_storeu_ps(o + k, ld16_avx512(s + k * es, dtype, 0xffff));
+    if (k < kc) {
+        __mmask16 m = (__mmask16)((1u << (kc - k)) - 1u);
+        _mm512_mask_storeu_ps(o + k, m, ld16_avx512(s + k * es, dtype, m));
+    }
+}
+
+LUMEN_TARGET_AVX2 static void cvt_row_avx2(const void *p, int dtype, int64_t kc, float *o) {
+    const size_t es = lumen_dtype_size(dtype);
+    const char *s = (const char *)p;
+    int64_t k = 0;
+    for (; k + 8 <= kc; k += 8) _mm256_storeu_ps(o + k, ld8_avx2(s + k * es, dtype, 8));
+    if (k < kc) {
+        float t[8];
+        _mm256_storeu_ps(t, ld8_avx2(s + k * es, dtype, (int)(kc - k)));
+        for (int j = 0; k + j < kc; ++j) o[k + j] = t[j];
+    }
+}
+#endif
+
+static void pack_a(const lumen_src *s, int isa, int64_t i0, int64_t cnt, int64_t k0, int64_t kc,
+                   int mr, int ks, float *out) {
+    const int64_t rows = (cnt + mr - 1) / mr * mr;
+    if (s->kind == LUMEN_SRC_ROWS) {
+        const size_t es = lumen_dtype_size(s->dtype);
+        for (int64_t i = 0; i < cnt; ++i) {
+            const void *src = (const char *)s->p + (size_t)((i0 + i) * s->ld + k0) * es;
+#if LUMEN_X86
+            if (isa == LUMEN_ISA_AVX512) cvt_row_avx512(src, s->dtype, kc, out + i * ks);
+            else if (isa == LUMEN_ISA_AVX2) cvt_row_avx2(src, s->dtype, kc, out + i * ks);
+            else
+#endif
+                cvt_row_generic(src, s->dtype, kc, out + i * ks);
+        }
+    } else {
+        // COLS: elem(i, k) = p[(k0+k)*ld + i0+i] (f32): transposing copy
+        const float *p = (const float *)s->p + k0 * s->ld + i0;
+        for (int64_t k = 0; k < kc; ++k) {
+            const float *pk = p + k * s->ld;
+            for (int64_t i = 0; i < cnt; ++i) out[i * ks + k] = pk[i];
+        }
+    }
+    (void)isa;
+    for (int64_t i = cnt; i < rows; ++i) memset(out + i * ks, 0, (size_t)kc * 4);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Driver
 // ---------------------------------------------------------------------------------------------
+
+static inline int64_t lumen_col_offset(const lumen_gemm_op *op, int64_t n) {
+    if (op->col_group <= 0) return n;
+    int64_t b = n / op->col_group;
+    return b * op->col_group_stride + (n - b * op->col_group);
+}
 
 static void lumen_gemm_k0(const lumen_gemm_op *op, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
     for (int64_t m = m0; m < m1; ++m) {
         float *c = op->c + m * op->ldc;
         for (int64_t n = n0; n < n1; ++n) {
-            float v = op->accumulate ? c[n] : 0.0f;
+            float *cn = c + lumen_col_offset(op, n);
+            float v = op->accumulate ? *cn : 0.0f;
             if (op->bias_m) v += op->bias_m[m];
             if (op->bias_n) v += op->bias_n[n];
-            c[n] = v;
+            *cn = v;
         }
     }
 }
@@ -534,7 +627,7 @@ void lumen_gemm_run(const lumen_gemm_op *op, int isa, int64_t m0, int64_t m1, in
     int64_t mcb = M < mcmax ? M : mcmax, ncb = N < ncmax ? N : ncmax;
     mcb = (mcb + MR - 1) / MR * MR;
     ncb = (ncb + NR - 1) / NR * NR;
-    float *Ap = lumen_tl_buffer(0, (size_t)(mcb * kcb));
+    float *Ap = lumen_tl_buffer(0, (size_t)(mcb * bl.kc));
     float *Bp = lumen_tl_buffer(1, (size_t)(ncb * kcb));
     float tmp[14 * 32] __attribute__((aligned(64)));
     const int64_t ldc = op->ldc;
@@ -544,19 +637,19 @@ void lumen_gemm_run(const lumen_gemm_op *op, int isa, int64_t m0, int64_t m1, in
         for (int64_t pc = 0; pc < K; pc += kcb) {
             const int64_t kc = K - pc < kcb ? K - pc : kcb;
             const int first = pc == 0;
-            pack_src(&op->b, isa, jc, nc, pc, kc, NR, Bp);
+            pack_b(&op->b, isa, jc, nc, pc, kc, NR, Bp);
             for (int64_t ic = m0; ic < m1; ic += mcmax) {
                 const int64_t mc = m1 - ic < mcmax ? m1 - ic : mcmax;
-                pack_src(&op->a, isa, ic, mc, pc, kc, MR, Ap);
+                pack_a(&op->a, isa, ic, mc, pc, kc, MR, (int)bl.kc, Ap);
                 for (int64_t ir = 0; ir < mc; ir += MR) {
                     const int mr = mc - ir < MR ? (int)(mc - ir) : MR;
-                    const float *Apan = Ap + ir * kc;
+                    const float *Apan = Ap + ir * bl.kc;
                     const int64_t gm = ic + ir;
                     for (int64_t jr = 0; jr < nc; jr += NR) {
                         const int nr = nc - jr < NR ? (int)(nc - jr) : NR;
                         const float *Bpan = Bp + jr * kc;
                         const int64_t gn = jc + jr;
-                        float *C = op->c + gm * ldc + gn;
+                        float *C = op->c + gm * ldc + lumen_col_offset(op, gn);
                         if (mr == MR && nr == NR) {
                             lumen_epi e = {op->alpha, first ? op->accumulate : 1,
                                            first && op->bias_m ? op->bias_m + gm : NULL,
@@ -611,8 +704,6 @@ void lumen_gemm_split(int isa, int64_t M, int64_t N, int task, int ntasks, int64
 static void linear_smallm_generic(const float *x, int64_t ldx, const void *w, int wdtype,
                                   int64_t ldw, float *acc_out, int64_t M, int64_t n, int64_t K) {
     // acc_out[m] = sum_k x[m,k] * w[n,k]
-    double dummy = 0;
-    (void)dummy;
     float acc[4][8];
     for (int m = 0; m < 4; ++m)
         for (int j = 0; j < 8; ++j) acc[m][j] = 0.0f;

@@ -97,7 +97,8 @@ struct lumen_src {
     const void *p;
     int64_t ld;
     lumen_pack_fn custom;  // CUSTOM
-    // convolution geometry (CUSTOM im2col source)
+    // convolution geometry (CUSTOM im2col source); columns are batch*OH*OW pixels, image b
+    // starting at p + b*C*H*W
     int64_t C, H, W, KH, KW, SH, SW, PH, PW, OH, OW;
 };
 
@@ -109,6 +110,10 @@ typedef struct {
     const float *bias_n;  // per column n or NULL
     float alpha;
     int accumulate;
+    // Batched columns (convolution over several images as one GEMM): when col_group > 0, column
+    // n lives in image n / col_group at c + (n / col_group) * col_group_stride + m*ldc +
+    // n % col_group. col_group must be a multiple of NR so that no tile spans two images.
+    int64_t col_group, col_group_stride;
 } lumen_gemm_op;
 
 typedef struct {
@@ -117,6 +122,9 @@ typedef struct {
 } lumen_blocking;
 
 lumen_blocking lumen_gemm_blocking(int isa);
+// Thread-local 64-byte aligned scratch; slots 0 and 1 belong to the driver (A and B panels),
+// slot 2 is free for packers. Grown as needed, never freed.
+float *lumen_tl_buffer(int slot, size_t nfloats);
 void lumen_gemm_run(const lumen_gemm_op *op, int isa, int64_t m0, int64_t m1, int64_t n0,
                     int64_t n1, int64_t K);
 // Splits an M x N output among tasks (over M or N in units of the tile), sets [m0,m1) x [n0,n1).
