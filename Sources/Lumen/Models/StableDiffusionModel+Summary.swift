@@ -1,0 +1,36 @@
+import Foundation
+import LumenRuntime
+
+extension StableDiffusionModel {
+    /// What one network of the model holds on disk.
+    public struct NetworkSummary: Sendable, Codable {
+        public let name: String
+        public let parameters: Int
+        /// Parameter counts by file dtype ("F16": 123, …).
+        public let dtypes: [String: Int]
+        public let files: [String]
+    }
+
+    /// Parameter counts and dtypes per network, from the files' headers (integer buffers such
+    /// as `position_ids` are not parameters and are left out).
+    public func summary() -> [NetworkSummary] {
+        func summarize(_ name: String, _ store: SafetensorsWeights, prefix: String?) -> NetworkSummary {
+            var total = 0, dtypes: [String: Int] = [:]
+            for f in store.files {
+                for (key, e) in f.entries where e.dtype?.isFloatingPoint ?? false || e.fileDType == "F64" {
+                    if let prefix, !key.hasPrefix(prefix) { continue }
+                    if key.hasPrefix("model_ema.") { continue }
+                    total += e.shape.count
+                    dtypes[e.fileDType, default: 0] += e.shape.count
+                }
+            }
+            return NetworkSummary(name: name, parameters: total, dtypes: dtypes, files: store.files.map(\.path))
+        }
+        let single = layout == .singleFile
+        return [
+            summarize("text_encoder", textEncoderWeights, prefix: single ? "cond_stage_model." : nil),
+            summarize("unet", unetWeights, prefix: single ? OriginalCheckpointNames.unetPrefix : nil),
+            summarize("vae", vaeWeights, prefix: single ? OriginalCheckpointNames.vaePrefix : nil),
+        ]
+    }
+}

@@ -1,0 +1,71 @@
+import ArgumentParser
+import Foundation
+import Lumen
+
+/// `lumen info MODEL`: what Lumen recognised in a model folder or file.
+struct InfoCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "info", abstract: "Show the family, layout, files, parameters and configs of a model.")
+
+    @Argument(help: "A diffusers folder or a single-file .safetensors checkpoint.")
+    var model: String
+
+    @Option(help: "A diffusers folder whose configs describe a single-file checkpoint (otherwise inferred from its shapes).")
+    var config: String?
+
+    @Flag(help: "Print JSON.")
+    var json = false
+
+    func run() throws {
+        let m = try StableDiffusionModel.load(path: model, configFolder: config)
+        let networks = m.summary()
+        if json {
+            struct Info: Codable {
+                let path, family, layout: String
+                let networks: [StableDiffusionModel.NetworkSummary]
+                let text_encoder: CLIPTextConfig
+                let unet: UNet2DConditionConfig
+                let vae: AutoencoderKLConfig
+                let tokenizer: String?
+                let scheduler: String?
+            }
+            let info = Info(path: m.path, family: m.family.rawValue, layout: m.layout.rawValue, networks: networks,
+                            text_encoder: m.textEncoderConfig, unet: m.unetConfig, vae: m.vaeConfig,
+                            tokenizer: m.tokenizerPath, scheduler: m.schedulerConfigPath)
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            print(String(decoding: try encoder.encode(info), as: UTF8.self))
+            return
+        }
+        print("model:   \(m.path)")
+        print("family:  \(m.family.rawValue)")
+        print("layout:  \(m.layout.rawValue)")
+        for n in networks {
+            let dtypes = n.dtypes.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
+            print("\(n.name.padding(toLength: 13, withPad: " ", startingAt: 0)) \(formatCount(n.parameters)) parameters (\(dtypes))")
+            for f in n.files { print("    read \(f)") }
+        }
+        let t = m.textEncoderConfig, u = m.unetConfig, v = m.vaeConfig
+        print("text encoder: hidden \(t.hiddenSize), \(t.numHiddenLayers) layers, \(t.numAttentionHeads) heads, \(t.hiddenAct), vocab \(t.vocabSize)")
+        print("unet:    channels \(u.blockOutChannels), \(u.layersPerBlock) layers/block, cross-attention \(u.crossAttentionDim), "
+              + "heads \(u.blockOutChannels.indices.map { u.heads(block: $0) }), linear projection \(u.useLinearProjection)")
+        print("         down \(u.downBlockTypes), up \(u.upBlockTypes)")
+        print("vae:     channels \(v.blockOutChannels), \(v.layersPerBlock) layers/block, latent \(v.latentChannels), "
+              + "scale factor \(v.scaleFactor), scaling \(v.scalingFactor)")
+        print("tokenizer: \(m.tokenizerPath ?? "none (the bundled CLIP vocabulary would be used)")")
+        print("scheduler: \(m.schedulerConfigPath ?? "none (defaults)")")
+        if m.layout == .singleFile && config == nil {
+            print("note: configs inferred from tensor shapes; attention heads assume Stable Diffusion 1.x (8)")
+        }
+    }
+
+    private func formatCount(_ n: Int) -> String {
+        let s = String(n)
+        var out = ""
+        for (i, c) in s.reversed().enumerated() {
+            if i > 0 && i % 3 == 0 { out.append(",") }
+            out.append(c)
+        }
+        return String(out.reversed())
+    }
+}
