@@ -26,6 +26,12 @@ let package = Package(
             linkerSettings: [.linkedLibrary("m"), .linkedLibrary("pthread")]
         ),
         .target(name: "LumenRuntime", path: "Sources/LumenRuntime"),
+        // libpng behind a C wrapper: its errors longjmp, which must never cross into Swift.
+        .target(
+            name: "CLumenPNG",
+            path: "Sources/CLumenPNG",
+            linkerSettings: [.linkedLibrary("png")]
+        ),
         .target(
             name: "LumenCPU",
             dependencies: ["LumenRuntime", "CLumenCPU"],
@@ -34,7 +40,7 @@ let package = Package(
         .target(
             name: "Lumen",
             dependencies: [
-                "LumenRuntime", "LumenCPU",
+                "LumenRuntime", "LumenCPU", "CLumenPNG",
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Sources/Lumen"

@@ -1,0 +1,39 @@
+// PNG reading and writing through libpng. libpng reports errors with longjmp, which must never
+// cross into Swift, so every libpng call stays in this C file and errors come back as a message.
+#ifndef LUMEN_PNG_H
+#define LUMEN_PNG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// Writes an 8-bit RGB PNG (rows top to bottom, 3 bytes a pixel) with tEXt chunks
+/// keys[i] = values[i] (Latin-1 text, as tEXt requires). Returns 0, or -1 with `error` filled.
+int lumen_png_write_rgb8(const char *path, const uint8_t *rgb, uint32_t width, uint32_t height,
+                         const char *const *keys, const char *const *values, int textCount,
+                         char *error, size_t errorSize);
+
+/// An image read from a PNG: RGB, 16 bits a channel (8-bit files are scaled by 257, so that
+/// value / 65535 is the same fraction for both depths). Grey is copied to the three channels,
+/// palettes are expanded, alpha is dropped (as PIL's convert("RGB")).
+typedef struct {
+    uint32_t width;
+    uint32_t height;
+    uint16_t *rgb;          // width * height * 3, free with lumen_png_free
+    int sourceBitDepth;     // 1, 2, 4, 8 or 16
+    int sourceColorType;    // PNG_COLOR_TYPE_* of the file
+} lumen_png_image;
+
+/// Reads any PNG. Returns 0, or -1 with `error` filled. Images larger than `maxPixels` are
+/// refused before their pixels are decoded.
+int lumen_png_read(const char *path, uint64_t maxPixels, lumen_png_image *out, char *error, size_t errorSize);
+void lumen_png_free(lumen_png_image *image);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,163 @@
+#include "lumen_png.h"
+
+#include <png.h>
+#include <setjmp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <errno.h>
+
+typedef struct {
+    char *error;
+    size_t errorSize;
+} lumen_png_context;
+
+static void on_error(png_structp png, png_const_charp message) {
+    lumen_png_context *ctx = png_get_error_ptr(png);
+    if (ctx && ctx->error && ctx->errorSize) snprintf(ctx->error, ctx->errorSize, "%s", message);
+    png_longjmp(png, 1);
+}
+
+static void on_warning(png_structp png, png_const_charp message) {
+    (void)png;
+    (void)message;  // warnings (e.g. an unknown chunk) do not stop reading
+}
+
+int lumen_png_write_rgb8(const char *path, const uint8_t *rgb, uint32_t width, uint32_t height,
+                         const char *const *keys, const char *const *values, int textCount,
+                         char *error, size_t errorSize) {
+    lumen_png_context ctx = {error, errorSize};
+    FILE *f = fopen(path, "wb");
+    if (!f) {
+        snprintf(error, errorSize, "cannot create: %s", strerror(errno));
+        return -1;
+    }
+    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &ctx, on_error, on_warning);
+    png_infop info = png ? png_create_info_struct(png) : NULL;
+    png_textp text = textCount > 0 ? calloc((size_t)textCount, sizeof(png_text)) : NULL;
+    png_bytep *rows = malloc(sizeof(png_bytep) * (height ? height : 1));
+    if (!png || !info || !rows || (textCount > 0 && !text)) {
+        snprintf(error, errorSize, "out of memory");
+        if (png) png_destroy_write_struct(&png, info ? &info : NULL);
+        free(text);
+        free(rows);
+        fclose(f);
+        return -1;
+    }
+    if (setjmp(png_jmpbuf(png))) {
+        png_destroy_write_struct(&png, &info);
+        free(text);
+        free(rows);
+        fclose(f);
+        return -1;
+    }
+    png_init_io(png, f);
+    png_set_IHDR(png, info, width, height, 8, PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE,
+                 PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+    for (int i = 0; i < textCount; i++) {
+        text[i].compression = PNG_TEXT_COMPRESSION_NONE;
+        text[i].key = (png_charp)keys[i];
+        text[i].text = (png_charp)values[i];
+        text[i].text_length = strlen(values[i]);
+    }
+    if (textCount > 0) png_set_text(png, info, text, textCount);
+    png_write_info(png, info);
+    for (uint32_t y = 0; y < height; y++) rows[y] = (png_bytep)(rgb + (size_t)y * width * 3);
+    png_write_image(png, rows);
+    png_write_end(png, NULL);
+    png_destroy_write_struct(&png, &info);
+    free(text);
+    free(rows);
+    if (fclose(f) != 0) {
+        snprintf(error, errorSize, "write failed: %s", strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+int lumen_png_read(const char *path, uint64_t maxPixels, lumen_png_image *out, char *error, size_t errorSize) {
+    lumen_png_context ctx = {error, errorSize};
+    memset(out, 0, sizeof(*out));
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(error, errorSize, "cannot open: %s", strerror(errno));
+        return -1;
+    }
+    unsigned char sig[8];
+    if (fread(sig, 1, 8, f) != 8 || png_sig_cmp(sig, 0, 8) != 0) {
+        snprintf(error, errorSize, "not a PNG file (bad signature)");
+        fclose(f);
+        return -1;
+    }
+    png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &ctx, on_error, on_warning);
+    png_infop info = png ? png_create_info_struct(png) : NULL;
+    if (!png || !info) {
+        snprintf(error, errorSize, "out of memory");
+        if (png) png_destroy_read_struct(&png, NULL, NULL);
+        fclose(f);
+        return -1;
+    }
+    uint16_t *pixels = NULL;
+    png_bytep *rows = NULL;
+    if (setjmp(png_jmpbuf(png))) {
+        png_destroy_read_struct(&png, &info, NULL);
+        free(pixels);
+        free(rows);
+        fclose(f);
+        return -1;
+    }
+    png_init_io(png, f);
+    png_set_sig_bytes(png, 8);
+    png_read_info(png, info);
+    uint32_t w = png_get_image_width(png, info), h = png_get_image_height(png, info);
+    int depth = png_get_bit_depth(png, info), type = png_get_color_type(png, info);
+    if ((uint64_t)w * h > maxPixels) {
+        snprintf(error, errorSize, "image is %ux%u, larger than the %llu pixels allowed", w, h, (unsigned long long)maxPixels);
+        png_destroy_read_struct(&png, &info, NULL);
+        fclose(f);
+        return -1;
+    }
+    // Normalise every layout to 16-bit RGB.
+    if (type == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(png);
+    if (type == PNG_COLOR_TYPE_GRAY && depth < 8) png_set_expand_gray_1_2_4_to_8(png);
+    if (png_get_valid(png, info, PNG_INFO_tRNS)) png_set_tRNS_to_alpha(png);
+    if (type == PNG_COLOR_TYPE_GRAY || type == PNG_COLOR_TYPE_GRAY_ALPHA) png_set_gray_to_rgb(png);
+    png_set_strip_alpha(png);
+    if (depth < 16) png_set_expand_16(png);
+    png_set_swap(png);  // host (little-endian) order for 16-bit samples
+    png_set_interlace_handling(png);
+    png_read_update_info(png, info);
+    if (png_get_channels(png, info) != 3 || png_get_bit_depth(png, info) != 16) {
+        snprintf(error, errorSize, "unexpected layout after conversion");
+        png_destroy_read_struct(&png, &info, NULL);
+        fclose(f);
+        return -1;
+    }
+    pixels = malloc((size_t)w * h * 3 * sizeof(uint16_t) + 1);
+    rows = malloc(sizeof(png_bytep) * (h ? h : 1));
+    if (!pixels || !rows) {
+        snprintf(error, errorSize, "out of memory for a %ux%u image", w, h);
+        png_destroy_read_struct(&png, &info, NULL);
+        free(pixels);
+        free(rows);
+        fclose(f);
+        return -1;
+    }
+    for (uint32_t y = 0; y < h; y++) rows[y] = (png_bytep)(pixels + (size_t)y * w * 3);
+    png_read_image(png, rows);
+    png_read_end(png, NULL);
+    png_destroy_read_struct(&png, &info, NULL);
+    free(rows);
+    fclose(f);
+    out->width = w;
+    out->height = h;
+    out->rgb = pixels;
+    out->sourceBitDepth = depth;
+    out->sourceColorType = type;
+    return 0;
+}
+
+void lumen_png_free(lumen_png_image *image) {
+    free(image->rgb);
+    image->rgb = NULL;
+}
