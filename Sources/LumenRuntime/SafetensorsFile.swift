@@ -155,6 +155,12 @@ public final class SafetensorsFile: @unchecked Sendable {
         return copy
     }
 
+    /// The raw bytes of an entry of any dtype (for types Lumen does not compute with, such as U8).
+    public func rawBytes(_ name: String) throws -> [UInt8] {
+        guard let e = entries[name] else { throw ModelFileError.missingTensor(path: path, tensor: name) }
+        return Array(UnsafeRawBufferPointer(start: mapping.bytes + dataOffset + e.begin, count: e.end - e.begin))
+    }
+
     /// The tensor, checked against the shape a model expects.
     public func tensor(_ name: String, shape: Shape) throws -> Tensor {
         let t = try tensor(name)

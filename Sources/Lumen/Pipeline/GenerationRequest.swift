@@ -1,0 +1,112 @@
+import LumenRuntime
+
+/// Which executor runs the networks.
+public enum Backend: Sendable, Hashable, CustomStringConvertible {
+    /// Vulkan when a device is present, otherwise the CPU.
+    case auto
+    case cpu
+    /// A Vulkan device by index (nil: the preferred one).
+    case vulkan(device: Int?)
+
+    public var description: String {
+        switch self {
+        case .auto: return "auto"
+        case .cpu: return "cpu"
+        case .vulkan(let d): return d.map { "vulkan:\($0)" } ?? "vulkan"
+        }
+    }
+}
+
+/// The sampler that walks the noise schedule.
+public enum SchedulerKind: String, Sendable, Hashable, CaseIterable {
+    case ddim
+    case pndm
+    case euler
+    case eulerAncestral = "euler-a"
+    case dpmpp2m = "dpmpp-2m"
+    case dpmpp2mKarras = "dpmpp-2m-karras"
+    case lcm
+    case ddpm
+
+    /// The name A1111 writes in its `parameters` text.
+    public var displayName: String {
+        switch self {
+        case .ddim: return "DDIM"
+        case .pndm: return "PLMS"
+        case .euler: return "Euler"
+        case .eulerAncestral: return "Euler a"
+        case .dpmpp2m: return "DPM++ 2M"
+        case .dpmpp2mKarras: return "DPM++ 2M Karras"
+        case .lcm: return "LCM"
+        case .ddpm: return "DDPM"
+        }
+    }
+}
+
+/// A starting image for image-to-image, values in [0, 1], RGB, rows top to bottom.
+public struct InitImage: Sendable, Hashable {
+    public let width: Int
+    public let height: Int
+    /// width × height × 3 values in [0, 1].
+    public let rgb: [Float]
+
+    public init(width: Int, height: Int, rgb: [Float]) {
+        self.width = width
+        self.height = height
+        self.rgb = rgb
+    }
+
+    /// Reads a PNG (any colour type or depth).
+    public init(pngPath: String) throws {
+        let (image, normalized) = try RGBImage.readPNG(pngPath)
+        self.init(width: image.width, height: image.height, rgb: normalized)
+    }
+}
+
+/// One generation: a prompt and how to sample it. Defaults follow diffusers' pipeline.
+public struct GenerationRequest: Sendable, Hashable {
+    public var prompt: String
+    public var negativePrompt: String = ""
+    public var steps: Int = 25
+    /// Classifier-free guidance; at most 1 runs the conditional branch alone.
+    public var guidanceScale: Float = 7.5
+    /// Image size in pixels (multiples of the VAE's scale factor); nil: the model's default size,
+    /// or the init image's size for image-to-image.
+    public var width: Int? = nil
+    public var height: Int? = nil
+    public var seed: UInt64 = 0
+    /// nil: the model's own scheduler config (or PNDM, as SD 1.x ships).
+    public var scheduler: SchedulerKind? = nil
+    /// Images per prompt.
+    public var count: Int = 1
+    /// Image-to-image: the starting image and how much of it to repaint (diffusers' strength:
+    /// 0.8 of 50 steps runs the last 40; 1.0 ignores the image).
+    public var initImage: InitImage? = nil
+    public var strength: Float = 0.8
+    /// Skip the last `clipSkip` layers of the text encoder (diffusers' clip_skip).
+    public var clipSkip: Int = 0
+
+    public init(prompt: String) { self.prompt = prompt }
+}
+
+/// What a generation reports as it goes.
+public enum GenerationEvent: Sendable {
+    /// Step `index` (1-based) of `count` is done; `latents` are the current latents [N, 4, h, w]
+    /// (decode them for a preview).
+    case step(index: Int, count: Int, latents: Tensor)
+    /// Image `index` of the request is ready.
+    case image(index: Int, image: RGBImage)
+}
+
+/// Errors of a generation request.
+public enum GenerationError: Error, Sendable, Equatable, CustomStringConvertible {
+    case invalidRequest(String)
+    case tokenizerUnavailable(String)
+
+    public var description: String {
+        switch self {
+        case .invalidRequest(let s): return "invalid request: \(s)"
+        case .tokenizerUnavailable(let s): return "no tokenizer: \(s)"
+        }
+    }
+}

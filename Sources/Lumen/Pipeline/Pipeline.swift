@@ -1,0 +1,269 @@
+import Foundation
+import Logging
+import LumenCPU
+import LumenRuntime
+
+/// Text-to-image and image-to-image with a Stable Diffusion model, as diffusers'
+/// `StableDiffusionPipeline` / `StableDiffusionImg2ImgPipeline` compute them: the same
+/// tokenizer, schedulers, seeds (torch's CPU generator) and classifier-free guidance, so a
+/// diffusers user gets the same picture.
+///
+/// The networks are compiled once per shape and reused by later requests. One request runs
+/// at a time; concurrent requests wait for each other.
+public final class Pipeline: @unchecked Sendable {
+    public let model: StableDiffusionModel
+    public let executor: any Executor
+    public let tokenizer: CLIPTokenizer
+    private let schedulerConfig: SchedulerConfig
+    private let logger = Logger(label: "lumen.pipeline")
+    private let lock = NSLock()
+    private var programs: [String: (program: any Program, outputs: [Value])] = [:]
+
+    /// Opens the model at `modelPath` (diffusers folder or single file) for `backend`.
+    public init(modelPath: String, backend: Backend = .auto, configFolder: String? = nil) throws {
+        model = try StableDiffusionModel.load(path: modelPath, configFolder: configFolder)
+        executor = try Pipeline.makeExecutor(backend)
+        guard let tokenizerPath = model.tokenizerPath else {
+            throw GenerationError.tokenizerUnavailable(
+                "\(modelPath) has no tokenizer folder; pass a diffusers folder of the same model with --config")
+        }
+        tokenizer = try CLIPTokenizer(folder: tokenizerPath)
+        schedulerConfig = try model.schedulerConfigPath.map { try SchedulerConfig(path: $0) } ?? SchedulerConfig()
+    }
+
+    static func makeExecutor(_ backend: Backend) throws -> any Executor {
+        switch backend {
+        case .cpu, .auto:
+            return CPUExecutor()
+        case .vulkan:
+            throw LumenError.backendUnavailable(backend: "vulkan", reason: "this build has no Vulkan executor yet")
+        }
+    }
+
+    /// The scheduler a request gets: its own choice, else the model's scheduler config.
+    public func schedulerKind(for request: GenerationRequest) -> SchedulerKind {
+        if let s = request.scheduler { return s }
+        return schedulerConfig.className.flatMap {
+            SchedulerKind(diffusersClassName: $0, useKarrasSigmas: schedulerConfig.useKarrasSigmas ?? false)
+        } ?? .pndm
+    }
+
+    /// The size a request produces.
+    public func size(for request: GenerationRequest) -> (width: Int, height: Int) {
+        let f = model.vaeConfig.scaleFactor
+        let fallback = model.unetConfig.sampleSize * f
+        return (request.width ?? request.initImage?.width ?? fallback, request.height ?? request.initImage?.height ?? fallback)
+    }
+
+    // MARK: - Async API
+
+    /// Runs a request, reporting each step and then each image. Cancelling the consuming task
+    /// stops the generation between steps.
+    public func images(for request: GenerationRequest) -> AsyncThrowingStream<GenerationEvent, Error> {
+        AsyncThrowingStream { continuation in
+            let task = Task.detached { [self] in
+                do {
+                    _ = try self.generate(request) { event in
+                        try Task.checkCancellation()
+                        continuation.yield(event)
+                    }
+                    continuation.finish()
+                } catch {
+                    continuation.finish(throwing: error)
+                }
+            }
+            continuation.onTermination = { _ in task.cancel() }
+        }
+    }
+
+    // MARK: - The generation
+
+    /// Runs a request synchronously, calling `onEvent` after each step and image (it may throw
+    /// to stop, e.g. `CancellationError`). Returns the images.
+    @discardableResult
+    public func generate(_ request: GenerationRequest, onEvent: (GenerationEvent) throws -> Void = { _ in }) throws -> [RGBImage] {
+        lock.lock()
+        defer { lock.unlock() }
+        try validate(request)
+        let (width, height) = size(for: request)
+        let f = model.vaeConfig.scaleFactor
+        let (lh, lw) = (height / f, width / f)
+        let n = request.count
+        let latentChannels = model.unetConfig.inChannels
+        let latentCount = n * latentChannels * lh * lw
+        let cfg = request.guidanceScale > 1
+        var generator = TorchGenerator(seed: request.seed)
+
+        // Text: [negative, prompt] in one batch when guiding.
+        let texts = cfg ? [request.negativePrompt, request.prompt] : [request.prompt]
+        let embeddings = try encodeText(texts, clipSkip: request.clipSkip)  // [T, 77, D]
+        let context = try repeatEmbeddings(embeddings, times: n)            // [T·n, 77, D]
+
+        var scheduler = try schedulerKind(for: request).make(config: schedulerConfig, steps: request.steps)
+        var first = 0
+        var latents: [Float]
+        if let initImage = request.initImage {
+            first = type(of: scheduler).firstStep(steps: request.steps, strength: Double(request.strength), order: scheduler.order)
+            guard first < scheduler.timesteps.count else {
+                throw GenerationError.invalidRequest("strength \(request.strength) with \(request.steps) steps leaves no step to run")
+            }
+            let encoded = try encodeImage(initImage, generator: &generator)  // [1, 4, lh, lw], scaled
+            var initLatents: [Float] = []
+            for _ in 0..<n { initLatents += encoded }
+            let noise = generator.randn(count: latentCount)
+            latents = scheduler.addNoise(original: initLatents, noise: noise, step: first)
+        } else {
+            latents = generator.randn(count: latentCount).map { $0 * scheduler.initNoiseSigma }
+        }
+
+        let unet = try unetProgram(batch: (cfg ? 2 : 1) * n, height: lh, width: lw, contextLength: context.shape[1])
+        let steps = scheduler.timesteps.count
+        for i in first..<steps {
+            let t = scheduler.timesteps[i]
+            let scaled = scheduler.scaleModelInput(latents, step: i)
+            let input = cfg ? scaled + scaled : scaled
+            let batch = (cfg ? 2 : 1) * n
+            let result = try unet.program.run([
+                "sample": try Tensor(shape: [batch, latentChannels, lh, lw], values: input),
+                "timestep": try Tensor(shape: [batch], values: [Float](repeating: t, count: batch)),
+                "context": context,
+            ])
+            let prediction = result[unet.outputs[0]]!.toFloats()
+            var guided = prediction
+            if cfg {
+                let half = latentCount
+                let g = request.guidanceScale
+                guided = (0..<half).map { prediction[$0] + g * (prediction[half + $0] - prediction[$0]) }
+            }
+            let noise = scheduler.needsNoise(step: i) ? generator.randn(count: latentCount) : nil
+            latents = scheduler.step(modelOutput: guided, sample: latents, step: i, noise: noise)
+            try onEvent(.step(index: i - first + 1, count: steps - first,
+                              latents: try Tensor(shape: [n, latentChannels, lh, lw], values: latents)))
+        }
+
+        var images: [RGBImage] = []
+        let per = latentChannels * lh * lw
+        let decode = try decodeProgram(height: lh, width: lw)
+        let scaling = model.vaeConfig.scalingFactor
+        for k in 0..<n {
+            let z = latents[(k * per)..<((k + 1) * per)].map { $0 / scaling }
+            let out = try decode.program.run(["latents": try Tensor(shape: [1, latentChannels, lh, lw], values: z)])
+            let image = try RGBImage(decoded: out[decode.outputs[0]]!)
+            images.append(image)
+            try onEvent(.image(index: k, image: image))
+        }
+        return images
+    }
+
+    /// Final latents of a request, before the VAE (diffusers' `output_type="latent"`).
+    public func latents(for request: GenerationRequest) throws -> Tensor {
+        struct Done: Error {}
+        var last: Tensor?
+        do {
+            try generate(request) { event in
+                switch event {
+                case .step(_, _, let latents): last = latents
+                case .image: throw Done()
+                }
+            }
+        } catch is Done {}
+        return last!
+    }
+
+    // MARK: - Pieces
+
+    private func validate(_ r: GenerationRequest) throws {
+        let f = model.vaeConfig.scaleFactor
+        let (w, h) = size(for: r)
+        guard w > 0, h > 0, w % f == 0, h % f == 0 else {
+            throw GenerationError.invalidRequest("width and height must be positive multiples of \(f) (got \(w)x\(h))")
+        }
+        guard w * h <= 4096 * 4096 else { throw GenerationError.invalidRequest("\(w)x\(h) is larger than 4096x4096") }
+        guard r.steps >= 1, r.steps <= 1000 else { throw GenerationError.invalidRequest("steps must be 1...1000 (got \(r.steps))") }
+        guard r.count >= 1, r.count <= 64 else { throw GenerationError.invalidRequest("count must be 1...64 (got \(r.count))") }
+        guard r.guidanceScale.isFinite else { throw GenerationError.invalidRequest("guidance scale must be finite") }
+        guard r.clipSkip >= 0, r.clipSkip < model.textEncoderConfig.numHiddenLayers else {
+            throw GenerationError.invalidRequest("clip skip must be 0..<\(model.textEncoderConfig.numHiddenLayers)")
+        }
+        if let image = r.initImage {
+            guard r.strength > 0, r.strength <= 1 else {
+                throw GenerationError.invalidRequest("strength must be in (0, 1] (got \(r.strength))")
+            }
+            guard image.width == w, image.height == h else {
+                throw GenerationError.invalidRequest("the init image is \(image.width)x\(image.height); resizing is not supported, so width and height must match it")
+            }
+            guard image.rgb.count == image.width * image.height * 3 else {
+                throw GenerationError.invalidRequest("the init image has \(image.rgb.count) values for \(image.width)x\(image.height)")
+            }
+        }
+    }
+
+    private func cached(_ key: String, _ build: (Graph) throws -> [Value]) throws -> (program: any Program, outputs: [Value]) {
+        if let p = programs[key] { return p }
+        let g = Graph()
+        let outputs = try build(g)
+        let entry = (try executor.compile(g, outputs: outputs), outputs)
+        programs[key] = entry
+        return entry
+    }
+
+    /// Last hidden states [T, 77, D] of the given texts.
+    private func encodeText(_ texts: [String], clipSkip: Int) throws -> Tensor {
+        let length = model.textEncoderConfig.maxPositionEmbeddings
+        let p = try cached("text-\(texts.count)-\(clipSkip)") { g in
+            let ids = try g.input("ids", shape: [texts.count, length], dtype: .i32)
+            return [try CLIPTextModel(config: model.textEncoderConfig).build(g, ids: ids, weights: model.textEncoderWeights,
+                                                                               clipSkip: clipSkip).lastHiddenState]
+        }
+        let ids = texts.flatMap { tokenizer.ids($0, length: length) }
+        return try p.program.run(["ids": try Tensor(shape: [texts.count, length], indices: ids)])[p.outputs[0]]!
+    }
+
+    /// [T, L, D] → [T·n, L, D], each row repeated n times in place (diffusers' repeat + view).
+    private func repeatEmbeddings(_ e: Tensor, times n: Int) throws -> Tensor {
+        if n == 1 { return e }
+        let rows = e.toFloats(), per = e.shape[1] * e.shape[2]
+        var out: [Float] = []
+        out.reserveCapacity(rows.count * n)
+        for t in 0..<e.shape[0] {
+            for _ in 0..<n { out += rows[(t * per)..<((t + 1) * per)] }
+        }
+        return try Tensor(shape: [e.shape[0] * n, e.shape[1], e.shape[2]], values: out)
+    }
+
+    private func unetProgram(batch: Int, height: Int, width: Int, contextLength: Int) throws -> (program: any Program, outputs: [Value]) {
+        try cached("unet-\(batch)-\(height)-\(width)-\(contextLength)") { g in
+            let x = try g.input("sample", shape: [batch, model.unetConfig.inChannels, height, width])
+            let t = try g.input("timestep", shape: [batch])
+            let c = try g.input("context", shape: [batch, contextLength, model.unetConfig.crossAttentionDim])
+            return [try UNet2DConditionModel(config: model.unetConfig).build(g, sample: x, timestep: t, context: c, weights: model.unetWeights)]
+        }
+    }
+
+    private func decodeProgram(height: Int, width: Int) throws -> (program: any Program, outputs: [Value]) {
+        try cached("decode-\(height)-\(width)") { g in
+            let z = try g.input("latents", shape: [1, model.vaeConfig.latentChannels, height, width])
+            return [try AutoencoderKL(config: model.vaeConfig).decode(g, latents: z, weights: model.vaeWeights)]
+        }
+    }
+
+    /// The init image as scaled latents: a sample of the encoder's distribution drawn from the
+    /// request's generator (diffusers' `latent_dist.sample(generator)`), × the scaling factor.
+    private func encodeImage(_ image: InitImage, generator: inout TorchGenerator) throws -> [Float] {
+        let (h, w) = (image.height, image.width)
+        let p = try cached("encode-\(h)-\(w)") { g in
+            let x = try g.input("image", shape: [1, 3, h, w])
+            let (mean, logvar) = try AutoencoderKL(config: model.vaeConfig).encode(g, image: x, weights: model.vaeWeights)
+            return [mean, logvar]
+        }
+        var planar = [Float](repeating: 0, count: 3 * h * w)
+        for i in 0..<(h * w) {
+            for c in 0..<3 { planar[c * h * w + i] = image.rgb[i * 3 + c] * 2 - 1 }
+        }
+        let out = try p.program.run(["image": try Tensor(shape: [1, 3, h, w], values: planar)])
+        let mean = out[p.outputs[0]]!.toFloats(), logvar = out[p.outputs[1]]!.toFloats()
+        let sample = generator.randn(count: mean.count)
+        let scaling = model.vaeConfig.scalingFactor
+        return (0..<mean.count).map { (mean[$0] + Foundation.exp(0.5 * logvar[$0]) * sample[$0]) * scaling }
+    }
+}

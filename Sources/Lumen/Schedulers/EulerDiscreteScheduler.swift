@@ -1,0 +1,61 @@
+/// Euler's method on the probability-flow ODE (Karras et al.), diffusers' `EulerDiscreteScheduler`
+/// (without churn), optionally on Karras sigmas.
+public struct EulerDiscreteScheduler: Scheduler {
+    public let timesteps: [Float]
+    public let sigmas: [Float]
+    public let initNoiseSigma: Float
+    let config: ResolvedSchedulerConfig
+
+    public init(config: SchedulerConfig = SchedulerConfig(), steps: Int) throws {
+        guard steps >= 1 else { throw SchedulerError.invalidSteps(steps) }
+        let resolved = try ResolvedSchedulerConfig(config, defaults: .init(timestepSpacing: .linspace),
+                                                   supportedPredictions: PredictionType.allCases)
+        if let t = config.interpolationType, t != "linear" {
+            throw SchedulerError.unsupported(option: "interpolation_type", value: t, supported: ["linear"])
+        }
+        if config.timestepType == "continuous" {
+            throw SchedulerError.unsupported(option: "timestep_type", value: "continuous", supported: ["discrete"])
+        }
+        let finalType = config.finalSigmasType ?? "zero"
+        guard finalType == "zero" || finalType == "sigma_min" else {
+            throw SchedulerError.unsupported(option: "final_sigmas_type", value: finalType, supported: ["zero", "sigma_min"])
+        }
+        self.config = resolved
+        let grid = SigmaGrid(config: resolved, schedule: try NoiseSchedule(resolved), steps: steps,
+                             karras: config.useKarrasSigmas ?? false, sigmaMin: config.sigmaMin,
+                             sigmaMax: config.sigmaMax, finalSigmaIsMinimum: finalType == "sigma_min")
+        timesteps = grid.timesteps
+        sigmas = grid.sigmas
+        initNoiseSigma = grid.initNoiseSigma(resolved.timestepSpacing)
+    }
+
+    public func scaleModelInput(_ sample: [Float], step: Int) -> [Float] {
+        let sigma = sigmas[step]
+        return divided(sample, (sigma * sigma + 1).squareRoot())
+    }
+
+    public mutating func step(modelOutput: [Float], sample: [Float], step: Int, noise: [Float]?) -> [Float] {
+        let sigma = sigmas[step]
+        let x0 = eulerOriginal(config.predictionType, modelOutput: modelOutput, sample: sample, sigma: sigma)
+        let derivative = divided(minus(sample, x0), sigma)
+        let dt = sigmas[step + 1] - sigma
+        return plus(sample, scaled(derivative, dt))
+    }
+
+    public func addNoise(original: [Float], noise: [Float], step: Int) -> [Float] {
+        plus(original, scaled(noise, sigmas[step]))
+    }
+}
+
+/// The clean-sample estimate of the sigma-parameterised (Karras) schedulers.
+func eulerOriginal(_ prediction: PredictionType, modelOutput: [Float], sample: [Float], sigma: Float) -> [Float] {
+    switch prediction {
+    case .epsilon:
+        return minus(sample, scaled(modelOutput, sigma))
+    case .vPrediction:
+        let s2 = sigma * sigma + 1
+        return plus(scaled(modelOutput, -sigma / s2.squareRoot()), divided(sample, s2))
+    case .sample:
+        return modelOutput
+    }
+}

@@ -1,0 +1,181 @@
+import Foundation
+
+/// A failure to read or use a scheduler configuration.
+public enum SchedulerError: Error, CustomStringConvertible, Equatable, Sendable {
+    case unreadable(path: String, reason: String)
+    case malformed(path: String, reason: String)
+    /// A value the scheduler does not implement (a beta schedule, spacing, prediction type, …).
+    case unsupported(option: String, value: String, supported: [String])
+    case unknownScheduler(name: String)
+    case invalidSteps(Int)
+
+    public var description: String {
+        switch self {
+        case .unreadable(let path, let reason): return "cannot read scheduler config \(path): \(reason)"
+        case .malformed(let path, let reason): return "malformed scheduler config \(path): \(reason)"
+        case .unsupported(let option, let value, let supported):
+            return "unsupported scheduler \(option) \"\(value)\"; supported: \(supported.joined(separator: ", "))"
+        case .unknownScheduler(let name):
+            return "unknown scheduler \"\(name)\"; known: \(SchedulerKind.allCases.map(\.rawValue).joined(separator: ", "))"
+        case .invalidSteps(let n): return "the number of inference steps must be at least 1 (got \(n))"
+        }
+    }
+}
+
+/// `scheduler/scheduler_config.json` as diffusers writes it. Every field is optional: a missing one
+/// takes the default of the scheduler class that reads it (diffusers' defaults differ per class, e.g.
+/// `timestep_spacing` is "leading" for DDIM but "linspace" for Euler), which `resolved(for:)` applies.
+public struct SchedulerConfig: Codable, Sendable, Hashable {
+    public var className: String?
+    public var numTrainTimesteps: Int?
+    public var betaStart: Double?
+    public var betaEnd: Double?
+    public var betaSchedule: String?
+    public var trainedBetas: [Double]?
+    public var predictionType: String?
+    public var timestepSpacing: String?
+    public var stepsOffset: Int?
+    public var setAlphaToOne: Bool?
+    public var clipSample: Bool?
+    public var clipSampleRange: Double?
+    public var skipPrkSteps: Bool?
+    public var useKarrasSigmas: Bool?
+    public var solverOrder: Int?
+    public var algorithmType: String?
+    public var solverType: String?
+    public var lowerOrderFinal: Bool?
+    public var eulerAtFinal: Bool?
+    public var finalSigmasType: String?
+    public var interpolationType: String?
+    public var timestepType: String?
+    public var sigmaMin: Double?
+    public var sigmaMax: Double?
+    public var originalInferenceSteps: Int?
+    public var timestepScaling: Double?
+    public var varianceType: String?
+    public var thresholding: Bool?
+    public var rescaleBetasZeroSnr: Bool?
+
+    enum CodingKeys: String, CodingKey {
+        case className = "_class_name"
+        case numTrainTimesteps = "num_train_timesteps"
+        case betaStart = "beta_start"
+        case betaEnd = "beta_end"
+        case betaSchedule = "beta_schedule"
+        case trainedBetas = "trained_betas"
+        case predictionType = "prediction_type"
+        case timestepSpacing = "timestep_spacing"
+        case stepsOffset = "steps_offset"
+        case setAlphaToOne = "set_alpha_to_one"
+        case clipSample = "clip_sample"
+        case clipSampleRange = "clip_sample_range"
+        case skipPrkSteps = "skip_prk_steps"
+        case useKarrasSigmas = "use_karras_sigmas"
+        case solverOrder = "solver_order"
+        case algorithmType = "algorithm_type"
+        case solverType = "solver_type"
+        case lowerOrderFinal = "lower_order_final"
+        case eulerAtFinal = "euler_at_final"
+        case finalSigmasType = "final_sigmas_type"
+        case interpolationType = "interpolation_type"
+        case timestepType = "timestep_type"
+        case sigmaMin = "sigma_min"
+        case sigmaMax = "sigma_max"
+        case originalInferenceSteps = "original_inference_steps"
+        case timestepScaling = "timestep_scaling"
+        case varianceType = "variance_type"
+        case thresholding
+        case rescaleBetasZeroSnr = "rescale_betas_zero_snr"
+    }
+
+    public init() {}
+
+    /// Reads a diffusers `scheduler_config.json`.
+    public init(path: String) throws {
+        let data: Data
+        do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch {
+            throw SchedulerError.unreadable(path: path, reason: error.localizedDescription)
+        }
+        do { self = try JSONDecoder().decode(SchedulerConfig.self, from: data) } catch {
+            throw SchedulerError.malformed(path: path, reason: "\(error)")
+        }
+    }
+
+    /// Reads `folder/scheduler/scheduler_config.json` when it exists, `nil` otherwise.
+    public static func load(modelFolder folder: String) throws -> SchedulerConfig? {
+        let path = folder + "/scheduler/scheduler_config.json"
+        guard FileManager.default.fileExists(atPath: path) else { return nil }
+        return try SchedulerConfig(path: path)
+    }
+}
+
+/// How a model's output is read.
+public enum PredictionType: String, Sendable, Hashable, CaseIterable {
+    case epsilon
+    case vPrediction = "v_prediction"
+    case sample
+}
+
+/// How the inference timesteps are spread over the training ones (diffusers' `timestep_spacing`).
+public enum TimestepSpacing: String, Sendable, Hashable, CaseIterable {
+    case linspace, leading, trailing
+}
+
+/// The values every scheduler shares, with a class's defaults filled in.
+struct ResolvedSchedulerConfig: Sendable, Hashable {
+    var numTrainTimesteps: Int
+    var betaStart: Double
+    var betaEnd: Double
+    var betaSchedule: String
+    var trainedBetas: [Double]?
+    var predictionType: PredictionType
+    var timestepSpacing: TimestepSpacing
+    var stepsOffset: Int
+    var setAlphaToOne: Bool
+    var clipSample: Bool
+    var clipSampleRange: Float
+
+    /// Class defaults: diffusers' `__init__` defaults of the class named.
+    struct Defaults {
+        var betaStart = 0.0001
+        var betaEnd = 0.02
+        var betaSchedule = "linear"
+        var timestepSpacing = TimestepSpacing.linspace
+        var setAlphaToOne = false
+        var clipSample = false
+    }
+
+    init(_ c: SchedulerConfig, defaults d: Defaults, supportedPredictions: [PredictionType]) throws {
+        numTrainTimesteps = c.numTrainTimesteps ?? 1000
+        betaStart = c.betaStart ?? d.betaStart
+        betaEnd = c.betaEnd ?? d.betaEnd
+        betaSchedule = c.betaSchedule ?? d.betaSchedule
+        trainedBetas = c.trainedBetas
+        let prediction = c.predictionType ?? "epsilon"
+        guard let p = PredictionType(rawValue: prediction), supportedPredictions.contains(p) else {
+            throw SchedulerError.unsupported(option: "prediction_type", value: prediction,
+                                             supported: supportedPredictions.map(\.rawValue))
+        }
+        predictionType = p
+        let spacing = c.timestepSpacing ?? d.timestepSpacing.rawValue
+        guard let s = TimestepSpacing(rawValue: spacing) else {
+            throw SchedulerError.unsupported(option: "timestep_spacing", value: spacing,
+                                             supported: TimestepSpacing.allCases.map(\.rawValue))
+        }
+        timestepSpacing = s
+        stepsOffset = c.stepsOffset ?? 0
+        setAlphaToOne = c.setAlphaToOne ?? d.setAlphaToOne
+        clipSample = c.clipSample ?? d.clipSample
+        clipSampleRange = Float(c.clipSampleRange ?? 1.0)
+        if c.thresholding == true {
+            throw SchedulerError.unsupported(option: "thresholding", value: "true", supported: ["false"])
+        }
+        if c.rescaleBetasZeroSnr == true {
+            throw SchedulerError.unsupported(option: "rescale_betas_zero_snr", value: "true", supported: ["false"])
+        }
+        guard numTrainTimesteps >= 2 else {
+            throw SchedulerError.unsupported(option: "num_train_timesteps", value: "\(numTrainTimesteps)",
+                                             supported: ["2 or more"])
+        }
+    }
+}

@@ -1,0 +1,150 @@
+import ArgumentParser
+import Foundation
+import Lumen
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `lumen generate`: a prompt in, PNGs out.
+struct GenerateCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "generate", abstract: "Generate images from a text prompt (and optionally a starting image).")
+
+    @Argument(help: "What to draw.")
+    var prompt: String
+
+    @Option(help: "A diffusers folder or a single-file .safetensors checkpoint.")
+    var model: String
+
+    @Option(help: "For a single-file checkpoint: a diffusers folder with the configs and tokenizer.")
+    var config: String?
+
+    @Option(name: .customLong("negative-prompt"), help: "What not to draw.")
+    var negativePrompt = ""
+
+    @Option(help: "Denoising steps.")
+    var steps = 25
+
+    @Option(help: "Classifier-free guidance scale (at most 1 disables guidance).")
+    var guidance: Float = 7.5
+
+    @Option(help: "Width in pixels (a multiple of 8; default: the model's size or the init image's).")
+    var width: Int?
+
+    @Option(help: "Height in pixels (a multiple of 8).")
+    var height: Int?
+
+    @Option(help: "Seed of the random generator (torch's CPU generator; default: a random seed, printed).")
+    var seed: UInt64?
+
+    @Option(help: "Scheduler: \(SchedulerKind.allCases.map(\.rawValue).joined(separator: ", ")) (default: the model's).")
+    var scheduler: String?
+
+    @Option(help: "Images to generate.")
+    var count = 1
+
+    @Option(name: .customLong("init-image"), help: "A PNG to start from (image-to-image).")
+    var initImage: String?
+
+    @Option(help: "Image-to-image: how much of the starting image to repaint, in (0, 1].")
+    var strength: Float = 0.8
+
+    @Option(name: .customLong("clip-skip"), help: "Skip the last N text-encoder layers.")
+    var clipSkip = 0
+
+    @Option(help: "auto, cpu or vulkan.")
+    var backend = "auto"
+
+    @Option(name: .shortAndLong, help: "Output PNG path (with several images: NAME-1.png, NAME-2.png, …).")
+    var output: String?
+
+    func validate() throws {
+        if let scheduler, SchedulerKind(rawValue: scheduler) == nil {
+            throw ValidationError("--scheduler \(scheduler): unknown; expected one of \(SchedulerKind.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        if !["auto", "cpu", "vulkan"].contains(backend) {
+            throw ValidationError("--backend \(backend): expected auto, cpu or vulkan")
+        }
+        if initImage == nil && strength != 0.8 {
+            throw ValidationError("--strength needs --init-image")
+        }
+        if let output, !output.lowercased().hasSuffix(".png") {
+            throw ValidationError("-o \(output): the output must be a .png path")
+        }
+    }
+
+    func run() throws {
+        let backendChoice: Backend = backend == "cpu" ? .cpu : backend == "vulkan" ? .vulkan(device: nil) : .auto
+        let pipeline = try Pipeline(modelPath: model, backend: backendChoice, configFolder: config)
+        var request = GenerationRequest(prompt: prompt)
+        request.negativePrompt = negativePrompt
+        request.steps = steps
+        request.guidanceScale = guidance
+        request.width = width
+        request.height = height
+        request.seed = seed ?? UInt64.random(in: 0..<(1 << 32))
+        request.scheduler = scheduler.flatMap(SchedulerKind.init(rawValue:))
+        request.count = count
+        request.clipSkip = clipSkip
+        if let initImage {
+            request.initImage = try InitImage(pngPath: initImage)
+            request.strength = strength
+        }
+        let (w, h) = pipeline.size(for: request)
+        let kind = pipeline.schedulerKind(for: request)
+        let base = output ?? "lumen-\(request.seed).png"
+        let paths = (0..<count).map { i -> String in
+            count == 1 ? base : String(base.dropLast(4)) + "-\(i + 1).png"
+        }
+        let progress = ProgressBar()
+        FileHandle.standardError.write(Data("lumen: \(w)x\(h), \(steps) steps, \(kind.displayName), seed \(request.seed), \(pipeline.executor.backendName)\n".utf8))
+        var parameters = prompt
+        if !negativePrompt.isEmpty { parameters += "\nNegative prompt: \(negativePrompt)" }
+        parameters += "\nSteps: \(steps), Sampler: \(kind.displayName), CFG scale: \(guidance), Seed: \(request.seed), "
+            + "Size: \(w)x\(h), Model: \((model as NSString).lastPathComponent)"
+        if initImage != nil { parameters += ", Denoising strength: \(strength)" }
+        if clipSkip > 0 { parameters += ", Clip skip: \(clipSkip + 1)" }
+        try pipeline.generate(request) { event in
+            switch event {
+            case .step(let i, let n, _):
+                progress.update(i, of: n)
+            case .image(let i, let image):
+                try image.writePNG(to: paths[i], text: [("parameters", parameters + (count > 1 ? ", Batch pos: \(i)" : ""))])
+                progress.finish()
+                print(paths[i])
+            }
+        }
+    }
+}
+
+/// Step i/N, it/s and time left on stderr: redrawn in place on a terminal, one line at the end
+/// otherwise.
+final class ProgressBar {
+    private let start = Date()
+    private let tty = isatty(2) != 0
+    private var last = (0, 0)
+    private var done = false
+
+    func update(_ i: Int, of n: Int) {
+        last = (i, n)
+        guard tty else { return }
+        FileHandle.standardError.write(Data("\r\(line())".utf8))
+    }
+
+    func finish() {
+        guard !done, last.1 > 0 else { return }
+        done = true
+        FileHandle.standardError.write(Data(((tty ? "\r" : "") + line() + "\n").utf8))
+    }
+
+    private func line() -> String {
+        let (i, n) = last
+        let elapsed = Date().timeIntervalSince(start)
+        let rate = elapsed > 0 ? Double(i) / elapsed : 0
+        let left = rate > 0 ? Double(n - i) / rate : 0
+        let width = 30, filled = n > 0 ? width * i / n : 0
+        let bar = String(repeating: "#", count: filled) + String(repeating: "-", count: width - filled)
+        return String(format: "[%@] step %d/%d  %.2f it/s  %.0fs left ", bar, i, n, rate, left)
+    }
+}

@@ -1,0 +1,92 @@
+import Foundation
+import Lumen
+import XCTest
+
+/// Whole generations against diffusers' StableDiffusionPipeline / Img2ImgPipeline on the tiny
+/// model (tools/make_pipeline_fixtures.py): same seeds, schedulers and guidance give the same
+/// latents (relative error < 1e-4 after every step's f32 rounding compounds) and the same
+/// pixels (each within 1 of diffusers' uint8 value; almost all equal).
+final class PipelineTests: XCTestCase {
+    struct Case: Decodable {
+        let scheduler: String
+        let prompt: String
+        let negative_prompt: String?
+        let steps: Int
+        let guidance: Float
+        let width: Int?
+        let height: Int?
+        let seed: UInt64
+        let count: Int?
+        let strength: Float?
+        let `init`: String?
+    }
+
+    static let reference = Fixtures.root + "/pipeline-reference.safetensors"
+
+    func testGenerationsMatchDiffusers() throws {
+        let file = try SafetensorsFile(path: Self.reference)
+        let pipeline = try Pipeline(modelPath: Fixtures.tinyFolder, backend: .cpu)
+        let names = file.metadata.keys.filter { file.entries["\($0).latents"] != nil }.sorted()
+        XCTAssertEqual(names.count, 10)
+        for name in names {
+            let c = try JSONDecoder().decode(Case.self, from: Data(file.metadata[name]!.utf8))
+            var r = GenerationRequest(prompt: c.prompt)
+            r.negativePrompt = c.negative_prompt ?? ""
+            r.steps = c.steps
+            r.guidanceScale = c.guidance
+            r.width = c.width
+            r.height = c.height
+            r.seed = c.seed
+            r.count = c.count ?? 1
+            r.scheduler = SchedulerKind(rawValue: c.scheduler)
+            XCTAssertNotNil(r.scheduler, c.scheduler)
+            if let initPath = c.`init` {
+                r.initImage = try InitImage(pngPath: Fixtures.root + "/" + initPath)
+                r.strength = c.strength!
+            }
+            let expectedLatents = try file.tensor("\(name).latents")
+            let expected = try file.rawBytes("\(name).image").map(Int.init)  // uint8 [N, H, W, 3]
+            var lastLatents: Tensor?
+            let images = try pipeline.generate(r) { event in
+                if case .step(_, _, let l) = event { lastLatents = l }
+            }
+            assertRelativeError(lastLatents!, expectedLatents, below: 1e-4, "\(name) latents")
+            let pixels = images.flatMap(\.pixels).map(Int.init)
+            XCTAssertEqual(pixels.count, expected.count, name)
+            guard pixels.count == expected.count else { continue }
+            let diffs = zip(pixels, expected).map { abs($0 - $1) }
+            XCTAssertLessThanOrEqual(diffs.max() ?? 0, 1, "\(name): a pixel differs by more than 1")
+            XCTAssertLessThan(Double(diffs.filter { $0 > 0 }.count) / Double(diffs.count), 0.01, "\(name): too many pixels differ")
+        }
+    }
+
+    func testRequestValidationAndCancellation() async throws {
+        let pipeline = try Pipeline(modelPath: Fixtures.tinyFolder, backend: .cpu)
+        var r = GenerationRequest(prompt: "a red circle")
+        r.width = 60
+        XCTAssertThrowsError(try pipeline.generate(r)) { error in
+            guard case GenerationError.invalidRequest(let s) = error else { return XCTFail("\(error)") }
+            XCTAssertTrue(s.contains("multiples of 8"), s)
+        }
+        r.width = 64
+        r.steps = 0
+        XCTAssertThrowsError(try pipeline.generate(r))
+        r.steps = 20
+        // Cancelling the consumer stops the generation between steps.
+        var seen = 0
+        let task = Task {
+            for try await event in pipeline.images(for: r) {
+                if case .step = event {
+                    seen += 1
+                    if seen == 2 { withUnsafeCurrentTask { $0?.cancel() } }
+                }
+            }
+        }
+        do {
+            try await task.value
+        } catch {
+            XCTAssertTrue(error is CancellationError, "\(error)")
+        }
+        XCTAssertLessThan(seen, 20)
+    }
+}
