@@ -1,4 +1,5 @@
 import LumenBenchmarks
 
-// The kernel benchmarks as their own executable (the same as `lumen bench`).
-KernelBenchCommand.main()
+// `lumen-bench [bench] …` runs the kernel benchmarks (as `lumen bench`); `lumen-bench model`
+// the Stable Diffusion 1.5 phases.
+LumenBenchCommand.main()

@@ -13,10 +13,18 @@ public final class CPUProgram: Program {
     public let activationBytes: Int
     /// Per-step op names, in execution order, for profiling.
     public var stepNames: [String] { steps.map(\.name) }
+    /// The graph node each step computes, in execution order.
+    public var stepNodeIDs: [Int] { steps.map(\.node) }
 
     struct Step {
         let name: String
         let run: () throws -> Void
+        var node = -1
+
+        init(name: String, run: @escaping () throws -> Void) {
+            self.name = name
+            self.run = run
+        }
     }
 
     let graph: Graph
@@ -96,7 +104,10 @@ public final class CPUProgram: Program {
         activationBytes = planner.capacities.reduce(0, +)
 
         for n in nodes where needed[n.id] {
-            if let step = try makeStep(n) { steps.append(step) }
+            if var step = try makeStep(n) {
+                step.node = n.id
+                steps.append(step)
+            }
         }
     }
 

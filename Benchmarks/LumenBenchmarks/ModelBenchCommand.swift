@@ -1,0 +1,79 @@
+import ArgumentParser
+import Foundation
+import LumenRuntime
+
+/// `lumen-bench model`: Stable Diffusion 1.5 phase timings (random weights, no download).
+public struct ModelBenchCommand: ParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "model",
+        abstract: "Benchmark the full Stable Diffusion 1.5 architecture (random f16 weights) phase by phase.")
+
+    @Option(help: "Only sd15 for now.")
+    public var model = "sd15"
+
+    @Option(name: .customLong("work-dir"), help: "Where the random-weight model is written (once, about 2.1 GB).")
+    public var workDir = NSTemporaryDirectory() + "lumen-sd15-random"
+
+    @Option(help: "A folder with the CLIP vocab.json and merges.txt.")
+    public var tokenizer = "Tests/Fixtures/tiny-sd/tokenizer"
+
+    @Option(help: "Timed runs per phase (the median is reported).")
+    public var runs = 3
+
+    @Option(help: "Steps of the whole-generation phase.")
+    public var steps = 4
+
+    @Option(help: "The lumen executable for the whole-generation phase (default: beside this one).")
+    public var lumen: String?
+
+    @Flag(help: "Skip the whole-generation phase.")
+    public var skipGenerate = false
+
+    @Flag(help: "Print one JSON array.")
+    public var json = false
+
+    public init() {}
+
+    public func validate() throws {
+        guard model == "sd15" else { throw ValidationError("--model \(model): only sd15 is available") }
+        guard runs >= 1, steps >= 1 else { throw ValidationError("--runs and --steps must be at least 1") }
+    }
+
+    public func run() throws {
+        var bench = SD15ModelBenchmark(workDir: workDir, tokenizerFolder: tokenizer)
+        bench.runs = runs
+        bench.generateSteps = steps
+        let log: (String) -> Void = { FileHandle.standardError.write(Data("bench: \($0)\n".utf8)) }
+        let folder = try bench.prepareModel(log: log)
+        var results: [SD15ModelBenchmark.Result] = []
+        if !skipGenerate {
+            let exe = lumen ?? (URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("lumen").path)
+            results.append(try bench.runGenerate(model: folder, lumen: exe, log: log))
+        }
+        results += try bench.runPhases(model: folder, log: log)
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            print(String(decoding: try encoder.encode(results), as: UTF8.self))
+            return
+        }
+        print("phase            seconds   GFLOP/s   notes")
+        for r in results {
+            var notes = ""
+            if let rss = r.peak_rss_bytes { notes += String(format: "peak RSS %.2f GB, %d steps", Double(rss) / 1e9, r.steps ?? 0) }
+            if let b = r.breakdown {
+                notes += b.sorted { $0.value > $1.value }.map { String(format: "%@ %.0f%%", $0.key, $0.value * 100) }.joined(separator: ", ")
+            }
+            print(r.phase.padding(toLength: 16, withPad: " ", startingAt: 0) + String(format: "%8.3f  %8.1f   ", r.seconds, r.gflops) + notes)
+        }
+    }
+}
+
+/// `lumen-bench`: kernel benchmarks (the default) and model benchmarks.
+public struct LumenBenchCommand: ParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "lumen-bench", abstract: "Lumen's benchmarks.",
+        subcommands: [KernelBenchCommand.self, ModelBenchCommand.self], defaultSubcommand: KernelBenchCommand.self)
+
+    public init() {}
+}

@@ -1,0 +1,180 @@
+import Foundation
+import Lumen
+import LumenCPU
+import LumenRuntime
+
+/// The Stable Diffusion 1.5 architecture with random f16 weights (no download), timed phase by
+/// phase: text encoding, one UNet step with classifier-free guidance at 512×512 and 256×256,
+/// VAE decoding at 512×512, and a whole `lumen generate` run with its peak memory.
+public struct SD15ModelBenchmark {
+    public struct Result: Codable, Sendable {
+        public let phase: String
+        public let backend: String
+        public let seconds: Double
+        public let gflops: Double
+        public var runs: Int
+        public var peak_rss_bytes: Int? = nil
+        public var steps: Int? = nil
+        /// Share of the phase's kernel time per op family (gemm, convolution, attention, norms, elementwise).
+        public var breakdown: [String: Double]? = nil
+    }
+
+    public let workDir: String
+    public let tokenizerFolder: String
+    public var runs = 3
+    public var generateSteps = 4
+    public let executor = CPUExecutor()
+
+    public init(workDir: String, tokenizerFolder: String) {
+        self.workDir = workDir
+        self.tokenizerFolder = tokenizerFolder
+    }
+
+    /// Writes the random-weight model as a diffusers folder once (about 2.1 GB of f16).
+    public func prepareModel(log: (String) -> Void) throws -> String {
+        let fm = FileManager.default
+        let marker = workDir + "/.complete"
+        if fm.fileExists(atPath: marker) { return workDir }
+        guard fm.fileExists(atPath: tokenizerFolder + "/vocab.json") else {
+            throw GenerationError.tokenizerUnavailable("\(tokenizerFolder) has no vocab.json; pass --tokenizer")
+        }
+        log("writing a random-weight SD 1.5 model to \(workDir) (once)")
+        for sub in ["unet", "vae", "text_encoder", "tokenizer", "scheduler"] {
+            try fm.createDirectory(atPath: workDir + "/" + sub, withIntermediateDirectories: true)
+        }
+        for f in ["vocab.json", "merges.txt"] {
+            let dst = workDir + "/tokenizer/" + f
+            if fm.fileExists(atPath: dst) { try fm.removeItem(atPath: dst) }
+            try fm.copyItem(atPath: tokenizerFolder + "/" + f, toPath: dst)
+        }
+        let g = Graph()
+        let text = RecordingWeights(RandomWeights(seed: 1))
+        _ = try CLIPTextModel(config: CLIPTextConfig()).build(g, ids: try g.input("ids", shape: [1, 77], dtype: .i32), weights: text)
+        try text.write(to: workDir + "/text_encoder/model.safetensors")
+        let vae = RecordingWeights(RandomWeights(seed: 2))
+        let v = AutoencoderKL(config: AutoencoderKLConfig())
+        _ = try v.decode(g, latents: try g.input("z", shape: [1, 4, 8, 8]), weights: vae)
+        _ = try v.encode(g, image: try g.input("x", shape: [1, 3, 64, 64]), weights: vae)
+        try vae.write(to: workDir + "/vae/diffusion_pytorch_model.safetensors")
+        let unet = RecordingWeights(RandomWeights(seed: 3))
+        _ = try UNet2DConditionModel(config: UNet2DConditionConfig()).build(
+            g, sample: try g.input("s", shape: [1, 4, 8, 8]), timestep: try g.input("t", shape: [1]),
+            context: try g.input("c", shape: [1, 77, 768]), weights: unet)
+        try unet.write(to: workDir + "/unet/diffusion_pytorch_model.safetensors")
+        let encoder = JSONEncoder()
+        try encoder.encode(CLIPTextConfig()).write(to: URL(fileURLWithPath: workDir + "/text_encoder/config.json"))
+        try encoder.encode(UNet2DConditionConfig()).write(to: URL(fileURLWithPath: workDir + "/unet/config.json"))
+        try encoder.encode(AutoencoderKLConfig()).write(to: URL(fileURLWithPath: workDir + "/vae/config.json"))
+        try Data(#"{"_class_name": "PNDMScheduler", "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "num_train_timesteps": 1000, "set_alpha_to_one": false, "skip_prk_steps": true, "steps_offset": 1}"#.utf8)
+            .write(to: URL(fileURLWithPath: workDir + "/scheduler/scheduler_config.json"))
+        try Data(#"{"_class_name": "StableDiffusionPipeline"}"#.utf8).write(to: URL(fileURLWithPath: workDir + "/model_index.json"))
+        fm.createFile(atPath: marker, contents: nil)
+        return workDir
+    }
+
+    /// Times a program: a warm-up run, then the median of `runs` runs; also a per-family share
+    /// of the kernel time from one profiled run.
+    func time(_ phase: String, graph: Graph, output: Value, inputs: [String: Tensor]) throws -> Result {
+        let program = try executor.compile(graph, outputs: [output]) as! CPUProgram
+        _ = try program.run(inputs)
+        var times: [Double] = []
+        for _ in 0..<runs {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            _ = try program.run(inputs)
+            times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9)
+        }
+        times.sort()
+        let median = times[times.count / 2]
+        let profile = try program.profile(inputs).steps
+        var byFamily: [String: Double] = [:]
+        for (node, step) in zip(program.stepNodeIDs, profile) {
+            byFamily[graph.costCategory(of: graph.nodes[node]), default: 0] += step.seconds
+        }
+        let total = byFamily.values.reduce(0, +)
+        return Result(phase: phase, backend: "cpu", seconds: median, gflops: graph.flops(for: [output]) / median / 1e9,
+                      runs: runs, breakdown: byFamily.mapValues { $0 / total })
+    }
+
+    public func runPhases(model folder: String, log: (String) -> Void) throws -> [Result] {
+        let model = try StableDiffusionModel.load(path: folder)
+        var results: [Result] = []
+        var rng = SystemRandomNumberGenerator()
+        func random(_ shape: Shape) throws -> Tensor {
+            try Tensor(shape: shape, values: (0..<shape.count).map { _ in Float.random(in: -1...1, using: &rng) })
+        }
+        do {
+            log("text-encode")
+            let g = Graph()
+            let ids = try g.input("ids", shape: [2, 77], dtype: .i32)
+            let out = try CLIPTextModel(config: model.textEncoderConfig).build(g, ids: ids, weights: model.textEncoderWeights).lastHiddenState
+            // Start token, eight word tokens, then end/padding tokens, for both rows.
+            var row = [Int32](repeating: 49407, count: 77)
+            row[0] = 49406
+            for i in 1..<9 { row[i] = Int32(320 + i) }
+            let idv = row + row
+            results.append(try time("text-encode", graph: g, output: out, inputs: ["ids": try Tensor(shape: [2, 77], indices: idv)]))
+        }
+        for (phase, size) in [("unet-step-512", 64), ("unet-step-256", 32)] {
+            log(phase)
+            let g = Graph()
+            let x = try g.input("sample", shape: [2, 4, size, size])
+            let t = try g.input("timestep", shape: [2])
+            let c = try g.input("context", shape: [2, 77, 768])
+            let y = try UNet2DConditionModel(config: model.unetConfig).build(g, sample: x, timestep: t, context: c, weights: model.unetWeights)
+            results.append(try time(phase, graph: g, output: y, inputs: [
+                "sample": try random(x.shape), "timestep": try Tensor([981, 981]), "context": try random(c.shape)]))
+        }
+        do {
+            log("vae-decode-512")
+            let g = Graph()
+            let z = try g.input("latents", shape: [1, 4, 64, 64])
+            let y = try AutoencoderKL(config: model.vaeConfig).decode(g, latents: z, weights: model.vaeWeights)
+            results.append(try time("vae-decode-512", graph: g, output: y, inputs: ["latents": try random(z.shape)]))
+        }
+        return results
+    }
+
+    /// A whole `lumen generate` at 512×512 in a child process: wall time and peak RSS.
+    public func runGenerate(model folder: String, lumen: String, log: (String) -> Void) throws -> Result {
+        log("generate-512 (\(generateSteps) steps, euler, CFG)")
+        let out = NSTemporaryDirectory() + "lumen-bench-\(getpid()).png"
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: lumen)
+        p.arguments = ["generate", "a benchmark prompt", "--model", folder, "--steps", "\(generateSteps)", "--scheduler", "euler",
+                       "--seed", "0", "--width", "512", "--height", "512", "--backend", "cpu", "-o", out]
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        try p.run()
+        p.waitUntilExit()
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
+        guard p.terminationStatus == 0 else {
+            throw LumenError.invalidArgument(op: "generate-512", detail: "\(lumen) exited with \(p.terminationStatus)")
+        }
+        var usage = rusage()
+        getrusage(__rusage_who_t(RUSAGE_CHILDREN.rawValue), &usage)
+        return Result(phase: "generate-512", backend: "cpu", seconds: seconds, gflops: 0, runs: 1,
+                      peak_rss_bytes: Int(usage.ru_maxrss) * 1024, steps: generateSteps)
+    }
+}
+
+/// Hands out another store's tensors and keeps them, to write them out as a file.
+final class RecordingWeights: WeightStore {
+    private let base: WeightStore
+    private(set) var recorded: [(String, Tensor)] = []
+    private var seen: Set<String> = []
+
+    init(_ base: WeightStore) { self.base = base }
+
+    func tensor(_ name: String, shape: Shape) throws -> Tensor {
+        let t = try base.tensor(name, shape: shape)
+        if seen.insert(name).inserted { recorded.append((name, t)) }
+        return t
+    }
+
+    func write(to path: String) throws {
+        try SafetensorsWriter.write(recorded.map { ($0.0, $0.1) }, to: path)
+        recorded.removeAll()
+    }
+}
