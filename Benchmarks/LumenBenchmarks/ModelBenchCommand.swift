@@ -61,6 +61,7 @@ public struct ModelBenchCommand: ParsableCommand {
         for r in results {
             var notes = ""
             if let rss = r.peak_rss_bytes { notes += String(format: "peak RSS %.2f GB, %d steps", Double(rss) / 1e9, r.steps ?? 0) }
+            if let a = r.activation_bytes { notes += String(format: "activations %.0f MB; ", Double(a) / 1e6) }
             if let b = r.breakdown {
                 notes += b.sorted { $0.value > $1.value }.map { String(format: "%@ %.0f%%", $0.key, $0.value * 100) }.joined(separator: ", ")
             }

@@ -17,6 +17,8 @@ public struct SD15ModelBenchmark {
         public var steps: Int? = nil
         /// Share of the phase's kernel time per op family (gemm, convolution, attention, norms, elementwise).
         public var breakdown: [String: Double]? = nil
+        /// Activation memory the compiled program holds.
+        public var activation_bytes: Int? = nil
     }
 
     public let workDir: String
@@ -92,7 +94,7 @@ public struct SD15ModelBenchmark {
         }
         let total = byFamily.values.reduce(0, +)
         return Result(phase: phase, backend: "cpu", seconds: median, gflops: graph.flops(for: [output]) / median / 1e9,
-                      runs: runs, breakdown: byFamily.mapValues { $0 / total })
+                      runs: runs, breakdown: byFamily.mapValues { $0 / total }, activation_bytes: program.activationBytes)
     }
 
     public func runPhases(model folder: String, log: (String) -> Void) throws -> [Result] {
