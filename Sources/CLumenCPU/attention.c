@@ -22,6 +22,10 @@ int lumen_attention_avx512(const float *q, int64_t ldq, const float *k, int64_t 
                            const float *v, int64_t ldv, float *out, int64_t ldo,
                            int64_t B, int64_t Lq, int64_t Lk, int64_t heads, int64_t Dh,
                            float scale, int causal, int task, int ntasks);
+int lumen_attention_avx2(const float *q, int64_t ldq, const float *k, int64_t ldk,
+                         const float *v, int64_t ldv, float *out, int64_t ldo,
+                         int64_t B, int64_t Lq, int64_t Lk, int64_t heads, int64_t Dh,
+                         float scale, int causal, int task, int ntasks);
 #endif
 
 static int ensure_scratch(int64_t dh) {
@@ -119,6 +123,8 @@ int lumen_attention(const float *q, int64_t ldq, const float *k, int64_t ldk,
 #if defined(__x86_64__)
     if (lumen_cpu_isa() >= LUMEN_ISA_AVX512)
         return lumen_attention_avx512(q, ldq, k, ldk, v, ldv, out, ldo, B, Lq, Lk, heads, Dh, scale, causal, task, ntasks);
+    if (lumen_cpu_isa() >= LUMEN_ISA_AVX2)
+        return lumen_attention_avx2(q, ldq, k, ldk, v, ldv, out, ldo, B, Lq, Lk, heads, Dh, scale, causal, task, ntasks);
 #endif
     if (!ensure_scratch(Dh)) return -1;
     attention_dispatch(q, ldq, k, ldk, v, ldv, out, ldo, B, Lq, Lk, heads, Dh, scale, causal,

@@ -1,0 +1,181 @@
+// The AVX2 attention kernel: attention_avx512.c's blocking with 8-lane vectors. Q·Kᵀ runs 6
+// query rows × 16 keys at a time, P·V 4 rows × 24 output lanes; rows are padded to a multiple
+// of 12 so both groupings tile the block.
+#include <stdlib.h>
+#include "lumen_cpu.h"
+#include "vecmath.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+enum { QB = 64, KB = 64, ROWS_MAX = 72 };
+
+#define AVX2 __attribute__((target("avx2,fma,f16c")))
+
+AVX2 static inline __m256 exp8(__m256 x) {
+    x = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(88.7f)), _mm256_set1_ps(-87.3f));
+    __m256 n = _mm256_floor_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f)));
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fmadd_ps(n, _mm256_set1_ps(2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+AVX2 static inline __m256i lane_mask(int64_t lanes) {
+    const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(lanes < 0 ? 0 : lanes > 8 ? 8 : lanes)), idx);
+}
+
+/// S[r0..r0+6][c0..c0+16] = qs[r0..r0+6] · kt[:, c0..c0+16].
+AVX2 static inline void qk_6x16(const float *qs, int64_t dh, const float *kt, float *s, int r0, int c0) {
+    __m256 acc[6][2];
+    for (int r = 0; r < 6; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+    const float *q = qs + (int64_t)r0 * dh;
+    for (int64_t d = 0; d < dh; d++) {
+        __m256 b0 = _mm256_load_ps(kt + d * KB + c0), b1 = _mm256_load_ps(kt + d * KB + c0 + 8);
+        for (int r = 0; r < 6; r++) {
+            __m256 a = _mm256_broadcast_ss(q + r * dh + d);
+            acc[r][0] = _mm256_fmadd_ps(a, b0, acc[r][0]);
+            acc[r][1] = _mm256_fmadd_ps(a, b1, acc[r][1]);
+        }
+    }
+    for (int r = 0; r < 6; r++) {
+        _mm256_store_ps(s + (r0 + r) * KB + c0, acc[r][0]);
+        _mm256_store_ps(s + (r0 + r) * KB + c0 + 8, acc[r][1]);
+    }
+}
+
+/// o[r0..r0+4][d0 .. d0+24] += P[r0..r0+4][0..nk] · V[0..nk][d0 ..], lanes past `lanes` masked.
+AVX2 static void pv_4x24(const float *p, const float *v, int64_t ldv, int64_t nk, float *o, int64_t ldo,
+                         int r0, int64_t d0, int64_t lanes) {
+    __m256i mask[3];
+    __m256 acc[4][3];
+    int nv = (int)((lanes + 7) / 8);
+    for (int c = 0; c < 3; c++) {
+        mask[c] = lane_mask(lanes - 8 * c);
+        for (int r = 0; r < 4; r++) acc[r][c] = c < nv ? _mm256_load_ps(o + (r0 + r) * ldo + d0 + 8 * c) : _mm256_setzero_ps();
+    }
+    for (int64_t j = 0; j < nk; j++) {
+        __m256 vv[3];
+        for (int c = 0; c < 3; c++) vv[c] = _mm256_maskload_ps(v + j * ldv + d0 + 8 * c, mask[c]);
+        for (int r = 0; r < 4; r++) {
+            __m256 a = _mm256_broadcast_ss(p + (r0 + r) * KB + j);
+            for (int c = 0; c < 3; c++) acc[r][c] = _mm256_fmadd_ps(a, vv[c], acc[r][c]);
+        }
+    }
+    for (int c = 0; c < nv; c++)
+        for (int r = 0; r < 4; r++) _mm256_store_ps(o + (r0 + r) * ldo + d0 + 8 * c, acc[r][c]);
+}
+
+typedef struct {
+    float *qs, *kt, *s, *o;
+    int64_t dh;
+} scratch_avx2;
+
+static _Thread_local scratch_avx2 sc;
+
+static int ensure(int64_t dh) {
+    if (sc.dh >= dh) return 1;
+    free(sc.qs); free(sc.kt); free(sc.s); free(sc.o);
+    int64_t dhp = (dh + 7) / 8 * 8 + 16;  // room for a 24-lane chunk past the last full vector
+    sc.qs = aligned_alloc(64, (size_t)(ROWS_MAX * dhp * 4));
+    sc.kt = aligned_alloc(64, (size_t)(dhp * KB * 4));
+    sc.s = aligned_alloc(64, (size_t)(ROWS_MAX * KB * 4));
+    sc.o = aligned_alloc(64, (size_t)(ROWS_MAX * dhp * 4));
+    sc.dh = (sc.qs && sc.kt && sc.s && sc.o) ? dh : 0;
+    return sc.dh != 0;
+}
+
+AVX2 int lumen_attention_avx2(const float *q, int64_t ldq, const float *k, int64_t ldk,
+                              const float *v, int64_t ldv, float *out, int64_t ldo,
+                              int64_t B, int64_t Lq, int64_t Lk, int64_t heads, int64_t Dh,
+                              float scale, int causal, int task, int ntasks) {
+    if (!ensure(Dh)) return -1;
+    const int64_t dhp = (Dh + 7) / 8 * 8;
+    float *qs = sc.qs, *kt = sc.kt, *s = sc.s, *o = sc.o;
+    int64_t qblocks = (Lq + QB - 1) / QB;
+    int64_t items = B * heads * qblocks;
+    int64_t begin = items * task / ntasks, end = items * (task + 1) / ntasks;
+    for (int64_t item = begin; item < end; item++) {
+        int64_t qb = item % qblocks, h = (item / qblocks) % heads, b = item / (qblocks * heads);
+        int64_t q0 = qb * QB, nq = Lq - q0 < QB ? Lq - q0 : QB;
+        int64_t rows = (nq + 11) / 12 * 12;
+        const float *qbase = q + b * Lq * ldq + h * Dh;
+        const float *kbase = k + b * Lk * ldk + h * Dh;
+        const float *vbase = v + b * Lk * ldv + h * Dh;
+        float m[ROWS_MAX], l[ROWS_MAX];
+        for (int64_t i = 0; i < rows; i++) {
+            for (int64_t d = 0; d < Dh; d++) qs[i * Dh + d] = i < nq ? qbase[(q0 + i) * ldq + d] * scale : 0.0f;
+            for (int64_t d = 0; d < dhp; d++) o[i * dhp + d] = 0.0f;
+            m[i] = -INFINITY;
+            l[i] = 0.0f;
+        }
+        int64_t kend = causal ? (q0 + nq < Lk ? q0 + nq : Lk) : Lk;
+        for (int64_t k0 = 0; k0 < kend; k0 += KB) {
+            int64_t nk = kend - k0 < KB ? kend - k0 : KB;
+            for (int64_t d = 0; d < Dh; d++) {
+                float *row = kt + d * KB;
+                for (int64_t j = 0; j < nk; j++) row[j] = kbase[(k0 + j) * ldk + d];
+                for (int64_t j = nk; j < KB; j++) row[j] = 0.0f;
+            }
+            int cols = (int)((nk + 15) / 16);
+            for (int64_t g = 0; g < rows / 6; g++)
+                for (int c = 0; c < cols; c++) qk_6x16(qs, Dh, kt, s, (int)(g * 6), c * 16);
+            int64_t pvKeys = 0;
+            for (int64_t i = 0; i < rows; i++) {
+                float *srow = s + i * KB;
+                int64_t valid = i < nq ? nk : 0;
+                if (causal && i < nq) {
+                    int64_t lim = q0 + i - k0 + 1;
+                    if (lim < valid) valid = lim < 0 ? 0 : lim;
+                }
+                if (valid <= 0) {
+                    for (int64_t j = 0; j < KB; j++) srow[j] = 0.0f;
+                    continue;
+                }
+                if (valid > pvKeys) pvKeys = valid;
+                float bm = -INFINITY;
+                for (int64_t j = 0; j < valid; j++) bm = srow[j] > bm ? srow[j] : bm;
+                float mnew = m[i] > bm ? m[i] : bm;
+                float corr = m[i] == -INFINITY ? 0.0f : lumen_expf(m[i] - mnew);
+                __m256 mn = _mm256_set1_ps(mnew), sum = _mm256_setzero_ps();
+                for (int64_t j = 0; j < KB; j += 8) {
+                    __m256 keep = _mm256_castsi256_ps(lane_mask(valid - j));
+                    __m256 pv = _mm256_and_ps(keep, exp8(_mm256_sub_ps(_mm256_load_ps(srow + j), mn)));
+                    _mm256_store_ps(srow + j, pv);
+                    sum = _mm256_add_ps(sum, pv);
+                }
+                float lanes[8];
+                _mm256_storeu_ps(lanes, sum);
+                float total = 0.0f;
+                for (int t = 0; t < 8; t++) total += lanes[t];
+                l[i] = l[i] * corr + total;
+                m[i] = mnew;
+                if (corr != 1.0f) {
+                    __m256 cv = _mm256_set1_ps(corr);
+                    for (int64_t d = 0; d < dhp; d += 8)
+                        _mm256_store_ps(o + i * dhp + d, _mm256_mul_ps(cv, _mm256_load_ps(o + i * dhp + d)));
+                }
+            }
+            if (pvKeys == 0) continue;
+            const float *vblock = vbase + k0 * ldv;
+            for (int64_t g = 0; g < rows / 4; g++)
+                for (int64_t d0 = 0; d0 < Dh; d0 += 24)
+                    pv_4x24(s, vblock, ldv, pvKeys, o, dhp, (int)(g * 4), d0, Dh - d0 < 24 ? Dh - d0 : 24);
+        }
+        for (int64_t i = 0; i < nq; i++) {
+            float inv = 1.0f / l[i];
+            float *dst = out + (b * Lq + q0 + i) * ldo + h * Dh;
+            for (int64_t d = 0; d < Dh; d++) dst[d] = o[i * dhp + d] * inv;
+        }
+    }
+    return 0;
+}
+#endif
