@@ -56,6 +56,9 @@ public enum SD15Shapes {
             conv(c: 640, o: 640, hw: 32, k: 3),
             conv(c: 1280, o: 1280, hw: 8, k: 3),
             conv(c: 320, o: 320, hw: 64, k: 1),
+            conv(c: 128, o: 128, hw: 512, k: 3),  // VAE decoder, last level at 512×512
+            conv(c: 256, o: 256, hw: 256, k: 3),
+            conv(c: 512, o: 512, hw: 128, k: 3),
             attention(lq: 4096, lk: 4096, dh: 40, heads: 8),
             attention(lq: 4096, lk: 77, dh: 40, heads: 8),
             attention(lq: 1024, lk: 1024, dh: 80, heads: 8),
