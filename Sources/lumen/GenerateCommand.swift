@@ -20,6 +20,12 @@ struct GenerateCommand: ParsableCommand {
     @Option(help: "For a single-file checkpoint: a diffusers folder with the configs and tokenizer.")
     var config: String?
 
+    @Option(help: "A VAE replacing the model's own: a single .safetensors VAE file or a diffusers vae/ folder.")
+    var vae: String?
+
+    @Option(help: "Where a folder has both plain and .fp16 weight files, which to read: auto (the backend's choice), fp32 or fp16.")
+    var precision: String = "auto"
+
     @Option(name: .customLong("negative-prompt"), help: "What not to draw.")
     var negativePrompt = ""
 
@@ -63,6 +69,9 @@ struct GenerateCommand: ParsableCommand {
         if let scheduler, SchedulerKind(rawValue: scheduler) == nil {
             throw ValidationError("--scheduler \(scheduler): unknown; expected one of \(SchedulerKind.allCases.map(\.rawValue).joined(separator: ", "))")
         }
+        if WeightPrecision(rawValue: precision) == nil {
+            throw ValidationError("--precision \(precision): expected auto, fp32 or fp16")
+        }
         if !["auto", "cpu", "vulkan"].contains(backend) {
             throw ValidationError("--backend \(backend): expected auto, cpu or vulkan")
         }
@@ -76,7 +85,8 @@ struct GenerateCommand: ParsableCommand {
 
     func run() throws {
         let backendChoice: Backend = backend == "cpu" ? .cpu : backend == "vulkan" ? .vulkan(device: nil) : .auto
-        let pipeline = try Pipeline(modelPath: model, backend: backendChoice, configFolder: config)
+        let pipeline = try Pipeline(modelPath: model, backend: backendChoice, configFolder: config, vaePath: vae,
+                                    precision: WeightPrecision(rawValue: precision) ?? .auto)
         var request = GenerationRequest(prompt: prompt)
         request.negativePrompt = negativePrompt
         request.steps = steps

@@ -13,11 +13,24 @@ struct InfoCommand: ParsableCommand {
     @Option(help: "A diffusers folder whose configs describe a single-file checkpoint (otherwise inferred from its shapes).")
     var config: String?
 
+    @Option(help: "A VAE replacing the model's own: a single .safetensors VAE file or a diffusers vae/ folder.")
+    var vae: String?
+
+    @Option(help: "Where a folder has both plain and .fp16 weight files, which to read: auto (the plain ones), fp32 or fp16.")
+    var precision: String = "auto"
+
     @Flag(help: "Print JSON.")
     var json = false
 
+    func validate() throws {
+        if WeightPrecision(rawValue: precision) == nil {
+            throw ValidationError("--precision \(precision): expected auto, fp32 or fp16")
+        }
+    }
+
     func run() throws {
-        let m = try StableDiffusionModel.load(path: model, configFolder: config)
+        let m = try StableDiffusionModel.load(path: model, configFolder: config, vaePath: vae,
+                                              precision: WeightPrecision(rawValue: precision) ?? .auto)
         let networks = m.summary()
         if json {
             struct Info: Codable {
@@ -28,10 +41,14 @@ struct InfoCommand: ParsableCommand {
                 let vae: AutoencoderKLConfig
                 let tokenizer: String?
                 let scheduler: String?
+                let vae_path: String?
+                let vae_layout: String?
+                let recognised: [String]
             }
             let info = Info(path: m.path, family: m.family.rawValue, layout: m.layout.rawValue, networks: networks,
                             text_encoder: m.textEncoderConfig, unet: m.unetConfig, vae: m.vaeConfig,
-                            tokenizer: m.tokenizerPath, scheduler: m.schedulerConfigPath)
+                            tokenizer: m.tokenizerPath, scheduler: m.schedulerConfigPath,
+                            vae_path: m.vaeSource?.path, vae_layout: m.vaeSource?.layout.rawValue, recognised: m.recognised)
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
             print(String(decoding: try encoder.encode(info), as: UTF8.self))
@@ -40,6 +57,7 @@ struct InfoCommand: ParsableCommand {
         print("model:   \(m.path)")
         print("family:  \(m.family.rawValue)")
         print("layout:  \(m.layout.rawValue)")
+        for note in m.recognised { print("    \(note)") }
         for n in networks {
             let dtypes = n.dtypes.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
             print("\(n.name.padding(toLength: 13, withPad: " ", startingAt: 0)) \(formatCount(n.parameters)) parameters (\(dtypes))")
@@ -54,9 +72,6 @@ struct InfoCommand: ParsableCommand {
               + "scale factor \(v.scaleFactor), scaling \(v.scalingFactor)")
         print("tokenizer: \(m.tokenizerPath ?? "none (the bundled CLIP vocabulary would be used)")")
         print("scheduler: \(m.schedulerConfigPath ?? "none (defaults)")")
-        if m.layout == .singleFile && config == nil {
-            print("note: configs inferred from tensor shapes; attention heads assume Stable Diffusion 1.x (8)")
-        }
     }
 
     private func formatCount(_ n: Int) -> String {

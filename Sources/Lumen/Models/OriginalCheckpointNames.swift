@@ -58,12 +58,14 @@ enum OriginalCheckpointNames {
         return (renames[String(first)] ?? String(first)) + name.dropFirst(first.count)
     }
 
-    /// diffusers VAE name → original name. `levels` is the number of resolution levels.
-    static func vae(_ name: String, levels: Int) -> String {
+    /// diffusers VAE name → original name. `levels` is the number of resolution levels; `prefix`
+    /// is `first_stage_model.` in a full checkpoint and empty in a VAE file of its own (the
+    /// fine-tuned SD VAEs name their tensors `encoder.*`, `decoder.*`, `quant_conv.*`).
+    static func vae(_ name: String, levels: Int, prefix: String = vaePrefix) -> String {
         var parts = name.split(separator: ".").map(String.init)
         func rest(_ from: Int) -> String { parts[from...].joined(separator: ".") }
         func vaeResnet(_ s: String) -> String { s.hasPrefix("conv_shortcut") ? "nin_shortcut" + s.dropFirst("conv_shortcut".count) : s }
-        guard parts.count >= 2, parts[0] == "encoder" || parts[0] == "decoder" else { return vaePrefix + name }
+        guard parts.count >= 2, parts[0] == "encoder" || parts[0] == "decoder" else { return prefix + name }
         let side = parts[0]
         let mapped: String
         switch parts[1] {
@@ -86,7 +88,7 @@ enum OriginalCheckpointNames {
             mapped = rest(1)
         }
         parts = []
-        return vaePrefix + side + "." + mapped
+        return prefix + side + "." + mapped
     }
 
     /// transformers text-encoder name → the names SD 1.x single-file checkpoints use (with and

@@ -50,28 +50,43 @@ extension StableDiffusionModel {
         }
         let L = unet.layersPerBlock
         let upTypes = unet.upBlockTypes
-        let unetWeights = SafetensorsWeights(files: [file]) { name in
+        let unetWeights = SafetensorsWeights(files: [file], scope: OriginalCheckpointNames.unetPrefix) { name in
             [OriginalCheckpointNames.unet(name, layersPerBlock: L, upBlockHasAttention: { upTypes[$0] == "CrossAttnUpBlock2D" })]
         }
         let levels = vae.blockOutChannels.count
-        let vaeWeights = SafetensorsWeights(files: [file]) { [OriginalCheckpointNames.vae($0, levels: levels)] }
-        let textWeights = SafetensorsWeights(files: [file]) { OriginalCheckpointNames.textEncoder($0) }
+        let vaeWeights = SafetensorsWeights(files: [file], scope: OriginalCheckpointNames.vaePrefix) {
+            [OriginalCheckpointNames.vae($0, levels: levels)]
+        }
+        let textWeights = SafetensorsWeights(files: [file], scope: "cond_stage_model.") { OriginalCheckpointNames.textEncoder($0) }
+        var recognised = [has("cond_stage_model.transformer.text_model.")
+            ? "text encoder as cond_stage_model.transformer.text_model.*"
+            : "text encoder as cond_stage_model.transformer.* (the older naming, without text_model)"]
+        let ema = names.filter { $0.hasPrefix("model_ema.") }.count
+        if ema > 0 { recognised.append("ignored \(ema) model_ema.* tensors (the EMA copy; the main weights are used)") }
+        recognised += skippedBuffers(textWeights, "text encoder") + skippedBuffers(unetWeights, "unet") + skippedBuffers(vaeWeights, "vae")
+        if configFolder == nil {
+            recognised.append("configs inferred from tensor shapes (attention heads assume Stable Diffusion 1.x: 8)")
+        } else if let configFolder, !configHasKey((configFolder as NSString).appendingPathComponent("vae/config.json"), "scaling_factor") {
+            recognised.append("vae config has no scaling_factor: \(vae.scalingFactor) (the Stable Diffusion 1.x/2.x value)")
+        }
         let tokenizer = configFolder.map { ($0 as NSString).appendingPathComponent("tokenizer") }
             .flatMap { FileManager.default.fileExists(atPath: $0) ? $0 : nil }
         let scheduler = configFolder.map { ($0 as NSString).appendingPathComponent("scheduler/scheduler_config.json") }
             .flatMap { FileManager.default.fileExists(atPath: $0) ? $0 : nil }
-        return StableDiffusionModel(path: path, family: .sd1, layout: .singleFile, text: text, unet: unet, vae: vae,
-                                    textWeights: textWeights, unetWeights: unetWeights, vaeWeights: vaeWeights,
-                                    tokenizerPath: tokenizer, schedulerConfigPath: scheduler)
+        let model = StableDiffusionModel(path: path, family: .sd1, layout: .singleFile, text: text, unet: unet, vae: vae,
+                                         textWeights: textWeights, unetWeights: unetWeights, vaeWeights: vaeWeights,
+                                         tokenizerPath: tokenizer, schedulerConfigPath: scheduler)
+        model.recognised = recognised
+        return model
     }
 
-    private static func shape(_ file: SafetensorsFile, _ name: String) throws -> Shape {
+    static func shape(_ file: SafetensorsFile, _ name: String) throws -> Shape {
         guard let e = file.entries[name] else { throw ModelFileError.missingTensor(path: file.path, tensor: name) }
         return e.shape
     }
 
     /// Counts `prefix.N.` indices present.
-    private static func count(_ file: SafetensorsFile, _ prefix: String) -> Int {
+    static func count(_ file: SafetensorsFile, _ prefix: String) -> Int {
         var n = 0
         while file.entries.keys.contains(where: { $0.hasPrefix("\(prefix).\(n).") }) { n += 1 }
         return n
@@ -124,9 +139,11 @@ extension StableDiffusionModel {
         return c
     }
 
-    static func inferVAEConfig(_ file: SafetensorsFile) throws -> AutoencoderKLConfig {
-        let p = OriginalCheckpointNames.vaePrefix
-        var c = AutoencoderKLConfig()
+    /// The VAE's shape-given fields (channels, levels, layers) from original names under
+    /// `prefix`, over `base` (whose norm groups and scaling factor the weights cannot show).
+    static func inferVAEConfig(_ file: SafetensorsFile, prefix p: String = OriginalCheckpointNames.vaePrefix,
+                               base: AutoencoderKLConfig = AutoencoderKLConfig()) throws -> AutoencoderKLConfig {
+        var c = base
         let levels = count(file, "\(p)encoder.down")
         c.layersPerBlock = count(file, "\(p)encoder.down.0.block")
         c.blockOutChannels = try (0..<levels).map { try shape(file, "\(p)encoder.down.\($0).block.0.conv1.weight")[0] }

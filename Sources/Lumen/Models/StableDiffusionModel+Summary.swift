@@ -14,7 +14,8 @@ extension StableDiffusionModel {
     /// Parameter counts and dtypes per network, from the files' headers (integer buffers such
     /// as `position_ids` are not parameters and are left out).
     public func summary() -> [NetworkSummary] {
-        func summarize(_ name: String, _ store: SafetensorsWeights, prefix: String?) -> NetworkSummary {
+        func summarize(_ name: String, _ store: SafetensorsWeights) -> NetworkSummary {
+            let prefix = store.scope
             var total = 0, dtypes: [String: Int] = [:]
             for f in store.files {
                 for (key, e) in f.entries where e.dtype?.isFloatingPoint ?? false || e.fileDType == "F64" {
@@ -26,11 +27,10 @@ extension StableDiffusionModel {
             }
             return NetworkSummary(name: name, parameters: total, dtypes: dtypes, files: store.files.map(\.path))
         }
-        let single = layout == .singleFile
         return [
-            summarize("text_encoder", textEncoderWeights, prefix: single ? "cond_stage_model." : nil),
-            summarize("unet", unetWeights, prefix: single ? OriginalCheckpointNames.unetPrefix : nil),
-            summarize("vae", vaeWeights, prefix: single ? OriginalCheckpointNames.vaePrefix : nil),
+            summarize("text_encoder", textEncoderWeights),
+            summarize("unet", unetWeights),
+            summarize("vae", vaeWeights),
         ]
     }
 }

@@ -17,6 +17,20 @@ public enum ModelLayout: String, Sendable, Hashable {
     case singleFile = "single-file checkpoint"
 }
 
+/// Which weight files to read when a diffusers folder holds both the plain files and the
+/// `.fp16.safetensors` variant (`--precision`). A folder with only one of them is read as it is.
+public enum WeightPrecision: String, Sendable, Hashable, CaseIterable {
+    /// What the backend computes best from: the plain (full-precision) files, since every
+    /// executor so far accumulates in f32 and widens f16 weights exactly.
+    case auto
+    /// The plain files.
+    case fp32
+    /// The `.fp16.safetensors` variant files.
+    case fp16
+
+    var prefersFP16: Bool { self == .fp16 }
+}
+
 /// A Stable Diffusion model on disk: the three networks' configs and weights (memory-mapped),
 /// ready to be built into graphs.
 public final class StableDiffusionModel {
@@ -25,11 +39,17 @@ public final class StableDiffusionModel {
     public let layout: ModelLayout
     public let textEncoderConfig: CLIPTextConfig
     public let unetConfig: UNet2DConditionConfig
-    public let vaeConfig: AutoencoderKLConfig
+    /// The VAE's config: the model's own, or that of the separate VAE that replaced it.
+    public internal(set) var vaeConfig: AutoencoderKLConfig
     public let textEncoderWeights: SafetensorsWeights
     public let unetWeights: SafetensorsWeights
-    public let vaeWeights: SafetensorsWeights
-    /// The folder holding tokenizer files (vocab.json + merges.txt), if the model has one.
+    public internal(set) var vaeWeights: SafetensorsWeights
+    /// The separate VAE that replaced the model's own (`--vae`), if any.
+    public internal(set) var vaeSource: VAESource?
+    /// What the loader recognised beyond family and layout, for `lumen info`: the naming
+    /// conventions, variant files chosen, defaults applied and tensors skipped.
+    public internal(set) var recognised: [String] = []
+    /// The folder holding tokenizer files (vocab.json + merges.txt, or tokenizer.json), if the model has one.
     public let tokenizerPath: String?
     /// The scheduler config file, if the model has one.
     public let schedulerConfigPath: String?
@@ -59,18 +79,22 @@ public final class StableDiffusionModel {
     /// Opens a diffusers folder or a single-file `.safetensors` checkpoint. A single file carries
     /// no configs: they are inferred from its tensors' shapes, or read from `configFolder` (a
     /// diffusers folder of the same architecture, as diffusers' `from_single_file(config=…)`).
-    public static func load(path: String, configFolder: String? = nil) throws -> StableDiffusionModel {
+    /// `vaePath` replaces the model's VAE with another (a single-file VAE or a diffusers `vae/`
+    /// folder); `precision` picks between plain and `.fp16` files where a folder has both.
+    public static func load(path: String, configFolder: String? = nil, vaePath: String? = nil,
+                            precision: WeightPrecision = .auto) throws -> StableDiffusionModel {
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
             throw ModelFileError.missingFile(path: path, detail: "no such file or folder")
         }
-        if isDir.boolValue { return try loadFolder(path) }
-        return try loadSingleFile(path, configFolder: configFolder)
+        let model = isDir.boolValue ? try loadFolder(path, precision: precision) : try loadSingleFile(path, configFolder: configFolder)
+        if let vaePath { try model.replaceVAE(with: vaePath, precision: precision) }
+        return model
     }
 
     // MARK: - diffusers folders
 
-    private static func loadFolder(_ path: String) throws -> StableDiffusionModel {
+    private static func loadFolder(_ path: String, precision: WeightPrecision) throws -> StableDiffusionModel {
         let fm = FileManager.default
         func sub(_ s: String) -> String { (path as NSString).appendingPathComponent(s) }
         let contents = (try? fm.contentsOfDirectory(atPath: path)) ?? []
@@ -87,30 +111,81 @@ public final class StableDiffusionModel {
         let text = try loadConfig(CLIPTextConfig.self, path: sub("text_encoder/config.json"))
         let unet = try loadConfig(UNet2DConditionConfig.self, path: sub("unet/config.json"))
         let vae = try loadConfig(AutoencoderKLConfig.self, path: sub("vae/config.json"))
-        let textWeights = SafetensorsWeights(files: try weightFiles(in: sub("text_encoder"), base: "model")) { name in
-            // transformers 4 writes `text_model.…`; transformers 5 may drop the prefix.
+        var recognised: [String] = []
+        let textFiles = try weightFiles(in: sub("text_encoder"), base: "model", preferFP16: precision.prefersFP16, notes: &recognised)
+        let textWeights = SafetensorsWeights(files: textFiles) { name in
+            // transformers 4 writes `text_model.…`; transformers 5 drops the prefix.
             name.hasPrefix("text_model.") ? [name, String(name.dropFirst("text_model.".count))] : [name]
         }
-        let unetWeights = SafetensorsWeights(files: try weightFiles(in: sub("unet"), base: "diffusion_pytorch_model"))
-        let vaeWeights = SafetensorsWeights(files: try weightFiles(in: sub("vae"), base: "diffusion_pytorch_model"))
+        let unetWeights = SafetensorsWeights(files: try weightFiles(in: sub("unet"), base: "diffusion_pytorch_model",
+                                                                    preferFP16: precision.prefersFP16, notes: &recognised))
+        let vaeWeights = SafetensorsWeights(files: try weightFiles(in: sub("vae"), base: "diffusion_pytorch_model",
+                                                                   preferFP16: precision.prefersFP16, notes: &recognised))
+        let prefixed = textFiles.contains { f in f.entries.keys.contains { $0.hasPrefix("text_model.") } }
+        recognised.append(prefixed ? "text encoder names with the text_model. prefix (transformers 4)"
+                                   : "text encoder names without the text_model. prefix (transformers 5)")
+        recognised += skippedBuffers(textWeights, "text encoder") + skippedBuffers(unetWeights, "unet") + skippedBuffers(vaeWeights, "vae")
+        if !configHasKey(sub("vae/config.json"), "scaling_factor") {
+            recognised.append("vae config has no scaling_factor: \(vae.scalingFactor) (the Stable Diffusion 1.x/2.x value)")
+        }
         let family: ModelFamily = unet.crossAttentionDim == 1024 || text.hiddenSize == 1024 ? .sd2 : .sd1
         let tokenizer = fm.fileExists(atPath: sub("tokenizer")) ? sub("tokenizer") : nil
+        if let tokenizer {
+            let classic = fm.fileExists(atPath: tokenizer + "/vocab.json") && fm.fileExists(atPath: tokenizer + "/merges.txt")
+            recognised.append(classic ? "tokenizer as vocab.json + merges.txt"
+                                      : fm.fileExists(atPath: tokenizer + "/tokenizer.json") ? "tokenizer as tokenizer.json only (transformers 5)"
+                                      : "tokenizer folder without vocab.json + merges.txt or tokenizer.json")
+        }
         let scheduler = fm.fileExists(atPath: sub("scheduler/scheduler_config.json")) ? sub("scheduler/scheduler_config.json") : nil
-        return StableDiffusionModel(path: path, family: family, layout: .diffusersFolder, text: text, unet: unet, vae: vae,
-                                    textWeights: textWeights, unetWeights: unetWeights, vaeWeights: vaeWeights,
-                                    tokenizerPath: tokenizer, schedulerConfigPath: scheduler)
+        let model = StableDiffusionModel(path: path, family: family, layout: .diffusersFolder, text: text, unet: unet, vae: vae,
+                                         textWeights: textWeights, unetWeights: unetWeights, vaeWeights: vaeWeights,
+                                         tokenizerPath: tokenizer, schedulerConfigPath: scheduler)
+        model.recognised = recognised
+        return model
     }
 
-    /// The safetensors files of one network: the plain file, else the fp16 variant, else the
-    /// shards an index names. Pickle files are refused without being read.
-    static func weightFiles(in folder: String, base: String, preferFP16: Bool = false) throws -> [SafetensorsFile] {
+    /// Integer tensors of a network's files (such as transformers' `position_ids` buffer): the
+    /// model never reads them, so they are skipped rather than rejected. One note per network.
+    static func skippedBuffers(_ store: SafetensorsWeights, _ network: String) -> [String] {
+        let names = store.files.flatMap { f in
+            f.entries.filter { key, e in
+                !(e.dtype?.isFloatingPoint ?? false) && !key.hasPrefix("model_ema.") && (store.scope.map { key.hasPrefix($0) } ?? true)
+            }.map(\.key)
+        }.sorted()
+        guard !names.isEmpty else { return [] }
+        let shown = names.prefix(3).joined(separator: ", ") + (names.count > 3 ? ", …" : "")
+        return ["\(network): skipped \(names.count) integer buffer\(names.count == 1 ? "" : "s") the model does not use (\(shown))"]
+    }
+
+    /// Whether a JSON config file sets `key` (to tell a default from a stated value).
+    static func configHasKey(_ path: String, _ key: String) -> Bool {
+        guard let data = FileManager.default.contents(atPath: path),
+              let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return false }
+        return object[key] != nil
+    }
+
+    /// The safetensors files of one network: the plain file or the fp16 variant (the one
+    /// `preferFP16` asks for when both are there, else whichever exists), else the shards an
+    /// index names. Pickle files are refused without being read. A choice between two files is
+    /// noted in `notes`.
+    static func weightFiles(in folder: String, base: String, preferFP16: Bool, notes: inout [String]) throws -> [SafetensorsFile] {
         let fm = FileManager.default
         func file(_ name: String) -> String { (folder as NSString).appendingPathComponent(name) }
-        let candidates = preferFP16 ? ["\(base).fp16.safetensors", "\(base).safetensors"] : ["\(base).safetensors", "\(base).fp16.safetensors"]
+        let plain = "\(base).safetensors", half = "\(base).fp16.safetensors"
+        let candidates = preferFP16 ? [half, plain] : [plain, half]
         for c in candidates where fm.fileExists(atPath: file(c)) {
+            let other = c == plain ? half : plain
+            let network = (folder as NSString).lastPathComponent
+            if fm.fileExists(atPath: file(other)) {
+                notes.append("\(network): both \(plain) and \(half) present; read \(c)"
+                             + (preferFP16 ? " (precision fp16)" : " (precision fp32/auto; --precision fp16 reads the other)"))
+            } else if c == half {
+                notes.append("\(network): only the fp16 variant \(half)")
+            }
             return [try SafetensorsFile(path: file(c))]
         }
-        for index in ["\(base).safetensors.index.json", "\(base).safetensors.index.fp16.json", "\(base).fp16.safetensors.index.json"]
+        let indices = ["\(base).safetensors.index.json", "\(base).safetensors.index.fp16.json", "\(base).fp16.safetensors.index.json"]
+        for index in preferFP16 ? Array(indices.reversed()) : indices
             where fm.fileExists(atPath: file(index)) {
             guard let data = fm.contents(atPath: file(index)),
                   let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any],

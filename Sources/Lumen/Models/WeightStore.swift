@@ -12,12 +12,16 @@ public protocol WeightStore: AnyObject {
 /// or the original Stable Diffusion names of a single-file checkpoint).
 public final class SafetensorsWeights: WeightStore {
     public let files: [SafetensorsFile]
+    /// The prefix of this network's tensors when its files hold several networks (a single-file
+    /// checkpoint: `model.diffusion_model.`, …), nil when every tensor of the files is its own.
+    public let scope: String?
     private let aliases: (String) -> [String]
     /// Canonical names that were read, for `lumen info` and for checking a file was used fully.
     public private(set) var used: Set<String> = []
 
-    public init(files: [SafetensorsFile], aliases: @escaping (String) -> [String] = { [$0] }) {
+    public init(files: [SafetensorsFile], scope: String? = nil, aliases: @escaping (String) -> [String] = { [$0] }) {
         self.files = files
+        self.scope = scope
         self.aliases = aliases
     }
 

@@ -19,16 +19,31 @@ public final class Pipeline: @unchecked Sendable {
     private let lock = NSLock()
     private var programs: [String: (program: any Program, outputs: [Value])] = [:]
 
-    /// Opens the model at `modelPath` (diffusers folder or single file) for `backend`.
-    public init(modelPath: String, backend: Backend = .auto, configFolder: String? = nil) throws {
-        model = try StableDiffusionModel.load(path: modelPath, configFolder: configFolder)
+    /// Opens the model at `modelPath` (diffusers folder or single file) for `backend`, with its
+    /// VAE replaced by the one at `vaePath` when given. `precision` picks between a folder's
+    /// plain and `.fp16` weight files; `.auto` lets the backend choose.
+    public init(modelPath: String, backend: Backend = .auto, configFolder: String? = nil, vaePath: String? = nil,
+                precision: WeightPrecision = .auto) throws {
         executor = try Pipeline.makeExecutor(backend)
+        model = try StableDiffusionModel.load(path: modelPath, configFolder: configFolder, vaePath: vaePath,
+                                              precision: Pipeline.weightPrecision(precision, for: backend))
         guard let tokenizerPath = model.tokenizerPath else {
             throw GenerationError.tokenizerUnavailable(
                 "\(modelPath) has no tokenizer folder; pass a diffusers folder of the same model with --config")
         }
         tokenizer = try CLIPTokenizer(folder: tokenizerPath)
         schedulerConfig = try model.schedulerConfigPath.map { try SchedulerConfig(path: $0) } ?? SchedulerConfig()
+    }
+
+    /// The weight files a backend reads when the caller has no preference: the CPU executor
+    /// widens every weight to f32 as it packs it, so it reads the plain (full-precision) files;
+    /// a GPU holds its weights in f16, so the fp16 variant gives it the same values for half the reading.
+    static func weightPrecision(_ requested: WeightPrecision, for backend: Backend) -> WeightPrecision {
+        guard requested == .auto else { return requested }
+        switch backend {
+        case .cpu, .auto: return .fp32
+        case .vulkan: return .fp16
+        }
     }
 
     static func makeExecutor(_ backend: Backend) throws -> any Executor {
