@@ -73,6 +73,7 @@ public final class CPUProgram: Program {
         }
 
         var planner = BufferPlanner()
+        var handedOver = Set<Int>()
         var inputSpecs: [(String, Shape, DType)] = []
         // Inputs are copied in before the first step, so they are live from the start: their
         // buffers are taken before any step's, wherever the graph declared them.
@@ -89,9 +90,23 @@ public final class CPUProgram: Program {
             case .reshape:
                 if let b = bufferOf[root[n.id]] { bufferOf[n.id] = b }
             default:
-                bufferOf[n.id] = planner.acquire(bytes: n.shape.count * n.dtype.size)
+                // Elementwise-safe ops write over an operand that dies here (same shape), so a
+                // residual add or a norm needs no second buffer.
+                var donor: Int? = nil
+                if Self.worksInPlace(n.op) {
+                    for i in n.inputs where donor == nil && lastUse[root[i]] == n.id && nodes[i].shape == n.shape
+                        && nodes[i].dtype == n.dtype && bufferOf[root[i]] != nil {
+                        donor = i
+                    }
+                }
+                if let donor {
+                    bufferOf[n.id] = bufferOf[root[donor]]
+                    handedOver.insert(root[donor])
+                } else {
+                    bufferOf[n.id] = planner.acquire(bytes: n.shape.count * n.dtype.size)
+                }
             }
-            for r in releaseAt[n.id] ?? [] {
+            for r in releaseAt[n.id] ?? [] where !handedOver.contains(r) {
                 if let b = bufferOf[r] { planner.release(b) }
             }
         }
@@ -108,6 +123,15 @@ public final class CPUProgram: Program {
                 step.node = n.id
                 steps.append(step)
             }
+        }
+    }
+
+    /// Ops whose kernels read each element (or each normalised row or group) before writing it,
+    /// so the output may share its operand's buffer.
+    static func worksInPlace(_ op: Op) -> Bool {
+        switch op {
+        case .unary, .binary, .affine, .clamp, .groupNorm, .layerNorm, .softmax: return true
+        default: return false
         }
     }
 
