@@ -14,8 +14,8 @@ struct GenerateCommand: ParsableCommand {
     @Argument(help: "What to draw.")
     var prompt: String
 
-    @Option(help: "A diffusers folder or a single-file .safetensors checkpoint.")
-    var model: String
+    @Option(help: "A diffusers folder or a single-file .safetensors checkpoint (default: the built-in model).")
+    var model: String?
 
     @Option(help: "For a single-file checkpoint: a diffusers folder with the configs and tokenizer.")
     var config: String?
@@ -83,8 +83,24 @@ struct GenerateCommand: ParsableCommand {
         }
     }
 
+    @Flag(help: "Print a JSON summary (files, seed, size, steps, scheduler, backend, seconds) on stdout.")
+    var json = false
+
     func run() throws {
+        let started = Date()
         let backendChoice: Backend = backend == "cpu" ? .cpu : backend == "vulkan" ? .vulkan(device: nil) : .auto
+        let model: String
+        if let given = self.model {
+            model = given
+        } else {
+            guard let builtIn = DefaultModel.locate() else {
+                throw ValidationError("no --model given and no built-in model found; pass --model PATH")
+            }
+            model = builtIn.path
+            if builtIn.isRandomTestModel {
+                FileHandle.standardError.write(Data("lumen: no --model given: using the built-in tiny test model, whose weights are random, so its images are noise; pass --model PATH for real images\n".utf8))
+            }
+        }
         let pipeline = try Pipeline(modelPath: model, backend: backendChoice, configFolder: config, vaePath: vae,
                                     precision: WeightPrecision(rawValue: precision) ?? .auto)
         var request = GenerationRequest(prompt: prompt)
@@ -122,8 +138,26 @@ struct GenerateCommand: ParsableCommand {
             case .image(let i, let image):
                 try image.writePNG(to: paths[i], text: [("parameters", parameters + (count > 1 ? ", Batch pos: \(i)" : ""))])
                 progress.finish()
-                print(paths[i])
+                if !json { print(paths[i]) }
             }
+        }
+        if json {
+            struct Summary: Encodable {
+                let images: [String]
+                let prompt, negative_prompt, scheduler, backend, model: String
+                let seed: UInt64
+                let width, height, steps, count: Int
+                let guidance: Float
+                let strength: Float?
+                let seconds: Double
+            }
+            let summary = Summary(images: paths, prompt: prompt, negative_prompt: negativePrompt, scheduler: kind.rawValue,
+                                  backend: pipeline.executor.backendName, model: model, seed: request.seed, width: w, height: h,
+                                  steps: steps, count: count, guidance: guidance, strength: initImage == nil ? nil : strength,
+                                  seconds: Date().timeIntervalSince(started))
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            print(String(decoding: try encoder.encode(summary), as: UTF8.self))
         }
     }
 }

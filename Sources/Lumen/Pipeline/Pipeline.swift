@@ -27,9 +27,11 @@ public final class Pipeline: @unchecked Sendable {
         executor = try Pipeline.makeExecutor(backend)
         model = try StableDiffusionModel.load(path: modelPath, configFolder: configFolder, vaePath: vaePath,
                                               precision: Pipeline.weightPrecision(precision, for: backend))
-        guard let tokenizerPath = model.tokenizerPath else {
+        // Single-file checkpoints carry no tokenizer: SD 1.x uses the standard CLIP vocabulary,
+        // which the default model has.
+        guard let tokenizerPath = model.tokenizerPath ?? DefaultModel.clipTokenizerFolder else {
             throw GenerationError.tokenizerUnavailable(
-                "\(modelPath) has no tokenizer folder; pass a diffusers folder of the same model with --config")
+                "\(modelPath) has no tokenizer folder and no CLIP vocabulary is at hand; pass a diffusers folder of the same model with --config")
         }
         tokenizer = try CLIPTokenizer(folder: tokenizerPath)
         schedulerConfig = try model.schedulerConfigPath.map { try SchedulerConfig(path: $0) } ?? SchedulerConfig()

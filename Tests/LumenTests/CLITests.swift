@@ -1,0 +1,110 @@
+import Foundation
+import Lumen
+import XCTest
+
+/// The real `lumen` binary: outputs, the parameters chunk, and bad input (a clear message, a
+/// non-zero exit, no output file).
+final class CLITests: XCTestCase {
+    /// `lumen` is built beside the test bundle.
+    static let binary: String = {
+        let dir = Bundle.main.bundleURL.path.hasSuffix(".xctest") ? Bundle.main.bundleURL.deletingLastPathComponent().path
+            : URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().path
+        return dir + "/lumen"
+    }()
+
+    var dir: String!
+
+    override func setUpWithError() throws {
+        guard FileManager.default.isExecutableFile(atPath: Self.binary) else {
+            return XCTFail("lumen binary not found at \(Self.binary)")
+        }
+        dir = NSTemporaryDirectory() + "lumen-cli-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    }
+
+    override func tearDownWithError() throws {
+        if let dir { try? FileManager.default.removeItem(atPath: dir) }
+    }
+
+    @discardableResult
+    private func lumen(_ args: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: Self.binary)
+        p.arguments = args
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        try p.run()
+        let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+    }
+
+    func testGenerateWritesAPNGWithParameters() throws {
+        let out = dir + "/a.png"
+        let r = try lumen(["generate", "a red circle", "--model", Fixtures.tinyFolder, "--steps", "3", "--seed", "42",
+                           "--width", "48", "--height", "32", "--negative-prompt", "blurry", "-o", out])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let (image, _) = try RGBImage.readPNG(out)
+        XCTAssertEqual([image.width, image.height], [48, 32])
+        let data = try Data(contentsOf: URL(fileURLWithPath: out))
+        let text = "tEXtparameters\0a red circle\nNegative prompt: blurry\nSteps: 3, Sampler: PLMS, CFG scale: 7.5, Seed: 42, Size: 48x32"
+        XCTAssertNotNil(data.range(of: Data(text.utf8)), "parameters chunk")
+        // The same seed gives the same file; the library gives the same pixels.
+        let out2 = dir + "/b.png"
+        XCTAssertEqual(try lumen(["generate", "a red circle", "--model", Fixtures.tinyFolder, "--steps", "3", "--seed", "42",
+                                  "--width", "48", "--height", "32", "--negative-prompt", "blurry", "-o", out2]).status, 0)
+        XCTAssertEqual(try RGBImage.readPNG(out2).image, image)
+    }
+
+    func testDefaultModelCountAndJSON() throws {
+        let out = dir + "/n.png"
+        let r = try lumen(["generate", "a blue square", "--steps", "2", "--seed", "1", "--count", "2", "--json", "-o", out])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stderr.contains("noise"), "the built-in test model is announced as noise: \(r.stderr)")
+        let json = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any]
+        XCTAssertEqual(json["images"] as? [String], [dir + "/n-1.png", dir + "/n-2.png"])
+        XCTAssertEqual(json["seed"] as? Int, 1)
+        for p in json["images"] as! [String] { XCTAssertNoThrow(try RGBImage.readPNG(p)) }
+    }
+
+    func testBadInputFailsClearlyAndWritesNothing() throws {
+        let out = dir + "/bad.png"
+        let base = ["generate", "x", "--model", Fixtures.tinyFolder, "--steps", "2", "-o", out]
+        try Data("not a png".utf8).write(to: URL(fileURLWithPath: dir + "/corrupt.png"))
+        let cases: [([String], String)] = [
+            (["--scheduler", "warp"], "scheduler"),
+            (["--width", "60"], "multiples of 8"),
+            (["--steps", "0"], "steps"),
+            (["--init-image", Fixtures.root + "/images/init64.png", "--strength", "1.5"], "strength"),
+            (["--init-image", dir + "/missing.png"], "missing.png"),
+            (["--init-image", dir + "/corrupt.png"], "corrupt.png"),
+            (["--backend", "tpu"], "backend"),
+        ]
+        for (extra, expected) in cases {
+            let r = try lumen(base + extra)
+            XCTAssertNotEqual(r.status, 0, "\(extra) should fail")
+            XCTAssertTrue(r.stderr.lowercased().contains(expected.lowercased()), "\(extra): message '\(r.stderr)' should mention \(expected)")
+            XCTAssertFalse(FileManager.default.fileExists(atPath: out), "\(extra) left an output file")
+        }
+        let missing = try lumen(["generate", "x", "--model", dir + "/no-such-model", "-o", out])
+        XCTAssertNotEqual(missing.status, 0)
+        XCTAssertTrue(missing.stderr.contains("no-such-model"), missing.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out))
+        // Nothing half-written lies around either.
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasSuffix(".tmp") }, [])
+    }
+
+    func testInfoAndImg2Img() throws {
+        let r = try lumen(["info", Fixtures.tinySingleFile])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stdout.contains("Stable Diffusion 1.x") && r.stdout.contains("single-file"), r.stdout)
+        let out = dir + "/i2i.png"
+        let g = try lumen(["generate", "a purple circle", "--model", Fixtures.tinyFolder, "--init-image", Fixtures.root + "/images/init64.png",
+                           "--strength", "0.5", "--steps", "4", "--seed", "3", "-o", out])
+        XCTAssertEqual(g.status, 0, g.stderr)
+        let (image, _) = try RGBImage.readPNG(out)
+        XCTAssertEqual([image.width, image.height], [64, 64], "the init image's size")
+        XCTAssertNotNil(try Data(contentsOf: URL(fileURLWithPath: out)).range(of: Data("Denoising strength: 0.5".utf8)))
+    }
+}
