@@ -34,14 +34,18 @@ SCHEDULERS = {
 
 TXT2IMG = [
     # name, scheduler, prompt, negative, steps, guidance, width, height, seed, count
-    ("pndm-cfg", "pndm", "a photo of an astronaut riding a horse on mars", "", 4, 7.5, 64, 64, 42, 1),
+    # Every scheduler with classifier-free guidance and a negative prompt ...
+    ("pndm-cfg", "pndm", "a photo of an astronaut riding a horse on mars", "low quality", 4, 7.5, 64, 64, 42, 1),
     ("euler-cfg", "euler", "a red circle on a blue background", "blurry", 5, 5.0, 64, 64, 7, 1),
-    ("euler-a-cfg", "euler-a", "a red circle on a blue background", "", 5, 7.5, 64, 64, 1234, 1),
+    ("euler-a-cfg", "euler-a", "a red circle on a blue background", "green", 5, 7.5, 64, 64, 1234, 1),
+    ("dpmpp-2m-cfg", "dpmpp-2m", "a small green square", "a triangle", 6, 6.0, 64, 64, 3, 1),
+    ("dpmpp-2m-karras-two", "dpmpp-2m-karras", "two yellow triangles", "one", 4, 6.0, 64, 64, 99, 2),
+    ("ddim-wide", "ddim", "a landscape", "portrait", 3, 7.5, 80, 48, 5, 1),
+    ("lcm-cfg", "lcm", "a blue circle", "red", 4, 2.0, 64, 64, 11, 1),
+    ("ddpm-cfg", "ddpm", "a white square", "black", 3, 7.5, 64, 64, 13, 1),
+    # ... guidance 1.0 (one branch only), and tall sizes.
     ("dpmpp-2m-nocfg", "dpmpp-2m", "a small green square", "", 6, 1.0, 64, 64, 3, 1),
-    ("dpmpp-2m-karras-two", "dpmpp-2m-karras", "two yellow triangles", "", 4, 6.0, 64, 64, 99, 2),
-    ("ddim-wide", "ddim", "a landscape", "", 3, 7.5, 80, 48, 5, 1),
-    ("lcm", "lcm", "a blue circle", "", 4, 1.0, 64, 64, 11, 1),
-    ("ddpm", "ddpm", "a white square", "", 3, 7.5, 64, 64, 13, 1),
+    ("lcm-nocfg-tall", "lcm", "a blue circle", "", 4, 1.0, 48, 96, 11, 1),
 ]
 
 IMG2IMG = [
@@ -57,8 +61,11 @@ def main():
     base = StableDiffusionPipeline.from_pretrained(MODEL, dtype=torch.float32, safety_checker=None,
                                                    requires_safety_checker=False, local_files_only=True)
     base.set_progress_bar_config(disable=True)
+    # Every case starts from the model's own scheduler config: from_config on the previous case's
+    # scheduler would carry its options (use_karras_sigmas, …) into the next one.
+    model_config = base.scheduler.config
     for name, sched, prompt, negative, steps, guidance, width, height, seed, count in TXT2IMG:
-        base.scheduler = SCHEDULERS[sched](base.scheduler.config)
+        base.scheduler = SCHEDULERS[sched](model_config)
         kwargs = dict(prompt=prompt, negative_prompt=negative or None, num_inference_steps=steps,
                       guidance_scale=guidance, width=width, height=height, num_images_per_prompt=count)
         latents = base(**kwargs, generator=torch.Generator("cpu").manual_seed(seed), output_type="latent").images
@@ -73,7 +80,7 @@ def main():
     i2i = StableDiffusionImg2ImgPipeline(**base.components)
     i2i.set_progress_bar_config(disable=True)
     for name, sched, prompt, steps, guidance, strength, seed in IMG2IMG:
-        i2i.scheduler = SCHEDULERS[sched](base.scheduler.config)
+        i2i.scheduler = SCHEDULERS[sched](model_config)
         kwargs = dict(prompt=prompt, image=init, num_inference_steps=steps, guidance_scale=guidance, strength=strength)
         latents = i2i(**kwargs, generator=torch.Generator("cpu").manual_seed(seed), output_type="latent").images
         images = i2i(**kwargs, generator=torch.Generator("cpu").manual_seed(seed), output_type="np").images

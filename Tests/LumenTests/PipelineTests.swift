@@ -27,7 +27,7 @@ final class PipelineTests: XCTestCase {
         let file = try SafetensorsFile(path: Self.reference)
         let pipeline = try Pipeline(modelPath: Fixtures.tinyFolder, backend: .cpu)
         let names = file.metadata.keys.filter { file.entries["\($0).latents"] != nil }.sorted()
-        XCTAssertEqual(names.count, 10)
+        XCTAssertEqual(names.count, 12)
         for name in names {
             let c = try JSONDecoder().decode(Case.self, from: Data(file.metadata[name]!.utf8))
             var r = GenerationRequest(prompt: c.prompt)
