@@ -37,10 +37,25 @@ let package = Package(
             dependencies: ["LumenRuntime", "CLumenCPU"],
             path: "Sources/LumenCPU"
         ),
+        // Vulkan: the loader is opened with dlopen at run time (libvulkan is never linked), and the
+        // kernels in Shaders/ are compiled to SPIR-V and embedded by ShaderPlugin during the build.
+        .target(
+            name: "CVulkan",
+            path: "Sources/CVulkan",
+            linkerSettings: [.linkedLibrary("dl")]
+        ),
+        .target(
+            name: "LumenVulkan",
+            dependencies: ["LumenRuntime", "CVulkan"],
+            path: "Sources/LumenVulkan",
+            plugins: ["ShaderPlugin"]
+        ),
+        .executableTarget(name: "SPIRVEmbed", path: "Plugins/SPIRVEmbed"),
+        .plugin(name: "ShaderPlugin", capability: .buildTool(), dependencies: ["SPIRVEmbed"], path: "Plugins/ShaderPlugin"),
         .target(
             name: "Lumen",
             dependencies: [
-                "LumenRuntime", "LumenCPU", "CLumenPNG",
+                "LumenRuntime", "LumenCPU", "CLumenPNG", "LumenVulkan",
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Sources/Lumen"
@@ -72,6 +87,7 @@ let package = Package(
         .testTarget(name: "LumenRuntimeTests", dependencies: ["LumenRuntime"]),
         .testTarget(name: "LumenCPUTests", dependencies: ["LumenRuntime", "LumenCPU", "CLumenCPU"]),
         .testTarget(name: "LumenTests", dependencies: ["Lumen"]),
+        .testTarget(name: "LumenVulkanTests", dependencies: ["LumenRuntime", "LumenCPU", "LumenVulkan"]),
     ],
     swiftLanguageModes: [.v5]
 )

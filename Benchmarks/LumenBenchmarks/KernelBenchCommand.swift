@@ -41,12 +41,10 @@ public struct KernelBenchCommand: ParsableCommand {
     }
 
     public func run() throws {
-        guard backend == .cpu else {
-            throw LumenError.backendUnavailable(backend: "vulkan", reason: "this build has no Vulkan executor yet")
-        }
         let selected = SD15Shapes.all().filter { b in
             ops.isEmpty || ops.contains(b.op) || ops.contains { b.op.hasPrefix($0 + "-") }
         }
+        if backend == .vulkan { return try runVulkan(selected) }
         var runner = KernelBenchmarkRunner(executor: CPUExecutor(threads: threads))
         runner.minSeconds = minSeconds
         let peak = runner.measurePeak()
@@ -54,6 +52,43 @@ public struct KernelBenchCommand: ParsableCommand {
         if !json {
             print(String(format: "peak: %.1f GFLOP/s f32 FMA (%@, %d threads, measured), %.1f GB/s copy bandwidth",
                          peak.gflops, peak.isa, peak.threads, peak.gbps))
+            print("op                shape                      time (ms)     GFLOP/s       GB/s   of peak")
+        }
+        for b in selected {
+            let m = try runner.run(b, peak: peak)
+            results.append(m)
+            if !json {
+                let rate = b.memoryBound ? "-" : String(format: "%.1f", m.gflops)
+                print(b.op.padding(toLength: 18, withPad: " ", startingAt: 0)
+                      + b.shape.padding(toLength: 24, withPad: " ", startingAt: 0)
+                      + String(format: "%12.3f", m.seconds * 1000)
+                      + rate.leftPadded(12)
+                      + String(format: "%11.1f", m.gbps)
+                      + String(format: "%9.1f%%", m.peak_fraction * 100))
+            }
+        }
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            print(String(decoding: try encoder.encode(results), as: UTF8.self))
+        }
+    }
+}
+
+extension KernelBenchCommand {
+    /// The same benchmarks on the Vulkan executor, against the device's measured FMA peak and
+    /// bandwidth.
+    func runVulkan(_ selected: [KernelBenchmark]) throws {
+        var runner = try VulkanKernelBenchmarkRunner()
+        runner.minSeconds = minSeconds
+        var results: [KernelMeasurement] = []
+        let peak = try runner.measurePeak()
+        if !json {
+            let d = runner.executor.device
+            let activations = runner.executor.usesF16Activations ? "f16" : "f32"
+            print("device: \(d.name) (\(d.type), Vulkan \(d.apiVersion)); \(activations) activations "
+                  + "(LUMEN_VULKAN_ACTIVATIONS); timed with \(runner.timing)")
+            print(String(format: "peak: %.1f GFLOP/s f32 FMA, %.1f GB/s elementwise bandwidth (measured)", peak.gflops, peak.gbps))
             print("op                shape                      time (ms)     GFLOP/s       GB/s   of peak")
         }
         for b in selected {

@@ -11,6 +11,12 @@ struct DevicesCommand: ParsableCommand {
         let cpu = CPUExecutor()
         print("cpu: \(ProcessInfo.processInfo.activeProcessorCount) cores, threads \(cpu.pool.threads), "
               + "instruction set \(CPUExecutor.instructionSet) (best available: \(CPUExecutor.detectedInstructionSet))")
-        print("vulkan: not built into this version")
+        do {
+            let devices = try VulkanExecutor.devices()
+            let chosen = try? VulkanExecutor.defaultDeviceIndex()
+            for d in devices { print(d.description + (d.index == chosen ? " [default]" : "")) }
+        } catch {
+            print("vulkan: no device (\(error)); the CPU executor is used")
+        }
     }
 }

@@ -1,0 +1,130 @@
+import CVulkan
+import Foundation
+import LumenRuntime
+
+/// Runs graphs on a Vulkan device with the GLSL kernels of `Shaders/`.
+///
+/// Compiling a graph uploads its weights once, plans activation memory by lifetime, builds the
+/// pipelines and descriptor sets, and records one command buffer; each run uploads only the
+/// inputs, replays that command buffer and downloads the outputs.
+public final class VulkanExecutor: Executor, @unchecked Sendable {
+    public let backendName = "vulkan"
+    let context: VulkanContext
+    /// Options that change how programs are compiled.
+    public struct Options: Sendable, Hashable {
+        /// Record GPU timestamps around every dispatch (LUMEN_PROFILE=1 turns it on); each run
+        /// then prints a per-op table to stderr unless `printProfile` is false.
+        public var profile: Bool
+        public var printProfile: Bool
+        /// Fill every activation buffer with NaN before each run, so that an element a kernel
+        /// fails to write shows up in the output (for tests; costs a fill per buffer).
+        public var poisonActivations: Bool
+        /// How activations are stored on the device (`LUMEN_VULKAN_ACTIVATIONS=f32|f16|auto`).
+        public var activations: ActivationPrecision
+        /// The attention kernel; nil picks by head size (`rows` up to 64, `split` above).
+        public var attentionKernel: AttentionKernel?
+        /// Use the shared-memory reductions even where the device has subgroup arithmetic (to
+        /// test the fallback that devices without it run).
+        public var forceSharedMemoryReductions: Bool
+        public init(profile: Bool? = nil, printProfile: Bool = true, poisonActivations: Bool = false,
+                    activations: ActivationPrecision? = nil, attentionKernel: AttentionKernel? = nil,
+                    forceSharedMemoryReductions: Bool = false) {
+            let env = ProcessInfo.processInfo.environment
+            self.profile = profile ?? (env["LUMEN_PROFILE"] == "1")
+            self.printProfile = printProfile
+            self.poisonActivations = poisonActivations
+            self.activations = activations ?? env["LUMEN_VULKAN_ACTIVATIONS"].flatMap(ActivationPrecision.init(rawValue:)) ?? .f32
+            self.attentionKernel = attentionKernel
+            self.forceSharedMemoryReductions = forceSharedMemoryReductions
+        }
+    }
+    /// Storage of activations on the device. Arithmetic, norms' statistics and softmax are f32
+    /// in every case; f16 halves the memory traffic and size at about 3 decimal digits.
+    public enum ActivationPrecision: String, Sendable, Hashable {
+        case f32
+        /// Needs `storageBuffer16BitAccess`; compiling fails with `backendUnavailable` without it.
+        case f16
+        /// f16 where the device has 16-bit storage buffers, f32 otherwise; a program whose f16 run
+        /// overflows recompiles itself with f32 (`PrecisionFallbackProgram`).
+        case auto
+    }
+
+    /// The two fused attention kernels (both online-softmax, neither materialises the scores).
+    public enum AttentionKernel: String, Sendable, Hashable {
+        /// One query per invocation, its row in registers (Shaders/attention_rows.comp).
+        case rows
+        /// Each query split over head-size/8 invocations (Shaders/attention.comp): fewer
+        /// registers for large heads, more barriers.
+        case split
+    }
+
+    public var options: Options
+    private let messageStart: Int
+
+    /// Whether programs compiled now store activations as f16.
+    public var usesF16Activations: Bool {
+        switch options.activations {
+        case .f32: return false
+        case .f16, .auto: return device.storageBuffer16BitAccess
+        }
+    }
+
+    /// - Parameters:
+    ///   - device: index in `VulkanExecutor.devices()`; nil picks `LUMEN_VULKAN_DEVICE` or else
+    ///     the first discrete GPU.
+    ///   - validation: enable VK_LAYER_KHRONOS_validation and record its messages
+    ///     (`LUMEN_VULKAN_VALIDATION=1` turns it on too).
+    public init(device: Int? = nil, validation: Bool? = nil, options: Options = Options()) throws {
+        let v = validation ?? (ProcessInfo.processInfo.environment["LUMEN_VULKAN_VALIDATION"] == "1")
+        context = try VulkanContext.shared(device: device, validation: v)
+        self.options = options
+        messageStart = context.log.count
+    }
+
+    /// The device this executor runs on.
+    public var device: VulkanDeviceInfo { context.info }
+    /// Whether the validation layer is on.
+    public var validationEnabled: Bool { context.validation }
+    /// Warnings and errors the validation layer reported since this executor was created
+    /// (the log is shared with executors on the same device, so concurrent users may appear).
+    public var validationMessages: [VulkanValidationMessage] { context.log.since(messageStart) }
+
+    /// Makes one invalid Vulkan call on purpose (a zero-sized buffer) so a test can check that
+    /// validation messages reach `validationMessages`. Not for any other use.
+    public func _provokeValidationMessageForTesting() { context.provokeValidationError() }
+
+    /// Every Vulkan device the loader sees; throws `backendUnavailable` (with the reason) when
+    /// there is no loader or no device.
+    public static func devices() throws -> [VulkanDeviceInfo] {
+        let list = try VulkanContext.listDevices()
+        guard !list.isEmpty else {
+            throw LumenError.backendUnavailable(backend: "vulkan", reason: "the Vulkan loader found no device")
+        }
+        return list
+    }
+
+    /// The SPIR-V of every kernel built into this binary, by name (for inspection and `spirv-val`).
+    public static var spirvModules: [String: [UInt32]] { SPIRVModules.all }
+
+    /// The index a `VulkanExecutor()` without a device argument would use (honouring
+    /// `LUMEN_VULKAN_DEVICE`).
+    public static func defaultDeviceIndex() throws -> Int {
+        try VulkanContext.chooseDevice(try devices(), requested: nil)
+    }
+
+    /// True when a Vulkan device can be used here (probed once per process).
+    public static let isAvailable: Bool = (try? devices())?.isEmpty == false
+
+    public func compile(_ graph: Graph, outputs: [Value]) throws -> any Program {
+        if options.activations == .f16 && !device.storageBuffer16BitAccess {
+            throw LumenError.backendUnavailable(
+                backend: "vulkan", reason: "f16 activations need storageBuffer16BitAccess, which \(device.name) lacks")
+        }
+        let program = try VulkanProgram(context: context, graph: graph, outputs: outputs, options: options,
+                                        f16Activations: usesF16Activations)
+        guard options.activations == .auto, program.act16 else { return program }
+        return PrecisionFallbackProgram(f16: program) { [context, options] in
+            try VulkanProgram(context: context, graph: graph, outputs: outputs, options: options, f16Activations: false)
+        }
+    }
+}
