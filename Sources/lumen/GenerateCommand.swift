@@ -117,6 +117,7 @@ struct GenerateCommand: ParsableCommand {
             request.initImage = try InitImage(pngPath: initImage)
             request.strength = strength
         }
+        if let note = pipeline.backendNote { FileHandle.standardError.write(Data("lumen: \(note)\n".utf8)) }
         let (w, h) = pipeline.size(for: request)
         let kind = pipeline.schedulerKind(for: request)
         let base = output ?? "lumen-\(request.seed).png"

@@ -33,3 +33,12 @@ func assertRelativeError(_ actual: Tensor, _ expected: Tensor, below bound: Doub
     let err = relativeError(actual.toFloats(), expected.toFloats())
     XCTAssertLessThan(err, bound, "\(what): relative error \(err)", file: file, line: line)
 }
+
+/// The Vulkan executor with the validation layer on, or an XCTSkip where this machine has no
+/// Vulkan loader or device (CI installs lavapipe, so there it runs).
+func testVulkanExecutor() throws -> VulkanExecutor {
+    guard let devices = try? VulkanExecutor.devices(), !devices.isEmpty else {
+        throw XCTSkip("no Vulkan loader or device here; install mesa-vulkan-drivers for lavapipe")
+    }
+    return try VulkanExecutor(validation: true)
+}

@@ -13,7 +13,21 @@ final class ModelFixtureTests: XCTestCase {
         ("single-file", { try StableDiffusionModel.load(path: Fixtures.tinySingleFile, configFolder: Fixtures.tinyFolder) }),
     ]
 
-    func testTextEncoderMatchesTransformers() throws {
+    func testTextEncoderMatchesTransformers() throws { try checkTextEncoder(CPUExecutor(), bound: 1e-5) }
+    func testUNetMatchesDiffusers() throws { try checkUNet(CPUExecutor(), bound: 2e-5) }
+    func testVAEDecodeAndEncodeMatchDiffusers() throws { try checkVAE(CPUExecutor(), bound: 2e-5) }
+
+    /// The same three networks on the Vulkan executor (lavapipe in CI) with the validation layer
+    /// on: f32 activations, other summation orders than the CPU's, so bounds of 1e-4.
+    func testNetworksOnVulkanMatchDiffusers() throws {
+        let vulkan = try testVulkanExecutor()
+        try checkTextEncoder(vulkan, bound: 1e-4)
+        try checkUNet(vulkan, bound: 1e-4)
+        try checkVAE(vulkan, bound: 1e-4)
+        XCTAssertEqual(vulkan.validationMessages.map(\.description), [], "validation messages")
+    }
+
+    func checkTextEncoder(_ executor: any Executor, bound: Double) throws {
         let ids64 = try Fixtures.referenceTensor("text.input_ids")
         let ids = try Tensor(shape: ids64.shape, indices: ids64.toInts().map(Int32.init))
         for (layout, load) in Self.layouts {
@@ -22,13 +36,13 @@ final class ModelFixtureTests: XCTestCase {
             let input = try g.input("ids", shape: ids.shape, dtype: .i32)
             let out = try CLIPTextModel(config: model.textEncoderConfig).build(g, ids: input, weights: model.textEncoderWeights)
             let penultimate = out.hiddenStates[out.hiddenStates.count - 2]
-            let result = try CPUExecutor().compile(g, outputs: [out.lastHiddenState, penultimate]).run(["ids": ids])
-            assertRelativeError(result[out.lastHiddenState]!, try Fixtures.referenceTensor("text.last_hidden_state"), below: 1e-5, "last hidden state (\(layout))")
-            assertRelativeError(result[penultimate]!, try Fixtures.referenceTensor("text.penultimate_hidden_state"), below: 1e-5, "penultimate hidden state (\(layout))")
+            let result = try executor.compile(g, outputs: [out.lastHiddenState, penultimate]).run(["ids": ids])
+            assertRelativeError(result[out.lastHiddenState]!, try Fixtures.referenceTensor("text.last_hidden_state"), below: bound, "last hidden state (\(layout), \(executor.backendName))")
+            assertRelativeError(result[penultimate]!, try Fixtures.referenceTensor("text.penultimate_hidden_state"), below: bound, "penultimate hidden state (\(layout), \(executor.backendName))")
         }
     }
 
-    func testUNetMatchesDiffusers() throws {
+    func checkUNet(_ executor: any Executor, bound: Double) throws {
         for prefix in ["unet", "unet_odd"] {
             let sample = try Fixtures.referenceTensor("\(prefix).sample")
             let timestep = try Fixtures.referenceTensor("\(prefix).timestep")
@@ -40,13 +54,13 @@ final class ModelFixtureTests: XCTestCase {
                 let t = try g.input("timestep", shape: timestep.shape)
                 let c = try g.input("context", shape: context.shape)
                 let y = try UNet2DConditionModel(config: model.unetConfig).build(g, sample: x, timestep: t, context: c, weights: model.unetWeights)
-                let out = try CPUExecutor().compile(g, outputs: [y]).run(["sample": sample, "timestep": timestep, "context": context])
-                assertRelativeError(out[y]!, try Fixtures.referenceTensor("\(prefix).out"), below: 2e-5, "\(prefix) (\(layout))")
+                let out = try executor.compile(g, outputs: [y]).run(["sample": sample, "timestep": timestep, "context": context])
+                assertRelativeError(out[y]!, try Fixtures.referenceTensor("\(prefix).out"), below: bound, "\(prefix) (\(layout), \(executor.backendName))")
             }
         }
     }
 
-    func testVAEDecodeAndEncodeMatchDiffusers() throws {
+    func checkVAE(_ executor: any Executor, bound: Double) throws {
         let latents = try Fixtures.referenceTensor("vae.latents")
         let image = try Fixtures.referenceTensor("vae.image")
         for (layout, load) in Self.layouts {
@@ -57,10 +71,11 @@ final class ModelFixtureTests: XCTestCase {
             let decoded = try vae.decode(g, latents: z, weights: model.vaeWeights)
             let x = try g.input("image", shape: image.shape)
             let (mean, logvar) = try vae.encode(g, image: x, weights: model.vaeWeights)
-            let out = try CPUExecutor().compile(g, outputs: [decoded, mean, logvar]).run(["latents": latents, "image": image])
-            assertRelativeError(out[decoded]!, try Fixtures.referenceTensor("vae.decoded"), below: 2e-5, "VAE decode (\(layout))")
-            assertRelativeError(out[mean]!, try Fixtures.referenceTensor("vae.encoded_mean"), below: 2e-5, "VAE encode mean (\(layout))")
-            assertRelativeError(out[logvar]!, try Fixtures.referenceTensor("vae.encoded_logvar"), below: 2e-5, "VAE encode logvar (\(layout))")
+            let out = try executor.compile(g, outputs: [decoded, mean, logvar]).run(["latents": latents, "image": image])
+            let on = "\(layout), \(executor.backendName)"
+            assertRelativeError(out[decoded]!, try Fixtures.referenceTensor("vae.decoded"), below: bound, "VAE decode (\(on))")
+            assertRelativeError(out[mean]!, try Fixtures.referenceTensor("vae.encoded_mean"), below: bound, "VAE encode mean (\(on))")
+            assertRelativeError(out[logvar]!, try Fixtures.referenceTensor("vae.encoded_logvar"), below: bound, "VAE encode logvar (\(on))")
         }
     }
 

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import LumenCPU
 import LumenRuntime
+import LumenVulkan
 
 /// Text-to-image and image-to-image with a Stable Diffusion model, as diffusers'
 /// `StableDiffusionPipeline` / `StableDiffusionImg2ImgPipeline` compute them: the same
@@ -13,6 +14,8 @@ import LumenRuntime
 public final class Pipeline: @unchecked Sendable {
     public let model: StableDiffusionModel
     public let executor: any Executor
+    /// Why `.auto` chose the CPU, when it did (for a one-line notice).
+    public let backendNote: String?
     public let tokenizer: CLIPTokenizer
     private let schedulerConfig: SchedulerConfig
     private let logger = Logger(label: "lumen.pipeline")
@@ -22,11 +25,27 @@ public final class Pipeline: @unchecked Sendable {
     /// Opens the model at `modelPath` (diffusers folder or single file) for `backend`, with its
     /// VAE replaced by the one at `vaePath` when given. `precision` picks between a folder's
     /// plain and `.fp16` weight files; `.auto` lets the backend choose.
-    public init(modelPath: String, backend: Backend = .auto, configFolder: String? = nil, vaePath: String? = nil,
-                precision: WeightPrecision = .auto) throws {
-        executor = try Pipeline.makeExecutor(backend)
-        model = try StableDiffusionModel.load(path: modelPath, configFolder: configFolder, vaePath: vaePath,
-                                              precision: Pipeline.weightPrecision(precision, for: backend))
+    public convenience init(modelPath: String, backend: Backend = .auto, configFolder: String? = nil, vaePath: String? = nil,
+                            precision: WeightPrecision = .auto) throws {
+        let executor = try Pipeline.makeExecutor(backend)
+        var note: String? = nil
+        if case .auto = backend, executor is CPUExecutor {
+            let devices = (try? VulkanExecutor.devices()) ?? []
+            note = devices.isEmpty ? "no Vulkan device found: running on the CPU"
+                : "no Vulkan GPU found (only \(devices.map(\.name).joined(separator: ", "))): running on the CPU"
+        }
+        try self.init(modelPath: modelPath, executor: executor, configFolder: configFolder, vaePath: vaePath,
+                      precision: Pipeline.weightPrecision(precision, for: backend), backendNote: note)
+    }
+
+    /// Opens the model with an executor of the caller's (for example a `VulkanExecutor` with
+    /// particular options).
+    public init(modelPath: String, executor: any Executor, configFolder: String? = nil, vaePath: String? = nil,
+                precision: WeightPrecision = .auto, backendNote: String? = nil) throws {
+        self.executor = executor
+        self.backendNote = backendNote
+        let resolved = precision != .auto ? precision : (executor is CPUExecutor ? WeightPrecision.fp32 : .fp16)
+        model = try StableDiffusionModel.load(path: modelPath, configFolder: configFolder, vaePath: vaePath, precision: resolved)
         // Single-file checkpoints carry no tokenizer: SD 1.x uses the standard CLIP vocabulary,
         // which the default model has.
         guard let tokenizerPath = model.tokenizerPath ?? DefaultModel.clipTokenizerFolder else {
@@ -50,10 +69,18 @@ public final class Pipeline: @unchecked Sendable {
 
     static func makeExecutor(_ backend: Backend) throws -> any Executor {
         switch backend {
-        case .cpu, .auto:
+        case .cpu:
             return CPUExecutor()
-        case .vulkan:
-            throw LumenError.backendUnavailable(backend: "vulkan", reason: "this build has no Vulkan executor yet")
+        case .vulkan(let device):
+            return try VulkanExecutor(device: device)
+        case .auto:
+            // A real GPU if there is one; a Vulkan driver on the CPU (lavapipe) is slower than the
+            // CPU executor, so it is used only when asked for.
+            let gpus = ((try? VulkanExecutor.devices()) ?? []).filter { $0.type == "discrete" || $0.type == "integrated" }
+            if let gpu = gpus.first, let executor = try? VulkanExecutor(device: gpu.index) {
+                return executor
+            }
+            return CPUExecutor()
         }
     }
 
