@@ -70,7 +70,7 @@ public struct SD15ModelBenchmark {
         try Data(#"{"_class_name": "PNDMScheduler", "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "num_train_timesteps": 1000, "set_alpha_to_one": false, "skip_prk_steps": true, "steps_offset": 1}"#.utf8)
             .write(to: URL(fileURLWithPath: workDir + "/scheduler/scheduler_config.json"))
         try Data(#"{"_class_name": "StableDiffusionPipeline"}"#.utf8).write(to: URL(fileURLWithPath: workDir + "/model_index.json"))
-        fm.createFile(atPath: marker, contents: nil)
+        _ = fm.createFile(atPath: marker, contents: nil)
         return workDir
     }
 

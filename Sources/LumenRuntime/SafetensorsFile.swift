@@ -170,6 +170,13 @@ public final class SafetensorsFile: @unchecked Sendable {
         return t
     }
 
+    /// Drops the file's pages from this process's resident memory (they stay in the page cache
+    /// and fault back in if a tensor is read again): a one-shot pipeline calls it when a network
+    /// is done, so the UNet's weights are not resident while the VAE decodes.
+    public func dropResidentPages() {
+        mapping.dropResidentPages()
+    }
+
     /// A read-only private mapping of a whole file.
     final class Mapping: @unchecked Sendable {
         let bytes: UnsafeMutableRawPointer
@@ -198,6 +205,10 @@ public final class SafetensorsFile: @unchecked Sendable {
                 throw ModelFileError.cannotOpen(path: path, reason: "mmap failed: \(String(cString: strerror(errno)))")
             }
             bytes = p
+        }
+
+        func dropResidentPages() {
+            if size > 0 { _ = madvise(bytes, size, MADV_DONTNEED) }
         }
 
         deinit {

@@ -103,6 +103,7 @@ struct GenerateCommand: ParsableCommand {
         }
         let pipeline = try Pipeline(modelPath: model, backend: backendChoice, configFolder: config, vaePath: vae,
                                     precision: WeightPrecision(rawValue: precision) ?? .auto)
+        pipeline.retainsPrograms = false  // one request: never hold the UNet's and the VAE's activations together
         var request = GenerationRequest(prompt: prompt)
         request.negativePrompt = negativePrompt
         request.steps = steps

@@ -21,6 +21,11 @@ public final class Pipeline: @unchecked Sendable {
     private let logger = Logger(label: "lumen.pipeline")
     private let lock = NSLock()
     private var programs: [String: (program: any Program, outputs: [Value])] = [:]
+    /// Keep every compiled network (and its activation memory) for later requests. Off, each
+    /// network's program is dropped once the request no longer needs it, so the UNet's and the
+    /// decoder's activations are never held at the same time: the right choice for one-shot use
+    /// such as the CLI.
+    public var retainsPrograms = true
 
     /// Opens the model at `modelPath` (diffusers folder or single file) for `backend`, with its
     /// VAE replaced by the one at `vaePath` when given. `precision` picks between a folder's
@@ -185,9 +190,15 @@ public final class Pipeline: @unchecked Sendable {
                               latents: try Tensor(shape: [n, latentChannels, lh, lw], values: latents)))
         }
 
+        if !retainsPrograms {
+            programs = programs.filter { !$0.key.hasPrefix("unet-") && !$0.key.hasPrefix("text-") && !$0.key.hasPrefix("encode-") }
+            dropResidentWeights(of: model.unetWeights)
+            dropResidentWeights(of: model.textEncoderWeights)
+        }
         var images: [RGBImage] = []
         let per = latentChannels * lh * lw
         let decode = try decodeProgram(height: lh, width: lw)
+        defer { if !retainsPrograms { programs.removeAll() } }
         let scaling = model.vaeConfig.scalingFactor
         for k in 0..<n {
             let z = latents[(k * per)..<((k + 1) * per)].map { $0 / scaling }
@@ -215,6 +226,11 @@ public final class Pipeline: @unchecked Sendable {
     }
 
     // MARK: - Pieces
+
+    /// Memory-mapped weights a finished network no longer needs leave the resident set.
+    private func dropResidentWeights(of store: SafetensorsWeights) {
+        store.files.forEach { $0.dropResidentPages() }
+    }
 
     private func validate(_ r: GenerationRequest) throws {
         let f = model.vaeConfig.scaleFactor
