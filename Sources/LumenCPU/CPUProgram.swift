@@ -49,28 +49,11 @@ public final class CPUProgram: Program {
         for v in outputs { _ = try graph.node(v) }
         let nodes = graph.nodes
 
-        // Only what the outputs depend on is computed.
-        var needed = [Bool](repeating: false, count: nodes.count)
-        var stack = outputs.map(\.id)
-        while let i = stack.popLast() {
-            if needed[i] { continue }
-            needed[i] = true
-            stack.append(contentsOf: nodes[i].inputs)
-        }
-        // Reshapes are views: they share their operand's buffer, so lifetimes are tracked per root.
-        var root = Array(0..<nodes.count)
-        for n in nodes where needed[n.id] {
-            if case .reshape = n.op { root[n.id] = root[n.inputs[0]] }
-        }
-        var lastUse = [Int](repeating: -1, count: nodes.count)
-        for n in nodes where needed[n.id] {
-            for i in n.inputs { lastUse[root[i]] = max(lastUse[root[i]], n.id) }
-        }
-        for v in outputs { lastUse[root[v.id]] = nodes.count }
-        var releaseAt = [Int: [Int]]()
-        for (r, last) in lastUse.enumerated() where last >= 0 && last < nodes.count && root[r] == r {
-            releaseAt[last, default: []].append(r)
-        }
+        // Only what the outputs depend on is computed; reshapes are views, so lifetimes are
+        // tracked per root buffer.
+        let live = GraphLiveness(graph: graph, outputs: outputs)
+        let needed = live.needed, root = live.root, lastUse = live.lastUse
+        let releaseAt = live.releases
 
         var planner = BufferPlanner()
         var handedOver = Set<Int>()

@@ -87,22 +87,9 @@ public final class VulkanProgram: Program {
         for v in outputs { _ = try graph.node(v) }
         let nodes = graph.nodes
 
-        var needed = [Bool](repeating: false, count: nodes.count)
-        var stack = outputs.map(\.id)
-        while let i = stack.popLast() {
-            if needed[i] { continue }
-            needed[i] = true
-            stack.append(contentsOf: nodes[i].inputs)
-        }
-        root = Array(0..<nodes.count)
-        for n in nodes where needed[n.id] {
-            if case .reshape = n.op { root[n.id] = root[n.inputs[0]] }
-        }
-        var lastUse = [Int](repeating: -1, count: nodes.count)
-        for n in nodes where needed[n.id] {
-            for i in n.inputs { lastUse[root[i]] = max(lastUse[root[i]], n.id) }
-        }
-        for v in outputs { lastUse[root[v.id]] = nodes.count }
+        let live = GraphLiveness(graph: graph, outputs: outputs)
+        let needed = live.needed, lastUse = live.lastUse
+        root = live.root
 
         // Storage types: ids stay i32; with f16 activations every other value is f16, except an
         // input read only as timesteps (rounding 999.5 to f16 would move its embedding).
