@@ -20,6 +20,9 @@ public struct KernelBenchCommand: ParsableCommand {
     @Option(name: .customLong("op"), help: "Only ops of this family (matmul, conv2d, attention, group-norm, layer-norm, gelu, silu); repeatable.")
     public var ops: [String] = []
 
+    @Option(help: "Vulkan device index, as `lumen devices` lists them (default: LUMEN_VULKAN_DEVICE or the preferred device).")
+    public var device: Int?
+
     @Option(help: "Threads (default: every core).")
     public var threads: Int?
 
@@ -79,7 +82,7 @@ extension KernelBenchCommand {
     /// The same benchmarks on the Vulkan executor, against the device's measured FMA peak and
     /// bandwidth.
     func runVulkan(_ selected: [KernelBenchmark]) throws {
-        var runner = try VulkanKernelBenchmarkRunner()
+        var runner = try VulkanKernelBenchmarkRunner(device: device)
         runner.minSeconds = minSeconds
         var results: [KernelMeasurement] = []
         let peak = try runner.measurePeak()
