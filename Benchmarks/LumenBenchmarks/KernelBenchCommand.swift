@@ -32,6 +32,9 @@ public struct KernelBenchCommand: ParsableCommand {
     @Flag(help: "Print one JSON array of results instead of a table.")
     public var json = false
 
+    @Flag(help: "Compute GEMMs and convolutions in bf16 (AVX-512 BF16 dot products, f32 accumulation; a bf16 multiply-add counts as 2 FLOPs; 'of peak' stays relative to the f32 FMA peak).")
+    public var bf16 = false
+
     public init() {}
 
     public func validate() throws {
@@ -48,13 +51,16 @@ public struct KernelBenchCommand: ParsableCommand {
             ops.isEmpty || ops.contains(b.op) || ops.contains { b.op.hasPrefix($0 + "-") }
         }
         if backend == .vulkan { return try runVulkan(selected) }
-        var runner = KernelBenchmarkRunner(executor: CPUExecutor(threads: threads))
+        if bf16 && backend != .cpu { throw ValidationError("--bf16 is for the CPU backend") }
+        if bf16 && !CPUExecutor.bf16Supported { throw ValidationError("--bf16: this CPU has no AVX512_BF16") }
+        var runner = KernelBenchmarkRunner(executor: CPUExecutor(threads: threads, computePrecision: bf16 ? .bf16 : nil))
         runner.minSeconds = minSeconds
         let peak = runner.measurePeak()
         var results: [KernelMeasurement] = []
         if !json {
             print(String(format: "peak: %.1f GFLOP/s f32 FMA (%@, %d threads, measured), %.1f GB/s copy bandwidth",
                          peak.gflops, peak.isa, peak.threads, peak.gbps))
+            if bf16 { print("compute: bf16 (GEMM and convolution operands rounded to bf16, f32 accumulation)") }
             print("op                shape                      time (ms)     GFLOP/s       GB/s   of peak")
         }
         for b in selected {

@@ -57,7 +57,7 @@ public struct KernelBenchmarkRunner {
         let gflops = b.flops / median / 1e9
         let gbps = b.bytes / median / 1e9
         return KernelMeasurement(
-            op: b.op, backend: "cpu", shape: b.shape, seconds: median, gflops: gflops, gbps: gbps,
+            op: b.op, backend: executor.computePrecision == .bf16 && CPUExecutor.bf16Supported ? "cpu-bf16" : "cpu", shape: b.shape, seconds: median, gflops: gflops, gbps: gbps,
             peak_fraction: b.memoryBound ? gbps / peak.gbps : gflops / peak.gflops,
             runs: times.count, isa: peak.isa, threads: peak.threads)
     }

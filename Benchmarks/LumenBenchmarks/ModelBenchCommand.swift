@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import LumenCPU
 import LumenRuntime
 
 /// `lumen-bench model`: Stable Diffusion 1.5 phase timings (random weights, no download).
@@ -32,6 +33,9 @@ public struct ModelBenchCommand: ParsableCommand {
     @Flag(help: "Print one JSON array.")
     public var json = false
 
+    @Flag(help: "Compute GEMMs and convolutions in bf16 (AVX-512 BF16 dot products, f32 accumulation) where the CPU has it.")
+    public var bf16 = false
+
     public init() {}
 
     public func validate() throws {
@@ -43,6 +47,10 @@ public struct ModelBenchCommand: ParsableCommand {
         var bench = SD15ModelBenchmark(workDir: workDir, tokenizerFolder: tokenizer)
         bench.runs = runs
         bench.generateSteps = steps
+        if bf16 {
+            guard CPUExecutor.bf16Supported else { throw ValidationError("--bf16: this CPU has no AVX512_BF16") }
+            bench.executor = CPUExecutor(computePrecision: .bf16)
+        }
         let log: (String) -> Void = { FileHandle.standardError.write(Data("bench: \($0)\n".utf8)) }
         let folder = try bench.prepareModel(log: log)
         var results: [SD15ModelBenchmark.Result] = []

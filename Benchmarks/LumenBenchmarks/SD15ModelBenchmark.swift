@@ -25,7 +25,9 @@ public struct SD15ModelBenchmark {
     public let tokenizerFolder: String
     public var runs = 3
     public var generateSteps = 4
-    public let executor = CPUExecutor()
+    public var executor = CPUExecutor()
+    /// "cpu", or "cpu-bf16" when the executor computes in bf16.
+    var backendLabel: String { executor.computePrecision == .bf16 && CPUExecutor.bf16Supported ? "cpu-bf16" : "cpu" }
 
     public init(workDir: String, tokenizerFolder: String) {
         self.workDir = workDir
@@ -93,7 +95,7 @@ public struct SD15ModelBenchmark {
             byFamily[graph.costCategory(of: graph.nodes[node]), default: 0] += step.seconds
         }
         let total = byFamily.values.reduce(0, +)
-        return Result(phase: phase, backend: "cpu", seconds: median, gflops: graph.flops(for: [output]) / median / 1e9,
+        return Result(phase: phase, backend: backendLabel, seconds: median, gflops: graph.flops(for: [output]) / median / 1e9,
                       runs: runs, breakdown: byFamily.mapValues { $0 / total }, activation_bytes: program.activationBytes)
     }
 
@@ -145,6 +147,11 @@ public struct SD15ModelBenchmark {
         p.executableURL = URL(fileURLWithPath: lumen)
         p.arguments = ["generate", "a benchmark prompt", "--model", folder, "--steps", "\(generateSteps)", "--scheduler", "euler",
                        "--seed", "0", "--width", "512", "--height", "512", "--backend", "cpu", "-o", out]
+        if executor.computePrecision == .bf16 {
+            var env = ProcessInfo.processInfo.environment
+            env["LUMEN_CPU_BF16"] = "1"
+            p.environment = env
+        }
         p.standardOutput = FileHandle.nullDevice
         p.standardError = FileHandle.nullDevice
         let t0 = DispatchTime.now().uptimeNanoseconds
@@ -156,7 +163,7 @@ public struct SD15ModelBenchmark {
         }
         var usage = rusage()
         getrusage(__rusage_who_t(RUSAGE_CHILDREN.rawValue), &usage)
-        return Result(phase: "generate-512", backend: "cpu", seconds: seconds, gflops: 0, runs: 1,
+        return Result(phase: "generate-512", backend: backendLabel, seconds: seconds, gflops: 0, runs: 1,
                       peak_rss_bytes: Int(usage.ru_maxrss) * 1024, steps: generateSteps)
     }
 }

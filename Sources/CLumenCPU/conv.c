@@ -6,6 +6,9 @@
 // unpadded convolution packs the input rows directly.
 #include "gemm_internal.h"
 
+// Convolutions with fewer output channels stay f32 when bf16 compute is on (see lumen_conv2d).
+#define LUMEN_CONV_BF16_MIN_O 192
+
 // A run of <= maxlen output pixels of one output row, inside one packed panel.
 typedef struct {
     int64_t off;   // offset of its first lane in the packed block: pan*kc*width + j
@@ -189,6 +192,10 @@ void lumen_conv2d(const float *x, int64_t batch, int64_t C, int64_t H, int64_t W
     op.bias_m = bias;
     op.alpha = 1.0f;
     op.accumulate = 0;
+    // bf16 packs each B panel twice (gathered as f32, then rounded into K-pairs), which costs
+    // about as much per output row as the dot products save below ~192 output channels
+    // (128 -> 128 at 256x256: 0.8x; 192 -> 192: 1.3x; 320 -> 320: 1.5x), so those stay f32.
+    op.f32_only = M < LUMEN_CONV_BF16_MIN_O;
 
     const lumen_blocking bl = lumen_gemm_blocking(isa);
     if (batch > 1 && K > 0 && N % bl.nr == 0 && N < bl.nc) {

@@ -21,8 +21,8 @@
 // Thread-local, 64-byte aligned packing buffers (grown, never shrunk; one set per thread).
 // ---------------------------------------------------------------------------------------------
 
-static _Thread_local float *tl_buf[3];
-static _Thread_local size_t tl_cap[3];
+static _Thread_local float *tl_buf[4];
+static _Thread_local size_t tl_cap[4];
 
 float *lumen_tl_buffer(int slot, size_t nfloats) {
     nfloats += 128;  // slack for over-wide stores at panel ends
@@ -610,6 +610,249 @@ static void lumen_gemm_k0(const lumen_gemm_op *op, int64_t m0, int64_t m1, int64
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// bf16 compute (lumen_cpu_set_bf16): the same loop nest, tiles (14x32), split and epilogue, but
+// both operands are rounded to bf16 (round to nearest even) while packing and multiplied with
+// VDPBF16PS, which adds a pair of adjacent-k bf16 products into each f32 lane. Packed layouts
+// hold K-pairs as 32-bit words (low half = even k, high half = odd k; an odd K is padded with a
+// zero): A panels are row-major, word A[i*KSP + p] = (a[i, 2p], a[i, 2p+1]); B panels are
+// pair-major, word B[p*32 + j] = (b[2p, j], b[2p+1, j]). Each panel is first packed as f32 by the
+// f32 packers above (into a per-panel staging buffer that stays in L2) and then converted, so
+// every source kind (weights, activations, im2col) is handled by the code the f32 path uses.
+// ---------------------------------------------------------------------------------------------
+
+#if LUMEN_X86
+
+// K block in elements: an A row holds BF16_KSP pairs, the same 1.5 KiB as an f32 row of KC 384,
+// so the A micro-panel and the B block take the same L1/L2 room as in f32.
+#define BF16_KC 768
+#define BF16_KSP (BF16_KC / 2)
+
+// f32 row of kc values -> (kc+1)/2 pair words, rounded to nearest even, zero padded.
+LUMEN_TARGET_AVX512BF16 static void bf16_pack_row(const float *src, int64_t kc, uint32_t *dst) {
+    int64_t k = 0;
+    for (; k + 32 <= kc; k += 32) {
+        __m512 lo = _mm512_loadu_ps(src + k), hi = _mm512_loadu_ps(src + k + 16);
+        _mm512_storeu_si512((void *)(dst + k / 2), (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+    }
+    if (k < kc) {
+        const int64_t r = kc - k;  // 1..31
+        const __mmask16 m0 = (__mmask16)(r >= 16 ? 0xffffu : (1u << r) - 1u);
+        const __mmask16 m1 = (__mmask16)(r > 16 ? (1u << (r - 16)) - 1u : 0u);
+        __m512 lo = _mm512_maskz_loadu_ps(m0, src + k), hi = _mm512_maskz_loadu_ps(m1, src + k + 16);
+        const __mmask16 wm = (__mmask16)((1u << ((r + 1) / 2)) - 1u);
+        _mm512_mask_storeu_epi32((void *)(dst + k / 2), wm, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+    }
+}
+
+// A row straight from a ROWS source (f32, f16 or bf16): kc values -> (kc+1)/2 pair words.
+LUMEN_TARGET_AVX512BF16 static void bf16_pack_row_src(const void *p, int dtype, int64_t kc,
+                                                      uint32_t *dst) {
+    const size_t es = lumen_dtype_size(dtype);
+    const char *s = (const char *)p;
+    int64_t k = 0;
+    for (; k + 32 <= kc; k += 32) {
+        __m512 lo = ld16_avx512(s + k * es, dtype, 0xffff), hi = ld16_avx512(s + (k + 16) * es, dtype, 0xffff);
+        _mm512_storeu_si512((void *)(dst + k / 2), (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+    }
+    if (k < kc) {
+        const int64_t r = kc - k;  // 1..31
+        const __mmask16 m0 = (__mmask16)(r >= 16 ? 0xffffu : (1u << r) - 1u);
+        const __mmask16 m1 = (__mmask16)(r > 16 ? (1u << (r - 16)) - 1u : 0u);
+        __m512 lo = ld16_avx512(s + k * es, dtype, m0), hi = ld16_avx512(s + (k + 16) * es, dtype, m1);
+        const __mmask16 wm = (__mmask16)((1u << ((r + 1) / 2)) - 1u);
+        _mm512_mask_storeu_epi32((void *)(dst + k / 2), wm, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+    }
+}
+
+// f32 B panel (kc x 32, k-major) -> (kc+1)/2 x 32 pair words.
+LUMEN_TARGET_AVX512BF16 static void bf16_pack_bpanel(const float *src, int64_t kc, uint32_t *dst) {
+    // 16-bit element t of cvtne2ps(r1, r0) is r0[t] (t < 16) or r1[t - 16]: interleave them
+    const __m512i il = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
+                                        23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    int64_t k = 0;
+    for (; k + 2 <= kc; k += 2) {
+        const float *r0 = src + k * 32, *r1 = r0 + 32;
+        __m512i v0 = (__m512i)_mm512_cvtne2ps_pbh(_mm512_load_ps(r1), _mm512_load_ps(r0));
+        __m512i v1 = (__m512i)_mm512_cvtne2ps_pbh(_mm512_load_ps(r1 + 16), _mm512_load_ps(r0 + 16));
+        _mm512_store_si512((void *)(dst + k * 16), _mm512_permutexvar_epi16(il, v0));
+        _mm512_store_si512((void *)(dst + k * 16 + 16), _mm512_permutexvar_epi16(il, v1));
+    }
+    if (k < kc) {
+        const float *r0 = src + k * 32;
+        const __m512 z = _mm512_setzero_ps();
+        __m512i v0 = (__m512i)_mm512_cvtne2ps_pbh(z, _mm512_load_ps(r0));
+        __m512i v1 = (__m512i)_mm512_cvtne2ps_pbh(z, _mm512_load_ps(r0 + 16));
+        _mm512_store_si512((void *)(dst + k * 16), _mm512_permutexvar_epi16(il, v0));
+        _mm512_store_si512((void *)(dst + k * 16 + 16), _mm512_permutexvar_epi16(il, v1));
+    }
+}
+
+// 14x32 bf16 microkernel over kp K-pairs: 28 f32 accumulators + 2 B vectors + 1 broadcast.
+LUMEN_TARGET_AVX512BF16 static void uk_bf16(int64_t kp, const uint32_t *restrict A,
+                                            const uint32_t *restrict B, float *restrict C,
+                                            int64_t ldc, const lumen_epi *e) {
+#define Z _mm512_setzero_ps()
+    __m512 c00 = Z, c01 = Z, c10 = Z, c11 = Z, c20 = Z, c21 = Z, c30 = Z, c31 = Z, c40 = Z, c41 = Z;
+    __m512 c50 = Z, c51 = Z, c60 = Z, c61 = Z, c70 = Z, c71 = Z, c80 = Z, c81 = Z, c90 = Z, c91 = Z;
+    __m512 ca0 = Z, ca1 = Z, cb0 = Z, cb1 = Z, cc0 = Z, cc1 = Z, cd0 = Z, cd1 = Z;
+#undef Z
+#define ROW(r, i, o)                                                                              \
+    {                                                                                             \
+        __m512bh a_ = (__m512bh)_mm512_set1_epi32((int)A[(i) * BF16_KSP + (o)]);                  \
+        c##r##0 = _mm512_dpbf16_ps(c##r##0, a_, b0);                                              \
+        c##r##1 = _mm512_dpbf16_ps(c##r##1, a_, b1);                                              \
+    }
+#define KSTEP(o)                                                                                  \
+    {                                                                                             \
+        __m512bh b0 = (__m512bh)_mm512_load_si512((const void *)(B + (o) * 32));                  \
+        __m512bh b1 = (__m512bh)_mm512_load_si512((const void *)(B + (o) * 32 + 16));             \
+        ROW(0, 0, o) ROW(1, 1, o) ROW(2, 2, o) ROW(3, 3, o) ROW(4, 4, o) ROW(5, 5, o)              \
+        ROW(6, 6, o) ROW(7, 7, o) ROW(8, 8, o) ROW(9, 9, o) ROW(a, 10, o) ROW(b, 11, o)           \
+        ROW(c, 12, o) ROW(d, 13, o)                                                               \
+    }
+    int64_t p = 0;
+    for (; p + 4 <= kp; p += 4) {
+        _mm_prefetch((const char *)(B + 32 * 8), _MM_HINT_T0);
+        _mm_prefetch((const char *)(B + 32 * 8 + 16), _MM_HINT_T0);
+        _mm_prefetch((const char *)(B + 32 * 8 + 32), _MM_HINT_T0);
+        _mm_prefetch((const char *)(B + 32 * 8 + 48), _MM_HINT_T0);
+        _mm_prefetch((const char *)(B + 32 * 8 + 64), _MM_HINT_T0);
+        _mm_prefetch((const char *)(B + 32 * 8 + 80), _MM_HINT_T0);
+        _mm_prefetch((const char *)(B + 32 * 8 + 96), _MM_HINT_T0);
+        _mm_prefetch((const char *)(B + 32 * 8 + 112), _MM_HINT_T0);
+        KSTEP(0) KSTEP(1) KSTEP(2) KSTEP(3)
+        A += 4;
+        B += 128;
+    }
+    for (; p < kp; ++p) {
+        KSTEP(0)
+        A += 1;
+        B += 32;
+    }
+#undef KSTEP
+#undef ROW
+    const __m512 va = _mm512_set1_ps(e->alpha);
+    const int scale = e->alpha != 1.0f, lc = e->load_c;
+    const float *bm = e->bias_m;
+    __m512 bn0 = _mm512_setzero_ps(), bn1 = _mm512_setzero_ps();
+    if (e->bias_n) {
+        bn0 = _mm512_loadu_ps(e->bias_n);
+        bn1 = _mm512_loadu_ps(e->bias_n + 16);
+    }
+#define EPI(r, i)                                                                                 \
+    {                                                                                             \
+        __m512 x0 = c##r##0, x1 = c##r##1;                                                        \
+        float *cp = C + (i) * ldc;                                                                \
+        if (scale) { x0 = _mm512_mul_ps(x0, va); x1 = _mm512_mul_ps(x1, va); }                    \
+        x0 = _mm512_add_ps(x0, bn0); x1 = _mm512_add_ps(x1, bn1);                                 \
+        if (bm) {                                                                                 \
+            __m512 t_ = _mm512_set1_ps(bm[(i)]);                                                  \
+            x0 = _mm512_add_ps(x0, t_); x1 = _mm512_add_ps(x1, t_);                               \
+        }                                                                                         \
+        if (lc) {                                                                                 \
+            x0 = _mm512_add_ps(x0, _mm512_loadu_ps(cp));                                          \
+            x1 = _mm512_add_ps(x1, _mm512_loadu_ps(cp + 16));                                     \
+        }                                                                                         \
+        _mm512_storeu_ps(cp, x0);                                                                 \
+        _mm512_storeu_ps(cp + 16, x1);                                                            \
+    }
+    EPI(0, 0) EPI(1, 1) EPI(2, 2) EPI(3, 3) EPI(4, 4) EPI(5, 5) EPI(6, 6) EPI(7, 7) EPI(8, 8)
+    EPI(9, 9) EPI(a, 10) EPI(b, 11) EPI(c, 12) EPI(d, 13)
+#undef EPI
+}
+
+// lumen_gemm_run in bf16 (isa is AVX512 and the CPU has AVX512_BF16).
+static void lumen_gemm_run_bf16(const lumen_gemm_op *op, int isa, int64_t m0, int64_t m1,
+                                int64_t n0, int64_t n1, int64_t K) {
+    const lumen_blocking bl = lumen_gemm_blocking(isa);
+    const int MR = bl.mr, NR = bl.nr;  // 14, 32
+    // K blocks of at most BF16_KC, even except the last, so pairs never straddle two blocks
+    const int64_t nkb = (K + BF16_KC - 1) / BF16_KC;
+    int64_t kcb = (K + nkb - 1) / nkb;
+    kcb += kcb & 1;
+    const int64_t kpb = kcb / 2;
+    const int64_t mcmax = bl.mc, ncmax = bl.nc;
+    const int64_t M = m1 - m0, N = n1 - n0;
+    int64_t mcb = M < mcmax ? M : mcmax, ncb = N < ncmax ? N : ncmax;
+    mcb = (mcb + MR - 1) / MR * MR;
+    ncb = (ncb + NR - 1) / NR * NR;
+    uint32_t *Ap = (uint32_t *)lumen_tl_buffer(0, (size_t)(mcb * BF16_KSP));
+    uint32_t *Bp = (uint32_t *)lumen_tl_buffer(1, (size_t)(ncb * kpb));
+    // staging for one f32 panel: B (kc x NR) or A (MR rows of stride BF16_KC)
+    const size_t stage_n = (size_t)(kcb * NR) > (size_t)(MR * BF16_KC) ? (size_t)(kcb * NR)
+                                                                          : (size_t)(MR * BF16_KC);
+    float *St = lumen_tl_buffer(3, stage_n);
+    float tmp[14 * 32] __attribute__((aligned(64)));
+    const int64_t ldc = op->ldc;
+
+    for (int64_t jc = n0; jc < n1; jc += ncmax) {
+        const int64_t nc = n1 - jc < ncmax ? n1 - jc : ncmax;
+        for (int64_t pc = 0; pc < K; pc += kcb) {
+            const int64_t kc = K - pc < kcb ? K - pc : kcb;
+            const int64_t kp = (kc + 1) / 2;
+            const int first = pc == 0;
+            for (int64_t jr = 0; jr < nc; jr += NR) {
+                const int64_t cnt = nc - jr < NR ? nc - jr : NR;
+                pack_b(&op->b, isa, jc + jr, cnt, pc, kc, NR, St);
+                bf16_pack_bpanel(St, kc, Bp + jr * kp);
+            }
+            for (int64_t ic = m0; ic < m1; ic += mcmax) {
+                const int64_t mc = m1 - ic < mcmax ? m1 - ic : mcmax;
+                if (op->a.kind == LUMEN_SRC_ROWS) {  // converted straight from the source rows
+                    const lumen_src *a = &op->a;
+                    const size_t es = lumen_dtype_size(a->dtype);
+                    const int64_t rows = (mc + MR - 1) / MR * MR;
+                    for (int64_t i = 0; i < mc; ++i)
+                        bf16_pack_row_src((const char *)a->p + (size_t)((ic + i) * a->ld + pc) * es,
+                                          a->dtype, kc, Ap + i * BF16_KSP);
+                    for (int64_t i = mc; i < rows; ++i) memset(Ap + i * BF16_KSP, 0, (size_t)kp * 4);
+                } else {
+                    for (int64_t ir = 0; ir < mc; ir += MR) {
+                        const int64_t cnt = mc - ir < MR ? mc - ir : MR;
+                        pack_a(&op->a, isa, ic + ir, cnt, pc, kc, MR, BF16_KC, St);
+                        for (int i = 0; i < MR; ++i)
+                            bf16_pack_row(St + i * BF16_KC, kc, Ap + (ir + i) * BF16_KSP);
+                    }
+                }
+                for (int64_t ir = 0; ir < mc; ir += MR) {
+                    const int mr = mc - ir < MR ? (int)(mc - ir) : MR;
+                    const uint32_t *Apan = Ap + ir * BF16_KSP;
+                    const int64_t gm = ic + ir;
+                    for (int64_t jr = 0; jr < nc; jr += NR) {
+                        const int nr = nc - jr < NR ? (int)(nc - jr) : NR;
+                        const uint32_t *Bpan = Bp + jr * kp;
+                        const int64_t gn = jc + jr;
+                        float *C = op->c + gm * ldc + lumen_col_offset(op, gn);
+                        if (mr == MR && nr == NR) {
+                            lumen_epi e = {op->alpha, first ? op->accumulate : 1,
+                                           first && op->bias_m ? op->bias_m + gm : NULL,
+                                           first && op->bias_n ? op->bias_n + gn : NULL};
+                            uk_bf16(kp, Apan, Bpan, C, ldc, &e);
+                        } else {
+                            lumen_epi e = {op->alpha, 0, NULL, NULL};
+                            uk_bf16(kp, Apan, Bpan, tmp, NR, &e);
+                            const int lc = first ? op->accumulate : 1;
+                            for (int i = 0; i < mr; ++i) {
+                                float *c = C + i * ldc;
+                                const float *t = tmp + i * NR;
+                                float bm = first && op->bias_m ? op->bias_m[gm + i] : 0.0f;
+                                for (int j = 0; j < nr; ++j) {
+                                    float v = t[j] + bm;
+                                    if (first && op->bias_n) v += op->bias_n[gn + j];
+                                    if (lc) v += c[j];
+                                    c[j] = v;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+#endif  // LUMEN_X86
+
 void lumen_gemm_run(const lumen_gemm_op *op, int isa, int64_t m0, int64_t m1, int64_t n0,
                     int64_t n1, int64_t K) {
     if (m1 <= m0 || n1 <= n0) return;
@@ -617,6 +860,12 @@ void lumen_gemm_run(const lumen_gemm_op *op, int isa, int64_t m0, int64_t m1, in
         lumen_gemm_k0(op, m0, m1, n0, n1);
         return;
     }
+#if LUMEN_X86
+    if (isa == LUMEN_ISA_AVX512 && !op->f32_only && lumen_bf16_active()) {
+        lumen_gemm_run_bf16(op, isa, m0, m1, n0, n1, K);
+        return;
+    }
+#endif
     const lumen_blocking bl = lumen_gemm_blocking(isa);
     const int MR = bl.mr, NR = bl.nr;
     const lumen_ukernel uk = lumen_ukernel_for(isa);

@@ -14,12 +14,16 @@
 #define LUMEN_X86 1
 #define LUMEN_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,fma,f16c")))
 #define LUMEN_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define LUMEN_TARGET_AVX512BF16 \
+    __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16,fma,f16c")))
 #else
 #define LUMEN_X86 0
 #endif
 
 // The level the kernels use now (cheap: one relaxed atomic load after the first call).
 int lumen_isa_current(void);
+// Whether the GEMM driver computes in bf16 now (lumen_cpu_bf16(); cheap after the first call).
+int lumen_bf16_active(void);
 
 // ---------------------------------------------------------------------------------------------
 // Scalar conversions (exact / round to nearest even), shared by every path.
@@ -114,6 +118,9 @@ typedef struct {
     // n lives in image n / col_group at c + (n / col_group) * col_group_stride + m*ldc +
     // n % col_group. col_group must be a multiple of NR so that no tile spans two images.
     int64_t col_group, col_group_stride;
+    // Keep f32 even when bf16 compute is on (set by callers whose packing would cost more in
+    // bf16 than the dot products save).
+    int f32_only;
 } lumen_gemm_op;
 
 typedef struct {
@@ -123,7 +130,7 @@ typedef struct {
 
 lumen_blocking lumen_gemm_blocking(int isa);
 // Thread-local 64-byte aligned scratch; slots 0 and 1 belong to the driver (A and B panels),
-// slot 2 is free for packers. Grown as needed, never freed.
+// slot 2 is free for packers, slot 3 is the bf16 driver's f32 staging panel. Grown as needed, never freed.
 float *lumen_tl_buffer(int slot, size_t nfloats);
 void lumen_gemm_run(const lumen_gemm_op *op, int isa, int64_t m0, int64_t m1, int64_t n0,
                     int64_t n1, int64_t K);

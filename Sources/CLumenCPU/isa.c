@@ -88,6 +88,61 @@ int lumen_cpu_set_isa(int isa) {
     return isa;
 }
 
+// bf16 compute: CPUID.(EAX=7,ECX=1):EAX bit 5 (AVX512_BF16), on top of the AVX-512 level (which
+// already checked that the OS saves the opmask and ZMM state).
+static int lumen_detect_bf16_uncached(void) {
+#if LUMEN_X86
+    if (lumen_cpu_detect_isa() != LUMEN_ISA_AVX512) return 0;
+    unsigned a, b, c, d;
+    __cpuid_count(7, 0, a, b, c, d);
+    if (a < 1) return 0;  // no subleaf 1
+    __cpuid_count(7, 1, a, b, c, d);
+    return (a >> 5) & 1;
+#else
+    return 0;
+#endif
+}
+
+static int g_bf16_hw = -1;  // CPU has AVX512_BF16 (cached)
+static int g_bf16 = -1;     // requested: -1 = not yet read from LUMEN_CPU_BF16
+
+static int lumen_bf16_hw(void) {
+    int h = __atomic_load_n(&g_bf16_hw, __ATOMIC_RELAXED);
+    if (h < 0) {
+        h = lumen_detect_bf16_uncached();
+        __atomic_store_n(&g_bf16_hw, h, __ATOMIC_RELAXED);
+    }
+    return h;
+}
+
+static int lumen_bf16_requested(void) {
+    int r = __atomic_load_n(&g_bf16, __ATOMIC_RELAXED);
+    if (r < 0) {
+        const char *e = getenv("LUMEN_CPU_BF16");
+        int want = e && !strcmp(e, "1");
+        int expected = -1;
+        // first initialiser wins; a concurrent lumen_cpu_set_bf16 is never overwritten
+        if (!__atomic_compare_exchange_n(&g_bf16, &expected, want, 0, __ATOMIC_RELAXED,
+                                         __ATOMIC_RELAXED))
+            want = expected;
+        r = want;
+    }
+    return r;
+}
+
+int lumen_bf16_active(void) {
+    return lumen_bf16_requested() && lumen_isa_current() == LUMEN_ISA_AVX512 && lumen_bf16_hw();
+}
+
+int lumen_cpu_bf16_supported(void) { return lumen_bf16_hw(); }
+
+int lumen_cpu_bf16(void) { return lumen_bf16_active(); }
+
+int lumen_cpu_set_bf16(int enabled) {
+    __atomic_store_n(&g_bf16, enabled ? 1 : 0, __ATOMIC_RELAXED);
+    return lumen_bf16_active();
+}
+
 const char *lumen_isa_name(int isa) {
     switch (isa) {
     case LUMEN_ISA_AVX2: return "avx2";

@@ -6,10 +6,26 @@ import LumenRuntime
 public final class CPUExecutor: Executor, @unchecked Sendable {
     public let backendName = "cpu"
     public let pool: ThreadPool
+    /// What the GEMM family (linear layers with more than 4 rows, convolutions with at least
+    /// 192 output channels, activation matmuls) computes in; nil leaves the process-wide setting alone (`LUMEN_CPU_BF16=1`, off
+    /// by default).
+    public let computePrecision: CPUComputePrecision?
 
-    public init(threads: Int? = nil) {
+    /// `computePrecision: .bf16` rounds both GEMM operands to bfloat16 and multiplies them with
+    /// AVX-512 BF16 dot products (f32 accumulation) where the CPU has them (see
+    /// `bf16Supported`), and computes in f32 elsewhere. The setting is process-wide in the
+    /// kernels: each program of this executor applies it for the duration of each run and then
+    /// restores the previous setting, so programs of executors with different precisions should
+    /// not run at the same time.
+    public init(threads: Int? = nil, computePrecision: CPUComputePrecision? = nil) {
         pool = ThreadPool(threads: threads)
+        self.computePrecision = computePrecision
     }
+
+    /// Whether this CPU can compute in bf16 (AVX512_BF16 with the AVX-512 level).
+    public static var bf16Supported: Bool { lumen_cpu_bf16_supported() != 0 }
+    /// Whether the kernels compute in bf16 now.
+    public static var bf16Active: Bool { lumen_cpu_bf16() != 0 }
 
     /// The instruction set the kernels use ("avx512", "avx2" or "generic").
     public static var instructionSet: String { String(cString: lumen_isa_name(lumen_cpu_isa())) }
@@ -28,6 +44,15 @@ public final class CPUExecutor: Executor, @unchecked Sendable {
     }
 
     public func compile(_ graph: Graph, outputs: [Value]) throws -> any Program {
-        try CPUProgram(graph: graph, outputs: outputs, pool: pool)
+        try CPUProgram(graph: graph, outputs: outputs, pool: pool, computePrecision: computePrecision)
     }
+}
+
+/// The arithmetic of the CPU GEMM family.
+public enum CPUComputePrecision: String, Sendable, CaseIterable {
+    /// f32 operands and products (the default).
+    case f32
+    /// Operands rounded to bfloat16 (nearest even) while packing, AVX-512 BF16 dot products,
+    /// f32 accumulation; falls back to f32 where the CPU lacks AVX512_BF16.
+    case bf16
 }

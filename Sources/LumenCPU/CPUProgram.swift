@@ -38,10 +38,13 @@ public final class CPUProgram: Program {
     private var inputBuffers: [(name: String, node: Int, bytes: Int)] = []
     private let pool: ThreadPool
     private let lock = NSLock()
+    /// Applied (process-wide, lumen_cpu_set_bf16) for the duration of every run; nil: left alone.
+    private let computePrecision: CPUComputePrecision?
 
-    init(graph: Graph, outputs: [Value], pool: ThreadPool) throws {
+    init(graph: Graph, outputs: [Value], pool: ThreadPool, computePrecision: CPUComputePrecision? = nil) throws {
         self.graph = graph
         self.pool = pool
+        self.computePrecision = computePrecision
         self.outputValues = outputs
         guard !outputs.isEmpty else {
             throw LumenError.invalidArgument(op: "compile", detail: "no outputs requested")
@@ -133,6 +136,17 @@ public final class CPUProgram: Program {
     private func run(_ given: [String: Tensor], stepTimes: UnsafeMutablePointer<[Double]>?) throws -> ProgramOutputs {
         lock.lock()
         defer { lock.unlock() }
+        if let computePrecision {
+            // process-wide in the kernels: set for this run, the previous setting restored after
+            let previous = lumen_cpu_bf16()
+            _ = lumen_cpu_set_bf16(computePrecision == .bf16 ? 1 : 0)
+            defer { _ = lumen_cpu_set_bf16(previous) }
+            return try runSteps(given, stepTimes: stepTimes)
+        }
+        return try runSteps(given, stepTimes: stepTimes)
+    }
+
+    private func runSteps(_ given: [String: Tensor], stepTimes: UnsafeMutablePointer<[Double]>?) throws -> ProgramOutputs {
         for spec in inputs {
             guard let t = given[spec.name] else { throw LumenError.missingInput(name: spec.name) }
             guard t.shape == spec.shape, t.dtype == spec.dtype else {

@@ -36,6 +36,20 @@ int lumen_cpu_set_isa(int isa);
 /// "generic", "avx2" or "avx512".
 const char *lumen_isa_name(int isa);
 
+/// Whether this CPU can compute in bf16: AVX512_BF16 (CPUID leaf 7 subleaf 1, EAX bit 5) on top
+/// of the AVX-512 level with the OS saving the AVX-512 state. Always 0 on other architectures.
+int lumen_cpu_bf16_supported(void);
+/// Turns bf16 compute on or off (process-wide) for lumen_linear (M > 4 rows), lumen_conv2d (at
+/// least 192 output channels; fewer stay f32, where packing dominates) and lumen_matmul_f32: both operands are rounded to bfloat16 (round to nearest even) while they
+/// are packed, multiplied in pairs along K with VDPBF16PS and accumulated in f32; outputs, bias
+/// and epilogues stay f32. It takes effect only while the CPU has AVX512_BF16 and the kernels'
+/// level is avx512 (see lumen_cpu_set_isa); returns whether bf16 compute is now on. Off by
+/// default, or on from the first use when the environment variable LUMEN_CPU_BF16=1 is set.
+/// When off, results are bit-for-bit those of the f32 kernels.
+int lumen_cpu_set_bf16(int enabled);
+/// Whether bf16 compute is on now (requested, supported, and the level is avx512).
+int lumen_cpu_bf16(void);
+
 // ---------------------------------------------------------------------------------------------
 // Storage types of weights
 // ---------------------------------------------------------------------------------------------
