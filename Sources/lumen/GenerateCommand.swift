@@ -62,6 +62,10 @@ struct GenerateCommand: ParsableCommand {
     @Option(help: "auto, cpu or vulkan.")
     var backend = "auto"
 
+    @Option(name: .customLong("vae-tiling"),
+            help: "Decode the image in overlapping VAE tiles: auto (when the image is large or the device needs it), off, or a tile size in pixels (a multiple of 32).")
+    var vaeTiling = "auto"
+
     @Option(name: .shortAndLong, help: "Output PNG path (with several images: NAME-1.png, NAME-2.png, …).")
     var output: String?
 
@@ -74,6 +78,9 @@ struct GenerateCommand: ParsableCommand {
         }
         if !["auto", "cpu", "vulkan"].contains(backend) {
             throw ValidationError("--backend \(backend): expected auto, cpu or vulkan")
+        }
+        if VAETiling(vaeTiling) == nil {
+            throw ValidationError("--vae-tiling \(vaeTiling): expected auto, off or a tile size in pixels")
         }
         if initImage == nil && strength != 0.8 {
             throw ValidationError("--strength needs --init-image")
@@ -114,6 +121,7 @@ struct GenerateCommand: ParsableCommand {
         request.scheduler = scheduler.flatMap(SchedulerKind.init(rawValue:))
         request.count = count
         request.clipSkip = clipSkip
+        request.vaeTiling = VAETiling(vaeTiling) ?? .auto
         if let initImage {
             request.initImage = try InitImage(pngPath: initImage)
             request.strength = strength
@@ -127,6 +135,9 @@ struct GenerateCommand: ParsableCommand {
         }
         let progress = ProgressBar()
         FileHandle.standardError.write(Data("lumen: \(w)x\(h), \(steps) steps, \(kind.displayName), seed \(request.seed), \(pipeline.executor.backendName)\n".utf8))
+        if let tiles = try pipeline.vaeTileLayout(for: request) {
+            FileHandle.standardError.write(Data("lumen: the VAE decodes in \(tiles)\n".utf8))
+        }
         var parameters = prompt
         if !negativePrompt.isEmpty { parameters += "\nNegative prompt: \(negativePrompt)" }
         parameters += "\nSteps: \(steps), Sampler: \(kind.displayName), CFG scale: \(guidance), Seed: \(request.seed), "

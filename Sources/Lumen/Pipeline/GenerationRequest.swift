@@ -43,6 +43,42 @@ public enum SchedulerKind: String, Sendable, Hashable, CaseIterable {
     }
 }
 
+/// Whether the VAE decodes the latents in overlapping tiles (diffusers' `enable_vae_tiling`,
+/// `AutoencoderKL.tiled_decode`): memory stays that of one tile whatever the image size, at the
+/// price of slightly different pixels near the tile seams.
+public enum VAETiling: Sendable, Hashable, CustomStringConvertible {
+    /// Never tile (diffusers' default); an image too large for the executor fails with
+    /// `LumenError.outOfMemory`.
+    case off
+    /// Tile when the untiled decoder would hold a tensor larger than the executor can bind
+    /// (Vulkan's maxStorageBufferRange), or when the image has more than twice the pixels of the
+    /// VAE's `sample_size`² (SD 1.5: more than 512×1024); the tile is the VAE's `sample_size`,
+    /// made smaller where the executor needs it. Smaller images decode untiled, as diffusers does.
+    case auto
+    /// Always tile with tiles of `sampleSize` pixels (a multiple of 4 × the VAE's scale factor,
+    /// e.g. 32 for SD) when the latent is larger than one tile (diffusers' rule).
+    case tiles(sampleSize: Int)
+
+    public var description: String {
+        switch self {
+        case .off: return "off"
+        case .auto: return "auto"
+        case .tiles(let s): return "\(s)"
+        }
+    }
+
+    /// Parses "auto", "off" or a tile size in pixels.
+    public init?(_ text: String) {
+        switch text {
+        case "auto": self = .auto
+        case "off": self = .off
+        default:
+            guard let n = Int(text), n > 0 else { return nil }
+            self = .tiles(sampleSize: n)
+        }
+    }
+}
+
 /// A starting image for image-to-image, values in [0, 1], RGB, rows top to bottom.
 public struct InitImage: Sendable, Hashable {
     public let width: Int
@@ -85,6 +121,8 @@ public struct GenerationRequest: Sendable, Hashable {
     public var strength: Float = 0.8
     /// Skip the last `clipSkip` layers of the text encoder (diffusers' clip_skip).
     public var clipSkip: Int = 0
+    /// Tiled VAE decoding (`.auto`: only where the image is large or the executor needs it).
+    public var vaeTiling: VAETiling = .auto
 
     public init(prompt: String) { self.prompt = prompt }
 }

@@ -197,17 +197,86 @@ public final class Pipeline: @unchecked Sendable {
         }
         var images: [RGBImage] = []
         let per = latentChannels * lh * lw
-        let decode = try decodeProgram(height: lh, width: lw)
         defer { if !retainsPrograms { programs.removeAll() } }
+        let tiling = try tileLayout(for: request)
         let scaling = model.vaeConfig.scalingFactor
         for k in 0..<n {
-            let z = latents[(k * per)..<((k + 1) * per)].map { $0 / scaling }
-            let out = try decode.program.run(["latents": try Tensor(shape: [1, latentChannels, lh, lw], values: z)])
-            let image = try RGBImage(decoded: out[decode.outputs[0]]!)
+            let z = try Tensor(shape: [1, latentChannels, lh, lw], values: latents[(k * per)..<((k + 1) * per)].map { $0 / scaling })
+            let decoded: Tensor
+            if let tiling {
+                decoded = try decodeTiled(z, layout: tiling)
+                guard decoded.shape == [1, model.vaeConfig.outChannels, height, width] else {
+                    throw GenerationError.invalidRequest("VAE tiling \(tiling) decodes a \(width)x\(height) image to \(decoded.shape)")
+                }
+            } else {
+                let decode = try decodeProgram(height: lh, width: lw)
+                decoded = try decode.program.run(["latents": z])[decode.outputs[0]]!
+            }
+            let image = try RGBImage(decoded: decoded)
             images.append(image)
             try onEvent(.image(index: k, image: image))
         }
         return images
+    }
+
+    // MARK: - Tiled VAE decoding
+
+    /// The tiles the VAE decodes a request's latents in, or nil to decode them whole (see
+    /// `VAETiling`). Tiles are multiples of 4 latents, so that diffusers' overlap stride
+    /// (3/4 of a tile) times the scale factor equals its row limit and the tiles join to
+    /// exactly the image's size.
+    public func vaeTileLayout(for request: GenerationRequest) throws -> VAETileLayout? {
+        lock.lock()
+        defer { lock.unlock() }
+        return try tileLayout(for: request)
+    }
+
+    private func tileLayout(for request: GenerationRequest) throws -> VAETileLayout? {
+        let config = model.vaeConfig, f = config.scaleFactor
+        let (width, height) = size(for: request)
+        let (lh, lw) = (height / f, width / f)
+        switch request.vaeTiling {
+        case .off:
+            return nil
+        case .tiles(let sampleSize):
+            let layout = VAETileLayout(config: config, sampleSize: sampleSize)
+            return layout.tiles(latentHeight: lh, latentWidth: lw) ? layout : nil
+        case .auto:
+            let limit = (executor as? VulkanExecutor)?.device.maxStorageBufferRange
+            var needed = width * height > 2 * config.sampleSize * config.sampleSize
+            if !needed, let limit { needed = try widestDecoderTensor(height: lh, width: lw) > limit }
+            guard needed else { return nil }
+            var tile = max(4, config.sampleSize / f / 4 * 4)
+            if let limit {
+                while tile > 4, try widestDecoderTensor(height: tile, width: tile) > limit { tile -= 4 }
+            }
+            let layout = VAETileLayout(latentTileSize: tile, sampleTileSize: tile * f)
+            return layout.tiles(latentHeight: lh, latentWidth: lw) ? layout : nil
+        }
+    }
+
+    private var widestDecoderTensors: [String: Int] = [:]
+
+    /// Bytes of the largest tensor of the decoder for an h × w latent (memoized).
+    private func widestDecoderTensor(height: Int, width: Int) throws -> Int {
+        let key = "\(height)x\(width)"
+        if let known = widestDecoderTensors[key] { return known }
+        let bytes = try AutoencoderKL(config: model.vaeConfig).widestDecoderTensor(latentHeight: height, latentWidth: width,
+                                                                                  weights: model.vaeWeights)
+        widestDecoderTensors[key] = bytes
+        return bytes
+    }
+
+    /// diffusers' tiled decode of one image's latents [1, C, h, w], each tile shape's program
+    /// compiled once; without `retainsPrograms` a shape's program is dropped once its tiles are
+    /// decoded, so only one tile program's activations are held at a time.
+    private func decodeTiled(_ z: Tensor, layout: VAETileLayout) throws -> Tensor {
+        try AutoencoderKL.tiledDecode(latents: z, layout: layout, decodeTile: { tile in
+            let p = try decodeProgram(height: tile.shape[2], width: tile.shape[3])
+            return try p.program.run(["latents": tile])[p.outputs[0]]!
+        }, finishedShape: { th, tw in
+            if !retainsPrograms { programs["decode-\(th)-\(tw)"] = nil }
+        })
     }
 
     /// Final latents of a request, before the VAE (diffusers' `output_type="latent"`).
@@ -244,6 +313,11 @@ public final class Pipeline: @unchecked Sendable {
         guard r.guidanceScale.isFinite else { throw GenerationError.invalidRequest("guidance scale must be finite") }
         guard r.clipSkip >= 0, r.clipSkip < model.textEncoderConfig.numHiddenLayers else {
             throw GenerationError.invalidRequest("clip skip must be 0..<\(model.textEncoderConfig.numHiddenLayers)")
+        }
+        if case .tiles(let tile) = r.vaeTiling {
+            guard tile >= 4 * f, tile % (4 * f) == 0 else {
+                throw GenerationError.invalidRequest("a VAE tile must be a positive multiple of \(4 * f) pixels (got \(tile))")
+            }
         }
         if let image = r.initImage {
             guard r.strength > 0, r.strength <= 1 else {

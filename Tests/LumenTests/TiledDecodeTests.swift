@@ -1,0 +1,97 @@
+import Foundation
+import Lumen
+import XCTest
+
+/// Tiled VAE decoding against diffusers' `AutoencoderKL.tiled_decode` of the tiny model's VAE with
+/// small tiles (tools/make_tiled_fixtures.py), and its use by the pipeline.
+final class TiledDecodeTests: XCTestCase {
+    static let reference = Fixtures.root + "/tiled-vae-reference.safetensors"
+
+    func layout(_ file: SafetensorsFile) throws -> VAETileLayout {
+        let m = file.metadata
+        return VAETileLayout(latentTileSize: Int(m["tile_latent_min_size"]!)!, sampleTileSize: Int(m["tile_sample_min_size"]!)!,
+                             overlapFactor: Double(m["tile_overlap_factor"]!)!)
+    }
+
+    func checkTiledDecode(_ executor: any Executor, bound: Double) throws {
+        let file = try SafetensorsFile(path: Self.reference)
+        let layout = try layout(file)
+        XCTAssertEqual([layout.overlapSize, layout.blendExtent, layout.rowLimit], [3, 8, 24])
+        let model = try StableDiffusionModel.load(path: Fixtures.tinyFolder)
+        let vae = AutoencoderKL(config: model.vaeConfig)
+        for name in ["wide", "small"] {
+            let latents = try file.tensor("\(name).latents")
+            var compiled: [String: (program: any Program, output: Value)] = [:]
+            var shapes: [String] = []
+            let out = try AutoencoderKL.tiledDecode(latents: latents, layout: layout, decodeTile: { tile in
+                let key = "\(tile.shape[2])x\(tile.shape[3])"
+                if compiled[key] == nil {
+                    let g = Graph()
+                    let z = try g.input("latents", shape: tile.shape)
+                    let y = try vae.decode(g, latents: z, weights: model.vaeWeights)
+                    compiled[key] = (try executor.compile(g, outputs: [y]), y)
+                }
+                let p = compiled[key]!
+                return try p.program.run(["latents": tile])[p.output]!
+            }, finishedShape: { h, w in shapes.append("\(h)x\(w)") })
+            let expected = try file.tensor("\(name).decoded")
+            assertRelativeError(out, expected, below: bound, "tiled decode \(name) (\(executor.backendName))")
+            XCTAssertEqual(Set(shapes).count, shapes.count, "each tile shape is decoded in one group")
+            XCTAssertEqual(out.shape[3], layout.outputLength(latents.shape[3], scaleFactor: 8))
+        }
+    }
+
+    func testTiledDecodeMatchesDiffusersOnCPU() throws {
+        try checkTiledDecode(CPUExecutor(), bound: 2e-5)
+    }
+
+    func testTiledDecodeMatchesDiffusersOnVulkan() throws {
+        let vulkan = try testVulkanExecutor()
+        try checkTiledDecode(vulkan, bound: 1e-4)
+        XCTAssertEqual(vulkan.validationMessages.map(\.description), [], "validation messages")
+    }
+
+    /// The tile layouts diffusers' defaults give and where `.auto` tiles.
+    func testTileLayoutChoice() throws {
+        var sd = AutoencoderKLConfig()
+        sd.sampleSize = 512
+        let d = VAETileLayout(config: sd)
+        XCTAssertEqual([d.latentTileSize, d.sampleTileSize, d.overlapSize, d.blendExtent, d.rowLimit], [64, 512, 48, 128, 384])
+        XCTAssertEqual(d.outputLength(96, scaleFactor: 8), 768)
+        XCTAssertEqual(d.outputLength(125, scaleFactor: 8), 1000)
+        XCTAssertFalse(d.tiles(latentHeight: 64, latentWidth: 64))
+
+        let pipeline = try Pipeline(modelPath: Fixtures.tinyFolder, backend: .cpu)
+        var r = GenerationRequest(prompt: "x")
+        for (w, h) in [(64, 64), (80, 48), (48, 96)] {  // the pipeline fixtures' sizes decode untiled
+            (r.width, r.height) = (w, h)
+            XCTAssertNil(try pipeline.vaeTileLayout(for: r), "\(w)x\(h)")
+        }
+        (r.width, r.height) = (96, 96)
+        XCTAssertEqual(try pipeline.vaeTileLayout(for: r), VAETileLayout(latentTileSize: 8, sampleTileSize: 64))
+        r.vaeTiling = .off
+        XCTAssertNil(try pipeline.vaeTileLayout(for: r))
+        r.vaeTiling = .tiles(sampleSize: 32)
+        (r.width, r.height) = (64, 64)
+        XCTAssertEqual(try pipeline.vaeTileLayout(for: r), VAETileLayout(latentTileSize: 4, sampleTileSize: 32))
+        r.vaeTiling = .tiles(sampleSize: 40)
+        XCTAssertThrowsError(try pipeline.generate(r))
+    }
+
+    /// A whole generation with tiles: the image has the requested size, and off / auto agree
+    /// where auto does not tile.
+    func testPipelineDecodesInTiles() throws {
+        let pipeline = try Pipeline(modelPath: Fixtures.tinyFolder, backend: .cpu)
+        var r = GenerationRequest(prompt: "a red circle")
+        r.steps = 2
+        (r.width, r.height) = (88, 56)
+        r.vaeTiling = .tiles(sampleSize: 32)
+        let tiled = try pipeline.generate(r)[0]
+        XCTAssertEqual([tiled.width, tiled.height], [88, 56])
+        r.vaeTiling = .off
+        let whole = try pipeline.generate(r)[0]
+        r.vaeTiling = .auto
+        XCTAssertEqual(try pipeline.generate(r)[0].pixels, whole.pixels)
+        XCTAssertNotEqual(tiled.pixels, whole.pixels, "tiling blends the seams")
+    }
+}
