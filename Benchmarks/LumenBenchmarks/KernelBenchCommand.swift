@@ -56,31 +56,13 @@ public struct KernelBenchCommand: ParsableCommand {
         var runner = KernelBenchmarkRunner(executor: CPUExecutor(threads: threads, computePrecision: bf16 ? .bf16 : nil))
         runner.minSeconds = minSeconds
         let peak = runner.measurePeak()
-        var results: [KernelMeasurement] = []
         if !json {
             print(String(format: "peak: %.1f GFLOP/s f32 FMA (%@, %d threads, measured), %.1f GB/s copy bandwidth",
                          peak.gflops, peak.isa, peak.threads, peak.gbps))
             if bf16 { print("compute: bf16 (GEMM and convolution operands rounded to bf16, f32 accumulation)") }
             print("op                shape                      time (ms)     GFLOP/s       GB/s   of peak")
         }
-        for b in selected {
-            let m = try runner.run(b, peak: peak)
-            results.append(m)
-            if !json {
-                let rate = b.memoryBound ? "-" : String(format: "%.1f", m.gflops)
-                print(b.op.padding(toLength: 18, withPad: " ", startingAt: 0)
-                      + b.shape.padding(toLength: 24, withPad: " ", startingAt: 0)
-                      + String(format: "%12.3f", m.seconds * 1000)
-                      + rate.leftPadded(12)
-                      + String(format: "%11.1f", m.gbps)
-                      + String(format: "%9.1f%%", m.peak_fraction * 100))
-            }
-        }
-        if json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            print(String(decoding: try encoder.encode(results), as: UTF8.self))
-        }
+        try report(selected) { try runner.run($0, peak: peak) }
     }
 }
 
@@ -90,7 +72,6 @@ extension KernelBenchCommand {
     func runVulkan(_ selected: [KernelBenchmark]) throws {
         var runner = try VulkanKernelBenchmarkRunner(device: device)
         runner.minSeconds = minSeconds
-        var results: [KernelMeasurement] = []
         let peak = try runner.measurePeak()
         if !json {
             let d = runner.executor.device
@@ -100,8 +81,16 @@ extension KernelBenchCommand {
             print(String(format: "peak: %.1f GFLOP/s f32 FMA, %.1f GB/s elementwise bandwidth (measured)", peak.gflops, peak.gbps))
             print("op                shape                      time (ms)     GFLOP/s       GB/s   of peak")
         }
+        try report(selected) { try runner.run($0, peak: peak) }
+    }
+}
+
+extension KernelBenchCommand {
+    /// Runs each benchmark, printing a table row as it goes (or one JSON array at the end).
+    func report(_ selected: [KernelBenchmark], _ measure: (KernelBenchmark) throws -> KernelMeasurement) throws {
+        var results: [KernelMeasurement] = []
         for b in selected {
-            let m = try runner.run(b, peak: peak)
+            let m = try measure(b)
             results.append(m)
             if !json {
                 let rate = b.memoryBound ? "-" : String(format: "%.1f", m.gflops)
