@@ -167,8 +167,8 @@ def main(argv=None):
             rows.append((name or path, adherence.score(images, [c for _, _, c in found], pool=pool)))
     if not rows:
         p.error("nothing to score: give --model, --score-dir or --with-truth")
-    print(f"held-out prompts: {len(items)}; R-precision against {adherence.R_PRECISION_DISTRACTORS} other "
-          f"captions of the {len(pool)}-prompt set (chance ~{100 / (adherence.R_PRECISION_DISTRACTORS + 1):.0f} %)")
+    print(f"held-out prompts: {len(items)}; R-precision against every other caption of the "
+          f"{len(pool)}-prompt set (chance ~{100 / len(pool):.1f} %)")
     print(adherence.format_table(rows))
     if a.json:
         with open(a.json, "w") as f:

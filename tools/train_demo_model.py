@@ -210,6 +210,21 @@ class Trainer:
         os.replace(tmp, self.path)
         self.last_checkpoint = time.time()
 
+    def adapt_threads(self):
+        """WORK/threads, when present, overrides --threads; re-read every --log-every steps, so a
+        person sharing the machine can lend the training fewer cores (echo 1 > WORK/threads) and give
+        them back (rm WORK/threads) without stopping it. Oversubscribed OpenMP threads slow down far
+        more than the core they lose; one fewer thread does not."""
+        want = self.a.threads
+        try:
+            with open(os.path.join(self.work, "threads")) as f:
+                want = max(1, int(f.read().strip()))
+        except (OSError, ValueError):
+            pass
+        if torch.get_num_threads() != want:
+            torch.set_num_threads(want)
+            log(self.work, f"now on {want} thread(s)")
+
     def maybe_save(self):
         if time.time() - self.last_checkpoint > self.a.checkpoint_minutes * 60:
             self.save()
@@ -275,6 +290,7 @@ class Trainer:
                 log(self.work, f"vae step {n + 1}: rec {r:.4f} kl {k:.2f} lr {lr:.2e} "
                                f"{rate:.2f} steps/s ({rate * a.vae_batch:.0f} img/s), {self.elapsed() / 60:.1f} min")
                 t0, losses = time.time(), []
+                self.adapt_threads()
             self.maybe_save()
         vae.eval()
         self.state["vae_seconds"] = self.elapsed()
@@ -387,6 +403,7 @@ class Trainer:
                 log(self.work, f"unet step {n + 1}: loss {np.mean(losses):.4f} lr {lr:.2e} {rate:.2f} steps/s "
                                f"({rate * a.batch:.0f} samples/s), {self.elapsed() / 60:.1f} min, {left:.1f} left")
                 t0, losses = time.time(), []
+                self.adapt_threads()
             self.maybe_save()
         self.state["stage"] = "done"
         self.save()

@@ -8,5 +8,5 @@ struct LumenCLI: ParsableCommand {
         commandName: "lumen",
         abstract: "Lumen: a text-to-image diffusion engine for Linux.",
         version: Lumen.version,
-        subcommands: [GenerateCommand.self, KernelBenchCommand.self, InfoCommand.self, DevicesCommand.self])
+        subcommands: [GenerateCommand.self, EvalCommand.self, KernelBenchCommand.self, InfoCommand.self, DevicesCommand.self])
 }
