@@ -14,6 +14,10 @@ Run by hand, never in CI. From the repository root:
         --lumen-out /tmp/eval-lumen --model Models/demo --scheduler ddim --steps 20 --guidance 4
     sh /tmp/lumen-eval.sh
 
+  the prompt set `lumen eval` reads from the model folder (then `lumen eval` scores Lumen with the
+  Swift port of the same scorer, and `lumen eval --score-dir DIR` scores a folder of images):
+    .venv-fixtures/bin/python tools/eval_adherence.py --write-prompts Models/demo/eval_prompts.tsv
+
   both on one table (a folder holds NNNN.png, NNNN being the prompt's index; missing files are
   reported and left out; --with-truth adds the ground-truth renderings as a ceiling row):
     .venv-fixtures/bin/python tools/eval_adherence.py --model Models/demo --steps 20 --guidance 4 \\
@@ -134,6 +138,8 @@ def main(argv=None):
     p.add_argument("--score-dir", action="append", default=[], metavar="NAME=DIR",
                    help="score a folder of NNNN.png (e.g. made by Lumen); repeatable")
     p.add_argument("--with-truth", action="store_true", help="add the ground-truth renderings' row")
+    p.add_argument("--write-prompts", metavar="FILE",
+                   help="write the prompt set (index, seed, caption) for `lumen eval`, e.g. Models/demo/eval_prompts.tsv")
     p.add_argument("--write-lumen-script", metavar="FILE")
     p.add_argument("--lumen-out", help="folder the Lumen script writes into")
     p.add_argument("--lumen", default="swift run -c release lumen", help="how the script calls lumen")
@@ -143,6 +149,10 @@ def main(argv=None):
 
     items = prompts(a.limit)
     pool = [c for _, _, c in prompts()]   # R-precision's other captions: always the whole set
+    if a.write_prompts:
+        write_prompts(a.write_prompts, items)
+        print(f"wrote {a.write_prompts} ({len(items)} prompts)")
+        return 0
     if a.write_lumen_script:
         write_lumen_script(a.write_lumen_script, items, a)
         return 0

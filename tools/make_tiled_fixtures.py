@@ -19,6 +19,12 @@ Tensors (f32):
   wide.decoded [1,3,96,128]   vae.tiled_decode(latents).sample
   small.latents [1,4,6,5]     random normal (edge tiles 3 high, 2 wide)
   small.decoded [1,3,48,40]   vae.tiled_decode(latents).sample
+  encode.wide.image [1,3,96,128]     uniform in [-1, 1]; 32-pixel tiles every 24 pixels, the
+                                     edge tiles 24 high and 8 wide
+  encode.wide.moments [1,8,12,16]    vae.encode(image).latent_dist.parameters (tiled: the mean,
+                                     then the unclamped log-variance, blended over 1 latent, each
+                                     tile cropped to 3 latents)
+  encode.small.image [1,3,40,72], encode.small.moments [1,8,5,9]
 """
 
 import json
@@ -63,12 +69,23 @@ def main():
             assert not torch.allclose(out, untiled), "tiling changed nothing: the fixture would not test it"
             tensors[f"{name}.latents"] = z.contiguous()
             tensors[f"{name}.decoded"] = out.contiguous()
+        # Tiled encoding (diffusers' _tiled_encode): the moments (mean, then the unclamped
+        # log-variance) of images larger than one 32-pixel tile.
+        for name, shape in [("encode.wide", (1, 3, 96, 128)), ("encode.small", (1, 3, 40, 72))]:
+            x = torch.rand(shape, generator=gen, dtype=torch.float32) * 2 - 1
+            moments = vae.encode(x).latent_dist.parameters
+            assert torch.equal(moments, vae._tiled_encode(x))
+            untiled = vae.quant_conv(vae.encoder(x))
+            assert moments.shape == untiled.shape, (moments.shape, untiled.shape)
+            assert not torch.allclose(moments, untiled), "tiling changed nothing: the fixture would not test it"
+            tensors[f"{name}.image"] = x.contiguous()
+            tensors[f"{name}.moments"] = moments.contiguous()
     metadata = {
         "tile_sample_min_size": str(TILE_SAMPLE),
         "tile_latent_min_size": str(TILE_LATENT),
         "tile_overlap_factor": str(OVERLAP),
         "versions": json.dumps({"torch": torch.__version__, "diffusers": diffusers.__version__}, sort_keys=True),
-        "notes": "AutoencoderKL.tiled_decode of Tests/Fixtures/tiny-sd/vae (float32), made by tools/make_tiled_fixtures.py",
+        "notes": "AutoencoderKL tiled decode and encode of Tests/Fixtures/tiny-sd/vae (float32), made by tools/make_tiled_fixtures.py",
     }
     save_safetensors(tensors, OUT, metadata)
     print(OUT, os.path.getsize(OUT), "bytes")

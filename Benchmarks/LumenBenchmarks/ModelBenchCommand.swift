@@ -33,6 +33,9 @@ public struct ModelBenchCommand: ParsableCommand {
     @Flag(help: "Print one JSON array.")
     public var json = false
 
+    @Flag(name: .customLong("prepare-only"), help: "Write the random-weight model folder (if it is not there yet), print its path and stop.")
+    public var prepareOnly = false
+
     @Flag(help: "Compute GEMMs and convolutions in bf16 (AVX-512 BF16 dot products, f32 accumulation) where the CPU has it.")
     public var bf16 = false
 
@@ -53,6 +56,10 @@ public struct ModelBenchCommand: ParsableCommand {
         }
         let log: (String) -> Void = { FileHandle.standardError.write(Data("bench: \($0)\n".utf8)) }
         let folder = try bench.prepareModel(log: log)
+        if prepareOnly {
+            print(folder)
+            return
+        }
         var results: [SD15ModelBenchmark.Result] = []
         if !skipGenerate {
             let exe = lumen ?? (URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("lumen").path)

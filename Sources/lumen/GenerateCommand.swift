@@ -135,6 +135,9 @@ struct GenerateCommand: ParsableCommand {
         }
         let progress = ProgressBar()
         FileHandle.standardError.write(Data("lumen: \(w)x\(h), \(steps) steps, \(kind.displayName), seed \(request.seed), \(pipeline.executor.backendName)\n".utf8))
+        if let tiles = try pipeline.vaeEncodeTileLayout(for: request) {
+            FileHandle.standardError.write(Data("lumen: the VAE encodes the init image in \(tiles)\n".utf8))
+        }
         if let tiles = try pipeline.vaeTileLayout(for: request) {
             FileHandle.standardError.write(Data("lumen: the VAE decodes in \(tiles)\n".utf8))
         }

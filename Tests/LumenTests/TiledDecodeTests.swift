@@ -94,4 +94,67 @@ final class TiledDecodeTests: XCTestCase {
         XCTAssertEqual(try pipeline.generate(r)[0].pixels, whole.pixels)
         XCTAssertNotEqual(tiled.pixels, whole.pixels, "tiling blends the seams")
     }
+
+    /// diffusers' tiled encoding (`_tiled_encode`) of the tiny VAE with 32-pixel tiles: the
+    /// blended moments of two images whose edge tiles are smaller.
+    func checkTiledEncode(_ executor: any Executor, bound: Double) throws {
+        let file = try SafetensorsFile(path: Self.reference)
+        let layout = try layout(file)
+        XCTAssertEqual([layout.encodeStride, layout.encodeBlendExtent, layout.encodeRowLimit], [24, 1, 3])
+        let model = try StableDiffusionModel.load(path: Fixtures.tinyFolder)
+        let vae = AutoencoderKL(config: model.vaeConfig)
+        for name in ["encode.wide", "encode.small"] {
+            let image = try file.tensor("\(name).image")
+            XCTAssertTrue(layout.tilesImage(height: image.shape[2], width: image.shape[3]))
+            var compiled: [String: (program: any Program, output: Value)] = [:]
+            let out = try AutoencoderKL.tiledEncode(image: image, layout: layout, encodeTile: { tile in
+                let key = "\(tile.shape[2])x\(tile.shape[3])"
+                if compiled[key] == nil {
+                    let g = Graph()
+                    let x = try g.input("image", shape: tile.shape)
+                    let y = try vae.encodeMoments(g, image: x, weights: model.vaeWeights)
+                    compiled[key] = (try executor.compile(g, outputs: [y]), y)
+                }
+                let p = compiled[key]!
+                return try p.program.run(["image": tile])[p.output]!
+            })
+            assertRelativeError(out, try file.tensor("\(name).moments"), below: bound, "tiled encode \(name) (\(executor.backendName))")
+        }
+    }
+
+    func testTiledEncodeMatchesDiffusersOnCPU() throws {
+        try checkTiledEncode(CPUExecutor(), bound: 2e-5)
+    }
+
+    func testTiledEncodeMatchesDiffusersOnVulkan() throws {
+        let vulkan = try testVulkanExecutor()
+        try checkTiledEncode(vulkan, bound: 1e-4)
+        XCTAssertEqual(vulkan.validationMessages.map(\.description), [], "validation messages")
+    }
+
+    /// Image-to-image with a tiled encoding: the pipeline chooses it as asked, keeps the size,
+    /// and the seams change the result a little, not the whole picture.
+    func testPipelineEncodesInTiles() throws {
+        let pipeline = try Pipeline(modelPath: Fixtures.tinyFolder, backend: .cpu)
+        let (w, h) = (88, 56)
+        var rgb = [Float](repeating: 0, count: w * h * 3)
+        for y in 0..<h { for x in 0..<w { for c in 0..<3 { rgb[(y * w + x) * 3 + c] = Float((x * (c + 1) + y * 3) % 97) / 96 } } }
+        var r = GenerationRequest(prompt: "a red circle")
+        r.steps = 4
+        r.initImage = InitImage(width: w, height: h, rgb: rgb)
+        r.strength = 0.5
+        XCTAssertNil(try pipeline.vaeEncodeTileLayout(for: r), "auto does not tile an image this small on the CPU")
+        let whole = try pipeline.generate(r)[0]
+        r.vaeTiling = .tiles(sampleSize: 32)
+        XCTAssertEqual(try pipeline.vaeEncodeTileLayout(for: r), VAETileLayout(latentTileSize: 4, sampleTileSize: 32))
+        let tiled = try pipeline.generate(r)[0]
+        XCTAssertEqual([tiled.width, tiled.height], [w, h])
+        XCTAssertNotEqual(tiled.pixels, whole.pixels)
+        r.vaeTiling = .off
+        XCTAssertNil(try pipeline.vaeEncodeTileLayout(for: r))
+        XCTAssertEqual(try pipeline.generate(r)[0].pixels, whole.pixels)
+        r.initImage = nil
+        r.vaeTiling = .tiles(sampleSize: 32)
+        XCTAssertNil(try pipeline.vaeEncodeTileLayout(for: r), "no init image, nothing to encode")
+    }
 }

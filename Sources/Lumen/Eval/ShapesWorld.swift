@@ -111,6 +111,12 @@ public enum ShapesWorld {
         public var index: Int
         public var seed: UInt64
         public var caption: String
+
+        public init(index: Int, seed: UInt64, caption: String) {
+            self.index = index
+            self.seed = seed
+            self.caption = caption
+        }
     }
 
     /// Reads a prompt table as tools/eval_adherence.py writes it: a header line

@@ -32,6 +32,18 @@ public struct VAETileLayout: Sendable, Hashable, CustomStringConvertible {
     /// Pixels of each tile kept (from its top-left corner) after blending.
     public var rowLimit: Int { sampleTileSize - blendExtent }
 
+    /// Stride between the image tiles of a tiled encoding, in pixels.
+    public var encodeStride: Int { Int(Double(sampleTileSize) * (1 - overlapFactor)) }
+    /// Latents over which an encoded tile fades into its upper and left neighbours.
+    public var encodeBlendExtent: Int { Int(Double(latentTileSize) * overlapFactor) }
+    /// Latents of each encoded tile kept after blending.
+    public var encodeRowLimit: Int { latentTileSize - encodeBlendExtent }
+
+    /// diffusers' test in `_encode`: tiles only when the image is larger than one tile.
+    public func tilesImage(height: Int, width: Int) -> Bool {
+        height > sampleTileSize || width > sampleTileSize
+    }
+
     /// diffusers' test in `_decode`: tiles only when the latent is larger than one tile.
     public func tiles(latentHeight: Int, latentWidth: Int) -> Bool {
         latentHeight > latentTileSize || latentWidth > latentTileSize
@@ -62,18 +74,38 @@ extension AutoencoderKL {
     public static func tiledDecode(latents: Tensor, layout: VAETileLayout,
                                    decodeTile: (Tensor) throws -> Tensor,
                                    finishedShape: (_ height: Int, _ width: Int) -> Void = { _, _ in }) throws -> Tensor {
-        guard latents.shape.rank == 4 else {
-            throw LumenError.shapeMismatch(op: "tiledDecode", detail: "latents must be [B, C, H, W], got \(latents.shape)")
-        }
-        guard layout.latentTileSize > 0, layout.sampleTileSize > 0, layout.overlapSize > 0 else {
-            throw LumenError.invalidArgument(op: "tiledDecode", detail: "tile layout \(layout) has no overlap stride")
-        }
-        let (b, c, h, w) = (latents.shape[0], latents.shape[1], latents.shape[2], latents.shape[3])
-        let z = latents.toFloats()
-        let rowOrigins = layout.origins(h), colOrigins = layout.origins(w)
-        let L = layout.latentTileSize
+        try tiled(latents, op: "tiledDecode", tile: layout.latentTileSize, stride: layout.overlapSize,
+                  blend: layout.blendExtent, rowLimit: layout.rowLimit, apply: decodeTile, finishedShape: finishedShape)
+    }
 
-        // Decode, one tile shape at a time.
+    /// diffusers' `AutoencoderKL._tiled_encode`, for an image [B, 3, H, W] in [-1, 1]: tiles of
+    /// `sampleTileSize` pixels every `encodeStride` pixels, each encoded on its own by
+    /// `encodeTile` to its moments [B, 2·latent, h, w] (encoder and quant_conv, see
+    /// `encodeMoments`), blended over `encodeBlendExtent` latents and cropped to
+    /// `encodeRowLimit` as `tiledDecode` does. Returns the joined moments.
+    public static func tiledEncode(image: Tensor, layout: VAETileLayout,
+                                   encodeTile: (Tensor) throws -> Tensor,
+                                   finishedShape: (_ height: Int, _ width: Int) -> Void = { _, _ in }) throws -> Tensor {
+        try tiled(image, op: "tiledEncode", tile: layout.sampleTileSize, stride: layout.encodeStride,
+                  blend: layout.encodeBlendExtent, rowLimit: layout.encodeRowLimit, apply: encodeTile, finishedShape: finishedShape)
+    }
+
+    /// The tiling both directions share: `input` [B, C, H, W] cut into tiles of `tile` every
+    /// `stride` along each axis, each mapped by `apply`, neighbours blended over `blend` output
+    /// elements, every tile cropped to `rowLimit` and the tiles joined.
+    static func tiled(_ input: Tensor, op: String, tile L: Int, stride: Int, blend: Int, rowLimit limit: Int,
+                      apply: (Tensor) throws -> Tensor, finishedShape: (_ height: Int, _ width: Int) -> Void) throws -> Tensor {
+        guard input.shape.rank == 4 else {
+            throw LumenError.shapeMismatch(op: op, detail: "the input must be [B, C, H, W], got \(input.shape)")
+        }
+        guard L > 0, stride > 0, limit > 0 else {
+            throw LumenError.invalidArgument(op: op, detail: "tile \(L), stride \(stride), row limit \(limit): the tiles must overlap and keep something")
+        }
+        let (b, c, h, w) = (input.shape[0], input.shape[1], input.shape[2], input.shape[3])
+        let z = input.toFloats()
+        let rowOrigins = Array(Swift.stride(from: 0, to: h, by: stride)), colOrigins = Array(Swift.stride(from: 0, to: w, by: stride))
+
+        // Map, one tile shape at a time.
         struct Slot { let i: Int; let j: Int; let th: Int; let tw: Int }
         var slots: [Slot] = []
         for (i, y0) in rowOrigins.enumerated() {
@@ -95,9 +127,9 @@ extension AutoencoderKL {
                         for x in 0..<tw { tile[dst + x] = z[src + x] }
                     }
                 }
-                let out = try decodeTile(try Tensor(shape: [b, c, th, tw], values: tile))
+                let out = try apply(try Tensor(shape: [b, c, th, tw], values: tile))
                 guard out.shape.rank == 4, out.shape[0] == b else {
-                    throw LumenError.shapeMismatch(op: "tiledDecode", detail: "a [\(b), \(c), \(th), \(tw)] tile decoded to \(out.shape)")
+                    throw LumenError.shapeMismatch(op: op, detail: "a [\(b), \(c), \(th), \(tw)] tile came back as \(out.shape)")
                 }
                 tiles[s.i][s.j] = DecodedTile(planes: b * out.shape[1], channels: out.shape[1], height: out.shape[2],
                                               width: out.shape[3], data: out.toFloats())
@@ -109,13 +141,12 @@ extension AutoencoderKL {
         var grid = tiles.map { $0.map { $0! } }
         for i in 0..<grid.count {
             for j in 0..<grid[i].count {
-                if i > 0 { blendVertical(grid[i - 1][j], &grid[i][j], extent: layout.blendExtent) }
-                if j > 0 { blendHorizontal(grid[i][j - 1], &grid[i][j], extent: layout.blendExtent) }
+                if i > 0 { blendVertical(grid[i - 1][j], &grid[i][j], extent: blend) }
+                if j > 0 { blendHorizontal(grid[i][j - 1], &grid[i][j], extent: blend) }
             }
         }
 
         // Crop every tile to the row limit and join them.
-        let limit = layout.rowLimit
         let heights = grid.map { min($0[0].height, limit) }, widths = grid[0].map { min($0.width, limit) }
         let outH = heights.reduce(0, +), outW = widths.reduce(0, +)
         let channels = grid[0][0].channels, planes = grid[0][0].planes
@@ -185,6 +216,21 @@ extension AutoencoderKL {
         let g = Graph()
         let z = try g.input("latents", shape: [1, config.latentChannels, h, w])
         _ = try decode(g, latents: z, weights: weights)
+        var widest = 0
+        for n in g.nodes {
+            switch n.op {
+            case .constant, .reshape: continue
+            default: widest = max(widest, n.shape.count * 4)
+            }
+        }
+        return widest
+    }
+
+    /// The largest tensor (bytes at 4 per element) the encoder graph holds for an h × w image.
+    public func widestEncoderTensor(height h: Int, width w: Int, weights: WeightStore) throws -> Int {
+        let g = Graph()
+        let x = try g.input("image", shape: [1, config.inChannels, h, w])
+        _ = try encodeMoments(g, image: x, weights: weights)
         var widest = 0
         for n in g.nodes {
             switch n.op {

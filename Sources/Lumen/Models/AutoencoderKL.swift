@@ -12,6 +12,13 @@ public struct AutoencoderKL {
     /// Image [B, 3, H, W] in [-1, 1] → (mean, logvar) of the latent distribution, each
     /// [B, latent, H/f, W/f]; logvar clamped to [-30, 20] as diffusers does.
     public func encode(_ graph: Graph, image: Value, weights: WeightStore) throws -> (mean: Value, logvar: Value) {
+        let parts = try graph.chunk(try encodeMoments(graph, image: image, weights: weights), parts: 2, axis: 1)
+        return (parts[0], try graph.clamp(parts[1], min: -30, max: 20))
+    }
+
+    /// The encoder's (and quant_conv's) output [B, 2·latent, h, w]: the mean, then the
+    /// unclamped log-variance (what diffusers' tiled encoding blends).
+    public func encodeMoments(_ graph: Graph, image: Value, weights: WeightStore) throws -> Value {
         let c = config, ch = c.blockOutChannels, groups = c.normNumGroups
         let m = Module(graph: graph, weights: weights, prefix: "encoder")
         var h = try m.conv(image, "conv_in", in: c.inChannels, out: ch[0], kernel: 3)
@@ -34,8 +41,7 @@ public struct AutoencoderKL {
         if c.useQuantConv {
             h = try Module(graph: graph, weights: weights).conv(h, "quant_conv", in: 2 * c.latentChannels, out: 2 * c.latentChannels, kernel: 1)
         }
-        let parts = try graph.chunk(h, parts: 2, axis: 1)
-        return (parts[0], try graph.clamp(parts[1], min: -30, max: 20))
+        return h
     }
 
     /// Latents [B, latent, h, w] (already divided by the scaling factor) → image [B, 3, h·f, w·f].

@@ -156,7 +156,7 @@ public final class Pipeline: @unchecked Sendable {
             guard first < scheduler.timesteps.count else {
                 throw GenerationError.invalidRequest("strength \(request.strength) with \(request.steps) steps leaves no step to run")
             }
-            let encoded = try encodeImage(initImage, generator: &generator)  // [1, 4, lh, lw], scaled
+            let encoded = try encodeImage(initImage, layout: try encodeTileLayout(for: request), generator: &generator)  // [1, 4, lh, lw], scaled
             var initLatents: [Float] = []
             for _ in 0..<n { initLatents += encoded }
             let noise = generator.randn(count: latentCount)
@@ -253,6 +253,52 @@ public final class Pipeline: @unchecked Sendable {
             let layout = VAETileLayout(latentTileSize: tile, sampleTileSize: tile * f)
             return layout.tiles(latentHeight: lh, latentWidth: lw) ? layout : nil
         }
+    }
+
+    /// The tiles the VAE encodes a request's init image in (diffusers' tiled encoding), or nil
+    /// to encode it whole: with `.auto`, when the image exceeds twice the VAE's sample_size²
+    /// pixels or the device cannot bind the untiled encoder's largest tensor.
+    public func vaeEncodeTileLayout(for request: GenerationRequest) throws -> VAETileLayout? {
+        lock.lock()
+        defer { lock.unlock() }
+        return try encodeTileLayout(for: request)
+    }
+
+    private func encodeTileLayout(for request: GenerationRequest) throws -> VAETileLayout? {
+        guard let image = request.initImage else { return nil }
+        let config = model.vaeConfig, f = config.scaleFactor
+        let (h, w) = (image.height, image.width)
+        switch request.vaeTiling {
+        case .off:
+            return nil
+        case .tiles(let sampleSize):
+            let layout = VAETileLayout(config: config, sampleSize: sampleSize)
+            return layout.tilesImage(height: h, width: w) ? layout : nil
+        case .auto:
+            let limit = (executor as? VulkanExecutor)?.device.maxStorageBufferRange
+            var needed = w * h > 2 * config.sampleSize * config.sampleSize
+            if !needed, let limit { needed = try widestEncoderTensor(height: h, width: w) > limit }
+            guard needed else { return nil }
+            // Tiles of a multiple of 32 pixels, so that the stride (3/4 of a tile) is whole latents
+            // and the cropped tiles join to exactly the latent's size.
+            var tile = max(32, config.sampleSize / 32 * 32)
+            if let limit {
+                while tile > 32, try widestEncoderTensor(height: tile, width: tile) > limit { tile -= 32 }
+            }
+            let layout = VAETileLayout(latentTileSize: tile / f, sampleTileSize: tile)
+            return layout.tilesImage(height: h, width: w) ? layout : nil
+        }
+    }
+
+    private var widestEncoderTensors: [String: Int] = [:]
+
+    /// Bytes of the largest tensor of the encoder for an h × w image (memoized).
+    private func widestEncoderTensor(height: Int, width: Int) throws -> Int {
+        let key = "\(height)x\(width)"
+        if let known = widestEncoderTensors[key] { return known }
+        let bytes = try AutoencoderKL(config: model.vaeConfig).widestEncoderTensor(height: height, width: width, weights: model.vaeWeights)
+        widestEncoderTensors[key] = bytes
+        return bytes
     }
 
     private var widestDecoderTensors: [String: Int] = [:]
@@ -383,19 +429,39 @@ public final class Pipeline: @unchecked Sendable {
 
     /// The init image as scaled latents: a sample of the encoder's distribution drawn from the
     /// request's generator (diffusers' `latent_dist.sample(generator)`), × the scaling factor.
-    private func encodeImage(_ image: InitImage, generator: inout TorchGenerator) throws -> [Float] {
+    /// With a tile layout, the image is encoded in overlapping tiles whose moments are blended
+    /// (diffusers' `_tiled_encode`), then the log-variance is clamped as one.
+    private func encodeImage(_ image: InitImage, layout: VAETileLayout?, generator: inout TorchGenerator) throws -> [Float] {
         let (h, w) = (image.height, image.width)
-        let p = try cached("encode-\(h)-\(w)") { g in
-            let x = try g.input("image", shape: [1, 3, h, w])
-            let (mean, logvar) = try AutoencoderKL(config: model.vaeConfig).encode(g, image: x, weights: model.vaeWeights)
-            return [mean, logvar]
-        }
         var planar = [Float](repeating: 0, count: 3 * h * w)
         for i in 0..<(h * w) {
             for c in 0..<3 { planar[c * h * w + i] = image.rgb[i * 3 + c] * 2 - 1 }
         }
-        let out = try p.program.run(["image": try Tensor(shape: [1, 3, h, w], values: planar)])
-        let mean = out[p.outputs[0]]!.toFloats(), logvar = out[p.outputs[1]]!.toFloats()
+        let x = try Tensor(shape: [1, 3, h, w], values: planar)
+        let mean: [Float], logvar: [Float]
+        if let layout {
+            let moments = try AutoencoderKL.tiledEncode(image: x, layout: layout, encodeTile: { tile in
+                let p = try cached("encode-moments-\(tile.shape[2])-\(tile.shape[3])") { g in
+                    let t = try g.input("image", shape: tile.shape)
+                    return [try AutoencoderKL(config: model.vaeConfig).encodeMoments(g, image: t, weights: model.vaeWeights)]
+                }
+                return try p.program.run(["image": tile])[p.outputs[0]]!
+            }, finishedShape: { th, tw in
+                if !retainsPrograms { programs["encode-moments-\(th)-\(tw)"] = nil }
+            })
+            let m = moments.toFloats(), half = m.count / 2  // [1, 2·latent, h, w]: the means, then the log-variances
+            mean = Array(m[..<half])
+            logvar = m[half...].map { min(max($0, -30), 20) }
+        } else {
+            let p = try cached("encode-\(h)-\(w)") { g in
+                let x = try g.input("image", shape: [1, 3, h, w])
+                let (mean, logvar) = try AutoencoderKL(config: model.vaeConfig).encode(g, image: x, weights: model.vaeWeights)
+                return [mean, logvar]
+            }
+            let out = try p.program.run(["image": x])
+            mean = out[p.outputs[0]]!.toFloats()
+            logvar = out[p.outputs[1]]!.toFloats()
+        }
         let sample = generator.randn(count: mean.count)
         let scaling = model.vaeConfig.scalingFactor
         return (0..<mean.count).map { (mean[$0] + Foundation.exp(0.5 * logvar[$0]) * sample[$0]) * scaling }
