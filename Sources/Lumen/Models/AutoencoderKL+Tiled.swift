@@ -214,23 +214,19 @@ extension AutoencoderKL {
     /// h × w: what an executor with a binding limit has to fit.
     public func widestDecoderTensor(latentHeight h: Int, latentWidth w: Int, weights: WeightStore) throws -> Int {
         let g = Graph()
-        let z = try g.input("latents", shape: [1, config.latentChannels, h, w])
-        _ = try decode(g, latents: z, weights: weights)
-        var widest = 0
-        for n in g.nodes {
-            switch n.op {
-            case .constant, .reshape: continue
-            default: widest = max(widest, n.shape.count * 4)
-            }
-        }
-        return widest
+        _ = try decode(g, latents: try g.input("latents", shape: [1, config.latentChannels, h, w]), weights: weights)
+        return Self.widestTensor(g)
     }
 
     /// The largest tensor (bytes at 4 per element) the encoder graph holds for an h × w image.
     public func widestEncoderTensor(height h: Int, width w: Int, weights: WeightStore) throws -> Int {
         let g = Graph()
-        let x = try g.input("image", shape: [1, config.inChannels, h, w])
-        _ = try encodeMoments(g, image: x, weights: weights)
+        _ = try encodeMoments(g, image: try g.input("image", shape: [1, config.inChannels, h, w]), weights: weights)
+        return Self.widestTensor(g)
+    }
+
+    /// Bytes at 4 per element of a graph's largest computed tensor (weights and views left out).
+    static func widestTensor(_ g: Graph) -> Int {
         var widest = 0
         for n in g.nodes {
             switch n.op {

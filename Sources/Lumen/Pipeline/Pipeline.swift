@@ -232,27 +232,8 @@ public final class Pipeline: @unchecked Sendable {
     }
 
     private func tileLayout(for request: GenerationRequest) throws -> VAETileLayout? {
-        let config = model.vaeConfig, f = config.scaleFactor
         let (width, height) = size(for: request)
-        let (lh, lw) = (height / f, width / f)
-        switch request.vaeTiling {
-        case .off:
-            return nil
-        case .tiles(let sampleSize):
-            let layout = VAETileLayout(config: config, sampleSize: sampleSize)
-            return layout.tiles(latentHeight: lh, latentWidth: lw) ? layout : nil
-        case .auto:
-            let limit = (executor as? VulkanExecutor)?.device.maxStorageBufferRange
-            var needed = width * height > 2 * config.sampleSize * config.sampleSize
-            if !needed, let limit { needed = try widestDecoderTensor(height: lh, width: lw) > limit }
-            guard needed else { return nil }
-            var tile = max(4, config.sampleSize / f / 4 * 4)
-            if let limit {
-                while tile > 4, try widestDecoderTensor(height: tile, width: tile) > limit { tile -= 4 }
-            }
-            let layout = VAETileLayout(latentTileSize: tile, sampleTileSize: tile * f)
-            return layout.tiles(latentHeight: lh, latentWidth: lw) ? layout : nil
-        }
+        return try layout(.decode, request.vaeTiling, height: height, width: width)
     }
 
     /// The tiles the VAE encodes a request's init image in (diffusers' tiled encoding), or nil
@@ -266,50 +247,63 @@ public final class Pipeline: @unchecked Sendable {
 
     private func encodeTileLayout(for request: GenerationRequest) throws -> VAETileLayout? {
         guard let image = request.initImage else { return nil }
+        return try layout(.encode, request.vaeTiling, height: image.height, width: image.width)
+    }
+
+    private enum VAEPass { case encode, decode }
+
+    /// The tile layout of one VAE pass over an h × w image, following `tiling`.
+    private func layout(_ pass: VAEPass, _ tiling: VAETiling, height h: Int, width w: Int) throws -> VAETileLayout? {
         let config = model.vaeConfig, f = config.scaleFactor
-        let (h, w) = (image.height, image.width)
-        switch request.vaeTiling {
+        func tiles(_ l: VAETileLayout) -> Bool {
+            pass == .decode ? l.tiles(latentHeight: h / f, latentWidth: w / f) : l.tilesImage(height: h, width: w)
+        }
+        func widest(_ th: Int, _ tw: Int) throws -> Int {
+            pass == .decode ? try widestDecoderTensor(height: th / f, width: tw / f) : try widestEncoderTensor(height: th, width: tw)
+        }
+        switch tiling {
         case .off:
             return nil
         case .tiles(let sampleSize):
             let layout = VAETileLayout(config: config, sampleSize: sampleSize)
-            return layout.tilesImage(height: h, width: w) ? layout : nil
+            return tiles(layout) ? layout : nil
         case .auto:
             let limit = (executor as? VulkanExecutor)?.device.maxStorageBufferRange
             var needed = w * h > 2 * config.sampleSize * config.sampleSize
-            if !needed, let limit { needed = try widestEncoderTensor(height: h, width: w) > limit }
+            if !needed, let limit { needed = try widest(h, w) > limit }
             guard needed else { return nil }
-            // Tiles of a multiple of 32 pixels, so that the stride (3/4 of a tile) is whole latents
-            // and the cropped tiles join to exactly the latent's size.
-            var tile = max(32, config.sampleSize / 32 * 32)
+            // Tiles of a multiple of 4 latents, so that the stride (3/4 of a tile) is whole latents
+            // and the cropped tiles join to exactly the image's size.
+            let unit = 4 * f
+            var tile = max(unit, config.sampleSize / unit * unit)
             if let limit {
-                while tile > 32, try widestEncoderTensor(height: tile, width: tile) > limit { tile -= 32 }
+                while tile > unit, try widest(tile, tile) > limit { tile -= unit }
             }
             let layout = VAETileLayout(latentTileSize: tile / f, sampleTileSize: tile)
-            return layout.tilesImage(height: h, width: w) ? layout : nil
+            return tiles(layout) ? layout : nil
         }
     }
 
-    private var widestEncoderTensors: [String: Int] = [:]
+    private var widestTensors: [String: Int] = [:]
 
     /// Bytes of the largest tensor of the encoder for an h × w image (memoized).
     private func widestEncoderTensor(height: Int, width: Int) throws -> Int {
-        let key = "\(height)x\(width)"
-        if let known = widestEncoderTensors[key] { return known }
-        let bytes = try AutoencoderKL(config: model.vaeConfig).widestEncoderTensor(height: height, width: width, weights: model.vaeWeights)
-        widestEncoderTensors[key] = bytes
-        return bytes
+        try memoizedWidth("encode-\(height)x\(width)") {
+            try AutoencoderKL(config: model.vaeConfig).widestEncoderTensor(height: height, width: width, weights: model.vaeWeights)
+        }
     }
-
-    private var widestDecoderTensors: [String: Int] = [:]
 
     /// Bytes of the largest tensor of the decoder for an h × w latent (memoized).
     private func widestDecoderTensor(height: Int, width: Int) throws -> Int {
-        let key = "\(height)x\(width)"
-        if let known = widestDecoderTensors[key] { return known }
-        let bytes = try AutoencoderKL(config: model.vaeConfig).widestDecoderTensor(latentHeight: height, latentWidth: width,
-                                                                                  weights: model.vaeWeights)
-        widestDecoderTensors[key] = bytes
+        try memoizedWidth("decode-\(height)x\(width)") {
+            try AutoencoderKL(config: model.vaeConfig).widestDecoderTensor(latentHeight: height, latentWidth: width, weights: model.vaeWeights)
+        }
+    }
+
+    private func memoizedWidth(_ key: String, _ compute: () throws -> Int) throws -> Int {
+        if let known = widestTensors[key] { return known }
+        let bytes = try compute()
+        widestTensors[key] = bytes
         return bytes
     }
 
