@@ -42,7 +42,16 @@ final class ModelFixtureTests: XCTestCase {
         }
     }
 
-    func checkUNet(_ executor: any Executor, bound: Double) throws {
+    /// The feed-forwards computed in chunks of tokens (what an executor with a small binding limit
+    /// gets) give diffusers' output too: a limit of 5 KB leaves one or two tokens a chunk.
+    func testUNetWithChunkedFeedForwardMatchesDiffusers() throws {
+        try checkUNet(CPUExecutor(), bound: 2e-5, maxTensorBytes: 5000)
+        let vulkan = try testVulkanExecutor()
+        try checkUNet(vulkan, bound: 1e-4, maxTensorBytes: 5000)
+        XCTAssertEqual(vulkan.validationMessages.map(\.description), [], "validation messages")
+    }
+
+    func checkUNet(_ executor: any Executor, bound: Double, maxTensorBytes: Int? = nil) throws {
         for prefix in ["unet", "unet_odd"] {
             let sample = try Fixtures.referenceTensor("\(prefix).sample")
             let timestep = try Fixtures.referenceTensor("\(prefix).timestep")
@@ -53,7 +62,16 @@ final class ModelFixtureTests: XCTestCase {
                 let x = try g.input("sample", shape: sample.shape)
                 let t = try g.input("timestep", shape: timestep.shape)
                 let c = try g.input("context", shape: context.shape)
-                let y = try UNet2DConditionModel(config: model.unetConfig).build(g, sample: x, timestep: t, context: c, weights: model.unetWeights)
+                let y = try UNet2DConditionModel(config: model.unetConfig).build(g, sample: x, timestep: t, context: c, weights: model.unetWeights,
+                                                                                maxTensorBytes: maxTensorBytes)
+                if maxTensorBytes != nil {
+                    func concats(_ g: Graph) -> Int { g.nodes.filter { if case .concat = $0.op { return true } else { return false } }.count }
+                    let plain = Graph()
+                    _ = try UNet2DConditionModel(config: model.unetConfig).build(
+                        plain, sample: try plain.input("sample", shape: sample.shape), timestep: try plain.input("timestep", shape: timestep.shape),
+                        context: try plain.input("context", shape: context.shape), weights: model.unetWeights)
+                    XCTAssertGreaterThan(concats(g), concats(plain), "the feed-forwards were chunked")
+                }
                 let out = try executor.compile(g, outputs: [y]).run(["sample": sample, "timestep": timestep, "context": context])
                 assertRelativeError(out[y]!, try Fixtures.referenceTensor("\(prefix).out"), below: bound, "\(prefix) (\(layout), \(executor.backendName))")
             }

@@ -49,10 +49,27 @@ extension Module {
         h = try layerNorm(y, "norm2", dim: dim, eps: 1e-5)
         y = try graph.add(try child("attn2").attention(h, context: context, queryDim: dim, contextDim: contextDim, heads: heads, headDim: headDim), y)
         h = try layerNorm(y, "norm3", dim: dim, eps: 1e-5)
+        return try graph.add(try feedForward(h, dim: dim), y)
+    }
+
+    /// diffusers' `FeedForward` with GEGLU: [B, T, dim] → [B, T, 4·dim] → [B, T, dim]. Its widest
+    /// intermediate, [B, T, 8·dim], is the UNet's largest tensor at large sizes (335 MB at
+    /// 1024×1024 with guidance); where that exceeds `maxTensorBytes`, the tokens go through in
+    /// chunks that fit and are joined again (diffusers' `enable_forward_chunking`; each token's
+    /// output is computed exactly as unchunked).
+    func feedForward(_ x: Value, dim: Int) throws -> Value {
         let inner = dim * 4
-        h = try graph.geglu(try linear(h, "ff.net.0.proj", in: dim, out: 2 * inner))
-        h = try linear(h, "ff.net.2", in: inner, out: dim)
-        return try graph.add(h, y)
+        let (batch, tokens) = (x.shape[0], x.shape[1])
+        func ff(_ x: Value) throws -> Value {
+            try linear(try graph.geglu(try linear(x, "ff.net.0.proj", in: dim, out: 2 * inner)), "ff.net.2", in: inner, out: dim)
+        }
+        let perToken = batch * 2 * inner * 4
+        guard let limit = maxTensorBytes, perToken * tokens > limit else { return try ff(x) }
+        let chunk = max(1, limit / perToken)
+        let parts = try stride(from: 0, to: tokens, by: chunk).map { start in
+            try ff(try graph.slice(x, axis: 1, start: start, length: min(chunk, tokens - start)))
+        }
+        return try graph.concat(parts, axis: 1)
     }
 
     /// diffusers' `Transformer2DModel` (continuous input): group norm, projection in (1×1

@@ -34,10 +34,12 @@ public struct UNet2DConditionModel {
     }
 
     /// Emits the noise (or v) prediction for `sample` [B, C, H, W], `timestep` [B] (f32) and
-    /// `context` [B, L, cross_attention_dim].
-    public func build(_ graph: Graph, sample: Value, timestep: Value, context: Value, weights: WeightStore) throws -> Value {
+    /// `context` [B, L, cross_attention_dim]. With `maxTensorBytes` (an executor's binding limit),
+    /// the feed-forwards whose intermediates would exceed it compute in chunks of tokens.
+    public func build(_ graph: Graph, sample: Value, timestep: Value, context: Value, weights: WeightStore,
+                      maxTensorBytes: Int? = nil) throws -> Value {
         let c = config
-        let m = Module(graph: graph, weights: weights)
+        let m = Module(graph: graph, weights: weights, maxTensorBytes: maxTensorBytes)
         let ch = c.blockOutChannels
         let groups = c.normNumGroups, eps = c.normEps
         guard sample.shape.rank == 4, sample.shape[1] == c.inChannels else {

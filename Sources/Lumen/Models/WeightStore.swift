@@ -95,15 +95,19 @@ struct Module {
     let graph: Graph
     let weights: WeightStore
     let prefix: String
+    /// The largest intermediate tensor (bytes, at 4 a value) the executor can bind, where it has a
+    /// limit: blocks whose intermediates would exceed it compute in chunks.
+    var maxTensorBytes: Int?
 
-    init(graph: Graph, weights: WeightStore, prefix: String = "") {
+    init(graph: Graph, weights: WeightStore, prefix: String = "", maxTensorBytes: Int? = nil) {
         self.graph = graph
         self.weights = weights
         self.prefix = prefix
+        self.maxTensorBytes = maxTensorBytes
     }
 
     func child(_ name: String) -> Module {
-        Module(graph: graph, weights: weights, prefix: prefix.isEmpty ? name : prefix + "." + name)
+        Module(graph: graph, weights: weights, prefix: prefix.isEmpty ? name : prefix + "." + name, maxTensorBytes: maxTensorBytes)
     }
 
     func param(_ name: String, _ shape: Shape) throws -> Value {

@@ -410,7 +410,8 @@ public final class Pipeline: @unchecked Sendable {
             let x = try g.input("sample", shape: [batch, model.unetConfig.inChannels, height, width])
             let t = try g.input("timestep", shape: [batch])
             let c = try g.input("context", shape: [batch, contextLength, model.unetConfig.crossAttentionDim])
-            return [try UNet2DConditionModel(config: model.unetConfig).build(g, sample: x, timestep: t, context: c, weights: model.unetWeights)]
+            return [try UNet2DConditionModel(config: model.unetConfig).build(g, sample: x, timestep: t, context: c, weights: model.unetWeights,
+                                                                            maxTensorBytes: (executor as? VulkanExecutor)?.device.maxStorageBufferRange)]
         }
     }
 
