@@ -26,9 +26,13 @@ public final class VulkanExecutor: Executor, @unchecked Sendable {
         /// Use the shared-memory reductions even where the device has subgroup arithmetic (to
         /// test the fallback that devices without it run).
         public var forceSharedMemoryReductions: Bool
+        /// Bind activations of at most this many bytes, below the device's maxStorageBufferRange
+        /// (`LUMEN_VULKAN_MAX_ACTIVATION_BINDING`): lets a test or a user on a large-limit device
+        /// exercise what a device with a small limit gets (VAE tiling, chunked feed-forwards).
+        public var maxActivationBinding: Int?
         public init(profile: Bool? = nil, printProfile: Bool = true, poisonActivations: Bool = false,
                     activations: ActivationPrecision? = nil, attentionKernel: AttentionKernel? = nil,
-                    forceSharedMemoryReductions: Bool = false) {
+                    forceSharedMemoryReductions: Bool = false, maxActivationBinding: Int? = nil) {
             let env = ProcessInfo.processInfo.environment
             self.profile = profile ?? (env["LUMEN_PROFILE"] == "1")
             self.printProfile = printProfile
@@ -36,6 +40,7 @@ public final class VulkanExecutor: Executor, @unchecked Sendable {
             self.activations = activations ?? env["LUMEN_VULKAN_ACTIVATIONS"].flatMap(ActivationPrecision.init(rawValue:)) ?? .f32
             self.attentionKernel = attentionKernel
             self.forceSharedMemoryReductions = forceSharedMemoryReductions
+            self.maxActivationBinding = maxActivationBinding ?? env["LUMEN_VULKAN_MAX_ACTIVATION_BINDING"].flatMap { Int($0) }
         }
     }
     /// Storage of activations on the device. Arithmetic, norms' statistics and softmax are f32
@@ -83,6 +88,9 @@ public final class VulkanExecutor: Executor, @unchecked Sendable {
 
     /// The device this executor runs on.
     public var device: VulkanDeviceInfo { context.info }
+    /// The largest activation tensor (bytes) a program may bind: the device's
+    /// maxStorageBufferRange, or `options.maxActivationBinding` when that is lower.
+    public var activationBindingLimit: Int { min(device.maxStorageBufferRange, options.maxActivationBinding ?? .max) }
     /// Whether the validation layer is on.
     public var validationEnabled: Bool { context.validation }
     /// Warnings and errors the validation layer reported since this executor was created

@@ -142,7 +142,7 @@ public final class VulkanProgram: Program {
         for n in nodes where needed[n.id] {
             switch n.op {
             case .constant, .reshape: break
-            default: try checkRange(n.shape.count * storage[n.id]!.size, id: n.id, role: "value")
+            default: try checkRange(n.shape.count * storage[n.id]!.size, id: n.id, role: "value", activation: true)
             }
         }
         let blockLimit = 64 << 20
@@ -215,7 +215,7 @@ public final class VulkanProgram: Program {
         let node = graph.nodes[id]
         if let slot = slotOf[root[id]] {
             let bytes = node.shape.count * storageType(id).size
-            try checkRange(bytes, id: id, role: role)
+            try checkRange(bytes, id: id, role: role, activation: true)
             let r = slotRanges[slot]
             return Ref(range: BufferRange(block: r.block, offset: r.offset, size: alignUp(max(bytes, 4), 4)), slot: slot)
         }
@@ -278,14 +278,17 @@ public final class VulkanProgram: Program {
 
     var dummyRef: Ref { dummy }
 
-    private func checkRange(_ bytes: Int, id: Int, role: String) throws {
-        let limit = Int(context.limits.maxStorageBufferRange)
+    private func checkRange(_ bytes: Int, id: Int, role: String, activation: Bool = false) throws {
+        let device = Int(context.limits.maxStorageBufferRange)
+        let limit = activation ? min(device, options.maxActivationBinding ?? device) : device
         guard bytes <= limit else {
             let n = graph.nodes[id]
+            let what = limit < device ? "this executor binds activations of at most \(limit) bytes (Options.maxActivationBinding; \(context.info.name)'s maxStorageBufferRange is \(device))"
+                : "\(context.info.name) binds at most maxStorageBufferRange = \(limit) bytes"
             throw LumenError.outOfMemory(
                 bytes: bytes,
                 detail: "value %\(id)\(n.label.map { " '\($0)'" } ?? "") (\(n.op.name) \(n.dtype)[\(n.shape)], \(role)) "
-                    + "needs a \(bytes)-byte binding; \(context.info.name) binds at most maxStorageBufferRange = \(limit) bytes")
+                    + "needs a \(bytes)-byte binding; " + what)
         }
     }
 

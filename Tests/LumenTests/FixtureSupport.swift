@@ -42,3 +42,9 @@ func testVulkanExecutor() throws -> VulkanExecutor {
     }
     return try VulkanExecutor(validation: true)
 }
+
+/// The same with `options` (validation on).
+func testVulkanExecutor(options: VulkanExecutor.Options) throws -> VulkanExecutor {
+    _ = try testVulkanExecutor()
+    return try VulkanExecutor(validation: true, options: options)
+}

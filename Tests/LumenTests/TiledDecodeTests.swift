@@ -157,4 +157,46 @@ final class TiledDecodeTests: XCTestCase {
         r.vaeTiling = .tiles(sampleSize: 32)
         XCTAssertNil(try pipeline.vaeEncodeTileLayout(for: r), "no init image, nothing to encode")
     }
+
+    /// A device that binds little: a whole generation on lavapipe told to bind activations of at
+    /// most 120 KB. The pipeline decodes in 32-pixel tiles and builds the UNet's feed-forwards in
+    /// chunks, and draws what the CPU draws with the same tiles (the chunking changes no value);
+    /// unchunked, the same UNet is refused with a typed error naming the tensor.
+    func testGenerationWithinASmallBindingLimit() throws {
+        let limit = 120_000
+        let vulkan = try testVulkanExecutor(options: VulkanExecutor.Options(maxActivationBinding: limit))
+        XCTAssertEqual(vulkan.activationBindingLimit, limit)
+        let small = try Pipeline(modelPath: Fixtures.tinyFolder, executor: vulkan)
+        var r = GenerationRequest(prompt: "a red circle")
+        r.steps = 3
+        r.guidanceScale = 5
+        r.seed = 11
+        (r.width, r.height) = (96, 96)
+        XCTAssertEqual(try small.vaeTileLayout(for: r), VAETileLayout(latentTileSize: 4, sampleTileSize: 32))
+        let constrained = try small.generate(r)[0]
+        XCTAssertEqual(vulkan.validationMessages.map(\.description), [], "validation messages")
+
+        var onCPU = r
+        onCPU.vaeTiling = .tiles(sampleSize: 32)
+        let expected = try Pipeline(modelPath: Fixtures.tinyFolder, backend: .cpu).generate(onCPU)[0]
+        var total = 0, worst = 0
+        for (a, b) in zip(constrained.pixels, expected.pixels) {
+            let d = abs(Int(a) - Int(b))
+            total += d
+            worst = max(worst, d)
+        }
+        XCTAssertLessThan(Double(total) / Double(expected.pixels.count), 1, "mean |Vulkan - CPU| in 8-bit levels")
+        XCTAssertLessThanOrEqual(worst, 12)
+
+        // The UNet without chunking needs a larger binding, and says which.
+        let model = try StableDiffusionModel.load(path: Fixtures.tinyFolder)
+        let g = Graph()
+        let y = try UNet2DConditionModel(config: model.unetConfig).build(
+            g, sample: try g.input("sample", shape: [2, 4, 12, 12]), timestep: try g.input("timestep", shape: [2]),
+            context: try g.input("context", shape: [2, 77, model.unetConfig.crossAttentionDim]), weights: model.unetWeights)
+        XCTAssertThrowsError(try vulkan.compile(g, outputs: [y])) { error in
+            let text = "\(error)"
+            XCTAssertTrue(text.contains("binds activations of at most 120000 bytes") && text.contains("f32[2x144x256]"), text)
+        }
+    }
 }

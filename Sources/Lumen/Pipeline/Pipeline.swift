@@ -268,7 +268,7 @@ public final class Pipeline: @unchecked Sendable {
             let layout = VAETileLayout(config: config, sampleSize: sampleSize)
             return tiles(layout) ? layout : nil
         case .auto:
-            let limit = (executor as? VulkanExecutor)?.device.maxStorageBufferRange
+            let limit = (executor as? VulkanExecutor)?.activationBindingLimit
             var needed = w * h > 2 * config.sampleSize * config.sampleSize
             if !needed, let limit { needed = try widest(h, w) > limit }
             guard needed else { return nil }
@@ -411,7 +411,7 @@ public final class Pipeline: @unchecked Sendable {
             let t = try g.input("timestep", shape: [batch])
             let c = try g.input("context", shape: [batch, contextLength, model.unetConfig.crossAttentionDim])
             return [try UNet2DConditionModel(config: model.unetConfig).build(g, sample: x, timestep: t, context: c, weights: model.unetWeights,
-                                                                            maxTensorBytes: (executor as? VulkanExecutor)?.device.maxStorageBufferRange)]
+                                                                            maxTensorBytes: (executor as? VulkanExecutor)?.activationBindingLimit)]
         }
     }
 
