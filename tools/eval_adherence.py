@@ -123,6 +123,30 @@ def write_lumen_script(path, items, a):
     print(f"wrote {path} ({len(items)} prompts into {out})")
 
 
+def semantic(parsed):
+    """What a parse says in words: the background and each object's colour, kind, size and position."""
+    return parsed["background"], [(o["colour"], o["kind"], o["size"], o["position"]) for o in parsed["objects"]]
+
+
+def compare(reference, found, images):
+    """(n, same parse, mean |diff|, max |diff|) of images against the reference images of the same prompts."""
+    _, ref_items, ref_images = reference
+    by_index = {item[0]: im for item, im in zip(ref_items, ref_images)}
+    n = same = 0
+    total, worst, count = 0.0, 0, 0
+    for item, im in zip(found, images):
+        ref = by_index.get(item[0])
+        if ref is None:
+            continue
+        d = np.abs(im.astype(np.int16) - ref.astype(np.int16))
+        total += float(d.sum())
+        count += d.size
+        worst = max(worst, int(d.max()))
+        same += int(semantic(adherence.parse_image(im)) == semantic(adherence.parse_image(ref)))
+        n += 1
+    return n, same, total / max(count, 1), worst
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", help="diffusers folder to generate with (and to name in the Lumen script)")
@@ -138,6 +162,8 @@ def main(argv=None):
     p.add_argument("--score-dir", action="append", default=[], metavar="NAME=DIR",
                    help="score a folder of NNNN.png (e.g. made by Lumen); repeatable")
     p.add_argument("--with-truth", action="store_true", help="add the ground-truth renderings' row")
+    p.add_argument("--reference-dir", help="without diffusers generation: the folder of diffusers' images "
+                                           "(--save of an earlier run) that --score-dir folders are compared with")
     p.add_argument("--write-prompts", metavar="FILE",
                    help="write the prompt set (index, seed, caption) for `lumen eval`, e.g. Models/demo/eval_prompts.tsv")
     p.add_argument("--write-lumen-script", metavar="FILE")
@@ -157,6 +183,8 @@ def main(argv=None):
         write_lumen_script(a.write_lumen_script, items, a)
         return 0
     rows = []
+    reference = None   # (name, items, images) of diffusers, for the agreement lines
+    agreement = []
     if a.with_truth:
         scenes = {i: s for i, _, _, s in sd.eval_set()}
         truth = [sd.render(scenes[i], seed) for i, seed, _ in items]
@@ -167,6 +195,10 @@ def main(argv=None):
             save_dir(a.save, items, images)
         name = f"diffusers {a.scheduler or 'default'} {a.steps}st cfg{a.guidance:g}"
         rows.append((name, adherence.score(images, [c for _, _, c in items], pool=pool)))
+        reference = (name, items, images)
+    elif a.reference_dir:
+        found, images = load_dir(a.reference_dir, items)
+        reference = (a.reference_dir, found, images)
     for spec in a.score_dir:
         name, _, path = spec.rpartition("=")
         found, images = load_dir(path, items)
@@ -175,11 +207,16 @@ def main(argv=None):
                   file=sys.stderr)
         if found:
             rows.append((name or path, adherence.score(images, [c for _, _, c in found], pool=pool)))
+            if reference:
+                agreement.append((name or path, compare(reference, found, images)))
     if not rows:
         p.error("nothing to score: give --model, --score-dir or --with-truth")
     print(f"held-out prompts: {len(items)}; R-precision against every other caption of the "
           f"{len(pool)}-prompt set (chance ~{100 / len(pool):.1f} %)")
     print(adherence.format_table(rows))
+    for name, (n, same, mean, worst) in agreement:
+        print(f"{name} against {reference[0]}: {n} images, same parse (background, colours, kinds, sizes, "
+              f"positions) for {same}/{n}, mean |difference| {mean:.3f} of 255, largest {worst}")
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"prompts": len(items), "steps": a.steps, "guidance": a.guidance, "scheduler": a.scheduler,
