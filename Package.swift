@@ -52,10 +52,17 @@ let package = Package(
         ),
         .executableTarget(name: "SPIRVEmbed", path: "Plugins/SPIRVEmbed"),
         .plugin(name: "ShaderPlugin", capability: .buildTool(), dependencies: ["SPIRVEmbed"], path: "Plugins/ShaderPlugin"),
+        // The demo model (Models/demo) built into the binary with .incbin: the assembler finds the
+        // files through this header search path.
+        .target(
+            name: "CLumenDemoModel",
+            path: "Sources/CLumenDemoModel",
+            cSettings: [.headerSearchPath("../../Models/demo")]
+        ),
         .target(
             name: "Lumen",
             dependencies: [
-                "LumenRuntime", "LumenCPU", "CLumenPNG", "LumenVulkan",
+                "LumenRuntime", "LumenCPU", "CLumenPNG", "LumenVulkan", "CLumenDemoModel",
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Sources/Lumen"

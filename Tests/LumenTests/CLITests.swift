@@ -61,7 +61,7 @@ final class CLITests: XCTestCase {
         let out = dir + "/n.png"
         let r = try lumen(["generate", "a blue square", "--steps", "2", "--seed", "1", "--count", "2", "--json", "-o", out])
         XCTAssertEqual(r.status, 0, r.stderr)
-        XCTAssertTrue(r.stderr.contains("noise"), "the built-in test model is announced as noise: \(r.stderr)")
+        XCTAssertFalse(r.stderr.contains("noise"), "the built-in model is the trained demo model: \(r.stderr)")
         let json = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any]
         XCTAssertEqual(json["images"] as? [String], [dir + "/n-1.png", dir + "/n-2.png"])
         XCTAssertEqual(json["seed"] as? Int, 1)
@@ -106,5 +106,31 @@ final class CLITests: XCTestCase {
         let (image, _) = try RGBImage.readPNG(out)
         XCTAssertEqual([image.width, image.height], [64, 64], "the init image's size")
         XCTAssertNotNil(try Data(contentsOf: URL(fileURLWithPath: out)).range(of: Data("Denoising strength: 0.5".utf8)))
+    }
+
+    /// `lumen eval` on the built-in demo model: a table of the figures, the JSON file, scoring a
+    /// folder of images, and bad input.
+    func testEval() throws {
+        let saved = dir + "/eval", json = dir + "/eval.json"
+        let r = try lumen(["eval", "--limit", "3", "--steps", "4", "--save", saved, "--json", json])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stdout.contains("r_precision") && r.stdout.contains("held-out prompts: 3 of"), r.stdout)
+        let figures = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: json))) as! [String: Any]
+        XCTAssertEqual(figures["n"] as? Int, 3)
+        XCTAssertNotNil((figures["figures"] as? [String: Double])?["colour"])
+        let pngs = try FileManager.default.contentsOfDirectory(atPath: saved).filter { $0.hasSuffix(".png") }
+        XCTAssertEqual(pngs.count, 3)
+        // The same images scored from the folder give the same row of figures.
+        let again = try lumen(["eval", "--limit", "3", "--score-dir", saved])
+        XCTAssertEqual(again.status, 0, again.stderr)
+        XCTAssertEqual(r.stdout.split(separator: "\n").last?.split(separator: " ").suffix(9),
+                       again.stdout.split(separator: "\n").last?.split(separator: " ").suffix(9))
+        try Data("index\tseed\tcaption\n0\t1\ta teapot on a table\n".utf8).write(to: URL(fileURLWithPath: dir + "/bad.tsv"))
+        let bad = try lumen(["eval", "--prompts", dir + "/bad.tsv"])
+        XCTAssertNotEqual(bad.status, 0)
+        XCTAssertTrue(bad.stderr.contains("bad.tsv") && bad.stderr.contains("teapot"), bad.stderr)
+        let empty = try lumen(["eval", "--limit", "2", "--score-dir", dir + "/nothing-here"])
+        XCTAssertNotEqual(empty.status, 0)
+        XCTAssertTrue(empty.stderr.contains("nothing-here"), empty.stderr)
     }
 }

@@ -1,16 +1,19 @@
+import CLumenDemoModel
 import Foundation
 
 /// The model `lumen generate` uses without `--model`, and the CLIP vocabulary for models that
-/// carry none (single-file checkpoints).
+/// carry none (single-file checkpoints): the small trained demo model of the shapes world
+/// (Models/demo, tools/train_demo_model.py, docs/quality.md).
 ///
-/// Until a trained demo model ships, the default is the tiny random-weight test model of the
-/// repository: it runs the whole pipeline, and its images are noise. It is found, in order, at
-/// `$LUMEN_DEFAULT_MODEL`, at `lumen-default-model` beside the executable, and in the source
-/// tree this binary was built from (`Models/demo`, then `Tests/Fixtures/tiny-sd`).
+/// Its files are built into the binary (Sources/CLumenDemoModel), so a copied `lumen` needs no
+/// download and no repository. It is found, in order, at `$LUMEN_DEFAULT_MODEL`, at
+/// `lumen-default-model` beside the executable, in the source tree this binary was built from
+/// (`Models/demo`), and otherwise the embedded copy is written once to
+/// `$XDG_CACHE_HOME/lumen` (or `~/.cache/lumen`, or the temporary folder) and read from there.
 public enum DefaultModel {
     public struct Location: Sendable, Equatable {
         public let path: String
-        /// True for the random-weight test model, whose images are noise.
+        /// True for a random-weight test model, whose images are noise.
         public let isRandomTestModel: Bool
     }
 
@@ -26,7 +29,7 @@ public enum DefaultModel {
         let exeDir = URL(fileURLWithPath: CommandLine.arguments.first ?? ".").deletingLastPathComponent().path
         if isModel(exeDir + "/lumen-default-model") { return Location(path: exeDir + "/lumen-default-model", isRandomTestModel: false) }
         if isModel(sourceRoot + "/Models/demo") { return Location(path: sourceRoot + "/Models/demo", isRandomTestModel: false) }
-        if isModel(sourceRoot + "/Tests/Fixtures/tiny-sd") { return Location(path: sourceRoot + "/Tests/Fixtures/tiny-sd", isRandomTestModel: true) }
+        if let extracted = try? extractEmbedded() { return Location(path: extracted, isRandomTestModel: false) }
         return nil
     }
 
@@ -35,5 +38,56 @@ public enum DefaultModel {
         guard let m = locate() else { return nil }
         let p = m.path + "/tokenizer"
         return FileManager.default.fileExists(atPath: p + "/vocab.json") || FileManager.default.fileExists(atPath: p + "/tokenizer.json") ? p : nil
+    }
+
+    /// The demo model's files inside this binary: path in the model folder, and bytes.
+    public static var embeddedFiles: [(path: String, bytes: UnsafeRawBufferPointer)] {
+        var count = 0
+        guard let table = lumen_demo_model_files(&count) else { return [] }
+        return (0..<count).map { i in
+            let f = table[i]
+            return (String(cString: f.path), UnsafeRawBufferPointer(start: f.start, count: f.end - f.start))
+        }
+    }
+
+    /// Writes the embedded demo model into `folder` (created; files replaced), via a temporary
+    /// sibling folder renamed into place, so that a reader never sees half of it.
+    public static func writeEmbedded(to folder: String) throws {
+        let fm = FileManager.default
+        let staging = folder + ".partial-\(getpid())"
+        try? fm.removeItem(atPath: staging)
+        for (path, bytes) in embeddedFiles {
+            let target = (staging as NSString).appendingPathComponent(path)
+            try fm.createDirectory(atPath: (target as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            try Data(bytes).write(to: URL(fileURLWithPath: target))
+        }
+        try? fm.removeItem(atPath: folder)
+        try fm.createDirectory(atPath: (folder as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        try fm.moveItem(atPath: staging, toPath: folder)
+    }
+
+    /// The embedded model written to the cache folder (once per distinct model: the folder is
+    /// named by the files' total size and a checksum), returning its path.
+    static func extractEmbedded() throws -> String {
+        let files = embeddedFiles
+        guard !files.isEmpty else { throw CocoaError(.fileNoSuchFile) }
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325  // FNV-1a over the paths, sizes and the first and last 4 KiB
+        func mix<S: Sequence>(_ s: S) where S.Element == UInt8 { for b in s { hash = (hash ^ UInt64(b)) &* 0x100_0000_01b3 } }
+        for (path, bytes) in files {
+            mix(Array(path.utf8))
+            mix(withUnsafeBytes(of: UInt64(bytes.count).littleEndian) { Array($0) })
+            mix(bytes.prefix(4096))
+            mix(bytes.suffix(4096))
+        }
+        let env = ProcessInfo.processInfo.environment
+        let cache = env["XDG_CACHE_HOME"].flatMap { $0.isEmpty ? nil : $0 }
+            ?? env["HOME"].flatMap { $0.isEmpty ? nil : $0 + "/.cache" } ?? NSTemporaryDirectory()
+        let folder = cache + "/lumen/demo-model-" + String(hash, radix: 16)
+        let fm = FileManager.default
+        let complete = files.allSatisfy { f in
+            ((try? fm.attributesOfItem(atPath: folder + "/" + f.path))?[.size] as? NSNumber)?.intValue == f.bytes.count
+        }
+        if !complete { try writeEmbedded(to: folder) }
+        return folder
     }
 }
