@@ -31,13 +31,13 @@ struct EvalCommand: ParsableCommand {
     @Option(help: "Classifier-free guidance scale.")
     var guidance: Float = 4
 
-    @Option(help: "Scheduler: \(SchedulerKind.allCases.map(\.rawValue).joined(separator: ", ")) (default: the model's).")
-    var scheduler: String?
+    @Option(help: ArgumentHelp(SchedulerKind.argumentHelp))
+    var scheduler: SchedulerKind?
 
     @Option(help: "auto, cpu or vulkan.")
-    var backend = "cpu"
+    var backend = BackendArgument.cpu
 
-    @Option(help: "Vulkan device index (with --backend vulkan).")
+    @Option(help: "Vulkan device index (`lumen devices` lists them).")
     var device: Int?
 
     @Option(help: "Write the images here as NNNN.png (NNNN: the prompt's index).")
@@ -51,12 +51,7 @@ struct EvalCommand: ParsableCommand {
     var json: String?
 
     func validate() throws {
-        if let scheduler, SchedulerKind(rawValue: scheduler) == nil {
-            throw ValidationError("--scheduler \(scheduler): unknown; expected one of \(SchedulerKind.allCases.map(\.rawValue).joined(separator: ", "))")
-        }
-        if !["auto", "cpu", "vulkan"].contains(backend) {
-            throw ValidationError("--backend \(backend): expected auto, cpu or vulkan")
-        }
+        try backend.validate(device: device)
         if let limit, limit < 1 { throw ValidationError("--limit \(limit): expected at least 1") }
         if steps < 1 { throw ValidationError("--steps \(steps): expected at least 1") }
     }
@@ -91,13 +86,11 @@ struct EvalCommand: ParsableCommand {
             guard !scored.isEmpty else { throw ValidationError("--score-dir \(scoreDir): none of the prompts' NNNN.png images is there") }
             name = (scoreDir as NSString).lastPathComponent
         } else {
-            let choice: Backend = backend == "cpu" ? .cpu : backend == "vulkan" ? .vulkan(device: device) : .auto
-            let pipeline = try Pipeline(modelPath: modelPath, backend: choice)
+            let pipeline = try Pipeline(modelPath: modelPath, backend: backend.backend(device: device))
             if let note = pipeline.backendNote { FileHandle.standardError.write(Data("lumen: \(note)\n".utf8)) }
             if let save { try FileManager.default.createDirectory(atPath: save, withIntermediateDirectories: true) }
-            let kind = scheduler.flatMap(SchedulerKind.init(rawValue:))
             let progress = ProgressBar()
-            images = try ShapesEvaluation.generate(pipeline, prompts: items, steps: steps, guidance: guidance, scheduler: kind) { i, p, image in
+            images = try ShapesEvaluation.generate(pipeline, prompts: items, steps: steps, guidance: guidance, scheduler: scheduler) { i, p, image in
                 if let save {
                     try image.writePNG(to: (save as NSString).appendingPathComponent(String(format: "%04d.png", p.index)),
                                        text: [("parameters", "\(p.caption)\nSteps: \(steps), CFG scale: \(guidance), Seed: \(p.seed)")])
@@ -106,8 +99,8 @@ struct EvalCommand: ParsableCommand {
             }
             progress.finish()
             scored = items
-            let sched = pipeline.schedulerKind(for: GenerationRequest(prompt: "")).rawValue
-            name = "lumen \(pipeline.executor.backendName) \(scheduler ?? sched) \(steps)st cfg\(guidance)"
+            let sched = scheduler ?? pipeline.schedulerKind(for: GenerationRequest(prompt: ""))
+            name = "lumen \(pipeline.executor.backendName) \(sched.rawValue) \(steps)st cfg\(guidance)"
         }
         let report = try ShapesAdherence.score(images: images, captions: scored.map(\.caption), pool: all.map(\.caption))
         print("held-out prompts: \(scored.count) of \(all.count) (\(promptFile)); R-precision against every other caption of the set (chance ~\(String(format: "%.1f", 100 / Double(all.count))) %)")

@@ -24,7 +24,7 @@ struct GenerateCommand: ParsableCommand {
     var vae: String?
 
     @Option(help: "Where a folder has both plain and .fp16 weight files, which to read: auto (the backend's choice), fp32 or fp16.")
-    var precision: String = "auto"
+    var precision = WeightPrecision.auto
 
     @Option(name: .customLong("negative-prompt"), help: "What not to draw.")
     var negativePrompt = ""
@@ -44,8 +44,8 @@ struct GenerateCommand: ParsableCommand {
     @Option(help: "Seed of the random generator (torch's CPU generator; default: a random seed, printed).")
     var seed: UInt64?
 
-    @Option(help: "Scheduler: \(SchedulerKind.allCases.map(\.rawValue).joined(separator: ", ")) (default: the model's).")
-    var scheduler: String?
+    @Option(help: ArgumentHelp(SchedulerKind.argumentHelp))
+    var scheduler: SchedulerKind?
 
     @Option(help: "Images to generate.")
     var count = 1
@@ -60,7 +60,10 @@ struct GenerateCommand: ParsableCommand {
     var clipSkip = 0
 
     @Option(help: "auto, cpu or vulkan.")
-    var backend = "auto"
+    var backend = BackendArgument.auto
+
+    @Option(help: "Vulkan device index (`lumen devices` lists them; default: LUMEN_VULKAN_DEVICE, else the first discrete GPU).")
+    var device: Int?
 
     @Option(name: .customLong("vae-tiling"),
             help: "Decode the image in overlapping VAE tiles: auto (when the image is large or the device needs it), off, or a tile size in pixels (a multiple of 32).")
@@ -70,15 +73,7 @@ struct GenerateCommand: ParsableCommand {
     var output: String?
 
     func validate() throws {
-        if let scheduler, SchedulerKind(rawValue: scheduler) == nil {
-            throw ValidationError("--scheduler \(scheduler): unknown; expected one of \(SchedulerKind.allCases.map(\.rawValue).joined(separator: ", "))")
-        }
-        if WeightPrecision(rawValue: precision) == nil {
-            throw ValidationError("--precision \(precision): expected auto, fp32 or fp16")
-        }
-        if !["auto", "cpu", "vulkan"].contains(backend) {
-            throw ValidationError("--backend \(backend): expected auto, cpu or vulkan")
-        }
+        try backend.validate(device: device)
         if VAETiling(vaeTiling) == nil {
             throw ValidationError("--vae-tiling \(vaeTiling): expected auto, off or a tile size in pixels")
         }
@@ -95,7 +90,6 @@ struct GenerateCommand: ParsableCommand {
 
     func run() throws {
         let started = Date()
-        let backendChoice: Backend = backend == "cpu" ? .cpu : backend == "vulkan" ? .vulkan(device: nil) : .auto
         let model: String
         if let given = self.model {
             model = given
@@ -108,8 +102,8 @@ struct GenerateCommand: ParsableCommand {
                 FileHandle.standardError.write(Data("lumen: no --model given: using the built-in tiny test model, whose weights are random, so its images are noise; pass --model PATH for real images\n".utf8))
             }
         }
-        let pipeline = try Pipeline(modelPath: model, backend: backendChoice, configFolder: config, vaePath: vae,
-                                    precision: WeightPrecision(rawValue: precision) ?? .auto)
+        let pipeline = try Pipeline(modelPath: model, backend: backend.backend(device: device), configFolder: config,
+                                    vaePath: vae, precision: precision)
         pipeline.retainsPrograms = false  // one request: never hold the UNet's and the VAE's activations together
         var request = GenerationRequest(prompt: prompt)
         request.negativePrompt = negativePrompt
@@ -118,7 +112,7 @@ struct GenerateCommand: ParsableCommand {
         request.width = width
         request.height = height
         request.seed = seed ?? UInt64.random(in: 0..<(1 << 32))
-        request.scheduler = scheduler.flatMap(SchedulerKind.init(rawValue:))
+        request.scheduler = scheduler
         request.count = count
         request.clipSkip = clipSkip
         request.vaeTiling = VAETiling(vaeTiling) ?? .auto

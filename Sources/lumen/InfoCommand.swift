@@ -17,20 +17,14 @@ struct InfoCommand: ParsableCommand {
     var vae: String?
 
     @Option(help: "Where a folder has both plain and .fp16 weight files, which to read: auto (the plain ones), fp32 or fp16.")
-    var precision: String = "auto"
+    var precision = WeightPrecision.auto
 
     @Flag(help: "Print JSON.")
     var json = false
 
-    func validate() throws {
-        if WeightPrecision(rawValue: precision) == nil {
-            throw ValidationError("--precision \(precision): expected auto, fp32 or fp16")
-        }
-    }
-
     func run() throws {
         let m = try StableDiffusionModel.load(path: model, configFolder: config, vaePath: vae,
-                                              precision: WeightPrecision(rawValue: precision) ?? .auto)
+                                              precision: precision)
         let networks = m.summary()
         if json {
             struct Info: Codable {

@@ -80,6 +80,9 @@ final class CLITests: XCTestCase {
             (["--init-image", dir + "/missing.png"], "missing.png"),
             (["--init-image", dir + "/corrupt.png"], "corrupt.png"),
             (["--backend", "tpu"], "backend"),
+            (["--backend", "cpu", "--device", "0"], "--device"),
+            (["--precision", "fp8"], "precision"),
+            (["--device", "99"], "device 99"),  // a device given means Vulkan: never a silent CPU fallback
         ]
         for (extra, expected) in cases {
             let r = try lumen(base + extra)

@@ -1,0 +1,35 @@
+import ArgumentParser
+import Lumen
+
+// The arguments `generate` and `eval` share, parsed once: ArgumentParser rejects a value outside
+// the cases with a message that names the flag and lists the valid values.
+
+extension SchedulerKind: ExpressibleByArgument {}
+
+/// `--backend`: which executor runs the graph.
+enum BackendArgument: String, CaseIterable, ExpressibleByArgument {
+    case auto, cpu, vulkan
+
+    /// The pipeline's backend, with the Vulkan device `--device` names (auto with a device means
+    /// that Vulkan device).
+    func backend(device: Int?) -> Backend {
+        switch self {
+        case .cpu: return .cpu
+        case .vulkan: return .vulkan(device: device)
+        case .auto: return device.map { .vulkan(device: $0) } ?? .auto
+        }
+    }
+
+    /// Rejects `--device` with `--backend cpu`, and a negative index.
+    func validate(device: Int?) throws {
+        guard let device else { return }
+        if device < 0 { throw ValidationError("--device \(device): expected a device index from `lumen devices` (0 or more)") }
+        if self == .cpu { throw ValidationError("--device \(device): a Vulkan device index, not valid with --backend cpu") }
+    }
+}
+
+extension SchedulerKind {
+    static let argumentHelp = "Scheduler: \(allCases.map(\.rawValue).joined(separator: ", ")) (default: the model's)."
+}
+
+extension WeightPrecision: ExpressibleByArgument {}
