@@ -64,8 +64,10 @@ struct InfoCommand: ParsableCommand {
         print("         down \(u.downBlockTypes), up \(u.upBlockTypes)")
         print("vae:     channels \(v.blockOutChannels), \(v.layersPerBlock) layers/block, latent \(v.latentChannels), "
               + "scale factor \(v.scaleFactor), scaling \(v.scalingFactor)")
-        print("tokenizer: \(m.tokenizerPath ?? "none (the bundled CLIP vocabulary would be used)")")
-        print("scheduler: \(m.schedulerConfigPath ?? "none (defaults)")")
+        let pad = m.tokenizerPadToken.map { ", padded with \"\($0)\"" } ?? ""
+        print("tokenizer: \(m.tokenizerPath ?? "none (the bundled CLIP vocabulary would be used\(pad))")")
+        let defaults = m.schedulerDefaults.map { "none (\($0.className ?? "PNDMScheduler"), \($0.predictionType ?? "epsilon") prediction)" }
+        print("scheduler: \(m.schedulerConfigPath ?? defaults ?? "none (defaults)")")
     }
 
     private func formatCount(_ n: Int) -> String {

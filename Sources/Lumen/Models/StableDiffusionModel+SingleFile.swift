@@ -30,23 +30,25 @@ extension StableDiffusionModel {
             }
             throw ModelFileError.unsupported(path: path, detail: "no Stable Diffusion UNet tensors (model.diffusion_model.*) found; not a checkpoint Lumen recognises")
         }
-        if has("cond_stage_model.model.") {
-            throw ModelFileError.unsupported(path: path, detail: "this is a Stable Diffusion 2.x checkpoint (OpenCLIP text encoder), which Lumen does not load from a single file yet")
-        }
-        guard has("cond_stage_model.transformer.") else {
-            throw ModelFileError.unsupported(path: path, detail: "no text encoder (cond_stage_model.transformer.*) found")
+        // SD 2.x keeps OpenCLIP's text tower under cond_stage_model.model.*; SD 1.x a transformers
+        // CLIPTextModel under cond_stage_model.transformer.*.
+        let openCLIP = has(OriginalCheckpointNames.openCLIPPrefix)
+        guard openCLIP || has("cond_stage_model.transformer.") else {
+            throw ModelFileError.unsupported(path: path, detail: "no text encoder (cond_stage_model.transformer.* or, for SD 2.x, cond_stage_model.model.*) found")
         }
 
-        let text: CLIPTextConfig, unet: UNet2DConditionConfig, vae: AutoencoderKLConfig
+        var text: CLIPTextConfig, unet: UNet2DConditionConfig, vae: AutoencoderKLConfig
+        var schedulerDefaults: SchedulerConfig?
         if let configFolder {
             func sub(_ s: String) -> String { (configFolder as NSString).appendingPathComponent(s) }
             text = try loadConfig(CLIPTextConfig.self, path: sub("text_encoder/config.json"))
             unet = try loadConfig(UNet2DConditionConfig.self, path: sub("unet/config.json"))
             vae = try loadConfig(AutoencoderKLConfig.self, path: sub("vae/config.json"))
         } else {
-            text = try inferTextConfig(file)
+            text = openCLIP ? try inferOpenCLIPTextConfig(file) : try inferTextConfig(file)
             unet = try inferUNetConfig(file)
             vae = try inferVAEConfig(file)
+            if openCLIP { (unet, vae, schedulerDefaults) = sd2Defaults(unet, vae) }
         }
         let L = unet.layersPerBlock
         let upTypes = unet.upBlockTypes
@@ -57,14 +59,31 @@ extension StableDiffusionModel {
         let vaeWeights = SafetensorsWeights(files: [file], scope: OriginalCheckpointNames.vaePrefix) {
             [OriginalCheckpointNames.vae($0, levels: levels)]
         }
-        let textWeights = SafetensorsWeights(files: [file], scope: "cond_stage_model.") { OriginalCheckpointNames.textEncoder($0) }
-        var recognised = [has("cond_stage_model.transformer.text_model.")
-            ? "text encoder as cond_stage_model.transformer.text_model.*"
-            : "text encoder as cond_stage_model.transformer.* (the older naming, without text_model)"]
+        let textWeights = SafetensorsWeights(files: [file], scope: "cond_stage_model.") {
+            openCLIP ? OriginalCheckpointNames.openCLIPTextEncoder($0) : OriginalCheckpointNames.textEncoder($0)
+        }
+        var recognised: [String]
+        if openCLIP {
+            let blocks = count(file, OriginalCheckpointNames.openCLIPPrefix + "transformer.resblocks")
+            recognised = ["Stable Diffusion 2.x: OpenCLIP text encoder as cond_stage_model.model.* (q, k, v read as thirds of attn.in_proj_*)"]
+            if blocks > text.numHiddenLayers {
+                recognised.append("ignored text encoder blocks \(text.numHiddenLayers)..<\(blocks) (SD 2.x conditions on the penultimate layer)")
+            }
+            let unusedTower = ["text_projection", "logit_scale"].filter { file.entries[OriginalCheckpointNames.openCLIPPrefix + $0] != nil }
+            if !unusedTower.isEmpty { recognised.append("ignored cond_stage_model.model.{\(unusedTower.joined(separator: ", "))} (CLIP's contrastive head, unused by diffusion)") }
+        } else {
+            recognised = [has("cond_stage_model.transformer.text_model.")
+                ? "text encoder as cond_stage_model.transformer.text_model.*"
+                : "text encoder as cond_stage_model.transformer.* (the older naming, without text_model)"]
+        }
         let ema = names.filter { $0.hasPrefix("model_ema.") }.count
         if ema > 0 { recognised.append("ignored \(ema) model_ema.* tensors (the EMA copy; the main weights are used)") }
         recognised += skippedBuffers(textWeights, "text encoder") + skippedBuffers(unetWeights, "unet") + skippedBuffers(vaeWeights, "vae")
-        if configFolder == nil {
+        if configFolder == nil && openCLIP {
+            recognised.append("configs inferred from tensor shapes as Stable Diffusion 2.1 has them (64-wide attention heads, "
+                + "768×768, DDIM with v-prediction, as diffusers' from_single_file assumes; for a 512 epsilon model "
+                + "such as 2.x-base, pass --config with its diffusers folder)")
+        } else if configFolder == nil {
             recognised.append("configs inferred from tensor shapes (attention heads assume Stable Diffusion 1.x: 8)")
         } else if let configFolder, !configHasKey((configFolder as NSString).appendingPathComponent("vae/config.json"), "scaling_factor") {
             recognised.append("vae config has no scaling_factor: \(vae.scalingFactor) (the Stable Diffusion 1.x/2.x value)")
@@ -73,11 +92,57 @@ extension StableDiffusionModel {
             .flatMap { FileManager.default.fileExists(atPath: $0) ? $0 : nil }
         let scheduler = configFolder.map { ($0 as NSString).appendingPathComponent("scheduler/scheduler_config.json") }
             .flatMap { FileManager.default.fileExists(atPath: $0) ? $0 : nil }
-        let model = StableDiffusionModel(path: path, family: .sd1, layout: .singleFile, text: text, unet: unet, vae: vae,
+        let model = StableDiffusionModel(path: path, family: openCLIP || unet.crossAttentionDim == 1024 ? .sd2 : .sd1, layout: .singleFile, text: text, unet: unet, vae: vae,
                                          textWeights: textWeights, unetWeights: unetWeights, vaeWeights: vaeWeights,
                                          tokenizerPath: tokenizer, schedulerConfigPath: scheduler)
         model.recognised = recognised
+        if scheduler == nil { model.schedulerDefaults = schedulerDefaults }
+        if openCLIP { model.tokenizerPadToken = "!" }  // open_clip pads with 0, the id of "!"
         return model
+    }
+
+    /// OpenCLIP's text tower (SD 2.x) as the CLIPTextModel diffusers converts it to: one layer
+    /// fewer than the checkpoint holds (SD 2.x conditions on the penultimate layer's output, so
+    /// diffusers' folders drop the last block), GELU, 64-wide heads.
+    static func inferOpenCLIPTextConfig(_ file: SafetensorsFile) throws -> CLIPTextConfig {
+        let p = OriginalCheckpointNames.openCLIPPrefix
+        var c = CLIPTextConfig()
+        let tok = try shape(file, p + "token_embedding.weight")
+        c.vocabSize = tok[0]
+        c.hiddenSize = tok[1]
+        c.maxPositionEmbeddings = try shape(file, p + "positional_embedding")[0]
+        let blocks = count(file, p + "transformer.resblocks")
+        guard blocks >= 2 else {
+            throw ModelFileError.unsupported(path: file.path, detail: "the OpenCLIP text encoder has \(blocks) resblocks; SD 2.x uses all but the last, so at least 2 are needed")
+        }
+        c.numHiddenLayers = blocks - 1
+        c.intermediateSize = try shape(file, p + "transformer.resblocks.0.mlp.c_fc.weight")[0]
+        c.numAttentionHeads = max(1, c.hiddenSize / 64)
+        c.hiddenAct = "gelu"
+        return c
+    }
+
+    /// What Stable Diffusion 2.1's diffusers folder says beyond the shapes, which diffusers'
+    /// from_single_file assumes for any SD 2.x checkpoint: heads of 64 channels, linear projections,
+    /// upcast attention, 768×768 (UNet sample 96, VAE sample 768), DDIM with v-prediction.
+    static func sd2Defaults(_ unet: UNet2DConditionConfig, _ vae: AutoencoderKLConfig)
+        -> (UNet2DConditionConfig, AutoencoderKLConfig, SchedulerConfig) {
+        var u = unet, v = vae
+        u.attentionHeadDim = .each(u.blockOutChannels.map { max(1, $0 / 64) })
+        u.upcastAttention = true
+        u.sampleSize = 96
+        v.sampleSize = 768
+        var s = SchedulerConfig()
+        s.className = "DDIMScheduler"
+        s.predictionType = "v_prediction"
+        s.betaStart = 0.00085
+        s.betaEnd = 0.012
+        s.betaSchedule = "scaled_linear"
+        s.clipSample = false
+        s.setAlphaToOne = false
+        s.stepsOffset = 1
+        s.skipPrkSteps = true
+        return (u, v, s)
     }
 
     static func shape(_ file: SafetensorsFile, _ name: String) throws -> Shape {

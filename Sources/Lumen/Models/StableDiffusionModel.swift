@@ -53,6 +53,11 @@ public final class StableDiffusionModel {
     public let tokenizerPath: String?
     /// The scheduler config file, if the model has one.
     public let schedulerConfigPath: String?
+    /// The scheduler settings when there is no `scheduler_config.json` (a single file without
+    /// `--config`); nil: diffusers' Stable Diffusion 1.x defaults.
+    public internal(set) var schedulerDefaults: SchedulerConfig?
+    /// The padding token when it differs from the tokenizer folder's (SD 2.x single files: "!").
+    public internal(set) var tokenizerPadToken: String?
 
     /// Every file read.
     public var files: [String] {
@@ -103,7 +108,7 @@ public final class StableDiffusionModel {
         }
         if contents.contains("text_encoder_2") || contents.contains("transformer") {
             let family: ModelFamily = contents.contains("transformer") ? (contents.contains("text_encoder_3") ? .sd3 : .flux) : .sdxl
-            throw ModelFileError.unsupported(path: path, detail: "this is a \(family.rawValue) model, which Lumen does not support yet (Stable Diffusion 1.x only)")
+            throw ModelFileError.unsupported(path: path, detail: "this is a \(family.rawValue) model, which Lumen does not support yet (Stable Diffusion 1.x and 2.x only)")
         }
         for part in ["unet", "vae", "text_encoder"] where !contents.contains(part) {
             throw ModelFileError.missingFile(path: sub(part), detail: "missing: a diffusers Stable Diffusion folder has unet/, vae/ and text_encoder/")
@@ -128,7 +133,8 @@ public final class StableDiffusionModel {
         if !configHasKey(sub("vae/config.json"), "scaling_factor") {
             recognised.append("vae config has no scaling_factor: \(vae.scalingFactor) (the Stable Diffusion 1.x/2.x value)")
         }
-        let family: ModelFamily = unet.crossAttentionDim == 1024 || text.hiddenSize == 1024 ? .sd2 : .sd1
+        // 2.x: OpenCLIP's text tower (GELU; 1.x's CLIP ViT-L uses quick_gelu), 1024 wide.
+        let family: ModelFamily = text.hiddenAct == "gelu" || unet.crossAttentionDim == 1024 || text.hiddenSize == 1024 ? .sd2 : .sd1
         let tokenizer = fm.fileExists(atPath: sub("tokenizer")) ? sub("tokenizer") : nil
         if let tokenizer {
             let classic = fm.fileExists(atPath: tokenizer + "/vocab.json") && fm.fileExists(atPath: tokenizer + "/merges.txt")

@@ -25,10 +25,34 @@ public final class SafetensorsWeights: WeightStore {
         self.aliases = aliases
     }
 
+    /// An alias naming part of a stored tensor: `name#rows:i/n` is the `i`-th of `n` equal runs of
+    /// rows (along dimension 0) of `name`, e.g. OpenCLIP's fused `in_proj_weight` [3·D, D], whose
+    /// rows are q, then k, then v. The part shares the file's bytes.
+    public static func rowPart(_ name: String, _ i: Int, of n: Int) -> String { "\(name)#rows:\(i)/\(n)" }
+
+    static func parseRowPart(_ alias: String) -> (name: String, part: Int, parts: Int)? {
+        guard let hash = alias.range(of: "#rows:", options: .backwards) else { return nil }
+        let spec = alias[hash.upperBound...].split(separator: "/")
+        guard spec.count == 2, let i = Int(spec[0]), let n = Int(spec[1]), n > 0, (0..<n).contains(i) else { return nil }
+        return (String(alias[..<hash.lowerBound]), i, n)
+    }
+
     public func tensor(_ name: String, shape: Shape) throws -> Tensor {
-        for candidate in aliases(name) {
+        for alias in aliases(name) {
+            let part = Self.parseRowPart(alias)
+            let candidate = part?.name ?? alias
             for f in files where f.entries[candidate] != nil {
                 var t = try f.tensor(candidate)
+                if let part {
+                    let rows = t.shape.dims.first ?? 0
+                    guard rows % part.parts == 0 else {
+                        throw ModelFileError.wrongShape(path: f.path, tensor: candidate, expected: shape, got: t.shape)
+                    }
+                    let dims = [rows / part.parts] + t.shape.dims.dropFirst()
+                    let partBytes = dims.reduce(1, *) * t.dtype.size
+                    t = try Tensor(shape: Shape(dims), dtype: t.dtype, storage: t.storage,
+                                   byteOffset: t.byteOffset + part.part * partBytes)
+                }
                 if t.shape != shape && t.shape.count == shape.count
                     && t.shape.dims.filter({ $0 != 1 }) == shape.dims.filter({ $0 != 1 }) {
                     // Same values in another layout of unit dimensions: the original VAE stores its
@@ -43,7 +67,7 @@ public final class SafetensorsWeights: WeightStore {
             }
         }
         let where_ = files.map(\.path).joined(separator: ", ")
-        throw ModelFileError.missingTensor(path: where_, tensor: aliases(name).first ?? name)
+        throw ModelFileError.missingTensor(path: where_, tensor: aliases(name).first.map { Self.parseRowPart($0)?.name ?? $0 } ?? name)
     }
 }
 

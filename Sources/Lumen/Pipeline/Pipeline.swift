@@ -51,14 +51,14 @@ public final class Pipeline: @unchecked Sendable {
         self.backendNote = backendNote
         let resolved = precision != .auto ? precision : (executor is CPUExecutor ? WeightPrecision.fp32 : .fp16)
         model = try StableDiffusionModel.load(path: modelPath, configFolder: configFolder, vaePath: vaePath, precision: resolved)
-        // Single-file checkpoints carry no tokenizer: SD 1.x uses the standard CLIP vocabulary,
-        // which the default model has.
+        // Single-file checkpoints carry no tokenizer: SD 1.x and 2.x use the standard CLIP
+        // vocabulary, which the default model has (2.x pads with "!").
         guard let tokenizerPath = model.tokenizerPath ?? DefaultModel.clipTokenizerFolder else {
             throw GenerationError.tokenizerUnavailable(
                 "\(modelPath) has no tokenizer folder and no CLIP vocabulary is at hand; pass a diffusers folder of the same model with --config")
         }
-        tokenizer = try CLIPTokenizer(folder: tokenizerPath)
-        schedulerConfig = try model.schedulerConfigPath.map { try SchedulerConfig(path: $0) } ?? SchedulerConfig()
+        tokenizer = try CLIPTokenizer(folder: tokenizerPath, padToken: model.tokenizerPath == nil ? model.tokenizerPadToken : nil)
+        schedulerConfig = try model.schedulerConfigPath.map { try SchedulerConfig(path: $0) } ?? model.schedulerDefaults ?? SchedulerConfig()
     }
 
     /// The weight files a backend reads when the caller has no preference: the CPU executor

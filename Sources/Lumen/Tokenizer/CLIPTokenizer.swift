@@ -56,8 +56,9 @@ public struct CLIPTokenizer: Sendable {
 
     /// Loads the tokenizer in `folder`: `vocab.json` + `merges.txt` (diffusers' `tokenizer/` folder) or,
     /// when those are absent, `tokenizer.json` (what transformers 5 writes). Special tokens come from
-    /// `tokenizer_config.json` / `special_tokens_map.json` when present.
-    public init(folder: String) throws {
+    /// `tokenizer_config.json` / `special_tokens_map.json` when present; `padToken` overrides the
+    /// padding token they name (SD 2.x single files pad with "!" whatever vocabulary is at hand).
+    public init(folder: String, padToken padOverride: String? = nil) throws {
         let fm = FileManager.default
         let vocabPath = folder + "/vocab.json"
         let mergesPath = folder + "/merges.txt"
@@ -78,6 +79,7 @@ public struct CLIPTokenizer: Sendable {
             let path = folder + "/" + file
             if fm.fileExists(atPath: path) { try names.read(path: path) }
         }
+        if let padOverride { names.pad = padOverride }
         func id(_ token: String, _ role: String) throws -> Int {
             guard let id = vocabulary[token] else {
                 throw TokenizerError.malformed(
