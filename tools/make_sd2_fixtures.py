@@ -40,6 +40,9 @@ It writes, under Tests/Fixtures/:
                                        v-prediction, 4 steps, guidance 5, torch.Generator seed 7,
                                        output_type "np"), from the folder; from_single_file gives the
                                        same image (asserted)
+    pipeline.image_as_epsilon          the same request with the scheduler's prediction_type set to
+                                       "epsilon" (what Lumen's --prediction-type epsilon must draw);
+                                       it differs from pipeline.image (asserted)
 """
 
 import json
@@ -227,6 +230,7 @@ def main():
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config, prediction_type="epsilon")
     as_epsilon = draw(pipe)
     assert (as_epsilon - ref["pipeline.image"]).abs().max() > 0.05
+    ref["pipeline.image_as_epsilon"] = as_epsilon
 
     ref = {k: (v.to(torch.int64) if k == "text.input_ids" else v.to(torch.float32)).clone().contiguous()
            for k, v in ref.items()}
@@ -245,7 +249,8 @@ def main():
         "pipeline": json.dumps(PIPELINE, sort_keys=True),
         "notes": ("Computed in float32 from Tests/Fixtures/tiny-sd2 loaded with from_pretrained(dtype=torch.float32). "
                   "pipeline.image: output_type np, values in [0, 1]; from_single_file(tiny-sd2.safetensors, "
-                  "config=tiny-sd2) draws the identical image; read as epsilon it draws another (asserted)."),
+                  "config=tiny-sd2) draws the identical image; pipeline.image_as_epsilon: the scheduler's prediction_type "
+                  "set to epsilon, another image (asserted)."),
     }
     base.save_safetensors(ref, REFERENCE, metadata=metadata)
     for d, _, fs in os.walk(FIXTURES):

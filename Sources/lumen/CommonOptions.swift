@@ -33,3 +33,5 @@ extension SchedulerKind {
 }
 
 extension WeightPrecision: ExpressibleByArgument {}
+
+extension PredictionType: ExpressibleByArgument {}

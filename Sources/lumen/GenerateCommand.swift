@@ -47,6 +47,10 @@ struct GenerateCommand: ParsableCommand {
     @Option(help: ArgumentHelp(SchedulerKind.argumentHelp))
     var scheduler: SchedulerKind?
 
+    @Option(name: .customLong("prediction-type"),
+            help: "What the UNet predicts: epsilon, v_prediction or sample (default: the scheduler config's; a Stable Diffusion 2.x single file without --config is taken for 2.1's v_prediction, so a 2.x-base one needs epsilon).")
+    var predictionType: PredictionType?
+
     @Option(help: "Images to generate.")
     var count = 1
 
@@ -113,6 +117,7 @@ struct GenerateCommand: ParsableCommand {
         request.height = height
         request.seed = seed ?? UInt64.random(in: 0..<(1 << 32))
         request.scheduler = scheduler
+        request.predictionType = predictionType
         request.count = count
         request.clipSkip = clipSkip
         request.vaeTiling = VAETiling(vaeTiling) ?? .auto

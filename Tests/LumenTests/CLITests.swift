@@ -98,6 +98,24 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasSuffix(".tmp") }, [])
     }
 
+    /// `--prediction-type` reaches the scheduler: the tiny SD 2.x model (v-prediction) read as
+    /// epsilon draws what diffusers draws with prediction_type "epsilon" (SD2FixtureTests' reference).
+    func testPredictionTypeFlag() throws {
+        let ref = try SafetensorsFile(path: Fixtures.root + "/tiny-sd2-reference.safetensors")
+        let p = try JSONSerialization.jsonObject(with: Data(ref.metadata["pipeline"]!.utf8)) as! [String: Any]
+        let out = dir + "/eps.png"
+        let r = try lumen(["generate", p["prompt"] as! String, "--model", Fixtures.root + "/tiny-sd2", "--backend", "cpu",
+                           "--steps", "\(p["num_inference_steps"] as! Int)", "--guidance", "\(p["guidance_scale"] as! Double)",
+                           "--seed", "\(p["seed"] as! Int)", "--prediction-type", "epsilon", "-o", out])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let pixels = try RGBImage.readPNG(out).image.pixels.map(Int.init)
+        for (name, close) in [("pipeline.image_as_epsilon", true), ("pipeline.image", false)] {
+            let expected = try ref.tensor(name).toFloats().map { Int(($0 * 255).rounded()) }
+            let largest = zip(pixels, expected).map { abs($0 - $1) }.max()!
+            if close { XCTAssertLessThanOrEqual(largest, 1, name) } else { XCTAssertGreaterThan(largest, 10, name) }
+        }
+    }
+
     func testInfoAndImg2Img() throws {
         let r = try lumen(["info", Fixtures.tinySingleFile])
         XCTAssertEqual(r.status, 0, r.stderr)

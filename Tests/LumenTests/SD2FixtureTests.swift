@@ -68,13 +68,21 @@ final class SD2FixtureTests: XCTestCase {
         try checkGeneration(try Pipeline(modelPath: Self.singleFile, backend: .cpu, configFolder: Self.folder), maxPixelError: 1)
     }
 
+    /// `predictionType` overrides the scheduler config's: epsilon on the same weights draws what
+    /// diffusers draws with its scheduler's prediction_type set to epsilon.
+    func testPredictionTypeOverride() throws {
+        try checkGeneration(try Pipeline(modelPath: Self.folder, backend: .cpu), maxPixelError: 1,
+                            predictionType: .epsilon, expected: "pipeline.image_as_epsilon")
+    }
+
     func testGenerationOnVulkanMatchesDiffusers() throws {
         let vulkan = try testVulkanExecutor()
         try checkGeneration(try Pipeline(modelPath: Self.folder, executor: vulkan), maxPixelError: 12)
         XCTAssertEqual(vulkan.validationMessages.map(\.description), [], "validation messages")
     }
 
-    func checkGeneration(_ pipeline: Pipeline, maxPixelError: Int, file: StaticString = #filePath, line: UInt = #line) throws {
+    func checkGeneration(_ pipeline: Pipeline, maxPixelError: Int, predictionType: PredictionType? = nil,
+                         expected name: String = "pipeline.image", file: StaticString = #filePath, line: UInt = #line) throws {
         let meta = try SafetensorsFile(path: Self.reference).metadata["pipeline"]!
         let p = try JSONSerialization.jsonObject(with: Data(meta.utf8)) as! [String: Any]
         var r = GenerationRequest(prompt: p["prompt"] as! String)
@@ -84,10 +92,11 @@ final class SD2FixtureTests: XCTestCase {
         r.width = p["width"] as? Int
         r.height = p["height"] as? Int
         r.seed = UInt64(p["seed"] as! Int)
+        r.predictionType = predictionType
         XCTAssertEqual(pipeline.schedulerKind(for: r), .ddim, file: file, line: line)
         let image = try pipeline.generate(r)[0]
         // diffusers' numpy image in [0, 1] becomes 8-bit as its PIL conversion does: round(255·x).
-        let expected = try Self.ref("pipeline.image").toFloats().map { Int(($0 * 255).rounded()) }
+        let expected = try Self.ref(name).toFloats().map { Int(($0 * 255).rounded()) }
         let pixels = image.pixels.map(Int.init)
         XCTAssertEqual(pixels.count, expected.count, file: file, line: line)
         guard pixels.count == expected.count else { return }

@@ -82,7 +82,7 @@ extension StableDiffusionModel {
         if configFolder == nil && openCLIP {
             recognised.append("configs inferred from tensor shapes as Stable Diffusion 2.1 has them (64-wide attention heads, "
                 + "768×768, DDIM with v-prediction, as diffusers' from_single_file assumes; for a 512 epsilon model "
-                + "such as 2.x-base, pass --config with its diffusers folder)")
+                + "such as 2.x-base, pass --config with its diffusers folder, or --prediction-type epsilon and a size)")
         } else if configFolder == nil {
             recognised.append("configs inferred from tensor shapes (attention heads assume Stable Diffusion 1.x: 8)")
         } else if let configFolder, !configHasKey((configFolder as NSString).appendingPathComponent("vae/config.json"), "scaling_factor") {

@@ -113,6 +113,10 @@ public struct GenerationRequest: Sendable, Hashable {
     public var seed: UInt64 = 0
     /// nil: the model's own scheduler config (or PNDM, as SD 1.x ships).
     public var scheduler: SchedulerKind? = nil
+    /// What the UNet predicts, overriding the scheduler config (nil: the config's). For checkpoints
+    /// whose files do not say, e.g. a Stable Diffusion 2.x-base single file (epsilon) read without
+    /// `--config`, which is otherwise taken for 2.1's v-prediction.
+    public var predictionType: PredictionType? = nil
     /// Images per prompt.
     public var count: Int = 1
     /// Image-to-image: the starting image and how much of it to repaint (diffusers' strength:

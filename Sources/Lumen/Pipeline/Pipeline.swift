@@ -148,7 +148,9 @@ public final class Pipeline: @unchecked Sendable {
         let embeddings = try encodeText(texts, clipSkip: request.clipSkip)  // [T, 77, D]
         let context = try repeatEmbeddings(embeddings, times: n)            // [T·n, 77, D]
 
-        var scheduler = try schedulerKind(for: request).make(config: schedulerConfig, steps: request.steps)
+        var config = schedulerConfig
+        if let prediction = request.predictionType { config.predictionType = prediction.rawValue }
+        var scheduler = try schedulerKind(for: request).make(config: config, steps: request.steps)
         var first = 0
         var latents: [Float]
         if let initImage = request.initImage {
