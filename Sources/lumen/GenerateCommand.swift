@@ -51,6 +51,10 @@ struct GenerateCommand: ParsableCommand {
             help: "What the UNet predicts: epsilon, v_prediction or sample (default: the scheduler config's; a Stable Diffusion 2.x single file without --config is taken for 2.1's v_prediction, so a 2.x-base one needs epsilon).")
     var predictionType: PredictionType?
 
+    @Option(name: .customLong("lora"),
+            help: "A LoRA (.safetensors, kohya-ss/A1111 or diffusers/PEFT layout) to merge into the UNet and text encoder, as PATH or PATH:STRENGTH (default strength 1); repeat for several.")
+    var loras: [String] = []
+
     @Option(help: "Images to generate.")
     var count = 1
 
@@ -78,6 +82,7 @@ struct GenerateCommand: ParsableCommand {
 
     func validate() throws {
         try backend.validate(device: device)
+        for spec in loras { _ = try Self.lora(spec) }
         if VAETiling(vaeTiling) == nil {
             throw ValidationError("--vae-tiling \(vaeTiling): expected auto, off or a tile size in pixels")
         }
@@ -107,7 +112,7 @@ struct GenerateCommand: ParsableCommand {
             }
         }
         let pipeline = try Pipeline(modelPath: model, backend: backend.backend(device: device), configFolder: config,
-                                    vaePath: vae, precision: precision)
+                                    vaePath: vae, precision: precision, loras: try loras.map(Self.lora))
         pipeline.retainsPrograms = false  // one request: never hold the UNet's and the VAE's activations together
         var request = GenerationRequest(prompt: prompt)
         request.negativePrompt = negativePrompt
@@ -205,5 +210,16 @@ final class ProgressBar {
         let width = 30, filled = n > 0 ? width * i / n : 0
         let bar = String(repeating: "#", count: filled) + String(repeating: "-", count: width - filled)
         return String(format: "[%@] step %d/%d  %.2f it/s  %.0fs left ", bar, i, n, rate, left)
+    }
+}
+
+extension GenerateCommand {
+    /// `PATH` or `PATH:STRENGTH` (the last colon splits when what follows is a number).
+    static func lora(_ spec: String) throws -> LoRAWeight {
+        if let colon = spec.lastIndex(of: ":"), let strength = Float(spec[spec.index(after: colon)...]) {
+            guard strength.isFinite else { throw ValidationError("--lora \(spec): the strength must be a finite number") }
+            return LoRAWeight(path: String(spec[..<colon]), strength: strength)
+        }
+        return LoRAWeight(path: spec)
     }
 }

@@ -116,6 +116,27 @@ final class CLITests: XCTestCase {
         }
     }
 
+    /// `--lora PATH:STRENGTH` draws what diffusers draws with that adapter weight (LoRATests' reference);
+    /// a missing LoRA file is named and nothing is written.
+    func testLoRAFlag() throws {
+        let ref = try SafetensorsFile(path: Fixtures.root + "/lora/reference.safetensors")
+        let p = try JSONSerialization.jsonObject(with: Data(ref.metadata["request"]!.utf8)) as! [String: Any]
+        let out = dir + "/lora.png"
+        let common = ["generate", p["prompt"] as! String, "--model", Fixtures.tinyFolder, "--backend", "cpu",
+                      "--steps", "\(p["num_inference_steps"] as! Int)", "--guidance", "\(p["guidance_scale"] as! Double)",
+                      "--seed", "\(p["seed"] as! Int)", "-o", out]
+        let r = try lumen(common + ["--lora", Fixtures.root + "/lora/tiny-kohya.safetensors:0.6"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let pixels = try RGBImage.readPNG(out).image.pixels.map(Int.init)
+        let expected = try ref.tensor("image.scale_0_6").toFloats().map { Int(($0 * 255).rounded()) }
+        XCTAssertLessThanOrEqual(zip(pixels, expected).map { abs($0 - $1) }.max()!, 1)
+        try FileManager.default.removeItem(atPath: out)
+        let missing = try lumen(common + ["--lora", dir + "/no-such-lora.safetensors"])
+        XCTAssertNotEqual(missing.status, 0)
+        XCTAssertTrue(missing.stderr.contains("no-such-lora.safetensors"), missing.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out))
+    }
+
     func testInfoAndImg2Img() throws {
         let r = try lumen(["info", Fixtures.tinySingleFile])
         XCTAssertEqual(r.status, 0, r.stderr)

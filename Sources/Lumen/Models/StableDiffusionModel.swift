@@ -58,6 +58,44 @@ public final class StableDiffusionModel {
     public internal(set) var schedulerDefaults: SchedulerConfig?
     /// The padding token when it differs from the tokenizer folder's (SD 2.x single files: "!").
     public internal(set) var tokenizerPadToken: String?
+    /// LoRAs merged into the UNet and text-encoder weights as they are read (`apply(loras:)`).
+    public private(set) var loras: [(lora: LoRA, strength: Float)] = []
+    /// LoRA modules merged so far, by file: every one must find its weight (`checkLoRAsApplied`).
+    private var appliedLoRAModules: [ObjectIdentifier: Set<String>] = [:]
+
+    /// Merges `loras` into the UNet and text encoder as their weights are read; call before any
+    /// network is built.
+    public func apply(loras specs: [LoRAWeight]) throws {
+        for spec in specs {
+            loras.append((try LoRA(path: spec.path), spec.strength))
+        }
+        guard !loras.isEmpty else { return }
+        for (store, network) in [(unetWeights, LoRA.Network.unet), (textEncoderWeights, .textEncoder)] {
+            store.transform = { [unowned self] name, tensor in
+                var t = tensor
+                for (lora, strength) in self.loras {
+                    guard let f = lora.factors(network, weightName: name) else { continue }
+                    t = try lora.merged(network, weightName: name, weight: t, strength: strength)
+                    self.appliedLoRAModules[ObjectIdentifier(lora), default: []].insert(f.key)
+                }
+                return t
+            }
+        }
+    }
+
+    /// Throws when a LoRA holds a module that no weight of the built networks matched: an
+    /// adapter for another model (an SDXL LoRA on SD 1.5, …) would otherwise change nothing silently.
+    public func checkLoRAsApplied() throws {
+        for (lora, _) in loras {
+            let applied = appliedLoRAModules[ObjectIdentifier(lora)] ?? []
+            let missing = Set(lora.modules.values.flatMap { $0.values.map(\.key) }).subtracting(applied).sorted()
+            if !missing.isEmpty {
+                throw ModelFileError.unsupported(
+                    path: lora.path, detail: "\(missing.count) of its \(lora.moduleCount) modules match no layer of this \(family.rawValue) model "
+                        + "(an adapter for another model?), e.g. '\(missing[0])'")
+            }
+        }
+    }
 
     /// Every file read.
     public var files: [String] {

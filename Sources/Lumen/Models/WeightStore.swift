@@ -18,6 +18,8 @@ public final class SafetensorsWeights: WeightStore {
     private let aliases: (String) -> [String]
     /// Canonical names that were read, for `lumen info` and for checking a file was used fully.
     public private(set) var used: Set<String> = []
+    /// Applied to every tensor read (canonical name, tensor as stored): LoRA merging.
+    var transform: ((String, Tensor) throws -> Tensor)?
 
     public init(files: [SafetensorsFile], scope: String? = nil, aliases: @escaping (String) -> [String] = { [$0] }) {
         self.files = files
@@ -63,7 +65,7 @@ public final class SafetensorsWeights: WeightStore {
                     throw ModelFileError.wrongShape(path: f.path, tensor: candidate, expected: shape, got: t.shape)
                 }
                 used.insert(name)
-                return t
+                return try transform?(name, t) ?? t
             }
         }
         let where_ = files.map(\.path).joined(separator: ", ")

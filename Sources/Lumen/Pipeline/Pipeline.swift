@@ -29,9 +29,10 @@ public final class Pipeline: @unchecked Sendable {
 
     /// Opens the model at `modelPath` (diffusers folder or single file) for `backend`, with its
     /// VAE replaced by the one at `vaePath` when given. `precision` picks between a folder's
-    /// plain and `.fp16` weight files; `.auto` lets the backend choose.
+    /// plain and `.fp16` weight files; `.auto` lets the backend choose. `loras` are merged into the
+    /// UNet and text-encoder weights as the networks are built.
     public convenience init(modelPath: String, backend: Backend = .auto, configFolder: String? = nil, vaePath: String? = nil,
-                            precision: WeightPrecision = .auto) throws {
+                            precision: WeightPrecision = .auto, loras: [LoRAWeight] = []) throws {
         let executor = try Pipeline.makeExecutor(backend)
         var note: String? = nil
         if case .auto = backend, executor is CPUExecutor {
@@ -40,17 +41,18 @@ public final class Pipeline: @unchecked Sendable {
                 : "no Vulkan GPU found (only \(devices.map(\.name).joined(separator: ", "))): running on the CPU"
         }
         try self.init(modelPath: modelPath, executor: executor, configFolder: configFolder, vaePath: vaePath,
-                      precision: Pipeline.weightPrecision(precision, for: backend), backendNote: note)
+                      precision: Pipeline.weightPrecision(precision, for: backend), loras: loras, backendNote: note)
     }
 
     /// Opens the model with an executor of the caller's (for example a `VulkanExecutor` with
     /// particular options).
     public init(modelPath: String, executor: any Executor, configFolder: String? = nil, vaePath: String? = nil,
-                precision: WeightPrecision = .auto, backendNote: String? = nil) throws {
+                precision: WeightPrecision = .auto, loras: [LoRAWeight] = [], backendNote: String? = nil) throws {
         self.executor = executor
         self.backendNote = backendNote
         let resolved = precision != .auto ? precision : (executor is CPUExecutor ? WeightPrecision.fp32 : .fp16)
         model = try StableDiffusionModel.load(path: modelPath, configFolder: configFolder, vaePath: vaePath, precision: resolved)
+        try model.apply(loras: loras)
         // Single-file checkpoints carry no tokenizer: SD 1.x and 2.x use the standard CLIP
         // vocabulary, which the default model has (2.x pads with "!").
         guard let tokenizerPath = model.tokenizerPath ?? DefaultModel.clipTokenizerFolder else {
@@ -168,6 +170,7 @@ public final class Pipeline: @unchecked Sendable {
         }
 
         let unet = try unetProgram(batch: (cfg ? 2 : 1) * n, height: lh, width: lw, contextLength: context.shape[1])
+        try model.checkLoRAsApplied()  // both networks are built by now
         let steps = scheduler.timesteps.count
         for i in first..<steps {
             let t = scheduler.timesteps[i]

@@ -1,0 +1,139 @@
+import Foundation
+import LumenRuntime
+
+/// A LoRA adapter read from a `.safetensors` file, merged into the weights it adapts as they are
+/// loaded: W' = W + strength · scale · up · down, with scale = alpha / rank (1 without an alpha),
+/// for linear layers ([out, in]) and convolutions (down [r, in, kh, kw], up [out, r, 1, 1]).
+///
+/// Two layouts are read:
+/// - kohya-ss / A1111: `lora_unet_<module>` and `lora_te_<module>`, the diffusers/transformers
+///   module path with its dots written as underscores, each with `.lora_down.weight`,
+///   `.lora_up.weight` and an optional scalar `.alpha`;
+/// - diffusers / PEFT: `unet.<module>.lora_A.weight` / `.lora_B.weight` and
+///   `text_encoder.<module>…` (with or without transformers' `text_model.`), optional `.alpha`.
+public final class LoRA: @unchecked Sendable {
+    public enum Network: String, Sendable { case unet, textEncoder = "text_encoder" }
+
+    struct Factors {
+        let key: String  // the module's key in the file, for messages
+        let down: Tensor, up: Tensor
+        let alpha: Float?
+        var scale: Float { alpha.map { $0 / Float(down.shape[0]) } ?? 1 }
+    }
+
+    public let path: String
+    /// Adapted modules by network, keyed by the canonical module path (`down_blocks.0.…to_q`,
+    /// `text_model.encoder.layers.0.self_attn.q_proj`).
+    let modules: [Network: [String: Factors]]
+    public var moduleCount: Int { modules.values.map(\.count).reduce(0, +) }
+
+    public init(path: String) throws {
+        self.path = path
+        let file = try SafetensorsFile(path: path)
+        var parts: [Network: [String: (down: Tensor?, up: Tensor?, alpha: Float?, key: String)]] = [:]
+        var unknown: [String] = []
+        for name in file.names {
+            guard let (network, module, role) = Self.classify(name) else { unknown.append(name); continue }
+            var entry = parts[network, default: [:]][module] ?? (nil, nil, nil, String(name.prefix { $0 != "." }))
+            let t = try file.tensor(name)
+            switch role {
+            case "down": entry.down = t
+            case "up": entry.up = t
+            default:
+                guard t.count == 1 else {
+                    throw ModelFileError.wrongShape(path: path, tensor: name, expected: [], got: t.shape)
+                }
+                entry.alpha = try t.converted(to: .f32).toFloats()[0]
+            }
+            parts[network, default: [:]][module] = entry
+        }
+        if !unknown.isEmpty {
+            throw ModelFileError.unsupported(
+                path: path, detail: "\(unknown.count) tensors of no LoRA layout Lumen reads (kohya lora_unet_/lora_te_ with "
+                    + "lora_down/lora_up/alpha, or diffusers unet./text_encoder. with lora_A/lora_B), e.g. '\(unknown[0])'")
+        }
+        var modules: [Network: [String: Factors]] = [:]
+        for (network, entries) in parts {
+            for (module, e) in entries {
+                guard let down = e.down, let up = e.up else {
+                    throw ModelFileError.missingTensor(path: path, tensor: "\(e.key): " + (e.down == nil ? "the down (A) factor" : "the up (B) factor"))
+                }
+                let r = down.shape.dims.first ?? 0
+                guard down.shape.rank >= 2, up.shape.rank >= 2, up.shape[1] == r, r > 0,
+                      up.shape.dims.dropFirst(2).allSatisfy({ $0 == 1 }) else {
+                    throw ModelFileError.wrongShape(path: path, tensor: "\(e.key) up·down", expected: [up.shape[0], r], got: up.shape)
+                }
+                modules[network, default: [:]][module] = Factors(key: e.key, down: down, up: up, alpha: e.alpha)
+            }
+        }
+        guard !modules.isEmpty else { throw ModelFileError.malformed(path: path, detail: "no LoRA tensors") }
+        self.modules = modules
+    }
+
+    /// (network, canonical module path, "down" | "up" | "alpha") of a tensor name, nil when the
+    /// name follows neither layout.
+    static func classify(_ name: String) -> (Network, String, String)? {
+        if name.hasPrefix("lora_unet_") || name.hasPrefix("lora_te_") {
+            guard let dot = name.firstIndex(of: ".") else { return nil }
+            let key = String(name[..<dot]), suffix = String(name[name.index(after: dot)...])
+            let role = ["lora_down.weight": "down", "lora_up.weight": "up", "alpha": "alpha"][suffix]
+            guard let role else { return nil }
+            // The underscored path is matched against the model's modules later (see `factors`).
+            return key.hasPrefix("lora_unet_") ? (.unet, "kohya:" + key.dropFirst("lora_unet_".count), role)
+                : (.textEncoder, "kohya:" + key.dropFirst("lora_te_".count), role)
+        }
+        for (prefix, network) in [("unet.", Network.unet), ("text_encoder.", .textEncoder)] where name.hasPrefix(prefix) {
+            var module = String(name.dropFirst(prefix.count))
+            let role: String
+            if module.hasSuffix(".lora_A.weight") { role = "down"; module.removeLast(".lora_A.weight".count) }
+            else if module.hasSuffix(".lora_B.weight") { role = "up"; module.removeLast(".lora_B.weight".count) }
+            else if module.hasSuffix(".alpha") { role = "alpha"; module.removeLast(".alpha".count) }
+            else { return nil }
+            if network == .textEncoder && !module.hasPrefix("text_model.") { module = "text_model." + module }
+            return (network, module, role)
+        }
+        return nil
+    }
+
+    /// The factors adapting weight `weightName` (canonical, ending in `.weight`) of `network`.
+    func factors(_ network: Network, weightName: String) -> Factors? {
+        guard weightName.hasSuffix(".weight"), let entries = modules[network] else { return nil }
+        var module = String(weightName.dropLast(".weight".count))
+        if network == .textEncoder && !module.hasPrefix("text_model.") { module = "text_model." + module }
+        return entries[module] ?? entries["kohya:" + module.replacingOccurrences(of: ".", with: "_")]
+    }
+
+    /// `weight` plus `strength` times this adapter's update for it, in f32 (or `weight` itself
+    /// when the adapter does not touch it).
+    func merged(_ network: Network, weightName: String, weight: Tensor, strength: Float) throws -> Tensor {
+        guard let f = factors(network, weightName: weightName) else { return weight }
+        let out = weight.shape[0], r = f.down.shape[0]
+        let inner = f.down.count / r
+        guard weight.shape.rank >= 2, f.up.shape[0] == out, weight.count == out * inner else {
+            throw ModelFileError.wrongShape(path: path, tensor: "\(f.key) (adapting \(weightName))",
+                                            expected: weight.shape, got: Shape([f.up.shape[0]] + f.down.shape.dims.dropFirst()))
+        }
+        var w = try weight.converted(to: .f32).toFloats()
+        let down = try f.down.converted(to: .f32).toFloats(), up = try f.up.converted(to: .f32).toFloats()
+        let s = strength * f.scale
+        for o in 0..<out {
+            for k in 0..<r {
+                let u = s * up[o * r + k]
+                if u == 0 { continue }
+                let row = k * inner, dst = o * inner
+                for j in 0..<inner { w[dst + j] += u * down[row + j] }
+            }
+        }
+        return try Tensor(shape: weight.shape, values: w)
+    }
+}
+
+/// A LoRA and how strongly to apply it.
+public struct LoRAWeight: Sendable {
+    public var path: String
+    public var strength: Float
+    public init(path: String, strength: Float = 1) {
+        self.path = path
+        self.strength = strength
+    }
+}

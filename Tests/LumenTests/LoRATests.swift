@@ -1,0 +1,88 @@
+import Foundation
+import Lumen
+import XCTest
+
+/// LoRA adapters against diffusers' load_lora_weights + set_adapters (tools/make_lora_fixtures.py):
+/// a random rank-4 LoRA on tiny-sd's attention projections, transformer proj_in/proj_out (1×1
+/// convolutions), feed-forwards and text-encoder layers, in the kohya-ss layout and in diffusers'
+/// PEFT layout, applied at strengths 1 and 0.6.
+final class LoRATests: XCTestCase {
+    static var dir: String { Fixtures.root + "/lora" }
+    static var kohya: String { dir + "/tiny-kohya.safetensors" }
+    static var peft: String { dir + "/tiny-peft.safetensors" }
+
+    func testKohyaAndPEFTFilesMatchDiffusers() throws {
+        try check(LoRAWeight(path: Self.kohya), "image.scale_1")
+        try check(LoRAWeight(path: Self.kohya, strength: 0.6), "image.scale_0_6")
+        try check(LoRAWeight(path: Self.peft), "image.scale_1")
+        try check(nil, "image.none")
+    }
+
+    func testOnVulkanMatchesDiffusers() throws {
+        let vulkan = try testVulkanExecutor()
+        let pipeline = try Pipeline(modelPath: Fixtures.tinyFolder, executor: vulkan, loras: [LoRAWeight(path: Self.kohya)])
+        try check(pipeline, "image.scale_1", maxPixelError: 12)
+        XCTAssertEqual(vulkan.validationMessages.map(\.description), [], "validation messages")
+    }
+
+    func check(_ lora: LoRAWeight?, _ expected: String, file: StaticString = #filePath, line: UInt = #line) throws {
+        let pipeline = try Pipeline(modelPath: Fixtures.tinyFolder, backend: .cpu, loras: lora.map { [$0] } ?? [])
+        try check(pipeline, expected, maxPixelError: 1, file: file, line: line)
+    }
+
+    func check(_ pipeline: Pipeline, _ expected: String, maxPixelError: Int, file: StaticString = #filePath, line: UInt = #line) throws {
+        let ref = try SafetensorsFile(path: Self.dir + "/reference.safetensors")
+        let p = try JSONSerialization.jsonObject(with: Data(ref.metadata["request"]!.utf8)) as! [String: Any]
+        var r = GenerationRequest(prompt: p["prompt"] as! String)
+        r.negativePrompt = p["negative_prompt"] as! String
+        r.steps = p["num_inference_steps"] as! Int
+        r.guidanceScale = Float(p["guidance_scale"] as! Double)
+        r.width = p["width"] as? Int
+        r.height = p["height"] as? Int
+        r.seed = UInt64(p["seed"] as! Int)
+        let pixels = try pipeline.generate(r)[0].pixels.map(Int.init)
+        let want = try ref.tensor(expected).toFloats().map { Int(($0 * 255).rounded()) }
+        XCTAssertEqual(pixels.count, want.count, file: file, line: line)
+        let diffs = zip(pixels, want).map { abs($0 - $1) }
+        let what = "\(expected) on \(pipeline.executor.backendName)"
+        XCTAssertLessThanOrEqual(diffs.max() ?? .max, maxPixelError, what, file: file, line: line)
+        XCTAssertLessThan(Double(diffs.reduce(0, +)) / Double(max(diffs.count, 1)), 1, what, file: file, line: line)
+    }
+
+    /// Bad adapters fail with the file and the offending tensor named, before any image is made.
+    func testBadAdaptersAreRefused() throws {
+        let dir = NSTemporaryDirectory() + "lumen-lora-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let source = try SafetensorsFile(path: Self.kohya)
+        func write(_ name: String, _ tensors: [(String, Tensor)]) throws -> String {
+            try SafetensorsWriter.write(tensors, to: dir + "/" + name)
+            return dir + "/" + name
+        }
+        let all = try source.names.map { ($0, try source.tensor($0)) }
+        func refused(_ path: String, _ needles: [String], line: UInt = #line) {
+            var request = GenerationRequest(prompt: "x")
+            request.steps = 1
+            XCTAssertThrowsError(try Pipeline(modelPath: Fixtures.tinyFolder, backend: .cpu, loras: [LoRAWeight(path: path)]).generate(request),
+                                 line: line) { error in
+                let text = "\(error)"
+                for n in needles { XCTAssertTrue(text.contains(n), "'\(n)' not in: \(text)", line: line) }
+            }
+        }
+        // A module this model does not have (an SDXL-style name).
+        let foreign = "lora_unet_down_blocks_2_attentions_0_transformer_blocks_0_attn1_to_q"
+        refused(try write("foreign.safetensors", all + [(foreign + ".lora_down.weight", try Tensor(zeros: [4, 640])),
+                                                         (foreign + ".lora_up.weight", try Tensor(zeros: [640, 4]))]),
+                ["foreign.safetensors", foreign, "match no layer"])
+        // A down factor without its up factor.
+        let lonely = all.filter { !$0.0.hasPrefix("lora_te_text_model_encoder_layers_0_mlp_fc1.lora_up") }
+        refused(try write("half.safetensors", lonely), ["half.safetensors", "lora_te_text_model_encoder_layers_0_mlp_fc1", "up (B)"])
+        // Factors of the wrong size for the layer they name.
+        let wrong = try all.map { name, t in
+            name == "lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight" ? (name, try Tensor(zeros: [4, 7, 1, 1])) : (name, t)
+        }
+        refused(try write("wrong.safetensors", wrong), ["wrong.safetensors", "lora_unet_down_blocks_0_attentions_0_proj_in"])
+        // Not a LoRA at all (a model's own weights).
+        refused(Fixtures.tinySingleFile, ["tiny-sd.safetensors", "no LoRA layout"])
+    }
+}

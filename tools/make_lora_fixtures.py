@@ -1,0 +1,158 @@
+#!/usr/bin/env python3
+"""Generates the committed LoRA fixtures that Lumen's LoRA tests compare against.
+
+Run by hand, never in CI, after tools/make_fixtures.py, from the repository root (the venv of
+tools/requirements-fixtures.txt; diffusers needs peft to load LoRAs):
+
+    HF_HUB_OFFLINE=1 .venv-fixtures/bin/python tools/make_lora_fixtures.py
+
+Deterministic (fixed seeds, one CPU thread). Nothing is downloaded. It writes, under
+Tests/Fixtures/lora/:
+
+  tiny-kohya.safetensors     a random LoRA for tiny-sd in the kohya-ss / A1111 layout: for each
+                             adapted layer `lora_unet_<diffusers module path, dots as underscores>` or
+                             `lora_te_<text encoder path>` with `.lora_down.weight` [r, in(, kh, kw)],
+                             `.lora_up.weight` [out, r(, 1, 1)] and a scalar `.alpha` (rank 4, alpha
+                             2: scale alpha / r = 0.5; one alpha for all layers, since diffusers
+                             0.42's kohya converter drops per-layer alphas of some layers). Adapted: the UNet's attention projections (to_q, to_k,
+                             to_v, to_out.0), the transformers' 1x1-convolution proj_in/proj_out, the
+                             feed-forwards (ff.net.0.proj, ff.net.2) and the text encoder's q/k/v/out
+                             projections and MLPs. f16.
+  tiny-peft.safetensors      the same adapter as diffusers' save_lora_weights writes it (PEFT
+                             names: unet.<module>.lora_A.weight / lora_B.weight, text_encoder.<...>;
+                             alpha folded into lora_B, as PEFT saves it without a config file)
+  reference.safetensors      f32 images [1, 64, 64, 3] (numpy, [0, 1]) of StableDiffusionPipeline on
+                             tiny-sd with the kohya file loaded by load_lora_weights and its weight set
+                             by set_adapters: `image.scale_1` (1.0), `image.scale_0_6` (0.6); and
+                             `image.none` without the LoRA. The request is in __metadata__.
+"""
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import make_fixtures as base  # noqa: E402
+from make_fixtures import torch, diffusers  # noqa: E402
+from diffusers import StableDiffusionPipeline  # noqa: E402
+from safetensors.torch import load_file  # noqa: E402
+import peft  # noqa: E402
+
+OUT = os.path.join(base.FIXTURES, "lora")
+KOHYA = os.path.join(OUT, "tiny-kohya.safetensors")
+PEFT = os.path.join(OUT, "tiny-peft.safetensors")
+REFERENCE = os.path.join(OUT, "reference.safetensors")
+PINNED_PEFT = "0.21.2"
+RANK = 4
+ALPHA = 2.0
+SEED = 5100
+REQUEST = dict(prompt="a photo of an astronaut riding a horse on mars", negative_prompt="", height=64, width=64,
+               num_inference_steps=4, guidance_scale=5.0, seed=11)
+SCALES = {"scale_1": 1.0, "scale_0_6": 0.6}
+
+UNET_TARGETS = ("attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0", "attn2.to_q", "attn2.to_k", "attn2.to_v",
+                "attn2.to_out.0", "ff.net.0.proj", "ff.net.2", "proj_in", "proj_out")
+TEXT_TARGETS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj", "mlp.fc1", "mlp.fc2")
+
+
+def adapted_layers(model, targets):
+    return [(name, m) for name, m in model.named_modules()
+            if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)) and name.endswith(targets)]
+
+
+def random_lora(prefix, layers, g):
+    """kohya tensors for each layer: down ~ N(0, 1/in), up ~ N(0, 1/r) so the merged update is a
+    visible fraction of the weight; alpha 2."""
+    out = {}
+    for i, (name, m) in enumerate(layers):
+        key = prefix + name.replace(".", "_")
+        if isinstance(m, torch.nn.Linear):
+            down_shape, up_shape = (RANK, m.in_features), (m.out_features, RANK)
+            fan_in = m.in_features
+        else:
+            kh, kw = m.kernel_size
+            down_shape, up_shape = (RANK, m.in_channels, kh, kw), (m.out_channels, RANK, 1, 1)
+            fan_in = m.in_channels * kh * kw
+        out[key + ".lora_down.weight"] = (torch.randn(down_shape, generator=g) / fan_in ** 0.5).to(torch.float16)
+        out[key + ".lora_up.weight"] = (torch.randn(up_shape, generator=g) / RANK ** 0.5).to(torch.float16)
+        out[key + ".alpha"] = torch.tensor(ALPHA, dtype=torch.float16)
+    return out
+
+
+def draw(pipe):
+    args = {k: v for k, v in REQUEST.items() if k != "seed"}
+    return torch.from_numpy(pipe(**args, generator=torch.Generator().manual_seed(REQUEST["seed"]),
+                                 output_type="np").images).float()
+
+
+def main():
+    base.set_up()
+    assert peft.__version__ == PINNED_PEFT, f"peft {peft.__version__}, pinned {PINNED_PEFT}"
+    os.makedirs(OUT, exist_ok=True)
+    pipe = StableDiffusionPipeline.from_pretrained(base.FOLDER, dtype=torch.float32, local_files_only=True)
+    g = torch.Generator().manual_seed(SEED)
+    unet_layers = adapted_layers(pipe.unet, UNET_TARGETS)
+    text_layers = adapted_layers(pipe.text_encoder, TEXT_TARGETS)
+    assert unet_layers and text_layers
+    lora = {}
+    lora.update(random_lora("lora_unet_", unet_layers, g))
+    lora.update(random_lora("lora_te_", [("text_model." + n if not n.startswith("text_model.") else n, m)
+                                         for n, m in text_layers], g))
+    base.save_safetensors(dict(sorted(lora.items())), KOHYA, metadata={"format": "pt", "ss_network_dim": str(RANK)})
+
+    ref = {"image.none": draw(pipe)}
+    pipe.load_lora_weights(KOHYA, adapter_name="a")
+    # Every adapted layer was taken up by diffusers (none silently dropped by its converter).
+    n_unet = sum(1 for _, m in pipe.unet.named_modules() if hasattr(m, "lora_A") and "a" in m.lora_A)
+    n_text = sum(1 for _, m in pipe.text_encoder.named_modules() if hasattr(m, "lora_A") and "a" in m.lora_A)
+    assert (n_unet, n_text) == (len(unet_layers), len(text_layers)), (n_unet, len(unet_layers), n_text, len(text_layers))
+    scalings = {m.scaling["a"] for model in (pipe.unet, pipe.text_encoder) for _, m in model.named_modules()
+                if hasattr(m, "lora_A") and "a" in m.lora_A}
+    assert scalings == {ALPHA / RANK}, scalings  # diffusers applies alpha / r as kohya defines it
+    for name, scale in SCALES.items():
+        pipe.set_adapters(["a"], adapter_weights=[scale])
+        ref["image." + name] = draw(pipe)
+    assert (ref["image.scale_1"] - ref["image.none"]).abs().max() > 0.1
+    assert (ref["image.scale_0_6"] - ref["image.scale_1"]).abs().max() > 0.05
+
+    # The same adapter in diffusers' own (PEFT) layout.
+    from peft.utils import get_peft_model_state_dict
+    pipe.set_adapters(["a"], adapter_weights=[1.0])
+    unet_sd = get_peft_model_state_dict(pipe.unet, adapter_name="a")
+    text_sd = get_peft_model_state_dict(pipe.text_encoder, adapter_name="a")
+    # PEFT keeps alpha in its config; a bare state dict has none, so fold alpha / r into lora_B.
+    for model, sd in ((pipe.unet, unet_sd), (pipe.text_encoder, text_sd)):
+        for name, m in model.named_modules():
+            if hasattr(m, "lora_A") and "a" in m.lora_A:
+                s = m.scaling["a"]
+                key = name + ".lora_B.weight"
+                assert key in sd, key
+                sd[key] = sd[key] * s
+    peft_tensors = {"unet." + k: v for k, v in unet_sd.items()}
+    peft_tensors.update({"text_encoder." + k: v for k, v in text_sd.items()})
+    peft_tensors = {k: v.to(torch.float16).contiguous() for k, v in sorted(peft_tensors.items())}
+    base.save_safetensors(peft_tensors, PEFT, metadata={"format": "pt"})
+    pipe.unload_lora_weights()
+    pipe.load_lora_weights(PEFT, adapter_name="b")
+    again = draw(pipe)
+    peft_vs_kohya = (again - ref["image.scale_1"]).abs().max().item()
+    assert peft_vs_kohya < 2 / 255, peft_vs_kohya
+
+    ref = {k: v.contiguous() for k, v in ref.items()}
+    base.save_safetensors(ref, REFERENCE, metadata={
+        "format": "pt", "generator": "tools/make_lora_fixtures.py",
+        "request": json.dumps(REQUEST, sort_keys=True), "scales": json.dumps(SCALES, sort_keys=True),
+        "versions": json.dumps({"torch": torch.__version__, "diffusers": diffusers.__version__,
+                                "peft": peft.__version__}, sort_keys=True)})
+    for p in (KOHYA, PEFT, REFERENCE):
+        os.chmod(p, 0o644)
+        print(f"  {os.path.relpath(p, base.REPO):45s} {os.path.getsize(p):>10,} bytes")
+    print(f"adapted: {len(unet_layers)} UNet layers, {len(text_layers)} text-encoder layers, rank {RANK}")
+    print(f"PEFT file vs kohya file in diffusers: largest difference {peft_vs_kohya:.2e}")
+    for k in ("scale_1", "scale_0_6"):
+        print(f"image.{k} vs image.none: largest difference {(ref['image.' + k] - ref['image.none']).abs().max():.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
