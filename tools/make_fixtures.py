@@ -281,6 +281,20 @@ def randomise(model, seed):
     assert not missing, missing
 
 
+def build_networks(text_config, unet_config, vae_config, seeds):
+    """The three networks from their configs, every parameter drawn by `randomise` from its seed
+    (seeds: text_encoder, unet, vae), in eval mode."""
+    torch.manual_seed(0)
+    text_encoder = CLIPTextModel(CLIPTextConfig(**text_config))
+    text_encoder.config.architectures = ["CLIPTextModel"]
+    unet = UNet2DConditionModel(**unet_config)
+    vae = AutoencoderKL(**vae_config)
+    for name, model in (("text_encoder", text_encoder), ("unet", unet), ("vae", vae)):
+        randomise(model, seeds[name])
+        model.eval()
+    return text_encoder, unet, vae
+
+
 def count(module):
     return sum(p.numel() for p in module.parameters())
 
@@ -470,15 +484,8 @@ def main():
     check_tokenizer(tokenizer, "CLIPTokenizer(vocab=, merges=)")
 
     # 2. Tiny pipeline with random weights ---------------------------------------------------
-    torch.manual_seed(0)
-    text_encoder = CLIPTextModel(CLIPTextConfig(**TEXT_CONFIG))
-    text_encoder.config.architectures = ["CLIPTextModel"]
-    unet = UNet2DConditionModel(**UNET_CONFIG)
-    vae = AutoencoderKL(**VAE_CONFIG)
+    text_encoder, unet, vae = build_networks(TEXT_CONFIG, UNET_CONFIG, VAE_CONFIG, SEED_WEIGHTS)
     scheduler = PNDMScheduler(**SCHEDULER_CONFIG)
-    for name, model in (("text_encoder", text_encoder), ("unet", unet), ("vae", vae)):
-        randomise(model, SEED_WEIGHTS[name])
-        model.eval()
     originals = {"text_encoder": float_state(text_encoder), "unet": float_state(unet), "vae": float_state(vae)}
 
     # 3. The diffusers folder, f16, plain file names ----------------------------------------

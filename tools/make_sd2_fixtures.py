@@ -53,7 +53,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import make_fixtures as base  # noqa: E402  (sets HF_HUB_OFFLINE and the verbosity first)
 from make_fixtures import torch, diffusers, transformers, safetensors  # noqa: E402
-from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel  # noqa: E402
+from diffusers import DDIMScheduler, StableDiffusionPipeline  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer  # noqa: E402
 
@@ -152,15 +152,8 @@ def main():
     tokenizer = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=base.MAX_LENGTH, pad_token="!")
     check_tokenizer(tokenizer, "CLIPTokenizer(vocab=, merges=, pad_token='!')")
 
-    torch.manual_seed(0)
-    text_encoder = CLIPTextModel(CLIPTextConfig(**TEXT_CONFIG))
-    text_encoder.config.architectures = ["CLIPTextModel"]
-    unet = UNet2DConditionModel(**UNET_CONFIG)
-    vae = AutoencoderKL(**VAE_CONFIG)
+    text_encoder, unet, vae = base.build_networks(TEXT_CONFIG, UNET_CONFIG, VAE_CONFIG, SEED_WEIGHTS)
     scheduler = DDIMScheduler(**{k: v for k, v in SCHEDULER_CONFIG.items() if k != "skip_prk_steps"})
-    for name, model in (("text_encoder", text_encoder), ("unet", unet), ("vae", vae)):
-        base.randomise(model, SEED_WEIGHTS[name])
-        model.eval()
     # The checkpoint's 24th OpenCLIP block, which SD 2.x never runs: a layer of the same shape.
     spare = CLIPTextModel(CLIPTextConfig(**dict(TEXT_CONFIG, num_hidden_layers=1)))
     base.randomise(spare, SEED_WEIGHTS["unused"])

@@ -102,34 +102,27 @@ final class CLITests: XCTestCase {
     /// epsilon draws what diffusers draws with prediction_type "epsilon" (SD2FixtureTests' reference).
     func testPredictionTypeFlag() throws {
         let ref = try SafetensorsFile(path: Fixtures.root + "/tiny-sd2-reference.safetensors")
-        let p = try JSONSerialization.jsonObject(with: Data(ref.metadata["pipeline"]!.utf8)) as! [String: Any]
+        let call = try DiffusersRequest(ref, key: "pipeline")
         let out = dir + "/eps.png"
-        let r = try lumen(["generate", p["prompt"] as! String, "--model", Fixtures.root + "/tiny-sd2", "--backend", "cpu",
-                           "--steps", "\(p["num_inference_steps"] as! Int)", "--guidance", "\(p["guidance_scale"] as! Double)",
-                           "--seed", "\(p["seed"] as! Int)", "--prediction-type", "epsilon", "-o", out])
+        let r = try lumen(["generate", call.prompt, "--model", Fixtures.root + "/tiny-sd2", "--backend", "cpu"] + call.arguments
+                          + ["--prediction-type", "epsilon", "-o", out])
         XCTAssertEqual(r.status, 0, r.stderr)
         let pixels = try RGBImage.readPNG(out).image.pixels.map(Int.init)
-        for (name, close) in [("pipeline.image_as_epsilon", true), ("pipeline.image", false)] {
-            let expected = try ref.tensor(name).toFloats().map { Int(($0 * 255).rounded()) }
-            let largest = zip(pixels, expected).map { abs($0 - $1) }.max()!
-            if close { XCTAssertLessThanOrEqual(largest, 1, name) } else { XCTAssertGreaterThan(largest, 10, name) }
-        }
+        XCTAssertLessThanOrEqual(pixelDifference(pixels, try DiffusersRequest.pixels(ref, "pipeline.image_as_epsilon")).largest, 1)
+        XCTAssertGreaterThan(pixelDifference(pixels, try DiffusersRequest.pixels(ref, "pipeline.image")).largest, 10)
     }
 
     /// `--lora PATH:STRENGTH` draws what diffusers draws with that adapter weight (LoRATests' reference);
     /// a missing LoRA file is named and nothing is written.
     func testLoRAFlag() throws {
         let ref = try SafetensorsFile(path: Fixtures.root + "/lora/reference.safetensors")
-        let p = try JSONSerialization.jsonObject(with: Data(ref.metadata["request"]!.utf8)) as! [String: Any]
+        let call = try DiffusersRequest(ref, key: "request")
         let out = dir + "/lora.png"
-        let common = ["generate", p["prompt"] as! String, "--model", Fixtures.tinyFolder, "--backend", "cpu",
-                      "--steps", "\(p["num_inference_steps"] as! Int)", "--guidance", "\(p["guidance_scale"] as! Double)",
-                      "--seed", "\(p["seed"] as! Int)", "-o", out]
+        let common = ["generate", call.prompt, "--model", Fixtures.tinyFolder, "--backend", "cpu", "-o", out] + call.arguments
         let r = try lumen(common + ["--lora", Fixtures.root + "/lora/tiny-kohya.safetensors:0.6"])
         XCTAssertEqual(r.status, 0, r.stderr)
         let pixels = try RGBImage.readPNG(out).image.pixels.map(Int.init)
-        let expected = try ref.tensor("image.scale_0_6").toFloats().map { Int(($0 * 255).rounded()) }
-        XCTAssertLessThanOrEqual(zip(pixels, expected).map { abs($0 - $1) }.max()!, 1)
+        XCTAssertLessThanOrEqual(pixelDifference(pixels, try DiffusersRequest.pixels(ref, "image.scale_0_6")).largest, 1)
         try FileManager.default.removeItem(atPath: out)
         let missing = try lumen(common + ["--lora", dir + "/no-such-lora.safetensors"])
         XCTAssertNotEqual(missing.status, 0)

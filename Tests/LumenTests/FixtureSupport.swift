@@ -48,3 +48,48 @@ func testVulkanExecutor(options: VulkanExecutor.Options) throws -> VulkanExecuto
     _ = try testVulkanExecutor()
     return try VulkanExecutor(validation: true, options: options)
 }
+
+/// A StableDiffusionPipeline call recorded as JSON in a fixture's metadata (prompt,
+/// negative_prompt, num_inference_steps, guidance_scale, width, height, seed), and diffusers'
+/// numpy images of it in 8-bit levels as its PIL conversion makes them (round(255·x)).
+struct DiffusersRequest {
+    let fields: [String: Any]
+
+    init(_ file: SafetensorsFile, key: String) throws {
+        guard let json = file.metadata[key],
+              let fields = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any] else {
+            throw ModelFileError.malformed(path: file.path, detail: "no JSON request under __metadata__['\(key)']")
+        }
+        self.fields = fields
+    }
+
+    var prompt: String { fields["prompt"] as! String }
+
+    var request: GenerationRequest {
+        var r = GenerationRequest(prompt: prompt)
+        r.negativePrompt = fields["negative_prompt"] as? String ?? ""
+        r.steps = fields["num_inference_steps"] as! Int
+        r.guidanceScale = Float(fields["guidance_scale"] as! Double)
+        r.width = fields["width"] as? Int
+        r.height = fields["height"] as? Int
+        r.seed = UInt64(fields["seed"] as! Int)
+        return r
+    }
+
+    /// The same call as `lumen generate` arguments (after the prompt).
+    var arguments: [String] {
+        ["--steps", "\(fields["num_inference_steps"] as! Int)", "--guidance", "\(fields["guidance_scale"] as! Double)",
+         "--seed", "\(fields["seed"] as! Int)"]
+    }
+
+    static func pixels(_ file: SafetensorsFile, _ name: String) throws -> [Int] {
+        try file.tensor(name).toFloats().map { Int(($0 * 255).rounded()) }
+    }
+}
+
+/// Largest and mean absolute difference of two 8-bit images.
+func pixelDifference(_ a: [Int], _ b: [Int]) -> (largest: Int, mean: Double) {
+    precondition(a.count == b.count, "images of \(a.count) and \(b.count) values")
+    let d = zip(a, b).map { abs($0 - $1) }
+    return (d.max() ?? 0, Double(d.reduce(0, +)) / Double(max(d.count, 1)))
+}

@@ -32,21 +32,11 @@ final class LoRATests: XCTestCase {
 
     func check(_ pipeline: Pipeline, _ expected: String, maxPixelError: Int, file: StaticString = #filePath, line: UInt = #line) throws {
         let ref = try SafetensorsFile(path: Self.dir + "/reference.safetensors")
-        let p = try JSONSerialization.jsonObject(with: Data(ref.metadata["request"]!.utf8)) as! [String: Any]
-        var r = GenerationRequest(prompt: p["prompt"] as! String)
-        r.negativePrompt = p["negative_prompt"] as! String
-        r.steps = p["num_inference_steps"] as! Int
-        r.guidanceScale = Float(p["guidance_scale"] as! Double)
-        r.width = p["width"] as? Int
-        r.height = p["height"] as? Int
-        r.seed = UInt64(p["seed"] as! Int)
-        let pixels = try pipeline.generate(r)[0].pixels.map(Int.init)
-        let want = try ref.tensor(expected).toFloats().map { Int(($0 * 255).rounded()) }
-        XCTAssertEqual(pixels.count, want.count, file: file, line: line)
-        let diffs = zip(pixels, want).map { abs($0 - $1) }
+        let r = try DiffusersRequest(ref, key: "request").request
+        let d = pixelDifference(try pipeline.generate(r)[0].pixels.map(Int.init), try DiffusersRequest.pixels(ref, expected))
         let what = "\(expected) on \(pipeline.executor.backendName)"
-        XCTAssertLessThanOrEqual(diffs.max() ?? .max, maxPixelError, what, file: file, line: line)
-        XCTAssertLessThan(Double(diffs.reduce(0, +)) / Double(max(diffs.count, 1)), 1, what, file: file, line: line)
+        XCTAssertLessThanOrEqual(d.largest, maxPixelError, what, file: file, line: line)
+        XCTAssertLessThan(d.mean, 1, what, file: file, line: line)
     }
 
     /// Bad adapters fail with the file and the offending tensor named, before any image is made.

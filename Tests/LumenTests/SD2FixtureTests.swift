@@ -83,27 +83,14 @@ final class SD2FixtureTests: XCTestCase {
 
     func checkGeneration(_ pipeline: Pipeline, maxPixelError: Int, predictionType: PredictionType? = nil,
                          expected name: String = "pipeline.image", file: StaticString = #filePath, line: UInt = #line) throws {
-        let meta = try SafetensorsFile(path: Self.reference).metadata["pipeline"]!
-        let p = try JSONSerialization.jsonObject(with: Data(meta.utf8)) as! [String: Any]
-        var r = GenerationRequest(prompt: p["prompt"] as! String)
-        r.negativePrompt = p["negative_prompt"] as! String
-        r.steps = p["num_inference_steps"] as! Int
-        r.guidanceScale = Float(p["guidance_scale"] as! Double)
-        r.width = p["width"] as? Int
-        r.height = p["height"] as? Int
-        r.seed = UInt64(p["seed"] as! Int)
+        let ref = try SafetensorsFile(path: Self.reference)
+        var r = try DiffusersRequest(ref, key: "pipeline").request
         r.predictionType = predictionType
         XCTAssertEqual(pipeline.schedulerKind(for: r), .ddim, file: file, line: line)
-        let image = try pipeline.generate(r)[0]
-        // diffusers' numpy image in [0, 1] becomes 8-bit as its PIL conversion does: round(255·x).
-        let expected = try Self.ref(name).toFloats().map { Int(($0 * 255).rounded()) }
-        let pixels = image.pixels.map(Int.init)
-        XCTAssertEqual(pixels.count, expected.count, file: file, line: line)
-        guard pixels.count == expected.count else { return }
-        let diffs = zip(pixels, expected).map { abs($0 - $1) }
+        let d = pixelDifference(try pipeline.generate(r)[0].pixels.map(Int.init), try DiffusersRequest.pixels(ref, name))
         let on = "\(pipeline.model.path) on \(pipeline.executor.backendName)"
-        XCTAssertLessThanOrEqual(diffs.max()!, maxPixelError, on, file: file, line: line)
-        XCTAssertLessThan(Double(diffs.reduce(0, +)) / Double(diffs.count), 1, "\(on): mean difference of 1/255 or more", file: file, line: line)
+        XCTAssertLessThanOrEqual(d.largest, maxPixelError, on, file: file, line: line)
+        XCTAssertLessThan(d.mean, 1, "\(on): mean difference of 1/255 or more", file: file, line: line)
     }
 
     /// Without --config, a 2.x single file is read as diffusers' from_single_file reads it: the
