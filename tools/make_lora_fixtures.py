@@ -16,8 +16,10 @@ Tests/Fixtures/lora/:
                              2: scale alpha / r = 0.5; one alpha for all layers, since diffusers
                              0.42's kohya converter drops per-layer alphas of some layers). Adapted: the UNet's attention projections (to_q, to_k,
                              to_v, to_out.0), the transformers' 1x1-convolution proj_in/proj_out, the
-                             feed-forwards (ff.net.0.proj, ff.net.2) and the text encoder's q/k/v/out
-                             projections and MLPs. f16.
+                             feed-forwards (ff.net.0.proj, ff.net.2), the ResNets' 3x3 conv1/conv2,
+                             time_emb_proj and conv_shortcut, the down/up-samplers' 3x3 convolutions
+                             (LoCon-style, as LCM-LoRA) and the text encoder's q/k/v/out projections
+                             and MLPs. f16.
   tiny-peft.safetensors      the same adapter as diffusers' save_lora_weights writes it (PEFT
                              names: unet.<module>.lora_A.weight / lora_B.weight, text_encoder.<...>;
                              alpha folded into lora_B, as PEFT saves it without a config file)
@@ -51,7 +53,10 @@ REQUEST = dict(prompt="a photo of an astronaut riding a horse on mars", negative
 SCALES = {"scale_1": 1.0, "scale_0_6": 0.6}
 
 UNET_TARGETS = ("attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0", "attn2.to_q", "attn2.to_k", "attn2.to_v",
-                "attn2.to_out.0", "ff.net.0.proj", "ff.net.2", "proj_in", "proj_out")
+                "attn2.to_out.0", "ff.net.0.proj", "ff.net.2", "proj_in", "proj_out",
+                # LoCon-style layers, as LCM-LoRA adapts them: the ResNets' 3x3 convolutions, time
+                # projections and 1x1 shortcuts, the down/up-samplers' 3x3 convolutions
+                "conv1", "conv2", "time_emb_proj", "conv_shortcut", "downsamplers.0.conv", "upsamplers.0.conv")
 TEXT_TARGETS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj", "mlp.fc1", "mlp.fc2")
 
 
