@@ -84,9 +84,10 @@ final class ModelLoadingErrorTests: XCTestCase {
         for sub in ["unet", "vae", "text_encoder", "text_encoder_2"] {
             try FileManager.default.createDirectory(atPath: sdxl + "/" + sub, withIntermediateDirectories: true)
         }
+        // SDXL folders load (SDXLFixtureTests); one without its second tokenizer is named as such.
         XCTAssertThrowsError(try StableDiffusionModel.load(path: sdxl)) { error in
-            guard case ModelFileError.unsupported(_, let detail) = error else { return XCTFail("\(error)") }
-            XCTAssertTrue(detail.contains("XL"), detail)
+            guard case ModelFileError.missingFile(let file, let detail) = error else { return XCTFail("\(error)") }
+            XCTAssertTrue(file.hasSuffix("tokenizer_2") && detail.contains("SDXL"), "\(file): \(detail)")
         }
         let flux = dir + "/flux.safetensors"
         try SafetensorsWriter.write([("double_blocks.0.img_attn.qkv.weight", try Tensor(zeros: [3, 1], dtype: .f16))], to: flux)

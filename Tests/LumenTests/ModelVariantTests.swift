@@ -377,7 +377,6 @@ final class ModelVariantTests: XCTestCase {
             }
         }
         let folders: [(String, [String], String)] = [
-            ("sdxl", ["unet", "vae", "text_encoder", "text_encoder_2"], "Stable Diffusion XL model"),
             ("flux", ["transformer", "vae", "text_encoder", "text_encoder_2"], "Flux model"),
             ("sd3", ["transformer", "vae", "text_encoder", "text_encoder_2", "text_encoder_3"], "Stable Diffusion 3 model"),
         ]
@@ -387,7 +386,7 @@ final class ModelVariantTests: XCTestCase {
         }
         let t = try Tensor(zeros: [2, 2], dtype: .f16)
         let files: [(String, String, String)] = [
-            ("sdxl.safetensors", "conditioner.embedders.1.model.ln_final.weight", "Stable Diffusion XL checkpoint"),
+            ("sdxl.safetensors", "conditioner.embedders.1.model.ln_final.weight", "Stable Diffusion XL single-file checkpoint"),
             ("flux.safetensors", "double_blocks.0.img_attn.qkv.weight", "Flux checkpoint"),
             ("sd3.safetensors", "model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight", "Stable Diffusion 3 checkpoint"),
             ("vae.safetensors", "decoder.up.0.block.0.conv1.weight", "pass it with --vae"),

@@ -45,6 +45,33 @@ public struct CLIPTextModel {
         return Outputs(lastHiddenState: last, hiddenStates: states)
     }
 
+    /// CLIPTextModelWithProjection's `text_embeds` [B, P]: the final-normed state at each
+    /// sequence's end token through `text_projection` (no bias). `eosRows` (i32 [B]) are those
+    /// states' rows in the [B·L, D] flattening: `eosRows(ids)`.
+    public func textEmbeds(_ graph: Graph, _ outputs: Outputs, eosRows: Value, weights: WeightStore) throws -> Value {
+        let c = config
+        guard let projection = c.projectionDim else {
+            throw LumenError.invalidArgument(op: "CLIPTextModel", detail: "no projection_dim: not a CLIPTextModelWithProjection")
+        }
+        let last = outputs.lastHiddenState
+        let b = last.shape[0], l = last.shape[1]
+        guard eosRows.shape == [b], eosRows.dtype == .i32 else {
+            throw LumenError.shapeMismatch(op: "CLIPTextModel", detail: "eos rows \(eosRows.shape); expected i32 [\(b)]")
+        }
+        let pooled = try graph.embedding(eosRows, table: try graph.reshape(last, [b * l, c.hiddenSize]))
+        return try Module(graph: graph, weights: weights).linear(pooled, "text_projection", in: c.hiddenSize, out: projection, bias: false)
+    }
+
+    /// For each sequence of `ids` (all of one length L), the row b·L + p of its end token p: the
+    /// first position of its largest id, as transformers finds `<|endoftext|>` in CLIP's vocabulary.
+    public static func eosRows(_ ids: [[Int32]]) -> [Int32] {
+        ids.enumerated().map { b, row in
+            var p = 0
+            for i in row.indices where row[i] > row[p] { p = i }
+            return Int32(b * row.count + p)
+        }
+    }
+
     private func encoderLayer(_ x: Value, _ m: Module) throws -> Value {
         let c = config, d = c.hiddenSize
         var h = try m.layerNorm(x, "layer_norm1", dim: d, eps: c.layerNormEps)

@@ -37,8 +37,11 @@ public struct CLIPTextConfig: Sendable, Hashable, Codable {
     public var maxPositionEmbeddings = 77
     public var hiddenAct = "quick_gelu"
     public var layerNormEps: Float = 1e-5
+    /// Width of `text_projection` (CLIPTextModelWithProjection, SDXL's second encoder).
+    public var projectionDim: Int? = nil
 
     enum CodingKeys: String, CodingKey {
+        case projectionDim = "projection_dim"
         case vocabSize = "vocab_size", hiddenSize = "hidden_size", intermediateSize = "intermediate_size"
         case numHiddenLayers = "num_hidden_layers", numAttentionHeads = "num_attention_heads"
         case maxPositionEmbeddings = "max_position_embeddings", hiddenAct = "hidden_act", layerNormEps = "layer_norm_eps"
@@ -57,6 +60,7 @@ public struct CLIPTextConfig: Sendable, Hashable, Codable {
         maxPositionEmbeddings = try c.decodeIfPresent(Int.self, forKey: .maxPositionEmbeddings) ?? d.maxPositionEmbeddings
         hiddenAct = try c.decodeIfPresent(String.self, forKey: .hiddenAct) ?? d.hiddenAct
         layerNormEps = try c.decodeIfPresent(Float.self, forKey: .layerNormEps) ?? d.layerNormEps
+        projectionDim = try c.decodeIfPresent(Int.self, forKey: .projectionDim)
     }
 }
 
@@ -87,6 +91,10 @@ public struct UNet2DConditionConfig: Sendable, Hashable, Codable {
     public var timeCondProjDim: Int? = nil
     public var classEmbedType: String? = nil
     public var additionEmbedType: String? = nil
+    /// SDXL's added conditioning ("text_time"): each of the 6 time ids gets a sinusoidal embedding
+    /// of this width, concatenated after the pooled text embedding (`projectionClassEmbeddingsInputDim` in all).
+    public var additionTimeEmbedDim: Int? = nil
+    public var projectionClassEmbeddingsInputDim: Int? = nil
     public var convInKernel = 3
     public var convOutKernel = 3
     public var onlyCrossAttention = false
@@ -107,6 +115,7 @@ public struct UNet2DConditionConfig: Sendable, Hashable, Codable {
         case downsamplePadding = "downsample_padding", actFn = "act_fn", centerInputSample = "center_input_sample"
         case resnetTimeScaleShift = "resnet_time_scale_shift", timeCondProjDim = "time_cond_proj_dim"
         case classEmbedType = "class_embed_type", additionEmbedType = "addition_embed_type"
+        case additionTimeEmbedDim = "addition_time_embed_dim", projectionClassEmbeddingsInputDim = "projection_class_embeddings_input_dim"
         case convInKernel = "conv_in_kernel", convOutKernel = "conv_out_kernel"
         case onlyCrossAttention = "only_cross_attention", dualCrossAttention = "dual_cross_attention"
     }
@@ -142,6 +151,8 @@ public struct UNet2DConditionConfig: Sendable, Hashable, Codable {
         timeCondProjDim = try c.decodeIfPresent(Int.self, forKey: .timeCondProjDim)
         classEmbedType = try c.decodeIfPresent(String.self, forKey: .classEmbedType)
         additionEmbedType = try c.decodeIfPresent(String.self, forKey: .additionEmbedType)
+        additionTimeEmbedDim = try c.decodeIfPresent(Int.self, forKey: .additionTimeEmbedDim)
+        projectionClassEmbeddingsInputDim = try c.decodeIfPresent(Int.self, forKey: .projectionClassEmbeddingsInputDim)
         convInKernel = try get(.convInKernel, d.convInKernel)
         convOutKernel = try get(.convOutKernel, d.convOutKernel)
         onlyCrossAttention = (try? c.decodeIfPresent(Bool.self, forKey: .onlyCrossAttention)) ?? d.onlyCrossAttention

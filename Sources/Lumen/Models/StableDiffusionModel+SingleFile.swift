@@ -16,7 +16,7 @@ extension StableDiffusionModel {
         let names = file.entries.keys
         func has(_ prefix: String) -> Bool { names.contains { $0.hasPrefix(prefix) } }
         if has("conditioner.embedders.") {
-            throw ModelFileError.unsupported(path: path, detail: "this is a Stable Diffusion XL checkpoint, which Lumen does not support yet")
+            throw ModelFileError.unsupported(path: path, detail: "this is a Stable Diffusion XL single-file checkpoint, which Lumen does not read yet; SDXL loads from its diffusers folder")
         }
         if has("model.diffusion_model.double_blocks.") || has("double_blocks.") {
             throw ModelFileError.unsupported(path: path, detail: "this is a Flux checkpoint, which Lumen does not support")

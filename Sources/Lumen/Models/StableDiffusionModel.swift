@@ -58,6 +58,12 @@ public final class StableDiffusionModel {
     public internal(set) var schedulerDefaults: SchedulerConfig?
     /// The padding token when it differs from the tokenizer folder's (SD 2.x single files: "!").
     public internal(set) var tokenizerPadToken: String?
+    /// SDXL's second text encoder (CLIPTextModelWithProjection), its tokenizer, and whether an
+    /// empty negative prompt means zero conditioning (`force_zeros_for_empty_prompt`).
+    public internal(set) var textEncoder2: (config: CLIPTextConfig, weights: SafetensorsWeights)?
+    public internal(set) var tokenizer2Path: String?
+    public internal(set) var forceZerosForEmptyPrompt = false
+
     /// LoRAs merged into the UNet and text-encoder weights as they are read (`apply(loras:)`).
     public private(set) var loras: [(lora: LoRA, strength: Float)] = []
     /// LoRA modules merged so far, by file: every one must find its weight (`checkLoRAsApplied`).
@@ -144,9 +150,15 @@ public final class StableDiffusionModel {
         guard !contents.isEmpty else {
             throw ModelFileError.missingFile(path: path, detail: "the folder is empty; expected a diffusers model (model_index.json, unet/, vae/, text_encoder/) or a .safetensors file")
         }
-        if contents.contains("text_encoder_2") || contents.contains("transformer") {
-            let family: ModelFamily = contents.contains("transformer") ? (contents.contains("text_encoder_3") ? .sd3 : .flux) : .sdxl
-            throw ModelFileError.unsupported(path: path, detail: "this is a \(family.rawValue) model, which Lumen does not support yet (Stable Diffusion 1.x and 2.x only)")
+        if contents.contains("transformer") {
+            let family: ModelFamily = contents.contains("text_encoder_3") ? .sd3 : .flux
+            throw ModelFileError.unsupported(path: path, detail: "this is a \(family.rawValue) model, which Lumen does not support yet (Stable Diffusion 1.x, 2.x and XL only)")
+        }
+        let xl = contents.contains("text_encoder_2")
+        if xl {
+            for part in ["tokenizer_2"] where !contents.contains(part) {
+                throw ModelFileError.missingFile(path: sub(part), detail: "missing: an SDXL folder has text_encoder_2/ and tokenizer_2/")
+            }
         }
         for part in ["unet", "vae", "text_encoder"] where !contents.contains(part) {
             throw ModelFileError.missingFile(path: sub(part), detail: "missing: a diffusers Stable Diffusion folder has unet/, vae/ and text_encoder/")
@@ -172,7 +184,7 @@ public final class StableDiffusionModel {
             recognised.append("vae config has no scaling_factor: \(vae.scalingFactor) (the Stable Diffusion 1.x/2.x value)")
         }
         // 2.x: OpenCLIP's text tower (GELU; 1.x's CLIP ViT-L uses quick_gelu), 1024 wide.
-        let family: ModelFamily = text.hiddenAct == "gelu" || unet.crossAttentionDim == 1024 || text.hiddenSize == 1024 ? .sd2 : .sd1
+        let family: ModelFamily = xl ? .sdxl : text.hiddenAct == "gelu" || unet.crossAttentionDim == 1024 || text.hiddenSize == 1024 ? .sd2 : .sd1
         let tokenizer = fm.fileExists(atPath: sub("tokenizer")) ? sub("tokenizer") : nil
         if let tokenizer {
             let classic = fm.fileExists(atPath: tokenizer + "/vocab.json") && fm.fileExists(atPath: tokenizer + "/merges.txt")
@@ -184,6 +196,24 @@ public final class StableDiffusionModel {
         let model = StableDiffusionModel(path: path, family: family, layout: .diffusersFolder, text: text, unet: unet, vae: vae,
                                          textWeights: textWeights, unetWeights: unetWeights, vaeWeights: vaeWeights,
                                          tokenizerPath: tokenizer, schedulerConfigPath: scheduler)
+        if xl {
+            let config2 = try loadConfig(CLIPTextConfig.self, path: sub("text_encoder_2/config.json"))
+            guard config2.projectionDim != nil else {
+                throw ModelFileError.malformed(path: sub("text_encoder_2/config.json"), detail: "no projection_dim: SDXL's second text encoder is a CLIPTextModelWithProjection")
+            }
+            let files2 = try weightFiles(in: sub("text_encoder_2"), base: "model", preferFP16: precision.prefersFP16, notes: &recognised)
+            model.textEncoder2 = (config2, SafetensorsWeights(files: files2) { name in
+                name.hasPrefix("text_model.") ? [name, String(name.dropFirst("text_model.".count))] : [name]
+            })
+            model.tokenizer2Path = sub("tokenizer_2")
+            if let data = fm.contents(atPath: sub("model_index.json")),
+               let index = try? JSONSerialization.jsonObject(with: data) as? [String: Any] {
+                model.forceZerosForEmptyPrompt = index["force_zeros_for_empty_prompt"] as? Bool ?? true
+            } else {
+                model.forceZerosForEmptyPrompt = true  // StableDiffusionXLPipeline's default
+            }
+            recognised.append("SDXL: text_encoder_2 (with projection) and tokenizer_2; force_zeros_for_empty_prompt \(model.forceZerosForEmptyPrompt)")
+        }
         model.recognised = recognised
         return model
     }

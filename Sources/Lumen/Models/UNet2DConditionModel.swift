@@ -9,7 +9,9 @@ public struct UNet2DConditionModel {
     public init(config: UNet2DConditionConfig) throws {
         let unsupported: [(Bool, String)] = [
             (config.classEmbedType != nil, "class_embed_type"),
-            (config.additionEmbedType != nil, "addition_embed_type (SDXL)"),
+            (config.additionEmbedType != nil && config.additionEmbedType != "text_time", "addition_embed_type '\(config.additionEmbedType ?? "")'"),
+            (config.additionEmbedType == "text_time" && (config.additionTimeEmbedDim == nil || config.projectionClassEmbeddingsInputDim == nil),
+             "addition_embed_type 'text_time' without addition_time_embed_dim and projection_class_embeddings_input_dim"),
             (config.timeCondProjDim != nil, "time_cond_proj_dim"),
             (config.resnetTimeScaleShift != "default", "resnet_time_scale_shift '\(config.resnetTimeScaleShift)'"),
             (config.onlyCrossAttention, "only_cross_attention"),
@@ -36,8 +38,10 @@ public struct UNet2DConditionModel {
     /// Emits the noise (or v) prediction for `sample` [B, C, H, W], `timestep` [B] (f32) and
     /// `context` [B, L, cross_attention_dim]. With `maxTensorBytes` (an executor's binding limit),
     /// the feed-forwards whose intermediates would exceed it compute in chunks of tokens.
+    /// SDXL's UNets (`addition_embed_type` "text_time") also take `added`: the pooled text
+    /// embedding [B, D] and the time ids [B, 6] (original size, crop top-left, target size).
     public func build(_ graph: Graph, sample: Value, timestep: Value, context: Value, weights: WeightStore,
-                      maxTensorBytes: Int? = nil) throws -> Value {
+                      added: (textEmbeds: Value, timeIds: Value)? = nil, maxTensorBytes: Int? = nil) throws -> Value {
         let c = config
         let m = Module(graph: graph, weights: weights, maxTensorBytes: maxTensorBytes)
         let ch = c.blockOutChannels
@@ -58,6 +62,22 @@ public struct UNet2DConditionModel {
             dim: ch[0], flipSinToCos: c.flipSinToCos, downscaleFreqShift: c.freqShift))
         var emb = try m.linear(tProj, "time_embedding.linear_1", in: ch[0], out: tembDim)
         emb = try m.linear(try graph.silu(emb), "time_embedding.linear_2", in: tembDim, out: tembDim)
+        if c.additionEmbedType == "text_time", let timeDim = c.additionTimeEmbedDim, let inDim = c.projectionClassEmbeddingsInputDim {
+            let b = sample.shape[0]
+            guard let added, added.timeIds.shape == [b, 6], added.textEmbeds.shape.rank == 2, added.textEmbeds.shape[0] == b,
+                  added.textEmbeds.shape[1] + 6 * timeDim == inDim else {
+                throw LumenError.shapeMismatch(
+                    op: "UNet2DConditionModel", detail: "an SDXL UNet needs text_embeds [\(b), \(inDim - 6 * timeDim)] and time_ids [\(b), 6]; got "
+                        + (added.map { "\($0.textEmbeds.shape) and \($0.timeIds.shape)" } ?? "none"))
+            }
+            let ids = try graph.reshape(added.timeIds, [b * 6])
+            let timeEmb = try graph.timestepEmbedding(ids, TimestepEmbeddingParameters(
+                dim: timeDim, flipSinToCos: c.flipSinToCos, downscaleFreqShift: c.freqShift))
+            let addIn = try graph.concat([added.textEmbeds, try graph.reshape(timeEmb, [b, 6 * timeDim])], axis: 1)
+            var aug = try m.linear(addIn, "add_embedding.linear_1", in: inDim, out: tembDim)
+            aug = try m.linear(try graph.silu(aug), "add_embedding.linear_2", in: tembDim, out: tembDim)
+            emb = try graph.add(emb, aug)
+        }
         let tembAct = try graph.silu(emb)  // every ResNet applies SiLU to the embedding first
 
         var h = c.centerInputSample ? try graph.affine(sample, multiplier: 2, addend: -1) : sample

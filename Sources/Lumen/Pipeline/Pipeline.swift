@@ -17,6 +17,8 @@ public final class Pipeline: @unchecked Sendable {
     /// Why `.auto` chose the CPU, when it did (for a one-line notice).
     public let backendNote: String?
     public let tokenizer: CLIPTokenizer
+    /// SDXL's second tokenizer (for `text_encoder_2`).
+    public let tokenizer2: CLIPTokenizer?
     private let schedulerConfig: SchedulerConfig
     private let logger = Logger(label: "lumen.pipeline")
     private let lock = NSLock()
@@ -60,6 +62,7 @@ public final class Pipeline: @unchecked Sendable {
                 "\(modelPath) has no tokenizer folder and no CLIP vocabulary is at hand; pass a diffusers folder of the same model with --config")
         }
         tokenizer = try CLIPTokenizer(folder: tokenizerPath, padToken: model.tokenizerPath == nil ? model.tokenizerPadToken : nil)
+        tokenizer2 = try model.tokenizer2Path.map { try CLIPTokenizer(folder: $0) }
         schedulerConfig = try model.schedulerConfigPath.map { try SchedulerConfig(path: $0) } ?? model.schedulerDefaults ?? SchedulerConfig()
     }
 
@@ -147,8 +150,26 @@ public final class Pipeline: @unchecked Sendable {
 
         // Text: [negative, prompt] in one batch when guiding.
         let texts = cfg ? [request.negativePrompt, request.prompt] : [request.prompt]
-        let embeddings = try encodeText(texts, clipSkip: request.clipSkip)  // [T, 77, D]
-        let context = try repeatEmbeddings(embeddings, times: n)            // [T·n, 77, D]
+        var added: [String: Tensor] = [:]
+        let context: Tensor
+        if model.textEncoder2 != nil {
+            // SDXL: both encoders' penultimate states side by side, the pooled projection of the
+            // second and the size conditioning (original size, crop top-left, target size); with
+            // force_zeros_for_empty_prompt, no negative prompt means zero unconditional inputs.
+            var (states, pooled) = try encodeTextXL(texts, clipSkip: request.clipSkip)
+            if cfg && request.negativePrompt.isEmpty && model.forceZerosForEmptyPrompt {
+                states = try zeroingFirstRow(states)
+                pooled = try zeroingFirstRow(pooled)
+            }
+            context = try repeatEmbeddings(states, times: n)
+            let pooledRows = try repeatEmbeddings(try pooled.reshaped([pooled.shape[0], 1, pooled.shape[1]]), times: n)
+            added["text_embeds"] = try pooledRows.reshaped([pooledRows.shape[0], pooled.shape[1]])
+            let ids: [Float] = [Float(height), Float(width), 0, 0, Float(height), Float(width)]
+            added["time_ids"] = try Tensor(shape: [context.shape[0], 6], values: Array([[Float]](repeating: ids, count: context.shape[0]).joined()))
+        } else {
+            let embeddings = try encodeText(texts, clipSkip: request.clipSkip)  // [T, 77, D]
+            context = try repeatEmbeddings(embeddings, times: n)                // [T·n, 77, D]
+        }
 
         var config = schedulerConfig
         if let prediction = request.predictionType { config.predictionType = prediction.rawValue }
@@ -169,7 +190,8 @@ public final class Pipeline: @unchecked Sendable {
             latents = generator.randn(count: latentCount).map { $0 * scheduler.initNoiseSigma }
         }
 
-        let unet = try unetProgram(batch: (cfg ? 2 : 1) * n, height: lh, width: lw, contextLength: context.shape[1])
+        let unet = try unetProgram(batch: (cfg ? 2 : 1) * n, height: lh, width: lw, contextLength: context.shape[1],
+                                   pooledWidth: added["text_embeds"]?.shape[1])
         try model.checkLoRAsApplied()  // both networks are built by now
         let steps = scheduler.timesteps.count
         for i in first..<steps {
@@ -181,7 +203,7 @@ public final class Pipeline: @unchecked Sendable {
                 "sample": try Tensor(shape: [batch, latentChannels, lh, lw], values: input),
                 "timestep": try Tensor(shape: [batch], values: [Float](repeating: t, count: batch)),
                 "context": context,
-            ])
+            ].merging(added) { a, _ in a })
             let prediction = result[unet.outputs[0]]!.toFloats()
             var guided = prediction
             if cfg {
@@ -196,9 +218,10 @@ public final class Pipeline: @unchecked Sendable {
         }
 
         if !retainsPrograms {
-            programs = programs.filter { !$0.key.hasPrefix("unet-") && !$0.key.hasPrefix("text-") && !$0.key.hasPrefix("encode-") }
+            programs = programs.filter { !$0.key.hasPrefix("unet-") && !$0.key.hasPrefix("text") && !$0.key.hasPrefix("encode-") }
             dropResidentWeights(of: model.unetWeights)
             dropResidentWeights(of: model.textEncoderWeights)
+            if let (_, weights2) = model.textEncoder2 { dropResidentWeights(of: weights2) }
         }
         var images: [RGBImage] = []
         let per = latentChannels * lh * lw
@@ -398,6 +421,43 @@ public final class Pipeline: @unchecked Sendable {
         return try p.program.run(["ids": try Tensor(shape: [texts.count, length], indices: ids)])[p.outputs[0]]!
     }
 
+    /// SDXL: [T, 77, D1 + D2] penultimate states of both encoders (layer -(clipSkip + 2)) and the
+    /// second encoder's text_embeds [T, P].
+    private func encodeTextXL(_ texts: [String], clipSkip: Int) throws -> (Tensor, Tensor) {
+        guard let (config2, weights2) = model.textEncoder2, let tokenizer2 else {
+            throw GenerationError.invalidRequest("the model has no second text encoder")
+        }
+        let l1 = model.textEncoderConfig.maxPositionEmbeddings, l2 = config2.maxPositionEmbeddings
+        let ids1 = texts.map { tokenizer.ids($0, length: l1) }, ids2 = texts.map { tokenizer2.ids($0, length: l2) }
+        let p = try cached("textxl-\(texts.count)-\(clipSkip)") { g in
+            let a = try g.input("ids", shape: [texts.count, l1], dtype: .i32)
+            let b = try g.input("ids2", shape: [texts.count, l2], dtype: .i32)
+            let rows = try g.input("eos2", shape: [texts.count], dtype: .i32)
+            let out1 = try CLIPTextModel(config: model.textEncoderConfig).build(g, ids: a, weights: model.textEncoderWeights)
+            let encoder2 = CLIPTextModel(config: config2)
+            let out2 = try encoder2.build(g, ids: b, weights: weights2)
+            guard clipSkip + 2 <= min(out1.hiddenStates.count, out2.hiddenStates.count) else {
+                throw GenerationError.invalidRequest("clip skip \(clipSkip) leaves no text-encoder layer")
+            }
+            let h1 = out1.hiddenStates[out1.hiddenStates.count - 2 - clipSkip], h2 = out2.hiddenStates[out2.hiddenStates.count - 2 - clipSkip]
+            return [try g.concat([h1, h2], axis: 2), try encoder2.textEmbeds(g, out2, eosRows: rows, weights: weights2)]
+        }
+        let out = try p.program.run([
+            "ids": try Tensor(shape: [texts.count, l1], indices: Array(ids1.joined())),
+            "ids2": try Tensor(shape: [texts.count, l2], indices: Array(ids2.joined())),
+            "eos2": try Tensor(shape: [texts.count], indices: CLIPTextModel.eosRows(ids2)),
+        ])
+        return (out[p.outputs[0]]!, out[p.outputs[1]]!)
+    }
+
+    /// `t` with its first row (along dimension 0) set to zero.
+    private func zeroingFirstRow(_ t: Tensor) throws -> Tensor {
+        var v = t.toFloats()
+        let per = t.count / t.shape[0]
+        for i in 0..<per { v[i] = 0 }
+        return try Tensor(shape: t.shape, values: v)
+    }
+
     /// [T, L, D] → [T·n, L, D], each row repeated n times in place (diffusers' repeat + view).
     private func repeatEmbeddings(_ e: Tensor, times n: Int) throws -> Tensor {
         if n == 1 { return e }
@@ -410,12 +470,16 @@ public final class Pipeline: @unchecked Sendable {
         return try Tensor(shape: [e.shape[0] * n, e.shape[1], e.shape[2]], values: out)
     }
 
-    private func unetProgram(batch: Int, height: Int, width: Int, contextLength: Int) throws -> (program: any Program, outputs: [Value]) {
+    private func unetProgram(batch: Int, height: Int, width: Int, contextLength: Int,
+                             pooledWidth: Int? = nil) throws -> (program: any Program, outputs: [Value]) {
         try cached("unet-\(batch)-\(height)-\(width)-\(contextLength)") { g in
             let x = try g.input("sample", shape: [batch, model.unetConfig.inChannels, height, width])
             let t = try g.input("timestep", shape: [batch])
             let c = try g.input("context", shape: [batch, contextLength, model.unetConfig.crossAttentionDim])
+            let added = try pooledWidth.map { (textEmbeds: try g.input("text_embeds", shape: [batch, $0]),
+                                               timeIds: try g.input("time_ids", shape: [batch, 6])) }
             return [try UNet2DConditionModel(config: model.unetConfig).build(g, sample: x, timestep: t, context: c, weights: model.unetWeights,
+                                                                            added: added,
                                                                             maxTensorBytes: (executor as? VulkanExecutor)?.activationBindingLimit)]
         }
     }
