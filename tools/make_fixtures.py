@@ -221,8 +221,13 @@ def write_tokenizer_folder(directory, vocab, merges):
         f.write("#version: 0.2\n")
         for a, b in merges:
             f.write(f"{a} {b}\n")
+    write_special_tokens(directory, "<|endoftext|>")
+
+
+def write_special_tokens(directory, pad):
+    """special_tokens_map.json and tokenizer_config.json of a CLIP tokenizer padding with `pad`."""
     special = {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>",
-               "pad_token": "<|endoftext|>", "unk_token": "<|endoftext|>"}
+               "pad_token": pad, "unk_token": "<|endoftext|>"}
     with open(os.path.join(directory, "special_tokens_map.json"), "w") as f:
         json.dump(special, f, indent=2)
         f.write("\n")
@@ -231,6 +236,25 @@ def write_tokenizer_folder(directory, vocab, merges):
     with open(os.path.join(directory, "tokenizer_config.json"), "w") as f:
         json.dump(config, f, indent=2, sort_keys=True)
         f.write("\n")
+
+
+def linked_tokenizer_folder(directory, pad):
+    """A tokenizer folder whose vocab.json and merges.txt are symlinks to tiny-sd's (the fixtures
+    of other model families share the vocabulary), padding with `pad`."""
+    if os.path.isdir(directory):
+        shutil.rmtree(directory)
+    os.makedirs(directory)
+    for name in ("vocab.json", "merges.txt"):
+        os.symlink(os.path.join("..", "..", "tiny-sd", "tokenizer", name), os.path.join(directory, name))
+    write_special_tokens(directory, pad)
+
+
+def print_fixtures(paths, ref):
+    """Sizes of the files written and the range of each reference tensor."""
+    for p in paths:
+        print(f"  {os.path.relpath(p, REPO):45s} {file_size(p):>10,} bytes")
+    for k, v in ref.items():
+        print(f"  {k:32s} {list(v.shape)}  max|x| {v.double().abs().max().item():.4g}")
 
 
 def tokenize(tokenizer):
@@ -293,6 +317,17 @@ def build_networks(text_config, unet_config, vae_config, seeds):
         randomise(model, seeds[name])
         model.eval()
     return text_encoder, unet, vae
+
+
+def save_sd_folder(folder, vae, text_encoder, tokenizer, unet, scheduler):
+    """A StableDiffusionPipeline of these parts saved as a diffusers folder in f16 (replacing it)."""
+    if os.path.isdir(folder):
+        shutil.rmtree(folder)
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+    pipe.to(torch.float16)
+    pipe.save_pretrained(folder, safe_serialization=True)
 
 
 def count(module):
@@ -489,13 +524,7 @@ def main():
     originals = {"text_encoder": float_state(text_encoder), "unet": float_state(unet), "vae": float_state(vae)}
 
     # 3. The diffusers folder, f16, plain file names ----------------------------------------
-    if os.path.isdir(FOLDER):
-        shutil.rmtree(FOLDER)
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                                   requires_safety_checker=False)
-    pipe.to(torch.float16)
-    pipe.save_pretrained(FOLDER, safe_serialization=True)
+    save_sd_folder(FOLDER, vae, text_encoder, tokenizer, unet, scheduler)
     # transformers 5 writes only tokenizer.json: replace it with the vocab.json + merges.txt layout.
     write_tokenizer_folder(os.path.join(FOLDER, "tokenizer"), vocab, merges)
     for sub, weights in (("text_encoder", "model.safetensors"), ("unet", "diffusion_pytorch_model.safetensors"),

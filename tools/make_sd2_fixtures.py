@@ -47,7 +47,6 @@ It writes, under Tests/Fixtures/:
 
 import json
 import os
-import shutil
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -86,25 +85,6 @@ PIPELINE = dict(prompt=PROMPTS[0], negative_prompt="", height=64, width=64, num_
                 guidance_scale=5.0, seed=7)
 SEED_WEIGHTS = {"text_encoder": 1100, "unet": 2100, "vae": 3100, "unused": 1199}
 SEED_INPUTS = 4100
-
-
-def write_tokenizer_folder(directory):
-    """SD 2.x's tokenizer folder: the CLIP vocabulary (symlinked from tiny-sd) padded with "!"."""
-    if os.path.isdir(directory):
-        shutil.rmtree(directory)
-    os.makedirs(directory)
-    for name in ("vocab.json", "merges.txt"):
-        os.symlink(os.path.join("..", "..", "tiny-sd", "tokenizer", name), os.path.join(directory, name))
-    special = {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "pad_token": "!",
-               "unk_token": "<|endoftext|>"}
-    with open(os.path.join(directory, "special_tokens_map.json"), "w") as f:
-        json.dump(special, f, indent=2)
-        f.write("\n")
-    config = dict(special, add_prefix_space=False, do_lower_case=True, errors="replace",
-                  model_max_length=base.MAX_LENGTH, tokenizer_class="CLIPTokenizer")
-    with open(os.path.join(directory, "tokenizer_config.json"), "w") as f:
-        json.dump(config, f, indent=2, sort_keys=True)
-        f.write("\n")
 
 
 def check_tokenizer(tokenizer, where):
@@ -163,14 +143,8 @@ def main():
                  "vae": base.float_state(vae)}
 
     # The diffusers folder.
-    if os.path.isdir(FOLDER):
-        shutil.rmtree(FOLDER)
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                                   requires_safety_checker=False)
-    pipe.to(torch.float16)
-    pipe.save_pretrained(FOLDER, safe_serialization=True)
-    write_tokenizer_folder(os.path.join(FOLDER, "tokenizer"))
+    base.save_sd_folder(FOLDER, vae, text_encoder, tokenizer, unet, scheduler)
+    base.linked_tokenizer_folder(os.path.join(FOLDER, "tokenizer"), "!")
     with open(os.path.join(FOLDER, "scheduler", "scheduler_config.json")) as f:
         saved = json.load(f)
     assert saved["prediction_type"] == "v_prediction" and saved["_class_name"] == "DDIMScheduler", saved
@@ -255,10 +229,7 @@ def main():
     print("tokenizer: padded with '!' (asserted)")
     print("single file: from_single_file(config=tiny-sd2) state dicts equal the originals; same image (asserted)")
     print(f"as epsilon instead of v: largest pixel difference {(as_epsilon - ref['pipeline.image']).abs().max():.3f}")
-    for p in (FOLDER, SINGLE_FILE, REFERENCE):
-        print(f"  {os.path.relpath(p, base.REPO):45s} {base.file_size(p):>10,} bytes")
-    for k, v in ref.items():
-        print(f"  {k:30s} {list(v.shape)}  max|x| {v.double().abs().max().item():.4g}")
+    base.print_fixtures((FOLDER, SINGLE_FILE, REFERENCE), ref)
     return 0
 
 

@@ -74,23 +74,6 @@ SEED_INPUTS = 4300
 PIPELINE = dict(prompt=base.PROMPTS[0], height=64, width=64, num_inference_steps=4, guidance_scale=5.0, seed=7)
 
 
-def tokenizer_folder(directory, pad):
-    if os.path.isdir(directory):
-        shutil.rmtree(directory)
-    os.makedirs(directory)
-    for name in ("vocab.json", "merges.txt"):
-        os.symlink(os.path.join("..", "..", "tiny-sd", "tokenizer", name), os.path.join(directory, name))
-    special = {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "pad_token": pad,
-               "unk_token": "<|endoftext|>"}
-    with open(os.path.join(directory, "special_tokens_map.json"), "w") as f:
-        json.dump(special, f, indent=2)
-        f.write("\n")
-    with open(os.path.join(directory, "tokenizer_config.json"), "w") as f:
-        json.dump(dict(special, add_prefix_space=False, do_lower_case=True, errors="replace",
-                       model_max_length=base.MAX_LENGTH, tokenizer_class="CLIPTokenizer"), f, indent=2, sort_keys=True)
-        f.write("\n")
-
-
 def main():
     base.set_up()
     vocab, merges = base.build_clip_vocab()
@@ -118,8 +101,8 @@ def main():
                                      tokenizer_2=tokenizer_2, unet=unet, scheduler=scheduler, add_watermarker=False)
     pipe.to(torch.float16)
     pipe.save_pretrained(FOLDER, safe_serialization=True)
-    tokenizer_folder(os.path.join(FOLDER, "tokenizer"), "<|endoftext|>")
-    tokenizer_folder(os.path.join(FOLDER, "tokenizer_2"), "!")
+    base.linked_tokenizer_folder(os.path.join(FOLDER, "tokenizer"), "<|endoftext|>")
+    base.linked_tokenizer_folder(os.path.join(FOLDER, "tokenizer_2"), "!")
     for sub, weights in (("text_encoder", "model.safetensors"), ("text_encoder_2", "model.safetensors"),
                          ("unet", "diffusion_pytorch_model.safetensors"), ("vae", "diffusion_pytorch_model.safetensors")):
         base.assert_same_state(sub, load_file(os.path.join(FOLDER, sub, weights)), originals[sub])
@@ -176,10 +159,7 @@ def main():
             p = os.path.join(d, f)
             if not os.path.islink(p):
                 os.chmod(p, 0o644)
-    for p in (FOLDER, REFERENCE):
-        print(f"  {os.path.relpath(p, base.REPO):45s} {base.file_size(p):>10,} bytes")
-    for k, v in ref.items():
-        print(f"  {k:32s} {list(v.shape)}  max|x| {v.double().abs().max().item():.4g}")
+    base.print_fixtures((FOLDER, REFERENCE), ref)
     return 0
 
 

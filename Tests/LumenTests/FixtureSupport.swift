@@ -93,3 +93,13 @@ func pixelDifference(_ a: [Int], _ b: [Int]) -> (largest: Int, mean: Double) {
     let d = zip(a, b).map { abs($0 - $1) }
     return (d.max() ?? 0, Double(d.reduce(0, +)) / Double(max(d.count, 1)))
 }
+
+/// `pipeline` draws for `request` what diffusers drew (`name` in `ref`): no 8-bit level off by
+/// more than `maxPixelError`, and a mean difference under one level.
+func assertDraws(_ pipeline: Pipeline, _ request: GenerationRequest, like name: String, in ref: SafetensorsFile,
+                 maxPixelError: Int, file: StaticString = #filePath, line: UInt = #line) throws {
+    let d = pixelDifference(try pipeline.generate(request)[0].pixels.map(Int.init), try DiffusersRequest.pixels(ref, name))
+    let what = "\(name): \((pipeline.model.path as NSString).lastPathComponent) on \(pipeline.executor.backendName)"
+    XCTAssertLessThanOrEqual(d.largest, maxPixelError, what, file: file, line: line)
+    XCTAssertLessThan(d.mean, 1, "\(what): mean difference of 1/255 or more", file: file, line: line)
+}

@@ -32,11 +32,8 @@ final class LoRATests: XCTestCase {
 
     func check(_ pipeline: Pipeline, _ expected: String, maxPixelError: Int, file: StaticString = #filePath, line: UInt = #line) throws {
         let ref = try SafetensorsFile(path: Self.dir + "/reference.safetensors")
-        let r = try DiffusersRequest(ref, key: "request").request
-        let d = pixelDifference(try pipeline.generate(r)[0].pixels.map(Int.init), try DiffusersRequest.pixels(ref, expected))
-        let what = "\(expected) on \(pipeline.executor.backendName)"
-        XCTAssertLessThanOrEqual(d.largest, maxPixelError, what, file: file, line: line)
-        XCTAssertLessThan(d.mean, 1, what, file: file, line: line)
+        try assertDraws(pipeline, try DiffusersRequest(ref, key: "request").request, like: expected, in: ref,
+                        maxPixelError: maxPixelError, file: file, line: line)
     }
 
     /// Bad adapters fail with the file and the offending tensor named, before any image is made.

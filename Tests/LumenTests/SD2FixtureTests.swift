@@ -87,10 +87,7 @@ final class SD2FixtureTests: XCTestCase {
         var r = try DiffusersRequest(ref, key: "pipeline").request
         r.predictionType = predictionType
         XCTAssertEqual(pipeline.schedulerKind(for: r), .ddim, file: file, line: line)
-        let d = pixelDifference(try pipeline.generate(r)[0].pixels.map(Int.init), try DiffusersRequest.pixels(ref, name))
-        let on = "\(pipeline.model.path) on \(pipeline.executor.backendName)"
-        XCTAssertLessThanOrEqual(d.largest, maxPixelError, on, file: file, line: line)
-        XCTAssertLessThan(d.mean, 1, "\(on): mean difference of 1/255 or more", file: file, line: line)
+        try assertDraws(pipeline, r, like: name, in: ref, maxPixelError: maxPixelError, file: file, line: line)
     }
 
     /// Without --config, a 2.x single file is read as diffusers' from_single_file reads it: the

@@ -76,10 +76,7 @@ final class SDXLFixtureTests: XCTestCase {
             var r = try DiffusersRequest(ref, key: "pipeline").request
             r.negativePrompt = negative
             XCTAssertEqual(pipeline.schedulerKind(for: r), .euler, file: file, line: line)
-            let d = pixelDifference(try pipeline.generate(r)[0].pixels.map(Int.init), try DiffusersRequest.pixels(ref, name))
-            let on = "\(name) on \(pipeline.executor.backendName)"
-            XCTAssertLessThanOrEqual(d.largest, maxPixelError, on, file: file, line: line)
-            XCTAssertLessThan(d.mean, 1, on, file: file, line: line)
+            try assertDraws(pipeline, r, like: name, in: ref, maxPixelError: maxPixelError, file: file, line: line)
         }
     }
 }
