@@ -35,6 +35,10 @@ merges.txt are symlinks to tiny-sd's) and tiny-sdxl-reference.safetensors (f32):
   pipeline.image [1,64,64,3]                       StableDiffusionXLPipeline(PROMPTS[0], no negative
                                                    prompt, 64x64, 4 steps, guidance 5, seed 7, np)
   pipeline.image_negative [1,64,64,3]              the same with negative_prompt "blurry"
+  pipeline.image_empty_negative [1,64,64,3]        the same with negative_prompt "" (encoded, not zeros)
+  pipeline.img2img [1,64,64,3]                     StableDiffusionXLImg2ImgPipeline (no aesthetic score) from
+                                                   Tests/Fixtures/images/init64.png, strength 0.6, the same
+                                                   prompt, steps, guidance and seed
 """
 
 import json
@@ -45,7 +49,9 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import make_fixtures as base  # noqa: E402
 from make_fixtures import torch, diffusers, transformers  # noqa: E402
-from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel  # noqa: E402
+from diffusers import (AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLImg2ImgPipeline,  # noqa: E402
+                       StableDiffusionXLPipeline, UNet2DConditionModel)
+from PIL import Image  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer  # noqa: E402
 
@@ -72,6 +78,7 @@ SCHEDULER_CONFIG = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0
 SEED_WEIGHTS = {"text_encoder": 1300, "text_encoder_2": 1400, "unet": 2300, "vae": 3300}
 SEED_INPUTS = 4300
 PIPELINE = dict(prompt=base.PROMPTS[0], height=64, width=64, num_inference_steps=4, guidance_scale=5.0, seed=7)
+IMG2IMG_STRENGTH = 0.6
 
 
 def main():
@@ -139,6 +146,13 @@ def main():
     ref["pipeline.image_negative"] = draw(negative_prompt="blurry")
     ref["pipeline.image_empty_negative"] = draw(negative_prompt="")
     assert (ref["pipeline.image"] - ref["pipeline.image_negative"]).abs().max() > 0.05
+    # Image-to-image from Tests/Fixtures/images/init64.png (the base model's img2img: no aesthetic score).
+    i2i = StableDiffusionXLImg2ImgPipeline(**pipe.components, requires_aesthetics_score=False)
+    init = Image.open(os.path.join(base.FIXTURES, "images", "init64.png")).convert("RGB")
+    args = {k: v for k, v in PIPELINE.items() if k not in ("seed", "height", "width")}
+    ref["pipeline.img2img"] = torch.from_numpy(i2i(**args, image=init, strength=IMG2IMG_STRENGTH,
+                                                   generator=torch.Generator().manual_seed(PIPELINE["seed"]),
+                                                   output_type="np").images)
     assert (ref["pipeline.image"] - ref["pipeline.image_empty_negative"]).abs().max() > 0.01  # zeros != encoded ""
     assert ref["pipeline.image"].std() > 0.02
 
@@ -153,7 +167,9 @@ def main():
         "pipeline": json.dumps(PIPELINE, sort_keys=True),
         "notes": ("pipeline.image: no negative prompt (force_zeros_for_empty_prompt: zero unconditional context and "
                   "text_embeds); pipeline.image_negative: negative_prompt 'blurry'; pipeline.image_empty_negative: "
-                  "negative_prompt '' (encoded, not zeros). Time ids (H, W, 0, 0, H, W).")})
+                  "negative_prompt '' (encoded, not zeros). Time ids (H, W, 0, 0, H, W). pipeline.img2img: "
+                  "StableDiffusionXLImg2ImgPipeline, init images/init64.png, strength 0.6."),
+        "img2img_strength": json.dumps(IMG2IMG_STRENGTH)})
     for d, _, fs in os.walk(base.FIXTURES):
         for f in fs:
             p = os.path.join(d, f)

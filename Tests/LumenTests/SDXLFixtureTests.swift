@@ -70,6 +70,15 @@ final class SDXLFixtureTests: XCTestCase {
         XCTAssertEqual(vulkan.validationMessages.map(\.description), [], "validation messages")
     }
 
+    /// Image-to-image as StableDiffusionXLImg2ImgPipeline (base model, no aesthetic score) draws it.
+    func testImageToImageMatchesDiffusers() throws {
+        let ref = try Self.reference
+        var r = try DiffusersRequest(ref, key: "pipeline").request
+        r.initImage = try InitImage(pngPath: Fixtures.root + "/images/init64.png")
+        r.strength = Float(try XCTUnwrap(Double(ref.metadata["img2img_strength"] ?? "")))
+        try assertDraws(try Pipeline(modelPath: Self.folder, backend: .cpu), r, like: "pipeline.img2img", in: ref, maxPixelError: 1)
+    }
+
     func checkGeneration(_ pipeline: Pipeline, maxPixelError: Int, file: StaticString = #filePath, line: UInt = #line) throws {
         let ref = try Self.reference
         for (negative, name) in [("", "pipeline.image"), ("blurry", "pipeline.image_negative")] {
