@@ -23,10 +23,16 @@ Tests/Fixtures/lora/:
   tiny-peft.safetensors      the same adapter as diffusers' save_lora_weights writes it (PEFT
                              names: unet.<module>.lora_A.weight / lora_B.weight, text_encoder.<...>;
                              alpha folded into lora_B, as PEFT saves it without a config file)
+  tiny-sdxl-kohya.safetensors  a random LoRA for tiny-sdxl as kohya-ss writes SDXL LoRAs: UNet modules under
+                             their original (sgm/LDM) names, `lora_unet_input_blocks_4_1_…`, and
+                             both text encoders as `lora_te1_` / `lora_te2_`
   reference.safetensors      f32 images [1, 64, 64, 3] (numpy, [0, 1]) of StableDiffusionPipeline on
                              tiny-sd with the kohya file loaded by load_lora_weights and its weight set
                              by set_adapters: `image.scale_1` (1.0), `image.scale_0_6` (0.6); and
-                             `image.none` without the LoRA. The request is in __metadata__.
+                             `image.none` without the LoRA; `sdxl.scale_1` and `sdxl.none`, the same for
+                             StableDiffusionXLPipeline on tiny-sdxl with tiny-sdxl-kohya (without a
+                             negative prompt: zero unconditional inputs). The request
+                             is in __metadata__.
 """
 
 import json
@@ -43,6 +49,7 @@ import peft  # noqa: E402
 OUT = os.path.join(base.FIXTURES, "lora")
 KOHYA = os.path.join(OUT, "tiny-kohya.safetensors")
 PEFT = os.path.join(OUT, "tiny-peft.safetensors")
+SDXL_KOHYA = os.path.join(OUT, "tiny-sdxl-kohya.safetensors")
 REFERENCE = os.path.join(OUT, "reference.safetensors")
 PINNED_PEFT = "0.21.2"
 RANK = 4
@@ -84,8 +91,28 @@ def random_lora(prefix, layers, g):
     return out
 
 
-def draw(pipe):
-    args = {k: v for k, v in REQUEST.items() if k != "seed"}
+def sdxl_lora(g):
+    """tiny-sdxl's LoRA in kohya's SDXL layout, the pipeline with it loaded, and the layer counts."""
+    import make_sdxl_fixtures as xl
+    from diffusers import StableDiffusionXLPipeline
+    pipe = StableDiffusionXLPipeline.from_pretrained(xl.FOLDER, dtype=torch.float32, local_files_only=True)
+    unet_layers = adapted_layers(pipe.unet, UNET_TARGETS)
+    te1, te2 = adapted_layers(pipe.text_encoder, TEXT_TARGETS), adapted_layers(pipe.text_encoder_2, TEXT_TARGETS)
+    # UNet module paths in the original names: map "<module>.weight" through make_fixtures' converter.
+    ldm = {}
+    for name, m in unet_layers:
+        (key,) = base.unet_to_ldm({name + ".weight": None}, xl.UNET_CONFIG).keys()
+        ldm[key.removeprefix("model.diffusion_model.").removesuffix(".weight")] = m
+    assert any(k.startswith("input_blocks") for k in ldm), sorted(ldm)[:4]
+    lora = random_lora("lora_unet_", list(ldm.items()), g)
+    text = lambda layers: [("text_model." + n if not n.startswith("text_model.") else n, m) for n, m in layers]
+    lora.update(random_lora("lora_te1_", text(te1), g))
+    lora.update(random_lora("lora_te2_", text(te2), g))
+    return pipe, dict(sorted(lora.items())), (len(unet_layers), len(te1), len(te2))
+
+
+def draw(pipe, skip=("seed",)):
+    args = {k: v for k, v in REQUEST.items() if k not in skip}
     return torch.from_numpy(pipe(**args, generator=torch.Generator().manual_seed(REQUEST["seed"]),
                                  output_type="np").images).float()
 
@@ -143,13 +170,25 @@ def main():
     peft_vs_kohya = (again - ref["image.scale_1"]).abs().max().item()
     assert peft_vs_kohya < 2 / 255, peft_vs_kohya
 
+    # SDXL, kohya's SDXL names.
+    xl_pipe, xl_lora, (n_unet_xl, n_te1, n_te2) = sdxl_lora(g)
+    base.save_safetensors(xl_lora, SDXL_KOHYA, metadata={"format": "pt", "ss_network_dim": str(RANK)})
+    # No negative prompt for SDXL: zero unconditional inputs, what Lumen's empty negative prompt means.
+    ref["sdxl.none"] = draw(xl_pipe, skip=("seed", "negative_prompt"))
+    xl_pipe.load_lora_weights(SDXL_KOHYA, adapter_name="x")
+    counts = tuple(sum(1 for _, m in model.named_modules() if hasattr(m, "lora_A") and "x" in m.lora_A)
+                   for model in (xl_pipe.unet, xl_pipe.text_encoder, xl_pipe.text_encoder_2))
+    assert counts == (n_unet_xl, n_te1, n_te2), (counts, (n_unet_xl, n_te1, n_te2))
+    ref["sdxl.scale_1"] = draw(xl_pipe, skip=("seed", "negative_prompt"))
+    assert (ref["sdxl.scale_1"] - ref["sdxl.none"]).abs().max() > 0.1
+
     ref = {k: v.contiguous() for k, v in ref.items()}
     base.save_safetensors(ref, REFERENCE, metadata={
         "format": "pt", "generator": "tools/make_lora_fixtures.py",
         "request": json.dumps(REQUEST, sort_keys=True), "scales": json.dumps(SCALES, sort_keys=True),
         "versions": json.dumps({"torch": torch.__version__, "diffusers": diffusers.__version__,
                                 "peft": peft.__version__}, sort_keys=True)})
-    for p in (KOHYA, PEFT, REFERENCE):
+    for p in (KOHYA, PEFT, SDXL_KOHYA, REFERENCE):
         os.chmod(p, 0o644)
         print(f"  {os.path.relpath(p, base.REPO):45s} {os.path.getsize(p):>10,} bytes")
     print(f"adapted: {len(unet_layers)} UNet layers, {len(text_layers)} text-encoder layers, rank {RANK}")

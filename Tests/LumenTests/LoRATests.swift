@@ -18,6 +18,14 @@ final class LoRATests: XCTestCase {
         try check(nil, "image.none")
     }
 
+    /// kohya's SDXL layout: UNet modules under their original names, both text encoders.
+    func testSDXLKohyaFileMatchesDiffusers() throws {
+        for (lora, expected) in [(LoRAWeight(path: Self.dir + "/tiny-sdxl-kohya.safetensors"), "sdxl.scale_1"), (nil, "sdxl.none")] {
+            let pipeline = try Pipeline(modelPath: Fixtures.root + "/tiny-sdxl", backend: .cpu, loras: lora.map { [$0] } ?? [])
+            try check(pipeline, expected, maxPixelError: 1)
+        }
+    }
+
     func testOnVulkanMatchesDiffusers() throws {
         let vulkan = try testVulkanExecutor()
         let pipeline = try Pipeline(modelPath: Fixtures.tinyFolder, executor: vulkan, loras: [LoRAWeight(path: Self.kohya)])

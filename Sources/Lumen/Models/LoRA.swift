@@ -6,13 +6,15 @@ import LumenRuntime
 /// for linear layers ([out, in]) and convolutions (down [r, in, kh, kw], up [out, r, 1, 1]).
 ///
 /// Two layouts are read:
-/// - kohya-ss / A1111: `lora_unet_<module>` and `lora_te_<module>`, the diffusers/transformers
-///   module path with its dots written as underscores, each with `.lora_down.weight`,
-///   `.lora_up.weight` and an optional scalar `.alpha`;
+/// - kohya-ss / A1111: `lora_unet_<module>` and `lora_te_<module>` (SDXL: `lora_te1_`, `lora_te2_`),
+///   the module path with its dots written as underscores (the UNet's in diffusers' names, as
+///   kohya writes SD 1.x/2.x LoRAs, or in the original ones, `input_blocks_4_1_…`, as it writes
+///   SDXL's), each with `.lora_down.weight`, `.lora_up.weight` and an optional scalar `.alpha`;
 /// - diffusers / PEFT: `unet.<module>.lora_A.weight` / `.lora_B.weight` and
-///   `text_encoder.<module>…` (with or without transformers' `text_model.`), optional `.alpha`.
+///   `text_encoder.<module>…` / `text_encoder_2.<module>…` (with or without transformers'
+///   `text_model.`), optional `.alpha`.
 public final class LoRA: @unchecked Sendable {
-    public enum Network: String, Sendable { case unet, textEncoder = "text_encoder" }
+    public enum Network: String, Sendable { case unet, textEncoder = "text_encoder", textEncoder2 = "text_encoder_2" }
 
     struct Factors {
         let key: String  // the module's key in the file, for messages
@@ -73,40 +75,44 @@ public final class LoRA: @unchecked Sendable {
     /// (network, canonical module path, "down" | "up" | "alpha") of a tensor name, nil when the
     /// name follows neither layout.
     static func classify(_ name: String) -> (Network, String, String)? {
-        if name.hasPrefix("lora_unet_") || name.hasPrefix("lora_te_") {
+        let kohya: [(String, Network)] = [("lora_unet_", .unet), ("lora_te_", .textEncoder), ("lora_te1_", .textEncoder),
+                                          ("lora_te2_", .textEncoder2)]
+        if let (prefix, network) = kohya.first(where: { name.hasPrefix($0.0) }) {
             guard let dot = name.firstIndex(of: ".") else { return nil }
             let key = String(name[..<dot]), suffix = String(name[name.index(after: dot)...])
             let role = ["lora_down.weight": "down", "lora_up.weight": "up", "alpha": "alpha"][suffix]
             guard let role else { return nil }
             // The underscored path is matched against the model's modules later (see `factors`).
-            return key.hasPrefix("lora_unet_") ? (.unet, "kohya:" + key.dropFirst("lora_unet_".count), role)
-                : (.textEncoder, "kohya:" + key.dropFirst("lora_te_".count), role)
+            return (network, "kohya:" + key.dropFirst(prefix.count), role)
         }
-        for (prefix, network) in [("unet.", Network.unet), ("text_encoder.", .textEncoder)] where name.hasPrefix(prefix) {
+        for (prefix, network) in [("unet.", Network.unet), ("text_encoder_2.", .textEncoder2), ("text_encoder.", .textEncoder)]
+        where name.hasPrefix(prefix) {
             var module = String(name.dropFirst(prefix.count))
             let role: String
             if module.hasSuffix(".lora_A.weight") { role = "down"; module.removeLast(".lora_A.weight".count) }
             else if module.hasSuffix(".lora_B.weight") { role = "up"; module.removeLast(".lora_B.weight".count) }
             else if module.hasSuffix(".alpha") { role = "alpha"; module.removeLast(".alpha".count) }
             else { return nil }
-            if network == .textEncoder && !module.hasPrefix("text_model.") { module = "text_model." + module }
+            if network != .unet && !module.hasPrefix("text_model.") { module = "text_model." + module }
             return (network, module, role)
         }
         return nil
     }
 
-    /// The factors adapting weight `weightName` (canonical, ending in `.weight`) of `network`.
-    func factors(_ network: Network, weightName: String) -> Factors? {
+    /// The factors adapting weight `weightName` (canonical, ending in `.weight`) of `network`;
+    /// `originalName` is the weight's name in the original checkpoints (for kohya's SDXL UNet keys).
+    func factors(_ network: Network, weightName: String, originalName: String? = nil) -> Factors? {
         guard weightName.hasSuffix(".weight"), let entries = modules[network] else { return nil }
         var module = String(weightName.dropLast(".weight".count))
-        if network == .textEncoder && !module.hasPrefix("text_model.") { module = "text_model." + module }
-        return entries[module] ?? entries["kohya:" + module.replacingOccurrences(of: ".", with: "_")]
+        if network != .unet && !module.hasPrefix("text_model.") { module = "text_model." + module }
+        if let f = entries[module] ?? entries["kohya:" + module.replacingOccurrences(of: ".", with: "_")] { return f }
+        guard let originalName, originalName.hasSuffix(".weight") else { return nil }
+        return entries["kohya:" + originalName.dropLast(".weight".count).replacingOccurrences(of: ".", with: "_")]
     }
 
     /// `weight` plus `strength` times this adapter's update for it, in f32 (or `weight` itself
     /// when the adapter does not touch it).
-    func merged(_ network: Network, weightName: String, weight: Tensor, strength: Float) throws -> Tensor {
-        guard let f = factors(network, weightName: weightName) else { return weight }
+    func merged(_ f: Factors, weightName: String, weight: Tensor, strength: Float) throws -> Tensor {
         let out = weight.shape[0], r = f.down.shape[0]
         let inner = f.down.count / r
         guard weight.shape.rank >= 2, f.up.shape[0] == out, weight.count == out * inner else {

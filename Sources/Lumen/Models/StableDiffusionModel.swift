@@ -69,19 +69,26 @@ public final class StableDiffusionModel {
     /// LoRA modules merged so far, by file: every one must find its weight (`checkLoRAsApplied`).
     private var appliedLoRAModules: [ObjectIdentifier: Set<String>] = [:]
 
-    /// Merges `loras` into the UNet and text encoder as their weights are read; call before any
+    /// Merges `loras` into the UNet and text encoder(s) as their weights are read; call before any
     /// network is built.
     public func apply(loras specs: [LoRAWeight]) throws {
         for spec in specs {
             loras.append((try LoRA(path: spec.path), spec.strength))
         }
         guard !loras.isEmpty else { return }
-        for (store, network) in [(unetWeights, LoRA.Network.unet), (textEncoderWeights, .textEncoder)] {
+        let L = unetConfig.layersPerBlock, upTypes = unetConfig.upBlockTypes
+        var stores = [(unetWeights, LoRA.Network.unet), (textEncoderWeights, .textEncoder)]
+        if let (_, weights2) = textEncoder2 { stores.append((weights2, .textEncoder2)) }
+        for (store, network) in stores {
             store.transform = { [unowned self] name, tensor in
                 var t = tensor
+                // kohya names SDXL's UNet modules as the original checkpoints do.
+                let original = network == .unet ? String(OriginalCheckpointNames.unet(name, layersPerBlock: L, upBlockHasAttention: {
+                    upTypes[$0] == "CrossAttnUpBlock2D"
+                }).dropFirst(OriginalCheckpointNames.unetPrefix.count)) : nil
                 for (lora, strength) in self.loras {
-                    guard let f = lora.factors(network, weightName: name) else { continue }
-                    t = try lora.merged(network, weightName: name, weight: t, strength: strength)
+                    guard let f = lora.factors(network, weightName: name, originalName: original) else { continue }
+                    t = try lora.merged(f, weightName: name, weight: t, strength: strength)
                     self.appliedLoRAModules[ObjectIdentifier(lora), default: []].insert(f.key)
                 }
                 return t
