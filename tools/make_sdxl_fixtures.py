@@ -36,6 +36,7 @@ merges.txt are symlinks to tiny-sd's) and tiny-sdxl-reference.safetensors (f32):
                                                    prompt, 64x64, 4 steps, guidance 5, seed 7, np)
   pipeline.image_negative [1,64,64,3]              the same with negative_prompt "blurry"
   pipeline.image_empty_negative [1,64,64,3]        the same with negative_prompt "" (encoded, not zeros)
+  pipeline.image_clip_skip_1 [1,64,64,3]           the first request with clip_skip 1 (hidden_states[-3] of both)
   pipeline.img2img [1,64,64,3]                     StableDiffusionXLImg2ImgPipeline (no aesthetic score) from
                                                    Tests/Fixtures/images/init64.png, strength 0.6, the same
                                                    prompt, steps, guidance and seed
@@ -145,6 +146,8 @@ def main():
     ref["pipeline.image"] = draw()
     ref["pipeline.image_negative"] = draw(negative_prompt="blurry")
     ref["pipeline.image_empty_negative"] = draw(negative_prompt="")
+    ref["pipeline.image_clip_skip_1"] = draw(clip_skip=1)
+    assert (ref["pipeline.image"] - ref["pipeline.image_clip_skip_1"]).abs().max() > 0.01
     assert (ref["pipeline.image"] - ref["pipeline.image_negative"]).abs().max() > 0.05
     # Image-to-image from Tests/Fixtures/images/init64.png (the base model's img2img: no aesthetic score).
     i2i = StableDiffusionXLImg2ImgPipeline(**pipe.components, requires_aesthetics_score=False)

@@ -70,6 +70,14 @@ final class SDXLFixtureTests: XCTestCase {
         XCTAssertEqual(vulkan.validationMessages.map(\.description), [], "validation messages")
     }
 
+    /// `clipSkip` 1 takes both encoders' states one layer earlier, as diffusers' clip_skip does.
+    func testClipSkipMatchesDiffusers() throws {
+        let ref = try Self.reference
+        var r = try DiffusersRequest(ref, key: "pipeline").request
+        r.clipSkip = 1
+        try assertDraws(try Pipeline(modelPath: Self.folder, backend: .cpu), r, like: "pipeline.image_clip_skip_1", in: ref, maxPixelError: 1)
+    }
+
     /// Image-to-image as StableDiffusionXLImg2ImgPipeline (base model, no aesthetic score) draws it.
     func testImageToImageMatchesDiffusers() throws {
         let ref = try Self.reference
