@@ -26,6 +26,7 @@ Tests/Fixtures/lora/:
   tiny-sdxl-kohya.safetensors  a random LoRA for tiny-sdxl as kohya-ss writes SDXL LoRAs: UNet modules under
                              their original (sgm/LDM) names, `lora_unet_input_blocks_4_1_…`, and
                              both text encoders as `lora_te1_` / `lora_te2_`
+  tiny-sdxl-peft.safetensors the same in the PEFT layout (unet., text_encoder., text_encoder_2.)
   reference.safetensors      f32 images [1, 64, 64, 3] (numpy, [0, 1]) of StableDiffusionPipeline on
                              tiny-sd with the kohya file loaded by load_lora_weights and its weight set
                              by set_adapters: `image.scale_1` (1.0), `image.scale_0_6` (0.6); and
@@ -50,6 +51,7 @@ OUT = os.path.join(base.FIXTURES, "lora")
 KOHYA = os.path.join(OUT, "tiny-kohya.safetensors")
 PEFT = os.path.join(OUT, "tiny-peft.safetensors")
 SDXL_KOHYA = os.path.join(OUT, "tiny-sdxl-kohya.safetensors")
+SDXL_PEFT = os.path.join(OUT, "tiny-sdxl-peft.safetensors")
 REFERENCE = os.path.join(OUT, "reference.safetensors")
 PINNED_PEFT = "0.21.2"
 RANK = 4
@@ -111,6 +113,24 @@ def sdxl_lora(g):
     return pipe, dict(sorted(lora.items())), (len(unet_layers), len(te1), len(te2))
 
 
+def save_peft(pipe, adapter, parts, path):
+    """The loaded adapter as diffusers' PEFT layout (`<part>.<module>.lora_A/B.weight`). PEFT keeps
+    alpha in its config, which a bare state dict lacks, so alpha / r is folded into lora_B."""
+    from peft.utils import get_peft_model_state_dict
+    tensors = {}
+    for part in parts:
+        model = getattr(pipe, part)
+        sd = get_peft_model_state_dict(model, adapter_name=adapter)
+        for name, m in model.named_modules():
+            if hasattr(m, "lora_A") and adapter in m.lora_A:
+                key = name + ".lora_B.weight"
+                assert key in sd, key
+                sd[key] = sd[key] * m.scaling[adapter]
+        tensors.update({part + "." + k: v for k, v in sd.items()})
+    base.save_safetensors({k: v.to(torch.float16).contiguous() for k, v in sorted(tensors.items())}, path,
+                          metadata={"format": "pt"})
+
+
 def draw(pipe, skip=("seed",)):
     args = {k: v for k, v in REQUEST.items() if k not in skip}
     return torch.from_numpy(pipe(**args, generator=torch.Generator().manual_seed(REQUEST["seed"]),
@@ -148,22 +168,8 @@ def main():
     assert (ref["image.scale_0_6"] - ref["image.scale_1"]).abs().max() > 0.05
 
     # The same adapter in diffusers' own (PEFT) layout.
-    from peft.utils import get_peft_model_state_dict
     pipe.set_adapters(["a"], adapter_weights=[1.0])
-    unet_sd = get_peft_model_state_dict(pipe.unet, adapter_name="a")
-    text_sd = get_peft_model_state_dict(pipe.text_encoder, adapter_name="a")
-    # PEFT keeps alpha in its config; a bare state dict has none, so fold alpha / r into lora_B.
-    for model, sd in ((pipe.unet, unet_sd), (pipe.text_encoder, text_sd)):
-        for name, m in model.named_modules():
-            if hasattr(m, "lora_A") and "a" in m.lora_A:
-                s = m.scaling["a"]
-                key = name + ".lora_B.weight"
-                assert key in sd, key
-                sd[key] = sd[key] * s
-    peft_tensors = {"unet." + k: v for k, v in unet_sd.items()}
-    peft_tensors.update({"text_encoder." + k: v for k, v in text_sd.items()})
-    peft_tensors = {k: v.to(torch.float16).contiguous() for k, v in sorted(peft_tensors.items())}
-    base.save_safetensors(peft_tensors, PEFT, metadata={"format": "pt"})
+    save_peft(pipe, "a", ("unet", "text_encoder"), PEFT)
     pipe.unload_lora_weights()
     pipe.load_lora_weights(PEFT, adapter_name="b")
     again = draw(pipe)
@@ -181,6 +187,11 @@ def main():
     assert counts == (n_unet_xl, n_te1, n_te2), (counts, (n_unet_xl, n_te1, n_te2))
     ref["sdxl.scale_1"] = draw(xl_pipe, skip=("seed", "negative_prompt"))
     assert (ref["sdxl.scale_1"] - ref["sdxl.none"]).abs().max() > 0.1
+    save_peft(xl_pipe, "x", ("unet", "text_encoder", "text_encoder_2"), SDXL_PEFT)
+    xl_pipe.unload_lora_weights()
+    xl_pipe.load_lora_weights(SDXL_PEFT, adapter_name="y")
+    xl_again = (draw(xl_pipe, skip=("seed", "negative_prompt")) - ref["sdxl.scale_1"]).abs().max().item()
+    assert xl_again < 2 / 255, xl_again
 
     ref = {k: v.contiguous() for k, v in ref.items()}
     base.save_safetensors(ref, REFERENCE, metadata={
@@ -188,7 +199,7 @@ def main():
         "request": json.dumps(REQUEST, sort_keys=True), "scales": json.dumps(SCALES, sort_keys=True),
         "versions": json.dumps({"torch": torch.__version__, "diffusers": diffusers.__version__,
                                 "peft": peft.__version__}, sort_keys=True)})
-    for p in (KOHYA, PEFT, SDXL_KOHYA, REFERENCE):
+    for p in (KOHYA, PEFT, SDXL_KOHYA, SDXL_PEFT, REFERENCE):
         os.chmod(p, 0o644)
         print(f"  {os.path.relpath(p, base.REPO):45s} {os.path.getsize(p):>10,} bytes")
     print(f"adapted: {len(unet_layers)} UNet layers, {len(text_layers)} text-encoder layers, rank {RANK}")

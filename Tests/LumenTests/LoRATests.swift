@@ -18,9 +18,11 @@ final class LoRATests: XCTestCase {
         try check(nil, "image.none")
     }
 
-    /// kohya's SDXL layout: UNet modules under their original names, both text encoders.
+    /// kohya's SDXL layout (UNet modules under their original names, both text encoders) and the
+    /// same adapter in the PEFT layout (`text_encoder_2.`).
     func testSDXLKohyaFileMatchesDiffusers() throws {
-        for (lora, expected) in [(LoRAWeight(path: Self.dir + "/tiny-sdxl-kohya.safetensors"), "sdxl.scale_1"), (nil, "sdxl.none")] {
+        for (lora, expected) in [(LoRAWeight(path: Self.dir + "/tiny-sdxl-kohya.safetensors"), "sdxl.scale_1"),
+                                 (LoRAWeight(path: Self.dir + "/tiny-sdxl-peft.safetensors"), "sdxl.scale_1"), (nil, "sdxl.none")] {
             let pipeline = try Pipeline(modelPath: Fixtures.root + "/tiny-sdxl", backend: .cpu, loras: lora.map { [$0] } ?? [])
             try check(pipeline, expected, maxPixelError: 1)
         }
