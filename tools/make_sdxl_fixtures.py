@@ -172,7 +172,9 @@ def main():
                   "text_embeds); pipeline.image_negative: negative_prompt 'blurry'; pipeline.image_empty_negative: "
                   "negative_prompt '' (encoded, not zeros). Time ids (H, W, 0, 0, H, W). pipeline.img2img: "
                   "StableDiffusionXLImg2ImgPipeline, init images/init64.png, strength 0.6."),
-        "img2img_strength": json.dumps(IMG2IMG_STRENGTH)})
+        "img2img_strength": json.dumps(IMG2IMG_STRENGTH),
+        "param_counts": json.dumps({n: base.count(getattr(pipe, n)) for n in ("text_encoder", "text_encoder_2", "unet", "vae")},
+                                   sort_keys=True)})
     for d, _, fs in os.walk(base.FIXTURES):
         for f in fs:
             p = os.path.join(d, f)

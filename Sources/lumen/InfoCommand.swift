@@ -54,7 +54,7 @@ struct InfoCommand: ParsableCommand {
         for note in m.recognised { print("    \(note)") }
         for n in networks {
             let dtypes = n.dtypes.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
-            print("\(n.name.padding(toLength: 13, withPad: " ", startingAt: 0)) \(formatCount(n.parameters)) parameters (\(dtypes))")
+            print("\(n.name.padding(toLength: 14, withPad: " ", startingAt: 0)) \(formatCount(n.parameters)) parameters (\(dtypes))")
             for f in n.files { print("    read \(f)") }
         }
         let t = m.textEncoderConfig, u = m.unetConfig, v = m.vaeConfig

@@ -15,6 +15,9 @@ final class SDXLFixtureTests: XCTestCase {
         XCTAssertEqual(model.family, .sdxl)
         XCTAssertTrue(model.forceZerosForEmptyPrompt)
         let (config2, weights2) = try XCTUnwrap(model.textEncoder2)
+        // `lumen info`'s summary lists all four networks with diffusers' parameter counts.
+        let counts = try JSONDecoder().decode([String: Int].self, from: Data(try XCTUnwrap(ref.metadata["param_counts"]).utf8))
+        XCTAssertEqual(Dictionary(uniqueKeysWithValues: model.summary().map { ($0.name, $0.parameters) }), counts)
         let pipeline = try Pipeline(modelPath: Self.folder, backend: .cpu)
         let prompts = ["a photo of an astronaut riding a horse on mars", ""]
         let ids1 = prompts.map { pipeline.tokenizer.ids($0) }, ids2 = prompts.map { pipeline.tokenizer2!.ids($0) }

@@ -27,10 +27,8 @@ extension StableDiffusionModel {
             }
             return NetworkSummary(name: name, parameters: total, dtypes: dtypes, files: store.files.map(\.path))
         }
-        return [
-            summarize("text_encoder", textEncoderWeights),
-            summarize("unet", unetWeights),
-            summarize("vae", vaeWeights),
-        ]
+        return [summarize("text_encoder", textEncoderWeights)]
+            + (textEncoder2.map { [summarize("text_encoder_2", $0.weights)] } ?? [])
+            + [summarize("unet", unetWeights), summarize("vae", vaeWeights)]
     }
 }
