@@ -35,3 +35,16 @@ extension SchedulerKind {
 extension WeightPrecision: ExpressibleByArgument {}
 
 extension PredictionType: ExpressibleByArgument {}
+
+/// `--lora PATH` or `PATH:STRENGTH` (the last colon splits when what follows is a number, which
+/// must be finite).
+extension LoRAWeight: ExpressibleByArgument {
+    public init?(argument: String) {
+        if let colon = argument.lastIndex(of: ":"), let strength = Float(argument[argument.index(after: colon)...]) {
+            guard strength.isFinite else { return nil }
+            self.init(path: String(argument[..<colon]), strength: strength)
+        } else {
+            self.init(path: argument)
+        }
+    }
+}

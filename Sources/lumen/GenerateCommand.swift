@@ -53,7 +53,7 @@ struct GenerateCommand: ParsableCommand {
 
     @Option(name: .customLong("lora"),
             help: "A LoRA (.safetensors, kohya-ss/A1111 or diffusers/PEFT layout) to merge into the UNet and text encoder, as PATH or PATH:STRENGTH (default strength 1); repeat for several.")
-    var loras: [String] = []
+    var loras: [LoRAWeight] = []
 
     @Option(help: "Images to generate.")
     var count = 1
@@ -82,7 +82,6 @@ struct GenerateCommand: ParsableCommand {
 
     func validate() throws {
         try backend.validate(device: device)
-        for spec in loras { _ = try Self.lora(spec) }
         if VAETiling(vaeTiling) == nil {
             throw ValidationError("--vae-tiling \(vaeTiling): expected auto, off or a tile size in pixels")
         }
@@ -112,7 +111,7 @@ struct GenerateCommand: ParsableCommand {
             }
         }
         let pipeline = try Pipeline(modelPath: model, backend: backend.backend(device: device), configFolder: config,
-                                    vaePath: vae, precision: precision, loras: try loras.map(Self.lora))
+                                    vaePath: vae, precision: precision, loras: loras)
         pipeline.retainsPrograms = false  // one request: never hold the UNet's and the VAE's activations together
         var request = GenerationRequest(prompt: prompt)
         request.negativePrompt = negativePrompt
@@ -210,16 +209,5 @@ final class ProgressBar {
         let width = 30, filled = n > 0 ? width * i / n : 0
         let bar = String(repeating: "#", count: filled) + String(repeating: "-", count: width - filled)
         return String(format: "[%@] step %d/%d  %.2f it/s  %.0fs left ", bar, i, n, rate, left)
-    }
-}
-
-extension GenerateCommand {
-    /// `PATH` or `PATH:STRENGTH` (the last colon splits when what follows is a number).
-    static func lora(_ spec: String) throws -> LoRAWeight {
-        if let colon = spec.lastIndex(of: ":"), let strength = Float(spec[spec.index(after: colon)...]) {
-            guard strength.isFinite else { throw ValidationError("--lora \(spec): the strength must be a finite number") }
-            return LoRAWeight(path: String(spec[..<colon]), strength: strength)
-        }
-        return LoRAWeight(path: spec)
     }
 }

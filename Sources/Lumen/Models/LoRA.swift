@@ -25,7 +25,8 @@ public final class LoRA: @unchecked Sendable {
 
     public let path: String
     /// Adapted modules by network, keyed by the canonical module path (`down_blocks.0.…to_q`,
-    /// `text_model.encoder.layers.0.self_attn.q_proj`).
+    /// `text_model.encoder.layers.0.self_attn.q_proj`) or, for kohya files, by `kohya:` and the
+    /// underscored path as written (matched in `factors`).
     let modules: [Network: [String: Factors]]
     public var moduleCount: Int { modules.values.map(\.count).reduce(0, +) }
 
@@ -93,8 +94,7 @@ public final class LoRA: @unchecked Sendable {
             else if module.hasSuffix(".lora_B.weight") { role = "up"; module.removeLast(".lora_B.weight".count) }
             else if module.hasSuffix(".alpha") { role = "alpha"; module.removeLast(".alpha".count) }
             else { return nil }
-            if network != .unet && !module.hasPrefix("text_model.") { module = "text_model." + module }
-            return (network, module, role)
+            return (network, canonical(network, module), role)
         }
         return nil
     }
@@ -103,15 +103,19 @@ public final class LoRA: @unchecked Sendable {
     /// `originalName` is the weight's name in the original checkpoints (for kohya's SDXL UNet keys).
     func factors(_ network: Network, weightName: String, originalName: String? = nil) -> Factors? {
         guard weightName.hasSuffix(".weight"), let entries = modules[network] else { return nil }
-        var module = String(weightName.dropLast(".weight".count))
-        if network != .unet && !module.hasPrefix("text_model.") { module = "text_model." + module }
+        let module = Self.canonical(network, String(weightName.dropLast(".weight".count)))
         if let f = entries[module] ?? entries["kohya:" + module.replacingOccurrences(of: ".", with: "_")] { return f }
         guard let originalName, originalName.hasSuffix(".weight") else { return nil }
         return entries["kohya:" + originalName.dropLast(".weight".count).replacingOccurrences(of: ".", with: "_")]
     }
 
-    /// `weight` plus `strength` times this adapter's update for it, in f32 (or `weight` itself
-    /// when the adapter does not touch it).
+    /// A text encoder's module path with transformers' `text_model.` prefix, which files written by
+    /// transformers 5 leave out.
+    static func canonical(_ network: Network, _ module: String) -> String {
+        network == .unet || module.hasPrefix("text_model.") ? module : "text_model." + module
+    }
+
+    /// `weight` plus `strength` times the update of `f` (the factors `factors` found for it), in f32.
     func merged(_ f: Factors, weightName: String, weight: Tensor, strength: Float) throws -> Tensor {
         let out = weight.shape[0], r = f.down.shape[0]
         let inner = f.down.count / r

@@ -162,8 +162,7 @@ public final class Pipeline: @unchecked Sendable {
                 pooled = try zeroingFirstRow(pooled)
             }
             context = try repeatEmbeddings(states, times: n)
-            let pooledRows = try repeatEmbeddings(try pooled.reshaped([pooled.shape[0], 1, pooled.shape[1]]), times: n)
-            added["text_embeds"] = try pooledRows.reshaped([pooledRows.shape[0], pooled.shape[1]])
+            added["text_embeds"] = try repeatEmbeddings(pooled, times: n)
             let ids: [Float] = [Float(height), Float(width), 0, 0, Float(height), Float(width)]
             added["time_ids"] = try Tensor(shape: [context.shape[0], 6], values: Array([[Float]](repeating: ids, count: context.shape[0]).joined()))
         } else {
@@ -458,16 +457,16 @@ public final class Pipeline: @unchecked Sendable {
         return try Tensor(shape: t.shape, values: v)
     }
 
-    /// [T, L, D] → [T·n, L, D], each row repeated n times in place (diffusers' repeat + view).
+    /// [T, …] → [T·n, …], each row repeated n times in place (diffusers' repeat + view).
     private func repeatEmbeddings(_ e: Tensor, times n: Int) throws -> Tensor {
         if n == 1 { return e }
-        let rows = e.toFloats(), per = e.shape[1] * e.shape[2]
+        let rows = e.toFloats(), per = e.count / e.shape[0]
         var out: [Float] = []
         out.reserveCapacity(rows.count * n)
         for t in 0..<e.shape[0] {
             for _ in 0..<n { out += rows[(t * per)..<((t + 1) * per)] }
         }
-        return try Tensor(shape: [e.shape[0] * n, e.shape[1], e.shape[2]], values: out)
+        return try Tensor(shape: Shape([e.shape[0] * n] + e.shape.dims.dropFirst()), values: out)
     }
 
     private func unetProgram(batch: Int, height: Int, width: Int, contextLength: Int,
