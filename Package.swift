@@ -91,10 +91,12 @@ let package = Package(
             ],
             path: "Benchmarks/lumen-bench"
         ),
-        .testTarget(name: "LumenRuntimeTests", dependencies: ["LumenRuntime"]),
-        .testTarget(name: "LumenCPUTests", dependencies: ["LumenRuntime", "LumenCPU", "CLumenCPU"]),
-        .testTarget(name: "LumenTests", dependencies: ["Lumen"]),
-        .testTarget(name: "LumenVulkanTests", dependencies: ["LumenRuntime", "LumenCPU", "LumenVulkan"]),
+        // Helpers every test target shares (seeded random values, the instruction sets to test).
+        .target(name: "LumenTestSupport", dependencies: ["LumenCPU"], path: "Tests/LumenTestSupport"),
+        .testTarget(name: "LumenRuntimeTests", dependencies: ["LumenRuntime", "LumenTestSupport"]),
+        .testTarget(name: "LumenCPUTests", dependencies: ["LumenRuntime", "LumenCPU", "CLumenCPU", "LumenTestSupport"]),
+        .testTarget(name: "LumenTests", dependencies: ["Lumen", "LumenTestSupport"]),
+        .testTarget(name: "LumenVulkanTests", dependencies: ["LumenRuntime", "LumenCPU", "LumenVulkan", "LumenTestSupport"]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -61,7 +61,7 @@ struct EvalCommand: ParsableCommand {
         if let model {
             modelPath = model
         } else {
-            guard let builtIn = DefaultModel.locate(), !builtIn.isRandomTestModel else {
+            guard let builtIn = DefaultModel.locate() else {
                 throw ValidationError("no --model given and the built-in demo model was not found; pass --model PATH")
             }
             modelPath = builtIn.path

@@ -26,8 +26,9 @@ struct GenerateCommand: ParsableCommand {
     @Option(help: "Where a folder has both plain and .fp16 weight files, which to read: auto (the backend's choice), fp32 or fp16.")
     var precision = WeightPrecision.auto
 
-    @Option(name: .customLong("negative-prompt"), help: "What not to draw.")
-    var negativePrompt = ""
+    @Option(name: .customLong("negative-prompt"),
+            help: "What not to draw. Absent means none (SDXL: zero unconditional inputs, as diffusers' negative_prompt=None); \"\" is an explicit empty prompt, which SDXL encodes.")
+    var negativePrompt: String?
 
     @Option(help: "Denoising steps.")
     var steps = 25
@@ -106,9 +107,6 @@ struct GenerateCommand: ParsableCommand {
                 throw ValidationError("no --model given and no built-in model found; pass --model PATH")
             }
             model = builtIn.path
-            if builtIn.isRandomTestModel {
-                FileHandle.standardError.write(Data("lumen: no --model given: using the built-in tiny test model, whose weights are random, so its images are noise; pass --model PATH for real images\n".utf8))
-            }
         }
         let pipeline = try Pipeline(modelPath: model, backend: backend.backend(device: device), configFolder: config,
                                     vaePath: vae, precision: precision, loras: loras)
@@ -145,7 +143,7 @@ struct GenerateCommand: ParsableCommand {
             FileHandle.standardError.write(Data("lumen: the VAE decodes in \(tiles)\n".utf8))
         }
         var parameters = prompt
-        if !negativePrompt.isEmpty { parameters += "\nNegative prompt: \(negativePrompt)" }
+        if let negativePrompt, !negativePrompt.isEmpty { parameters += "\nNegative prompt: \(negativePrompt)" }
         parameters += "\nSteps: \(steps), Sampler: \(kind.displayName), CFG scale: \(guidance), Seed: \(request.seed), "
             + "Size: \(w)x\(h), Model: \((model as NSString).lastPathComponent)"
         if initImage != nil { parameters += ", Denoising strength: \(strength)" }
@@ -163,7 +161,9 @@ struct GenerateCommand: ParsableCommand {
         if json {
             struct Summary: Encodable {
                 let images: [String]
-                let prompt, negative_prompt, scheduler, backend, model: String
+                let prompt: String
+                let negative_prompt: String?
+                let scheduler, backend, model: String
                 let seed: UInt64
                 let width, height, steps, count: Int
                 let guidance: Float

@@ -1,6 +1,7 @@
 import Foundation
 import LumenCPU
 import LumenRuntime
+import LumenTestSupport
 import XCTest
 
 final class ElementwiseTests: XCTestCase {

@@ -1,5 +1,6 @@
 import LumenCPU
 import LumenRuntime
+import LumenTestSupport
 import XCTest
 
 /// GEMM-family ops against float64 references, on every instruction set of this CPU.

@@ -1,5 +1,6 @@
 import LumenCPU
 import LumenRuntime
+import LumenTestSupport
 import XCTest
 
 final class NormAndAttentionTests: XCTestCase {

@@ -1,19 +1,7 @@
 import LumenCPU
 import LumenRuntime
 import XCTest
-
-/// A small deterministic generator for tests.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
+import LumenTestSupport
 
 /// Random values in [-scale, scale) (never constant, never all zero).
 func randomValues(_ count: Int, seed: UInt64, scale: Float = 1) -> [Float] {
@@ -26,23 +14,6 @@ func randomValues(_ count: Int, seed: UInt64, scale: Float = 1) -> [Float] {
 func randomTensor(_ shape: Shape, dtype: DType = .f32, seed: UInt64, scale: Float = 1) throws -> (Tensor, [Double]) {
     let t = try Tensor(shape: shape, values: randomValues(shape.count, seed: seed, scale: scale), dtype: dtype)
     return (t, t.toFloats().map(Double.init))
-}
-
-/// The instruction sets this CPU can run, lowest first; each test runs on every one of them.
-let testedInstructionSets: [String] = {
-    let all = ["generic", "avx2", "avx512"]
-    let best = CPUExecutor.detectedInstructionSet
-    return Array(all.prefix(through: all.firstIndex(of: best) ?? 0))
-}()
-
-/// Runs `body` once per instruction set, restoring the best one afterwards.
-func forEachInstructionSet(_ body: (String) throws -> Void) rethrows {
-    defer { _ = try? CPUExecutor.setInstructionSet(CPUExecutor.detectedInstructionSet) }
-    for isa in testedInstructionSets {
-        let set = try! CPUExecutor.setInstructionSet(isa)
-        precondition(set == isa, "could not select \(isa)")
-        try body(isa)
-    }
 }
 
 /// Compiles and runs `outputs` of `graph` on the CPU executor.

@@ -112,6 +112,23 @@ final class CLITests: XCTestCase {
         XCTAssertGreaterThan(pixelDifference(pixels, try DiffusersRequest.pixels(ref, "pipeline.image")).largest, 10)
     }
 
+    /// SDXL: no `--negative-prompt` is diffusers' negative_prompt=None (zero unconditional inputs),
+    /// `--negative-prompt ""` an encoded empty prompt; each draws diffusers' image for that call.
+    func testEmptyNegativePromptIsNotNoNegativePrompt() throws {
+        let ref = try SafetensorsFile(path: Fixtures.root + "/tiny-sdxl-reference.safetensors")
+        let call = try DiffusersRequest(ref, key: "pipeline")
+        for (flags, name) in [([], "pipeline.image"), (["--negative-prompt", ""], "pipeline.image_empty_negative")] {
+            let out = dir + "/xl-\(flags.count).png"
+            let r = try lumen(["generate", call.prompt, "--model", Fixtures.root + "/tiny-sdxl", "--backend", "cpu"] + call.arguments
+                              + ["--width", "\(call.fields["width"] as! Int)", "--height", "\(call.fields["height"] as! Int)"] + flags + ["-o", out])
+            XCTAssertEqual(r.status, 0, r.stderr)
+            let pixels = try RGBImage.readPNG(out).image.pixels.map(Int.init)
+            let d = pixelDifference(pixels, try DiffusersRequest.pixels(ref, name))
+            XCTAssertLessThanOrEqual(d.largest, 1, "\(name) \(flags)")
+            XCTAssertLessThan(d.mean, 1, "\(name) \(flags)")
+        }
+    }
+
     /// `--lora PATH:STRENGTH` draws what diffusers draws with that adapter weight (LoRATests' reference);
     /// a missing LoRA file is named and nothing is written.
     func testLoRAFlag() throws {

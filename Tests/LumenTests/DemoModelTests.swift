@@ -33,7 +33,6 @@ final class DemoModelTests: XCTestCase {
 
     func testTheDefaultModelIsTheDemoModel() throws {
         let located = try XCTUnwrap(DefaultModel.locate())
-        XCTAssertFalse(located.isRandomTestModel)
         XCTAssertEqual(URL(fileURLWithPath: located.path).standardizedFileURL.path,
                        URL(fileURLWithPath: Self.folder).standardizedFileURL.path)
         let model = try StableDiffusionModel.load(path: Self.folder)

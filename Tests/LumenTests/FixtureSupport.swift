@@ -67,7 +67,7 @@ struct DiffusersRequest {
 
     var request: GenerationRequest {
         var r = GenerationRequest(prompt: prompt)
-        r.negativePrompt = fields["negative_prompt"] as? String ?? ""
+        r.negativePrompt = fields["negative_prompt"] as? String
         r.steps = fields["num_inference_steps"] as! Int
         r.guidanceScale = Float(fields["guidance_scale"] as! Double)
         r.width = fields["width"] as? Int

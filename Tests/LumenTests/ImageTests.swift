@@ -1,5 +1,6 @@
 import Foundation
 import Lumen
+import LumenTestSupport
 import XCTest
 
 /// PNG reading against PIL's convert("RGB") (tools/make_image_fixtures.py) and writing round trips.

@@ -1,5 +1,6 @@
 import Foundation
 import Lumen
+import LumenTestSupport
 import XCTest
 
 /// LoRA adapters against diffusers' load_lora_weights + set_adapters (tools/make_lora_fixtures.py):
@@ -11,20 +12,22 @@ final class LoRATests: XCTestCase {
     static var kohya: String { dir + "/tiny-kohya.safetensors" }
     static var peft: String { dir + "/tiny-peft.safetensors" }
 
-    func testKohyaAndPEFTFilesMatchDiffusers() throws {
-        try check(LoRAWeight(path: Self.kohya), "image.scale_1")
-        try check(LoRAWeight(path: Self.kohya, strength: 0.6), "image.scale_0_6")
-        try check(LoRAWeight(path: Self.peft), "image.scale_1")
-        try check(nil, "image.none")
+    func testKohyaAndPEFTFilesMatchDiffusers() throws { try forEachInstructionSet(modelInstructionSets) { _ in
+            try check(LoRAWeight(path: Self.kohya), "image.scale_1")
+            try check(LoRAWeight(path: Self.kohya, strength: 0.6), "image.scale_0_6")
+            try check(LoRAWeight(path: Self.peft), "image.scale_1")
+            try check(nil, "image.none")
+        }
     }
 
     /// kohya's SDXL layout (UNet modules under their original names, both text encoders) and the
     /// same adapter in the PEFT layout (`text_encoder_2.`).
-    func testSDXLKohyaFileMatchesDiffusers() throws {
-        for (lora, expected) in [(LoRAWeight(path: Self.dir + "/tiny-sdxl-kohya.safetensors"), "sdxl.scale_1"),
-                                 (LoRAWeight(path: Self.dir + "/tiny-sdxl-peft.safetensors"), "sdxl.scale_1"), (nil, "sdxl.none")] {
-            let pipeline = try Pipeline(modelPath: Fixtures.root + "/tiny-sdxl", backend: .cpu, loras: lora.map { [$0] } ?? [])
-            try check(pipeline, expected, maxPixelError: 1)
+    func testSDXLKohyaFileMatchesDiffusers() throws { try forEachInstructionSet(modelInstructionSets) { _ in
+            for (lora, expected) in [(LoRAWeight(path: Self.dir + "/tiny-sdxl-kohya.safetensors"), "sdxl.scale_1"),
+                                     (LoRAWeight(path: Self.dir + "/tiny-sdxl-peft.safetensors"), "sdxl.scale_1"), (nil, "sdxl.none")] {
+                let pipeline = try Pipeline(modelPath: Fixtures.root + "/tiny-sdxl", backend: .cpu, loras: lora.map { [$0] } ?? [])
+                try check(pipeline, expected, maxPixelError: 1)
+            }
         }
     }
 

@@ -1,5 +1,6 @@
 import Foundation
 import Lumen
+import LumenTestSupport
 import XCTest
 
 /// The CLIP text encoder, UNet and VAE against diffusers/transformers outputs, from both the
@@ -13,9 +14,9 @@ final class ModelFixtureTests: XCTestCase {
         ("single-file", { try StableDiffusionModel.load(path: Fixtures.tinySingleFile, configFolder: Fixtures.tinyFolder) }),
     ]
 
-    func testTextEncoderMatchesTransformers() throws { try checkTextEncoder(CPUExecutor(), bound: 1e-5) }
-    func testUNetMatchesDiffusers() throws { try checkUNet(CPUExecutor(), bound: 2e-5) }
-    func testVAEDecodeAndEncodeMatchDiffusers() throws { try checkVAE(CPUExecutor(), bound: 2e-5) }
+    func testTextEncoderMatchesTransformers() throws { try forEachInstructionSet(modelInstructionSets) { _ in try checkTextEncoder(CPUExecutor(), bound: 1e-5) } }
+    func testUNetMatchesDiffusers() throws { try forEachInstructionSet(modelInstructionSets) { _ in try checkUNet(CPUExecutor(), bound: 2e-5) } }
+    func testVAEDecodeAndEncodeMatchDiffusers() throws { try forEachInstructionSet(modelInstructionSets) { _ in try checkVAE(CPUExecutor(), bound: 2e-5) } }
 
     /// The same three networks on the Vulkan executor (lavapipe in CI) with the validation layer
     /// on: f32 activations, other summation orders than the CPU's, so bounds of 1e-4.
@@ -44,11 +45,12 @@ final class ModelFixtureTests: XCTestCase {
 
     /// The feed-forwards computed in chunks of tokens (what an executor with a small binding limit
     /// gets) give diffusers' output too: a limit of 5 KB leaves one or two tokens a chunk.
-    func testUNetWithChunkedFeedForwardMatchesDiffusers() throws {
-        try checkUNet(CPUExecutor(), bound: 2e-5, maxTensorBytes: 5000)
-        let vulkan = try testVulkanExecutor()
-        try checkUNet(vulkan, bound: 1e-4, maxTensorBytes: 5000)
-        XCTAssertEqual(vulkan.validationMessages.map(\.description), [], "validation messages")
+    func testUNetWithChunkedFeedForwardMatchesDiffusers() throws { try forEachInstructionSet(modelInstructionSets) { _ in
+            try checkUNet(CPUExecutor(), bound: 2e-5, maxTensorBytes: 5000)
+            let vulkan = try testVulkanExecutor()
+            try checkUNet(vulkan, bound: 1e-4, maxTensorBytes: 5000)
+            XCTAssertEqual(vulkan.validationMessages.map(\.description), [], "validation messages")
+        }
     }
 
     func checkUNet(_ executor: any Executor, bound: Double, maxTensorBytes: Int? = nil) throws {

@@ -1,5 +1,6 @@
 import Foundation
 import Lumen
+import LumenTestSupport
 import XCTest
 
 /// Whole generations against diffusers' StableDiffusionPipeline / Img2ImgPipeline on the tiny
@@ -23,8 +24,9 @@ final class PipelineTests: XCTestCase {
 
     static let reference = Fixtures.root + "/pipeline-reference.safetensors"
 
-    func testGenerationsMatchDiffusers() throws {
-        try checkGenerations(try Pipeline(modelPath: Fixtures.tinyFolder, backend: .cpu), maxPixelError: 1, differingShare: 0.01)
+    func testGenerationsMatchDiffusers() throws { try forEachInstructionSet(modelInstructionSets) { _ in
+            try checkGenerations(try Pipeline(modelPath: Fixtures.tinyFolder, backend: .cpu), maxPixelError: 1, differingShare: 0.01)
+        }
     }
 
     /// The same generations on the Vulkan executor (lavapipe in CI, validation layer on), with
@@ -43,7 +45,7 @@ final class PipelineTests: XCTestCase {
         for name in names {
             let c = try JSONDecoder().decode(Case.self, from: Data(file.metadata[name]!.utf8))
             var r = GenerationRequest(prompt: c.prompt)
-            r.negativePrompt = c.negative_prompt ?? ""
+            r.negativePrompt = c.negative_prompt
             r.steps = c.steps
             r.guidanceScale = c.guidance
             r.width = c.width
@@ -62,8 +64,14 @@ final class PipelineTests: XCTestCase {
             let images = try pipeline.generate(r) { event in
                 if case .step(_, _, let l) = event { lastLatents = l }
             }
-            let on = pipeline.executor.backendName
-            assertRelativeError(lastLatents!, expectedLatents, below: latentBound, "\(name) latents (\(on))")
+            let on = pipeline.executor.backendName + (pipeline.executor is CPUExecutor ? "/" + CPUExecutor.instructionSet : "")
+            // DDIM's x0 prediction divides by √ᾱ (0.22 at the first step here) and guidance 7.5
+            // multiplies the small difference of the two halves, so f32 rounding grows about 100×
+            // over these steps: Lumen's own generic, AVX2 and AVX-512 paths, each within 1.3e-6 of
+            // diffusers per network, differ from each other by up to 1.3e-4 on img2img-ddim's
+            // latents (measured 2026-12-04; 3.5e-5 on ddim-wide), against 2e-6 for Euler.
+            let bound = c.scheduler == "ddim" ? max(latentBound, 3e-4) : latentBound
+            assertRelativeError(lastLatents!, expectedLatents, below: bound, "\(name) latents (\(on))")
             let pixels = images.flatMap(\.pixels).map(Int.init)
             XCTAssertEqual(pixels.count, expected.count, name)
             guard pixels.count == expected.count else { continue }
@@ -106,3 +114,4 @@ final class PipelineTests: XCTestCase {
         XCTAssertLessThan(seen, 20)
     }
 }
+

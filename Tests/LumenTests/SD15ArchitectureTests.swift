@@ -1,5 +1,6 @@
 import Foundation
 import Lumen
+import LumenTestSupport
 import XCTest
 
 /// The full Stable Diffusion 1.5 architecture, built from its configs alone with random f16

@@ -1,5 +1,6 @@
 import Foundation
 import Lumen
+import LumenTestSupport
 import XCTest
 
 /// Stable Diffusion 2.x against diffusers/transformers (tools/make_sd2_fixtures.py): a tiny model
@@ -29,50 +30,54 @@ final class SD2FixtureTests: XCTestCase {
         }
     }
 
-    func testTextEncoderMatchesTransformers() throws {
-        let ids64 = try Self.ref("text.input_ids")
-        let ids = try Tensor(shape: ids64.shape, indices: ids64.toInts().map(Int32.init))
-        for (layout, path, config) in Self.layouts {
-            let model = try StableDiffusionModel.load(path: path, configFolder: config)
-            XCTAssertEqual(model.family, .sd2, layout)
-            XCTAssertEqual(model.textEncoderConfig.numHiddenLayers, 23, "\(layout): the 24th OpenCLIP block is not used")
-            XCTAssertEqual(model.textEncoderConfig.hiddenAct, "gelu", layout)
-            let g = Graph()
-            let input = try g.input("ids", shape: ids.shape, dtype: .i32)
-            let out = try CLIPTextModel(config: model.textEncoderConfig).build(g, ids: input, weights: model.textEncoderWeights)
-            let result = try CPUExecutor().compile(g, outputs: [out.lastHiddenState]).run(["ids": ids])
-            assertRelativeError(result[out.lastHiddenState]!, try Self.ref("text.last_hidden_state"), below: 1e-5, "SD 2.x text encoder (\(layout))")
+    func testTextEncoderMatchesTransformers() throws { try forEachInstructionSet(modelInstructionSets) { _ in
+            let ids64 = try Self.ref("text.input_ids")
+            let ids = try Tensor(shape: ids64.shape, indices: ids64.toInts().map(Int32.init))
+            for (layout, path, config) in Self.layouts {
+                let model = try StableDiffusionModel.load(path: path, configFolder: config)
+                XCTAssertEqual(model.family, .sd2, layout)
+                XCTAssertEqual(model.textEncoderConfig.numHiddenLayers, 23, "\(layout): the 24th OpenCLIP block is not used")
+                XCTAssertEqual(model.textEncoderConfig.hiddenAct, "gelu", layout)
+                let g = Graph()
+                let input = try g.input("ids", shape: ids.shape, dtype: .i32)
+                let out = try CLIPTextModel(config: model.textEncoderConfig).build(g, ids: input, weights: model.textEncoderWeights)
+                let result = try CPUExecutor().compile(g, outputs: [out.lastHiddenState]).run(["ids": ids])
+                assertRelativeError(result[out.lastHiddenState]!, try Self.ref("text.last_hidden_state"), below: 1e-5, "SD 2.x text encoder (\(layout))")
+            }
         }
     }
 
-    func testUNetMatchesDiffusers() throws {
-        let sample = try Self.ref("unet.sample"), timestep = try Self.ref("unet.timestep")
-        let context = try Self.ref("unet.encoder_hidden_states")
-        // The inferred configs assume 2.1's 64-wide heads, which the tiny UNet (2 heads of 16 and
-        // 32) does not have: only the folder and --config layouts can match its output.
-        for (layout, path, config) in Self.layouts.prefix(2) {
-            let model = try StableDiffusionModel.load(path: path, configFolder: config)
-            XCTAssertTrue(model.unetConfig.useLinearProjection, layout)
-            let g = Graph()
-            let x = try g.input("sample", shape: sample.shape), t = try g.input("timestep", shape: timestep.shape)
-            let c = try g.input("context", shape: context.shape)
-            let y = try UNet2DConditionModel(config: model.unetConfig).build(g, sample: x, timestep: t, context: c, weights: model.unetWeights)
-            let out = try CPUExecutor().compile(g, outputs: [y]).run(["sample": sample, "timestep": timestep, "context": context])
-            assertRelativeError(out[y]!, try Self.ref("unet.out"), below: 2e-5, "SD 2.x UNet (\(layout))")
+    func testUNetMatchesDiffusers() throws { try forEachInstructionSet(modelInstructionSets) { _ in
+            let sample = try Self.ref("unet.sample"), timestep = try Self.ref("unet.timestep")
+            let context = try Self.ref("unet.encoder_hidden_states")
+            // The inferred configs assume 2.1's 64-wide heads, which the tiny UNet (2 heads of 16 and
+            // 32) does not have: only the folder and --config layouts can match its output.
+            for (layout, path, config) in Self.layouts.prefix(2) {
+                let model = try StableDiffusionModel.load(path: path, configFolder: config)
+                XCTAssertTrue(model.unetConfig.useLinearProjection, layout)
+                let g = Graph()
+                let x = try g.input("sample", shape: sample.shape), t = try g.input("timestep", shape: timestep.shape)
+                let c = try g.input("context", shape: context.shape)
+                let y = try UNet2DConditionModel(config: model.unetConfig).build(g, sample: x, timestep: t, context: c, weights: model.unetWeights)
+                let out = try CPUExecutor().compile(g, outputs: [y]).run(["sample": sample, "timestep": timestep, "context": context])
+                assertRelativeError(out[y]!, try Self.ref("unet.out"), below: 2e-5, "SD 2.x UNet (\(layout))")
+            }
         }
     }
 
     /// A whole v-prediction generation, as diffusers' StableDiffusionPipeline draws it.
-    func testGenerationMatchesDiffusers() throws {
-        try checkGeneration(try Pipeline(modelPath: Self.folder, backend: .cpu), maxPixelError: 1)
-        try checkGeneration(try Pipeline(modelPath: Self.singleFile, backend: .cpu, configFolder: Self.folder), maxPixelError: 1)
+    func testGenerationMatchesDiffusers() throws { try forEachInstructionSet(modelInstructionSets) { _ in
+            try checkGeneration(try Pipeline(modelPath: Self.folder, backend: .cpu), maxPixelError: 1)
+            try checkGeneration(try Pipeline(modelPath: Self.singleFile, backend: .cpu, configFolder: Self.folder), maxPixelError: 1)
+        }
     }
 
     /// `predictionType` overrides the scheduler config's: epsilon on the same weights draws what
     /// diffusers draws with its scheduler's prediction_type set to epsilon.
-    func testPredictionTypeOverride() throws {
-        try checkGeneration(try Pipeline(modelPath: Self.folder, backend: .cpu), maxPixelError: 1,
-                            predictionType: .epsilon, expected: "pipeline.image_as_epsilon")
+    func testPredictionTypeOverride() throws { try forEachInstructionSet(modelInstructionSets) { _ in
+            try checkGeneration(try Pipeline(modelPath: Self.folder, backend: .cpu), maxPixelError: 1,
+                                predictionType: .epsilon, expected: "pipeline.image_as_epsilon")
+        }
     }
 
     func testGenerationOnVulkanMatchesDiffusers() throws {

@@ -1,6 +1,7 @@
 import Foundation
 import Lumen
 import XCTest
+import LumenTestSupport
 
 /// Bad files are refused with typed errors that name the file and tensor, never a crash.
 final class SafetensorsFileTests: XCTestCase {
@@ -133,14 +134,3 @@ final class SafetensorsFileTests: XCTestCase {
     }
 }
 
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}

@@ -1,5 +1,6 @@
 import Foundation
 import Lumen
+import LumenTestSupport
 import XCTest
 
 /// Tiled VAE decoding against diffusers' `AutoencoderKL.tiled_decode` of the tiny model's VAE with
@@ -41,8 +42,9 @@ final class TiledDecodeTests: XCTestCase {
         }
     }
 
-    func testTiledDecodeMatchesDiffusersOnCPU() throws {
-        try checkTiledDecode(CPUExecutor(), bound: 2e-5)
+    func testTiledDecodeMatchesDiffusersOnCPU() throws { try forEachInstructionSet(modelInstructionSets) { _ in
+            try checkTiledDecode(CPUExecutor(), bound: 2e-5)
+        }
     }
 
     func testTiledDecodeMatchesDiffusersOnVulkan() throws {
@@ -122,8 +124,9 @@ final class TiledDecodeTests: XCTestCase {
         }
     }
 
-    func testTiledEncodeMatchesDiffusersOnCPU() throws {
-        try checkTiledEncode(CPUExecutor(), bound: 2e-5)
+    func testTiledEncodeMatchesDiffusersOnCPU() throws { try forEachInstructionSet(modelInstructionSets) { _ in
+            try checkTiledEncode(CPUExecutor(), bound: 2e-5)
+        }
     }
 
     func testTiledEncodeMatchesDiffusersOnVulkan() throws {

@@ -3,19 +3,7 @@ import LumenCPU
 import LumenRuntime
 import LumenVulkan
 import XCTest
-
-/// A small deterministic generator for tests.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
+import LumenTestSupport
 
 /// A random tensor in [-scale, scale), stored as `dtype`.
 func random(_ shape: Shape, dtype: DType = .f32, seed: UInt64, scale: Float = 1) throws -> Tensor {

@@ -13,8 +13,6 @@ import Foundation
 public enum DefaultModel {
     public struct Location: Sendable, Equatable {
         public let path: String
-        /// True for a random-weight test model, whose images are noise.
-        public let isRandomTestModel: Bool
     }
 
     static let sourceRoot = URL(fileURLWithPath: #filePath)
@@ -24,12 +22,12 @@ public enum DefaultModel {
         let fm = FileManager.default
         func isModel(_ p: String) -> Bool { fm.fileExists(atPath: p + "/unet") || fm.fileExists(atPath: p + "/model_index.json") }
         if let env = ProcessInfo.processInfo.environment["LUMEN_DEFAULT_MODEL"], !env.isEmpty {
-            return Location(path: env, isRandomTestModel: false)
+            return Location(path: env)
         }
         let exeDir = URL(fileURLWithPath: CommandLine.arguments.first ?? ".").deletingLastPathComponent().path
-        if isModel(exeDir + "/lumen-default-model") { return Location(path: exeDir + "/lumen-default-model", isRandomTestModel: false) }
-        if isModel(sourceRoot + "/Models/demo") { return Location(path: sourceRoot + "/Models/demo", isRandomTestModel: false) }
-        if let extracted = try? extractEmbedded() { return Location(path: extracted, isRandomTestModel: false) }
+        if isModel(exeDir + "/lumen-default-model") { return Location(path: exeDir + "/lumen-default-model") }
+        if isModel(sourceRoot + "/Models/demo") { return Location(path: sourceRoot + "/Models/demo") }
+        if let extracted = try? extractEmbedded() { return Location(path: extracted) }
         return nil
     }
 

@@ -102,7 +102,10 @@ public struct InitImage: Sendable, Hashable {
 /// One generation: a prompt and how to sample it. Defaults follow diffusers' pipeline.
 public struct GenerationRequest: Sendable, Hashable {
     public var prompt: String
-    public var negativePrompt: String = ""
+    /// What not to draw. nil is diffusers' `negative_prompt=None`: SD 1.x/2.x then encode the
+    /// empty string, and SDXL (with `force_zeros_for_empty_prompt`) uses zero unconditional
+    /// inputs; "" is an explicit empty prompt, which SDXL encodes like any other text.
+    public var negativePrompt: String? = nil
     public var steps: Int = 25
     /// Classifier-free guidance; at most 1 runs the conditional branch alone.
     public var guidanceScale: Float = 7.5

@@ -149,15 +149,15 @@ public final class Pipeline: @unchecked Sendable {
         var generator = TorchGenerator(seed: request.seed)
 
         // Text: [negative, prompt] in one batch when guiding.
-        let texts = cfg ? [request.negativePrompt, request.prompt] : [request.prompt]
+        let texts = cfg ? [request.negativePrompt ?? "", request.prompt] : [request.prompt]
         var added: [String: Tensor] = [:]
         let context: Tensor
         if model.textEncoder2 != nil {
             // SDXL: both encoders' penultimate states side by side, the pooled projection of the
             // second and the size conditioning (original size, crop top-left, target size); with
-            // force_zeros_for_empty_prompt, no negative prompt means zero unconditional inputs.
+            // force_zeros_for_empty_prompt, no negative prompt (nil, not "") means zero unconditional inputs.
             var (states, pooled) = try encodeTextXL(texts, clipSkip: request.clipSkip)
-            if cfg && request.negativePrompt.isEmpty && model.forceZerosForEmptyPrompt {
+            if cfg && request.negativePrompt == nil && model.forceZerosForEmptyPrompt {
                 states = try zeroingFirstRow(states)
                 pooled = try zeroingFirstRow(pooled)
             }
