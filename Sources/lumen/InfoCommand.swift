@@ -38,11 +38,15 @@ struct InfoCommand: ParsableCommand {
                 let vae_path: String?
                 let vae_layout: String?
                 let recognised: [String]
+                /// Single files: the repository whose configs stand in for the missing ones, and the scheduler config used.
+                let defaults_from: String?
+                let scheduler_defaults: SchedulerConfig?
             }
             let info = Info(path: m.path, family: m.family.rawValue, layout: m.layout.rawValue, networks: networks,
                             text_encoder: m.textEncoderConfig, unet: m.unetConfig, vae: m.vaeConfig,
                             tokenizer: m.tokenizerPath, scheduler: m.schedulerConfigPath,
-                            vae_path: m.vaeSource?.path, vae_layout: m.vaeSource?.layout.rawValue, recognised: m.recognised)
+                            vae_path: m.vaeSource?.path, vae_layout: m.vaeSource?.layout.rawValue, recognised: m.recognised,
+                            defaults_from: m.singleFileDefaults?.repository, scheduler_defaults: m.schedulerDefaults?.completedWithItsClassDefaults)
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
             print(String(decoding: try encoder.encode(info), as: UTF8.self))
@@ -70,7 +74,9 @@ struct InfoCommand: ParsableCommand {
               + "scale factor \(v.scaleFactor), scaling \(v.scalingFactor)")
         let pad = m.tokenizerPadToken.map { ", padded with \"\($0)\"" } ?? ""
         print("tokenizer: \(m.tokenizerPath ?? "none (the bundled CLIP vocabulary would be used\(pad))")")
-        let defaults = m.schedulerDefaults.map { "none (\($0.className ?? "PNDMScheduler"), \($0.predictionType ?? "epsilon") prediction)" }
+        let defaults = m.schedulerDefaults.map { s in
+            "none: \(s.className ?? "PNDMScheduler") as \(m.singleFileDefaults?.repository ?? "Stable Diffusion 1.x") ships it (\(s.betaSchedule ?? "linear") β \(s.betaStart ?? 0.0001)→\(s.betaEnd ?? 0.02), steps_offset \(s.stepsOffset ?? 0), \(s.predictionType ?? "epsilon") prediction)"
+        }
         print("scheduler: \(m.schedulerConfigPath ?? defaults ?? "none (defaults)")")
     }
 

@@ -37,8 +37,12 @@ extension StableDiffusionModel {
             throw ModelFileError.unsupported(path: path, detail: "no text encoder (cond_stage_model.transformer.* or, for SD 2.x, cond_stage_model.model.*) found")
         }
 
+        if let channels = try? shape(file, OriginalCheckpointNames.unetPrefix + "input_blocks.0.0.weight"), channels.rank == 4,
+           channels[1] == 9 {
+            throw ModelFileError.unsupported(path: path, detail: "this is an inpainting checkpoint (its UNet takes 9 input channels: latents, mask and masked image), which Lumen does not run yet")
+        }
+        let defaults: SingleFileDefaults = openCLIP ? .sd2 : .sd1
         var text: CLIPTextConfig, unet: UNet2DConditionConfig, vae: AutoencoderKLConfig
-        var schedulerDefaults: SchedulerConfig?
         if let configFolder {
             func sub(_ s: String) -> String { (configFolder as NSString).appendingPathComponent(s) }
             text = try loadConfig(CLIPTextConfig.self, path: sub("text_encoder/config.json"))
@@ -46,9 +50,9 @@ extension StableDiffusionModel {
             vae = try loadConfig(AutoencoderKLConfig.self, path: sub("vae/config.json"))
         } else {
             text = openCLIP ? try inferOpenCLIPTextConfig(file) : try inferTextConfig(file)
-            unet = try inferUNetConfig(file)
-            vae = try inferVAEConfig(file)
-            if openCLIP { (unet, vae, schedulerDefaults) = sd2Defaults(unet, vae) }
+            text.hiddenAct = defaults.textActivation
+            unet = defaults.apply(to: try inferUNetConfig(file))
+            vae = defaults.apply(to: try inferVAEConfig(file))
         }
         let L = unet.layersPerBlock
         let upTypes = unet.upBlockTypes
@@ -79,12 +83,12 @@ extension StableDiffusionModel {
         let ema = names.filter { $0.hasPrefix("model_ema.") }.count
         if ema > 0 { recognised.append("ignored \(ema) model_ema.* tensors (the EMA copy; the main weights are used)") }
         recognised += skippedBuffers(textWeights, "text encoder") + skippedBuffers(unetWeights, "unet") + skippedBuffers(vaeWeights, "vae")
-        if configFolder == nil && openCLIP {
-            recognised.append("configs inferred from tensor shapes as Stable Diffusion 2.1 has them (64-wide attention heads, "
-                + "768×768, DDIM with v-prediction, as diffusers' from_single_file assumes; for a 512 epsilon model "
-                + "such as 2.x-base, pass --config with its diffusers folder, or --prediction-type epsilon and a size)")
-        } else if configFolder == nil {
-            recognised.append("configs inferred from tensor shapes (attention heads assume Stable Diffusion 1.x: 8)")
+        if configFolder == nil {
+            recognised.append("network shapes inferred from the tensors; " + defaults.summary)
+            if openCLIP {
+                recognised.append("a 512×512 epsilon model such as 2.x-base needs --config with its diffusers folder, or "
+                    + "--prediction-type epsilon and a size (diffusers' from_single_file assumes 2.1's v-prediction too)")
+            }
         } else if let configFolder, !configHasKey((configFolder as NSString).appendingPathComponent("vae/config.json"), "scaling_factor") {
             recognised.append("vae config has no scaling_factor: \(vae.scalingFactor) (the Stable Diffusion 1.x/2.x value)")
         }
@@ -96,8 +100,12 @@ extension StableDiffusionModel {
                                          textWeights: textWeights, unetWeights: unetWeights, vaeWeights: vaeWeights,
                                          tokenizerPath: tokenizer, schedulerConfigPath: scheduler)
         model.recognised = recognised
-        if scheduler == nil { model.schedulerDefaults = schedulerDefaults }
-        if openCLIP { model.tokenizerPadToken = "!" }  // open_clip pads with 0, the id of "!"
+        model.singleFileDefaults = defaults
+        if scheduler == nil {
+            model.schedulerDefaults = defaults.scheduler
+            if configFolder != nil { model.recognised.append("no scheduler config in --config: " + defaults.summary) }
+        }
+        model.tokenizerPadToken = defaults.tokenizerPadToken  // open_clip pads with 0, the id of "!"
         return model
     }
 
@@ -120,29 +128,6 @@ extension StableDiffusionModel {
         c.numAttentionHeads = max(1, c.hiddenSize / 64)
         c.hiddenAct = "gelu"
         return c
-    }
-
-    /// What Stable Diffusion 2.1's diffusers folder says beyond the shapes, which diffusers'
-    /// from_single_file assumes for any SD 2.x checkpoint: heads of 64 channels, linear projections,
-    /// upcast attention, 768×768 (UNet sample 96, VAE sample 768), DDIM with v-prediction.
-    static func sd2Defaults(_ unet: UNet2DConditionConfig, _ vae: AutoencoderKLConfig)
-        -> (UNet2DConditionConfig, AutoencoderKLConfig, SchedulerConfig) {
-        var u = unet, v = vae
-        u.attentionHeadDim = .each(u.blockOutChannels.map { max(1, $0 / 64) })
-        u.upcastAttention = true
-        u.sampleSize = 96
-        v.sampleSize = 768
-        var s = SchedulerConfig()
-        s.className = "DDIMScheduler"
-        s.predictionType = "v_prediction"
-        s.betaStart = 0.00085
-        s.betaEnd = 0.012
-        s.betaSchedule = "scaled_linear"
-        s.clipSample = false
-        s.setAlphaToOne = false
-        s.stepsOffset = 1
-        s.skipPrkSteps = true
-        return (u, v, s)
     }
 
     static func shape(_ file: SafetensorsFile, _ name: String) throws -> Shape {

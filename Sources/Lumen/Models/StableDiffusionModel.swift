@@ -54,8 +54,11 @@ public final class StableDiffusionModel {
     /// The scheduler config file, if the model has one.
     public let schedulerConfigPath: String?
     /// The scheduler settings when there is no `scheduler_config.json` (a single file without
-    /// `--config`); nil: diffusers' Stable Diffusion 1.x defaults.
+    /// `--config`: its family's, see `singleFileDefaults`).
     public internal(set) var schedulerDefaults: SchedulerConfig?
+    /// For a single file, the defaults of its family that diffusers' `from_single_file` would use
+    /// (applied to whatever `--config` does not give).
+    public internal(set) var singleFileDefaults: SingleFileDefaults?
     /// The padding token when it differs from the tokenizer folder's (SD 2.x single files: "!").
     public internal(set) var tokenizerPadToken: String?
     /// SDXL's second text encoder (CLIPTextModelWithProjection), its tokenizer, and whether an

@@ -63,7 +63,10 @@ public final class Pipeline: @unchecked Sendable {
         }
         tokenizer = try CLIPTokenizer(folder: tokenizerPath, padToken: model.tokenizerPath == nil ? model.tokenizerPadToken : nil)
         tokenizer2 = try model.tokenizer2Path.map { try CLIPTokenizer(folder: $0) }
-        schedulerConfig = try model.schedulerConfigPath.map { try SchedulerConfig(path: $0) } ?? model.schedulerDefaults ?? SchedulerConfig()
+        // As diffusers holds it once loaded: values the file leaves out take its own class's defaults,
+        // which another scheduler chosen by the request then inherits (from_config).
+        schedulerConfig = (try model.schedulerConfigPath.map { try SchedulerConfig(path: $0) } ?? model.schedulerDefaults ?? SchedulerConfig())
+            .completedWithItsClassDefaults
     }
 
     /// The weight files a backend reads when the caller has no preference: the CPU executor

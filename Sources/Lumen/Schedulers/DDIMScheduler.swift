@@ -14,7 +14,7 @@ public struct DDIMScheduler: Scheduler {
     public init(config: SchedulerConfig = SchedulerConfig(), steps: Int, eta: Float = 0) throws {
         guard steps >= 1 else { throw SchedulerError.invalidSteps(steps) }
         let resolved = try ResolvedSchedulerConfig(
-            config, defaults: .init(timestepSpacing: .leading, setAlphaToOne: true, clipSample: true),
+            config, defaults: SchedulerKind.ddim.classDefaults,
             supportedPredictions: PredictionType.allCases)
         self.config = resolved
         self.schedule = try NoiseSchedule(resolved)

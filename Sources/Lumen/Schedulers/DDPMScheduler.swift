@@ -12,7 +12,7 @@ public struct DDPMScheduler: Scheduler {
     public init(config: SchedulerConfig = SchedulerConfig(), steps: Int) throws {
         guard steps >= 1 else { throw SchedulerError.invalidSteps(steps) }
         let resolved = try ResolvedSchedulerConfig(
-            config, defaults: .init(timestepSpacing: .leading, clipSample: true),
+            config, defaults: SchedulerKind.ddpm.classDefaults,
             supportedPredictions: PredictionType.allCases)
         let variance = config.varianceType ?? "fixed_small"
         guard variance == "fixed_small" || variance == "fixed_large" else {

@@ -17,7 +17,7 @@ public struct DPMSolverMultistepScheduler: Scheduler {
 
     public init(config: SchedulerConfig = SchedulerConfig(), steps: Int) throws {
         guard steps >= 1 else { throw SchedulerError.invalidSteps(steps) }
-        let resolved = try ResolvedSchedulerConfig(config, defaults: .init(timestepSpacing: .linspace),
+        let resolved = try ResolvedSchedulerConfig(config, defaults: SchedulerKind.dpmpp2m.classDefaults,
                                                    supportedPredictions: PredictionType.allCases)
         let algorithm = config.algorithmType ?? "dpmsolver++"
         guard algorithm == "dpmsolver++" else {

@@ -8,7 +8,7 @@ public struct EulerAncestralDiscreteScheduler: Scheduler {
 
     public init(config: SchedulerConfig = SchedulerConfig(), steps: Int) throws {
         guard steps >= 1 else { throw SchedulerError.invalidSteps(steps) }
-        let resolved = try ResolvedSchedulerConfig(config, defaults: .init(timestepSpacing: .linspace),
+        let resolved = try ResolvedSchedulerConfig(config, defaults: SchedulerKind.eulerAncestral.classDefaults,
                                                    supportedPredictions: PredictionType.allCases)
         self.config = resolved
         let grid = SigmaGrid(config: resolved, schedule: try NoiseSchedule(resolved), steps: steps, karras: false)

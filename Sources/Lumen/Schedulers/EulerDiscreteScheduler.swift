@@ -8,7 +8,7 @@ public struct EulerDiscreteScheduler: Scheduler {
 
     public init(config: SchedulerConfig = SchedulerConfig(), steps: Int) throws {
         guard steps >= 1 else { throw SchedulerError.invalidSteps(steps) }
-        let resolved = try ResolvedSchedulerConfig(config, defaults: .init(timestepSpacing: .linspace),
+        let resolved = try ResolvedSchedulerConfig(config, defaults: SchedulerKind.euler.classDefaults,
                                                    supportedPredictions: PredictionType.allCases)
         if let t = config.interpolationType, t != "linear" {
             throw SchedulerError.unsupported(option: "interpolation_type", value: t, supported: ["linear"])

@@ -16,8 +16,7 @@ public struct LCMScheduler: Scheduler {
     public init(config: SchedulerConfig = SchedulerConfig(), steps: Int, strength: Double = 1) throws {
         guard steps >= 1 else { throw SchedulerError.invalidSteps(steps) }
         let resolved = try ResolvedSchedulerConfig(
-            config, defaults: .init(betaStart: 0.00085, betaEnd: 0.012, betaSchedule: "scaled_linear",
-                                    timestepSpacing: .leading, setAlphaToOne: true, clipSample: false),
+            config, defaults: SchedulerKind.lcm.classDefaults,
             supportedPredictions: PredictionType.allCases)
         self.config = resolved
         self.schedule = try NoiseSchedule(resolved)

@@ -20,7 +20,7 @@ public struct PNDMScheduler: Scheduler {
             throw SchedulerError.unsupported(option: "skip_prk_steps", value: "false", supported: ["true"])
         }
         let resolved = try ResolvedSchedulerConfig(
-            config, defaults: .init(timestepSpacing: .leading, setAlphaToOne: false),
+            config, defaults: SchedulerKind.pndm.classDefaults,
             supportedPredictions: [.epsilon, .vPrediction])
         self.config = resolved
         self.schedule = try NoiseSchedule(resolved)

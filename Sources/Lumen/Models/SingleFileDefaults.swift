@@ -1,0 +1,105 @@
+import Foundation
+
+/// What a single-file checkpoint read without `--config` gets beyond what its tensor shapes show,
+/// per family: the settings diffusers' `from_single_file` takes from the diffusers repository it
+/// maps that family to (`DIFFUSERS_DEFAULT_PIPELINE_PATHS`), so that the same file and seed give
+/// diffusers' image. A family's scheduler is the whole `scheduler_config.json` of that repository,
+/// never a scheduler class's own defaults (which for SD 1.x would be the wrong noise schedule).
+public struct SingleFileDefaults: Sendable, Hashable {
+    /// The family these defaults are for.
+    public let family: ModelFamily
+    /// The diffusers repository whose configs diffusers' `from_single_file` uses for this family.
+    public let repository: String
+    /// Its `scheduler/scheduler_config.json`, every field.
+    public let scheduler: SchedulerConfig
+    /// UNet `sample_size` (latents): the default image is this × the VAE's scale factor.
+    public let unetSampleSize: Int
+    /// VAE `sample_size` (pixels).
+    public let vaeSampleSize: Int
+    public let vaeScalingFactor: Float
+    /// Attention heads: a fixed count at every level (SD 1.x: 8), or heads of a fixed width (SD 2.x: 64).
+    public let attentionHeads: AttentionHeads
+    public let upcastAttention: Bool
+    /// The text encoder's activation (as transformers names it).
+    public let textActivation: String
+    /// The tokenizer's padding token, when not CLIP's `<|endoftext|>`.
+    public let tokenizerPadToken: String?
+
+    public enum AttentionHeads: Sendable, Hashable {
+        case count(Int)
+        case width(Int)
+    }
+
+    /// Stable Diffusion 1.x (`cond_stage_model.transformer.*`): stable-diffusion-v1-5's configs.
+    public static let sd1 = SingleFileDefaults(
+        family: .sd1, repository: "stable-diffusion-v1-5/stable-diffusion-v1-5",
+        scheduler: .stableDiffusion(className: "PNDMScheduler", prediction: nil),
+        unetSampleSize: 64, vaeSampleSize: 512, vaeScalingFactor: 0.18215, attentionHeads: .count(8),
+        upcastAttention: false, textActivation: "quick_gelu", tokenizerPadToken: nil)
+
+    /// Stable Diffusion 2.x (OpenCLIP, `cond_stage_model.model.*`): stable-diffusion-2-1's configs,
+    /// which diffusers uses for every 2.x file, 2.x-base (512, epsilon) included: such a file
+    /// needs `--prediction-type epsilon` and a size, or `--config`, as it does in diffusers.
+    public static let sd2 = SingleFileDefaults(
+        family: .sd2, repository: "stabilityai/stable-diffusion-2-1",
+        scheduler: .stableDiffusion(className: "DDIMScheduler", prediction: "v_prediction"),
+        unetSampleSize: 96, vaeSampleSize: 768, vaeScalingFactor: 0.18215, attentionHeads: .width(64),
+        upcastAttention: true, textActivation: "gelu", tokenizerPadToken: "!")
+
+    /// `unet` with the fields the weights cannot show set as the repository has them.
+    func apply(to unet: UNet2DConditionConfig) -> UNet2DConditionConfig {
+        var u = unet
+        switch attentionHeads {
+        case .count(let n): u.attentionHeadDim = .all(n)
+        case .width(let w): u.attentionHeadDim = .each(u.blockOutChannels.map { max(1, $0 / w) })
+        }
+        u.upcastAttention = upcastAttention
+        u.sampleSize = unetSampleSize
+        return u
+    }
+
+    func apply(to vae: AutoencoderKLConfig) -> AutoencoderKLConfig {
+        var v = vae
+        v.sampleSize = vaeSampleSize
+        v.scalingFactor = vaeScalingFactor
+        return v
+    }
+
+    /// One line for `lumen info`: where the defaults come from and what they are.
+    public var summary: String {
+        let s = scheduler
+        var fields = ["\(s.betaSchedule ?? "?") β \(s.betaStart ?? 0)→\(s.betaEnd ?? 0)", "steps_offset \(s.stepsOffset ?? 0)"]
+        if s.skipPrkSteps == true, s.className == "PNDMScheduler" { fields.append("skip_prk_steps") }
+        fields.append("\(s.predictionType ?? "epsilon") prediction")
+        let heads: String
+        switch attentionHeads {
+        case .count(let n): heads = "\(n) attention heads"
+        case .width(let w): heads = "\(w)-wide attention heads"
+        }
+        let size = unetSampleSize * 8
+        return "no --config: the configs diffusers' from_single_file uses for \(family.rawValue) (those of \(repository)): "
+            + "\(s.className ?? "?") (\(fields.joined(separator: ", "))), \(heads)\(upcastAttention ? " (upcast)" : ""), "
+            + "\(size)×\(size), VAE scaling \(vaeScalingFactor), \(textActivation) text encoder, "
+            + "tokenizer padded with \"\(tokenizerPadToken ?? "<|endoftext|>")\""
+    }
+}
+
+extension SchedulerConfig {
+    /// The `scheduler_config.json` Stable Diffusion 1.x and 2.x repositories ship (scaled-linear
+    /// betas 0.00085→0.012 over 1000 steps, `steps_offset` 1, `skip_prk_steps`, no clipping, ᾱ₀
+    /// not set to one), with their class and prediction type.
+    static func stableDiffusion(className: String, prediction: String?) -> SchedulerConfig {
+        var s = SchedulerConfig()
+        s.className = className
+        s.numTrainTimesteps = 1000
+        s.betaStart = 0.00085
+        s.betaEnd = 0.012
+        s.betaSchedule = "scaled_linear"
+        s.setAlphaToOne = false
+        s.skipPrkSteps = true
+        s.stepsOffset = 1
+        s.clipSample = false
+        s.predictionType = prediction
+        return s
+    }
+}
