@@ -46,6 +46,11 @@ public final class CPUExecutor: Executor, @unchecked Sendable {
     public func compile(_ graph: Graph, outputs: [Value]) throws -> any Program {
         try CPUProgram(graph: graph, outputs: outputs, pool: pool, computePrecision: computePrecision)
     }
+
+    /// Exactly what `compile` will allocate for activations.
+    public func plannedActivationBytes(_ graph: Graph, outputs: [Value]) -> Int {
+        ActivationPlan(graph: graph, outputs: outputs, worksInPlace: CPUProgram.worksInPlace).totalBytes
+    }
 }
 
 /// The arithmetic of the CPU GEMM family.

@@ -52,57 +52,14 @@ public final class CPUProgram: Program {
         for v in outputs { _ = try graph.node(v) }
         let nodes = graph.nodes
 
-        // Only what the outputs depend on is computed; reshapes are views, so lifetimes are
-        // tracked per root buffer.
-        let live = GraphLiveness(graph: graph, outputs: outputs)
-        let needed = live.needed, root = live.root, lastUse = live.lastUse
-        let releaseAt = live.releases
-
-        var planner = BufferPlanner()
-        var handedOver = Set<Int>()
-        var inputSpecs: [(String, Shape, DType)] = []
-        // Inputs are copied in before the first step, so they are live from the start: their
-        // buffers are taken before any step's, wherever the graph declared them.
-        for n in nodes where needed[n.id] {
-            if case .input(let name) = n.op {
-                bufferOf[n.id] = planner.acquire(bytes: n.shape.count * n.dtype.size)
-                inputSpecs.append((name, n.shape, n.dtype))
-                inputBuffers.append((name, n.id, n.shape.count * n.dtype.size))
-            }
-        }
-        for n in nodes where needed[n.id] {
-            switch n.op {
-            case .constant, .input: break
-            case .reshape:
-                if let b = bufferOf[root[n.id]] { bufferOf[n.id] = b }
-            default:
-                // Elementwise-safe ops write over an operand that dies here (same shape), so a
-                // residual add or a norm needs no second buffer.
-                var donor: Int? = nil
-                if Self.worksInPlace(n.op) {
-                    for i in n.inputs where donor == nil && lastUse[root[i]] == n.id && nodes[i].shape == n.shape
-                        && nodes[i].dtype == n.dtype && bufferOf[root[i]] != nil {
-                        donor = i
-                    }
-                }
-                if let donor {
-                    bufferOf[n.id] = bufferOf[root[donor]]
-                    handedOver.insert(root[donor])
-                } else {
-                    bufferOf[n.id] = planner.acquire(bytes: n.shape.count * n.dtype.size)
-                }
-            }
-            for r in releaseAt[n.id] ?? [] where !handedOver.contains(r) {
-                if let b = bufferOf[r] { planner.release(b) }
-            }
-        }
-        // Inputs declared but not needed by the outputs are still accepted (and ignored).
-        for (name, value) in graph.inputs where !needed[value.id] {
-            inputSpecs.append((name, value.shape, value.dtype))
-        }
-        inputs = inputSpecs
-        buffers = try planner.capacities.map { try ActivationBuffer(capacity: $0) }
-        activationBytes = planner.capacities.reduce(0, +)
+        // Only what the outputs depend on is computed; buffers are shared by lifetime.
+        let plan = ActivationPlan(graph: graph, outputs: outputs, worksInPlace: Self.worksInPlace)
+        let needed = GraphLiveness(graph: graph, outputs: outputs).needed
+        bufferOf = plan.bufferOf
+        inputBuffers = plan.inputs
+        inputs = plan.declaredInputs
+        buffers = try plan.capacities.map { try ActivationBuffer(capacity: $0) }
+        activationBytes = plan.totalBytes
 
         for n in nodes where needed[n.id] {
             if var step = try makeStep(n) {

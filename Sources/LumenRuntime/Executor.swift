@@ -6,6 +6,22 @@ public protocol Executor: AnyObject, Sendable {
     /// "cpu", "vulkan".
     var backendName: String { get }
     func compile(_ graph: Graph, outputs: [Value]) throws -> any Program
+    /// The largest tensor one kernel can bind, in bytes (Vulkan: maxStorageBufferRange); nil: no limit.
+    var maxTensorBytes: Int? { get }
+    /// What this executor's programs may take, weights and activations together.
+    func memoryBudget() throws -> MemoryBudget
+    /// The activation bytes a program compiled for `outputs` of `graph` would hold (no allocation).
+    func plannedActivationBytes(_ graph: Graph, outputs: [Value]) -> Int
+}
+
+extension Executor {
+    public var maxTensorBytes: Int? { nil }
+    /// `LUMEN_MEMORY_BUDGET`, else the RAM this process can have.
+    public func memoryBudget() throws -> MemoryBudget { try MemoryBudget.fromEnvironment(or: .availableRAM()) }
+    /// Every computed value sharing buffers by lifetime, none written in place.
+    public func plannedActivationBytes(_ graph: Graph, outputs: [Value]) -> Int {
+        ActivationPlan(graph: graph, outputs: outputs, worksInPlace: { _ in false }).totalBytes
+    }
 }
 
 /// A compiled graph.

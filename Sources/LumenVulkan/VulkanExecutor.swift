@@ -91,6 +91,12 @@ public final class VulkanExecutor: Executor, @unchecked Sendable {
     /// The largest activation tensor (bytes) a program may bind: the device's
     /// maxStorageBufferRange, or `options.maxActivationBinding` when that is lower.
     public var activationBindingLimit: Int { min(device.maxStorageBufferRange, options.maxActivationBinding ?? .max) }
+    public var maxTensorBytes: Int? { activationBindingLimit }
+    /// `LUMEN_MEMORY_BUDGET`, else the device's largest device-local heap.
+    public func memoryBudget() throws -> MemoryBudget {
+        try MemoryBudget.fromEnvironment(or: MemoryBudget(bytes: context.info.deviceLocalBytes,
+                                                          source: "device-local memory of \(context.info.name)"))
+    }
     /// Whether the validation layer is on.
     public var validationEnabled: Bool { context.validation }
     /// Warnings and errors the validation layer reported since this executor was created

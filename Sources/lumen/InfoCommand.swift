@@ -46,7 +46,7 @@ struct InfoCommand: ParsableCommand {
                             text_encoder: m.textEncoderConfig, unet: m.unetConfig, vae: m.vaeConfig,
                             tokenizer: m.tokenizerPath, scheduler: m.schedulerConfigPath,
                             vae_path: m.vaeSource?.path, vae_layout: m.vaeSource?.layout.rawValue, recognised: m.recognised,
-                            defaults_from: m.singleFileDefaults?.repository, scheduler_defaults: m.schedulerDefaults?.completedWithItsClassDefaults)
+                            defaults_from: m.singleFileDefaults?.repository, scheduler_defaults: m.schedulerDefaults)
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
             print(String(decoding: try encoder.encode(info), as: UTF8.self))

@@ -4,7 +4,7 @@ import LumenRuntime
 /// overlapping tiles of `latentTileSize` latents, each decoded on its own (post_quant_conv and
 /// decoder), neighbours blended over `blendExtent` pixels with linear ramps and every tile
 /// cropped to `rowLimit` pixels before the tiles are joined.
-public struct VAETileLayout: Sendable, Hashable, CustomStringConvertible {
+public struct VAETileLayout: Sendable, Hashable, Codable, CustomStringConvertible {
     /// diffusers' `tile_latent_min_size`: the tile edge in latents.
     public var latentTileSize: Int
     /// diffusers' `tile_sample_min_size`: the tile edge in pixels.

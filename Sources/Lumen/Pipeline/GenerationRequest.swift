@@ -147,11 +147,15 @@ public enum GenerationEvent: Sendable {
 public enum GenerationError: Error, Sendable, Equatable, CustomStringConvertible {
     case invalidRequest(String)
     case tokenizerUnavailable(String)
+    /// The request cannot fit the memory budget, even with the VAE tiled: the plan says where.
+    case insufficientMemory(plan: String)
 
     public var description: String {
         switch self {
         case .invalidRequest(let s): return "invalid request: \(s)"
         case .tokenizerUnavailable(let s): return "no tokenizer: \(s)"
+        case .insufficientMemory(let plan):
+            return "not enough memory for this request, even with the VAE tiled (nothing was run); try a smaller size, fewer images per batch, or a larger LUMEN_MEMORY_BUDGET / --memory-budget if more memory is really there:\n\(plan)"
         }
     }
 }

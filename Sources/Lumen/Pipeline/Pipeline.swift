@@ -22,6 +22,9 @@ public final class Pipeline: @unchecked Sendable {
     private let schedulerConfig: SchedulerConfig
     private let logger = Logger(label: "lumen.pipeline")
     private let lock = NSLock()
+    /// The memory requests are planned against; nil: the executor's (`LUMEN_MEMORY_BUDGET`, else
+    /// the available RAM on the CPU, the device-local memory on Vulkan).
+    public var memoryBudget: MemoryBudget?
     private var programs: [String: (program: any Program, outputs: [Value])] = [:]
     /// Keep every compiled network (and its activation memory) for later requests. Off, each
     /// network's program is dropped once the request no longer needs it, so the UNet's and the
@@ -63,10 +66,7 @@ public final class Pipeline: @unchecked Sendable {
         }
         tokenizer = try CLIPTokenizer(folder: tokenizerPath, padToken: model.tokenizerPath == nil ? model.tokenizerPadToken : nil)
         tokenizer2 = try model.tokenizer2Path.map { try CLIPTokenizer(folder: $0) }
-        // As diffusers holds it once loaded: values the file leaves out take its own class's defaults,
-        // which another scheduler chosen by the request then inherits (from_config).
-        schedulerConfig = (try model.schedulerConfigPath.map { try SchedulerConfig(path: $0) } ?? model.schedulerDefaults ?? SchedulerConfig())
-            .completedWithItsClassDefaults
+        schedulerConfig = try model.schedulerConfigPath.map { try SchedulerConfig(path: $0) } ?? model.schedulerDefaults ?? SchedulerConfig()
     }
 
     /// The weight files a backend reads when the caller has no preference: the CPU executor
@@ -142,6 +142,10 @@ public final class Pipeline: @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         try validate(request)
+        // Everything the request will hold is known now: refuse it before the first step, never
+        // after the last, when it cannot fit even tiled.
+        let plan = try self.plan(request)
+        guard plan.fits else { throw GenerationError.insufficientMemory(plan: plan.description) }
         let (width, height) = size(for: request)
         let f = model.vaeConfig.scaleFactor
         let (lh, lw) = (height / f, width / f)
@@ -183,7 +187,7 @@ public final class Pipeline: @unchecked Sendable {
             guard first < scheduler.timesteps.count else {
                 throw GenerationError.invalidRequest("strength \(request.strength) with \(request.steps) steps leaves no step to run")
             }
-            let encoded = try encodeImage(initImage, layout: try encodeTileLayout(for: request), generator: &generator)  // [1, 4, lh, lw], scaled
+            let encoded = try encodeImage(initImage, layout: plan.encodeTiles, generator: &generator)  // [1, 4, lh, lw], scaled
             var initLatents: [Float] = []
             for _ in 0..<n { initLatents += encoded }
             let noise = generator.randn(count: latentCount)
@@ -192,8 +196,7 @@ public final class Pipeline: @unchecked Sendable {
             latents = generator.randn(count: latentCount).map { $0 * scheduler.initNoiseSigma }
         }
 
-        let unet = try unetProgram(batch: (cfg ? 2 : 1) * n, height: lh, width: lw, contextLength: context.shape[1],
-                                   pooledWidth: added["text_embeds"]?.shape[1])
+        let unet = try unetProgram(batch: (cfg ? 2 : 1) * n, height: lh, width: lw, contextLength: context.shape[1])
         try model.checkLoRAsApplied()  // both networks are built by now
         let steps = scheduler.timesteps.count
         for i in first..<steps {
@@ -228,7 +231,7 @@ public final class Pipeline: @unchecked Sendable {
         var images: [RGBImage] = []
         let per = latentChannels * lh * lw
         defer { if !retainsPrograms { programs.removeAll() } }
-        let tiling = try tileLayout(for: request)
+        let tiling = plan.decodeTiles
         let scaling = model.vaeConfig.scalingFactor
         for k in 0..<n {
             let z = try Tensor(shape: [1, latentChannels, lh, lw], values: latents[(k * per)..<((k + 1) * per)].map { $0 / scaling })
@@ -249,90 +252,162 @@ public final class Pipeline: @unchecked Sendable {
         return images
     }
 
-    // MARK: - Tiled VAE decoding
+    // MARK: - Memory plan and VAE tiling
 
-    /// The tiles the VAE decodes a request's latents in, or nil to decode them whole (see
-    /// `VAETiling`). Tiles are multiples of 4 latents, so that diffusers' overlap stride
-    /// (3/4 of a tile) times the scale factor equals its row limit and the tiles join to
-    /// exactly the image's size.
+    /// The memory `request` will take and how its VAE passes run (see `MemoryPlan`), decided
+    /// before any work. With `VAETiling.auto` the VAE decodes (and encodes) whole whenever the
+    /// executor can bind every tensor and the whole request fits the memory budget, as diffusers
+    /// does; only otherwise does it tile, with the largest tile that fits.
+    public func memoryPlan(for request: GenerationRequest) throws -> MemoryPlan {
+        lock.lock()
+        defer { lock.unlock() }
+        try validate(request)
+        return try plan(request)
+    }
+
+    /// The tiles the VAE decodes a request's latents in, or nil to decode them whole.
     public func vaeTileLayout(for request: GenerationRequest) throws -> VAETileLayout? {
-        lock.lock()
-        defer { lock.unlock() }
-        return try tileLayout(for: request)
+        try memoryPlan(for: request).decodeTiles
     }
 
-    private func tileLayout(for request: GenerationRequest) throws -> VAETileLayout? {
-        let (width, height) = size(for: request)
-        return try layout(.decode, request.vaeTiling, height: height, width: width)
-    }
-
-    /// The tiles the VAE encodes a request's init image in (diffusers' tiled encoding), or nil
-    /// to encode it whole: with `.auto`, when the image exceeds twice the VAE's sample_size²
-    /// pixels or the device cannot bind the untiled encoder's largest tensor.
+    /// The tiles the VAE encodes a request's init image in, or nil to encode it whole.
     public func vaeEncodeTileLayout(for request: GenerationRequest) throws -> VAETileLayout? {
-        lock.lock()
-        defer { lock.unlock() }
-        return try encodeTileLayout(for: request)
-    }
-
-    private func encodeTileLayout(for request: GenerationRequest) throws -> VAETileLayout? {
-        guard let image = request.initImage else { return nil }
-        return try layout(.encode, request.vaeTiling, height: image.height, width: image.width)
+        try memoryPlan(for: request).encodeTiles
     }
 
     private enum VAEPass { case encode, decode }
 
-    /// The tile layout of one VAE pass over an h × w image, following `tiling`.
-    private func layout(_ pass: VAEPass, _ tiling: VAETiling, height h: Int, width w: Int) throws -> VAETileLayout? {
-        let config = model.vaeConfig, f = config.scaleFactor
-        func tiles(_ l: VAETileLayout) -> Bool {
-            pass == .decode ? l.tiles(latentHeight: h / f, latentWidth: w / f) : l.tilesImage(height: h, width: w)
-        }
-        func widest(_ th: Int, _ tw: Int) throws -> Int {
-            pass == .decode ? try widestDecoderTensor(height: th / f, width: tw / f) : try widestEncoderTensor(height: th, width: tw)
-        }
-        switch tiling {
-        case .off:
-            return nil
-        case .tiles(let sampleSize):
-            let layout = VAETileLayout(config: config, sampleSize: sampleSize)
-            return tiles(layout) ? layout : nil
-        case .auto:
-            let limit = (executor as? VulkanExecutor)?.activationBindingLimit
-            var needed = w * h > 2 * config.sampleSize * config.sampleSize
-            if !needed, let limit { needed = try widest(h, w) > limit }
-            guard needed else { return nil }
-            // Tiles of a multiple of 4 latents, so that the stride (3/4 of a tile) is whole latents
-            // and the cropped tiles join to exactly the image's size.
-            let unit = 4 * f
-            var tile = max(unit, config.sampleSize / unit * unit)
-            if let limit {
-                while tile > unit, try widest(tile, tile) > limit { tile -= unit }
+    private func plan(_ r: GenerationRequest) throws -> MemoryPlan {
+        let budget = try memoryBudget ?? executor.memoryBudget()
+        let (width, height) = size(for: r)
+        let f = model.vaeConfig.scaleFactor, lh = height / f, lw = width / f
+        let n = r.count, cfg = r.guidanceScale > 1, rows = cfg ? 2 : 1
+        let length = model.textEncoderConfig.maxPositionEmbeddings
+        let latentBytes = n * model.unetConfig.inChannels * lh * lw * 4
+
+        let textWeights = model.textEncoderWeights.fileBytes + (model.textEncoder2?.weights.fileBytes ?? 0)
+        let text = MemoryPlan.Stage(name: "text encoding", weights: textWeights,
+                                    activations: try plannedBytes(textKey(rows, r.clipSkip)) { try buildText($0, count: rows, clipSkip: r.clipSkip) },
+                                    staging: 2 * rows * n * length * model.unetConfig.crossAttentionDim * 4, how: "whole")
+        let batch = rows * n
+        let unetKey = "unet-\(batch)-\(lh)-\(lw)-\(length)"
+        let unet = MemoryPlan.Stage(name: "denoising", weights: model.unetWeights.fileBytes,
+                                    activations: try plannedBytes(unetKey) { try buildUNet($0, batch: batch, height: lh, width: lw, contextLength: length) },
+                                    staging: latentBytes * (4 + 3 * rows), how: "whole")
+        let vaeWeights = model.vaeWeights.fileBytes
+        let imageBytes = model.vaeConfig.outChannels * height * width * 4
+
+        // The peak: while denoising, the text encoder's program and weights (and the image
+        // encoder's) are still held; with retainsPrograms every program stays.
+        func peak(encode: MemoryPlan.Stage?, decode: MemoryPlan.Stage?) -> Int {
+            let encodeBytes = encode.map { $0.weights + $0.activations + $0.staging } ?? 0
+            let phases: [Int]
+            if retainsPrograms {
+                phases = [text.weights + unet.weights + vaeWeights + text.activations + unet.activations
+                          + (encode?.activations ?? 0) + (decode?.activations ?? 0) + unet.staging + (decode?.staging ?? 0)]
+            } else {
+                phases = [text.weights + text.activations + text.staging + encodeBytes,
+                          text.weights + text.activations + encodeBytes + unet.weights + unet.activations + unet.staging,
+                          (decode.map { $0.weights + $0.activations + $0.staging } ?? 0) + latentBytes]
             }
-            let layout = VAETileLayout(latentTileSize: tile / f, sampleTileSize: tile)
-            return tiles(layout) ? layout : nil
+            return budget.inUse + phases.max()!
+        }
+
+        var decisions: [String] = []
+        /// One VAE pass over an h × w image, given the other pass's stage (or nil).
+        func vaeStage(_ pass: VAEPass, h: Int, w: Int, other: MemoryPlan.Stage?) throws -> (MemoryPlan.Stage, VAETileLayout?) {
+            let name = pass == .decode ? "decoding" : "image encoding"
+            let staging = pass == .decode ? 3 * imageBytes + n * height * width * 3 : 4 * imageBytes
+            func stage(_ layout: VAETileLayout?, _ how: String) throws -> MemoryPlan.Stage {
+                let side = layout?.sampleTileSize
+                return MemoryPlan.Stage(name: name, weights: vaeWeights,
+                                        activations: try vaeActivations(pass, h: side ?? h, w: side ?? w, tiled: layout != nil),
+                                        staging: staging, how: how)
+            }
+            func total(_ s: MemoryPlan.Stage) -> Int { pass == .decode ? peak(encode: other, decode: s) : peak(encode: s, decode: other) }
+            let unit = 4 * f
+            func tiles(_ l: VAETileLayout) -> Bool {
+                pass == .decode ? l.tiles(latentHeight: h / f, latentWidth: w / f) : l.tilesImage(height: h, width: w)
+            }
+            switch r.vaeTiling {
+            case .off:
+                return (try stage(nil, "whole (--vae-tiling off)"), nil)
+            case .tiles(let size):
+                let layout = VAETileLayout(config: model.vaeConfig, sampleSize: size)
+                return tiles(layout) ? (try stage(layout, "tiles of \(size) px, as asked"), layout) : (try stage(nil, "whole (one tile covers it)"), nil)
+            case .auto:
+                let limit = executor.maxTensorBytes
+                let widestWhole = try widestTensor(pass, h: h, w: w)
+                let whole = try stage(nil, "whole")
+                let binds = limit.map { widestWhole <= $0 } ?? true
+                if binds && total(whole) <= budget.bytes { return (whole, nil) }
+                let reason = binds
+                    ? "whole, the request would peak at \(MemoryBudget.format(total(whole))), over the \(budget) budget"
+                    : "whole, its largest tensor (\(MemoryBudget.format(widestWhole))) exceeds what the device binds (\(MemoryBudget.format(limit!)))"
+                // The largest tile that binds and fits, a multiple of 4 latents (so that diffusers'
+                // stride of 3/4 tile is whole latents and the tiles join to exactly the image).
+                var tile = max(unit, (max(h, w) - 1) / unit * unit)
+                var chosen: (MemoryPlan.Stage, VAETileLayout)? = nil
+                while tile >= unit {
+                    let layout = VAETileLayout(latentTileSize: tile / f, sampleTileSize: tile)
+                    if tiles(layout), try limit.map({ try widestTensor(pass, h: tile, w: tile) <= $0 }) ?? true {
+                        chosen = (try stage(layout, "tiles of \(tile) px: \(reason)"), layout)
+                        if total(chosen!.0) <= budget.bytes { break }
+                    }
+                    tile -= unit
+                }
+                guard let chosen else { return (whole, nil) }
+                decisions.append("the VAE \(pass == .decode ? "decodes" : "encodes the init image") in \(chosen.1): \(reason)")
+                return chosen
+            }
+        }
+        var encode: MemoryPlan.Stage? = nil, encodeTiles: VAETileLayout? = nil
+        if let image = r.initImage {
+            (encode, encodeTiles) = try vaeStage(.encode, h: image.height, w: image.width, other: nil)
+        }
+        let (decode, decodeTiles) = try vaeStage(.decode, h: height, w: width, other: encode)
+        let unetChunks = executor.maxTensorBytes.map { _ in "the UNet's feed-forwards run in chunks where a tensor exceeds the binding limit" }
+        if let unetChunks { decisions.append(unetChunks) }
+        if !retainsPrograms { decisions.append("programs are dropped once their stage is done (one-shot use)") }
+        return MemoryPlan(stages: [text] + (encode.map { [$0] } ?? []) + [unet, decode], baseline: budget.inUse,
+                          peak: peak(encode: encode, decode: decode), budget: budget,
+                          decodeTiles: decodeTiles, encodeTiles: encodeTiles, decisions: decisions)
+    }
+
+    private var plannedActivations: [String: Int] = [:]
+
+    /// Activation bytes of the program cached under `key`: 0 when it is compiled and held,
+    /// otherwise what the executor would allocate for it (memoized).
+    private func plannedBytes(_ key: String, _ build: (Graph) throws -> [Value]) throws -> Int {
+        if programs[key] != nil { return 0 }
+        if let known = plannedActivations[key] { return known }
+        let g = Graph()
+        let outputs = try build(g)
+        let bytes = executor.plannedActivationBytes(g, outputs: outputs)
+        plannedActivations[key] = bytes
+        return bytes
+    }
+
+    private func vaeActivations(_ pass: VAEPass, h: Int, w: Int, tiled: Bool) throws -> Int {
+        let f = model.vaeConfig.scaleFactor
+        switch pass {
+        case .decode:
+            return try plannedBytes("decode-\(h / f)-\(w / f)") { try buildDecode($0, height: h / f, width: w / f) }
+        case .encode:
+            return tiled ? try plannedBytes("encode-moments-\(h)-\(w)") { try buildEncodeMoments($0, height: h, width: w) }
+                : try plannedBytes("encode-\(h)-\(w)") { try buildEncode($0, height: h, width: w) }
         }
     }
 
     private var widestTensors: [String: Int] = [:]
 
-    /// Bytes of the largest tensor of the encoder for an h × w image (memoized).
-    private func widestEncoderTensor(height: Int, width: Int) throws -> Int {
-        try memoizedWidth("encode-\(height)x\(width)") {
-            try AutoencoderKL(config: model.vaeConfig).widestEncoderTensor(height: height, width: width, weights: model.vaeWeights)
-        }
-    }
-
-    /// Bytes of the largest tensor of the decoder for an h × w latent (memoized).
-    private func widestDecoderTensor(height: Int, width: Int) throws -> Int {
-        try memoizedWidth("decode-\(height)x\(width)") {
-            try AutoencoderKL(config: model.vaeConfig).widestDecoderTensor(latentHeight: height, latentWidth: width, weights: model.vaeWeights)
-        }
-    }
-
-    private func memoizedWidth(_ key: String, _ compute: () throws -> Int) throws -> Int {
+    /// Bytes of the largest tensor of a VAE pass over an h × w image (memoized).
+    private func widestTensor(_ pass: VAEPass, h: Int, w: Int) throws -> Int {
+        let key = "\(pass)-\(h)x\(w)"
         if let known = widestTensors[key] { return known }
-        let bytes = try compute()
+        let vae = AutoencoderKL(config: model.vaeConfig), f = model.vaeConfig.scaleFactor
+        let bytes = pass == .decode ? try vae.widestDecoderTensor(latentHeight: h / f, latentWidth: w / f, weights: model.vaeWeights)
+            : try vae.widestEncoderTensor(height: h, width: w, weights: model.vaeWeights)
         widestTensors[key] = bytes
         return bytes
     }
@@ -414,11 +489,7 @@ public final class Pipeline: @unchecked Sendable {
     /// Last hidden states [T, 77, D] of the given texts.
     private func encodeText(_ texts: [String], clipSkip: Int) throws -> Tensor {
         let length = model.textEncoderConfig.maxPositionEmbeddings
-        let p = try cached("text-\(texts.count)-\(clipSkip)") { g in
-            let ids = try g.input("ids", shape: [texts.count, length], dtype: .i32)
-            return [try CLIPTextModel(config: model.textEncoderConfig).build(g, ids: ids, weights: model.textEncoderWeights,
-                                                                               clipSkip: clipSkip).lastHiddenState]
-        }
+        let p = try cached(textKey(texts.count, clipSkip)) { try buildText($0, count: texts.count, clipSkip: clipSkip) }
         let ids = texts.flatMap { tokenizer.ids($0, length: length) }
         return try p.program.run(["ids": try Tensor(shape: [texts.count, length], indices: ids)])[p.outputs[0]]!
     }
@@ -431,25 +502,68 @@ public final class Pipeline: @unchecked Sendable {
         }
         let l1 = model.textEncoderConfig.maxPositionEmbeddings, l2 = config2.maxPositionEmbeddings
         let ids1 = texts.map { tokenizer.ids($0, length: l1) }, ids2 = texts.map { tokenizer2.ids($0, length: l2) }
-        let p = try cached("textxl-\(texts.count)-\(clipSkip)") { g in
-            let a = try g.input("ids", shape: [texts.count, l1], dtype: .i32)
-            let b = try g.input("ids2", shape: [texts.count, l2], dtype: .i32)
-            let rows = try g.input("eos2", shape: [texts.count], dtype: .i32)
-            let out1 = try CLIPTextModel(config: model.textEncoderConfig).build(g, ids: a, weights: model.textEncoderWeights)
-            let encoder2 = CLIPTextModel(config: config2)
-            let out2 = try encoder2.build(g, ids: b, weights: weights2)
-            guard clipSkip + 2 <= min(out1.hiddenStates.count, out2.hiddenStates.count) else {
-                throw GenerationError.invalidRequest("clip skip \(clipSkip) leaves no text-encoder layer")
-            }
-            let h1 = out1.hiddenStates[out1.hiddenStates.count - 2 - clipSkip], h2 = out2.hiddenStates[out2.hiddenStates.count - 2 - clipSkip]
-            return [try g.concat([h1, h2], axis: 2), try encoder2.textEmbeds(g, out2, eosRows: rows, weights: weights2)]
-        }
+        let p = try cached(textKey(texts.count, clipSkip)) { try buildText($0, count: texts.count, clipSkip: clipSkip) }
         let out = try p.program.run([
             "ids": try Tensor(shape: [texts.count, l1], indices: Array(ids1.joined())),
             "ids2": try Tensor(shape: [texts.count, l2], indices: Array(ids2.joined())),
             "eos2": try Tensor(shape: [texts.count], indices: CLIPTextModel.eosRows(ids2)),
         ])
         return (out[p.outputs[0]]!, out[p.outputs[1]]!)
+    }
+
+    // MARK: - Graphs (shared by the programs and the memory plan)
+
+    private func textKey(_ count: Int, _ clipSkip: Int) -> String {
+        (model.textEncoder2 == nil ? "text-" : "textxl-") + "\(count)-\(clipSkip)"
+    }
+
+    /// The text encoder(s) for `count` texts: SD's last hidden states [T, 77, D]; SDXL's
+    /// penultimate states of both encoders side by side and the second's text_embeds.
+    private func buildText(_ g: Graph, count: Int, clipSkip: Int) throws -> [Value] {
+        let l1 = model.textEncoderConfig.maxPositionEmbeddings
+        let a = try g.input("ids", shape: [count, l1], dtype: .i32)
+        guard let (config2, weights2) = model.textEncoder2 else {
+            return [try CLIPTextModel(config: model.textEncoderConfig).build(g, ids: a, weights: model.textEncoderWeights,
+                                                                               clipSkip: clipSkip).lastHiddenState]
+        }
+        let b = try g.input("ids2", shape: [count, config2.maxPositionEmbeddings], dtype: .i32)
+        let rows = try g.input("eos2", shape: [count], dtype: .i32)
+        let out1 = try CLIPTextModel(config: model.textEncoderConfig).build(g, ids: a, weights: model.textEncoderWeights)
+        let encoder2 = CLIPTextModel(config: config2)
+        let out2 = try encoder2.build(g, ids: b, weights: weights2)
+        guard clipSkip + 2 <= min(out1.hiddenStates.count, out2.hiddenStates.count) else {
+            throw GenerationError.invalidRequest("clip skip \(clipSkip) leaves no text-encoder layer")
+        }
+        let h1 = out1.hiddenStates[out1.hiddenStates.count - 2 - clipSkip], h2 = out2.hiddenStates[out2.hiddenStates.count - 2 - clipSkip]
+        return [try g.concat([h1, h2], axis: 2), try encoder2.textEmbeds(g, out2, eosRows: rows, weights: weights2)]
+    }
+
+    private func buildUNet(_ g: Graph, batch: Int, height: Int, width: Int, contextLength: Int) throws -> [Value] {
+        let x = try g.input("sample", shape: [batch, model.unetConfig.inChannels, height, width])
+        let t = try g.input("timestep", shape: [batch])
+        let c = try g.input("context", shape: [batch, contextLength, model.unetConfig.crossAttentionDim])
+        let added = try model.textEncoder2.map { encoder2 in
+            (textEmbeds: try g.input("text_embeds", shape: [batch, encoder2.config.projectionDim ?? encoder2.config.hiddenSize]),
+             timeIds: try g.input("time_ids", shape: [batch, 6]))
+        }
+        return [try UNet2DConditionModel(config: model.unetConfig).build(g, sample: x, timestep: t, context: c, weights: model.unetWeights,
+                                                                        added: added, maxTensorBytes: executor.maxTensorBytes)]
+    }
+
+    private func buildDecode(_ g: Graph, height: Int, width: Int) throws -> [Value] {
+        let z = try g.input("latents", shape: [1, model.vaeConfig.latentChannels, height, width])
+        return [try AutoencoderKL(config: model.vaeConfig).decode(g, latents: z, weights: model.vaeWeights)]
+    }
+
+    private func buildEncode(_ g: Graph, height: Int, width: Int) throws -> [Value] {
+        let x = try g.input("image", shape: [1, 3, height, width])
+        let (mean, logvar) = try AutoencoderKL(config: model.vaeConfig).encode(g, image: x, weights: model.vaeWeights)
+        return [mean, logvar]
+    }
+
+    private func buildEncodeMoments(_ g: Graph, height: Int, width: Int) throws -> [Value] {
+        let t = try g.input("image", shape: [1, 3, height, width])
+        return [try AutoencoderKL(config: model.vaeConfig).encodeMoments(g, image: t, weights: model.vaeWeights)]
     }
 
     /// `t` with its first row (along dimension 0) set to zero.
@@ -472,25 +586,14 @@ public final class Pipeline: @unchecked Sendable {
         return try Tensor(shape: Shape([e.shape[0] * n] + e.shape.dims.dropFirst()), values: out)
     }
 
-    private func unetProgram(batch: Int, height: Int, width: Int, contextLength: Int,
-                             pooledWidth: Int? = nil) throws -> (program: any Program, outputs: [Value]) {
-        try cached("unet-\(batch)-\(height)-\(width)-\(contextLength)") { g in
-            let x = try g.input("sample", shape: [batch, model.unetConfig.inChannels, height, width])
-            let t = try g.input("timestep", shape: [batch])
-            let c = try g.input("context", shape: [batch, contextLength, model.unetConfig.crossAttentionDim])
-            let added = try pooledWidth.map { (textEmbeds: try g.input("text_embeds", shape: [batch, $0]),
-                                               timeIds: try g.input("time_ids", shape: [batch, 6])) }
-            return [try UNet2DConditionModel(config: model.unetConfig).build(g, sample: x, timestep: t, context: c, weights: model.unetWeights,
-                                                                            added: added,
-                                                                            maxTensorBytes: (executor as? VulkanExecutor)?.activationBindingLimit)]
+    private func unetProgram(batch: Int, height: Int, width: Int, contextLength: Int) throws -> (program: any Program, outputs: [Value]) {
+        try cached("unet-\(batch)-\(height)-\(width)-\(contextLength)") {
+            try buildUNet($0, batch: batch, height: height, width: width, contextLength: contextLength)
         }
     }
 
     private func decodeProgram(height: Int, width: Int) throws -> (program: any Program, outputs: [Value]) {
-        try cached("decode-\(height)-\(width)") { g in
-            let z = try g.input("latents", shape: [1, model.vaeConfig.latentChannels, height, width])
-            return [try AutoencoderKL(config: model.vaeConfig).decode(g, latents: z, weights: model.vaeWeights)]
-        }
+        try cached("decode-\(height)-\(width)") { try buildDecode($0, height: height, width: width) }
     }
 
     /// The init image as scaled latents: a sample of the encoder's distribution drawn from the
@@ -507,9 +610,8 @@ public final class Pipeline: @unchecked Sendable {
         let mean: [Float], logvar: [Float]
         if let layout {
             let moments = try AutoencoderKL.tiledEncode(image: x, layout: layout, encodeTile: { tile in
-                let p = try cached("encode-moments-\(tile.shape[2])-\(tile.shape[3])") { g in
-                    let t = try g.input("image", shape: tile.shape)
-                    return [try AutoencoderKL(config: model.vaeConfig).encodeMoments(g, image: t, weights: model.vaeWeights)]
+                let p = try cached("encode-moments-\(tile.shape[2])-\(tile.shape[3])") {
+                    try buildEncodeMoments($0, height: tile.shape[2], width: tile.shape[3])
                 }
                 return try p.program.run(["image": tile])[p.outputs[0]]!
             }, finishedShape: { th, tw in
@@ -519,11 +621,7 @@ public final class Pipeline: @unchecked Sendable {
             mean = Array(m[..<half])
             logvar = m[half...].map { min(max($0, -30), 20) }
         } else {
-            let p = try cached("encode-\(h)-\(w)") { g in
-                let x = try g.input("image", shape: [1, 3, h, w])
-                let (mean, logvar) = try AutoencoderKL(config: model.vaeConfig).encode(g, image: x, weights: model.vaeWeights)
-                return [mean, logvar]
-            }
+            let p = try cached("encode-\(h)-\(w)") { try buildEncode($0, height: h, width: w) }
             let out = try p.program.run(["image": x])
             mean = out[p.outputs[0]]!.toFloats()
             logvar = out[p.outputs[1]]!.toFloats()
