@@ -134,7 +134,7 @@ int lumen_bf16_active(void) {
     return lumen_bf16_requested() && lumen_isa_current() == LUMEN_ISA_AVX512 && lumen_bf16_hw();
 }
 
-int lumen_cpu_bf16_supported(void) { return lumen_bf16_hw(); }
+int lumen_cpu_bf16_supported(void) { return lumen_bf16_hw() && lumen_isa_current() == LUMEN_ISA_AVX512; }
 
 int lumen_cpu_bf16(void) { return lumen_bf16_active(); }
 

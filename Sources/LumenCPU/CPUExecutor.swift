@@ -22,7 +22,8 @@ public final class CPUExecutor: Executor, @unchecked Sendable {
         self.computePrecision = computePrecision
     }
 
-    /// Whether this CPU can compute in bf16 (AVX512_BF16 with the AVX-512 level).
+    /// Whether the kernels can compute in bf16 now: the CPU has AVX512_BF16 and the instruction set
+    /// in force is AVX-512 (not lowered by `LUMEN_CPU_ISA` or `setInstructionSet`).
     public static var bf16Supported: Bool { lumen_cpu_bf16_supported() != 0 }
     /// Whether the kernels compute in bf16 now.
     public static var bf16Active: Bool { lumen_cpu_bf16() != 0 }

@@ -53,12 +53,18 @@ final class MemoryBlock {
         self.memory = memory!
         self.buffer = buffer!
         self.mapped = ptr
+        allocated = Int(req.size)
+        context.noteAllocation(allocated)
     }
+
+    /// Bytes of device memory this block holds.
+    private let allocated: Int
 
     deinit {
         if mapped != nil { context.fn.vkUnmapMemory(context.device, memory) }
         context.fn.vkDestroyBuffer(context.device, buffer, nil)
         context.fn.vkFreeMemory(context.device, memory, nil)
+        context.noteAllocation(-allocated)
     }
 }
 

@@ -18,6 +18,24 @@ final class VulkanContext: @unchecked Sendable {
     let timestampValidBits: UInt32
     let validation: Bool
     let log = ValidationLog()
+    /// Device memory allocated now and at most so far (every MemoryBlock of every program).
+    private(set) var allocatedBytes = 0
+    private(set) var peakAllocatedBytes = 0
+    private let allocationLock = NSLock()
+
+    /// Starts a new peak from what is allocated now.
+    func resetPeakAllocation() {
+        allocationLock.lock()
+        defer { allocationLock.unlock() }
+        peakAllocatedBytes = allocatedBytes
+    }
+
+    func noteAllocation(_ bytes: Int) {
+        allocationLock.lock()
+        defer { allocationLock.unlock() }
+        allocatedBytes += bytes
+        peakAllocatedBytes = max(peakAllocatedBytes, allocatedBytes)
+    }
     private var messenger: VkDebugUtilsMessengerEXT?
     let pipelineCache: VkPipelineCache
     private let cacheURL: URL?

@@ -92,6 +92,12 @@ public final class VulkanExecutor: Executor, @unchecked Sendable {
     /// maxStorageBufferRange, or `options.maxActivationBinding` when that is lower.
     public var activationBindingLimit: Int { min(device.maxStorageBufferRange, options.maxActivationBinding ?? .max) }
     public var maxTensorBytes: Int? { activationBindingLimit }
+    /// Device memory this executor's programs hold now, and the most they have held.
+    public var allocatedDeviceBytes: Int { context.allocatedBytes }
+    public var peakAllocatedDeviceBytes: Int { context.peakAllocatedBytes }
+    /// Starts a new peak from what is allocated now (the device and its memory may be shared by
+    /// several executors of the process).
+    public func resetPeakAllocatedDeviceBytes() { context.resetPeakAllocation() }
     /// `LUMEN_MEMORY_BUDGET`, else the device's largest device-local heap.
     public func memoryBudget() throws -> MemoryBudget {
         try MemoryBudget.fromEnvironment(or: MemoryBudget(bytes: context.info.deviceLocalBytes,

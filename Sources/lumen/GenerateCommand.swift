@@ -75,8 +75,16 @@ struct GenerateCommand: ParsableCommand {
     var device: Int?
 
     @Option(name: .customLong("vae-tiling"),
-            help: "Decode the image in overlapping VAE tiles: auto (when the image is large or the device needs it), off, or a tile size in pixels (a multiple of 32).")
+            help: "Decode (and encode) the image in overlapping VAE tiles: auto (the default, as the library's: whole, as diffusers does, unless a tensor cannot be bound or the request would exceed the memory budget; then the largest tile that fits, said in one line), off, or a tile size in pixels (a multiple of 32).")
     var vaeTiling = "auto"
+
+    @Option(name: .customLong("memory-budget"),
+            help: "The memory the request may take, e.g. 6G or 512M (default: LUMEN_MEMORY_BUDGET, else the available RAM on the CPU or the device's memory on Vulkan). A request that cannot fit even tiled is refused before the first step.")
+    var memoryBudget: String?
+
+    @Flag(name: .customLong("dry-run"),
+          help: "Print the memory plan (weights, activations and staging per stage, the peak, the budget, what is tiled and why) and exit without generating.")
+    var dryRun = false
 
     @Option(name: .shortAndLong, help: "Output PNG path (with several images: NAME-1.png, NAME-2.png, …).")
     var output: String?
@@ -88,6 +96,9 @@ struct GenerateCommand: ParsableCommand {
         }
         if initImage == nil && strength != 0.8 {
             throw ValidationError("--strength needs --init-image")
+        }
+        if let memoryBudget, MemoryBudget.parse(memoryBudget) == nil {
+            throw ValidationError("--memory-budget \(memoryBudget): expected bytes or a number with K, M, G or T (e.g. 6G)")
         }
         if let output, !output.lowercased().hasSuffix(".png") {
             throw ValidationError("-o \(output): the output must be a .png path")
@@ -111,6 +122,12 @@ struct GenerateCommand: ParsableCommand {
         let pipeline = try Pipeline(modelPath: model, backend: backend.backend(device: device), configFolder: config,
                                     vaePath: vae, precision: precision, loras: loras)
         pipeline.retainsPrograms = false  // one request: never hold the UNet's and the VAE's activations together
+        if let memoryBudget, let bytes = MemoryBudget.parse(memoryBudget) {
+            var budget = try pipeline.executor.memoryBudget()
+            budget.bytes = bytes
+            budget.source = "--memory-budget"
+            pipeline.memoryBudget = budget
+        }
         var request = GenerationRequest(prompt: prompt)
         request.negativePrompt = negativePrompt
         request.steps = steps
@@ -136,11 +153,20 @@ struct GenerateCommand: ParsableCommand {
         }
         let progress = ProgressBar()
         FileHandle.standardError.write(Data("lumen: \(w)x\(h), \(steps) steps, \(kind.displayName), seed \(request.seed), \(pipeline.executor.backendName)\n".utf8))
-        if let tiles = try pipeline.vaeEncodeTileLayout(for: request) {
-            FileHandle.standardError.write(Data("lumen: the VAE encodes the init image in \(tiles)\n".utf8))
+        let plan = try pipeline.memoryPlan(for: request)
+        if dryRun {
+            if json {
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+                print(String(decoding: try encoder.encode(plan), as: UTF8.self))
+            } else {
+                print(plan)
+            }
+            if !plan.fits { throw GenerationError.insufficientMemory(plan: plan.description) }
+            return
         }
-        if let tiles = try pipeline.vaeTileLayout(for: request) {
-            FileHandle.standardError.write(Data("lumen: the VAE decodes in \(tiles)\n".utf8))
+        for decision in plan.decisions where decision.hasPrefix("the VAE") {
+            FileHandle.standardError.write(Data("lumen: \(decision)\n".utf8))
         }
         var parameters = prompt
         if let negativePrompt, !negativePrompt.isEmpty { parameters += "\nNegative prompt: \(negativePrompt)" }
@@ -169,11 +195,15 @@ struct GenerateCommand: ParsableCommand {
                 let guidance: Float
                 let strength: Float?
                 let seconds: Double
+                /// The memory plan's peak and what the process reached (VmHWM).
+                let planned_peak_bytes: Int
+                let peak_resident_bytes: Int?
             }
             let summary = Summary(images: paths, prompt: prompt, negative_prompt: negativePrompt, scheduler: kind.rawValue,
                                   backend: pipeline.executor.backendName, model: model, seed: request.seed, width: w, height: h,
                                   steps: steps, count: count, guidance: guidance, strength: initImage == nil ? nil : strength,
-                                  seconds: Date().timeIntervalSince(started))
+                                  seconds: Date().timeIntervalSince(started),
+                                  planned_peak_bytes: plan.peak, peak_resident_bytes: ProcessMemory.peakResidentBytes)
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
             print(String(decoding: try encoder.encode(summary), as: UTF8.self))

@@ -33,7 +33,20 @@ public struct MemoryPlan: Sendable, Codable, CustomStringConvertible {
     /// One line per decision (tiling, chunking, retention) with its reason.
     public let decisions: [String]
 
-    public var fits: Bool { peak <= budget.bytes }
+    public init(stages: [Stage], baseline: Int, peak: Int, budget: MemoryBudget, decodeTiles: VAETileLayout?,
+                encodeTiles: VAETileLayout?, decisions: [String]) {
+        self.stages = stages
+        self.baseline = baseline
+        self.peak = peak
+        self.budget = budget
+        self.decodeTiles = decodeTiles
+        self.encodeTiles = encodeTiles
+        self.decisions = decisions
+        fits = peak <= budget.bytes
+    }
+
+    /// Whether the peak is within the budget.
+    public let fits: Bool
 
     public var description: String {
         func mb(_ b: Int) -> String { MemoryBudget.format(b) }

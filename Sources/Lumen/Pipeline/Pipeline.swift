@@ -196,30 +196,34 @@ public final class Pipeline: @unchecked Sendable {
             latents = generator.randn(count: latentCount).map { $0 * scheduler.initNoiseSigma }
         }
 
-        let unet = try unetProgram(batch: (cfg ? 2 : 1) * n, height: lh, width: lw, contextLength: context.shape[1])
-        try model.checkLoRAsApplied()  // both networks are built by now
-        let steps = scheduler.timesteps.count
-        for i in first..<steps {
-            let t = scheduler.timesteps[i]
-            let scaled = scheduler.scaleModelInput(latents, step: i)
-            let input = cfg ? scaled + scaled : scaled
-            let batch = (cfg ? 2 : 1) * n
-            let result = try unet.program.run([
-                "sample": try Tensor(shape: [batch, latentChannels, lh, lw], values: input),
-                "timestep": try Tensor(shape: [batch], values: [Float](repeating: t, count: batch)),
-                "context": context,
-            ].merging(added) { a, _ in a })
-            let prediction = result[unet.outputs[0]]!.toFloats()
-            var guided = prediction
-            if cfg {
-                let half = latentCount
-                let g = request.guidanceScale
-                guided = (0..<half).map { prediction[$0] + g * (prediction[half + $0] - prediction[$0]) }
+        // The UNet program in a scope of its own, so that its activations are freed before the VAE
+        // runs (the pipeline's cache lets go of it below when it does not retain programs).
+        do {
+            let unet = try unetProgram(batch: (cfg ? 2 : 1) * n, height: lh, width: lw, contextLength: context.shape[1])
+            try model.checkLoRAsApplied()  // both networks are built by now
+            let steps = scheduler.timesteps.count
+            for i in first..<steps {
+                let t = scheduler.timesteps[i]
+                let scaled = scheduler.scaleModelInput(latents, step: i)
+                let input = cfg ? scaled + scaled : scaled
+                let batch = (cfg ? 2 : 1) * n
+                let result = try unet.program.run([
+                    "sample": try Tensor(shape: [batch, latentChannels, lh, lw], values: input),
+                    "timestep": try Tensor(shape: [batch], values: [Float](repeating: t, count: batch)),
+                    "context": context,
+                ].merging(added) { a, _ in a })
+                let prediction = result[unet.outputs[0]]!.toFloats()
+                var guided = prediction
+                if cfg {
+                    let half = latentCount
+                    let g = request.guidanceScale
+                    guided = (0..<half).map { prediction[$0] + g * (prediction[half + $0] - prediction[$0]) }
+                }
+                let noise = scheduler.needsNoise(step: i) ? generator.randn(count: latentCount) : nil
+                latents = scheduler.step(modelOutput: guided, sample: latents, step: i, noise: noise)
+                try onEvent(.step(index: i - first + 1, count: steps - first,
+                                  latents: try Tensor(shape: [n, latentChannels, lh, lw], values: latents)))
             }
-            let noise = scheduler.needsNoise(step: i) ? generator.randn(count: latentCount) : nil
-            latents = scheduler.step(modelOutput: guided, sample: latents, step: i, noise: noise)
-            try onEvent(.step(index: i - first + 1, count: steps - first,
-                              latents: try Tensor(shape: [n, latentChannels, lh, lw], values: latents)))
         }
 
         if !retainsPrograms {
