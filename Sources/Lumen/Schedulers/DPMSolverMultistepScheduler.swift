@@ -48,6 +48,14 @@ public struct DPMSolverMultistepScheduler: Scheduler {
             grid = NumPy.linspace(0, Double(n - 1), steps + 1).reversed().dropLast().map { Int(NumPy.round($0)) }
         case .leading:
             let ratio = n / (steps + 1)
+            guard ratio >= 1 else {
+                // Every timestep would be steps_offset: the step size h is 0 and the second-order
+                // update divides 0 by 0 (diffusers returns NaN latents here).
+                throw SchedulerError.unsupportedSteps(
+                    steps: steps, detail: "DPM-Solver++ with timestep_spacing \"leading\" spaces its timesteps by num_train_timesteps // (steps + 1), "
+                        + "which is 0 here, so every step would be at the same timestep; use at most \(n - 1) steps, "
+                        + "or timestep_spacing \"trailing\" in the scheduler config")
+            }
             grid = (1...steps).reversed().map { $0 * ratio + resolved.stepsOffset }
         case .trailing:
             grid = NumPy.arange(Double(n), 0, -Double(n) / Double(steps)).map { Int(NumPy.round($0)) - 1 }
@@ -60,7 +68,9 @@ public struct DPMSolverMultistepScheduler: Scheduler {
             let logSigmas = SigmaSchedule.logSigmas(trainingSigmas)
             grid = sigmas.map { Int(NumPy.round(SigmaSchedule.timestep(forSigma: $0, logSigmas: logSigmas))) }
         } else {
-            sigmas = grid.map { Double(trainingSigmas[$0]) }
+            // np.interp holds the ends: "leading" with steps_offset reaches timestep n (999 steps of
+            // SD's config), which gets the last training sigma, as in diffusers.
+            sigmas = grid.map { Double(trainingSigmas[min(max($0, 0), n - 1)]) }
         }
         self.sigmas = sigmas.map { Float($0) } + [0]
         self.timesteps = grid.map(Float.init)
