@@ -25,6 +25,7 @@ struct InfoCommand: ParsableCommand {
     func run() throws {
         let m = try StableDiffusionModel.load(path: model, configFolder: config, vaePath: vae,
                                               precision: precision)
+        try m.checkRunnable()  // what `generate` would refuse, info refuses too
         let networks = m.summary()
         if json {
             struct Info: Codable {

@@ -73,6 +73,7 @@ public final class StableDiffusionModel {
     /// network is built.
     public func apply(loras specs: [LoRAWeight]) throws {
         for spec in specs {
+            try spec.checkStrength()
             loras.append((try LoRA(path: spec.path), spec.strength))
         }
         guard !loras.isEmpty else { return }
@@ -144,6 +145,7 @@ public final class StableDiffusionModel {
             throw ModelFileError.missingFile(path: path, detail: "no such file or folder")
         }
         let model = isDir.boolValue ? try loadFolder(path, precision: precision) : try loadSingleFile(path, configFolder: configFolder)
+        if !isDir.boolValue && configFolder == nil { try model.checkInferredConfigs() }
         if let vaePath { try model.replaceVAE(with: vaePath, precision: precision) }
         return model
     }
