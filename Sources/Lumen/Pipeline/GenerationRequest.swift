@@ -144,11 +144,15 @@ public enum GenerationEvent: Sendable {
 public enum GenerationError: Error, Sendable, Equatable, CustomStringConvertible {
     case invalidRequest(String)
     case tokenizerUnavailable(String)
+    /// A stage of the generation produced NaN or infinite values (`stage` says which, e.g. "UNet
+    /// step 3 of 25"); `hint` says what to try. No image is returned.
+    case nonFinite(stage: String, hint: String)
 
     public var description: String {
         switch self {
         case .invalidRequest(let s): return "invalid request: \(s)"
         case .tokenizerUnavailable(let s): return "no tokenizer: \(s)"
+        case .nonFinite(let stage, let hint): return "the \(stage) produced NaN or infinite values, so no image was written: \(hint)"
         }
     }
 }
