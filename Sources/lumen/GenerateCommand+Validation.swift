@@ -15,7 +15,7 @@ extension GenerateCommand {
         }
         let maxGuidance = GenerationRequest.maxGuidanceScale
         guard guidance.isFinite, guidance >= 0, guidance <= maxGuidance else {
-            throw ValidationError("--guidance \(guidance): expected 0…\(maxGuidance) (up to 1 turns guidance off; models use 1–20, "
+            throw ValidationError("--guidance \(guidance): expected 0…\(Int(maxGuidance)) (up to 1 turns guidance off; models use 1–20, "
                                   + "and larger values only overflow)")
         }
         guard strength.isFinite, strength > 0, strength <= 1 else {
@@ -29,7 +29,7 @@ extension GenerateCommand {
                 throw ValidationError("--lora \(lora.path): the strength '\(text)' is not a number (expected PATH or PATH:STRENGTH, e.g. \(file):0.8)")
             }
             guard lora.strength.isFinite, abs(lora.strength) <= LoRAWeight.maxStrength else {
-                throw ValidationError("--lora \(lora.path):\(lora.strength): expected a strength in -\(LoRAWeight.maxStrength)…\(LoRAWeight.maxStrength) "
+                throw ValidationError("--lora \(lora.path):\(lora.strength): expected a strength in -\(Int(LoRAWeight.maxStrength))…\(Int(LoRAWeight.maxStrength)) "
                                       + "(1 is the trained effect)")
             }
         }

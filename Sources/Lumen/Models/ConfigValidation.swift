@@ -154,15 +154,14 @@ extension CLIPTextConfig: RangeCheckedConfig {
 }
 
 /// A decoding failure of a JSON config as one line: the field, what it holds and the type expected.
-/// `path` (the file) is read again to show the value (Foundation's message names only the type).
-func describeDecodingError(_ error: Error, path: String? = nil) -> String {
+/// Foundation names only the type, and reports a number that does not fit the field's type (1.5
+/// for an integer) as "not valid JSON" without the field; the parsed object tells both.
+func describeDecodingError<T: Decodable>(_ error: Error, decoding type: T.Type, data: Data) -> String {
+    let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any]
     func field(_ ctx: DecodingError.Context) -> String { ctx.codingPath.map(\.stringValue).joined(separator: ".") }
-    func rawValue(_ ctx: DecodingError.Context) -> String? {
-        guard let path, let first = ctx.codingPath.first?.stringValue,
-              let data = FileManager.default.contents(atPath: path),
-              let object = try? JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed]) as? [String: Any],
-              let value = object[first] else { return nil }
-        return "\(value)"
+    func shown(_ key: String?) -> String {
+        guard let key, let value = object?[key] else { return "" }
+        return "\(value); "
     }
     func typeName(_ type: Any.Type) -> String {
         switch type {
@@ -174,21 +173,29 @@ func describeDecodingError(_ error: Error, path: String? = nil) -> String {
         }
     }
     switch error {
-    case DecodingError.typeMismatch(let type, let ctx):
-        let key = field(ctx)
-        return (key.isEmpty ? "" : "field \(key): ") + (rawValue(ctx).map { "\($0); " } ?? "") + "expected \(typeName(type))"
-    case DecodingError.dataCorrupted(let ctx) where !ctx.codingPath.isEmpty:
-        // Foundation: "Parsed JSON number <1.5> does not fit in Int."
-        let expected = ctx.debugDescription.contains("fit in Int") ? "expected an integer" : ctx.debugDescription
-        return "field \(field(ctx)): " + (rawValue(ctx).map { "\($0); " } ?? "") + expected
-    case DecodingError.valueNotFound(let type, let ctx):
-        return "field \(field(ctx)): null; expected \(typeName(type))"
+    case DecodingError.typeMismatch(let t, let ctx) where !ctx.codingPath.isEmpty:
+        return "field \(field(ctx)): \(shown(ctx.codingPath.first?.stringValue))expected \(typeName(t))"
+    case DecodingError.valueNotFound(let t, let ctx) where !ctx.codingPath.isEmpty:
+        return "field \(field(ctx)): null; expected \(typeName(t))"
     case DecodingError.keyNotFound(let key, _):
         return "field \(key.stringValue) is missing"
-    case DecodingError.dataCorrupted(let ctx):
-        return "not valid JSON: \(ctx.underlyingError.map { "\($0.localizedDescription)" } ?? ctx.debugDescription)"
+    case DecodingError.dataCorrupted(let ctx) where !ctx.codingPath.isEmpty:
+        let expected = ctx.debugDescription.contains("fit in Int") ? "expected an integer" : ctx.debugDescription
+        return "field \(field(ctx)): \(shown(ctx.codingPath.first?.stringValue))\(expected)"
     default:
-        return "\(error)"
+        // The file is JSON, yet does not decode: find the field by decoding each one alone.
+        if let object {
+            for key in object.keys.sorted() {
+                guard let alone = try? JSONSerialization.data(withJSONObject: [key: object[key]!]) else { continue }
+                if (try? JSONDecoder().decode(T.self, from: alone)) == nil {
+                    let value = object[key]!
+                    let fractional = (value as? NSNumber).map { !(value is Bool) && $0.doubleValue.rounded() != $0.doubleValue } ?? false
+                    return "field \(key): \(value); " + (fractional ? "expected an integer" : "a value of another type is expected")
+                }
+            }
+            return "\(error)"
+        }
+        return "not valid JSON"
     }
 }
 

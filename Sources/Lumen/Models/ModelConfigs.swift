@@ -225,7 +225,7 @@ func loadConfig<T: Decodable>(_ type: T.Type, path: String) throws -> T {
     do {
         config = try JSONDecoder().decode(T.self, from: data)
     } catch {
-        throw ModelFileError.malformed(path: path, detail: describeDecodingError(error, path: path))
+        throw ModelFileError.malformed(path: path, detail: describeDecodingError(error, decoding: T.self, data: data))
     }
     try (config as? RangeCheckedConfig)?.checkRanges(path: path)
     return config
