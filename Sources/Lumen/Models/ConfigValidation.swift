@@ -83,11 +83,11 @@ extension UNet2DConditionConfig: RangeCheckedConfig {
         c.perBlock("attention_head_dim", attentionHeadDim, blocks: blocks, each: 1...4096)
         c.perBlock("num_attention_heads", numAttentionHeads, blocks: blocks, each: 1...4096)
         c.perBlock("transformer_layers_per_block", transformerLayersPerBlock, blocks: blocks, each: depth)
+        // Whether the groups divide each block's channels is the group-norm op's own typed check (a
+        // single file's inferred config cannot know the group count, and needs none to be read).
         c.int("norm_num_groups", normNumGroups, 1...1024)
         if c.failure == nil {
             for (i, ch) in blockOutChannels.enumerated() {
-                c.require(ch % normNumGroups == 0, "block_out_channels[\(i)]", "\(ch)",
-                          "a multiple of norm_num_groups (\(normNumGroups)): group norm splits the channels into equal groups")
                 let heads = self.heads(block: i)
                 c.require(ch % heads == 0, numAttentionHeads == nil ? "attention_head_dim" : "num_attention_heads",
                           "\(heads) heads in block \(i)", "a divisor of block_out_channels[\(i)] (\(ch)): each head gets an equal share")
@@ -121,12 +121,6 @@ extension AutoencoderKLConfig: RangeCheckedConfig {
         }
         c.int("layers_per_block", layersPerBlock, depth)
         c.int("norm_num_groups", normNumGroups, 1...1024)
-        if c.failure == nil {
-            for (i, ch) in blockOutChannels.enumerated() {
-                c.require(ch % normNumGroups == 0, "block_out_channels[\(i)]", "\(ch)",
-                          "a multiple of norm_num_groups (\(normNumGroups)): group norm splits the channels into equal groups")
-            }
-        }
         c.int("sample_size", sampleSize, 1...16384, "pixels")
         // The latents are divided by it before decoding: 0 would make them infinite.
         c.positive("scaling_factor", scalingFactor)
