@@ -162,6 +162,32 @@ final class HostileNumbersTests: XCTestCase {
         }
     }
 
+    /// NaN in the text encoder's or the VAE decoder's weights (an fp16 VAE overflowing reads the
+    /// same): the stage is named, no image is returned.
+    func testNonFiniteTextEncoderAndVAEAreNamed() throws {
+        for (file, tensor, stage) in [("text_encoder/model.safetensors", "final_layer_norm.bias", "text encoder"),
+                                      ("vae/diffusion_pytorch_model.safetensors", "decoder.conv_out.bias", "VAE decoder")] {
+            let path = try tinyCopy()
+            let weights = path + "/" + file
+            let original = try SafetensorsFile(path: weights)
+            XCTAssertNotNil(original.entries[tensor], tensor)
+            let tensors = try original.names.map { name -> (name: String, tensor: Tensor) in
+                let t = try original.tensor(name)
+                guard name == tensor else { return (name, t) }
+                return (name, try Tensor(shape: t.shape, values: [Float](repeating: .nan, count: t.count)))
+            }
+            try SafetensorsWriter.write(tensors, to: weights)
+            let pipeline = try Pipeline(modelPath: path, backend: .cpu)
+            var r = GenerationRequest(prompt: "a red circle")
+            r.steps = 1
+            XCTAssertThrowsError(try pipeline.generate(r)) { error in
+                guard case GenerationError.nonFinite(let s, let hint) = error else { return XCTFail("\(error)") }
+                XCTAssertEqual(s, stage)
+                XCTAssertFalse(hint.isEmpty)
+            }
+        }
+    }
+
     func testNonFinitePixelsAreAnErrorNotATrap() throws {
         var values = [Float](repeating: 0.25, count: 3 * 4 * 4)
         values[7] = .nan
