@@ -210,6 +210,20 @@ final class HostileNumbersTests: XCTestCase {
         }
     }
 
+    /// A single file whose configs cannot be inferred (a tensor the inference reads is missing)
+    /// says that --config supplies them.
+    func testSingleFileInferenceFailureHintsAtConfig() throws {
+        let path = dir + "/partial.safetensors"
+        let original = try SafetensorsFile(path: Fixtures.tinySingleFile)
+        try SafetensorsWriter.write(try original.names.filter { $0 != "model.diffusion_model.out.2.weight" }
+            .map { ($0, try original.tensor($0)) }, to: path)
+        XCTAssertThrowsError(try StableDiffusionModel.load(path: path)) { error in
+            guard case ModelFileError.unsupported(let p, let detail) = error else { return XCTFail("\(error)") }
+            XCTAssertEqual(p, path)
+            XCTAssertTrue(detail.contains("out.2.weight") && detail.contains("--config"), detail)
+        }
+    }
+
     func testLongPromptNotice() throws {
         let pipeline = try Pipeline(modelPath: Fixtures.tinyFolder, backend: .cpu)
         XCTAssertEqual(pipeline.notices(for: GenerationRequest(prompt: "a red circle")), [])

@@ -208,3 +208,23 @@ extension StableDiffusionModel {
         }
     }
 }
+
+extension StableDiffusionModel {
+    /// `loadSingleFile`, whose configs, when no `configFolder` is given, come from the tensors'
+    /// shapes: a tensor the inference needs that is missing, a layout it cannot follow, or a value
+    /// out of range says that `--config` supplies the real configs.
+    static func loadSingleFile(inferring path: String, configFolder: String?) throws -> StableDiffusionModel {
+        guard configFolder == nil else { return try loadSingleFile(path, configFolder: configFolder) }
+        let hint = "the configs are inferred from the tensors' shapes when none are given: pass --config FOLDER with a diffusers folder of the same model"
+        let model: StableDiffusionModel
+        do {
+            model = try loadSingleFile(path, configFolder: nil)
+        } catch ModelFileError.missingTensor(let file, let tensor) {
+            throw ModelFileError.unsupported(path: file, detail: "tensor '\(tensor)' is missing; \(hint)")
+        } catch ModelFileError.unsupported(let file, let detail) where detail.hasPrefix("cannot find") {
+            throw ModelFileError.unsupported(path: file, detail: "\(detail); \(hint)")
+        }
+        try model.checkInferredConfigs()
+        return model
+    }
+}

@@ -144,8 +144,7 @@ public final class StableDiffusionModel {
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
             throw ModelFileError.missingFile(path: path, detail: "no such file or folder")
         }
-        let model = isDir.boolValue ? try loadFolder(path, precision: precision) : try loadSingleFile(path, configFolder: configFolder)
-        if !isDir.boolValue && configFolder == nil { try model.checkInferredConfigs() }
+        let model = isDir.boolValue ? try loadFolder(path, precision: precision) : try loadSingleFile(inferring: path, configFolder: configFolder)
         if let vaePath { try model.replaceVAE(with: vaePath, precision: precision) }
         return model
     }
