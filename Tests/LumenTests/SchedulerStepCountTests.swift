@@ -51,6 +51,29 @@ final class SchedulerStepCountTests: XCTestCase {
         }
     }
 
+    /// Every count the CLI accepts, 1…1000, on Stable Diffusion's config: runs or is refused,
+    /// never traps. (Karras grids look every sigma up in the 1000 training sigmas, so they are
+    /// sampled every 37 counts to keep this fast.)
+    func testEveryStepCountOnStableDiffusionsConfig() throws {
+        let sd = try sdConfig()
+        var refused: [SchedulerKind: [Int]] = [:]
+        for kind in SchedulerKind.allCases {
+            let counts = kind == .dpmpp2mKarras ? Array(stride(from: 1, through: 1000, by: 37)) + [1000] : Array(1...1000)
+            for steps in counts where try run(kind, sd, steps: steps) == nil {
+                refused[kind, default: []].append(steps)
+            }
+        }
+        // Only the counts whose grids leave the schedule, and LCM's beyond original_inference_steps.
+        XCTAssertEqual(refused[.ddim], [1000])
+        XCTAssertEqual(refused[.ddpm], [1000])
+        XCTAssertEqual(refused[.pndm], [1000])
+        XCTAssertEqual(refused[.dpmpp2m], [999, 1000])
+        XCTAssertEqual(refused[.lcm], Array(51...1000))
+        XCTAssertNil(refused[.euler])
+        XCTAssertNil(refused[.eulerAncestral])
+        XCTAssertNil(refused[.dpmpp2mKarras])
+    }
+
     /// What runs and what is refused on Stable Diffusion's config, and why.
     func testWhichCountsAreRefusedOnStableDiffusionsConfig() throws {
         let sd = try sdConfig()
