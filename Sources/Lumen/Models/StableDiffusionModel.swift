@@ -145,7 +145,10 @@ public final class StableDiffusionModel {
             throw ModelFileError.missingFile(path: path, detail: "no such file or folder")
         }
         let model = isDir.boolValue ? try loadFolder(path, precision: precision) : try loadSingleFile(inferring: path, configFolder: configFolder)
-        if let vaePath { try model.replaceVAE(with: vaePath, precision: precision) }
+        if let vaePath {
+            try model.replaceVAE(with: vaePath, precision: precision)
+            try model.checkReplacedVAEConfig(vaePath)
+        }
         return model
     }
 

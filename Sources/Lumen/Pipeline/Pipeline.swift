@@ -59,7 +59,7 @@ public final class Pipeline: @unchecked Sendable {
         self.backendNote = backendNote
         let resolved = precision != .auto ? precision : (executor is CPUExecutor ? WeightPrecision.fp32 : .fp16)
         model = try StableDiffusionModel.load(path: modelPath, configFolder: configFolder, vaePath: vaePath, precision: resolved)
-        try model.checkRunnable()
+        _ = try model.checkRunnable()
         try model.apply(loras: loras)
         // Single-file checkpoints carry no tokenizer: SD 1.x and 2.x use the standard CLIP
         // vocabulary, which the default model has (2.x pads with "!").
