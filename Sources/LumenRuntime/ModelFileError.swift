@@ -10,6 +10,8 @@ public enum ModelFileError: Error, Sendable, Equatable, CustomStringConvertible 
     case missingFile(path: String, detail: String)
     /// The files are readable but hold something Lumen cannot run (pickle, another family, …).
     case unsupported(path: String, detail: String)
+    /// A config field holds a value outside the range the model can be built with.
+    case invalidValue(path: String, field: String, value: String, expected: String)
 
     public var description: String {
         switch self {
@@ -22,6 +24,8 @@ public enum ModelFileError: Error, Sendable, Equatable, CustomStringConvertible 
             return "\(path): tensor '\(tensor)' has shape [\(got)]; the model's config expects [\(expected)]"
         case .missingFile(let path, let detail): return "\(path): \(detail)"
         case .unsupported(let path, let detail): return "\(path): \(detail)"
+        case .invalidValue(let path, let field, let value, let expected):
+            return "\(path): field \(field): \(value); expected \(expected)"
         }
     }
 }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import Lumen
 
 // The arguments `generate` and `eval` share, parsed once: ArgumentParser rejects a value outside
@@ -36,13 +37,17 @@ extension WeightPrecision: ExpressibleByArgument {}
 
 extension PredictionType: ExpressibleByArgument {}
 
-/// `--lora PATH` or `PATH:STRENGTH` (the last colon splits when what follows is a number, which
-/// must be finite).
+/// `--lora PATH` or `PATH:STRENGTH` (the last colon splits when what follows is a number). When
+/// what follows the colon is no number but what precedes it is a file, the strength is NaN and the
+/// path the whole argument, so that `validateNumbers` can say that the strength is not a number
+/// rather than that "FILE:abc" cannot be opened.
 extension LoRAWeight: ExpressibleByArgument {
     public init?(argument: String) {
         if let colon = argument.lastIndex(of: ":"), let strength = Float(argument[argument.index(after: colon)...]) {
-            guard strength.isFinite else { return nil }
             self.init(path: String(argument[..<colon]), strength: strength)
+        } else if let colon = argument.lastIndex(of: ":"), !FileManager.default.fileExists(atPath: argument),
+                  FileManager.default.fileExists(atPath: String(argument[..<colon])) {
+            self.init(path: argument, strength: .nan)
         } else {
             self.init(path: argument)
         }

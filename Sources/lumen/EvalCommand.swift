@@ -54,6 +54,11 @@ struct EvalCommand: ParsableCommand {
         try backend.validate(device: device)
         if let limit, limit < 1 { throw ValidationError("--limit \(limit): expected at least 1") }
         if steps < 1 { throw ValidationError("--steps \(steps): expected at least 1") }
+        var isDir: ObjCBool = false
+        if let save, FileManager.default.fileExists(atPath: save, isDirectory: &isDir), !isDir.boolValue {
+            throw ValidationError("--save \(save): a file of that name exists; --save takes a folder for the NNNN.png images")
+        }
+        try EnvironmentCheck.validate()
     }
 
     func run() throws {

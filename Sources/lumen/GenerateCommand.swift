@@ -103,6 +103,8 @@ struct GenerateCommand: ParsableCommand {
         if let output, !output.lowercased().hasSuffix(".png") {
             throw ValidationError("-o \(output): the output must be a .png path")
         }
+        try validateNumbers()
+        try EnvironmentCheck.validate()
     }
 
     @Flag(help: "Print a JSON summary (files, seed, size, steps, scheduler, backend, seconds) on stdout.")
@@ -145,6 +147,9 @@ struct GenerateCommand: ParsableCommand {
             request.strength = strength
         }
         if let note = pipeline.backendNote { FileHandle.standardError.write(Data("lumen: \(note)\n".utf8)) }
+        for notice in pipeline.notices + pipeline.notices(for: request) {
+            FileHandle.standardError.write(Data("lumen: \(notice)\n".utf8))
+        }
         let (w, h) = pipeline.size(for: request)
         let kind = pipeline.schedulerKind(for: request)
         let base = output ?? "lumen-\(request.seed).png"

@@ -25,6 +25,8 @@ struct InfoCommand: ParsableCommand {
     func run() throws {
         let m = try StableDiffusionModel.load(path: model, configFolder: config, vaePath: vae,
                                               precision: precision)
+        let notices = try m.checkRunnable()  // what `generate` would refuse, info refuses too
+        for notice in notices { FileHandle.standardError.write(Data("lumen: \(notice)\n".utf8)) }
         let networks = m.summary()
         if json {
             struct Info: Codable {

@@ -7,12 +7,16 @@ public enum ImageError: Error, Sendable, Equatable, CustomStringConvertible {
     case unreadable(path: String, reason: String)
     case unwritable(path: String, reason: String)
     case invalidSize(detail: String)
+    /// Decoded values that are NaN or infinite cannot become pixels.
+    case nonFinite(count: Int, of: Int)
 
     public var description: String {
         switch self {
         case .unreadable(let path, let reason): return "\(path): cannot read the image: \(reason)"
         case .unwritable(let path, let reason): return "\(path): cannot write the image: \(reason)"
         case .invalidSize(let detail): return "invalid image size: \(detail)"
+        case .nonFinite(let count, let total):
+            return "\(count) of the image's \(total) decoded values are NaN or infinite (the VAE overflowed?); no image was made"
         }
     }
 }
@@ -43,6 +47,9 @@ public struct RGBImage: Sendable, Hashable {
         let values = t.toFloats()
         var out = [UInt8](repeating: 0, count: plane * 3)
         let base = index * 3 * plane
+        // NaN survives the clamp below and would trap in the UInt8 conversion.
+        let nonFinite = values[base..<(base + 3 * plane)].reduce(0) { $0 + ($1.isFinite ? 0 : 1) }
+        guard nonFinite == 0 else { throw ImageError.nonFinite(count: nonFinite, of: 3 * plane) }
         for c in 0..<3 {
             for i in 0..<plane {
                 let v = min(max(values[base + c * plane + i] / 2 + 0.5, 0), 1)

@@ -176,6 +176,9 @@ public struct AutoencoderKLConfig: Sendable, Hashable, Codable {
     public var useQuantConv = true
     public var midBlockAddAttention = true
     public var forceUpcast = true
+    /// Read only to check that they match `blockOutChannels` (the VAE's blocks are all of one kind).
+    public var downBlockTypes: [String]? = nil
+    public var upBlockTypes: [String]? = nil
 
     /// Spatial down-sampling factor between image and latents.
     public var scaleFactor: Int { 1 << (blockOutChannels.count - 1) }
@@ -186,6 +189,7 @@ public struct AutoencoderKLConfig: Sendable, Hashable, Codable {
         case sampleSize = "sample_size", scalingFactor = "scaling_factor", shiftFactor = "shift_factor"
         case usePostQuantConv = "use_post_quant_conv", useQuantConv = "use_quant_conv"
         case midBlockAddAttention = "mid_block_add_attention", forceUpcast = "force_upcast"
+        case downBlockTypes = "down_block_types", upBlockTypes = "up_block_types"
     }
 
     public init() {}
@@ -207,6 +211,8 @@ public struct AutoencoderKLConfig: Sendable, Hashable, Codable {
         useQuantConv = try get(.useQuantConv, d.useQuantConv)
         midBlockAddAttention = try get(.midBlockAddAttention, d.midBlockAddAttention)
         forceUpcast = try get(.forceUpcast, d.forceUpcast)
+        downBlockTypes = try c.decodeIfPresent([String].self, forKey: .downBlockTypes)
+        upBlockTypes = try c.decodeIfPresent([String].self, forKey: .upBlockTypes)
     }
 }
 
@@ -215,13 +221,12 @@ func loadConfig<T: Decodable>(_ type: T.Type, path: String) throws -> T {
     guard let data = FileManager.default.contents(atPath: path) else {
         throw ModelFileError.missingFile(path: path, detail: "config file not found")
     }
+    let config: T
     do {
-        return try JSONDecoder().decode(T.self, from: data)
-    } catch let DecodingError.typeMismatch(_, ctx), let DecodingError.valueNotFound(_, ctx),
-            let DecodingError.keyNotFound(_, ctx), let DecodingError.dataCorrupted(ctx) {
-        let key = ctx.codingPath.map(\.stringValue).joined(separator: ".")
-        throw ModelFileError.malformed(path: path, detail: key.isEmpty ? ctx.debugDescription : "'\(key)': \(ctx.debugDescription)")
+        config = try JSONDecoder().decode(T.self, from: data)
     } catch {
-        throw ModelFileError.malformed(path: path, detail: "\(error)")
+        throw ModelFileError.malformed(path: path, detail: describeDecodingError(error, decoding: T.self, data: data))
     }
+    try (config as? RangeCheckedConfig)?.checkRanges(path: path)
+    return config
 }

@@ -76,6 +76,7 @@ public final class StableDiffusionModel {
     /// network is built.
     public func apply(loras specs: [LoRAWeight]) throws {
         for spec in specs {
+            try spec.checkStrength()
             loras.append((try LoRA(path: spec.path), spec.strength))
         }
         guard !loras.isEmpty else { return }
@@ -146,8 +147,11 @@ public final class StableDiffusionModel {
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
             throw ModelFileError.missingFile(path: path, detail: "no such file or folder")
         }
-        let model = isDir.boolValue ? try loadFolder(path, precision: precision) : try loadSingleFile(path, configFolder: configFolder)
-        if let vaePath { try model.replaceVAE(with: vaePath, precision: precision) }
+        let model = isDir.boolValue ? try loadFolder(path, precision: precision) : try loadSingleFile(inferring: path, configFolder: configFolder)
+        if let vaePath {
+            try model.replaceVAE(with: vaePath, precision: precision)
+            try model.checkReplacedVAEConfig(vaePath)
+        }
         return model
     }
 

@@ -149,6 +149,9 @@ public enum GenerationError: Error, Sendable, Equatable, CustomStringConvertible
     case tokenizerUnavailable(String)
     /// The request cannot fit the memory budget, even with the VAE tiled: the plan says where.
     case insufficientMemory(plan: String)
+    /// A stage of the generation produced NaN or infinite values (`stage` says which, e.g. "UNet
+    /// step 3 of 25"); `hint` says what to try. No image is returned.
+    case nonFinite(stage: String, hint: String)
 
     public var description: String {
         switch self {
@@ -156,6 +159,7 @@ public enum GenerationError: Error, Sendable, Equatable, CustomStringConvertible
         case .tokenizerUnavailable(let s): return "no tokenizer: \(s)"
         case .insufficientMemory(let plan):
             return "not enough memory for this request, even with the VAE tiled (nothing was run); try a smaller size, fewer images per batch, or a larger LUMEN_MEMORY_BUDGET / --memory-budget if more memory is really there:\n\(plan)"
+        case .nonFinite(let stage, let hint): return "the \(stage) produced NaN or infinite values, so no image was written: \(hint)"
         }
     }
 }

@@ -20,6 +20,11 @@ public final class Pipeline: @unchecked Sendable {
     /// SDXL's second tokenizer (for `text_encoder_2`).
     public let tokenizer2: CLIPTokenizer?
     private let schedulerConfig: SchedulerConfig
+    private let defaultScheduler: SchedulerKind
+    /// One-line notices about what loading chose in the user's place (a scheduler run instead of
+    /// one Lumen lacks, defaults for a missing config), for a front end to show; `notices(for:)`
+    /// adds a request's own.
+    public private(set) var notices: [String] = []
     private let logger = Logger(label: "lumen.pipeline")
     private let lock = NSLock()
     /// The memory requests are planned against; nil: the executor's (`LUMEN_MEMORY_BUDGET`, else
@@ -57,6 +62,7 @@ public final class Pipeline: @unchecked Sendable {
         self.backendNote = backendNote
         let resolved = precision != .auto ? precision : (executor is CPUExecutor ? WeightPrecision.fp32 : .fp16)
         model = try StableDiffusionModel.load(path: modelPath, configFolder: configFolder, vaePath: vaePath, precision: resolved)
+        _ = try model.checkRunnable()
         try model.apply(loras: loras)
         // Single-file checkpoints carry no tokenizer: SD 1.x and 2.x use the standard CLIP
         // vocabulary, which the default model has (2.x pads with "!").
@@ -67,6 +73,7 @@ public final class Pipeline: @unchecked Sendable {
         tokenizer = try CLIPTokenizer(folder: tokenizerPath, padToken: model.tokenizerPath == nil ? model.tokenizerPadToken : nil)
         tokenizer2 = try model.tokenizer2Path.map { try CLIPTokenizer(folder: $0) }
         schedulerConfig = try model.schedulerConfigPath.map { try SchedulerConfig(path: $0) } ?? model.schedulerDefaults ?? SchedulerConfig()
+        (defaultScheduler, notices) = try Pipeline.defaultScheduler(model: model, config: schedulerConfig)
     }
 
     /// The weight files a backend reads when the caller has no preference: the CPU executor
@@ -99,10 +106,7 @@ public final class Pipeline: @unchecked Sendable {
 
     /// The scheduler a request gets: its own choice, else the model's scheduler config.
     public func schedulerKind(for request: GenerationRequest) -> SchedulerKind {
-        if let s = request.scheduler { return s }
-        return schedulerConfig.className.flatMap {
-            SchedulerKind(diffusersClassName: $0, useKarrasSigmas: schedulerConfig.useKarrasSigmas ?? false)
-        } ?? .pndm
+        request.scheduler ?? defaultScheduler
     }
 
     /// The size a request produces.
@@ -176,6 +180,7 @@ public final class Pipeline: @unchecked Sendable {
             let embeddings = try encodeText(texts, clipSkip: request.clipSkip)  // [T, 77, D]
             context = try repeatEmbeddings(embeddings, times: n)                // [T·n, 77, D]
         }
+        try checkFinite(context.toFloats(), stage: .textEncoder)
 
         var config = schedulerConfig
         if let prediction = request.predictionType { config.predictionType = prediction.rawValue }
@@ -221,6 +226,7 @@ public final class Pipeline: @unchecked Sendable {
                 }
                 let noise = scheduler.needsNoise(step: i) ? generator.randn(count: latentCount) : nil
                 latents = scheduler.step(modelOutput: guided, sample: latents, step: i, noise: noise)
+                try checkFinite(latents, stage: .unetStep(i - first + 1, of: steps - first), request: request)
                 try onEvent(.step(index: i - first + 1, count: steps - first,
                                   latents: try Tensor(shape: [n, latentChannels, lh, lw], values: latents)))
             }
@@ -249,6 +255,7 @@ public final class Pipeline: @unchecked Sendable {
                 let decode = try decodeProgram(height: lh, width: lw)
                 decoded = try decode.program.run(["latents": z])[decode.outputs[0]]!
             }
+            try checkFinite(decoded.toFloats(), stage: .vaeDecode)
             let image = try RGBImage(decoded: decoded)
             images.append(image)
             try onEvent(.image(index: k, image: image))
@@ -450,37 +457,6 @@ public final class Pipeline: @unchecked Sendable {
         store.files.forEach { $0.dropResidentPages() }
     }
 
-    private func validate(_ r: GenerationRequest) throws {
-        let f = model.vaeConfig.scaleFactor
-        let (w, h) = size(for: r)
-        guard w > 0, h > 0, w % f == 0, h % f == 0 else {
-            throw GenerationError.invalidRequest("width and height must be positive multiples of \(f) (got \(w)x\(h))")
-        }
-        guard w * h <= 4096 * 4096 else { throw GenerationError.invalidRequest("\(w)x\(h) is larger than 4096x4096") }
-        guard r.steps >= 1, r.steps <= 1000 else { throw GenerationError.invalidRequest("steps must be 1...1000 (got \(r.steps))") }
-        guard r.count >= 1, r.count <= 64 else { throw GenerationError.invalidRequest("count must be 1...64 (got \(r.count))") }
-        guard r.guidanceScale.isFinite else { throw GenerationError.invalidRequest("guidance scale must be finite") }
-        guard r.clipSkip >= 0, r.clipSkip < model.textEncoderConfig.numHiddenLayers else {
-            throw GenerationError.invalidRequest("clip skip must be 0..<\(model.textEncoderConfig.numHiddenLayers)")
-        }
-        if case .tiles(let tile) = r.vaeTiling {
-            guard tile >= 4 * f, tile % (4 * f) == 0 else {
-                throw GenerationError.invalidRequest("a VAE tile must be a positive multiple of \(4 * f) pixels (got \(tile))")
-            }
-        }
-        if let image = r.initImage {
-            guard r.strength > 0, r.strength <= 1 else {
-                throw GenerationError.invalidRequest("strength must be in (0, 1] (got \(r.strength))")
-            }
-            guard image.width == w, image.height == h else {
-                throw GenerationError.invalidRequest("the init image is \(image.width)x\(image.height); resizing is not supported, so width and height must match it")
-            }
-            guard image.rgb.count == image.width * image.height * 3 else {
-                throw GenerationError.invalidRequest("the init image has \(image.rgb.count) values for \(image.width)x\(image.height)")
-            }
-        }
-    }
-
     private func cached(_ key: String, _ build: (Graph) throws -> [Value]) throws -> (program: any Program, outputs: [Value]) {
         if let p = programs[key] { return p }
         let g = Graph()
@@ -630,6 +606,7 @@ public final class Pipeline: @unchecked Sendable {
             mean = out[p.outputs[0]]!.toFloats()
             logvar = out[p.outputs[1]]!.toFloats()
         }
+        try checkFinite(mean + logvar, stage: .vaeEncode)
         let sample = generator.randn(count: mean.count)
         let scaling = model.vaeConfig.scalingFactor
         return (0..<mean.count).map { (mean[$0] + Foundation.exp(0.5 * logvar[$0]) * sample[$0]) * scaling }

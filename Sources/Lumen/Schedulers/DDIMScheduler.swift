@@ -21,7 +21,11 @@ public struct DDIMScheduler: Scheduler {
         self.eta = eta
         let grid = SigmaSchedule.grid(resolved.timestepSpacing, steps: steps,
                                       trainSteps: resolved.numTrainTimesteps, stepsOffset: resolved.stepsOffset)
+        try checkStepsWithinTraining(steps, resolved)
         integerTimesteps = grid.map { Int(NumPy.round($0)) }
+        try checkGrid(integerTimesteps, steps: steps, config: resolved, scheduler: "DDIM", largestValid: { k in
+            SigmaSchedule.grid(resolved.timestepSpacing, steps: k, trainSteps: resolved.numTrainTimesteps,
+                               stepsOffset: resolved.stepsOffset).map { Int(NumPy.round($0)) }.max() })
         timesteps = integerTimesteps.map(Float.init)
         finalAlphaProduct = resolved.setAlphaToOne ? 1 : schedule.alphasCumprod[0]
         // diffusers steps back by this stride whatever the spacing.

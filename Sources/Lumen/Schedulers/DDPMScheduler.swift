@@ -24,7 +24,11 @@ public struct DDPMScheduler: Scheduler {
         self.schedule = try NoiseSchedule(resolved)
         let grid = SigmaSchedule.grid(resolved.timestepSpacing, steps: steps,
                                       trainSteps: resolved.numTrainTimesteps, stepsOffset: resolved.stepsOffset)
+        try checkStepsWithinTraining(steps, resolved)
         integerTimesteps = grid.map { Int(NumPy.round($0)) }
+        try checkGrid(integerTimesteps, steps: steps, config: resolved, scheduler: "DDPM", largestValid: { k in
+            SigmaSchedule.grid(resolved.timestepSpacing, steps: k, trainSteps: resolved.numTrainTimesteps,
+                               stepsOffset: resolved.stepsOffset).map { Int(NumPy.round($0)) }.max() })
         timesteps = integerTimesteps.map(Float.init)
     }
 

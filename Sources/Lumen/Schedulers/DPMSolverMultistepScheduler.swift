@@ -40,6 +40,32 @@ public struct DPMSolverMultistepScheduler: Scheduler {
         self.solverOrder = order
         self.heun = solver == "heun"
 
+        let karras = config.useKarrasSigmas ?? false
+        let trainingSigmas = schedule.trainingSigmas
+        let (grid, sigmas) = Self.schedule(resolved, trainingSigmas: trainingSigmas, steps: steps, karras: karras)
+        // Two equal sigmas make a step of size h = 0, and the second-order update divides by the
+        // ratio of consecutive step sizes: NaN or infinite latents (in diffusers too). That happens
+        // where the grid repeats a timestep (linspace rounding at 1000 steps, "leading" spacing of
+        // 1000 steps) or passes the last one (np.interp holds its sigma: "leading" with
+        // steps_offset 1 at 999 steps asks for timesteps 1000 and 999).
+        if order == 2, let repeated = Self.firstRepeatedSigma(sigmas) {
+            var detail = "DPM-Solver++ with timestep_spacing \"\(resolved.timestepSpacing.rawValue)\" and steps_offset \(resolved.stepsOffset) "
+                + "puts timesteps \(grid[repeated]) and \(grid[repeated + 1]) at the same sigma, so the second-order step divides by a "
+                + "step of size 0 (diffusers returns NaN latents there)"
+            if let most = (1..<steps).reversed().first(where: {
+                Self.firstRepeatedSigma(Self.schedule(resolved, trainingSigmas: trainingSigmas, steps: $0, karras: karras).sigmas) == nil
+            }) {
+                detail += "; use at most \(most) steps"
+            }
+            throw SchedulerError.unsupportedSteps(steps: steps, detail: detail + ", or dpmpp-2m-karras")
+        }
+        self.sigmas = sigmas.map { Float($0) } + [0]
+        self.timesteps = grid.map(Float.init)
+    }
+
+    /// diffusers' `set_timesteps`: the integer timesteps and their sigmas (without the final 0).
+    static func schedule(_ resolved: ResolvedSchedulerConfig, trainingSigmas: [Float], steps: Int,
+                         karras: Bool) -> (timesteps: [Int], sigmas: [Double]) {
         let n = resolved.numTrainTimesteps
         // lambda_min_clipped is -inf by default, so the last timestep is the number of training steps.
         var grid: [Int]
@@ -52,18 +78,23 @@ public struct DPMSolverMultistepScheduler: Scheduler {
         case .trailing:
             grid = NumPy.arange(Double(n), 0, -Double(n) / Double(steps)).map { Int(NumPy.round($0)) - 1 }
         }
-        let trainingSigmas = schedule.trainingSigmas
         var sigmas: [Double]
-        if config.useKarrasSigmas ?? false {
+        if karras {
             sigmas = SigmaSchedule.karras(sigmaMin: Double(trainingSigmas[0]),
                                           sigmaMax: Double(trainingSigmas[n - 1]), count: steps)
             let logSigmas = SigmaSchedule.logSigmas(trainingSigmas)
             grid = sigmas.map { Int(NumPy.round(SigmaSchedule.timestep(forSigma: $0, logSigmas: logSigmas))) }
         } else {
-            sigmas = grid.map { Double(trainingSigmas[$0]) }
+            // np.interp holds the ends: "leading" with steps_offset can reach timestep n, which
+            // gets the last training sigma, as in diffusers.
+            sigmas = grid.map { Double(trainingSigmas[min(max($0, 0), n - 1)]) }
         }
-        self.sigmas = sigmas.map { Float($0) } + [0]
-        self.timesteps = grid.map(Float.init)
+        return (grid, sigmas)
+    }
+
+    /// The index of the first sigma equal to the next one, if any.
+    static func firstRepeatedSigma(_ sigmas: [Double]) -> Int? {
+        sigmas.indices.dropLast().first { Float(sigmas[$0]) == Float(sigmas[$0 + 1]) }
     }
 
     /// `(alpha_t, sigma_t)` of a Karras sigma: `1/sqrt(σ² + 1)` and `σ · alpha_t`.

@@ -29,9 +29,18 @@ public struct LCMScheduler: Scheduler {
         let k = n / original
         let originCount = Int(Double(original) * strength)
         let origin = (1...max(originCount, 1)).map { $0 * k - 1 }.reversed().map { $0 }
-        guard origin.count / steps >= 1, originCount >= 1 else {
-            throw SchedulerError.unsupported(option: "num_inference_steps", value: "\(steps)",
-                                             supported: ["at most original_inference_steps × strength (\(originCount))"])
+        try checkStepsWithinTraining(steps, resolved)
+        // diffusers' own refusals, in its words.
+        guard originCount / steps >= 1 else {
+            throw SchedulerError.unsupportedSteps(
+                steps: steps, detail: "The combination of `original_steps x strength`: \(original) x \(strength) is smaller than "
+                    + "`num_inference_steps`: \(steps). Make sure to either reduce `num_inference_steps` to a value smaller than "
+                    + "\(originCount) or increase `strength` to a value higher than \(Double(steps) / Double(original)).")
+        }
+        guard steps <= original else {
+            throw SchedulerError.unsupportedSteps(
+                steps: steps, detail: "`num_inference_steps`: \(steps) cannot be larger than `original_inference_steps`: \(original) "
+                    + "because the final timestep schedule will be a subset of the `original_inference_steps`-sized initial timestep schedule.")
         }
         let indices = NumPy.linspace(0, Double(origin.count), steps, endpoint: false).map { Int($0.rounded(.down)) }
         integerTimesteps = indices.map { origin[$0] }

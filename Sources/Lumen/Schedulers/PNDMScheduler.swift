@@ -28,6 +28,9 @@ public struct PNDMScheduler: Scheduler {
         let ascending = SigmaSchedule.grid(resolved.timestepSpacing, steps: steps,
                                            trainSteps: resolved.numTrainTimesteps,
                                            stepsOffset: resolved.stepsOffset).reversed().map { Int(NumPy.round($0)) }
+        try checkGrid(ascending, steps: steps, config: resolved, scheduler: "PNDM", largestValid: { k in
+            SigmaSchedule.grid(resolved.timestepSpacing, steps: k, trainSteps: resolved.numTrainTimesteps,
+                               stepsOffset: resolved.stepsOffset).map { Int(NumPy.round($0)) }.max() })
         // diffusers' plms_timesteps: [t0 … t(n-2), t(n-2), t(n-1)] reversed, so the first step repeats.
         var plms = Array(ascending.dropLast())
         if ascending.count >= 2 { plms.append(ascending[ascending.count - 2]) }

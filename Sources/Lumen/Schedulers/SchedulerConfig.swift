@@ -6,8 +6,16 @@ public enum SchedulerError: Error, CustomStringConvertible, Equatable, Sendable 
     case malformed(path: String, reason: String)
     /// A value the scheduler does not implement (a beta schedule, spacing, prediction type, …).
     case unsupported(option: String, value: String, supported: [String])
-    case unknownScheduler(name: String)
+    /// A `_class_name` that is neither a Lumen scheduler nor one diffusers has (see
+    /// `SchedulerKind.resolve(className:path:useKarrasSigmas:)`).
+    case unknownScheduler(name: String, path: String?)
     case invalidSteps(Int)
+    /// A step count the scheduler cannot run with this config (diffusers refuses it too, or
+    /// fails on it with an index error).
+    case unsupportedSteps(steps: Int, detail: String)
+    /// A config value outside the range the scheduler can compute with, naming the file (nil for
+    /// a config built in code), the field and what is expected.
+    case invalidValue(path: String?, field: String, value: String, expected: String)
 
     public var description: String {
         switch self {
@@ -15,9 +23,14 @@ public enum SchedulerError: Error, CustomStringConvertible, Equatable, Sendable 
         case .malformed(let path, let reason): return "malformed scheduler config \(path): \(reason)"
         case .unsupported(let option, let value, let supported):
             return "unsupported scheduler \(option) \"\(value)\"; supported: \(supported.joined(separator: ", "))"
-        case .unknownScheduler(let name):
-            return "unknown scheduler \"\(name)\"; known: \(SchedulerKind.allCases.map(\.rawValue).joined(separator: ", "))"
+        case .unknownScheduler(let name, let path):
+            return (path.map { "\($0): " } ?? "") + "unknown scheduler class \"\(name)\"; supported: "
+                + SchedulerKind.supportedClassNames.joined(separator: ", ")
+                + " (or pass --scheduler \(SchedulerKind.allCases.map(\.rawValue).joined(separator: "|")))"
         case .invalidSteps(let n): return "the number of inference steps must be at least 1 (got \(n))"
+        case .unsupportedSteps(let steps, let detail): return "\(steps) inference steps: \(detail)"
+        case .invalidValue(let path, let field, let value, let expected):
+            return (path.map { "\($0): " } ?? "scheduler config: ") + "field \(field): \(value); expected \(expected)"
         }
     }
 }
@@ -97,8 +110,9 @@ public struct SchedulerConfig: Codable, Sendable, Hashable {
             throw SchedulerError.unreadable(path: path, reason: error.localizedDescription)
         }
         do { self = try JSONDecoder().decode(SchedulerConfig.self, from: data) } catch {
-            throw SchedulerError.malformed(path: path, reason: "\(error)")
+            throw SchedulerError.malformed(path: path, reason: describeDecodingError(error, decoding: SchedulerConfig.self, data: data))
         }
+        try checkRanges(path: path)
     }
 
     /// Reads `folder/scheduler/scheduler_config.json` when it exists, `nil` otherwise.
@@ -173,9 +187,7 @@ struct ResolvedSchedulerConfig: Sendable, Hashable {
         if c.rescaleBetasZeroSnr == true {
             throw SchedulerError.unsupported(option: "rescale_betas_zero_snr", value: "true", supported: ["false"])
         }
-        guard numTrainTimesteps >= 2 else {
-            throw SchedulerError.unsupported(option: "num_train_timesteps", value: "\(numTrainTimesteps)",
-                                             supported: ["2 or more"])
-        }
+        // A config built in code gets the same range checks as a file.
+        try c.checkRanges(path: nil)
     }
 }

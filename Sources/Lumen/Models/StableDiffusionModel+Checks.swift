@@ -1,0 +1,32 @@
+import LumenRuntime
+
+extension StableDiffusionModel {
+    /// What generation would refuse about the model itself, checked without building a network, so
+    /// that `lumen info` and `Pipeline` agree: the UNet's config is one Lumen can build, an SDXL UNet
+    /// has its second text encoder, and the scheduler config reads and names a known scheduler.
+    /// Returns the notices a `Pipeline` would show about the scheduler (a stand-in for a class Lumen lacks).
+    @discardableResult
+    public func checkRunnable() throws -> [String] {
+        _ = try UNet2DConditionModel(config: unetConfig)
+        if unetConfig.additionEmbedType == "text_time" && textEncoder2 == nil {
+            throw ModelFileError.missingFile(
+                path: layout == .diffusersFolder ? path + "/text_encoder_2" : path,
+                detail: "the UNet's config (addition_embed_type \"text_time\") is SDXL's, which also needs text_encoder_2/ and tokenizer_2/; "
+                    + "the model has no second text encoder")
+        }
+        if let p = schedulerConfigPath {
+            let config = try SchedulerConfig(path: p)
+            let (_, notice) = try SchedulerKind.resolve(className: config.className, path: p, useKarrasSigmas: config.useKarrasSigmas ?? false)
+            return notice.map { [$0] } ?? []
+        }
+        return []
+    }
+
+    /// The range checks for a VAE given with `--vae` (a single VAE file's config is inferred
+    /// from its shapes over the model's own).
+    func checkReplacedVAEConfig(_ vaePath: String) throws {
+        if let bad = vaeConfig.firstInvalidField() {
+            throw ModelFileError.invalidValue(path: vaePath, field: "\(bad.field) (of the VAE config)", value: bad.value, expected: bad.expected)
+        }
+    }
+}

@@ -1,0 +1,29 @@
+extension Pipeline {
+    /// The scheduler a model's config names (or Lumen's stand-in for it), and the notices that
+    /// say what was substituted or defaulted. An unknown `_class_name` throws.
+    static func defaultScheduler(model: StableDiffusionModel, config: SchedulerConfig) throws -> (SchedulerKind, [String]) {
+        let karras = config.useKarrasSigmas ?? false
+        if let path = model.schedulerConfigPath {
+            let (kind, notice) = try SchedulerKind.resolve(className: config.className, path: path, useKarrasSigmas: karras)
+            return (kind, notice.map { [$0] } ?? [])
+        }
+        if model.schedulerDefaults != nil {
+            // Defaults the loader chose for this family (a single file's); it notes them itself.
+            let (kind, _) = try SchedulerKind.resolve(className: config.className, path: nil, useKarrasSigmas: karras)
+            return (kind, [])
+        }
+        let what = model.layout == .singleFile ? "a single-file checkpoint carries no scheduler config (--config FOLDER supplies one)"
+            : "\(model.path) has no scheduler/scheduler_config.json"
+        return (.pndm, ["\(what): using PNDM (PLMS) with diffusers' PNDMScheduler defaults (linear betas 0.0001…0.02, "
+                        + "timestep_spacing leading, steps_offset 0)"])
+    }
+
+    /// Notices about one request: what the model will not see of it (a prompt longer than the text
+    /// encoder's window is cut, as diffusers does, where a user would otherwise never know).
+    public func notices(for request: GenerationRequest) -> [String] {
+        let window = model.textEncoderConfig.maxPositionEmbeddings - 2  // start and end tokens
+        let count = tokenizer.tokens(request.prompt).count
+        guard count > window else { return [] }
+        return ["the prompt is \(count) tokens; only the first \(window) are used (the text encoder reads \(window + 2) with its start and end tokens)"]
+    }
+}

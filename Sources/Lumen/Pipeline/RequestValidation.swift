@@ -1,0 +1,75 @@
+import LumenRuntime
+
+/// The bounds of a request's numbers, checked before any arithmetic is done with them (a width of
+/// 2⁶³ - 8 must not overflow the pixel count, a count of -3 must not form a range).
+extension GenerationRequest {
+    /// The largest width or height: four times the largest image the memory plan targets, and small
+    /// enough that products of sizes stay far inside Int.
+    public static let maxSide = 16384
+    /// Guidance beyond this multiplies the difference of the two predictions by more than a float
+    /// can carry through a UNet step in fp16 and gives noise long before that; published models
+    /// use 1–20 (0 or any value up to 1 turns guidance off).
+    public static let maxGuidanceScale: Float = 100
+}
+
+extension LoRAWeight {
+    /// A LoRA's strength multiplies its update of every merged weight; 1 is the trained effect and
+    /// values past ±100 only overflow the merged weights (fp16 holds at most 65504).
+    public static let maxStrength: Float = 100
+
+    /// Throws when the strength is not finite or beyond ±`maxStrength`.
+    public func checkStrength() throws {
+        guard strength.isFinite, abs(strength) <= Self.maxStrength else {
+            throw GenerationError.invalidRequest(
+                "LoRA \(path): strength \(strength); expected a finite number in -\(Self.maxStrength)…\(Self.maxStrength) (1 is the trained effect)")
+        }
+    }
+}
+
+extension Pipeline {
+    /// Throws `GenerationError.invalidRequest` naming the first value out of range.
+    func validate(_ r: GenerationRequest) throws {
+        func invalid(_ s: String) -> GenerationError { .invalidRequest(s) }
+        guard r.steps >= 1, r.steps <= 1000 else { throw invalid("steps must be 1...1000 (got \(r.steps))") }
+        guard r.count >= 1, r.count <= 64 else { throw invalid("count must be 1...64 (got \(r.count))") }
+        guard r.guidanceScale.isFinite, r.guidanceScale >= 0, r.guidanceScale <= GenerationRequest.maxGuidanceScale else {
+            throw invalid("guidance scale must be 0…\(GenerationRequest.maxGuidanceScale) (got \(r.guidanceScale)); "
+                          + "values up to 1 turn guidance off, published models use 1–20, and larger ones only overflow")
+        }
+        let side = 1...GenerationRequest.maxSide
+        for (name, value) in [("width", r.width), ("height", r.height)] {
+            if let value, !side.contains(value) {
+                throw invalid("\(name) must be 1…\(GenerationRequest.maxSide) pixels (got \(value))")
+            }
+        }
+        let f = model.vaeConfig.scaleFactor
+        // The model's default size (sample_size × scale factor) is bounded by the config checks.
+        let (w, h) = size(for: r)
+        guard side.contains(w), side.contains(h), w % f == 0, h % f == 0 else {
+            throw invalid("width and height must be positive multiples of \(f) up to \(GenerationRequest.maxSide) (got \(w)x\(h))")
+        }
+        guard w * h <= 4096 * 4096 else { throw invalid("\(w)x\(h) is larger than 4096x4096") }
+        guard r.clipSkip >= 0, r.clipSkip < model.textEncoderConfig.numHiddenLayers else {
+            throw invalid("clip skip must be 0..<\(model.textEncoderConfig.numHiddenLayers)")
+        }
+        if case .tiles(let tile) = r.vaeTiling {
+            guard tile >= 4 * f, tile <= GenerationRequest.maxSide, tile % (4 * f) == 0 else {
+                throw invalid("a VAE tile must be a positive multiple of \(4 * f) pixels up to \(GenerationRequest.maxSide) (got \(tile))")
+            }
+        }
+        if let image = r.initImage {
+            guard r.strength.isFinite, r.strength > 0, r.strength <= 1 else {
+                throw invalid("strength must be in (0, 1] (got \(r.strength))")
+            }
+            guard image.width == w, image.height == h else {
+                throw invalid("the init image is \(image.width)x\(image.height); resizing is not supported, so width and height must match it")
+            }
+            guard image.rgb.count == image.width * image.height * 3 else {
+                throw invalid("the init image has \(image.rgb.count) values for \(image.width)x\(image.height)")
+            }
+            if let i = image.rgb.firstIndex(where: { !$0.isFinite }) {
+                throw invalid("the init image's value \(i) is \(image.rgb[i]); expected values in [0, 1]")
+            }
+        }
+    }
+}

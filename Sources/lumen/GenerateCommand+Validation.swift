@@ -1,0 +1,45 @@
+import ArgumentParser
+import Foundation
+import Lumen
+
+extension GenerateCommand {
+    /// The numeric flags' ranges, checked before any of them is used (the output paths are formed
+    /// from --count, the pipeline multiplies --width by --height), each error naming its flag.
+    func validateNumbers() throws {
+        guard (1...64).contains(count) else { throw ValidationError("--count \(count): expected 1…64 images") }
+        guard (1...1000).contains(steps) else { throw ValidationError("--steps \(steps): expected 1…1000") }
+        for (flag, value) in [("--width", width), ("--height", height)] {
+            if let value, !(1...GenerationRequest.maxSide).contains(value) {
+                throw ValidationError("\(flag) \(value): expected 1…\(GenerationRequest.maxSide) pixels (a multiple of 8)")
+            }
+        }
+        let maxGuidance = GenerationRequest.maxGuidanceScale
+        guard guidance.isFinite, guidance >= 0, guidance <= maxGuidance else {
+            throw ValidationError("--guidance \(guidance): expected 0…\(Int(maxGuidance)) (up to 1 turns guidance off; models use 1–20, "
+                                  + "and larger values only overflow)")
+        }
+        guard strength.isFinite, strength > 0, strength <= 1 else {
+            throw ValidationError("--strength \(strength): expected a number in (0, 1]")
+        }
+        guard clipSkip >= 0 else { throw ValidationError("--clip-skip \(clipSkip): expected 0 or more") }
+        for lora in loras {
+            if lora.strength.isNaN, lora.path.contains(":"), !FileManager.default.fileExists(atPath: lora.path),
+               let colon = lora.path.lastIndex(of: ":") {
+                let file = lora.path[..<colon], text = lora.path[lora.path.index(after: colon)...]
+                throw ValidationError("--lora \(lora.path): the strength '\(text)' is not a number (expected PATH or PATH:STRENGTH, e.g. \(file):0.8)")
+            }
+            guard lora.strength.isFinite, abs(lora.strength) <= LoRAWeight.maxStrength else {
+                throw ValidationError("--lora \(lora.path):\(lora.strength): expected a strength in -\(Int(LoRAWeight.maxStrength))…\(Int(LoRAWeight.maxStrength)) "
+                                      + "(1 is the trained effect)")
+            }
+        }
+        if let config {
+            var isDir: ObjCBool = false
+            let modelPath = model ?? DefaultModel.locate()?.path
+            if let modelPath, FileManager.default.fileExists(atPath: modelPath, isDirectory: &isDir), isDir.boolValue {
+                throw ValidationError("--config \(config): the model \(modelPath) is a diffusers folder, which has its own configs; "
+                                      + "--config describes a single-file checkpoint")
+            }
+        }
+    }
+}
