@@ -143,6 +143,7 @@ public final class StableDiffusionModel {
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
             throw ModelFileError.missingFile(path: path, detail: "no such file or folder")
         }
+        try checkConfigFiles(in: isDir.boolValue ? path : nil, configFolder)
         let model = isDir.boolValue ? try loadFolder(path, precision: precision) : try loadSingleFile(path, configFolder: configFolder)
         if let vaePath { try model.replaceVAE(with: vaePath, precision: precision) }
         return model
@@ -239,6 +240,26 @@ public final class StableDiffusionModel {
     }
 
     /// Whether a JSON config file sets `key` (to tell a default from a stated value).
+    /// The JSON files a folder may hold, relative to it.
+    static let configFiles = [
+        "model_index.json", "text_encoder/config.json", "text_encoder_2/config.json", "unet/config.json", "vae/config.json",
+        "scheduler/scheduler_config.json", "config.json",
+    ]
+
+    /// Refuses a FIFO, socket, device or folder in place of a config file of the model folder, the
+    /// `--config` folder or a `--vae` folder before anything reads it (reading a FIFO blocks
+    /// forever); the configs' own readers then see only regular files or missing ones.
+    static func checkConfigFiles(in folders: String?...) throws {
+        for case let folder? in folders {
+            for name in configFiles {
+                let path = (folder as NSString).appendingPathComponent(name)
+                do { try RegularFile.checkIfPresent(path) } catch let error as FileError {
+                    throw ModelFileError.cannotOpen(path: path, reason: error.reason)
+                }
+            }
+        }
+    }
+
     static func configHasKey(_ path: String, _ key: String) -> Bool {
         guard let data = FileManager.default.contents(atPath: path),
               let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return false }
