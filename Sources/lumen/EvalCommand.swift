@@ -54,9 +54,11 @@ struct EvalCommand: ParsableCommand {
         try backend.validate(device: device)
         if let limit, limit < 1 { throw ValidationError("--limit \(limit): expected at least 1") }
         if steps < 1 { throw ValidationError("--steps \(steps): expected at least 1") }
+        try ThreadPool.checkEnvironment()
     }
 
     func run() throws {
+        AtomicFile.removeTemporariesOnSignals()
         let modelPath: String
         if let model {
             modelPath = model
@@ -120,7 +122,7 @@ struct EvalCommand: ParsableCommand {
                               guidance: guidance, figures: figures)
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            try encoder.encode(out).write(to: URL(fileURLWithPath: json), options: .atomic)
+            try AtomicFile.write(try encoder.encode(out), to: json)
         }
     }
 }

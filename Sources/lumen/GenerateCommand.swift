@@ -91,6 +91,7 @@ struct GenerateCommand: ParsableCommand {
         if let output, !output.lowercased().hasSuffix(".png") {
             throw ValidationError("-o \(output): the output must be a .png path")
         }
+        try ThreadPool.checkEnvironment()
     }
 
     @Flag(help: "Print a JSON summary (files, seed, size, steps, scheduler, backend, seconds) on stdout.")
@@ -98,6 +99,12 @@ struct GenerateCommand: ParsableCommand {
 
     func run() throws {
         let started = Date()
+        // A kill mid-write leaves no temporary behind; an output that cannot be written fails
+        // now, not after the last step.
+        AtomicFile.removeTemporariesOnSignals()
+        for path in output.map({ o in count == 1 ? [o] : (1...max(count, 1)).map { "\(o.dropLast(4))-\($0).png" } }) ?? ["lumen.png"] {
+            try AtomicFile.checkWritable(path)
+        }
         let model: String
         if let given = self.model {
             model = given
