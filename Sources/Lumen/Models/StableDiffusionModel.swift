@@ -214,7 +214,7 @@ public final class StableDiffusionModel {
                 name.hasPrefix("text_model.") ? [name, String(name.dropFirst("text_model.".count))] : [name]
             })
             model.tokenizer2Path = sub("tokenizer_2")
-            if let data = fm.contents(atPath: sub("model_index.json")),
+            if let data = try? RegularFile.read(sub("model_index.json")),
                let index = try? JSONSerialization.jsonObject(with: data) as? [String: Any] {
                 model.forceZerosForEmptyPrompt = index["force_zeros_for_empty_prompt"] as? Bool ?? true
             } else {
@@ -261,7 +261,7 @@ public final class StableDiffusionModel {
     }
 
     static func configHasKey(_ path: String, _ key: String) -> Bool {
-        guard let data = FileManager.default.contents(atPath: path),
+        guard let data = try? RegularFile.read(path),
               let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return false }
         return object[key] != nil
     }
@@ -289,11 +289,18 @@ public final class StableDiffusionModel {
         let indices = ["\(base).safetensors.index.json", "\(base).safetensors.index.fp16.json", "\(base).fp16.safetensors.index.json"]
         for index in preferFP16 ? Array(indices.reversed()) : indices
             where fm.fileExists(atPath: file(index)) {
-            guard let data = fm.contents(atPath: file(index)),
-                  let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+            let data: Data
+            do { data = try RegularFile.read(file(index)) } catch let error as FileError {
+                throw ModelFileError.cannotOpen(path: file(index), reason: error.reason)
+            }
+            guard let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
                   let map = json["weight_map"] as? [String: String]
             else {
                 throw ModelFileError.malformed(path: file(index), detail: "expected a JSON object with a weight_map")
+            }
+            // Shards lie beside the index: a name with a slash would read a file elsewhere.
+            if let outside = map.values.first(where: { $0.contains("/") || $0 == ".." || $0.isEmpty }) {
+                throw ModelFileError.malformed(path: file(index), detail: "weight_map names '\(outside)', not a file beside the index")
             }
             return try Set(map.values).sorted().map { try SafetensorsFile(path: file($0)) }
         }
