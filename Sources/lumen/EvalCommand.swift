@@ -59,6 +59,7 @@ struct EvalCommand: ParsableCommand {
 
     func run() throws {
         AtomicFile.removeTemporariesOnSignals()
+        if let json { try AtomicFile.checkWritable(json) }  // before the model loads, not after the last image
         let modelPath: String
         if let model {
             modelPath = model
