@@ -95,6 +95,7 @@ final class ReliabilityCLITests: XCTestCase {
             ("generate --init-image FIFO", ["generate", "x", "--model", tiny, "--init-image", fifo, "--steps", "1", "-o", out]),
             ("info --config FIFO folder", ["info", Fixtures.tinySingleFile, "--config", try folderWithFIFO(replacing: "unet/config.json")]),
             ("info folder with a FIFO config", ["info", try folderWithFIFO(replacing: "vae/config.json")]),
+            ("generate --lora FIFO", ["generate", "x", "--model", tiny, "--lora", fifo, "--steps", "1", "-o", out]),
             ("generate with a FIFO vocabulary", ["generate", "x", "--model", try folderWithFIFO(replacing: "tokenizer/vocab.json"), "--steps", "1", "-o", out]),
         ]
         for (what, args) in cases {
@@ -103,6 +104,9 @@ final class ReliabilityCLITests: XCTestCase {
             XCTAssertTrue(r.stderr.contains("FIFO"), "\(what): '\(r.stderr)' should say it is a FIFO")
             XCTAssertFalse(FileManager.default.fileExists(atPath: out), "\(what) wrote an output")
         }
+        // A folder where a file is expected.
+        let folder = try lumen(["generate", "x", "--model", tiny, "--init-image", dir, "--steps", "1", "-o", out])
+        assertFailsCleanly(folder, mentioning: "\(dir!): cannot read the image: is a folder", "--init-image FOLDER")
     }
 
     /// A copy of the tiny model (links to its parts) with `file` replaced by a FIFO.
