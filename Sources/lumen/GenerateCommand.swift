@@ -102,9 +102,7 @@ struct GenerateCommand: ParsableCommand {
         // A kill mid-write leaves no temporary behind; an output that cannot be written fails
         // now, not after the last step.
         AtomicFile.removeTemporariesOnSignals()
-        for path in output.map({ o in count == 1 ? [o] : (1...max(count, 1)).map { "\(o.dropLast(4))-\($0).png" } }) ?? ["lumen.png"] {
-            try AtomicFile.checkWritable(path)
-        }
+        try AtomicFile.checkWritable(output.map { count == 1 ? $0 : "\($0.dropLast(4))-1.png" } ?? "lumen.png")
         let model: String
         if let given = self.model {
             model = given
