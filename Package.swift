@@ -25,7 +25,10 @@ let package = Package(
             cSettings: [.define("_GNU_SOURCE")],
             linkerSettings: [.linkedLibrary("m"), .linkedLibrary("pthread")]
         ),
-        .target(name: "LumenRuntime", path: "Sources/LumenRuntime"),
+        // The registry of in-flight temporary files that the signal handlers remove: C, because a
+        // handler may only make async-signal-safe calls.
+        .target(name: "CLumenFiles", path: "Sources/CLumenFiles"),
+        .target(name: "LumenRuntime", dependencies: ["CLumenFiles"], path: "Sources/LumenRuntime"),
         // libpng behind a C wrapper: its errors longjmp, which must never cross into Swift.
         .target(
             name: "CLumenPNG",

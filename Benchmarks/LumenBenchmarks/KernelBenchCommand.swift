@@ -42,7 +42,8 @@ public struct KernelBenchCommand: ParsableCommand {
         for op in ops where !known.contains(op) && !known.contains(where: { $0.hasPrefix(op + "-") }) {
             throw ValidationError("--op \(op): unknown op; expected one of \(known.sorted().joined(separator: ", "))")
         }
-        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+        try ThreadPool.check(threads)
+        try ThreadPool.checkEnvironment()
         if minSeconds < 0 { throw ValidationError("--min-seconds must not be negative") }
     }
 

@@ -66,12 +66,12 @@ public struct SD15ModelBenchmark {
             context: try g.input("c", shape: [1, 77, 768]), weights: unet)
         try unet.write(to: workDir + "/unet/diffusion_pytorch_model.safetensors")
         let encoder = JSONEncoder()
-        try encoder.encode(CLIPTextConfig()).write(to: URL(fileURLWithPath: workDir + "/text_encoder/config.json"))
-        try encoder.encode(UNet2DConditionConfig()).write(to: URL(fileURLWithPath: workDir + "/unet/config.json"))
-        try encoder.encode(AutoencoderKLConfig()).write(to: URL(fileURLWithPath: workDir + "/vae/config.json"))
-        try Data(#"{"_class_name": "PNDMScheduler", "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "num_train_timesteps": 1000, "set_alpha_to_one": false, "skip_prk_steps": true, "steps_offset": 1}"#.utf8)
-            .write(to: URL(fileURLWithPath: workDir + "/scheduler/scheduler_config.json"))
-        try Data(#"{"_class_name": "StableDiffusionPipeline"}"#.utf8).write(to: URL(fileURLWithPath: workDir + "/model_index.json"))
+        try AtomicFile.write(try encoder.encode(CLIPTextConfig()), to: workDir + "/text_encoder/config.json")
+        try AtomicFile.write(try encoder.encode(UNet2DConditionConfig()), to: workDir + "/unet/config.json")
+        try AtomicFile.write(try encoder.encode(AutoencoderKLConfig()), to: workDir + "/vae/config.json")
+        try AtomicFile.write(Data(#"{"_class_name": "PNDMScheduler", "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "num_train_timesteps": 1000, "set_alpha_to_one": false, "skip_prk_steps": true, "steps_offset": 1}"#.utf8),
+                             to: workDir + "/scheduler/scheduler_config.json")
+        try AtomicFile.write(Data(#"{"_class_name": "StableDiffusionPipeline"}"#.utf8), to: workDir + "/model_index.json")
         _ = fm.createFile(atPath: marker, contents: nil)
         return workDir
     }

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <errno.h>
+#include <unistd.h>
 
 typedef struct {
     char *error;
@@ -23,13 +24,15 @@ static void on_warning(png_structp png, png_const_charp message) {
     (void)message;  // warnings (e.g. an unknown chunk) do not stop reading
 }
 
-int lumen_png_write_rgb8(const char *path, const uint8_t *rgb, uint32_t width, uint32_t height,
-                         const char *const *keys, const char *const *values, int textCount,
+int lumen_png_write_rgb8(int fd, const uint8_t *rgb, uint32_t width, uint32_t height,
+                         const char *const *keys, const char *const *values, const int *utf8, int textCount,
                          char *error, size_t errorSize) {
     lumen_png_context ctx = {error, errorSize};
-    FILE *f = fopen(path, "wb");
+    int own = dup(fd);
+    FILE *f = own >= 0 ? fdopen(own, "wb") : NULL;
     if (!f) {
-        snprintf(error, errorSize, "cannot create: %s", strerror(errno));
+        snprintf(error, errorSize, "cannot write: %s", strerror(errno));
+        if (own >= 0) close(own);
         return -1;
     }
     png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &ctx, on_error, on_warning);
@@ -55,10 +58,13 @@ int lumen_png_write_rgb8(const char *path, const uint8_t *rgb, uint32_t width, u
     png_set_IHDR(png, info, width, height, 8, PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE,
                  PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
     for (int i = 0; i < textCount; i++) {
-        text[i].compression = PNG_TEXT_COMPRESSION_NONE;
+        // tEXt holds Latin-1 only; other text goes in an uncompressed iTXt chunk (UTF-8), as A1111 does.
+        text[i].compression = utf8 && utf8[i] ? PNG_ITXT_COMPRESSION_NONE : PNG_TEXT_COMPRESSION_NONE;
         text[i].key = (png_charp)keys[i];
         text[i].text = (png_charp)values[i];
         text[i].text_length = strlen(values[i]);
+        text[i].lang = NULL;
+        text[i].lang_key = NULL;
     }
     if (textCount > 0) png_set_text(png, info, text, textCount);
     png_write_info(png, info);
@@ -68,6 +74,11 @@ int lumen_png_write_rgb8(const char *path, const uint8_t *rgb, uint32_t width, u
     png_destroy_write_struct(&png, &info);
     free(text);
     free(rows);
+    if (fflush(f) != 0 || ferror(f)) {
+        snprintf(error, errorSize, "write failed: %s", strerror(errno));
+        fclose(f);
+        return -1;
+    }
     if (fclose(f) != 0) {
         snprintf(error, errorSize, "write failed: %s", strerror(errno));
         return -1;
@@ -75,12 +86,43 @@ int lumen_png_write_rgb8(const char *path, const uint8_t *rgb, uint32_t width, u
     return 0;
 }
 
-int lumen_png_read(const char *path, uint64_t maxPixels, lumen_png_image *out, char *error, size_t errorSize) {
+/// Copies the image's text chunks into `out` (best effort: a chunk that does not fit in memory
+/// is left out, the pixels matter more).
+static void copy_text(png_structp png, png_infop info, lumen_png_image *out) {
+    png_textp text = NULL;
+    int count = png_get_text(png, info, &text, NULL);
+    if (count <= 0 || !text) return;
+    out->textKeys = calloc((size_t)count, sizeof(char *));
+    out->textValues = calloc((size_t)count, sizeof(char *));
+    out->textUTF8 = calloc((size_t)count, sizeof(int));
+    if (!out->textKeys || !out->textValues || !out->textUTF8) return;
+    for (int i = 0; i < count; i++) {
+        int itxt = text[i].compression == PNG_ITXT_COMPRESSION_NONE || text[i].compression == PNG_ITXT_COMPRESSION_zTXt;
+        size_t n = itxt ? text[i].itxt_length : text[i].text_length;
+        if (!text[i].key || (n > 0 && !text[i].text)) continue;
+        char *key = strdup(text[i].key), *value = malloc(n + 1);
+        if (!key || !value) {
+            free(key);
+            free(value);
+            continue;
+        }
+        if (n > 0) memcpy(value, text[i].text, n);
+        value[n] = 0;
+        out->textKeys[out->textCount] = key;
+        out->textValues[out->textCount] = value;
+        out->textUTF8[out->textCount] = itxt;
+        out->textCount++;
+    }
+}
+
+int lumen_png_read(int fd, uint64_t maxPixels, lumen_png_image *out, char *error, size_t errorSize) {
     lumen_png_context ctx = {error, errorSize};
     memset(out, 0, sizeof(*out));
-    FILE *f = fopen(path, "rb");
+    int own = dup(fd);
+    FILE *f = own >= 0 ? fdopen(own, "rb") : NULL;
     if (!f) {
         snprintf(error, errorSize, "cannot open: %s", strerror(errno));
+        if (own >= 0) close(own);
         return -1;
     }
     unsigned char sig[8];
@@ -97,12 +139,14 @@ int lumen_png_read(const char *path, uint64_t maxPixels, lumen_png_image *out, c
         fclose(f);
         return -1;
     }
-    uint16_t *pixels = NULL;
-    png_bytep *rows = NULL;
+    // Assigned after setjmp and read after a longjmp: volatile, or their values are indeterminate.
+    uint16_t *volatile pixels = NULL;
+    png_bytep *volatile rows = NULL;
     if (setjmp(png_jmpbuf(png))) {
         png_destroy_read_struct(&png, &info, NULL);
         free(pixels);
         free(rows);
+        lumen_png_free(out);
         fclose(f);
         return -1;
     }
@@ -145,7 +189,8 @@ int lumen_png_read(const char *path, uint64_t maxPixels, lumen_png_image *out, c
     }
     for (uint32_t y = 0; y < h; y++) rows[y] = (png_bytep)(pixels + (size_t)y * w * 3);
     png_read_image(png, rows);
-    png_read_end(png, NULL);
+    png_read_end(png, info);  // into `info`: text chunks after the pixels join those before
+    copy_text(png, info, out);
     png_destroy_read_struct(&png, &info, NULL);
     free(rows);
     fclose(f);
@@ -160,4 +205,15 @@ int lumen_png_read(const char *path, uint64_t maxPixels, lumen_png_image *out, c
 void lumen_png_free(lumen_png_image *image) {
     free(image->rgb);
     image->rgb = NULL;
+    for (int i = 0; i < image->textCount; i++) {
+        free(image->textKeys[i]);
+        free(image->textValues[i]);
+    }
+    free(image->textKeys);
+    free(image->textValues);
+    free(image->textUTF8);
+    image->textKeys = NULL;
+    image->textValues = NULL;
+    image->textUTF8 = NULL;
+    image->textCount = 0;
 }

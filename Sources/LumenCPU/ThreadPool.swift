@@ -7,9 +7,31 @@ public struct ThreadPool: Sendable {
     /// The number of tasks a loop is split into to use every core.
     public let threads: Int
 
+    /// The most tasks a loop may be split into: four per core (at least 8). More only adds
+    /// overhead (libdispatch runs one worker per core whatever the count), and a benchmark that
+    /// measures every "thread" in turn would run for minutes.
+    public static var maxThreads: Int { max(8, 4 * ProcessInfo.processInfo.activeProcessorCount) }
+
+    /// A thread count from `--threads` (nil: not given), checked to lie in 1…maxThreads.
+    public static func check(_ threads: Int?, flag: String = "--threads") throws {
+        guard let threads else { return }
+        guard (1...maxThreads).contains(threads) else {
+            throw ThreadCountError(source: "\(flag) \(threads)", maxThreads: maxThreads)
+        }
+    }
+
+    /// `LUMEN_THREADS`, when set, checked to be an integer in 1…maxThreads (unchecked, `init`
+    /// ignores a value that is not a number and clamps one out of range).
+    public static func checkEnvironment() throws {
+        guard let value = ProcessInfo.processInfo.environment["LUMEN_THREADS"], !value.isEmpty else { return }
+        guard let n = Int(value), (1...maxThreads).contains(n) else {
+            throw ThreadCountError(source: "LUMEN_THREADS=\(value)", maxThreads: maxThreads)
+        }
+    }
+
     public init(threads: Int? = nil) {
         let env = ProcessInfo.processInfo.environment["LUMEN_THREADS"].flatMap(Int.init)
-        self.threads = max(1, threads ?? env ?? ProcessInfo.processInfo.activeProcessorCount)
+        self.threads = min(max(1, threads ?? env ?? ProcessInfo.processInfo.activeProcessorCount), Self.maxThreads)
     }
 
     /// Calls `body(i)` for every i in 0..<count, spread over the pool; returns when all are done.
@@ -29,5 +51,15 @@ public struct ThreadPool: Sendable {
         parallelFor(chunks) { c in
             body((total * c / chunks)..<(total * (c + 1) / chunks))
         }
+    }
+}
+
+/// A thread count outside 1…`ThreadPool.maxThreads`, naming where it came from.
+public struct ThreadCountError: Error, Sendable, Equatable, CustomStringConvertible {
+    public let source: String
+    public let maxThreads: Int
+
+    public var description: String {
+        "\(source): expected a thread count from 1 to \(maxThreads) (4 per core, at least 8)"
     }
 }

@@ -39,6 +39,16 @@ public final class SafetensorsFile: @unchecked Sendable {
     ]
     static let runtimeTypes: [String: DType] = ["F32": .f32, "F16": .f16, "BF16": .bf16, "I32": .i32, "I64": .i64]
 
+    /// The largest header read: the safetensors library's own limit (100 MB).
+    public static let maxHeaderBytes = 100_000_000
+    /// The most tensors a file may hold: 40 times an SDXL single-file checkpoint with its EMA
+    /// copy (about 2,500 tensors), and more than any published safetensors shard, while the
+    /// parsed header of that many entries stays within a few hundred megabytes.
+    public static let maxEntries = 100_000
+    /// A header is an object of objects holding arrays: three levels. A little slack is allowed;
+    /// deeper nesting is refused before the JSON parser recurses into it.
+    static let maxHeaderDepth = 8
+
     public init(path: String) throws {
         self.path = path
         mapping = try Mapping(path: path)
@@ -47,6 +57,10 @@ public final class SafetensorsFile: @unchecked Sendable {
             throw ModelFileError.malformed(path: path, detail: "\(size) bytes is shorter than the 8-byte header length")
         }
         let headerLength = mapping.bytes.loadUnaligned(as: UInt64.self).littleEndian
+        guard headerLength <= UInt64(Self.maxHeaderBytes) else {
+            throw ModelFileError.malformed(
+                path: path, detail: "header length \(headerLength) bytes exceeds the limit of \(Self.maxHeaderBytes) bytes (the safetensors library's limit)")
+        }
         guard headerLength <= UInt64(size - 8) else {
             throw ModelFileError.malformed(path: path, detail: "header length \(headerLength) exceeds the file's \(size - 8) remaining bytes (truncated file?)")
         }
@@ -55,6 +69,15 @@ public final class SafetensorsFile: @unchecked Sendable {
         }
         dataOffset = 8 + Int(headerLength)
         let dataSize = size - dataOffset
+        // Counted before JSONSerialization builds its objects, which take tens of times the
+        // header's size: a header of millions of empty entries would otherwise take gigabytes.
+        let shape = Self.scanHeader(UnsafeRawBufferPointer(start: mapping.bytes + 8, count: Int(headerLength)))
+        guard shape.depth <= Self.maxHeaderDepth else {
+            throw ModelFileError.malformed(path: path, detail: "header nests JSON deeper than the \(Self.maxHeaderDepth) levels a safetensors header has")
+        }
+        guard shape.entries <= Self.maxEntries + 1 else {  // + 1: __metadata__
+            throw ModelFileError.malformed(path: path, detail: "header has \(shape.entries) entries, more than the limit of \(Self.maxEntries) tensors")
+        }
         let headerData = Data(bytes: mapping.bytes + 8, count: Int(headerLength))
         let json: Any
         do {
@@ -132,6 +155,29 @@ public final class SafetensorsFile: @unchecked Sendable {
         return Entry(fileDType: dt, dtype: runtimeTypes[dt], shape: Shape(dims), begin: begin, end: end)
     }
 
+    /// The number of members of the top-level JSON object (its colons outside strings at depth 1)
+    /// and the deepest nesting, in one pass without allocating.
+    static func scanHeader(_ bytes: UnsafeRawBufferPointer) -> (entries: Int, depth: Int) {
+        var depth = 0, deepest = 0, entries = 0
+        var inString = false, escaped = false
+        for b in bytes {
+            if inString {
+                if escaped { escaped = false } else if b == UInt8(ascii: "\\") { escaped = true } else if b == UInt8(ascii: "\"") { inString = false }
+                continue
+            }
+            switch b {
+            case UInt8(ascii: "\""): inString = true
+            case UInt8(ascii: "{"), UInt8(ascii: "["):
+                depth += 1
+                deepest = max(deepest, depth)
+            case UInt8(ascii: "}"), UInt8(ascii: "]"): depth -= 1
+            case UInt8(ascii: ":") where depth == 1: entries += 1
+            default: break
+            }
+        }
+        return (entries, deepest)
+    }
+
     /// JSON numbers arrive as NSNumber; accept only exact non-fractional integers.
     private static func exactInt(_ v: Any) -> Int? {
         if let n = v as? Int { return n }
@@ -183,17 +229,14 @@ public final class SafetensorsFile: @unchecked Sendable {
         let size: Int
 
         init(path: String) throws {
-            let fd = open(path, O_RDONLY)
-            guard fd >= 0 else {
-                throw ModelFileError.cannotOpen(path: path, reason: String(cString: strerror(errno)))
+            let fd: Int32
+            do { fd = try RegularFile.openForReading(path) } catch let error as FileError {
+                throw ModelFileError.cannotOpen(path: path, reason: error.reason)
             }
             defer { close(fd) }
             var st = stat()
             guard fstat(fd, &st) == 0 else {
                 throw ModelFileError.cannotOpen(path: path, reason: String(cString: strerror(errno)))
-            }
-            guard (st.st_mode & S_IFMT) == S_IFREG else {
-                throw ModelFileError.cannotOpen(path: path, reason: "not a regular file")
             }
             size = Int(st.st_size)
             if size == 0 {

@@ -1,7 +1,7 @@
 import Foundation
 
 /// Writes tensors as a safetensors file (8-byte header length, JSON header, data), atomically:
-/// the bytes go to a temporary file beside the target that is renamed into place.
+/// the bytes go through `AtomicFile` (an exclusive temporary beside the target, renamed into place).
 public enum SafetensorsWriter {
     public static func write(_ tensors: [(name: String, tensor: Tensor)], metadata: [String: String] = [:],
                              to path: String) throws {
@@ -26,14 +26,8 @@ public enum SafetensorsWriter {
         withUnsafeBytes(of: UInt64(json.count).littleEndian) { file.append(contentsOf: $0) }
         file.append(json)
         for (_, t) in tensors { t.withUnsafeBytes { file.append(contentsOf: $0) } }
-        let tmp = path + ".tmp-\(getpid())"
-        do {
-            try file.write(to: URL(fileURLWithPath: tmp))
-            if FileManager.default.fileExists(atPath: path) { try FileManager.default.removeItem(atPath: path) }
-            try FileManager.default.moveItem(atPath: tmp, toPath: path)
-        } catch {
-            try? FileManager.default.removeItem(atPath: tmp)
-            throw ModelFileError.cannotOpen(path: path, reason: "cannot write: \(error.localizedDescription)")
+        do { try AtomicFile.write(file, to: path) } catch let error as FileError {
+            throw ModelFileError.cannotOpen(path: path, reason: "cannot write: \(error.reason)")
         }
     }
 }

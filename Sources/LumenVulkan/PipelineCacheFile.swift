@@ -1,5 +1,6 @@
 import CVulkan
 import Foundation
+import LumenRuntime
 
 /// Where the VkPipelineCache is kept between processes: `$LUMEN_VULKAN_PIPELINE_CACHE` (a file
 /// path; "0" or "" disables it), else `$XDG_CACHE_HOME/lumen` or `~/.cache/lumen`, one file per
@@ -22,22 +23,17 @@ enum PipelineCacheFile {
         return base.appendingPathComponent("lumen").appendingPathComponent(name)
     }
 
+    /// The cache's bytes (nil for a missing file, or a FIFO or device planted in its place).
     static func load(_ url: URL?) -> Data? {
         guard let url else { return nil }
-        return try? Data(contentsOf: url)
+        return try? RegularFile.read(url.path, limit: 1 << 30)
     }
 
-    /// Writes the cache atomically (a temporary file renamed over the old one); failures are
-    /// ignored, a cache is only an optimisation.
+    /// Writes the cache atomically through `AtomicFile` (an exclusive temporary renamed over the
+    /// old one, never through a link); failures are ignored, a cache is only an optimisation.
     static func save(_ data: Data, to url: URL?) {
         guard let url, !data.isEmpty else { return }
         try? FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
-        let tmp = url.appendingPathExtension("tmp-\(getpid())")
-        do {
-            try data.write(to: tmp)
-            _ = rename(tmp.path, url.path)
-        } catch {
-            try? FileManager.default.removeItem(at: tmp)
-        }
+        try? AtomicFile.write(data, to: url.path)
     }
 }

@@ -1,16 +1,13 @@
 import ArgumentParser
 import Foundation
+import Lumen
 
 /// The environment variables Lumen reads, checked once per command: a value the runtime would
 /// ignore (LUMEN_THREADS=eight) or could not honour is an error naming the variable and what it
 /// takes, rather than a setting that silently does nothing.
 enum EnvironmentCheck {
     static func validate(_ environment: [String: String] = ProcessInfo.processInfo.environment) throws {
-        if let threads = environment["LUMEN_THREADS"] {
-            guard let n = Int(threads.trimmingCharacters(in: .whitespaces)), (1...1024).contains(n) else {
-                throw ValidationError("LUMEN_THREADS=\(threads): expected a thread count 1…1024 (unset it to use every core)")
-            }
-        }
+        try ThreadPool.checkEnvironment()  // LUMEN_THREADS
         if let isa = environment["LUMEN_CPU_ISA"] {
             let valid = ["generic", "avx2", "avx512"]
             guard valid.contains(isa) else {

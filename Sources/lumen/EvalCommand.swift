@@ -62,6 +62,8 @@ struct EvalCommand: ParsableCommand {
     }
 
     func run() throws {
+        AtomicFile.removeTemporariesOnSignals()
+        if let json { try AtomicFile.checkWritable(json) }  // before the model loads, not after the last image
         let modelPath: String
         if let model {
             modelPath = model
@@ -125,7 +127,7 @@ struct EvalCommand: ParsableCommand {
                               guidance: guidance, figures: figures)
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            try encoder.encode(out).write(to: URL(fileURLWithPath: json), options: .atomic)
+            try AtomicFile.write(try encoder.encode(out), to: json)
         }
     }
 }

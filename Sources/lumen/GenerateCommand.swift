@@ -112,6 +112,10 @@ struct GenerateCommand: ParsableCommand {
 
     func run() throws {
         let started = Date()
+        // A kill mid-write leaves no temporary behind; an output that cannot be written fails
+        // now, not after the last step.
+        AtomicFile.removeTemporariesOnSignals()
+        try AtomicFile.checkWritable(output.map { count == 1 ? $0 : "\($0.dropLast(4))-1.png" } ?? "lumen.png")
         let model: String
         if let given = self.model {
             model = given

@@ -96,6 +96,40 @@ final class SafetensorsFileTests: XCTestCase {
 
     /// Random mutations of a valid file: every one either opens (and every tensor reads) or
     /// throws a ModelFileError; nothing crashes.
+    /// Issue #21 item 5: a header declaring more than 100 MB, or more tensors than the limit, is
+    /// refused before the JSON is parsed (2,000,000 empty entries once took 7.9 GB and 30 s).
+    func testHeaderLimits() throws {
+        let huge = try write(header: "{}", dataBytes: 16, name: "huge.safetensors", lengthOverride: 200_000_000)
+        expectMalformed(huge, containing: "limit of 100000000 bytes")
+        let count = SafetensorsFile.maxEntries + 2  // one more than the tensors and a __metadata__
+        var header = "{"
+        header.reserveCapacity(count * 12)
+        for i in 0..<count { header += "\"\(i)\":{}," }
+        header.removeLast()
+        header += "}"
+        let many = try write(header: header, dataBytes: 0, name: "many.safetensors")
+        let started = Date()
+        expectMalformed(many, containing: "more than the limit of \(SafetensorsFile.maxEntries) tensors")
+        XCTAssertLessThan(Date().timeIntervalSince(started), 2, "counted without parsing")
+        // Metadata keys do not count, colons inside strings neither.
+        let fine = try write(header: #"{"__metadata__":{"a:b":"c:d"},"t":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}"#, dataBytes: 1)
+        XCTAssertEqual(try SafetensorsFile(path: fine).names, ["t"])
+        let deep = try write(header: String(repeating: "[", count: 100_000) + String(repeating: "]", count: 100_000), dataBytes: 0, name: "deep.safetensors")
+        expectMalformed(deep, containing: "deeper")
+    }
+
+    func testNonRegularFilesAreRefused() throws {
+        let fifo = dir + "/fifo.safetensors"
+        XCTAssertEqual(mkfifo(fifo, 0o644), 0)
+        for path in [fifo, dir!] {
+            XCTAssertThrowsError(try SafetensorsFile(path: path)) { error in
+                guard case ModelFileError.cannotOpen(let p, let reason) = error else { return XCTFail("\(error)") }
+                XCTAssertEqual(p, path)
+                XCTAssertTrue(reason.contains("not a regular file"), reason)
+            }
+        }
+    }
+
     func testFuzzedFilesNeverCrash() throws {
         let source = try Data(contentsOf: URL(fileURLWithPath: Fixtures.tinyFolder + "/vae/diffusion_pytorch_model.safetensors"))
         let headerEnd = 8 + Int(source.prefix(8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) })

@@ -1,4 +1,5 @@
 import Foundation
+import LumenRuntime
 
 /// The synthetic "shapes world" the demo model was trained on (tools/shapes_dataset.py): one or
 /// two flat shapes in named colours on a flat background, with captions in a small fixed grammar.
@@ -124,9 +125,12 @@ public enum ShapesWorld {
     public static func readPrompts(_ path: String) throws -> [Prompt] {
         let text: String
         do {
-            text = try String(contentsOfFile: path, encoding: .utf8)
-        } catch {
-            throw EvalError.unreadablePrompts(path: path, reason: "\(error.localizedDescription)")
+            guard let utf8 = String(data: try RegularFile.read(path), encoding: .utf8) else {
+                throw EvalError.unreadablePrompts(path: path, reason: "not UTF-8 text")
+            }
+            text = utf8
+        } catch let error as FileError {
+            throw EvalError.unreadablePrompts(path: path, reason: error.reason)
         }
         var out: [Prompt] = []
         for (n, line) in text.split(separator: "\n", omittingEmptySubsequences: true).enumerated() {

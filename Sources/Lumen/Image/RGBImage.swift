@@ -1,6 +1,9 @@
 import CLumenPNG
 import Foundation
 import LumenRuntime
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Errors reading or writing images, naming the file.
 public enum ImageError: Error, Sendable, Equatable, CustomStringConvertible {
@@ -62,9 +65,22 @@ public struct RGBImage: Sendable, Hashable {
     /// Reads a PNG of any colour type and depth (grey, palette, RGB, with or without alpha,
     /// 8 or 16 bits); alpha is dropped, 16-bit samples keep their precision in `normalized`.
     public static func readPNG(_ path: String, maxPixels: Int = 64 << 20) throws -> (image: RGBImage, normalized: [Float]) {
+        let (image, normalized, _) = try readPNGWithText(path, maxPixels: maxPixels)
+        return (image, normalized)
+    }
+
+    /// `readPNG` with the file's text chunks (tEXt and zTXt decoded as Latin-1, iTXt as UTF-8), in
+    /// file order: A1111 keeps its generation parameters in one named `parameters`.
+    public static func readPNGWithText(_ path: String, maxPixels: Int = 64 << 20)
+        throws -> (image: RGBImage, normalized: [Float], text: [(key: String, value: String)]) {
+        let fd: Int32
+        do { fd = try RegularFile.openForReading(path) } catch let error as FileError {
+            throw ImageError.unreadable(path: path, reason: error.reason)
+        }
+        defer { close(fd) }
         var img = lumen_png_image()
         var err = [CChar](repeating: 0, count: 512)
-        guard lumen_png_read(path, UInt64(maxPixels), &img, &err, err.count) == 0 else {
+        guard lumen_png_read(fd, UInt64(maxPixels), &img, &err, err.count) == 0 else {
             throw ImageError.unreadable(path: path, reason: String(cString: err))
         }
         defer { lumen_png_free(&img) }
@@ -72,38 +88,61 @@ public struct RGBImage: Sendable, Hashable {
         let samples = UnsafeBufferPointer(start: img.rgb, count: n)
         let normalized = samples.map { Float($0) / 65535 }
         let bytes = samples.map { UInt8((UInt32($0) + 128) / 257) }
-        return (try RGBImage(width: Int(img.width), height: Int(img.height), pixels: bytes), normalized)
+        var text: [(key: String, value: String)] = []
+        for i in 0..<Int(img.textCount) {
+            guard let key = img.textKeys[i], let value = img.textValues[i] else { continue }
+            // String(cString:) decodes UTF-8, repairing invalid sequences.
+            text.append((latin1String(key), img.textUTF8[i] != 0 ? String(cString: value) : latin1String(value)))
+        }
+        return (try RGBImage(width: Int(img.width), height: Int(img.height), pixels: bytes), normalized, text)
     }
 
-    /// Writes an 8-bit RGB PNG with text chunks (for example A1111's `parameters`), through a
-    /// temporary file renamed into place, so a failed write leaves no half-written file.
+    /// Writes an 8-bit RGB PNG with text chunks (for example A1111's `parameters`): tEXt for
+    /// Latin-1 text, uncompressed iTXt (UTF-8) for anything else. The file is written through
+    /// `AtomicFile` (an exclusive temporary renamed into place), so a failed or interrupted write
+    /// leaves no half-written file and a planted link is never followed.
     public func writePNG(to path: String, text: [(key: String, value: String)] = []) throws {
-        let dir = (path as NSString).deletingLastPathComponent
-        let tmp = (dir.isEmpty ? "." : dir) + "/.\((path as NSString).lastPathComponent).\(getpid()).tmp"
         var err = [CChar](repeating: 0, count: 512)
-        // tEXt holds Latin-1: characters outside it are written as '?'.
-        let latin1 = text.map { (Self.latin1($0.key), Self.latin1($0.value)) }
+        // Keywords are Latin-1 by the PNG spec; values are Latin-1 bytes or UTF-8. NUL ends a
+        // C string, so it becomes '?'.
+        let keys = text.map { Self.latin1($0.key) }
+        let utf8 = text.map { t in t.value.unicodeScalars.contains { $0.value > 255 } ? Int32(1) : 0 }
+        let values = zip(text, utf8).map { t, u in
+            u != 0 ? t.value.utf8.map { $0 == 0 ? 63 : CChar(bitPattern: $0) } + [0] : Self.latin1(t.value)
+        }
+        let tmp: AtomicFile.Temporary
+        do { tmp = try AtomicFile.createTemporary(for: path) } catch let error as FileError {
+            throw ImageError.unwritable(path: path, reason: error.reason)
+        }
         let rc = pixels.withUnsafeBufferPointer { px -> Int32 in
-            withCStrings(latin1.map(\.0)) { keys in
-                withCStrings(latin1.map(\.1)) { values in
-                    lumen_png_write_rgb8(tmp, px.baseAddress, UInt32(width), UInt32(height), keys, values,
-                                         Int32(latin1.count), &err, err.count)
+            withCStrings(keys) { k in
+                withCStrings(values) { v in
+                    lumen_png_write_rgb8(tmp.fd, px.baseAddress, UInt32(width), UInt32(height), k, v, utf8,
+                                         Int32(keys.count), &err, err.count)
                 }
             }
         }
         guard rc == 0 else {
-            unlink(tmp)
+            AtomicFile.discard(tmp)
             throw ImageError.unwritable(path: path, reason: String(cString: err))
         }
-        guard rename(tmp, path) == 0 else {
-            let reason = String(cString: strerror(errno))
-            unlink(tmp)
-            throw ImageError.unwritable(path: path, reason: reason)
+        do { try AtomicFile.commit(tmp, to: path) } catch let error as FileError {
+            throw ImageError.unwritable(path: path, reason: error.reason)
         }
     }
 
     private static func latin1(_ s: String) -> [CChar] {
         s.unicodeScalars.map { $0.value < 256 && $0.value != 0 ? CChar(bitPattern: UInt8($0.value)) : 63 } + [0]
+    }
+
+    private static func latin1String(_ p: UnsafePointer<CChar>) -> String {
+        var s = ""
+        var q = p
+        while q.pointee != 0 {
+            s.unicodeScalars.append(Unicode.Scalar(UInt8(bitPattern: q.pointee)))
+            q += 1
+        }
+        return s
     }
 }
 

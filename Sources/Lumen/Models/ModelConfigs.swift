@@ -218,9 +218,11 @@ public struct AutoencoderKLConfig: Sendable, Hashable, Codable {
 
 /// Reads a JSON config file with a typed error naming the file.
 func loadConfig<T: Decodable>(_ type: T.Type, path: String) throws -> T {
-    guard let data = FileManager.default.contents(atPath: path) else {
+    guard FileManager.default.fileExists(atPath: path) else {
         throw ModelFileError.missingFile(path: path, detail: "config file not found")
     }
+    // Read as a regular file only (a FIFO would block forever), and a config is never megabytes.
+    let data = try RegularFile.read(path, limit: 16 << 20)
     let config: T
     do {
         config = try JSONDecoder().decode(T.self, from: data)

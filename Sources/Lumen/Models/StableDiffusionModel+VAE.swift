@@ -38,6 +38,7 @@ extension StableDiffusionModel {
         let config: AutoencoderKLConfig, weights: SafetensorsWeights, layout: VAESource.Layout
         var notes: [String] = []
         if isDir.boolValue {
+            try Self.checkConfigFiles(in: path, path + "/vae")
             var folder = path
             if !fm.fileExists(atPath: folder + "/config.json") && fm.fileExists(atPath: folder + "/vae/config.json") {
                 folder += "/vae"  // a whole diffusers model: use its VAE
@@ -74,6 +75,7 @@ extension StableDiffusionModel {
             } else if has("encoder.down_blocks.") {
                 layout = .diffusersNames
                 let sibling = ((path as NSString).deletingLastPathComponent as NSString).appendingPathComponent("config.json")
+                try Self.checkConfigFiles(in: (path as NSString).deletingLastPathComponent)
                 if fm.fileExists(atPath: sibling) {
                     config = try loadConfig(AutoencoderKLConfig.self, path: sibling)
                 } else {

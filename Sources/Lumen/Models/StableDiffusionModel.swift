@@ -147,6 +147,7 @@ public final class StableDiffusionModel {
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
             throw ModelFileError.missingFile(path: path, detail: "no such file or folder")
         }
+        try checkConfigFiles(in: isDir.boolValue ? path : nil, configFolder)
         let model = isDir.boolValue ? try loadFolder(path, precision: precision) : try loadSingleFile(inferring: path, configFolder: configFolder)
         if let vaePath {
             try model.replaceVAE(with: vaePath, precision: precision)
@@ -220,7 +221,7 @@ public final class StableDiffusionModel {
                 name.hasPrefix("text_model.") ? [name, String(name.dropFirst("text_model.".count))] : [name]
             })
             model.tokenizer2Path = sub("tokenizer_2")
-            if let data = fm.contents(atPath: sub("model_index.json")),
+            if let data = try? RegularFile.read(sub("model_index.json")),
                let index = try? JSONSerialization.jsonObject(with: data) as? [String: Any] {
                 model.forceZerosForEmptyPrompt = index["force_zeros_for_empty_prompt"] as? Bool ?? true
             } else {
@@ -246,8 +247,28 @@ public final class StableDiffusionModel {
     }
 
     /// Whether a JSON config file sets `key` (to tell a default from a stated value).
+    /// The JSON files a folder may hold, relative to it.
+    static let configFiles = [
+        "model_index.json", "text_encoder/config.json", "text_encoder_2/config.json", "unet/config.json", "vae/config.json",
+        "scheduler/scheduler_config.json", "config.json",
+    ]
+
+    /// Refuses a FIFO, socket, device or folder in place of a config file of the model folder, the
+    /// `--config` folder or a `--vae` folder before anything reads it (reading a FIFO blocks
+    /// forever); the configs' own readers then see only regular files or missing ones.
+    static func checkConfigFiles(in folders: String?...) throws {
+        for case let folder? in folders {
+            for name in configFiles {
+                let path = (folder as NSString).appendingPathComponent(name)
+                do { try RegularFile.checkIfPresent(path) } catch let error as FileError {
+                    throw ModelFileError.cannotOpen(path: path, reason: error.reason)
+                }
+            }
+        }
+    }
+
     static func configHasKey(_ path: String, _ key: String) -> Bool {
-        guard let data = FileManager.default.contents(atPath: path),
+        guard let data = try? RegularFile.read(path),
               let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return false }
         return object[key] != nil
     }
@@ -275,11 +296,18 @@ public final class StableDiffusionModel {
         let indices = ["\(base).safetensors.index.json", "\(base).safetensors.index.fp16.json", "\(base).fp16.safetensors.index.json"]
         for index in preferFP16 ? Array(indices.reversed()) : indices
             where fm.fileExists(atPath: file(index)) {
-            guard let data = fm.contents(atPath: file(index)),
-                  let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+            let data: Data
+            do { data = try RegularFile.read(file(index)) } catch let error as FileError {
+                throw ModelFileError.cannotOpen(path: file(index), reason: error.reason)
+            }
+            guard let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
                   let map = json["weight_map"] as? [String: String]
             else {
                 throw ModelFileError.malformed(path: file(index), detail: "expected a JSON object with a weight_map")
+            }
+            // Shards lie beside the index: a name with a slash would read a file elsewhere.
+            if let outside = map.values.first(where: { $0.contains("/") || $0 == ".." || $0.isEmpty }) {
+                throw ModelFileError.malformed(path: file(index), detail: "weight_map names '\(outside)', not a file beside the index")
             }
             return try Set(map.values).sorted().map { try SafetensorsFile(path: file($0)) }
         }

@@ -1,5 +1,6 @@
 import CLumenDemoModel
 import Foundation
+import LumenRuntime
 
 /// The model `lumen generate` uses without `--model`, and the CLIP vocabulary for models that
 /// carry none (single-file checkpoints): the small trained demo model of the shapes world
@@ -49,11 +50,17 @@ public enum DefaultModel {
     }
 
     /// Writes the embedded demo model into `folder` (created; files replaced), via a temporary
-    /// sibling folder renamed into place, so that a reader never sees half of it.
+    /// sibling folder renamed into place, so that a reader never sees half of it. The staging
+    /// folder is made by mkdtemp (a new folder under a random name), so nothing planted at a
+    /// predictable name is written through.
     public static func writeEmbedded(to folder: String) throws {
         let fm = FileManager.default
-        let staging = folder + ".partial-\(getpid())"
-        try? fm.removeItem(atPath: staging)
+        try fm.createDirectory(atPath: (folder as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        var template = Array((folder + ".partial-XXXXXX").utf8CString)
+        guard template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) != nil else {
+            throw FileError.cannotWrite(path: folder, reason: String(cString: strerror(errno)))
+        }
+        let staging = String(cString: template)
         for (path, bytes) in embeddedFiles {
             let target = (staging as NSString).appendingPathComponent(path)
             try fm.createDirectory(atPath: (target as NSString).deletingLastPathComponent, withIntermediateDirectories: true)

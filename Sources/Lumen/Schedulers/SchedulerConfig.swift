@@ -1,4 +1,5 @@
 import Foundation
+import LumenRuntime
 
 /// A failure to read or use a scheduler configuration.
 public enum SchedulerError: Error, CustomStringConvertible, Equatable, Sendable {
@@ -106,7 +107,7 @@ public struct SchedulerConfig: Codable, Sendable, Hashable {
     /// Reads a diffusers `scheduler_config.json`.
     public init(path: String) throws {
         let data: Data
-        do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch {
+        do { data = try RegularFile.read(path, limit: 16 << 20) } catch {
             throw SchedulerError.unreadable(path: path, reason: error.localizedDescription)
         }
         do { self = try JSONDecoder().decode(SchedulerConfig.self, from: data) } catch {

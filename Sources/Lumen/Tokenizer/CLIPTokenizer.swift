@@ -1,4 +1,5 @@
 import Foundation
+import LumenRuntime
 
 /// A failure to load a tokenizer, naming the file at fault.
 public enum TokenizerError: Error, CustomStringConvertible, Equatable, Sendable {
@@ -378,8 +379,9 @@ public struct CLIPTokenizer: Sendable {
     // MARK: - Files
 
     private static func readData(_ path: String) throws -> Data {
-        do { return try Data(contentsOf: URL(fileURLWithPath: path)) } catch {
-            throw TokenizerError.unreadable(path: path, reason: error.localizedDescription)
+        // RegularFile: a FIFO or a folder in the tokenizer's place fails instead of blocking.
+        do { return try RegularFile.read(path) } catch let error as FileError {
+            throw TokenizerError.unreadable(path: path, reason: error.reason)
         }
     }
 
@@ -462,8 +464,8 @@ private struct SpecialTokenNames {
 
     mutating func read(path: String) throws {
         let data: Data
-        do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch {
-            throw TokenizerError.unreadable(path: path, reason: error.localizedDescription)
+        do { data = try RegularFile.read(path) } catch let error as FileError {
+            throw TokenizerError.unreadable(path: path, reason: error.reason)
         }
         guard let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
             throw TokenizerError.malformed(path: path, reason: "expected a JSON object")
