@@ -103,3 +103,20 @@ func assertDraws(_ pipeline: Pipeline, _ request: GenerationRequest, like name: 
     XCTAssertLessThanOrEqual(d.largest, maxPixelError, what, file: file, line: line)
     XCTAssertLessThan(d.mean, 1, "\(what): mean difference of 1/255 or more", file: file, line: line)
 }
+
+/// Runs the `lumen` binary built beside the tests with `args` (and extra environment variables),
+/// and returns its exit status and what it printed.
+@discardableResult
+func runLumen(_ args: [String], environment: [String: String] = [:]) throws -> (status: Int32, stdout: String, stderr: String) {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: CLITests.binary)
+    p.arguments = args
+    p.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
+    let out = Pipe(), err = Pipe()
+    p.standardOutput = out
+    p.standardError = err
+    try p.run()
+    let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+}

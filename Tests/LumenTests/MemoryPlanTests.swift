@@ -132,17 +132,3 @@ final class MemoryPlanTests: XCTestCase {
         XCTAssertTrue(bad.stderr.contains("--memory-budget"), bad.stderr)
     }
 }
-
-/// Runs the `lumen` binary built beside the tests.
-func runLumen(_ args: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: CLITests.binary)
-    p.arguments = args
-    let out = Pipe(), err = Pipe()
-    p.standardOutput = out
-    p.standardError = err
-    try p.run()
-    let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
-    return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
-}

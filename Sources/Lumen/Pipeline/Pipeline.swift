@@ -145,6 +145,7 @@ public final class Pipeline: @unchecked Sendable {
     public func generate(_ request: GenerationRequest, onEvent: (GenerationEvent) throws -> Void = { _ in }) throws -> [RGBImage] {
         lock.lock()
         defer { lock.unlock() }
+        defer { plannedGraphs.removeAll() }
         try validate(request)
         // Everything the request will hold is known now: refuse it before the first step, never
         // after the last, when it cannot fit even tiled.
@@ -386,6 +387,10 @@ public final class Pipeline: @unchecked Sendable {
     }
 
     private var plannedActivations: [String: Int] = [:]
+    /// Graphs built for the plan, handed to `cached` when the request compiles them; those it
+    /// does not compile (tile sizes not chosen) are dropped when the request ends. `memoryPlan(for:)`
+    /// leaves its graphs here for the generation that follows it.
+    private var plannedGraphs: [String: (Graph, [Value])] = [:]
 
     /// Activation bytes of the program cached under `key`: 0 when it is compiled and held,
     /// otherwise what the executor would allocate for it (memoized).
@@ -394,6 +399,8 @@ public final class Pipeline: @unchecked Sendable {
         if let known = plannedActivations[key] { return known }
         let g = Graph()
         let outputs = try build(g)
+        // The request compiles this very graph (building it again would merge LoRAs twice).
+        plannedGraphs[key] = (g, outputs)
         let bytes = executor.plannedActivationBytes(g, outputs: outputs)
         plannedActivations[key] = bytes
         return bytes
@@ -459,8 +466,10 @@ public final class Pipeline: @unchecked Sendable {
 
     private func cached(_ key: String, _ build: (Graph) throws -> [Value]) throws -> (program: any Program, outputs: [Value]) {
         if let p = programs[key] { return p }
-        let g = Graph()
-        let outputs = try build(g)
+        let (g, outputs) = try plannedGraphs.removeValue(forKey: key) ?? {
+            let g = Graph()
+            return (g, try build(g))
+        }()
         let entry = (try executor.compile(g, outputs: outputs), outputs)
         programs[key] = entry
         return entry
