@@ -5,6 +5,7 @@ import LumenRuntime
 /// the instruction set this CPU has (AVX-512, AVX2 or portable code).
 public final class CPUExecutor: Executor, @unchecked Sendable {
     public let backendName = "cpu"
+    public let backendKind = BackendKind.cpu
     public let pool: ThreadPool
     /// What the GEMM family (linear layers with more than 4 rows, convolutions with at least
     /// 192 output channels, activation matmuls) computes in; nil leaves the process-wide setting alone (`LUMEN_CPU_BF16=1`, off

@@ -5,6 +5,11 @@
 public protocol Executor: AnyObject, Sendable {
     /// "cpu", "vulkan".
     var backendName: String { get }
+    /// Which kind of executor this is.
+    var backendKind: BackendKind { get }
+    /// Whether the executor keeps weights in half precision (a GPU's f16 weights), so that a
+    /// model folder's `.fp16` files give it the same values for half the reading.
+    var prefersHalfPrecisionWeights: Bool { get }
     func compile(_ graph: Graph, outputs: [Value]) throws -> any Program
     /// The largest tensor one kernel can bind, in bytes (Vulkan: maxStorageBufferRange); nil: no limit.
     var maxTensorBytes: Int? { get }
@@ -14,7 +19,13 @@ public protocol Executor: AnyObject, Sendable {
     func plannedActivationBytes(_ graph: Graph, outputs: [Value]) -> Int
 }
 
+/// The executors Lumen has.
+public enum BackendKind: String, Sendable, Hashable, CaseIterable {
+    case cpu, vulkan
+}
+
 extension Executor {
+    public var prefersHalfPrecisionWeights: Bool { false }
     public var maxTensorBytes: Int? { nil }
     /// `LUMEN_MEMORY_BUDGET`, else the RAM this process can have.
     public func memoryBudget() throws -> MemoryBudget { try MemoryBudget.fromEnvironment(or: .availableRAM()) }

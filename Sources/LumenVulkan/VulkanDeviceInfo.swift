@@ -8,6 +8,8 @@ public struct VulkanDeviceInfo: Sendable, Hashable, CustomStringConvertible {
     public let name: String
     /// "discrete", "integrated", "virtual", "cpu" or "other".
     public let type: String
+    /// A discrete or integrated GPU, as opposed to a Vulkan driver that runs on the CPU (lavapipe).
+    public var isGPU: Bool { type == "discrete" || type == "integrated" }
     public let apiVersion: String
     public let driverVersion: UInt32
     public let shaderFloat16: Bool

@@ -9,6 +9,9 @@ import LumenRuntime
 /// inputs, replays that command buffer and downloads the outputs.
 public final class VulkanExecutor: Executor, @unchecked Sendable {
     public let backendName = "vulkan"
+    public let backendKind = BackendKind.vulkan
+    /// Weights live on the device in f16.
+    public var prefersHalfPrecisionWeights: Bool { true }
     let context: VulkanContext
     /// Options that change how programs are compiled.
     public struct Options: Sendable, Hashable {

@@ -84,6 +84,22 @@ final class PipelineTests: XCTestCase {
         }
     }
 
+    /// `latents(for:)` stops before the VAE: diffusers' output_type "latent", and no image event.
+    func testLatentsWithoutDecoding() throws {
+        let file = try SafetensorsFile(path: Self.reference)
+        let c = try JSONDecoder().decode(Case.self, from: Data(file.metadata["euler-cfg"]!.utf8))
+        var r = GenerationRequest(prompt: c.prompt)
+        r.negativePrompt = c.negative_prompt
+        (r.steps, r.guidanceScale, r.width, r.height, r.seed) = (c.steps, c.guidance, c.width, c.height, c.seed)
+        r.scheduler = SchedulerKind(rawValue: c.scheduler)
+        var images = 0
+        let latents = try Pipeline(modelPath: Fixtures.tinyFolder, backend: .cpu).latents(for: r) { event in
+            if case .image = event { images += 1 }
+        }
+        XCTAssertEqual(images, 0)
+        assertRelativeError(latents, try file.tensor("euler-cfg.latents"), below: 1e-4, "euler-cfg latents")
+    }
+
     func testRequestValidationAndCancellation() async throws {
         let pipeline = try Pipeline(modelPath: Fixtures.tinyFolder, backend: .cpu)
         var r = GenerationRequest(prompt: "a red circle")

@@ -30,7 +30,7 @@ public final class Pipeline: @unchecked Sendable {
     /// The memory requests are planned against; nil: the executor's (`LUMEN_MEMORY_BUDGET`, else
     /// the available RAM on the CPU, the device-local memory on Vulkan).
     public var memoryBudget: MemoryBudget?
-    private var programs: [String: (program: any Program, outputs: [Value])] = [:]
+    private var programs: [ProgramKey: (program: any Program, outputs: [Value])] = [:]
     /// Keep every compiled network (and its activation memory) for later requests. Off, each
     /// network's program is dropped once the request no longer needs it, so the UNet's and the
     /// decoder's activations are never held at the same time: the right choice for one-shot use
@@ -45,13 +45,13 @@ public final class Pipeline: @unchecked Sendable {
                             precision: WeightPrecision = .auto, loras: [LoRAWeight] = []) throws {
         let executor = try Pipeline.makeExecutor(backend)
         var note: String? = nil
-        if case .auto = backend, executor is CPUExecutor {
+        if case .auto = backend, executor.backendKind == .cpu {
             let devices = (try? VulkanExecutor.devices()) ?? []
             note = devices.isEmpty ? "no Vulkan device found: running on the CPU"
                 : "no Vulkan GPU found (only \(devices.map(\.name).joined(separator: ", "))): running on the CPU"
         }
         try self.init(modelPath: modelPath, executor: executor, configFolder: configFolder, vaePath: vaePath,
-                      precision: Pipeline.weightPrecision(precision, for: backend), loras: loras, backendNote: note)
+                      precision: precision, loras: loras, backendNote: note)
     }
 
     /// Opens the model with an executor of the caller's (for example a `VulkanExecutor` with
@@ -60,7 +60,9 @@ public final class Pipeline: @unchecked Sendable {
                 precision: WeightPrecision = .auto, loras: [LoRAWeight] = [], backendNote: String? = nil) throws {
         self.executor = executor
         self.backendNote = backendNote
-        let resolved = precision != .auto ? precision : (executor is CPUExecutor ? WeightPrecision.fp32 : .fp16)
+        // The CPU executor widens every weight to f32 as it packs it, so it reads the plain files;
+        // a GPU holds f16 weights, which a folder's .fp16 files give it for half the reading.
+        let resolved = precision != .auto ? precision : (executor.prefersHalfPrecisionWeights ? WeightPrecision.fp16 : .fp32)
         model = try StableDiffusionModel.load(path: modelPath, configFolder: configFolder, vaePath: vaePath, precision: resolved)
         _ = try model.checkRunnable()
         try model.apply(loras: loras)
@@ -76,17 +78,6 @@ public final class Pipeline: @unchecked Sendable {
         (defaultScheduler, notices) = try Pipeline.defaultScheduler(model: model, config: schedulerConfig)
     }
 
-    /// The weight files a backend reads when the caller has no preference: the CPU executor
-    /// widens every weight to f32 as it packs it, so it reads the plain (full-precision) files;
-    /// a GPU holds its weights in f16, so the fp16 variant gives it the same values for half the reading.
-    static func weightPrecision(_ requested: WeightPrecision, for backend: Backend) -> WeightPrecision {
-        guard requested == .auto else { return requested }
-        switch backend {
-        case .cpu, .auto: return .fp32
-        case .vulkan: return .fp16
-        }
-    }
-
     static func makeExecutor(_ backend: Backend) throws -> any Executor {
         switch backend {
         case .cpu:
@@ -96,7 +87,7 @@ public final class Pipeline: @unchecked Sendable {
         case .auto:
             // A real GPU if there is one; a Vulkan driver on the CPU (lavapipe) is slower than the
             // CPU executor, so it is used only when asked for.
-            let gpus = ((try? VulkanExecutor.devices()) ?? []).filter { $0.type == "discrete" || $0.type == "integrated" }
+            let gpus = ((try? VulkanExecutor.devices()) ?? []).filter(\.isGPU)
             if let gpu = gpus.first, let executor = try? VulkanExecutor(device: gpu.index) {
                 return executor
             }
@@ -143,6 +134,18 @@ public final class Pipeline: @unchecked Sendable {
     /// to stop, e.g. `CancellationError`). Returns the images.
     @discardableResult
     public func generate(_ request: GenerationRequest, onEvent: (GenerationEvent) throws -> Void = { _ in }) throws -> [RGBImage] {
+        try run(request, decode: true, onEvent: onEvent).images
+    }
+
+    /// Final latents of a request, before the VAE (diffusers' `output_type="latent"`): the VAE
+    /// does not run.
+    public func latents(for request: GenerationRequest, onEvent: (GenerationEvent) throws -> Void = { _ in }) throws -> Tensor {
+        try run(request, decode: false, onEvent: onEvent).latents
+    }
+
+    /// The generation: conditioning, denoising and, with `decode`, the VAE.
+    private func run(_ request: GenerationRequest, decode: Bool,
+                     onEvent: (GenerationEvent) throws -> Void) throws -> (images: [RGBImage], latents: Tensor) {
         lock.lock()
         defer { lock.unlock() }
         defer { plannedGraphs.removeAll() }
@@ -234,11 +237,13 @@ public final class Pipeline: @unchecked Sendable {
         }
 
         if !retainsPrograms {
-            programs = programs.filter { !$0.key.hasPrefix("unet-") && !$0.key.hasPrefix("text") && !$0.key.hasPrefix("encode-") }
+            programs = programs.filter { $0.key.stage == .decoding }
             dropResidentWeights(of: model.unetWeights)
             dropResidentWeights(of: model.textEncoderWeights)
             if let (_, weights2) = model.textEncoder2 { dropResidentWeights(of: weights2) }
         }
+        let finalLatents = try Tensor(shape: [n, latentChannels, lh, lw], values: latents)
+        guard decode else { return ([], finalLatents) }
         var images: [RGBImage] = []
         let per = latentChannels * lh * lw
         defer { if !retainsPrograms { programs.removeAll() } }
@@ -261,7 +266,7 @@ public final class Pipeline: @unchecked Sendable {
             images.append(image)
             try onEvent(.image(index: k, image: image))
         }
-        return images
+        return (images, finalLatents)
     }
 
     // MARK: - Memory plan and VAE tiling
@@ -302,7 +307,7 @@ public final class Pipeline: @unchecked Sendable {
                                     activations: try plannedBytes(textKey(rows, r.clipSkip)) { try buildText($0, count: rows, clipSkip: r.clipSkip) },
                                     staging: 2 * rows * n * length * model.unetConfig.crossAttentionDim * 4, how: "whole")
         let batch = rows * n
-        let unetKey = "unet-\(batch)-\(lh)-\(lw)-\(length)"
+        let unetKey = ProgramKey.unet(batch: batch, height: lh, width: lw, contextLength: length)
         let unet = MemoryPlan.Stage(name: "denoising", weights: model.unetWeights.fileBytes,
                                     activations: try plannedBytes(unetKey) { try buildUNet($0, batch: batch, height: lh, width: lw, contextLength: length) },
                                     staging: latentBytes * (4 + 3 * rows), how: "whole")
@@ -386,15 +391,15 @@ public final class Pipeline: @unchecked Sendable {
                           decodeTiles: decodeTiles, encodeTiles: encodeTiles, decisions: decisions)
     }
 
-    private var plannedActivations: [String: Int] = [:]
+    private var plannedActivations: [ProgramKey: Int] = [:]
     /// Graphs built for the plan, handed to `cached` when the request compiles them; those it
     /// does not compile (tile sizes not chosen) are dropped when the request ends. `memoryPlan(for:)`
     /// leaves its graphs here for the generation that follows it.
-    private var plannedGraphs: [String: (Graph, [Value])] = [:]
+    private var plannedGraphs: [ProgramKey: (Graph, [Value])] = [:]
 
     /// Activation bytes of the program cached under `key`: 0 when it is compiled and held,
     /// otherwise what the executor would allocate for it (memoized).
-    private func plannedBytes(_ key: String, _ build: (Graph) throws -> [Value]) throws -> Int {
+    private func plannedBytes(_ key: ProgramKey, _ build: (Graph) throws -> [Value]) throws -> Int {
         if programs[key] != nil { return 0 }
         if let known = plannedActivations[key] { return known }
         let g = Graph()
@@ -410,10 +415,10 @@ public final class Pipeline: @unchecked Sendable {
         let f = model.vaeConfig.scaleFactor
         switch pass {
         case .decode:
-            return try plannedBytes("decode-\(h / f)-\(w / f)") { try buildDecode($0, height: h / f, width: w / f) }
+            return try plannedBytes(.decode(height: h / f, width: w / f)) { try buildDecode($0, height: h / f, width: w / f) }
         case .encode:
-            return tiled ? try plannedBytes("encode-moments-\(h)-\(w)") { try buildEncodeMoments($0, height: h, width: w) }
-                : try plannedBytes("encode-\(h)-\(w)") { try buildEncode($0, height: h, width: w) }
+            return tiled ? try plannedBytes(.encodeMoments(height: h, width: w)) { try buildEncodeMoments($0, height: h, width: w) }
+                : try plannedBytes(.encode(height: h, width: w)) { try buildEncode($0, height: h, width: w) }
         }
     }
 
@@ -438,23 +443,8 @@ public final class Pipeline: @unchecked Sendable {
             let p = try decodeProgram(height: tile.shape[2], width: tile.shape[3])
             return try p.program.run(["latents": tile])[p.outputs[0]]!
         }, finishedShape: { th, tw in
-            if !retainsPrograms { programs["decode-\(th)-\(tw)"] = nil }
+            if !retainsPrograms { programs[.decode(height: th, width: tw)] = nil }
         })
-    }
-
-    /// Final latents of a request, before the VAE (diffusers' `output_type="latent"`).
-    public func latents(for request: GenerationRequest) throws -> Tensor {
-        struct Done: Error {}
-        var last: Tensor?
-        do {
-            try generate(request) { event in
-                switch event {
-                case .step(_, _, let latents): last = latents
-                case .image: throw Done()
-                }
-            }
-        } catch is Done {}
-        return last!
     }
 
     // MARK: - Pieces
@@ -464,7 +454,7 @@ public final class Pipeline: @unchecked Sendable {
         store.files.forEach { $0.dropResidentPages() }
     }
 
-    private func cached(_ key: String, _ build: (Graph) throws -> [Value]) throws -> (program: any Program, outputs: [Value]) {
+    private func cached(_ key: ProgramKey, _ build: (Graph) throws -> [Value]) throws -> (program: any Program, outputs: [Value]) {
         if let p = programs[key] { return p }
         let (g, outputs) = try plannedGraphs.removeValue(forKey: key) ?? {
             let g = Graph()
@@ -502,9 +492,7 @@ public final class Pipeline: @unchecked Sendable {
 
     // MARK: - Graphs (shared by the programs and the memory plan)
 
-    private func textKey(_ count: Int, _ clipSkip: Int) -> String {
-        (model.textEncoder2 == nil ? "text-" : "textxl-") + "\(count)-\(clipSkip)"
-    }
+    private func textKey(_ count: Int, _ clipSkip: Int) -> ProgramKey { .text(count: count, clipSkip: clipSkip) }
 
     /// The text encoder(s) for `count` texts: SD's last hidden states [T, 77, D]; SDXL's
     /// penultimate states of both encoders side by side and the second's text_embeds.
@@ -576,13 +564,13 @@ public final class Pipeline: @unchecked Sendable {
     }
 
     private func unetProgram(batch: Int, height: Int, width: Int, contextLength: Int) throws -> (program: any Program, outputs: [Value]) {
-        try cached("unet-\(batch)-\(height)-\(width)-\(contextLength)") {
+        try cached(.unet(batch: batch, height: height, width: width, contextLength: contextLength)) {
             try buildUNet($0, batch: batch, height: height, width: width, contextLength: contextLength)
         }
     }
 
     private func decodeProgram(height: Int, width: Int) throws -> (program: any Program, outputs: [Value]) {
-        try cached("decode-\(height)-\(width)") { try buildDecode($0, height: height, width: width) }
+        try cached(.decode(height: height, width: width)) { try buildDecode($0, height: height, width: width) }
     }
 
     /// The init image as scaled latents: a sample of the encoder's distribution drawn from the
@@ -599,18 +587,18 @@ public final class Pipeline: @unchecked Sendable {
         let mean: [Float], logvar: [Float]
         if let layout {
             let moments = try AutoencoderKL.tiledEncode(image: x, layout: layout, encodeTile: { tile in
-                let p = try cached("encode-moments-\(tile.shape[2])-\(tile.shape[3])") {
+                let p = try cached(.encodeMoments(height: tile.shape[2], width: tile.shape[3])) {
                     try buildEncodeMoments($0, height: tile.shape[2], width: tile.shape[3])
                 }
                 return try p.program.run(["image": tile])[p.outputs[0]]!
             }, finishedShape: { th, tw in
-                if !retainsPrograms { programs["encode-moments-\(th)-\(tw)"] = nil }
+                if !retainsPrograms { programs[.encodeMoments(height: th, width: tw)] = nil }
             })
             let m = moments.toFloats(), half = m.count / 2  // [1, 2·latent, h, w]: the means, then the log-variances
             mean = Array(m[..<half])
             logvar = m[half...].map { min(max($0, -30), 20) }
         } else {
-            let p = try cached("encode-\(h)-\(w)") { try buildEncode($0, height: h, width: w) }
+            let p = try cached(.encode(height: h, width: w)) { try buildEncode($0, height: h, width: w) }
             let out = try p.program.run(["image": x])
             mean = out[p.outputs[0]]!.toFloats()
             logvar = out[p.outputs[1]]!.toFloats()

@@ -116,12 +116,6 @@ public struct SchedulerConfig: Codable, Sendable, Hashable {
         try checkRanges(path: path)
     }
 
-    /// Reads `folder/scheduler/scheduler_config.json` when it exists, `nil` otherwise.
-    public static func load(modelFolder folder: String) throws -> SchedulerConfig? {
-        let path = folder + "/scheduler/scheduler_config.json"
-        guard FileManager.default.fileExists(atPath: path) else { return nil }
-        return try SchedulerConfig(path: path)
-    }
 }
 
 /// How a model's output is read.

@@ -1,0 +1,25 @@
+/// A network the pipeline compiled, by stage and shape: the key of its program cache, so that
+/// a stage's programs are found and let go of by stage, never by the spelling of a string.
+enum ProgramKey: Hashable, Sendable {
+    /// The text encoder(s) for `count` texts.
+    case text(count: Int, clipSkip: Int)
+    /// The UNet for a batch of latents of height × width, with a context of `contextLength` tokens.
+    case unet(batch: Int, height: Int, width: Int, contextLength: Int)
+    /// The VAE decoder for latents of height × width (a whole latent or one tile).
+    case decode(height: Int, width: Int)
+    /// The VAE encoder for an image of height × width pixels (mean and log-variance).
+    case encode(height: Int, width: Int)
+    /// The VAE encoder's moments for one tile of height × width pixels (tiled encoding).
+    case encodeMoments(height: Int, width: Int)
+
+    enum Stage: Sendable { case conditioning, imageEncoding, denoising, decoding }
+
+    var stage: Stage {
+        switch self {
+        case .text: return .conditioning
+        case .encode, .encodeMoments: return .imageEncoding
+        case .unet: return .denoising
+        case .decode: return .decoding
+        }
+    }
+}
