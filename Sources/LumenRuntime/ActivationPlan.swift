@@ -16,7 +16,10 @@ public struct ActivationPlan: Sendable {
     /// All buffers together.
     public var totalBytes: Int { capacities.reduce(0, +) }
 
-    public init(graph: Graph, outputs: [Value], worksInPlace: (Op) -> Bool) {
+    /// `bytes` gives a value's size (default: its element count × its dtype's size; an executor
+    /// that stores activations in another type says so).
+    public init(graph: Graph, outputs: [Value], worksInPlace: (Op) -> Bool,
+                bytes: (Node) -> Int = { $0.shape.count * $0.dtype.size }) {
         let nodes = graph.nodes
         let live = GraphLiveness(graph: graph, outputs: outputs)
         let needed = live.needed, root = live.root, lastUse = live.lastUse
@@ -30,7 +33,7 @@ public struct ActivationPlan: Sendable {
         // buffers are taken before any step's, wherever the graph declared them.
         for n in nodes where needed[n.id] {
             if case .input(let name) = n.op {
-                bufferOf[n.id] = planner.acquire(bytes: n.shape.count * n.dtype.size)
+                bufferOf[n.id] = planner.acquire(bytes: bytes(n))
                 declared.append((name, n.shape, n.dtype))
                 inputs.append((name, n.id, n.shape.count * n.dtype.size))
             }
@@ -52,7 +55,7 @@ public struct ActivationPlan: Sendable {
                     bufferOf[n.id] = bufferOf[root[donor]]
                     handedOver.insert(root[donor])
                 } else {
-                    bufferOf[n.id] = planner.acquire(bytes: n.shape.count * n.dtype.size)
+                    bufferOf[n.id] = planner.acquire(bytes: bytes(n))
                 }
             }
             for r in releaseAt[n.id] ?? [] where !handedOver.contains(r) {

@@ -114,29 +114,12 @@ public final class VulkanProgram: Program {
             }
         }
 
-        // Slots by lifetime. Inputs are uploaded before the first dispatch, so their slots are
-        // taken first and never handed to a value computed before the input's node.
-        var planner = SlotPlanner()
-        var inputSpecs: [(String, Shape, DType)] = []
-        for n in nodes where needed[n.id] {
-            if case .input(let name) = n.op {
-                slotOf[n.id] = planner.acquire(bytes: n.shape.count * storage[n.id]!.size)
-                inputSpecs.append((name, n.shape, n.dtype))
-            }
-        }
-        for n in nodes where needed[n.id] {
-            switch n.op {
-            case .input, .constant, .reshape: break
-            default: slotOf[n.id] = planner.acquire(bytes: n.shape.count * storage[n.id]!.size)
-            }
-            for i in Set(n.inputs) where lastUse[root[i]] == n.id {
-                if let s = slotOf[root[i]] { planner.release(s) }
-            }
-        }
-        for (name, value) in graph.inputs where !needed[value.id] {
-            inputSpecs.append((name, value.shape, value.dtype))
-        }
-        inputs = inputSpecs
+        // Slots by lifetime (the runtime's planner, as the CPU executor's; no op writes in place
+        // here). Inputs are uploaded before the first dispatch, so their slots are taken first.
+        let plan = ActivationPlan(graph: graph, outputs: outputs, worksInPlace: { _ in false },
+                                  bytes: { [storage] n in n.shape.count * storage[n.id]!.size })
+        slotOf = plan.bufferOf
+        inputs = plan.declaredInputs
 
         // Refuse oversized bindings before any memory is taken.
         for n in nodes where needed[n.id] {
@@ -147,7 +130,7 @@ public final class VulkanProgram: Program {
         }
         let blockLimit = 64 << 20
         let align = context.bindingAlignment
-        let activationTotal = planner.capacities.reduce(0) { $0 + alignUp(max($1, 4), align) }
+        let activationTotal = plan.capacities.reduce(0) { $0 + alignUp(max($1, 4), align) }
         var constantTotal = 4096
         // f16 weights stay f16 on the device; everything else is counted at 4 bytes an element.
         for n in nodes where needed[n.id] {
@@ -162,7 +145,7 @@ public final class VulkanProgram: Program {
         }
         activationArena = Arena(context, hostVisible: false, blockSize: min(blockLimit, max(activationTotal, 4096)),
                                 purpose: "activations")
-        slotRanges = try planner.capacities.map { try activationArena.allocate($0) }
+        slotRanges = try plan.capacities.map { try activationArena.allocate($0) }
         weightArena = Arena(context, hostVisible: false, blockSize: min(blockLimit, constantTotal), purpose: "weights")
         let zero = try weightArena.allocate(16)
         pendingUploads.append((.bytes([UInt8](repeating: 0, count: 16)), zero))
@@ -356,28 +339,5 @@ func convertElements(_ t: Tensor, from start: Int, count: Int, to target: DType,
             let d = dst.assumingMemoryBound(to: Float.self)
             for i in 0..<count { d[i] = load(start + i) }
         }
-    }
-}
-
-/// Activation slots assigned by lifetime: a released slot is reused by a later value, growing
-/// if needed (best fit first).
-struct SlotPlanner {
-    private(set) var capacities: [Int] = []
-    private var free: [Int] = []
-
-    mutating func acquire(bytes: Int) -> Int {
-        if let i = free.filter({ capacities[$0] >= bytes }).min(by: { capacities[$0] < capacities[$1] })
-            ?? free.max(by: { capacities[$0] < capacities[$1] })
-        {
-            free.removeAll { $0 == i }
-            capacities[i] = max(capacities[i], bytes)
-            return i
-        }
-        capacities.append(bytes)
-        return capacities.count - 1
-    }
-
-    mutating func release(_ slot: Int) {
-        if !free.contains(slot) { free.append(slot) }
     }
 }
