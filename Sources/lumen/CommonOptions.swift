@@ -53,3 +53,15 @@ extension LoRAWeight: ExpressibleByArgument {
         }
     }
 }
+
+/// How a model's files are read, for every command that opens a model (`generate`, `info`).
+struct ModelFileOptions: ParsableArguments {
+    @Option(help: "For a single-file checkpoint: a diffusers folder of the same model whose configs and tokenizer to use (otherwise the shapes and the family's diffusers defaults).")
+    var config: String?
+
+    @Option(help: "A VAE replacing the model's own: a single .safetensors VAE file or a diffusers vae/ folder.")
+    var vae: String?
+
+    @Option(help: "Where a folder has both plain and .fp16 weight files, which to read: auto (the backend's choice: plain on the CPU, .fp16 on a GPU), fp32 or fp16.")
+    var precision = WeightPrecision.auto
+}

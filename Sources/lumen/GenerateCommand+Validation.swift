@@ -33,7 +33,7 @@ extension GenerateCommand {
                                       + "(1 is the trained effect)")
             }
         }
-        if let config {
+        if let config = files.config {
             var isDir: ObjCBool = false
             let modelPath = model ?? DefaultModel.locate()?.path
             if let modelPath, FileManager.default.fileExists(atPath: modelPath, isDirectory: &isDir), isDir.boolValue {

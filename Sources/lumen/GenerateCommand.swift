@@ -17,14 +17,7 @@ struct GenerateCommand: ParsableCommand {
     @Option(help: "A diffusers folder or a single-file .safetensors checkpoint (default: the built-in model).")
     var model: String?
 
-    @Option(help: "For a single-file checkpoint: a diffusers folder with the configs and tokenizer.")
-    var config: String?
-
-    @Option(help: "A VAE replacing the model's own: a single .safetensors VAE file or a diffusers vae/ folder.")
-    var vae: String?
-
-    @Option(help: "Where a folder has both plain and .fp16 weight files, which to read: auto (the backend's choice), fp32 or fp16.")
-    var precision = WeightPrecision.auto
+    @OptionGroup var files: ModelFileOptions
 
     @Option(name: .customLong("negative-prompt"),
             help: "What not to draw. Absent means none (SDXL: zero unconditional inputs, as diffusers' negative_prompt=None); \"\" is an explicit empty prompt, which SDXL encodes.")
@@ -125,8 +118,8 @@ struct GenerateCommand: ParsableCommand {
             }
             model = builtIn.path
         }
-        let pipeline = try Pipeline(modelPath: model, backend: backend.backend(device: device), configFolder: config,
-                                    vaePath: vae, precision: precision, loras: loras)
+        let pipeline = try Pipeline(modelPath: model, backend: backend.backend(device: device), configFolder: files.config,
+                                    vaePath: files.vae, precision: files.precision, loras: loras)
         pipeline.retainsPrograms = false  // one request: never hold the UNet's and the VAE's activations together
         if let memoryBudget, let bytes = MemoryBudget.parse(memoryBudget) {
             var budget = try pipeline.executor.memoryBudget()

@@ -10,21 +10,14 @@ struct InfoCommand: ParsableCommand {
     @Argument(help: "A diffusers folder or a single-file .safetensors checkpoint.")
     var model: String
 
-    @Option(help: "A diffusers folder whose configs describe a single-file checkpoint (otherwise inferred from its shapes).")
-    var config: String?
-
-    @Option(help: "A VAE replacing the model's own: a single .safetensors VAE file or a diffusers vae/ folder.")
-    var vae: String?
-
-    @Option(help: "Where a folder has both plain and .fp16 weight files, which to read: auto (the plain ones), fp32 or fp16.")
-    var precision = WeightPrecision.auto
+    @OptionGroup var files: ModelFileOptions
 
     @Flag(help: "Print JSON.")
     var json = false
 
     func run() throws {
-        let m = try StableDiffusionModel.load(path: model, configFolder: config, vaePath: vae,
-                                              precision: precision)
+        let m = try StableDiffusionModel.load(path: model, configFolder: files.config, vaePath: files.vae,
+                                              precision: files.precision)
         let notices = try m.checkRunnable()  // what `generate` would refuse, info refuses too
         for notice in notices { FileHandle.standardError.write(Data("lumen: \(notice)\n".utf8)) }
         let networks = m.summary()
