@@ -64,7 +64,7 @@ struct InfoCommand: ParsableCommand {
         }
         print("unet:    channels \(u.blockOutChannels), \(u.layersPerBlock) layers/block, cross-attention \(u.crossAttentionDim), "
               + "heads \(u.blockOutChannels.indices.map { u.heads(block: $0) }), linear projection \(u.useLinearProjection)")
-        print("         down \(u.downBlockTypes), up \(u.upBlockTypes)")
+        print("         down \(u.downBlockTypes.map(\.rawValue)), up \(u.upBlockTypes.map(\.rawValue))")
         print("vae:     channels \(v.blockOutChannels), \(v.layersPerBlock) layers/block, latent \(v.latentChannels), "
               + "scale factor \(v.scaleFactor), scaling \(v.scalingFactor)")
         let pad = m.tokenizerPadToken.map { ", padded with \"\($0)\"" } ?? ""

@@ -32,6 +32,23 @@ final class ModelLoadingErrorTests: XCTestCase {
         }
     }
 
+    /// Block types are a closed set decoded at load: an unknown one names the file and lists the valid ones.
+    func testUnknownBlockTypeListsTheSupportedOnes() throws {
+        let path = try copyTiny()
+        let configPath = path + "/unet/config.json"
+        var config = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: configPath))) as! [String: Any]
+        var down = config["down_block_types"] as! [String]
+        down[0] = "SimpleCrossAttnDownBlock2D"
+        config["down_block_types"] = down
+        try JSONSerialization.data(withJSONObject: config).write(to: URL(fileURLWithPath: configPath))
+        XCTAssertThrowsError(try StableDiffusionModel.load(path: path)) { error in
+            let text = "\(error)"
+            for part in [configPath, "SimpleCrossAttnDownBlock2D", "CrossAttnDownBlock2D, DownBlock2D"] {
+                XCTAssertTrue(text.contains(part), "\(part) not in: \(text)")
+            }
+        }
+    }
+
     func testMissingTensorAndWrongShapeNameTheTensor() throws {
         // A config that disagrees with the weights: cross_attention_dim 24 instead of 16.
         let path = try copyTiny()

@@ -71,8 +71,8 @@ public struct UNet2DConditionConfig: Sendable, Hashable, Codable {
     public var sampleSize = 64
     public var blockOutChannels = [320, 640, 1280, 1280]
     public var layersPerBlock = 2
-    public var downBlockTypes = ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"]
-    public var upBlockTypes = ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"]
+    public var downBlockTypes: [UNetDownBlockType] = [.crossAttention, .crossAttention, .crossAttention, .plain]
+    public var upBlockTypes: [UNetUpBlockType] = [.plain, .crossAttention, .crossAttention, .crossAttention]
     public var midBlockType: String? = "UNetMidBlock2DCrossAttn"
     public var crossAttentionDim = 768
     public var attentionHeadDim: PerBlock = .all(8)
@@ -231,4 +231,37 @@ func loadConfig<T: Decodable>(_ type: T.Type, path: String) throws -> T {
     }
     try (config as? RangeCheckedConfig)?.checkRanges(path: path)
     return config
+}
+
+/// The UNet's down blocks Lumen builds (diffusers' `down_block_types`); any other name fails at
+/// load, listing these.
+public enum UNetDownBlockType: String, Sendable, Hashable, CaseIterable, Codable {
+    case crossAttention = "CrossAttnDownBlock2D"
+    case plain = "DownBlock2D"
+
+    public init(from decoder: Decoder) throws {
+        self = try decodeClosedSet(decoder, what: "down block type")
+    }
+}
+
+/// The UNet's up blocks Lumen builds (diffusers' `up_block_types`).
+public enum UNetUpBlockType: String, Sendable, Hashable, CaseIterable, Codable {
+    case crossAttention = "CrossAttnUpBlock2D"
+    case plain = "UpBlock2D"
+
+    public init(from decoder: Decoder) throws {
+        self = try decodeClosedSet(decoder, what: "up block type")
+    }
+}
+
+/// One case of a closed set from its config string; an unknown string is a decoding error that
+/// names it and lists the valid ones.
+func decodeClosedSet<T: RawRepresentable & CaseIterable>(_ decoder: Decoder, what: String) throws -> T where T.RawValue == String {
+    let c = try decoder.singleValueContainer()
+    let text = try c.decode(String.self)
+    guard let value = T(rawValue: text) else {
+        throw DecodingError.dataCorruptedError(
+            in: c, debugDescription: "\(what) \"\(text)\" is not supported; supported: \(T.allCases.map(\.rawValue).joined(separator: ", "))")
+    }
+    return value
 }

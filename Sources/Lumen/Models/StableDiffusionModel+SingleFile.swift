@@ -57,7 +57,7 @@ extension StableDiffusionModel {
         let L = unet.layersPerBlock
         let upTypes = unet.upBlockTypes
         let unetWeights = SafetensorsWeights(files: [file], scope: OriginalCheckpointNames.unetPrefix) { name in
-            [OriginalCheckpointNames.unet(name, layersPerBlock: L, upBlockHasAttention: { upTypes[$0] == "CrossAttnUpBlock2D" })]
+            [OriginalCheckpointNames.unet(name, layersPerBlock: L, upBlockHasAttention: { upTypes[$0] == .crossAttention })]
         }
         let levels = vae.blockOutChannels.count
         let vaeWeights = SafetensorsWeights(files: [file], scope: OriginalCheckpointNames.vaePrefix) {
@@ -169,12 +169,12 @@ extension StableDiffusionModel {
         let L = firstDown - 1
         let levels = inputBlocks / (L + 1)  // each level: L blocks, plus a down-sampler except the last, plus conv_in
         c.layersPerBlock = L
-        var channels: [Int] = [], down: [String] = [], up: [String] = []
+        var channels: [Int] = [], down: [UNetDownBlockType] = [], up: [UNetUpBlockType] = []
         for i in 0..<levels {
             let first = 1 + i * (L + 1)
             channels.append(try shape(file, "\(p)input_blocks.\(first).0.out_layers.3.weight")[0])
-            down.append(file.entries["\(p)input_blocks.\(first).1.proj_in.weight"] != nil ? "CrossAttnDownBlock2D" : "DownBlock2D")
-            up.append(file.entries["\(p)output_blocks.\(i * (L + 1)).1.proj_in.weight"] != nil ? "CrossAttnUpBlock2D" : "UpBlock2D")
+            down.append(file.entries["\(p)input_blocks.\(first).1.proj_in.weight"] != nil ? .crossAttention : .plain)
+            up.append(file.entries["\(p)output_blocks.\(i * (L + 1)).1.proj_in.weight"] != nil ? .crossAttention : .plain)
         }
         c.blockOutChannels = channels
         c.downBlockTypes = down

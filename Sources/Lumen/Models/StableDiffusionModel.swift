@@ -88,7 +88,7 @@ public final class StableDiffusionModel {
                 var t = tensor
                 // kohya names SDXL's UNet modules as the original checkpoints do.
                 let original = network == .unet ? String(OriginalCheckpointNames.unet(name, layersPerBlock: L, upBlockHasAttention: {
-                    upTypes[$0] == "CrossAttnUpBlock2D"
+                    upTypes[$0] == .crossAttention
                 }).dropFirst(OriginalCheckpointNames.unetPrefix.count)) : nil
                 for (lora, strength) in self.loras {
                     guard let f = lora.factors(network, weightName: name, originalName: original) else { continue }

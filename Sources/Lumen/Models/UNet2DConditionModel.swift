@@ -23,12 +23,6 @@ public struct UNet2DConditionModel {
         for (bad, what) in unsupported where bad {
             throw LumenError.invalidArgument(op: "UNet2DConditionModel", detail: "\(what) is not supported yet")
         }
-        for t in config.downBlockTypes where !["CrossAttnDownBlock2D", "DownBlock2D"].contains(t) {
-            throw LumenError.invalidArgument(op: "UNet2DConditionModel", detail: "down block type '\(t)' is not supported")
-        }
-        for t in config.upBlockTypes where !["CrossAttnUpBlock2D", "UpBlock2D"].contains(t) {
-            throw LumenError.invalidArgument(op: "UNet2DConditionModel", detail: "up block type '\(t)' is not supported")
-        }
         if let mid = config.midBlockType, mid != "UNetMidBlock2DCrossAttn" {
             throw LumenError.invalidArgument(op: "UNet2DConditionModel", detail: "mid block type '\(mid)' is not supported")
         }
@@ -91,7 +85,7 @@ public struct UNet2DConditionModel {
             for j in 0..<c.layersPerBlock {
                 h = try b.child("resnets.\(j)").resnet(h, inChannels: j == 0 ? inC : outC, outChannels: outC, temb: tembAct,
                                                        tembChannels: tembDim, groups: groups, eps: eps)
-                if type == "CrossAttnDownBlock2D" {
+                if type == .crossAttention {
                     h = try b.child("attentions.\(j)").spatialTransformer(
                         h, context: context, channels: outC, heads: c.heads(block: i),
                         layers: c.transformerLayersPerBlock.value(i), groups: groups, contextDim: c.crossAttentionDim,
@@ -133,7 +127,7 @@ public struct UNet2DConditionModel {
                 h = try graph.concat([h, skip], axis: 1)
                 h = try b.child("resnets.\(j)").resnet(h, inChannels: resIn + skipC, outChannels: outC, temb: tembAct,
                                                        tembChannels: tembDim, groups: groups, eps: eps)
-                if type == "CrossAttnUpBlock2D" {
+                if type == .crossAttention {
                     h = try b.child("attentions.\(j)").spatialTransformer(
                         h, context: context, channels: outC, heads: c.heads(block: block),
                         layers: c.transformerLayersPerBlock.value(block), groups: groups,
