@@ -57,9 +57,9 @@ struct InfoCommand: ParsableCommand {
             for f in n.files { print("    read \(f)") }
         }
         let t = m.textEncoderConfig, u = m.unetConfig, v = m.vaeConfig
-        print("text encoder: hidden \(t.hiddenSize), \(t.numHiddenLayers) layers, \(t.numAttentionHeads) heads, \(t.hiddenAct), vocab \(t.vocabSize)")
+        print("text encoder: hidden \(t.hiddenSize), \(t.numHiddenLayers) layers, \(t.numAttentionHeads) heads, \(t.hiddenAct.rawValue), vocab \(t.vocabSize)")
         if let (t2, _) = m.textEncoder2 {
-            print("text encoder 2: hidden \(t2.hiddenSize), \(t2.numHiddenLayers) layers, \(t2.numAttentionHeads) heads, \(t2.hiddenAct), "
+            print("text encoder 2: hidden \(t2.hiddenSize), \(t2.numHiddenLayers) layers, \(t2.numAttentionHeads) heads, \(t2.hiddenAct.rawValue), "
                   + "projection \(t2.projectionDim ?? 0); tokenizer \(m.tokenizer2Path ?? "none")")
         }
         print("unet:    channels \(u.blockOutChannels), \(u.layersPerBlock) layers/block, cross-attention \(u.crossAttentionDim), "

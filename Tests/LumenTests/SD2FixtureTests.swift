@@ -37,7 +37,7 @@ final class SD2FixtureTests: XCTestCase {
                 let model = try StableDiffusionModel.load(path: path, configFolder: config)
                 XCTAssertEqual(model.family, .sd2, layout)
                 XCTAssertEqual(model.textEncoderConfig.numHiddenLayers, 23, "\(layout): the 24th OpenCLIP block is not used")
-                XCTAssertEqual(model.textEncoderConfig.hiddenAct, "gelu", layout)
+                XCTAssertEqual(model.textEncoderConfig.hiddenAct, .gelu, layout)
                 let g = Graph()
                 let input = try g.input("ids", shape: ids.shape, dtype: .i32)
                 let out = try CLIPTextModel(config: model.textEncoderConfig).build(g, ids: input, weights: model.textEncoderWeights)

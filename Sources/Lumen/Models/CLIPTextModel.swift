@@ -83,11 +83,9 @@ public struct CLIPTextModel {
         h = try m.layerNorm(x1, "layer_norm2", dim: d, eps: c.layerNormEps)
         h = try m.linear(h, "mlp.fc1", in: d, out: c.intermediateSize)
         switch c.hiddenAct {
-        case "quick_gelu": h = try m.graph.quickGelu(h)
-        case "gelu": h = try m.graph.gelu(h)
-        case "gelu_new", "gelu_pytorch_tanh": h = try m.graph.gelu(h, approximateTanh: true)
-        default:
-            throw LumenError.invalidArgument(op: "CLIPTextModel", detail: "hidden_act '\(c.hiddenAct)' is not supported (quick_gelu, gelu, gelu_new)")
+        case .quickGelu: h = try m.graph.quickGelu(h)
+        case .gelu: h = try m.graph.gelu(h)
+        case .geluNew, .geluPytorchTanh: h = try m.graph.gelu(h, approximateTanh: true)
         }
         h = try m.linear(h, "mlp.fc2", in: c.intermediateSize, out: d)
         return try m.graph.add(x1, h)

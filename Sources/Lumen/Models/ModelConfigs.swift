@@ -35,7 +35,7 @@ public struct CLIPTextConfig: Sendable, Hashable, Codable {
     public var numHiddenLayers = 12
     public var numAttentionHeads = 12
     public var maxPositionEmbeddings = 77
-    public var hiddenAct = "quick_gelu"
+    public var hiddenAct = CLIPActivation.quickGelu
     public var layerNormEps: Float = 1e-5
     /// Width of `text_projection` (CLIPTextModelWithProjection, SDXL's second encoder).
     public var projectionDim: Int? = nil
@@ -58,7 +58,7 @@ public struct CLIPTextConfig: Sendable, Hashable, Codable {
         numHiddenLayers = try c.decodeIfPresent(Int.self, forKey: .numHiddenLayers) ?? d.numHiddenLayers
         numAttentionHeads = try c.decodeIfPresent(Int.self, forKey: .numAttentionHeads) ?? d.numAttentionHeads
         maxPositionEmbeddings = try c.decodeIfPresent(Int.self, forKey: .maxPositionEmbeddings) ?? d.maxPositionEmbeddings
-        hiddenAct = try c.decodeIfPresent(String.self, forKey: .hiddenAct) ?? d.hiddenAct
+        hiddenAct = try c.decodeIfPresent(CLIPActivation.self, forKey: .hiddenAct) ?? d.hiddenAct
         layerNormEps = try c.decodeIfPresent(Float.self, forKey: .layerNormEps) ?? d.layerNormEps
         projectionDim = try c.decodeIfPresent(Int.self, forKey: .projectionDim)
     }
@@ -264,4 +264,19 @@ func decodeClosedSet<T: RawRepresentable & CaseIterable>(_ decoder: Decoder, wha
             in: c, debugDescription: "\(what) \"\(text)\" is not supported; supported: \(T.allCases.map(\.rawValue).joined(separator: ", "))")
     }
     return value
+}
+
+/// The text encoder's MLP activations Lumen builds (transformers' `hidden_act`).
+public enum CLIPActivation: String, Sendable, Hashable, CaseIterable, Codable {
+    /// x·σ(1.702x), OpenAI CLIP's (Stable Diffusion 1.x).
+    case quickGelu = "quick_gelu"
+    /// The exact (erf) GELU, OpenCLIP's (Stable Diffusion 2.x, SDXL's second encoder).
+    case gelu
+    /// The tanh approximation, under either of its names.
+    case geluNew = "gelu_new"
+    case geluPytorchTanh = "gelu_pytorch_tanh"
+
+    public init(from decoder: Decoder) throws {
+        self = try decodeClosedSet(decoder, what: "hidden_act")
+    }
 }

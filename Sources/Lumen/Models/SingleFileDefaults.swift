@@ -21,7 +21,7 @@ public struct SingleFileDefaults: Sendable, Hashable {
     public let attentionHeads: AttentionHeads
     public let upcastAttention: Bool
     /// The text encoder's activation (as transformers names it).
-    public let textActivation: String
+    public let textActivation: CLIPActivation
     /// The tokenizer's padding token, when not CLIP's `<|endoftext|>`.
     public let tokenizerPadToken: String?
 
@@ -35,7 +35,7 @@ public struct SingleFileDefaults: Sendable, Hashable {
         family: .sd1, repository: "stable-diffusion-v1-5/stable-diffusion-v1-5",
         scheduler: .stableDiffusion(className: "PNDMScheduler", prediction: nil),
         unetSampleSize: 64, vaeSampleSize: 512, vaeScalingFactor: 0.18215, attentionHeads: .count(8),
-        upcastAttention: false, textActivation: "quick_gelu", tokenizerPadToken: nil)
+        upcastAttention: false, textActivation: .quickGelu, tokenizerPadToken: nil)
 
     /// Stable Diffusion 2.x (OpenCLIP, `cond_stage_model.model.*`): stable-diffusion-2-1's configs,
     /// which diffusers uses for every 2.x file, 2.x-base (512, epsilon) included: such a file
@@ -44,7 +44,7 @@ public struct SingleFileDefaults: Sendable, Hashable {
         family: .sd2, repository: "stabilityai/stable-diffusion-2-1",
         scheduler: .stableDiffusion(className: "DDIMScheduler", prediction: "v_prediction"),
         unetSampleSize: 96, vaeSampleSize: 768, vaeScalingFactor: 0.18215, attentionHeads: .width(64),
-        upcastAttention: true, textActivation: "gelu", tokenizerPadToken: "!")
+        upcastAttention: true, textActivation: .gelu, tokenizerPadToken: "!")
 
     /// `unet` with the fields the weights cannot show set as the repository has them.
     func apply(to unet: UNet2DConditionConfig) -> UNet2DConditionConfig {
@@ -79,7 +79,7 @@ public struct SingleFileDefaults: Sendable, Hashable {
         let size = unetSampleSize * 8
         return "no --config: the configs diffusers' from_single_file uses for \(family.rawValue) (those of \(repository)): "
             + "\(s.className ?? "?") (\(fields.joined(separator: ", "))), \(heads)\(upcastAttention ? " (upcast)" : ""), "
-            + "\(size)×\(size), VAE scaling \(vaeScalingFactor), \(textActivation) text encoder, "
+            + "\(size)×\(size), VAE scaling \(vaeScalingFactor), \(textActivation.rawValue) text encoder, "
             + "tokenizer padded with \"\(tokenizerPadToken ?? "<|endoftext|>")\""
     }
 }

@@ -126,7 +126,7 @@ extension StableDiffusionModel {
         c.numHiddenLayers = blocks - 1
         c.intermediateSize = try shape(file, p + "transformer.resblocks.0.mlp.c_fc.weight")[0]
         c.numAttentionHeads = max(1, c.hiddenSize / 64)
-        c.hiddenAct = "gelu"
+        c.hiddenAct = .gelu
         return c
     }
 

@@ -199,7 +199,7 @@ public final class StableDiffusionModel {
             recognised.append("vae config has no scaling_factor: \(vae.scalingFactor) (the Stable Diffusion 1.x/2.x value)")
         }
         // 2.x: OpenCLIP's text tower (GELU; 1.x's CLIP ViT-L uses quick_gelu), 1024 wide.
-        let family: ModelFamily = xl ? .sdxl : text.hiddenAct == "gelu" || unet.crossAttentionDim == 1024 || text.hiddenSize == 1024 ? .sd2 : .sd1
+        let family: ModelFamily = xl ? .sdxl : text.hiddenAct == .gelu || unet.crossAttentionDim == 1024 || text.hiddenSize == 1024 ? .sd2 : .sd1
         let tokenizer = fm.fileExists(atPath: sub("tokenizer")) ? sub("tokenizer") : nil
         if let tokenizer {
             let classic = fm.fileExists(atPath: tokenizer + "/vocab.json") && fm.fileExists(atPath: tokenizer + "/merges.txt")
