@@ -163,27 +163,8 @@ public final class Pipeline: @unchecked Sendable {
         let cfg = request.guidanceScale > 1
         var generator = TorchGenerator(seed: request.seed)
 
-        // Text: [negative, prompt] in one batch when guiding.
-        let texts = cfg ? [request.negativePrompt ?? "", request.prompt] : [request.prompt]
-        var added: [String: Tensor] = [:]
-        let context: Tensor
-        if model.textEncoder2 != nil {
-            // SDXL: both encoders' penultimate states side by side, the pooled projection of the
-            // second and the size conditioning (original size, crop top-left, target size); with
-            // force_zeros_for_empty_prompt, no negative prompt (nil, not "") means zero unconditional inputs.
-            var (states, pooled) = try encodeTextXL(texts, clipSkip: request.clipSkip)
-            if cfg && request.negativePrompt == nil && model.forceZerosForEmptyPrompt {
-                states = try zeroingFirstRow(states)
-                pooled = try zeroingFirstRow(pooled)
-            }
-            context = try repeatEmbeddings(states, times: n)
-            added["text_embeds"] = try repeatEmbeddings(pooled, times: n)
-            let ids: [Float] = [Float(height), Float(width), 0, 0, Float(height), Float(width)]
-            added["time_ids"] = try Tensor(shape: [context.shape[0], 6], values: Array([[Float]](repeating: ids, count: context.shape[0]).joined()))
-        } else {
-            let embeddings = try encodeText(texts, clipSkip: request.clipSkip)  // [T, 77, D]
-            context = try repeatEmbeddings(embeddings, times: n)                // [T·n, 77, D]
-        }
+        let conditioning = try condition(request, guided: cfg, width: width, height: height)
+        let context = conditioning.context
         try checkFinite(context.toFloats(), stage: .textEncoder)
 
         var config = schedulerConfig
@@ -220,7 +201,7 @@ public final class Pipeline: @unchecked Sendable {
                     "sample": try Tensor(shape: [batch, latentChannels, lh, lw], values: input),
                     "timestep": try Tensor(shape: [batch], values: [Float](repeating: t, count: batch)),
                     "context": context,
-                ].merging(added) { a, _ in a })
+                ].merging(conditioning.addedInputs) { a, _ in a })
                 let prediction = result[unet.outputs[0]]!.toFloats()
                 var guided = prediction
                 if cfg {
@@ -466,7 +447,7 @@ public final class Pipeline: @unchecked Sendable {
     }
 
     /// Last hidden states [T, 77, D] of the given texts.
-    private func encodeText(_ texts: [String], clipSkip: Int) throws -> Tensor {
+    func encodeText(_ texts: [String], clipSkip: Int) throws -> Tensor {
         let length = model.textEncoderConfig.maxPositionEmbeddings
         let p = try cached(textKey(texts.count, clipSkip)) { try buildText($0, count: texts.count, clipSkip: clipSkip) }
         let ids = texts.flatMap { tokenizer.ids($0, length: length) }
@@ -475,7 +456,7 @@ public final class Pipeline: @unchecked Sendable {
 
     /// SDXL: [T, 77, D1 + D2] penultimate states of both encoders (layer -(clipSkip + 2)) and the
     /// second encoder's text_embeds [T, P].
-    private func encodeTextXL(_ texts: [String], clipSkip: Int) throws -> (Tensor, Tensor) {
+    func encodeTextXL(_ texts: [String], clipSkip: Int) throws -> (Tensor, Tensor) {
         guard let (config2, weights2) = model.textEncoder2, let tokenizer2 else {
             throw GenerationError.invalidRequest("the model has no second text encoder")
         }
@@ -544,7 +525,7 @@ public final class Pipeline: @unchecked Sendable {
     }
 
     /// `t` with its first row (along dimension 0) set to zero.
-    private func zeroingFirstRow(_ t: Tensor) throws -> Tensor {
+    func zeroingFirstRow(_ t: Tensor) throws -> Tensor {
         var v = t.toFloats()
         let per = t.count / t.shape[0]
         for i in 0..<per { v[i] = 0 }
@@ -552,7 +533,7 @@ public final class Pipeline: @unchecked Sendable {
     }
 
     /// [T, …] → [T·n, …], each row repeated n times in place (diffusers' repeat + view).
-    private func repeatEmbeddings(_ e: Tensor, times n: Int) throws -> Tensor {
+    func repeatEmbeddings(_ e: Tensor, times n: Int) throws -> Tensor {
         if n == 1 { return e }
         let rows = e.toFloats(), per = e.count / e.shape[0]
         var out: [Float] = []
