@@ -98,6 +98,10 @@ final class PipelineTests: XCTestCase {
         }
         XCTAssertEqual(images, 0)
         assertRelativeError(latents, try file.tensor("euler-cfg.latents"), below: 1e-4, "euler-cfg latents")
+        // The decoding stage on its own gives the generation's image.
+        let pipeline = try Pipeline(modelPath: Fixtures.tinyFolder, backend: .cpu)
+        XCTAssertEqual(try pipeline.decode(latents).map(\.pixels), try pipeline.generate(r).map(\.pixels))
+        XCTAssertThrowsError(try pipeline.decode(try Tensor(shape: [1, 3, 8, 8], values: [Float](repeating: 0, count: 192))))
     }
 
     func testRequestValidationAndCancellation() async throws {

@@ -225,18 +225,38 @@ public final class Pipeline: @unchecked Sendable {
         }
         let finalLatents = try Tensor(shape: [n, latentChannels, lh, lw], values: latents)
         guard decode else { return ([], finalLatents) }
-        var images: [RGBImage] = []
-        let per = latentChannels * lh * lw
         defer { if !retainsPrograms { programs.removeAll() } }
-        let tiling = plan.decodeTiles
-        let scaling = model.vaeConfig.scalingFactor
+        let images = try decodeImages(finalLatents, tiles: plan.decodeTiles) { k, image in try onEvent(.image(index: k, image: image)) }
+        return (images, finalLatents)
+    }
+
+    // MARK: - Decoding
+
+    /// Decodes latents [N, C, h, w] (as `latents(for:)` or a step event gives them) into images
+    /// with the model's VAE, whole or in `tiles`: the decoding stage on its own, for previews or
+    /// latents made elsewhere.
+    public func decode(_ latents: Tensor, tiles: VAETileLayout? = nil) throws -> [RGBImage] {
+        lock.lock()
+        defer { lock.unlock() }
+        let channels = model.vaeConfig.latentChannels
+        guard latents.shape.rank == 4, latents.shape[1] == channels, latents.shape[2] > 0, latents.shape[3] > 0 else {
+            throw GenerationError.invalidRequest("latents to decode must be [N, \(channels), h, w] (got \(latents.shape))")
+        }
+        return try decodeImages(latents, tiles: tiles) { _, _ in }
+    }
+
+    private func decodeImages(_ latents: Tensor, tiles: VAETileLayout?, onImage: (Int, RGBImage) throws -> Void) throws -> [RGBImage] {
+        let (n, channels, lh, lw) = (latents.shape[0], latents.shape[1], latents.shape[2], latents.shape[3])
+        let f = model.vaeConfig.scaleFactor, per = channels * lh * lw
+        let values = latents.toFloats(), scaling = model.vaeConfig.scalingFactor
+        var images: [RGBImage] = []
         for k in 0..<n {
-            let z = try Tensor(shape: [1, latentChannels, lh, lw], values: latents[(k * per)..<((k + 1) * per)].map { $0 / scaling })
+            let z = try Tensor(shape: [1, channels, lh, lw], values: values[(k * per)..<((k + 1) * per)].map { $0 / scaling })
             let decoded: Tensor
-            if let tiling {
-                decoded = try decodeTiled(z, layout: tiling)
-                guard decoded.shape == [1, model.vaeConfig.outChannels, height, width] else {
-                    throw GenerationError.invalidRequest("VAE tiling \(tiling) decodes a \(width)x\(height) image to \(decoded.shape)")
+            if let tiles {
+                decoded = try decodeTiled(z, layout: tiles)
+                guard decoded.shape == [1, model.vaeConfig.outChannels, lh * f, lw * f] else {
+                    throw GenerationError.invalidRequest("VAE tiling \(tiles) decodes a \(lw * f)x\(lh * f) image to \(decoded.shape)")
                 }
             } else {
                 let decode = try decodeProgram(height: lh, width: lw)
@@ -245,9 +265,9 @@ public final class Pipeline: @unchecked Sendable {
             try checkFinite(decoded.toFloats(), stage: .vaeDecode)
             let image = try RGBImage(decoded: decoded)
             images.append(image)
-            try onEvent(.image(index: k, image: image))
+            try onImage(k, image)
         }
-        return (images, finalLatents)
+        return images
     }
 
     // MARK: - Memory plan and VAE tiling
