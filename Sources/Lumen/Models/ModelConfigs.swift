@@ -85,12 +85,12 @@ public struct UNet2DConditionConfig: Sendable, Hashable, Codable {
     public var upcastAttention = false
     public var transformerLayersPerBlock: PerBlock = .all(1)
     public var downsamplePadding = 1
-    public var actFn = "silu"
+    public var actFn = UNetActivation.silu
     public var centerInputSample = false
     public var resnetTimeScaleShift = "default"
     public var timeCondProjDim: Int? = nil
     public var classEmbedType: String? = nil
-    public var additionEmbedType: String? = nil
+    public var additionEmbedType: UNetAdditionEmbedding? = nil
     /// SDXL's added conditioning ("text_time"): each of the 6 time ids gets a sinusoidal embedding
     /// of this width, concatenated after the pooled text embedding (`projectionClassEmbeddingsInputDim` in all).
     public var additionTimeEmbedDim: Int? = nil
@@ -150,7 +150,7 @@ public struct UNet2DConditionConfig: Sendable, Hashable, Codable {
         resnetTimeScaleShift = try get(.resnetTimeScaleShift, d.resnetTimeScaleShift)
         timeCondProjDim = try c.decodeIfPresent(Int.self, forKey: .timeCondProjDim)
         classEmbedType = try c.decodeIfPresent(String.self, forKey: .classEmbedType)
-        additionEmbedType = try c.decodeIfPresent(String.self, forKey: .additionEmbedType)
+        additionEmbedType = try c.decodeIfPresent(UNetAdditionEmbedding.self, forKey: .additionEmbedType)
         additionTimeEmbedDim = try c.decodeIfPresent(Int.self, forKey: .additionTimeEmbedDim)
         projectionClassEmbeddingsInputDim = try c.decodeIfPresent(Int.self, forKey: .projectionClassEmbeddingsInputDim)
         convInKernel = try get(.convInKernel, d.convInKernel)
@@ -278,5 +278,23 @@ public enum CLIPActivation: String, Sendable, Hashable, CaseIterable, Codable {
 
     public init(from decoder: Decoder) throws {
         self = try decodeClosedSet(decoder, what: "hidden_act")
+    }
+}
+
+/// The UNet's activation (`act_fn`): Stable Diffusion's SiLU is the one Lumen builds.
+public enum UNetActivation: String, Sendable, Hashable, CaseIterable, Codable {
+    case silu
+
+    public init(from decoder: Decoder) throws {
+        self = try decodeClosedSet(decoder, what: "act_fn")
+    }
+}
+
+/// The UNet's added conditioning (`addition_embed_type`): SDXL's text embedding and size ids.
+public enum UNetAdditionEmbedding: String, Sendable, Hashable, CaseIterable, Codable {
+    case textTime = "text_time"
+
+    public init(from decoder: Decoder) throws {
+        self = try decodeClosedSet(decoder, what: "addition_embed_type")
     }
 }

@@ -8,7 +8,7 @@ extension StableDiffusionModel {
     @discardableResult
     public func checkRunnable() throws -> [String] {
         _ = try UNet2DConditionModel(config: unetConfig)
-        if unetConfig.additionEmbedType == "text_time" && textEncoder2 == nil {
+        if unetConfig.additionEmbedType == .textTime && textEncoder2 == nil {
             throw ModelFileError.missingFile(
                 path: layout == .diffusersFolder ? path + "/text_encoder_2" : path,
                 detail: "the UNet's config (addition_embed_type \"text_time\") is SDXL's, which also needs text_encoder_2/ and tokenizer_2/; "

@@ -9,14 +9,12 @@ public struct UNet2DConditionModel {
     public init(config: UNet2DConditionConfig) throws {
         let unsupported: [(Bool, String)] = [
             (config.classEmbedType != nil, "class_embed_type"),
-            (config.additionEmbedType != nil && config.additionEmbedType != "text_time", "addition_embed_type '\(config.additionEmbedType ?? "")'"),
-            (config.additionEmbedType == "text_time" && (config.additionTimeEmbedDim == nil || config.projectionClassEmbeddingsInputDim == nil),
+            (config.additionEmbedType == .textTime && (config.additionTimeEmbedDim == nil || config.projectionClassEmbeddingsInputDim == nil),
              "addition_embed_type 'text_time' without addition_time_embed_dim and projection_class_embeddings_input_dim"),
             (config.timeCondProjDim != nil, "time_cond_proj_dim"),
             (config.resnetTimeScaleShift != "default", "resnet_time_scale_shift '\(config.resnetTimeScaleShift)'"),
             (config.onlyCrossAttention, "only_cross_attention"),
             (config.dualCrossAttention, "dual_cross_attention"),
-            (config.actFn != "silu", "act_fn '\(config.actFn)'"),
             (config.downBlockTypes.count != config.blockOutChannels.count || config.upBlockTypes.count != config.blockOutChannels.count,
              "block type lists whose length differs from block_out_channels"),
         ]
@@ -56,7 +54,7 @@ public struct UNet2DConditionModel {
             dim: ch[0], flipSinToCos: c.flipSinToCos, downscaleFreqShift: c.freqShift))
         var emb = try m.linear(tProj, "time_embedding.linear_1", in: ch[0], out: tembDim)
         emb = try m.linear(try graph.silu(emb), "time_embedding.linear_2", in: tembDim, out: tembDim)
-        if c.additionEmbedType == "text_time", let timeDim = c.additionTimeEmbedDim, let inDim = c.projectionClassEmbeddingsInputDim {
+        if c.additionEmbedType == .textTime, let timeDim = c.additionTimeEmbedDim, let inDim = c.projectionClassEmbeddingsInputDim {
             let b = sample.shape[0]
             guard let added, added.timeIds.shape == [b, 6], added.textEmbeds.shape.rank == 2, added.textEmbeds.shape[0] == b,
                   added.textEmbeds.shape[1] + 6 * timeDim == inDim else {
