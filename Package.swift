@@ -70,6 +70,8 @@ let package = Package(
             ],
             path: "Sources/Lumen"
         ),
+        // The shapes-world evaluation: it belongs to the demo model, not to the engine core.
+        .target(name: "LumenEval", dependencies: ["Lumen"], path: "Sources/LumenEval"),
         .target(
             name: "LumenBenchmarks",
             dependencies: [
@@ -81,7 +83,7 @@ let package = Package(
         .executableTarget(
             name: "lumen",
             dependencies: [
-                "Lumen", "LumenBenchmarks",
+                "Lumen", "LumenEval", "LumenBenchmarks",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Sources/lumen"
@@ -98,7 +100,7 @@ let package = Package(
         .target(name: "LumenTestSupport", dependencies: ["LumenCPU"], path: "Tests/LumenTestSupport"),
         .testTarget(name: "LumenRuntimeTests", dependencies: ["LumenRuntime", "LumenTestSupport"]),
         .testTarget(name: "LumenCPUTests", dependencies: ["LumenRuntime", "LumenCPU", "CLumenCPU", "LumenTestSupport"]),
-        .testTarget(name: "LumenTests", dependencies: ["Lumen", "LumenTestSupport"]),
+        .testTarget(name: "LumenTests", dependencies: ["Lumen", "LumenEval", "LumenTestSupport"]),
         .testTarget(name: "LumenVulkanTests", dependencies: ["LumenRuntime", "LumenCPU", "LumenVulkan", "LumenTestSupport"]),
     ],
     swiftLanguageModes: [.v5]

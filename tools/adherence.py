@@ -34,12 +34,12 @@ For a one-shape caption the largest object is compared; for a two-shape caption 
 in whichever of the two pairings matches more. A prompt set's figure for a group is matched / stated
 over all its captions. R-precision: each image is scored against its own caption and every other
 caption of the set (all of them, so the figure needs no random draw and Lumen's Swift port of this
-scorer, Sources/Lumen/Eval, computes it identically); it counts 1 when its own caption scores
+scorer, Sources/LumenEval, computes it identically); it counts 1 when its own caption scores
 strictly highest, 1/(n+1) when it ties with n others at the top, else 0. Chance is about 1/N for N
 distinct captions (1/324 on the held-out set).
 
 Lumen's `lumen eval` scores with a Swift port of this module; the shape prototypes it uses are this
-module's, written into Sources/Lumen/Eval/ShapePrototypes.swift by --write-swift-prototypes, and
+module's, written into Sources/LumenEval/ShapePrototypes.swift by --write-swift-prototypes, and
 tools/make_adherence_fixtures.py records this module's parses of a set of images so a test can hold
 the port to them.
 
@@ -339,7 +339,7 @@ def main(argv=None):
     p.add_argument("--self-test", action="store_true")
     p.add_argument("--image", help="print the parse of one PNG")
     p.add_argument("--write-swift-prototypes", metavar="FILE",
-                   help="write the prototypes for Lumen's Swift scorer (Sources/Lumen/Eval/ShapePrototypes.swift)")
+                   help="write the prototypes for Lumen's Swift scorer (Sources/LumenEval/ShapePrototypes.swift)")
     a = p.parse_args(argv)
     if a.write_swift_prototypes:
         write_swift_prototypes(a.write_swift_prototypes)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Fixtures that hold Lumen's Swift port of the adherence scorer (Sources/Lumen/Eval) to
+"""Fixtures that hold Lumen's Swift port of the adherence scorer (Sources/LumenEval) to
 tools/adherence.py: a set of 64x64 images, their captions, tools/adherence.py's parse of each and
 its figures for the set, in Tests/Fixtures/adherence/.
 

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Lumen
+import LumenEval
 
 /// `lumen eval`: prompt adherence of a shapes-world model (the built-in demo model by default) on
 /// its held-out prompts, scored by counting pixels (docs/quality.md).

@@ -1,5 +1,6 @@
 import Foundation
 import Lumen
+import LumenEval
 import XCTest
 
 /// Lumen's Swift adherence scorer against tools/adherence.py: the same parse of every fixture image

@@ -1,5 +1,6 @@
 import Foundation
 import Lumen
+import LumenEval
 import XCTest
 
 /// The trained demo model (Models/demo, tools/train_demo_model.py) follows its prompts: a few

@@ -1,4 +1,5 @@
 import Foundation
+import Lumen
 
 /// Generates a shapes-world prompt set with a pipeline and scores the images: what `lumen eval`
 /// runs and what tools/eval_adherence.py computes for diffusers on the same weights and seeds.

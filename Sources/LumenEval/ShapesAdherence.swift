@@ -1,4 +1,5 @@
 import Foundation
+import Lumen
 
 /// Prompt adherence of shapes-world images by counting pixels, no learned model: the Swift port of
 /// tools/adherence.py (whose header explains each step), held to that module's parses by

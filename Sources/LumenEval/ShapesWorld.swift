@@ -1,4 +1,5 @@
 import Foundation
+import Lumen
 import LumenRuntime
 
 /// The synthetic "shapes world" the demo model was trained on (tools/shapes_dataset.py): one or
