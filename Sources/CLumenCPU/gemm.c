@@ -59,16 +59,24 @@ float *lumen_tl_buffer(int slot, size_t nfloats) {
 // all within noise of each other on the SD shapes.)
 #define AVX512_MC (14 * 12)
 #define AVX512_NC 512
+// AVX2 blocks are sized for the smallest caches AVX2 machines have (Haswell/Skylake client: 32 KiB
+// L1d, 256 KiB L2; Zen 2/3: 32 KiB, 512 KiB), in BLIS's Haswell order: the B micro-panel 256 x 16
+// f32 = 16 KiB stays in L1 while the A block 144 x 256 f32 = 144 KiB is read from L2 and the B
+// block 256 x 1024 f32 = 1 MiB from L3. (The AVX-512 order keeps the whole B block in L2: 512 KiB
+// at NC 512, which with the A block and the C tiles written through L2 cannot fit a 512 KiB L2.)
+#define AVX2_MC (6 * 24)
+#define AVX2_NC 1024
 
 lumen_blocking lumen_gemm_blocking(int isa) {
     lumen_blocking b;
+    b.b_panel_in_l1 = 0;
     switch (isa) {
 #if LUMEN_X86
     case LUMEN_ISA_AVX512:
         b.mr = 14; b.nr = 32; b.kc = AVX512_KS; b.mc = AVX512_MC; b.nc = AVX512_NC;
         break;
     case LUMEN_ISA_AVX2:
-        b.mr = 6; b.nr = 16; b.kc = AVX2_KS; b.mc = 6 * 24; b.nc = 512;
+        b.mr = 6; b.nr = 16; b.kc = AVX2_KS; b.mc = AVX2_MC; b.nc = AVX2_NC; b.b_panel_in_l1 = 1;
         break;
 #endif
     default:
@@ -853,6 +861,44 @@ static void lumen_gemm_run_bf16(const lumen_gemm_op *op, int isa, int64_t m0, in
 }
 #endif  // LUMEN_X86
 
+// One MR x NR tile of the (ic, jc) block: the microkernel straight into C when the tile is whole,
+// through tmp (then the epilogue in scalar code) at the edges.
+static inline __attribute__((always_inline)) void gemm_tile(
+    const lumen_gemm_op *op, lumen_ukernel uk, lumen_blocking bl, const float *Ap, const float *Bp,
+    int64_t ic, int64_t ir, int64_t mc, int64_t jc, int64_t jr, int64_t nc, int64_t kc, int first,
+    float *tmp) {
+    const int MR = bl.mr, NR = bl.nr;
+    const int64_t ldc = op->ldc;
+    const int mr = mc - ir < MR ? (int)(mc - ir) : MR;
+    const float *Apan = Ap + ir * bl.kc;
+    const int64_t gm = ic + ir;
+    const int nr = nc - jr < NR ? (int)(nc - jr) : NR;
+    const float *Bpan = Bp + jr * kc;
+    const int64_t gn = jc + jr;
+    float *C = op->c + gm * ldc + lumen_col_offset(op, gn);
+    if (mr == MR && nr == NR) {
+        lumen_epi e = {op->alpha, first ? op->accumulate : 1,
+                       first && op->bias_m ? op->bias_m + gm : NULL,
+                       first && op->bias_n ? op->bias_n + gn : NULL};
+        uk(kc, Apan, Bpan, C, ldc, &e);
+    } else {
+        lumen_epi e = {op->alpha, 0, NULL, NULL};
+        uk(kc, Apan, Bpan, tmp, NR, &e);
+        const int lc = first ? op->accumulate : 1;
+        for (int i = 0; i < mr; ++i) {
+            float *c = C + i * ldc;
+            const float *t = tmp + i * NR;
+            float bm = first && op->bias_m ? op->bias_m[gm + i] : 0.0f;
+            for (int j = 0; j < nr; ++j) {
+                float v = t[j] + bm;
+                if (first && op->bias_n) v += op->bias_n[gn + j];
+                if (lc) v += c[j];
+                c[j] = v;
+            }
+        }
+    }
+}
+
 void lumen_gemm_run(const lumen_gemm_op *op, int isa, int64_t m0, int64_t m1, int64_t n0,
                     int64_t n1, int64_t K) {
     if (m1 <= m0 || n1 <= n0) return;
@@ -879,7 +925,6 @@ void lumen_gemm_run(const lumen_gemm_op *op, int isa, int64_t m0, int64_t m1, in
     float *Ap = lumen_tl_buffer(0, (size_t)(mcb * bl.kc));
     float *Bp = lumen_tl_buffer(1, (size_t)(ncb * kcb));
     float tmp[14 * 32] __attribute__((aligned(64)));
-    const int64_t ldc = op->ldc;
 
     for (int64_t jc = n0; jc < n1; jc += ncmax) {
         const int64_t nc = n1 - jc < ncmax ? n1 - jc : ncmax;
@@ -890,37 +935,17 @@ void lumen_gemm_run(const lumen_gemm_op *op, int isa, int64_t m0, int64_t m1, in
             for (int64_t ic = m0; ic < m1; ic += mcmax) {
                 const int64_t mc = m1 - ic < mcmax ? m1 - ic : mcmax;
                 pack_a(&op->a, isa, ic, mc, pc, kc, MR, (int)bl.kc, Ap);
-                for (int64_t ir = 0; ir < mc; ir += MR) {
-                    const int mr = mc - ir < MR ? (int)(mc - ir) : MR;
-                    const float *Apan = Ap + ir * bl.kc;
-                    const int64_t gm = ic + ir;
-                    for (int64_t jr = 0; jr < nc; jr += NR) {
-                        const int nr = nc - jr < NR ? (int)(nc - jr) : NR;
-                        const float *Bpan = Bp + jr * kc;
-                        const int64_t gn = jc + jr;
-                        float *C = op->c + gm * ldc + lumen_col_offset(op, gn);
-                        if (mr == MR && nr == NR) {
-                            lumen_epi e = {op->alpha, first ? op->accumulate : 1,
-                                           first && op->bias_m ? op->bias_m + gm : NULL,
-                                           first && op->bias_n ? op->bias_n + gn : NULL};
-                            uk(kc, Apan, Bpan, C, ldc, &e);
-                        } else {
-                            lumen_epi e = {op->alpha, 0, NULL, NULL};
-                            uk(kc, Apan, Bpan, tmp, NR, &e);
-                            const int lc = first ? op->accumulate : 1;
-                            for (int i = 0; i < mr; ++i) {
-                                float *c = C + i * ldc;
-                                const float *t = tmp + i * NR;
-                                float bm = first && op->bias_m ? op->bias_m[gm + i] : 0.0f;
-                                for (int j = 0; j < nr; ++j) {
-                                    float v = t[j] + bm;
-                                    if (first && op->bias_n) v += op->bias_n[gn + j];
-                                    if (lc) v += c[j];
-                                    c[j] = v;
-                                }
-                            }
-                        }
-                    }
+                if (bl.b_panel_in_l1) {
+                    // jr outer: one B micro-panel (kc x NR) stays in L1 while the A panels of the
+                    // block stream from L2.
+                    for (int64_t jr = 0; jr < nc; jr += NR)
+                        for (int64_t ir = 0; ir < mc; ir += MR)
+                            gemm_tile(op, uk, bl, Ap, Bp, ic, ir, mc, jc, jr, nc, kc, first, tmp);
+                } else {
+                    // ir outer: one A micro-panel stays in L1 while the B block streams from L2.
+                    for (int64_t ir = 0; ir < mc; ir += MR)
+                        for (int64_t jr = 0; jr < nc; jr += NR)
+                            gemm_tile(op, uk, bl, Ap, Bp, ic, ir, mc, jc, jr, nc, kc, first, tmp);
                 }
             }
         }
