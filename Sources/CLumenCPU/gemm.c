@@ -59,13 +59,16 @@ float *lumen_tl_buffer(int slot, size_t nfloats) {
 // all within noise of each other on the SD shapes.)
 #define AVX512_MC (14 * 12)
 #define AVX512_NC 512
-// AVX2 blocks are sized for the smallest caches AVX2 machines have (Haswell/Skylake client: 32 KiB
-// L1d, 256 KiB L2; Zen 2/3: 32 KiB, 512 KiB), in BLIS's Haswell order: the B micro-panel 256 x 16
-// f32 = 16 KiB stays in L1 while the A block 144 x 256 f32 = 144 KiB is read from L2 and the B
-// block 256 x 1024 f32 = 1 MiB from L3. (The AVX-512 order keeps the whole B block in L2: 512 KiB
-// at NC 512, which with the A block and the C tiles written through L2 cannot fit a 512 KiB L2.)
+// AVX2 machines have L2s from 256 KiB (Haswell..Skylake client) through 512 KiB (Zen 2/3) to 1 MiB
+// and more (Zen 4/5, recent Intel). Where the L2 holds the B block (KC x NC = 256 x 512 f32 =
+// 512 KiB), the A block (144 x 256 f32 = 144 KiB) and the C tiles written through it with room to
+// spare, the AVX-512 order is kept: an A micro-panel in L1, the B block streamed from L2. Smaller
+// L2s use BLIS's Haswell order: the B micro-panel (256 x 16 f32 = 16 KiB) stays in L1 while the A
+// block is read from L2 and the B block (256 x 1024 f32 = 1 MiB) from L3.
 #define AVX2_MC (6 * 24)
-#define AVX2_NC 1024
+#define AVX2_NC_L2 512
+#define AVX2_NC_L3 1024
+#define AVX2_L2_FOR_B_BLOCK (896 * 1024)
 
 lumen_blocking lumen_gemm_blocking(int isa) {
     lumen_blocking b;
@@ -76,7 +79,9 @@ lumen_blocking lumen_gemm_blocking(int isa) {
         b.mr = 14; b.nr = 32; b.kc = AVX512_KS; b.mc = AVX512_MC; b.nc = AVX512_NC;
         break;
     case LUMEN_ISA_AVX2:
-        b.mr = 6; b.nr = 16; b.kc = AVX2_KS; b.mc = AVX2_MC; b.nc = AVX2_NC; b.b_panel_in_l1 = 1;
+        b.mr = 6; b.nr = 16; b.kc = AVX2_KS; b.mc = AVX2_MC;
+        b.b_panel_in_l1 = lumen_cpu_l2_bytes() < AVX2_L2_FOR_B_BLOCK;
+        b.nc = b.b_panel_in_l1 ? AVX2_NC_L3 : AVX2_NC_L2;
         break;
 #endif
     default:

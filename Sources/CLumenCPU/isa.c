@@ -88,6 +88,37 @@ int lumen_cpu_set_isa(int isa) {
     return isa;
 }
 
+// L2 size per core (the GEMM blocking's choice of loop order depends on it).
+static int64_t lumen_detect_l2_uncached(void) {
+    const char *e = getenv("LUMEN_CPU_L2_KIB");
+    if (e && atol(e) > 0) return (int64_t)atol(e) * 1024;
+#if LUMEN_X86
+    unsigned a, b, c, d;
+    if (__get_cpuid_max(0x80000000u, NULL) >= 0x80000006u) {
+        __cpuid(0x80000006u, a, b, c, d);
+        int64_t kib = (int64_t)(c >> 16);
+        if (kib > 0) return kib * 1024;
+    }
+#endif
+    return 256 * 1024;
+}
+
+static int64_t g_l2 = -1;
+
+int64_t lumen_cpu_l2_bytes(void) {
+    int64_t v = __atomic_load_n(&g_l2, __ATOMIC_RELAXED);
+    if (v < 0) {
+        v = lumen_detect_l2_uncached();
+        __atomic_store_n(&g_l2, v, __ATOMIC_RELAXED);
+    }
+    return v;
+}
+
+int64_t lumen_cpu_set_l2_bytes(int64_t bytes) {
+    __atomic_store_n(&g_l2, bytes > 0 ? bytes : lumen_detect_l2_uncached(), __ATOMIC_RELAXED);
+    return lumen_cpu_l2_bytes();
+}
+
 // bf16 compute: CPUID.(EAX=7,ECX=1):EAX bit 5 (AVX512_BF16), on top of the AVX-512 level (which
 // already checked that the OS saves the opmask and ZMM state).
 static int lumen_detect_bf16_uncached(void) {
