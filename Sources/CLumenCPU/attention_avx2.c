@@ -1,6 +1,10 @@
 // The AVX2 attention kernel: attention_avx512.c's blocking with 8-lane vectors. Q·Kᵀ runs 6
-// query rows × 16 keys at a time, P·V 4 rows × 24 output lanes; rows are padded to a multiple
-// of 12 so both groupings tile the block.
+// query rows × 16 keys at a time. P·V reads the key block's V rows from a packed copy padded with
+// zeros to whole vectors (so its inner loop has no masked loads, whose masks took the registers
+// the accumulators needed and made clang spill one to the stack in every step), in tiles of 12
+// accumulators: 4 rows × 3 vectors, 6 rows × 2 or 12 rows × 1. Rows are padded to a multiple of
+// 12 so every grouping tiles the block, and a query block is 72 rows, so whole blocks have no
+// padding rows.
 #include <stdlib.h>
 #include "lumen_cpu.h"
 #include "vecmath.h"
@@ -8,7 +12,7 @@
 #if defined(__x86_64__)
 #include <immintrin.h>
 
-enum { QB = 64, KB = 64, ROWS_MAX = 72 };
+enum { QB = 72, KB = 64, ROWS_MAX = 72 };
 
 #define AVX2 __attribute__((target("avx2,fma,f16c")))
 
@@ -52,30 +56,44 @@ AVX2 static inline void qk_6x16(const float *qs, int64_t dh, const float *kt, fl
     }
 }
 
-/// o[r0..r0+4][d0 .. d0+24] += P[r0..r0+4][0..nk] · V[0..nk][d0 ..], lanes past `lanes` masked.
-AVX2 static void pv_4x24(const float *p, const float *v, int64_t ldv, int64_t nk, float *o, int64_t ldo,
-                         int r0, int64_t d0, int64_t lanes) {
-    __m256i mask[3];
-    __m256 acc[4][3];
-    int nv = (int)((lanes + 7) / 8);
-    for (int c = 0; c < 3; c++) {
-        mask[c] = lane_mask(lanes - 8 * c);
-        for (int r = 0; r < 4; r++) acc[r][c] = c < nv ? _mm256_load_ps(o + (r0 + r) * ldo + d0 + 8 * c) : _mm256_setzero_ps();
-    }
+/// o[r0..r0+R][d0 .. d0+8·NV] += P[r0..r0+R][0..nk] · Vp[0..nk][d0 ..] (Vp: packed, ld dhp).
+AVX2 static inline __attribute__((always_inline)) void pv_tile(const float *p, const float *vp, int64_t dhp,
+                                                               int64_t nk, float *o, int r0, int64_t d0,
+                                                               const int R, const int NV) {
+    __m256 acc[12][3];
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < NV; c++) acc[r][c] = _mm256_load_ps(o + (r0 + r) * dhp + d0 + 8 * c);
     for (int64_t j = 0; j < nk; j++) {
         __m256 vv[3];
-        for (int c = 0; c < 3; c++) vv[c] = _mm256_maskload_ps(v + j * ldv + d0 + 8 * c, mask[c]);
-        for (int r = 0; r < 4; r++) {
+        for (int c = 0; c < NV; c++) vv[c] = _mm256_load_ps(vp + j * dhp + d0 + 8 * c);
+        for (int r = 0; r < R; r++) {
             __m256 a = _mm256_broadcast_ss(p + (r0 + r) * KB + j);
-            for (int c = 0; c < 3; c++) acc[r][c] = _mm256_fmadd_ps(a, vv[c], acc[r][c]);
+            for (int c = 0; c < NV; c++) acc[r][c] = _mm256_fmadd_ps(a, vv[c], acc[r][c]);
         }
     }
-    for (int c = 0; c < nv; c++)
-        for (int r = 0; r < 4; r++) _mm256_store_ps(o + (r0 + r) * ldo + d0 + 8 * c, acc[r][c]);
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < NV; c++) _mm256_store_ps(o + (r0 + r) * dhp + d0 + 8 * c, acc[r][c]);
+}
+
+/// o[0..rows][0..dhp] += P[0..rows][0..nk] · Vp: the dhp/8 vectors of a row in chunks of 3 while
+/// more than 4 remain, then 3, 2+2, 2 or 1.
+AVX2 static void pv_block(const float *p, const float *vp, int64_t dhp, int64_t nk, float *o, int64_t rows) {
+    int64_t nvec = dhp / 8, c0 = 0;
+    while (nvec - c0 > 0) {
+        int64_t left = nvec - c0;
+        int nv = left > 4 || left == 3 ? 3 : left >= 2 ? 2 : 1;
+        if (nv == 3)
+            for (int64_t r = 0; r < rows; r += 4) pv_tile(p, vp, dhp, nk, o, (int)r, c0 * 8, 4, 3);
+        else if (nv == 2)
+            for (int64_t r = 0; r < rows; r += 6) pv_tile(p, vp, dhp, nk, o, (int)r, c0 * 8, 6, 2);
+        else
+            for (int64_t r = 0; r < rows; r += 12) pv_tile(p, vp, dhp, nk, o, (int)r, c0 * 8, 12, 1);
+        c0 += nv;
+    }
 }
 
 typedef struct {
-    float *qs, *kt, *s, *o;
+    float *qs, *kt, *s, *o, *vp;
     int64_t dh;
 } scratch_avx2;
 
@@ -83,13 +101,14 @@ static _Thread_local scratch_avx2 sc;
 
 static int ensure(int64_t dh) {
     if (sc.dh >= dh) return 1;
-    free(sc.qs); free(sc.kt); free(sc.s); free(sc.o);
+    free(sc.qs); free(sc.kt); free(sc.s); free(sc.o); free(sc.vp);
     int64_t dhp = (dh + 7) / 8 * 8 + 16;  // room for a 24-lane chunk past the last full vector
     sc.qs = aligned_alloc(64, (size_t)(ROWS_MAX * dhp * 4));
     sc.kt = aligned_alloc(64, (size_t)(dhp * KB * 4));
     sc.s = aligned_alloc(64, (size_t)(ROWS_MAX * KB * 4));
     sc.o = aligned_alloc(64, (size_t)(ROWS_MAX * dhp * 4));
-    sc.dh = (sc.qs && sc.kt && sc.s && sc.o) ? dh : 0;
+    sc.vp = aligned_alloc(64, (size_t)(KB * dhp * 4));
+    sc.dh = (sc.qs && sc.kt && sc.s && sc.o && sc.vp) ? dh : 0;
     return sc.dh != 0;
 }
 
@@ -99,7 +118,7 @@ AVX2 int lumen_attention_avx2(const float *q, int64_t ldq, const float *k, int64
                               float scale, int causal, int task, int ntasks) {
     if (!ensure(Dh)) return -1;
     const int64_t dhp = (Dh + 7) / 8 * 8;
-    float *qs = sc.qs, *kt = sc.kt, *s = sc.s, *o = sc.o;
+    float *qs = sc.qs, *kt = sc.kt, *s = sc.s, *o = sc.o, *vp = sc.vp;
     int64_t qblocks = (Lq + QB - 1) / QB;
     int64_t items = B * heads * qblocks;
     int64_t begin = items * task / ntasks, end = items * (task + 1) / ntasks;
@@ -165,10 +184,15 @@ AVX2 int lumen_attention_avx2(const float *q, int64_t ldq, const float *k, int64
                 }
             }
             if (pvKeys == 0) continue;
-            const float *vblock = vbase + k0 * ldv;
-            for (int64_t g = 0; g < rows / 4; g++)
-                for (int64_t d0 = 0; d0 < Dh; d0 += 24)
-                    pv_4x24(s, vblock, ldv, pvKeys, o, dhp, (int)(g * 4), d0, Dh - d0 < 24 ? Dh - d0 : 24);
+            // V rows of this block, padded with zeros to dhp (whole vectors)
+            for (int64_t j = 0; j < pvKeys; j++) {
+                const float *src = vbase + (k0 + j) * ldv;
+                float *dst = vp + j * dhp;
+                int64_t d = 0;
+                for (; d + 8 <= Dh; d += 8) _mm256_store_ps(dst + d, _mm256_loadu_ps(src + d));
+                for (; d < dhp; d++) dst[d] = d < Dh ? src[d] : 0.0f;
+            }
+            pv_block(s, vp, dhp, pvKeys, o, rows);
         }
         for (int64_t i = 0; i < nq; i++) {
             float inv = 1.0f / l[i];

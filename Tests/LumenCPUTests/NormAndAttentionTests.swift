@@ -82,6 +82,8 @@ final class NormAndAttentionTests: XCTestCase {
         let cases: [(b: Int, lq: Int, lk: Int, heads: Int, dh: Int, causal: Bool)] = [
             (1, 1, 1, 1, 1, false), (2, 13, 7, 3, 5, false), (2, 77, 77, 4, 16, true), (1, 33, 33, 2, 40, true),
             (2, 300, 77, 8, 40, false), (1, 150, 150, 8, 40, false), (1, 45, 200, 2, 160, false), (1, 140, 140, 1, 64, true),
+            // head widths of 3, 5 (ragged) and 10 vectors of 8, query blocks of 72 plus one row
+            (2, 73, 65, 3, 24, false), (1, 20, 129, 2, 33, false), (1, 145, 90, 2, 80, true),
         ]
         try forEachInstructionSet { isa in
             for (i, t) in cases.enumerated() {
