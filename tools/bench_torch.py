@@ -96,10 +96,15 @@ def main():
         lumen = {r["phase"]: r for r in json.loads(out.stdout)}
 
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, __file__, "--generate-child", "--threads", str(args.threads), "--steps", str(args.steps)],
-                   check=True)
+    child = subprocess.Popen([sys.executable, __file__, "--generate-child", "--threads", str(args.threads),
+                              "--steps", str(args.steps)])
+    # wait4 on this one child: RUSAGE_CHILDREN would also count the lumen-bench run above.
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode != 0:
+        raise subprocess.CalledProcessError(child.returncode, child.args)
     gen_seconds = time.perf_counter() - t0
-    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    rss = usage.ru_maxrss * 1024
     torch_results = {r["phase"]: r for r in phases(args.threads, args.runs)}
     torch_results["generate-512"] = {"phase": "generate-512", "seconds": gen_seconds, "peak_rss_bytes": rss}
 

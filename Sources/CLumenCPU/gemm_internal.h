@@ -126,6 +126,9 @@ typedef struct {
 typedef struct {
     int mr, nr;
     int64_t kc, mc, nc;
+    // Loop order inside an (ic, jc) block: 1 = over B micro-panels outside, A panels inside (the B
+    // micro-panel lives in L1, the A block in L2); 0 = A panels outside (the B block lives in L2).
+    int b_panel_in_l1;
 } lumen_blocking;
 
 lumen_blocking lumen_gemm_blocking(int isa);

@@ -71,8 +71,10 @@ LUMEN_INLINE void group_norm_body(const float *x, float *y, int64_t batch, int64
             const float *xc = xs + c * S;
             float *yc = ys + c * S;
             if (silu) {
+                LUMEN_VECTORIZE_INPLACE
                 for (int64_t i = 0; i < S; i++) yc[i] = lumen_silu(xc[i] * a + sh);
             } else {
+                LUMEN_VECTORIZE_INPLACE
                 for (int64_t i = 0; i < S; i++) yc[i] = xc[i] * a + sh;
             }
         }
@@ -98,6 +100,7 @@ LUMEN_INLINE void layer_norm_body(const float *x, float *y, int64_t rows, int64_
         float *yr = y + r * D;
         float mean = lane_sum(xr, D) / (float)D;
         float rstd = 1.0f / sqrtf(lane_sq_dev(xr, D, mean) / (float)D + eps);
+        LUMEN_VECTORIZE_INPLACE
         for (int64_t i = 0; i < D; i++) {
             float v = (xr[i] - mean) * rstd;
             yr[i] = gamma ? v * gamma[i] + beta[i] : v;
@@ -122,8 +125,10 @@ LUMEN_INLINE void softmax_body(const float *x, float *y, int64_t rows, int64_t D
         float *yr = y + r * D;
         float m = lane_max(xr, D);
         if (m == -INFINITY) m = 0.0f;  // a fully masked row gives 0/0 = NaN, as PyTorch
+        LUMEN_VECTORIZE_INPLACE
         for (int64_t i = 0; i < D; i++) yr[i] = xr[i] == -INFINITY ? 0.0f : lumen_expf(xr[i] - m);
         float inv = 1.0f / lane_sum(yr, D);
+        LUMEN_VECTORIZE_INPLACE
         for (int64_t i = 0; i < D; i++) yr[i] *= inv;
     }
 }
@@ -138,15 +143,19 @@ void lumen_softmax(const float *x, float *y, int64_t rows, int64_t D, int task, 
 LUMEN_INLINE void unary_body(int op, const float *x, float *y, int64_t begin, int64_t end) {
     switch (op) {
     case LUMEN_UNARY_SILU:
+        LUMEN_VECTORIZE_INPLACE
         for (int64_t i = begin; i < end; i++) y[i] = lumen_silu(x[i]);
         break;
     case LUMEN_UNARY_GELU_ERF:
+        LUMEN_VECTORIZE_INPLACE
         for (int64_t i = begin; i < end; i++) y[i] = lumen_gelu_erf(x[i]);
         break;
     case LUMEN_UNARY_GELU_TANH:
+        LUMEN_VECTORIZE_INPLACE
         for (int64_t i = begin; i < end; i++) y[i] = lumen_gelu_tanh(x[i]);
         break;
     case LUMEN_UNARY_QUICK_GELU:
+        LUMEN_VECTORIZE_INPLACE
         for (int64_t i = begin; i < end; i++) y[i] = lumen_quick_gelu(x[i]);
         break;
     default:

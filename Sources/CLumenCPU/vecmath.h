@@ -67,6 +67,16 @@ LUMEN_INLINE float lumen_gelu_tanh(float x) {
 LUMEN_INLINE float lumen_silu(float x) { return x * lumen_sigmoidf(x); }
 LUMEN_INLINE float lumen_quick_gelu(float x) { return x * lumen_sigmoidf(1.702f * x); }
 
+// Put before a loop whose iteration i reads only element i of its inputs before writing element i of
+// its output, where the output may be the input itself (the executor runs these ops in place).
+// Without it clang guards the vectorised loop with a check that the arrays do not overlap, which an
+// in-place call fails, and runs the scalar remainder loop over the whole array (7x slower for SiLU).
+#if defined(__clang__)
+#define LUMEN_VECTORIZE_INPLACE _Pragma("clang loop vectorize(assume_safety)")
+#else
+#define LUMEN_VECTORIZE_INPLACE
+#endif
+
 // Instantiates `body` (an always-inline function taking the arguments `args`) once per
 // instruction set, plus a dispatcher named `name` that picks by lumen_cpu_isa().
 #if defined(__x86_64__)

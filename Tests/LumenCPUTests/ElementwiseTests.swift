@@ -21,6 +21,34 @@ final class ElementwiseTests: XCTestCase {
         }
     }
 
+    /// Each activation alone in its graph, so the executor writes it over its input (the case that
+    /// ran the kernels' scalar loop before they were marked safe to vectorise in place), at sizes
+    /// around every vector width and its tails.
+    func testActivationsInPlaceAtOddSizes() throws {
+        let ops: [(String, (Graph, Value) throws -> Value, (Double) -> Double)] = [
+            ("silu", { try $0.silu($1) }, Reference.silu),
+            ("gelu", { try $0.gelu($1) }, Reference.gelu),
+            ("gelu-tanh", { try $0.gelu($1, approximateTanh: true) }, Reference.geluTanh),
+            ("quick-gelu", { try $0.quickGelu($1) }, Reference.quickGelu),
+        ]
+        try forEachInstructionSet { isa in
+            for n in [1, 3, 7, 8, 9, 15, 16, 17, 31, 33, 63, 65, 127, 1001] {
+                var xv = randomValues(n, seed: UInt64(100 + n), scale: 10)
+                for (i, v) in [Float(0), -30, 30, -90, 90].enumerated() where i < n { xv[(i * 7) % n] = v }
+                let xd = xv.map(Double.init)
+                for (name, op, ref) in ops {
+                    let g = Graph()
+                    let x = try g.input("x", shape: [n])
+                    let y = try op(g, x)
+                    let program = try CPUExecutor().compile(g, outputs: [y]) as! CPUProgram
+                    XCTAssertEqual(program.activationBytes, n * 4, "\(name) \(n): expected to run in place")
+                    let got = try program.run(["x": try Tensor(xv)])[y]!.toFloats()
+                    assertClose(got, xd.map(ref), atol: 1e-6, rtol: 2e-6, "\(name) in place n=\(n) \(isa)")
+                }
+            }
+        }
+    }
+
     func testGEGLU() throws {
         try forEachInstructionSet { isa in
             let (rows, d) = (13, 37)

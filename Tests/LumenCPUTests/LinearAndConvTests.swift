@@ -1,3 +1,4 @@
+import CLumenCPU
 import LumenCPU
 import LumenRuntime
 import LumenTestSupport
@@ -26,6 +27,39 @@ final class LinearAndConvTests: XCTestCase {
                     let expected = Reference.linear(xref, wref, withBias ? bref : nil, m: s.m, n: s.n, k: s.k)
                     assertClose(got, expected, atol: gemmTolerance(s.k), rtol: 1e-5, "linear \(s) \(dtype) \(isa)")
                 }
+            }
+        }
+    }
+
+    /// The AVX2 GEMM's two loop orders (chosen by the L2 size: B micro-panel in L1 below 896 KiB,
+    /// B block in L2 above), each on shapes with several M, N and K blocks and ragged edges, with
+    /// 1 and 2 threads, linear and convolution.
+    func testGEMMLoopOrderForSmallAndLargeL2() throws {
+        let saved = lumen_cpu_l2_bytes()
+        defer { _ = lumen_cpu_set_l2_bytes(saved) }
+        // K = 530: several K blocks; K = 301: one K block of 320 where the L2 is large (AVX2)
+        let cases = try [(301, 1100, 530), (97, 530, 301)].enumerated().map { i, s in
+            let (m, n, k) = s
+            let g = Graph()
+            let x = try g.input("x", shape: [m, k])
+            let (wt, wref) = try randomTensor([n, k], dtype: .f16, seed: UInt64(90 + 3 * i))
+            let (bt, bref) = try randomTensor([n], seed: UInt64(91 + 3 * i))
+            let y = try g.linear(x, weight: try g.constant(wt), bias: try g.constant(bt))
+            let (xt, xref) = try randomTensor([m, k], seed: UInt64(92 + 3 * i))
+            return (g, y, xt, k, Reference.linear(xref, wref, bref, m: m, n: n, k: k))
+        }
+        try forEachInstructionSet { isa in
+            for l2 in [256 * 1024, 512 * 1024, 2048 * 1024] {
+                XCTAssertEqual(lumen_cpu_set_l2_bytes(Int64(l2)), Int64(l2))
+                for (g, y, xt, k, expected) in cases {
+                    for threads in [1, 2] {
+                        let got = try runCPU(g, [y], ["x": xt], threads: threads)[0]
+                        assertClose(got, expected, atol: gemmTolerance(k), rtol: 1e-5,
+                                    "linear K \(k) L2 \(l2) threads \(threads) \(isa)")
+                    }
+                }
+                try checkConv(batch: 2, c: 37, h: 23, w: 29, o: 157, k: 3, stride: 1, pad: 1, dtype: .f16, bias: true,
+                              seed: 93, what: "conv L2 \(l2) \(isa)")
             }
         }
     }

@@ -53,10 +53,37 @@ final class NormAndAttentionTests: XCTestCase {
         }
     }
 
+    /// Softmax and layer norm alone in their graphs, so they run over their input in place.
+    func testLayerNormAndSoftmaxInPlace() throws {
+        try forEachInstructionSet { isa in
+            for (rows, d) in [(1, 1), (3, 7), (5, 17), (2, 77), (3, 1000)] {
+                let xv = randomValues(rows * d, seed: UInt64(80 + d), scale: 8)
+                let xd = xv.map(Double.init)
+                for softmax in [true, false] {
+                    let g = Graph()
+                    let x = try g.input("x", shape: [rows, d])
+                    let y = softmax ? try g.softmax(x) : try g.layerNorm(x)
+                    let program = try CPUExecutor().compile(g, outputs: [y]) as! CPUProgram
+                    XCTAssertEqual(program.activationBytes, rows * d * 4, "expected to run in place")
+                    let got = try program.run(["x": try Tensor(shape: [rows, d], values: xv)])[y]!.toFloats()
+                    if softmax {
+                        assertClose(got, Reference.softmax(xd, rows: rows, d: d), atol: 1e-7, rtol: 2e-6,
+                                    "softmax in place \(rows)x\(d) \(isa)")
+                    } else if d > 1 {
+                        assertClose(got, Reference.layerNorm(xd, rows: rows, d: d, eps: 1e-5, gamma: nil, beta: nil),
+                                    atol: 2e-5, rtol: 1e-5, "layer-norm in place \(rows)x\(d) \(isa)")
+                    }
+                }
+            }
+        }
+    }
+
     func testAttentionSelfCrossAndCausal() throws {
         let cases: [(b: Int, lq: Int, lk: Int, heads: Int, dh: Int, causal: Bool)] = [
             (1, 1, 1, 1, 1, false), (2, 13, 7, 3, 5, false), (2, 77, 77, 4, 16, true), (1, 33, 33, 2, 40, true),
             (2, 300, 77, 8, 40, false), (1, 150, 150, 8, 40, false), (1, 45, 200, 2, 160, false), (1, 140, 140, 1, 64, true),
+            // head widths of 3, 5 (ragged) and 10 vectors of 8, query blocks of 72 plus one row
+            (2, 73, 65, 3, 24, false), (1, 20, 129, 2, 33, false), (1, 145, 90, 2, 80, true),
         ]
         try forEachInstructionSet { isa in
             for (i, t) in cases.enumerated() {

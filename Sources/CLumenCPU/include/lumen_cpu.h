@@ -36,6 +36,14 @@ int lumen_cpu_set_isa(int isa);
 /// "generic", "avx2" or "avx512".
 const char *lumen_isa_name(int isa);
 
+/// The per-core L2 cache size the GEMM blocking is chosen for, in bytes: CPUID leaf 0x80000006
+/// (ECX bits 31:16, KiB; AMD and Intel both report it), 256 KiB when the CPU does not say, or
+/// what lumen_cpu_set_l2_bytes / LUMEN_CPU_L2_KIB set.
+int64_t lumen_cpu_l2_bytes(void);
+/// Sets the L2 size the blocking assumes (0 = detect again); returns the size now in force. Tests
+/// use it to run both GEMM loop orders on one machine.
+int64_t lumen_cpu_set_l2_bytes(int64_t bytes);
+
 /// Whether this CPU can compute in bf16: AVX512_BF16 (CPUID leaf 7 subleaf 1, EAX bit 5) on top
 /// of the AVX-512 level with the OS saving the AVX-512 state. Always 0 on other architectures.
 int lumen_cpu_bf16_supported(void);

@@ -1,0 +1,144 @@
+// Standalone timing of the CPU GEMM (lumen_linear, f16 weights) outside the executor, for A/B work
+// on the kernels on a shared machine: every shape runs `reps` times on `threads` pthreads (task t
+// of threads, as the executor splits it) and the best and median wall times are printed. The best
+// run is the one least disturbed by other processes; compare it with a peer's best from the same
+// moment (tools/bench_vs_numpy.py --stat best).
+//
+//   clang -O3 -ISources/CLumenCPU/include -D_GNU_SOURCE tools/kernel_harness.c \
+//       Sources/CLumenCPU/*.c -lm -lpthread -o /tmp/kernel_harness
+//   LUMEN_CPU_ISA=avx2 [LUMEN_CPU_L2_KIB=512] /tmp/kernel_harness [threads] [reps] [attention]
+// With "attention": the fused attention kernel at SD's shapes (batch 1, 8 heads) instead.
+#include "lumen_cpu.h"
+
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+typedef struct {
+    int attention;
+    int64_t lq, lk, dh;
+    const float *x;
+    const uint16_t *w;
+    float *y;
+    int64_t M, N, K;
+    int task, ntasks;
+    pthread_barrier_t *start, *end;
+    int reps;
+} job;
+
+static void *worker(void *p) {
+    job *j = (job *)p;
+    for (int r = 0; r < j->reps; ++r) {
+        pthread_barrier_wait(j->start);
+        if (j->attention) {
+            const int64_t w = 8 * j->dh;  // q, k, v and out: [L, 8 heads * dh] in one buffer each
+            lumen_attention(j->x, w, j->x + j->lq * w, w, j->x + (j->lq + j->lk) * w, w, j->y, w, 1, j->lq,
+                            j->lk, 8, j->dh, 1.0f / 6.3245553f, 0, j->task, j->ntasks);
+        } else {
+            lumen_linear(j->x, j->K, j->w, LUMEN_DT_F16, j->K, NULL, j->y, j->N, j->M, j->N, j->K, 0, j->task,
+                         j->ntasks);
+        }
+        pthread_barrier_wait(j->end);
+    }
+    return NULL;
+}
+
+static int cmp(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void attention_shapes(int threads, int reps) {
+    const int64_t shapes[][3] = {{4096, 4096, 40}, {4096, 77, 40}, {1024, 1024, 80}};
+    printf("attention, isa %s, %d threads, %d runs: Lq x Lk x Dh x 8 heads, best GFLOP/s, median GFLOP/s\n",
+           lumen_isa_name(lumen_cpu_isa()), threads, reps);
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; ++s) {
+        const int64_t lq = shapes[s][0], lk = shapes[s][1], dh = shapes[s][2], w = 8 * dh;
+        float *x = malloc(sizeof(float) * (lq + 2 * lk) * w), *y = malloc(sizeof(float) * lq * w);
+        srand(2);
+        for (int64_t i = 0; i < (lq + 2 * lk) * w; ++i) x[i] = (float)rand() / (float)RAND_MAX - 0.5f;
+        pthread_barrier_t start, end;
+        pthread_barrier_init(&start, NULL, (unsigned)threads + 1);
+        pthread_barrier_init(&end, NULL, (unsigned)threads + 1);
+        job jobs[64];
+        pthread_t tid[64];
+        const int total = reps + 1;
+        for (int t = 0; t < threads; ++t) {
+            jobs[t] = (job){1, lq, lk, dh, x, NULL, y, 0, 0, 0, t, threads, &start, &end, total};
+            pthread_create(&tid[t], NULL, worker, &jobs[t]);
+        }
+        double *times = malloc(sizeof(double) * total);
+        for (int r = 0; r < total; ++r) {
+            double t0 = now();
+            pthread_barrier_wait(&start);
+            pthread_barrier_wait(&end);
+            times[r] = now() - t0;
+        }
+        for (int t = 0; t < threads; ++t) pthread_join(tid[t], NULL);
+        qsort(times + 1, (size_t)reps, sizeof(double), cmp);
+        const double flops = 4.0 * (double)lq * (double)lk * (double)dh * 8.0;
+        printf("%lldx%lldx%lldx8h %.1f %.1f\n", (long long)lq, (long long)lk, (long long)dh, flops / times[1] * 1e-9,
+               flops / times[1 + reps / 2] * 1e-9);
+        fflush(stdout);
+        free(times); free(x); free(y);
+        pthread_barrier_destroy(&start);
+        pthread_barrier_destroy(&end);
+    }
+}
+
+int main(int argc, char **argv) {
+    int threads = argc > 1 ? atoi(argv[1]) : 2, reps = argc > 2 ? atoi(argv[2]) : 30;
+    if (argc > 3 && !strcmp(argv[3], "attention")) {
+        attention_shapes(threads, reps);
+        return 0;
+    }
+    const int64_t shapes[][3] = {{4096, 320, 320}, {4096, 1280, 320}, {4096, 320, 1280}, {154, 768, 768}};
+    printf("isa %s, L2 %lld KiB, %d threads, %d runs: M x N x K, best GFLOP/s, median GFLOP/s\n",
+           lumen_isa_name(lumen_cpu_isa()), (long long)(lumen_cpu_l2_bytes() / 1024), threads, reps);
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; ++s) {
+        const int64_t M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+        float *x = malloc(sizeof(float) * M * K), *y = malloc(sizeof(float) * M * N);
+        float *wf = malloc(sizeof(float) * N * K);
+        uint16_t *w = malloc(sizeof(uint16_t) * N * K);
+        srand(1);
+        for (int64_t i = 0; i < M * K; ++i) x[i] = (float)rand() / (float)RAND_MAX - 0.5f;
+        for (int64_t i = 0; i < N * K; ++i) wf[i] = (float)rand() / (float)RAND_MAX - 0.5f;
+        lumen_f32_to_f16(wf, w, N * K);
+        pthread_barrier_t start, end;
+        pthread_barrier_init(&start, NULL, (unsigned)threads + 1);
+        pthread_barrier_init(&end, NULL, (unsigned)threads + 1);
+        job jobs[64];
+        pthread_t tid[64];
+        const int total = reps + 2;  // two warm-up runs
+        for (int t = 0; t < threads; ++t) {
+            jobs[t] = (job){0, 0, 0, 0, x, w, y, M, N, K, t, threads, &start, &end, total};
+            pthread_create(&tid[t], NULL, worker, &jobs[t]);
+        }
+        double *times = malloc(sizeof(double) * total);
+        for (int r = 0; r < total; ++r) {
+            double t0 = now();
+            pthread_barrier_wait(&start);
+            pthread_barrier_wait(&end);
+            times[r] = now() - t0;
+        }
+        for (int t = 0; t < threads; ++t) pthread_join(tid[t], NULL);
+        qsort(times + 2, (size_t)reps, sizeof(double), cmp);
+        const double flops = 2.0 * (double)M * (double)N * (double)K;
+        printf("%lldx%lldx%lld %.1f %.1f\n", (long long)M, (long long)N, (long long)K, flops / times[2] * 1e-9,
+               flops / times[2 + reps / 2] * 1e-9);
+        fflush(stdout);
+        free(times); free(x); free(y); free(wf); free(w);
+        pthread_barrier_destroy(&start);
+        pthread_barrier_destroy(&end);
+    }
+    return 0;
+}
