@@ -112,11 +112,11 @@ for cand in "$HERE/../Models/demo" "$HERE/../../Models/demo"; do
 done
 if [ "$SMALL" = 1 ]; then
   MODE=small
-  SD_ARGS=(--model-folder "$DEMO" --sizes 128,64 --generate-size 128 --steps 2 --runs 1)
-  TORCH_ARGS=(--configs "$DEMO" --tokenizer "$DEMO/tokenizer" --sizes 128,64 --generate-size 128 --steps 2 --runs 1)
+  SD_ARGS=(--model-folder "$DEMO" --sizes 64,32 --generate-size 64 --steps 2 --runs 1)
+  TORCH_ARGS=(--configs "$DEMO" --tokenizer "$DEMO/tokenizer" --sizes 64,32 --generate-size 64 --steps 2 --runs 1)
   KERNEL_ARGS=(--small --min-seconds 0)
   DEMO_STEPS=4
-  PROFILE_SIZE=128
+  PROFILE_SIZE=64
   L_ENV=15 L_DEV=30 L_DEMO=240 L_KF32=240 L_KF16=240 L_PREP=30 L_MODEL=240 L_PROF=120 L_GEN=240 L_TORCH=240
 else
   MODE=full
@@ -143,6 +143,11 @@ env_stage() {
   fi
   echo "--- ldd $LUMEN"; ldd "$LUMEN"
   echo "--- Vulkan: LUMEN_VULKAN_LOADER=${LUMEN_VULKAN_LOADER:-} VK_DRIVER_FILES=${VK_DRIVER_FILES:-}"
+  echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+  ldconfig -p 2>/dev/null | grep -E 'libvulkan|libGLX_nvidia|libGLdispatch|libpng16' || true
+  for d in /usr/share/vulkan/icd.d /etc/vulkan/icd.d /usr/local/nvidia/share/vulkan/icd.d; do
+    [ -d "$d" ] && { echo "$d:"; for j in "$d"/*.json; do [ -f "$j" ] && { echo "  $j"; sed 's/^/    /' "$j"; }; done; }
+  done
   echo "--- lumen --version: $("$LUMEN" --version)"
   "$PY" -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.cuda.is_available())" 2>&1
   return 0
@@ -212,7 +217,7 @@ stage torch-peer "$L_TORCH" torch.txt torch_stage
   echo "Lumen GPU check ($MODE), $(date -u '+%F %T UTC'), $(( $(date +%s) - START )) s"
   echo "device: ${VKDEV:-none}"
   grep -m1 -h '^NVIDIA\|^name, driver' -A1 "$OUT/env.txt" 2>/dev/null | tail -1 | sed 's/^/gpu: /'
-  grep -h '^peak:' "$OUT/kernels.txt" 2>/dev/null | sed 's/^/kernels /'
+  awk '/^== kernels-f[0-9]+ \(/ { split($2, a, ":"); mode = a[1] } /^peak:/ { print mode " " $0 }' "$OUT/kernels.txt" 2>/dev/null
   grep -h '^demo pixel difference' "$OUT/demo.txt" 2>/dev/null
   awk '/^== kernels-f/ { split($2, a, ":"); mode = a[1] }
        NF >= 7 && $NF ~ /^[0-9.]+e[-+][0-9]+$/ { e = $NF + 0; if (e > worst[mode]) { worst[mode] = e; op[mode] = $1 " " $2 }; n[mode]++ }

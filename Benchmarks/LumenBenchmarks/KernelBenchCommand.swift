@@ -92,6 +92,12 @@ extension KernelBenchCommand {
             print("op                shape                      time (ms)     GFLOP/s       GB/s   of peak" + (check ? "   rel.err vs CPU" : ""))
         }
         try report(selected) { try runner.run($0, peak: peak) }
+        // With LUMEN_VULKAN_VALIDATION=1 a message from the validation layer fails the run.
+        let messages = runner.executor.validationMessages
+        if runner.executor.validationEnabled && !messages.isEmpty {
+            throw ValidationError("the Vulkan validation layer reported \(messages.count) message(s):\n"
+                                  + messages.prefix(10).map(\.description).joined(separator: "\n"))
+        }
     }
 }
 

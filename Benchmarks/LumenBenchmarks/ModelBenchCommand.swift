@@ -107,7 +107,9 @@ public struct ModelBenchCommand: ParsableCommand {
             let exe = lumen ?? (URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("lumen").path)
             results.append(try bench.runGenerate(model: folder, lumen: exe, log: log))
         }
-        results += try bench.runPhases(model: folder, log: log)
+        if !phaseSet.isDisjoint(with: ["text", "unet", "vae"]) {
+            results += try bench.runPhases(model: folder, log: log)
+        }
         if json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
