@@ -38,10 +38,13 @@ def build(args):
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     configs = args.configs
-    unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(os.path.join(configs, "unet"))).eval()
-    vae = AutoencoderKL.from_config(AutoencoderKL.load_config(os.path.join(configs, "vae"))).eval()
-    with open(os.path.join(configs, "text_encoder", "config.json")) as f:
-        text = CLIPTextModel(CLIPTextConfig(**json.load(f))).eval()
+    # Built on the device where it is a GPU: random initialisation of SD 1.5's billion parameters
+    # on the CPU would take most of the check's time limit.
+    with torch.device(args.device):
+        unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(os.path.join(configs, "unet"))).eval()
+        vae = AutoencoderKL.from_config(AutoencoderKL.load_config(os.path.join(configs, "vae"))).eval()
+        with open(os.path.join(configs, "text_encoder", "config.json")) as f:
+            text = CLIPTextModel(CLIPTextConfig(**json.load(f))).eval()
     dtype = getattr(torch, DTYPES[args.dtype])
     text, unet, vae = (m.to(device=args.device, dtype=dtype) for m in (text, unet, vae))
     return torch, text, unet, vae

@@ -222,7 +222,7 @@ stage torch-peer "$L_TORCH" torch.txt torch_stage
   awk '/^== kernels-f/ { split($2, a, ":"); mode = a[1] }
        NF >= 7 && $NF ~ /^[0-9.]+e[-+][0-9]+$/ { e = $NF + 0; if (e > worst[mode]) { worst[mode] = e; op[mode] = $1 " " $2 }; n[mode]++ }
        END { for (m in n) printf "%s: %d kernels checked against the CPU, worst rel. error %.2e (%s)\n", m, n[m], worst[m], op[m] }' \
-    "$OUT/kernels.txt" 2>/dev/null | sed 's/^== //'
+    "$OUT/kernels.txt" 2>/dev/null | sort
   cat "$NOTES"
   echo
   printf '%-24s %-12s %8s  %s\n' stage status seconds file

@@ -55,6 +55,9 @@ public struct KernelBenchCommand: ParsableCommand {
     }
 
     public func run() throws {
+        // One row per line as it is measured, also into a file: a run stopped by a time limit
+        // keeps what it printed.
+        setvbuf(stdout, nil, _IOLBF, 0)
         let selected = SD15Shapes.all(small: small).filter { b in
             ops.isEmpty || ops.contains(b.op) || ops.contains { b.op.hasPrefix($0 + "-") }
         }

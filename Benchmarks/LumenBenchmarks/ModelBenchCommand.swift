@@ -103,9 +103,15 @@ public struct ModelBenchCommand: ParsableCommand {
             return
         }
         var results: [SD15ModelBenchmark.Result] = []
+        // The table row by row as each phase ends, unbuffered: a run stopped by `timeout` keeps
+        // what it measured.
+        if !json { Self.write("phase            seconds   GFLOP/s   notes") }
+        bench.onResult = { r in if !json { Self.write(Self.row(r)) } }
         if !skipGenerate && phaseSet.contains("generate") {
             let exe = lumen ?? (URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("lumen").path)
-            results.append(try bench.runGenerate(model: folder, lumen: exe, log: log))
+            let r = try bench.runGenerate(model: folder, lumen: exe, log: log)
+            results.append(r)
+            bench.onResult?(r)
         }
         if !phaseSet.isDisjoint(with: ["text", "unet", "vae"]) {
             results += try bench.runPhases(model: folder, log: log)
@@ -114,20 +120,21 @@ public struct ModelBenchCommand: ParsableCommand {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
             print(String(decoding: try encoder.encode(results), as: UTF8.self))
-            return
         }
-        print("phase            seconds   GFLOP/s   notes")
-        for r in results {
-            var notes = "\(r.backend); "
-            if let gpu = r.gpu_seconds { notes += String(format: "GPU %.4f s; ", gpu) }
-            if let e = r.rel_error_vs_cpu { notes += String(format: "rel. error vs CPU %.2e; ", e) }
-            if let rss = r.peak_rss_bytes { notes += String(format: "peak RSS %.2f GB, %d steps", Double(rss) / 1e9, r.steps ?? 0) }
-            if let a = r.activation_bytes { notes += String(format: "activations %.0f MB; ", Double(a) / 1e6) }
-            if let b = r.breakdown {
-                notes += b.sorted { $0.value > $1.value }.prefix(6).map { String(format: "%@ %.0f%%", $0.key, $0.value * 100) }.joined(separator: ", ")
-            }
-            print(r.phase.padding(toLength: 16, withPad: " ", startingAt: 0) + String(format: "%8.3f  %8.1f   ", r.seconds, r.gflops) + notes)
+    }
+
+    static func write(_ line: String) { FileHandle.standardOutput.write(Data((line + "\n").utf8)) }
+
+    static func row(_ r: SD15ModelBenchmark.Result) -> String {
+        var notes = "\(r.backend); "
+        if let gpu = r.gpu_seconds { notes += String(format: "GPU %.4f s; ", gpu) }
+        if let e = r.rel_error_vs_cpu { notes += String(format: "rel. error vs CPU %.2e; ", e) }
+        if let rss = r.peak_rss_bytes { notes += String(format: "peak RSS %.2f GB, %d steps", Double(rss) / 1e9, r.steps ?? 0) }
+        if let a = r.activation_bytes { notes += String(format: "activations %.0f MB; ", Double(a) / 1e6) }
+        if let b = r.breakdown {
+            notes += b.sorted { $0.value > $1.value }.prefix(6).map { String(format: "%@ %.0f%%", $0.key, $0.value * 100) }.joined(separator: ", ")
         }
+        return r.phase.padding(toLength: 16, withPad: " ", startingAt: 0) + String(format: "%8.3f  %8.1f   ", r.seconds, r.gflops) + notes
     }
 }
 

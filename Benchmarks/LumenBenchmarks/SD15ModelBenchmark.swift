@@ -154,9 +154,26 @@ public struct SD15ModelBenchmark {
         return maxDiff / max(maxRef, 1e-30)
     }
 
+    /// Called with each phase's result as soon as it is measured (so that a run stopped by a time
+    /// limit has printed what it measured).
+    public var onResult: ((Result) -> Void)? = nil
+
+    /// Runs the phases; a phase that fails is logged and skipped, and the first failure is thrown
+    /// once the others have run (a VAE that cannot bind its tensors leaves the UNet's figures).
     public func runPhases(model folder: String, log: (String) -> Void) throws -> [Result] {
         let model = try StableDiffusionModel.load(path: folder)
         var results: [Result] = []
+        var firstError: Error? = nil
+        func attempt(_ phase: String, _ body: () throws -> Result) {
+            do {
+                let r = try body()
+                results.append(r)
+                onResult?(r)
+            } catch {
+                log("\(phase) failed: \(error)")
+                if firstError == nil { firstError = error }
+            }
+        }
         var rng = SystemRandomNumberGenerator()
         func random(_ shape: Shape) throws -> Tensor {
             try Tensor(shape: shape, values: (0..<shape.count).map { _ in Float.random(in: -1...1, using: &rng) })
@@ -171,27 +188,32 @@ public struct SD15ModelBenchmark {
             row[0] = 49406
             for i in 1..<9 { row[i] = Int32(320 + i) }
             let idv = row + row
-            results.append(try time("text-encode", graph: g, output: out, inputs: ["ids": try Tensor(shape: [2, 77], indices: idv)]))
+            attempt("text-encode") { try time("text-encode", graph: g, output: out, inputs: ["ids": try Tensor(shape: [2, 77], indices: idv)]) }
         }
         for image in imageSizes where phases.contains("unet") {
             let phase = "unet-step-\(image)", size = image / 8
             log(phase)
-            let g = Graph()
-            let x = try g.input("sample", shape: [2, model.unetConfig.inChannels, size, size])
-            let t = try g.input("timestep", shape: [2])
-            let c = try g.input("context", shape: [2, 77, model.unetConfig.crossAttentionDim])
-            let y = try UNet2DConditionModel(config: model.unetConfig).build(g, sample: x, timestep: t, context: c, weights: model.unetWeights)
-            results.append(try time(phase, graph: g, output: y, inputs: [
-                "sample": try random(x.shape), "timestep": try Tensor([981, 981]), "context": try random(c.shape)]))
+            attempt(phase) {
+                let g = Graph()
+                let x = try g.input("sample", shape: [2, model.unetConfig.inChannels, size, size])
+                let t = try g.input("timestep", shape: [2])
+                let c = try g.input("context", shape: [2, 77, model.unetConfig.crossAttentionDim])
+                let y = try UNet2DConditionModel(config: model.unetConfig).build(g, sample: x, timestep: t, context: c, weights: model.unetWeights)
+                return try time(phase, graph: g, output: y, inputs: [
+                    "sample": try random(x.shape), "timestep": try Tensor([981, 981]), "context": try random(c.shape)])
+            }
         }
         if phases.contains("vae") {
             let image = imageSizes.first ?? 512
             log("vae-decode-\(image)")
-            let g = Graph()
-            let z = try g.input("latents", shape: [1, model.vaeConfig.latentChannels, image / 8, image / 8])
-            let y = try AutoencoderKL(config: model.vaeConfig).decode(g, latents: z, weights: model.vaeWeights)
-            results.append(try time("vae-decode-\(image)", graph: g, output: y, inputs: ["latents": try random(z.shape)]))
+            attempt("vae-decode-\(image)") {
+                let g = Graph()
+                let z = try g.input("latents", shape: [1, model.vaeConfig.latentChannels, image / 8, image / 8])
+                let y = try AutoencoderKL(config: model.vaeConfig).decode(g, latents: z, weights: model.vaeWeights)
+                return try time("vae-decode-\(image)", graph: g, output: y, inputs: ["latents": try random(z.shape)])
+            }
         }
+        if let firstError { throw firstError }
         return results
     }
 
