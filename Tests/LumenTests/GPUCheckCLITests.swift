@@ -79,6 +79,29 @@ final class GPUCheckCLITests: XCTestCase {
         XCTAssertNotEqual(try run(CLITests.binary, ["bench", "--check", "--op", "silu"]).status, 0)
     }
 
+    /// `lumen-bench model --backend vulkan --compare-cpu` on a small model folder: each phase
+    /// reports Vulkan GPU time and a small relative error against the CPU executor.
+    func testModelBenchOnVulkanComparesWithTheCPU() throws {
+        try requireVulkan()
+        let dir = NSTemporaryDirectory() + "lumen-bench-model-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try FileManager.default.createSymbolicLink(atPath: dir + "/lumen-bench", withDestinationPath: CLITests.binary)
+        let r = try run(dir + "/lumen-bench", ["model", "--backend", "vulkan", "--compare-cpu", "--model-folder", Fixtures.tinyFolder,
+                                               "--sizes", "32,16", "--phases", "text,unet,vae", "--runs", "1", "--json"],
+                        environment: ["LUMEN_VULKAN_ACTIVATIONS": "f32"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let rows = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [[String: Any]], r.stdout)
+        XCTAssertEqual(rows.compactMap { $0["phase"] as? String }, ["text-encode", "unet-step-32", "unet-step-16", "vae-decode-32"])
+        for row in rows {
+            XCTAssertEqual(row["backend"] as? String, "vulkan")
+            XCTAssertGreaterThan(row["gpu_seconds"] as? Double ?? 0, 0, "\(row)")
+            XCTAssertLessThan(try XCTUnwrap(row["rel_error_vs_cpu"] as? Double, "\(row)"), 1e-4, "\(row)")
+        }
+        // --compare-cpu needs the Vulkan backend.
+        XCTAssertNotEqual(try run(dir + "/lumen-bench", ["model", "--compare-cpu", "--model-folder", Fixtures.tinyFolder]).status, 0)
+    }
+
     /// Under the name lumen-bench, `lumen` is lumen-bench (the pack carries one binary).
     func testStartedAsLumenBenchItIsLumenBench() throws {
         let dir = NSTemporaryDirectory() + "lumen-bench-link-\(UUID().uuidString)"
