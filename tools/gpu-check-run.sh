@@ -120,8 +120,8 @@ if [ "$SMALL" = 1 ]; then
   L_ENV=15 L_DEV=30 L_DEMO=240 L_KF32=240 L_KF16=240 L_PREP=30 L_MODEL=240 L_PROF=120 L_GEN=240 L_TORCH=240
 else
   MODE=full
-  SD_ARGS=(--work-dir "$WORK/sd15-random" --tokenizer "$PACK/tokenizer" --sizes 512,256 --generate-size 512 --steps 20 --runs 3)
-  TORCH_ARGS=(--tokenizer "$PACK/tokenizer" --configs "$PACK/sd15-configs" --sizes 512,256 --generate-size 512 --steps 20 --runs 3)
+  SD_ARGS=(--work-dir "$WORK/sd15-random" --tokenizer "$PACK/tokenizer" --sizes 512,256 --generate-size 512 --steps 10 --runs 3)
+  TORCH_ARGS=(--tokenizer "$PACK/tokenizer" --configs "$PACK/sd15-configs" --sizes 512,256 --generate-size 512 --steps 10 --runs 3)
   KERNEL_ARGS=(--min-seconds 0.2)
   DEMO_STEPS=20
   PROFILE_SIZE=512
