@@ -90,9 +90,9 @@ stage() {
   if declare -F "$1" >/dev/null; then
     # A function of this script: timeout runs programs, so it runs in a child bash that gets the
     # function and the arrays it uses (the scalars are exported).
-    timeout -k 10 "$limit" bash -c "$(declare -p SD_ARGS TORCH_ARGS KERNEL_ARGS); $(declare -f "$1"); $1" >>"$OUT/$file" 2>&1
+    timeout -k 5 "$limit" bash -c "$(declare -p SD_ARGS TORCH_ARGS KERNEL_ARGS); $(declare -f "$1"); $1" >>"$OUT/$file" 2>&1
   else
-    timeout -k 10 "$limit" "$@" >>"$OUT/$file" 2>&1
+    timeout -k 5 "$limit" "$@" >>"$OUT/$file" 2>&1
   fi
   rc=$?
   t1=$(date +%s.%N)
