@@ -232,14 +232,20 @@ public struct SD15ModelBenchmark {
             env["LUMEN_CPU_BF16"] = "1"
             p.environment = env
         }
+        // stderr to a file: the progress bar is dropped, but a failure can say why.
+        let errPath = NSTemporaryDirectory() + "lumen-bench-\(getpid()).stderr"
+        _ = FileManager.default.createFile(atPath: errPath, contents: nil)
+        defer { try? FileManager.default.removeItem(atPath: errPath) }
         p.standardOutput = FileHandle.nullDevice
-        p.standardError = FileHandle.nullDevice
+        p.standardError = FileHandle(forWritingAtPath: errPath) ?? FileHandle.nullDevice
         let t0 = DispatchTime.now().uptimeNanoseconds
         try p.run()
         p.waitUntilExit()
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
         guard p.terminationStatus == 0 else {
-            throw LumenError.invalidArgument(op: "generate-512", detail: "\(lumen) exited with \(p.terminationStatus)")
+            let stderr = (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? ""
+            let tail = stderr.split(separator: "\n").filter { !$0.contains("step ") }.suffix(12).joined(separator: "\n")
+            throw LumenError.invalidArgument(op: "generate-\(generateSize)", detail: "\(lumen) exited with \(p.terminationStatus):\n\(tail)")
         }
         var usage = rusage()
         getrusage(__rusage_who_t(RUSAGE_CHILDREN.rawValue), &usage)
