@@ -1,6 +1,15 @@
 // swift-tools-version: 6.0
 import PackageDescription
 
+// LUMEN_NO_DEMO_MODEL=1 at build time leaves the demo model (20 MB) out of the binary: a packed
+// binary (tools/gpu-check.sh) then finds it through LUMEN_DEFAULT_MODEL or `lumen-default-model`
+// beside the executable (DefaultModel.swift), and `lumen generate` without --model says so when
+// there is none.
+let embedDemoModel = (Context.environment["LUMEN_NO_DEMO_MODEL"] ?? "").isEmpty
+// LUMEN_NO_ICU_DATA=1 (with --static-swift-stdlib) links an empty ICU data package in place of
+// Foundation's 34 MB one (Sources/CLumenNoICUData): the packed GPU-check binary only.
+let noICUData = !(Context.environment["LUMEN_NO_ICU_DATA"] ?? "").isEmpty
+
 // Lumen: a text-to-image diffusion engine for Linux.
 // Layers (see README.md): CLumenCPU (C kernels) -> LumenRuntime (tensors, graph) ->
 // LumenCPU (CPU executor) -> Lumen (the engine) -> lumen (CLI).
@@ -60,7 +69,7 @@ let package = Package(
         .target(
             name: "CLumenDemoModel",
             path: "Sources/CLumenDemoModel",
-            cSettings: [.headerSearchPath("../../Models/demo")]
+            cSettings: [.headerSearchPath("../../Models/demo")] + (embedDemoModel ? [] : [.define("LUMEN_NO_DEMO_MODEL")])
         ),
         .target(
             name: "Lumen",
@@ -80,12 +89,13 @@ let package = Package(
             ],
             path: "Benchmarks/LumenBenchmarks"
         ),
+        .target(name: "CLumenNoICUData", path: "Sources/CLumenNoICUData"),
         .executableTarget(
             name: "lumen",
             dependencies: [
                 "Lumen", "LumenEval", "LumenBenchmarks",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            ],
+            ] + (noICUData ? ["CLumenNoICUData"] : []),
             path: "Sources/lumen"
         ),
         .executableTarget(

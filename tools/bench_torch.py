@@ -9,6 +9,12 @@ same thread count as Lumen), measures a whole 512x512 generation (--steps steps,
 7.5) and its peak RSS in a child process, and with --compare runs `lumen-bench model --json` in
 the same invocation and prints both with Lumen/PyTorch ratios. Pinned versions:
 tools/requirements-fixtures.txt.
+
+On a GPU (tools/gpu-check.sh runs it so): `--device cuda --dtype fp16` moves the models to the
+GPU in half precision and synchronises around every timed call; `--configs DIR` takes another
+diffusers folder's configs (random weights all the same), `--sizes` the UNet-step image sizes
+(the VAE decodes at the first), `--generate-size` the whole generation's, `--table` prints
+`phase seconds` lines.
 """
 import argparse
 import json
@@ -22,58 +28,76 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 CONFIGS = os.path.join(HERE, "..", "Tests", "Fixtures", "sd15-configs")
 
 
-def build(threads):
+DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
+def build(args):
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
-    torch.set_num_threads(threads)
+    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(os.path.join(CONFIGS, "unet"))).eval()
-    vae = AutoencoderKL.from_config(AutoencoderKL.load_config(os.path.join(CONFIGS, "vae"))).eval()
-    with open(os.path.join(CONFIGS, "text_encoder", "config.json")) as f:
-        text = CLIPTextModel(CLIPTextConfig(**json.load(f))).eval()
+    configs = args.configs
+    # Built on the device where it is a GPU: random initialisation of SD 1.5's billion parameters
+    # on the CPU would take most of the check's time limit.
+    with torch.device(args.device):
+        unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(os.path.join(configs, "unet"))).eval()
+        vae = AutoencoderKL.from_config(AutoencoderKL.load_config(os.path.join(configs, "vae"))).eval()
+        with open(os.path.join(configs, "text_encoder", "config.json")) as f:
+            text = CLIPTextModel(CLIPTextConfig(**json.load(f))).eval()
+    dtype = getattr(torch, DTYPES[args.dtype])
+    text, unet, vae = (m.to(device=args.device, dtype=dtype) for m in (text, unet, vae))
     return torch, text, unet, vae
 
 
-def timed(torch, fn, runs):
+def timed(torch, fn, runs, device):
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     with torch.inference_mode():
         fn()
+        sync()
         times = []
         for _ in range(runs):
             t0 = time.perf_counter()
             fn()
+            sync()
             times.append(time.perf_counter() - t0)
     times.sort()
     return times[len(times) // 2]
 
 
-def phases(threads, runs):
-    torch, text, unet, vae = build(threads)
+def phases(args):
+    torch, text, unet, vae = build(args)
+    dev, dtype = args.device, unet.dtype
     ids = torch.full((2, 77), 49407, dtype=torch.long)
     ids[:, 0] = 49406
     ids[:, 1:9] = torch.arange(321, 329)
-    results = [{"phase": "text-encode", "seconds": timed(torch, lambda: text(ids), runs)}]
-    ctx = torch.randn(2, 77, 768)
-    for phase, size in (("unet-step-512", 64), ("unet-step-256", 32)):
-        x = torch.randn(2, 4, size, size)
-        t = torch.tensor([981.0, 981.0])
-        results.append({"phase": phase, "seconds": timed(torch, lambda: unet(x, t, ctx), runs)})
-    z = torch.randn(1, 4, 64, 64)
-    results.append({"phase": "vae-decode-512", "seconds": timed(torch, lambda: vae.decode(z), runs)})
+    ids = ids.to(dev)
+    results = [{"phase": "text-encode", "seconds": timed(torch, lambda: text(ids), args.runs, dev)}]
+    ctx = torch.randn(2, 77, unet.config.cross_attention_dim, device=dev, dtype=dtype)
+    channels = unet.config.in_channels
+    for image in args.sizes:
+        x = torch.randn(2, channels, image // 8, image // 8, device=dev, dtype=dtype)
+        t = torch.tensor([981.0, 981.0], device=dev)
+        results.append({"phase": f"unet-step-{image}", "seconds": timed(torch, lambda: unet(x, t, ctx), args.runs, dev)})
+    image = args.sizes[0]
+    z = torch.randn(1, vae.config.latent_channels, image // 8, image // 8, device=dev, dtype=dtype)
+    results.append({"phase": f"vae-decode-{image}", "seconds": timed(torch, lambda: vae.decode(z), args.runs, dev)})
     return results
 
 
-def generate_child(threads, steps):
-    torch, text, unet, vae = build(threads)
+def generate_child(args):
+    torch, text, unet, vae = build(args)
+    steps = args.steps
     from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
     from transformers import CLIPTokenizer
-    tok = CLIPTokenizer.from_pretrained(os.path.join(HERE, "..", "Tests", "Fixtures", "tiny-sd", "tokenizer"))
+    tok = CLIPTokenizer.from_pretrained(args.tokenizer)
     sched = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1)
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tok, unet=unet, scheduler=sched,
                                    safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     with torch.inference_mode():
-        pipe("a benchmark prompt", num_inference_steps=steps, guidance_scale=7.5, height=512, width=512,
+        pipe("a benchmark prompt", num_inference_steps=steps, guidance_scale=7.5, height=args.generate_size,
+             width=args.generate_size,
              generator=torch.Generator("cpu").manual_seed(0), output_type="np")
 
 
@@ -83,10 +107,19 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--compare", metavar="LUMEN_BENCH", help="also run `LUMEN_BENCH model --json` and print ratios")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
+    ap.add_argument("--dtype", default="fp32", choices=sorted(DTYPES))
+    ap.add_argument("--configs", default=CONFIGS, help="a folder with unet/, vae/, text_encoder/ configs (random weights)")
+    ap.add_argument("--tokenizer", default=os.path.join(HERE, "..", "Tests", "Fixtures", "tiny-sd", "tokenizer"))
+    ap.add_argument("--sizes", default="512,256", help="UNet-step image sizes; the VAE decodes at the first")
+    ap.add_argument("--generate-size", type=int, default=512)
+    ap.add_argument("--skip-generate", action="store_true")
+    ap.add_argument("--table", action="store_true", help="print `phase seconds` lines instead of JSON")
     ap.add_argument("--generate-child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    args.sizes = [int(s) for s in args.sizes.split(",")]
     if args.generate_child:
-        generate_child(args.threads, args.steps)
+        generate_child(args)
         return
 
     lumen = None
@@ -95,19 +128,28 @@ def main():
                              check=True, capture_output=True, text=True)
         lumen = {r["phase"]: r for r in json.loads(out.stdout)}
 
-    t0 = time.perf_counter()
-    child = subprocess.Popen([sys.executable, __file__, "--generate-child", "--threads", str(args.threads),
-                              "--steps", str(args.steps)])
-    # wait4 on this one child: RUSAGE_CHILDREN would also count the lumen-bench run above.
-    _, status, usage = os.wait4(child.pid, 0)
-    child.returncode = os.waitstatus_to_exitcode(status)
-    if child.returncode != 0:
-        raise subprocess.CalledProcessError(child.returncode, child.args)
-    gen_seconds = time.perf_counter() - t0
-    rss = usage.ru_maxrss * 1024
-    torch_results = {r["phase"]: r for r in phases(args.threads, args.runs)}
-    torch_results["generate-512"] = {"phase": "generate-512", "seconds": gen_seconds, "peak_rss_bytes": rss}
+    torch_results = {}
+    if not args.skip_generate:
+        t0 = time.perf_counter()
+        child = subprocess.Popen([sys.executable, __file__, "--generate-child", "--threads", str(args.threads), "--steps", str(args.steps),
+                                  "--device", args.device, "--dtype", args.dtype, "--configs", args.configs, "--tokenizer", args.tokenizer,
+                                  "--generate-size", str(args.generate_size)])
+        # wait4 on this one child: RUSAGE_CHILDREN would also count the lumen-bench run above.
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+        if child.returncode != 0:
+            raise subprocess.CalledProcessError(child.returncode, child.args)
+        gen_seconds = time.perf_counter() - t0
+        rss = usage.ru_maxrss * 1024
+        name = f"generate-{args.generate_size}"
+        torch_results[name] = {"phase": name, "seconds": gen_seconds, "peak_rss_bytes": rss, "steps": args.steps}
+    torch_results = {**{r["phase"]: r for r in phases(args)}, **torch_results}
 
+    if args.table:
+        print(f"# PyTorch {args.device} {args.dtype}")
+        for r in torch_results.values():
+            print(f"{r['phase']} {r['seconds']:.4f}")
+        return
     if lumen is None:
         print(json.dumps(list(torch_results.values()), indent=1))
         return

@@ -32,23 +32,33 @@ public struct KernelBenchCommand: ParsableCommand {
     @Flag(help: "Print one JSON array of results instead of a table.")
     public var json = false
 
+    @Flag(help: "Shapes at a quarter of the side (128x128 images): a quick pass that every kernel runs, for slow devices.")
+    public var small = false
+
+    @Flag(help: "Vulkan: also run each kernel on the CPU executor with the same inputs and print the relative error (max |vulkan - cpu| / max |cpu|).")
+    public var check = false
+
     @Flag(help: "Compute GEMMs and convolutions in bf16 (AVX-512 BF16 dot products, f32 accumulation; a bf16 multiply-add counts as 2 FLOPs; 'of peak' stays relative to the f32 FMA peak).")
     public var bf16 = false
 
     public init() {}
 
     public func validate() throws {
-        let known = Set(SD15Shapes.all().map(\.op))
+        let known = Set(SD15Shapes.all(small: small).map(\.op))
         for op in ops where !known.contains(op) && !known.contains(where: { $0.hasPrefix(op + "-") }) {
             throw ValidationError("--op \(op): unknown op; expected one of \(known.sorted().joined(separator: ", "))")
         }
         try ThreadPool.check(threads)
         try ThreadPool.checkEnvironment()
         if minSeconds < 0 { throw ValidationError("--min-seconds must not be negative") }
+        if check && backend != .vulkan { throw ValidationError("--check compares the Vulkan backend with the CPU executor; add --backend vulkan") }
     }
 
     public func run() throws {
-        let selected = SD15Shapes.all().filter { b in
+        // One row per line as it is measured, also into a file: a run stopped by a time limit
+        // keeps what it printed.
+        setvbuf(stdout, nil, _IOLBF, 0)
+        let selected = SD15Shapes.all(small: small).filter { b in
             ops.isEmpty || ops.contains(b.op) || ops.contains { b.op.hasPrefix($0 + "-") }
         }
         if backend == .vulkan { return try runVulkan(selected) }
@@ -73,16 +83,24 @@ extension KernelBenchCommand {
     func runVulkan(_ selected: [KernelBenchmark]) throws {
         var runner = try VulkanKernelBenchmarkRunner(device: device)
         runner.minSeconds = minSeconds
-        let peak = try runner.measurePeak()
+        runner.check = check
+        let peak = try runner.measurePeak(bandwidthBytes: small ? 64 << 20 : 1 << 30)
         if !json {
             let d = runner.executor.device
             let activations = runner.executor.usesF16Activations ? "f16" : "f32"
             print("device: \(d.name) (\(d.type), Vulkan \(d.apiVersion)); \(activations) activations "
                   + "(LUMEN_VULKAN_ACTIVATIONS); timed with \(runner.timing)")
-            print(String(format: "peak: %.1f GFLOP/s f32 FMA, %.1f GB/s elementwise bandwidth (measured)", peak.gflops, peak.gbps))
-            print("op                shape                      time (ms)     GFLOP/s       GB/s   of peak")
+            print(String(format: "peak: %.1f GFLOP/s f32 FMA, %.1f GB/s elementwise bandwidth over %.0f MiB (measured)",
+                         peak.gflops, peak.gbps, Double(peak.bandwidthBytes) / 1048576))
+            print("op                shape                      time (ms)     GFLOP/s       GB/s   of peak" + (check ? "   rel.err vs CPU" : ""))
         }
         try report(selected) { try runner.run($0, peak: peak) }
+        // With LUMEN_VULKAN_VALIDATION=1 a message from the validation layer fails the run.
+        let messages = runner.executor.validationMessages
+        if runner.executor.validationEnabled && !messages.isEmpty {
+            throw ValidationError("the Vulkan validation layer reported \(messages.count) message(s):\n"
+                                  + messages.prefix(10).map(\.description).joined(separator: "\n"))
+        }
     }
 }
 
@@ -100,7 +118,8 @@ extension KernelBenchCommand {
                       + String(format: "%12.3f", m.seconds * 1000)
                       + rate.leftPadded(12)
                       + String(format: "%11.1f", m.gbps)
-                      + String(format: "%9.1f%%", m.peak_fraction * 100))
+                      + String(format: "%9.1f%%", m.peak_fraction * 100)
+                      + (m.rel_error.map { String(format: "   %.2e", $0) } ?? ""))
             }
         }
         if json {

@@ -32,6 +32,8 @@ public struct KernelMeasurement: Sendable, Codable {
     public let runs: Int
     public let isa: String
     public let threads: Int
+    /// With `--check`: max |result - cpu| / max |cpu| against the CPU executor on the same inputs.
+    public var rel_error: Double? = nil
 }
 
 /// The machine's ceilings, measured on this machine rather than looked up.
@@ -44,29 +46,37 @@ public struct MachinePeak: Sendable, Codable {
     public let isa: String
 }
 
-/// The shapes Stable Diffusion 1.5 runs at 512×512 (64×64 latents, batch 1 unless noted).
+/// The shapes Stable Diffusion 1.5 runs at 512×512 (64×64 latents, batch 1 unless noted; "2x"
+/// in a shape is the batch of 2 that classifier-free guidance runs).
 public enum SD15Shapes {
-    public static func all() -> [KernelBenchmark] {
-        [
-            linear(m: 4096, n: 320, k: 320),      // attention projections at 64×64
-            linear(m: 4096, n: 1280, k: 320),     // feed-forward in (GEGLU half) at 64×64
-            linear(m: 4096, n: 320, k: 1280),     // feed-forward out at 64×64
+    /// `small`: the same list at a quarter of the side (16×16 latents; the VAE's levels at an
+    /// eighth, from 64×64), for a quick pass on a slow device (lavapipe) that checks every kernel.
+    public static func all(small: Bool = false) -> [KernelBenchmark] {
+        let l = small ? 16 : 64, img = small ? 64 : 512, t = l * l
+        return [
+            linear(m: t, n: 320, k: 320),         // attention projections at 64×64
+            linear(m: t, n: 1280, k: 320),        // feed-forward in (GEGLU half) at 64×64
+            linear(m: t, n: 320, k: 1280),        // feed-forward out at 64×64
             linear(m: 154, n: 768, k: 768),       // CLIP, batch 2 × 77 tokens
-            conv(c: 320, o: 320, hw: 64, k: 3),
-            conv(c: 640, o: 640, hw: 32, k: 3),
-            conv(c: 1280, o: 1280, hw: 8, k: 3),
-            conv(c: 320, o: 320, hw: 64, k: 1),
-            conv(c: 128, o: 128, hw: 512, k: 3),  // VAE decoder, last level at 512×512
-            conv(c: 256, o: 256, hw: 256, k: 3),
-            conv(c: 512, o: 512, hw: 128, k: 3),
-            attention(lq: 4096, lk: 4096, dh: 40, heads: 8),
-            attention(lq: 4096, lk: 77, dh: 40, heads: 8),
-            attention(lq: 1024, lk: 1024, dh: 80, heads: 8),
-            groupNorm(c: 320, hw: 64, silu: false),
-            groupNorm(c: 320, hw: 64, silu: true),
-            layerNorm(rows: 4096, d: 320),
-            elementwise(.gelu, count: 4096 * 1280),
-            elementwise(.silu, count: 320 * 64 * 64),
+            linear(m: 2 * t, n: 320, k: 320),     // attention projections, batch 2
+            conv(c: 320, o: 320, hw: l, k: 3),
+            conv(c: 320, o: 320, hw: l, k: 3, batch: 2),
+            conv(c: 640, o: 640, hw: l / 2, k: 3),
+            conv(c: 1280, o: 1280, hw: l / 8, k: 3),
+            conv(c: 320, o: 320, hw: l, k: 1),
+            conv(c: 128, o: 128, hw: img, k: 3),  // VAE decoder, last level at 512×512
+            conv(c: 256, o: 256, hw: img / 2, k: 3),
+            conv(c: 512, o: 512, hw: img / 4, k: 3),
+            attention(lq: t, lk: t, dh: 40, heads: 8),
+            attention(lq: t, lk: t, dh: 40, heads: 8, batch: 2),
+            attention(lq: t, lk: 77, dh: 40, heads: 8),
+            attention(lq: t, lk: 77, dh: 40, heads: 8, batch: 2),
+            attention(lq: t / 4, lk: t / 4, dh: 80, heads: 8),
+            groupNorm(c: 320, hw: l, silu: false),
+            groupNorm(c: 320, hw: l, silu: true),
+            layerNorm(rows: t, d: 320),
+            elementwise(.gelu, count: t * 1280),
+            elementwise(.silu, count: 320 * t),
         ]
     }
 
@@ -90,28 +100,28 @@ public enum SD15Shapes {
         }
     }
 
-    public static func conv(c: Int, o: Int, hw: Int, k: Int) -> KernelBenchmark {
-        KernelBenchmark(op: "conv2d", shape: "\(c)->\(o)@\(hw)x\(hw)k\(k)",
-                        flops: 2.0 * Double(o * hw * hw * c * k * k),
-                        bytes: Double(c * hw * hw * 4 + o * c * k * k * 2 + o * hw * hw * 4), memoryBound: false) {
+    public static func conv(c: Int, o: Int, hw: Int, k: Int, batch b: Int = 1) -> KernelBenchmark {
+        KernelBenchmark(op: "conv2d", shape: (b > 1 ? "\(b)x" : "") + "\(c)->\(o)@\(hw)x\(hw)k\(k)",
+                        flops: 2.0 * Double(b * o * hw * hw * c * k * k),
+                        bytes: Double(b * c * hw * hw * 4 + o * c * k * k * 2 + b * o * hw * hw * 4), memoryBound: false) {
             let g = Graph()
-            let x = try g.input("x", shape: [1, c, hw, hw])
+            let x = try g.input("x", shape: [b, c, hw, hw])
             let y = try g.conv2d(x, weight: try g.constant(random([o, c, k, k], dtype: .f16, seed: 1)),
                                  bias: try g.constant(random([o], seed: 2)), stride: 1, padding: k / 2)
-            return (g, y, ["x": try random([1, c, hw, hw], seed: 3)])
+            return (g, y, ["x": try random([b, c, hw, hw], seed: 3)])
         }
     }
 
-    public static func attention(lq: Int, lk: Int, dh: Int, heads: Int) -> KernelBenchmark {
+    public static func attention(lq: Int, lk: Int, dh: Int, heads: Int, batch b: Int = 1) -> KernelBenchmark {
         let w = dh * heads
-        return KernelBenchmark(op: "attention", shape: "\(lq)x\(lk)x\(dh)x\(heads)h",
-                               flops: 4.0 * Double(heads * lq * lk * dh),
-                               bytes: Double((2 * lq + 2 * lk) * w * 4), memoryBound: false) {
+        return KernelBenchmark(op: "attention", shape: (b > 1 ? "\(b)x" : "") + "\(lq)x\(lk)x\(dh)x\(heads)h",
+                               flops: 4.0 * Double(b * heads * lq * lk * dh),
+                               bytes: Double(b * (2 * lq + 2 * lk) * w * 4), memoryBound: false) {
             let g = Graph()
-            let q = try g.input("q", shape: [1, lq, w]), k = try g.input("k", shape: [1, lk, w]), v = try g.input("v", shape: [1, lk, w])
+            let q = try g.input("q", shape: [b, lq, w]), k = try g.input("k", shape: [b, lk, w]), v = try g.input("v", shape: [b, lk, w])
             let y = try g.attention(query: q, key: k, value: v, heads: heads)
-            return (g, y, ["q": try random([1, lq, w], seed: 1), "k": try random([1, lk, w], seed: 2),
-                           "v": try random([1, lk, w], seed: 3)])
+            return (g, y, ["q": try random([b, lq, w], seed: 1), "k": try random([b, lk, w], seed: 2),
+                           "v": try random([b, lk, w], seed: 3)])
         }
     }
 

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import LumenCPU
+import Lumen
 import LumenRuntime
 
 /// `lumen-bench model`: Stable Diffusion 1.5 phase timings (random weights, no download).
@@ -39,49 +40,101 @@ public struct ModelBenchCommand: ParsableCommand {
     @Flag(help: "Compute GEMMs and convolutions in bf16 (AVX-512 BF16 dot products, f32 accumulation) where the CPU has it.")
     public var bf16 = false
 
+    @Option(help: "Backend: cpu or vulkan (the Vulkan executor with GPU timestamps; LUMEN_VULKAN_ACTIVATIONS picks f32/f16).")
+    public var backend: KernelBenchCommand.Backend = .cpu
+
+    @Option(help: "Vulkan device index, as `lumen devices` lists them.")
+    public var device: Int?
+
+    @Flag(name: .customLong("compare-cpu"), help: "Also run each phase once on the CPU executor with the same inputs and report the relative error (max |vulkan - cpu| / max |cpu|).")
+    public var compareCPU = false
+
+    @Option(name: .customLong("model-folder"), help: "Benchmark this diffusers folder (e.g. Models/demo) instead of the random-weight SD 1.5.")
+    public var modelFolder: String?
+
+    @Option(help: "Image sizes of the UNet-step phases, comma-separated (the VAE decodes at the first).")
+    public var sizes = "512,256"
+
+    @Option(name: .customLong("generate-size"), help: "Image size of the whole-generation phase.")
+    public var generateSize = 512
+
+    @Option(help: "Phases to run, comma-separated: text, unet, vae, generate.")
+    public var phases = "text,unet,vae,generate"
+
     public init() {}
 
     public func validate() throws {
         guard model == "sd15" else { throw ValidationError("--model \(model): only sd15 is available") }
         guard runs >= 1, steps >= 1 else { throw ValidationError("--runs and --steps must be at least 1") }
+        guard !imageSizes.isEmpty, imageSizes.allSatisfy({ $0 >= 8 && $0 % 8 == 0 }), generateSize >= 8, generateSize % 8 == 0 else {
+            throw ValidationError("--sizes \(sizes) / --generate-size \(generateSize): image sizes are positive multiples of 8")
+        }
+        if bf16 && backend != .cpu { throw ValidationError("--bf16 is for the CPU backend") }
+        let unknown = phaseSet.subtracting(["text", "unet", "vae", "generate"])
+        guard unknown.isEmpty else { throw ValidationError("--phases: unknown \(unknown.sorted().joined(separator: ", ")); expected text, unet, vae, generate") }
+        if compareCPU && backend == .cpu { throw ValidationError("--compare-cpu compares the Vulkan backend with the CPU; add --backend vulkan") }
     }
+
+    var phaseSet: Set<String> { Set(phases.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }) }
+
+    var imageSizes: [Int] { sizes.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) } }
 
     public func run() throws {
         var bench = SD15ModelBenchmark(workDir: workDir, tokenizerFolder: tokenizer)
         bench.runs = runs
         bench.generateSteps = steps
+        bench.imageSizes = imageSizes
+        bench.generateSize = generateSize
+        bench.phases = phaseSet
+        if backend == .vulkan {
+            // Timestamps on for the per-kernel breakdown; LUMEN_PROFILE=1 also prints each run's table.
+            let printProfile = ProcessInfo.processInfo.environment["LUMEN_PROFILE"] == "1"
+            bench.executor = try VulkanExecutor(device: device, options: .init(profile: true, printProfile: printProfile))
+            if compareCPU { bench.reference = CPUExecutor() }
+        }
         if bf16 {
             guard CPUExecutor.bf16Supported else { throw ValidationError("--bf16: this CPU has no AVX512_BF16") }
             bench.executor = CPUExecutor(computePrecision: .bf16)
         }
         let log: (String) -> Void = { FileHandle.standardError.write(Data("bench: \($0)\n".utf8)) }
-        let folder = try bench.prepareModel(log: log)
+        let folder = try modelFolder ?? bench.prepareModel(log: log)
         if prepareOnly {
             print(folder)
             return
         }
         var results: [SD15ModelBenchmark.Result] = []
-        if !skipGenerate {
+        // The table row by row as each phase ends, unbuffered: a run stopped by `timeout` keeps
+        // what it measured.
+        if !json { Self.write("phase            seconds   GFLOP/s   notes") }
+        bench.onResult = { r in if !json { Self.write(Self.row(r)) } }
+        if !skipGenerate && phaseSet.contains("generate") {
             let exe = lumen ?? (URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("lumen").path)
-            results.append(try bench.runGenerate(model: folder, lumen: exe, log: log))
+            let r = try bench.runGenerate(model: folder, lumen: exe, log: log)
+            results.append(r)
+            bench.onResult?(r)
         }
-        results += try bench.runPhases(model: folder, log: log)
+        if !phaseSet.isDisjoint(with: ["text", "unet", "vae"]) {
+            results += try bench.runPhases(model: folder, log: log)
+        }
         if json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
             print(String(decoding: try encoder.encode(results), as: UTF8.self))
-            return
         }
-        print("phase            seconds   GFLOP/s   notes")
-        for r in results {
-            var notes = ""
-            if let rss = r.peak_rss_bytes { notes += String(format: "peak RSS %.2f GB, %d steps", Double(rss) / 1e9, r.steps ?? 0) }
-            if let a = r.activation_bytes { notes += String(format: "activations %.0f MB; ", Double(a) / 1e6) }
-            if let b = r.breakdown {
-                notes += b.sorted { $0.value > $1.value }.map { String(format: "%@ %.0f%%", $0.key, $0.value * 100) }.joined(separator: ", ")
-            }
-            print(r.phase.padding(toLength: 16, withPad: " ", startingAt: 0) + String(format: "%8.3f  %8.1f   ", r.seconds, r.gflops) + notes)
+    }
+
+    static func write(_ line: String) { FileHandle.standardOutput.write(Data((line + "\n").utf8)) }
+
+    static func row(_ r: SD15ModelBenchmark.Result) -> String {
+        var notes = "\(r.backend); "
+        if let gpu = r.gpu_seconds { notes += String(format: "GPU %.4f s; ", gpu) }
+        if let e = r.rel_error_vs_cpu { notes += String(format: "rel. error vs CPU %.2e; ", e) }
+        if let rss = r.peak_rss_bytes { notes += String(format: "peak RSS %.2f GB, %d steps", Double(rss) / 1e9, r.steps ?? 0) }
+        if let a = r.activation_bytes { notes += String(format: "activations %.0f MB; ", Double(a) / 1e6) }
+        if let b = r.breakdown {
+            notes += b.sorted { $0.value > $1.value }.prefix(6).map { String(format: "%@ %.0f%%", $0.key, $0.value * 100) }.joined(separator: ", ")
         }
+        return r.phase.padding(toLength: 16, withPad: " ", startingAt: 0) + String(format: "%8.3f  %8.1f   ", r.seconds, r.gflops) + notes
     }
 }
 

@@ -19,15 +19,33 @@ public struct SD15ModelBenchmark {
         public var breakdown: [String: Double]? = nil
         /// Activation memory the compiled program holds.
         public var activation_bytes: Int? = nil
+        /// Vulkan: the median of the dispatches' GPU time (timestamps), without upload and download.
+        public var gpu_seconds: Double? = nil
+        /// With a CPU comparison: max |this - cpu| / max |cpu| over the phase's output.
+        public var rel_error_vs_cpu: Double? = nil
     }
 
     public let workDir: String
     public let tokenizerFolder: String
     public var runs = 3
     public var generateSteps = 4
-    public var executor = CPUExecutor()
-    /// "cpu", or "cpu-bf16" when the executor computes in bf16.
-    var backendLabel: String { executor.computePrecision == .bf16 && CPUExecutor.bf16Supported ? "cpu-bf16" : "cpu" }
+    public var executor: any Executor = CPUExecutor()
+    /// Also run each phase once on this executor (the CPU) with the same inputs and report the
+    /// relative difference of the outputs.
+    public var reference: (any Executor)? = nil
+    /// Image sizes of the UNet-step phases (the VAE decodes at the first); SD 1.5's 512 and 256.
+    public var imageSizes = [512, 256]
+    /// Which of text, unet, vae to time in `runPhases`.
+    public var phases: Set<String> = ["text", "unet", "vae"]
+    /// The whole-generation phase's size.
+    public var generateSize = 512
+    /// "cpu", "cpu-bf16" when the executor computes in bf16, or "vulkan".
+    var backendLabel: String {
+        if let cpu = executor as? CPUExecutor {
+            return cpu.computePrecision == .bf16 && CPUExecutor.bf16Supported ? "cpu-bf16" : "cpu"
+        }
+        return executor.backendName
+    }
 
     public init(workDir: String, tokenizerFolder: String) {
         self.workDir = workDir
@@ -79,34 +97,88 @@ public struct SD15ModelBenchmark {
     /// Times a program: a warm-up run, then the median of `runs` runs; also a per-family share
     /// of the kernel time from one profiled run.
     func time(_ phase: String, graph: Graph, output: Value, inputs: [String: Tensor]) throws -> Result {
-        let program = try executor.compile(graph, outputs: [output]) as! CPUProgram
-        _ = try program.run(inputs)
-        var times: [Double] = []
-        for _ in 0..<runs {
-            let t0 = DispatchTime.now().uptimeNanoseconds
-            _ = try program.run(inputs)
-            times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9)
+        var result: Result
+        let outputTensor: Tensor
+        do {
+            let program = try executor.compile(graph, outputs: [output])
+            outputTensor = try Self.output(program.run(inputs), output, phase)
+            var times: [Double] = [], gpuTimes: [Double] = []
+            for _ in 0..<runs {
+                let t0 = DispatchTime.now().uptimeNanoseconds
+                _ = try program.run(inputs)
+                times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9)
+                if let gpu = (program as? VulkanProgram)?.lastGPUSeconds { gpuTimes.append(gpu) }
+            }
+            times.sort()
+            gpuTimes.sort()
+            let median = times[times.count / 2]
+            var byFamily: [String: Double] = [:]
+            var activations: Int? = nil
+            if let cpu = program as? CPUProgram {
+                let profile = try cpu.profile(inputs).steps
+                for (node, step) in zip(cpu.stepNodeIDs, profile) {
+                    byFamily[graph.costCategory(of: graph.nodes[node]), default: 0] += step.seconds
+                }
+                activations = cpu.activationBytes
+            } else if let vk = program as? VulkanProgram {
+                // Per kernel name from the last run's timestamps (the executor is built with profiling on).
+                for (op, seconds) in vk.lastProfile { byFamily[op, default: 0] += seconds }
+                activations = vk.activationBytes
+            }
+            let total = byFamily.values.reduce(0, +)
+            result = Result(phase: phase, backend: backendLabel, seconds: median, gflops: graph.flops(for: [output]) / median / 1e9,
+                            runs: runs, breakdown: total > 0 ? byFamily.mapValues { $0 / total } : nil, activation_bytes: activations,
+                            gpu_seconds: gpuTimes.isEmpty ? nil : gpuTimes[gpuTimes.count / 2])
         }
-        times.sort()
-        let median = times[times.count / 2]
-        let profile = try program.profile(inputs).steps
-        var byFamily: [String: Double] = [:]
-        for (node, step) in zip(program.stepNodeIDs, profile) {
-            byFamily[graph.costCategory(of: graph.nodes[node]), default: 0] += step.seconds
+        if let reference {
+            let expected = try Self.output(reference.compile(graph, outputs: [output]).run(inputs), output, phase)
+            result.rel_error_vs_cpu = Self.relativeError(outputTensor.toFloats(), expected.toFloats())
         }
-        let total = byFamily.values.reduce(0, +)
-        return Result(phase: phase, backend: backendLabel, seconds: median, gflops: graph.flops(for: [output]) / median / 1e9,
-                      runs: runs, breakdown: byFamily.mapValues { $0 / total }, activation_bytes: program.activationBytes)
+        return result
     }
 
+    static func output(_ outputs: ProgramOutputs, _ value: Value, _ phase: String) throws -> Tensor {
+        guard let t = outputs[value] else { throw LumenError.invalidArgument(op: phase, detail: "the program returned no output") }
+        return t
+    }
+
+    /// max |a - b| / max |b|; infinity where a holds a non-finite value or the sizes differ.
+    static func relativeError(_ a: [Float], _ b: [Float]) -> Double {
+        guard a.count == b.count else { return .infinity }
+        var maxDiff = 0.0, maxRef = 0.0
+        for (x, y) in zip(a, b) {
+            guard x.isFinite else { return .infinity }
+            maxDiff = max(maxDiff, Double(abs(x - y)))
+            maxRef = max(maxRef, Double(abs(y)))
+        }
+        return maxDiff / max(maxRef, 1e-30)
+    }
+
+    /// Called with each phase's result as soon as it is measured (so that a run stopped by a time
+    /// limit has printed what it measured).
+    public var onResult: ((Result) -> Void)? = nil
+
+    /// Runs the phases; a phase that fails is logged and skipped, and the first failure is thrown
+    /// once the others have run (a VAE that cannot bind its tensors leaves the UNet's figures).
     public func runPhases(model folder: String, log: (String) -> Void) throws -> [Result] {
         let model = try StableDiffusionModel.load(path: folder)
         var results: [Result] = []
+        var firstError: Error? = nil
+        func attempt(_ phase: String, _ body: () throws -> Result) {
+            do {
+                let r = try body()
+                results.append(r)
+                onResult?(r)
+            } catch {
+                log("\(phase) failed: \(error)")
+                if firstError == nil { firstError = error }
+            }
+        }
         var rng = SystemRandomNumberGenerator()
         func random(_ shape: Shape) throws -> Tensor {
             try Tensor(shape: shape, values: (0..<shape.count).map { _ in Float.random(in: -1...1, using: &rng) })
         }
-        do {
+        if phases.contains("text") {
             log("text-encode")
             let g = Graph()
             let ids = try g.input("ids", shape: [2, 77], dtype: .i32)
@@ -116,25 +188,32 @@ public struct SD15ModelBenchmark {
             row[0] = 49406
             for i in 1..<9 { row[i] = Int32(320 + i) }
             let idv = row + row
-            results.append(try time("text-encode", graph: g, output: out, inputs: ["ids": try Tensor(shape: [2, 77], indices: idv)]))
+            attempt("text-encode") { try time("text-encode", graph: g, output: out, inputs: ["ids": try Tensor(shape: [2, 77], indices: idv)]) }
         }
-        for (phase, size) in [("unet-step-512", 64), ("unet-step-256", 32)] {
+        for image in imageSizes where phases.contains("unet") {
+            let phase = "unet-step-\(image)", size = image / 8
             log(phase)
-            let g = Graph()
-            let x = try g.input("sample", shape: [2, 4, size, size])
-            let t = try g.input("timestep", shape: [2])
-            let c = try g.input("context", shape: [2, 77, 768])
-            let y = try UNet2DConditionModel(config: model.unetConfig).build(g, sample: x, timestep: t, context: c, weights: model.unetWeights)
-            results.append(try time(phase, graph: g, output: y, inputs: [
-                "sample": try random(x.shape), "timestep": try Tensor([981, 981]), "context": try random(c.shape)]))
+            attempt(phase) {
+                let g = Graph()
+                let x = try g.input("sample", shape: [2, model.unetConfig.inChannels, size, size])
+                let t = try g.input("timestep", shape: [2])
+                let c = try g.input("context", shape: [2, 77, model.unetConfig.crossAttentionDim])
+                let y = try UNet2DConditionModel(config: model.unetConfig).build(g, sample: x, timestep: t, context: c, weights: model.unetWeights)
+                return try time(phase, graph: g, output: y, inputs: [
+                    "sample": try random(x.shape), "timestep": try Tensor([981, 981]), "context": try random(c.shape)])
+            }
         }
-        do {
-            log("vae-decode-512")
-            let g = Graph()
-            let z = try g.input("latents", shape: [1, 4, 64, 64])
-            let y = try AutoencoderKL(config: model.vaeConfig).decode(g, latents: z, weights: model.vaeWeights)
-            results.append(try time("vae-decode-512", graph: g, output: y, inputs: ["latents": try random(z.shape)]))
+        if phases.contains("vae") {
+            let image = imageSizes.first ?? 512
+            log("vae-decode-\(image)")
+            attempt("vae-decode-\(image)") {
+                let g = Graph()
+                let z = try g.input("latents", shape: [1, model.vaeConfig.latentChannels, image / 8, image / 8])
+                let y = try AutoencoderKL(config: model.vaeConfig).decode(g, latents: z, weights: model.vaeWeights)
+                return try time("vae-decode-\(image)", graph: g, output: y, inputs: ["latents": try random(z.shape)])
+            }
         }
+        if let firstError { throw firstError }
         return results
     }
 
@@ -146,35 +225,43 @@ public struct SD15ModelBenchmark {
     /// memory's high-water mark into the child's ru_maxrss at the exec (3.88 GB reported for a run
     /// whose `/usr/bin/time` peak was 2.10 GB).
     public func runGenerate(model folder: String, lumen: String, log: (String) -> Void) throws -> Result {
-        log("generate-512 (\(generateSteps) steps, euler, CFG)")
+        log("generate-\(generateSize) (\(generateSteps) steps, euler, CFG, \(backendLabel))")
         let out = NSTemporaryDirectory() + "lumen-bench-\(getpid()).png"
         defer { try? FileManager.default.removeItem(atPath: out) }
         let p = Process()
         p.executableURL = URL(fileURLWithPath: lumen)
         p.arguments = ["generate", "a benchmark prompt", "--model", folder, "--steps", "\(generateSteps)", "--scheduler", "euler",
-                       "--seed", "0", "--width", "512", "--height", "512", "--backend", "cpu", "-o", out, "--json"]
-        if executor.computePrecision == .bf16 {
+                       "--seed", "0", "--width", "\(generateSize)", "--height", "\(generateSize)",
+                       "--backend", executor is CPUExecutor ? "cpu" : "vulkan", "-o", out, "--json"]
+        if backendLabel == "cpu-bf16" {
             var env = ProcessInfo.processInfo.environment
             env["LUMEN_CPU_BF16"] = "1"
             p.environment = env
         }
+        // stdout carries the --json summary; stderr goes to a file: the progress bar is dropped,
+        // but a failure can say why.
         let stdout = Pipe()
+        let errPath = NSTemporaryDirectory() + "lumen-bench-\(getpid()).stderr"
+        _ = FileManager.default.createFile(atPath: errPath, contents: nil)
+        defer { try? FileManager.default.removeItem(atPath: errPath) }
         p.standardOutput = stdout
-        p.standardError = FileHandle.nullDevice
+        p.standardError = FileHandle(forWritingAtPath: errPath) ?? FileHandle.nullDevice
         let t0 = DispatchTime.now().uptimeNanoseconds
         try p.run()
         let summary = stdout.fileHandleForReading.readDataToEndOfFile()  // before waiting: never a full pipe
         p.waitUntilExit()
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
         guard p.terminationStatus == 0 else {
-            throw LumenError.invalidArgument(op: "generate-512", detail: "\(lumen) exited with \(p.terminationStatus)")
+            let stderr = (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? ""
+            let tail = stderr.split(separator: "\n").filter { !$0.contains("step ") }.suffix(12).joined(separator: "\n")
+            throw LumenError.invalidArgument(op: "generate-\(generateSize)", detail: "\(lumen) exited with \(p.terminationStatus):\n\(tail)")
         }
         struct Summary: Decodable { let peak_resident_bytes: Int? }
         guard let peak = (try? JSONDecoder().decode(Summary.self, from: summary))?.peak_resident_bytes else {
             throw LumenError.invalidArgument(
-                op: "generate-512", detail: "\(lumen) generate --json did not report peak_resident_bytes (VmHWM)")
+                op: "generate-\(generateSize)", detail: "\(lumen) generate --json did not report peak_resident_bytes (VmHWM)")
         }
-        return Result(phase: "generate-512", backend: backendLabel, seconds: seconds, gflops: 0, runs: 1,
+        return Result(phase: "generate-\(generateSize)", backend: backendLabel, seconds: seconds, gflops: 0, runs: 1,
                       peak_rss_bytes: peak, steps: generateSteps)
     }
 }

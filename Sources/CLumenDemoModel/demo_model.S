@@ -1,7 +1,9 @@
 /* The demo model (Models/demo) inside the binary: each file's bytes between two labels.
  * The assembler finds the files through the target's header search path (Package.swift:
  * ../../Models/demo). SwiftPM does not track .incbin inputs: after replacing Models/demo, touch
- * this file (or clean the build) so that the new weights are embedded. */
+ * this file (or clean the build) so that the new weights are embedded.
+ * Built with LUMEN_NO_DEMO_MODEL (Package.swift) nothing is embedded. */
+#ifndef LUMEN_NO_DEMO_MODEL
     .section .rodata
 
     .balign 64
@@ -116,5 +118,6 @@ lumen_demo_file_12_end:
 lumen_demo_file_13_start:
     .incbin "eval_prompts.tsv"
 lumen_demo_file_13_end:
+#endif
 
     .section .note.GNU-stack,"",@progbits

@@ -1,5 +1,7 @@
 #include "lumen_demo_model.h"
 
+#ifndef LUMEN_NO_DEMO_MODEL
+
 extern const unsigned char lumen_demo_file_0_start[], lumen_demo_file_0_end[];
 extern const unsigned char lumen_demo_file_1_start[], lumen_demo_file_1_end[];
 extern const unsigned char lumen_demo_file_2_start[], lumen_demo_file_2_end[];
@@ -36,3 +38,10 @@ const lumen_embedded_file *lumen_demo_model_files(size_t *count) {
     *count = sizeof files / sizeof files[0];
     return files;
 }
+#else
+/* Built without the demo model (LUMEN_NO_DEMO_MODEL): no files. */
+const lumen_embedded_file *lumen_demo_model_files(size_t *count) {
+    *count = 0;
+    return NULL;
+}
+#endif

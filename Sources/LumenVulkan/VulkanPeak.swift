@@ -8,15 +8,19 @@ public struct VulkanPeak: Sendable, Codable {
     public let gflops: Double
     /// Bandwidth of an elementwise kernel over a buffer far larger than any cache (read + write).
     public let gbps: Double
+    /// The bytes one bandwidth run moved (read + written).
+    public var bandwidthBytes: Int = 0
 }
 
 extension VulkanExecutor {
     /// Measures the f32 FMA peak and the memory bandwidth of this device with GPU timestamps
     /// (wall clock where the queue has none).
-    public func measurePeak() throws -> VulkanPeak {
+    /// `bandwidthBytes`: what one bandwidth run moves, read and written (each of the two buffers
+    /// holds half, bounded by maxStorageBufferRange); 1 GiB and more is far beyond any GPU's caches.
+    public func measurePeak(bandwidthBytes: Int = 64 << 20) throws -> VulkanPeak {
         let gflops = try context.measureFMA()
-        // Bandwidth: y = 2x + 1 over 64 MiB (bounded by maxStorageBufferRange).
-        let count = min(64 << 20, device.maxStorageBufferRange) / 4
+        // Bandwidth: y = 2x + 1.
+        let count = min(bandwidthBytes / 2, device.maxStorageBufferRange) / 4
         let g = Graph()
         let x = try g.input("x", shape: [count])
         let y = try g.affine(x, multiplier: 2, addend: 1)
@@ -33,7 +37,7 @@ extension VulkanExecutor {
             _ = try program.run(["x": input])
             best = min(best, program.lastGPUSeconds ?? Date().timeIntervalSince(t0))
         }
-        return VulkanPeak(gflops: gflops, gbps: Double(2 * count * 4) / best / 1e9)
+        return VulkanPeak(gflops: gflops, gbps: Double(2 * count * 4) / best / 1e9, bandwidthBytes: 2 * count * 4)
     }
 }
 

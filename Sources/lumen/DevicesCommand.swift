@@ -7,6 +7,9 @@ struct DevicesCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "devices", abstract: "List the devices Lumen can run on.")
 
+    @Flag(name: .shortAndLong, help: "Also print each Vulkan device's extensions (cooperative matrices, subgroup size control), compute limits and the cooperative-matrix shapes it offers.")
+    var verbose = false
+
     func run() throws {
         let cpu = CPUExecutor()
         print("cpu: \(ProcessInfo.processInfo.activeProcessorCount) cores, threads \(cpu.pool.threads), "
@@ -14,7 +17,15 @@ struct DevicesCommand: ParsableCommand {
         do {
             let devices = try VulkanExecutor.devices()
             let chosen = try? VulkanExecutor.defaultDeviceIndex()
-            for d in devices { print(d.description + (d.index == chosen ? " [default]" : "")) }
+            if verbose {
+                for d in try VulkanExecutor.deviceDetails() {
+                    var lines = d.lines
+                    if d.info.index == chosen { lines[0] += " [default]" }
+                    lines.forEach { print($0) }
+                }
+            } else {
+                for d in devices { print(d.description + (d.index == chosen ? " [default]" : "")) }
+            }
         } catch {
             print("vulkan: no device (\(error)); the CPU executor is used")
         }
