@@ -104,12 +104,13 @@ func assertDraws(_ pipeline: Pipeline, _ request: GenerationRequest, like name: 
     XCTAssertLessThan(d.mean, 1, "\(what): mean difference of 1/255 or more", file: file, line: line)
 }
 
-/// Runs the `lumen` binary built beside the tests with `args` (and extra environment variables),
-/// and returns its exit status and what it printed.
+/// Runs the `lumen` binary built beside the tests (or another `executable`) with `args` and extra
+/// environment variables, and returns its exit status and what it printed.
 @discardableResult
-func runLumen(_ args: [String], environment: [String: String] = [:]) throws -> (status: Int32, stdout: String, stderr: String) {
+func runLumen(_ args: [String], environment: [String: String] = [:],
+              executable: String = CLITests.binary) throws -> (status: Int32, stdout: String, stderr: String) {
     let p = Process()
-    p.executableURL = URL(fileURLWithPath: CLITests.binary)
+    p.executableURL = URL(fileURLWithPath: executable)
     p.arguments = args
     p.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
     let out = Pipe(), err = Pipe()
