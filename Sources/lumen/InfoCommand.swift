@@ -70,7 +70,7 @@ struct InfoCommand: ParsableCommand {
         let pad = m.tokenizerPadToken.map { ", padded with \"\($0)\"" } ?? ""
         print("tokenizer: \(m.tokenizerPath ?? "none (the bundled CLIP vocabulary would be used\(pad))")")
         let defaults = m.schedulerDefaults.map { s in
-            "none: \(s.className ?? "PNDMScheduler") as \(m.singleFileDefaults?.repository ?? "Stable Diffusion 1.x") ships it (\(s.betaSchedule ?? "linear") β \(s.betaStart ?? 0.0001)→\(s.betaEnd ?? 0.02), steps_offset \(s.stepsOffset ?? 0), \(s.predictionType ?? "epsilon") prediction)"
+            "none: \(s.className ?? "PNDMScheduler") as \(m.singleFileDefaults?.repository ?? "Stable Diffusion 1.x") ships it (\(s.betaSchedule?.rawValue ?? "linear") β \(s.betaStart ?? 0.0001)→\(s.betaEnd ?? 0.02), steps_offset \(s.stepsOffset ?? 0), \(s.predictionType ?? "epsilon") prediction)"
         }
         print("scheduler: \(m.schedulerConfigPath ?? defaults ?? "none (defaults)")")
     }

@@ -142,11 +142,17 @@ final class SchedulerTests: XCTestCase {
         let scheduler = try SchedulerKind.pndm.make(config: config, steps: 10)
         XCTAssertEqual(scheduler.timesteps.count, 11)
 
+        // A value outside diffusers' set fails when the config is read, naming the field and the
+        // cases; one diffusers has but Lumen does not compute fails when a scheduler is made.
+        XCTAssertThrowsError(try JSONDecoder().decode(SchedulerConfig.self, from: Data(#"{"beta_schedule": "sigmoid-ish"}"#.utf8))) {
+            let text = "\($0)"
+            XCTAssertTrue(text.contains("beta_schedule \"sigmoid-ish\" is not supported") && text.contains("squaredcos_cap_v2"), text)
+        }
         var bad = SchedulerConfig()
-        bad.betaSchedule = "sigmoid-ish"
+        bad.betaSchedule = .sigmoid
         XCTAssertThrowsError(try SchedulerKind.euler.make(config: bad, steps: 10)) {
             XCTAssertEqual($0 as? SchedulerError,
-                           .unsupported(option: "beta_schedule", value: "sigmoid-ish",
+                           .unsupported(option: "beta_schedule", value: "sigmoid",
                                         supported: ["linear", "scaled_linear", "squaredcos_cap_v2"]))
         }
         XCTAssertThrowsError(try SchedulerKind.ddim.make(steps: 0)) {

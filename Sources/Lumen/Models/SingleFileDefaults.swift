@@ -68,7 +68,7 @@ public struct SingleFileDefaults: Sendable, Hashable {
     /// One line for `lumen info`: where the defaults come from and what they are.
     public var summary: String {
         let s = scheduler
-        var fields = ["\(s.betaSchedule ?? "?") β \(s.betaStart ?? 0)→\(s.betaEnd ?? 0)", "steps_offset \(s.stepsOffset ?? 0)"]
+        var fields = ["\(s.betaSchedule?.rawValue ?? "?") β \(s.betaStart ?? 0)→\(s.betaEnd ?? 0)", "steps_offset \(s.stepsOffset ?? 0)"]
         if s.skipPrkSteps == true, s.className == "PNDMScheduler" { fields.append("skip_prk_steps") }
         fields.append("\(s.predictionType ?? "epsilon") prediction")
         let heads: String
@@ -94,7 +94,7 @@ extension SchedulerConfig {
         s.numTrainTimesteps = 1000
         s.betaStart = 0.00085
         s.betaEnd = 0.012
-        s.betaSchedule = "scaled_linear"
+        s.betaSchedule = .scaledLinear
         s.setAlphaToOne = false
         s.skipPrkSteps = true
         s.stepsOffset = 1

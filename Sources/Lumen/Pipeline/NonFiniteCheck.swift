@@ -21,24 +21,30 @@ enum GenerationStage {
 extension Pipeline {
     /// Throws `GenerationError.nonFinite` when `values` hold a NaN or an infinity.
     func checkFinite(_ values: [Float], stage: GenerationStage, request: GenerationRequest? = nil) throws {
-        // One pass with no early exit vectorises; this runs once per step on the latents only.
-        var bad = false
-        for v in values where !v.isFinite { bad = true; break }
-        guard bad else { return }
-        let lora = model.loras.isEmpty ? "" : ", a lower LoRA strength"
-        let hint: String
-        switch stage {
-        case .textEncoder:
-            hint = "its weights\(model.loras.isEmpty ? "" : " (with the LoRA merged)") overflow or hold NaN; try --precision fp32\(lora), or check the text encoder's file"
-        case .vaeEncode:
-            hint = "the VAE overflows on this image (fp16 VAEs can): try f32 (--precision fp32 or --backend cpu), or --vae with an fp16-safe VAE"
-        case .unetStep(let k, _):
-            let guidance = request.map { ", a lower guidance scale (now \($0.guidanceScale))" } ?? ""
-            hint = "try" + guidance + lora + ", or f32 weights (--precision fp32 or --backend cpu)"
-                + (k == 1 ? "; NaN at the first step also means the UNet's weights may hold NaN or Inf" : "")
-        case .vaeDecode:
-            hint = "fp16 VAEs overflow (SDXL's original VAE does): decode in f32 (--precision fp32 or --backend cpu), or pass --vae with an fp16-safe VAE (e.g. madebyollin/sdxl-vae-fp16-fix)"
-        }
-        throw GenerationError.nonFinite(stage: stage.name, hint: hint)
+        try ensureFinite(values, stage: stage, withLoRAs: !model.loras.isEmpty, request: request)
     }
+}
+
+/// Throws `GenerationError.nonFinite` when `values` hold a NaN or an infinity, with a hint for
+/// `stage` (which mentions the LoRA strength when LoRAs are merged).
+func ensureFinite(_ values: [Float], stage: GenerationStage, withLoRAs: Bool, request: GenerationRequest? = nil) throws {
+    // One pass with no early exit vectorises; this runs once per step on the latents only.
+    var bad = false
+    for v in values where !v.isFinite { bad = true; break }
+    guard bad else { return }
+    let lora = withLoRAs ? ", a lower LoRA strength" : ""
+    let hint: String
+    switch stage {
+    case .textEncoder:
+        hint = "its weights\(withLoRAs ? " (with the LoRA merged)" : "") overflow or hold NaN; try --precision fp32\(lora), or check the text encoder's file"
+    case .vaeEncode:
+        hint = "the VAE overflows on this image (fp16 VAEs can): try f32 (--precision fp32 or --backend cpu), or --vae with an fp16-safe VAE"
+    case .unetStep(let k, _):
+        let guidance = request.map { ", a lower guidance scale (now \($0.guidanceScale))" } ?? ""
+        hint = "try" + guidance + lora + ", or f32 weights (--precision fp32 or --backend cpu)"
+            + (k == 1 ? "; NaN at the first step also means the UNet's weights may hold NaN or Inf" : "")
+    case .vaeDecode:
+        hint = "fp16 VAEs overflow (SDXL's original VAE does): decode in f32 (--precision fp32 or --backend cpu), or pass --vae with an fp16-safe VAE (e.g. madebyollin/sdxl-vae-fp16-fix)"
+    }
+    throw GenerationError.nonFinite(stage: stage.name, hint: hint)
 }

@@ -14,12 +14,12 @@ public struct DDPMScheduler: Scheduler {
         let resolved = try ResolvedSchedulerConfig(
             config, defaults: SchedulerKind.ddpm.classDefaults,
             supportedPredictions: PredictionType.allCases)
-        let variance = config.varianceType ?? "fixed_small"
-        guard variance == "fixed_small" || variance == "fixed_large" else {
-            throw SchedulerError.unsupported(option: "variance_type", value: variance,
-                                             supported: ["fixed_small", "fixed_large"])
+        let variance = config.varianceType ?? .fixedSmall
+        guard variance == .fixedSmall || variance == .fixedLarge else {
+            throw SchedulerError.unsupported(option: "variance_type", value: variance.rawValue,
+                                             supported: [VarianceType.fixedSmall, .fixedLarge].map(\.rawValue))
         }
-        self.largeVariance = variance == "fixed_large"
+        self.largeVariance = variance == .fixedLarge
         self.config = resolved
         self.schedule = try NoiseSchedule(resolved)
         let grid = SigmaSchedule.grid(resolved.timestepSpacing, steps: steps,

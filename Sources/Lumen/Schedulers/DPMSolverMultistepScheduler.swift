@@ -19,26 +19,26 @@ public struct DPMSolverMultistepScheduler: Scheduler {
         guard steps >= 1 else { throw SchedulerError.invalidSteps(steps) }
         let resolved = try ResolvedSchedulerConfig(config, defaults: SchedulerKind.dpmpp2m.classDefaults,
                                                    supportedPredictions: PredictionType.allCases)
-        let algorithm = config.algorithmType ?? "dpmsolver++"
-        guard algorithm == "dpmsolver++" else {
-            throw SchedulerError.unsupported(option: "algorithm_type", value: algorithm, supported: ["dpmsolver++"])
+        let algorithm = config.algorithmType ?? .dpmsolverPlusPlus
+        guard algorithm == .dpmsolverPlusPlus else {
+            throw SchedulerError.unsupported(option: "algorithm_type", value: algorithm.rawValue, supported: ["dpmsolver++"])
         }
         let order = config.solverOrder ?? 2
         guard order == 1 || order == 2 else {
             throw SchedulerError.unsupported(option: "solver_order", value: "\(order)", supported: ["1", "2"])
         }
-        let solver = config.solverType ?? "midpoint"
-        guard solver == "midpoint" || solver == "heun" else {
-            throw SchedulerError.unsupported(option: "solver_type", value: solver, supported: ["midpoint", "heun"])
+        let solver = config.solverType ?? .midpoint
+        guard solver == .midpoint || solver == .heun else {
+            throw SchedulerError.unsupported(option: "solver_type", value: solver.rawValue, supported: ["midpoint", "heun"])
         }
-        let finalType = config.finalSigmasType ?? "zero"
-        guard finalType == "zero" else {
-            throw SchedulerError.unsupported(option: "final_sigmas_type", value: finalType, supported: ["zero"])
+        let finalType = config.finalSigmasType ?? .zero
+        guard finalType == .zero else {
+            throw SchedulerError.unsupported(option: "final_sigmas_type", value: finalType.rawValue, supported: ["zero"])
         }
         self.config = resolved
         self.schedule = try NoiseSchedule(resolved)
         self.solverOrder = order
-        self.heun = solver == "heun"
+        self.heun = solver == .heun
 
         let karras = config.useKarrasSigmas ?? false
         let trainingSigmas = schedule.trainingSigmas

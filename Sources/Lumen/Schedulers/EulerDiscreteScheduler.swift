@@ -10,20 +10,17 @@ public struct EulerDiscreteScheduler: Scheduler {
         guard steps >= 1 else { throw SchedulerError.invalidSteps(steps) }
         let resolved = try ResolvedSchedulerConfig(config, defaults: SchedulerKind.euler.classDefaults,
                                                    supportedPredictions: PredictionType.allCases)
-        if let t = config.interpolationType, t != "linear" {
-            throw SchedulerError.unsupported(option: "interpolation_type", value: t, supported: ["linear"])
+        if let t = config.interpolationType, t != .linear {
+            throw SchedulerError.unsupported(option: "interpolation_type", value: t.rawValue, supported: ["linear"])
         }
-        if config.timestepType == "continuous" {
+        if config.timestepType == .continuous {
             throw SchedulerError.unsupported(option: "timestep_type", value: "continuous", supported: ["discrete"])
         }
-        let finalType = config.finalSigmasType ?? "zero"
-        guard finalType == "zero" || finalType == "sigma_min" else {
-            throw SchedulerError.unsupported(option: "final_sigmas_type", value: finalType, supported: ["zero", "sigma_min"])
-        }
+        let finalType = config.finalSigmasType ?? .zero
         self.config = resolved
         let grid = SigmaGrid(config: resolved, schedule: try NoiseSchedule(resolved), steps: steps,
                              karras: config.useKarrasSigmas ?? false, sigmaMin: config.sigmaMin,
-                             sigmaMax: config.sigmaMax, finalSigmaIsMinimum: finalType == "sigma_min")
+                             sigmaMax: config.sigmaMax, finalSigmaIsMinimum: finalType == .sigmaMin)
         timesteps = grid.timesteps
         sigmas = grid.sigmas
         initNoiseSigma = grid.initNoiseSigma(resolved.timestepSpacing)

@@ -13,16 +13,16 @@ struct NoiseSchedule: Sendable, Hashable {
             betas = trained.map { Float($0) }
         } else {
             switch config.betaSchedule {
-            case "linear":
+            case .linear:
                 betas = Self.torchLinspace(Float(config.betaStart), Float(config.betaEnd), n)
-            case "scaled_linear":
+            case .scaledLinear:
                 // torch.linspace(start**0.5, end**0.5) ** 2, squared in float32.
                 betas = Self.torchLinspace(Float(config.betaStart.squareRoot()), Float(config.betaEnd.squareRoot()), n)
                     .map { $0 * $0 }
-            case "squaredcos_cap_v2":
+            case .squaredcosCapV2:
                 betas = Self.squaredCosine(n)
-            default:
-                throw SchedulerError.unsupported(option: "beta_schedule", value: config.betaSchedule,
+            case .sigmoid, .laplace, .exp:
+                throw SchedulerError.unsupported(option: "beta_schedule", value: config.betaSchedule.rawValue,
                                                  supported: ["linear", "scaled_linear", "squaredcos_cap_v2"])
             }
         }

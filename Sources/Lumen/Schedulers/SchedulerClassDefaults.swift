@@ -12,7 +12,7 @@ extension SchedulerKind {
         case .ddpm: return .init(timestepSpacing: .leading, clipSample: true)
         case .euler, .eulerAncestral, .dpmpp2m, .dpmpp2mKarras: return .init(timestepSpacing: .linspace)
         case .lcm:
-            return .init(betaStart: 0.00085, betaEnd: 0.012, betaSchedule: "scaled_linear", timestepSpacing: .leading,
+            return .init(betaStart: 0.00085, betaEnd: 0.012, betaSchedule: .scaledLinear, timestepSpacing: .leading,
                          setAlphaToOne: true, clipSample: false)
         }
     }

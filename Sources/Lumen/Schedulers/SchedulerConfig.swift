@@ -44,7 +44,7 @@ public struct SchedulerConfig: Codable, Sendable, Hashable {
     public var numTrainTimesteps: Int?
     public var betaStart: Double?
     public var betaEnd: Double?
-    public var betaSchedule: String?
+    public var betaSchedule: BetaSchedule?
     public var trainedBetas: [Double]?
     public var predictionType: String?
     public var timestepSpacing: String?
@@ -55,18 +55,18 @@ public struct SchedulerConfig: Codable, Sendable, Hashable {
     public var skipPrkSteps: Bool?
     public var useKarrasSigmas: Bool?
     public var solverOrder: Int?
-    public var algorithmType: String?
-    public var solverType: String?
+    public var algorithmType: AlgorithmType?
+    public var solverType: SolverType?
     public var lowerOrderFinal: Bool?
     public var eulerAtFinal: Bool?
-    public var finalSigmasType: String?
-    public var interpolationType: String?
-    public var timestepType: String?
+    public var finalSigmasType: FinalSigmasType?
+    public var interpolationType: InterpolationType?
+    public var timestepType: TimestepType?
     public var sigmaMin: Double?
     public var sigmaMax: Double?
     public var originalInferenceSteps: Int?
     public var timestepScaling: Double?
-    public var varianceType: String?
+    public var varianceType: VarianceType?
     public var thresholding: Bool?
     public var rescaleBetasZeroSnr: Bool?
 
@@ -135,7 +135,7 @@ struct ResolvedSchedulerConfig: Sendable, Hashable {
     var numTrainTimesteps: Int
     var betaStart: Double
     var betaEnd: Double
-    var betaSchedule: String
+    var betaSchedule: BetaSchedule
     var trainedBetas: [Double]?
     var predictionType: PredictionType
     var timestepSpacing: TimestepSpacing
@@ -148,7 +148,7 @@ struct ResolvedSchedulerConfig: Sendable, Hashable {
     struct Defaults {
         var betaStart = 0.0001
         var betaEnd = 0.02
-        var betaSchedule = "linear"
+        var betaSchedule = BetaSchedule.linear
         var timestepSpacing = TimestepSpacing.linspace
         var setAlphaToOne = false
         var clipSample = false

@@ -1,0 +1,124 @@
+import LumenRuntime
+
+extension Pipeline {
+    /// The memory `request` will take and how its VAE passes run (see `MemoryPlan`), decided
+    /// before any work. With `VAETiling.auto` the VAE decodes (and encodes) whole whenever the
+    /// executor can bind every tensor and the whole request fits the memory budget, as diffusers
+    /// does; only otherwise does it tile, with the largest tile that fits.
+    public func memoryPlan(for request: GenerationRequest) throws -> MemoryPlan {
+        lock.lock()
+        defer { lock.unlock() }
+        try validate(request)
+        return try plan(request)
+    }
+
+    /// The tiles the VAE decodes a request's latents in, or nil to decode them whole.
+    public func vaeTileLayout(for request: GenerationRequest) throws -> VAETileLayout? {
+        try memoryPlan(for: request).decodeTiles
+    }
+
+    /// The tiles the VAE encodes a request's init image in, or nil to encode it whole.
+    public func vaeEncodeTileLayout(for request: GenerationRequest) throws -> VAETileLayout? {
+        try memoryPlan(for: request).encodeTiles
+    }
+
+    func plan(_ r: GenerationRequest) throws -> MemoryPlan {
+        let budget = try memoryBudget ?? executor.memoryBudget()
+        let (width, height) = size(for: r)
+        let f = model.vaeConfig.scaleFactor, lh = height / f, lw = width / f
+        let n = r.count, cfg = r.guidanceScale > 1, rows = cfg ? 2 : 1
+        let length = conditioning.contextLength
+        let latentBytes = n * model.unetConfig.inChannels * lh * lw * 4
+
+        let textWeights = conditioning.weightBytes
+        let text = MemoryPlan.Stage(name: "text encoding", weights: textWeights,
+                                    activations: try cache.plannedBytes(.text(count: rows, clipSkip: r.clipSkip)) {
+                                        try conditioning.buildEncoders($0, count: rows, clipSkip: r.clipSkip)
+                                    },
+                                    staging: 2 * rows * n * length * model.unetConfig.crossAttentionDim * 4, how: "whole")
+        let batch = rows * n
+        let unetKey = ProgramKey.unet(batch: batch, height: lh, width: lw, contextLength: length)
+        let unet = MemoryPlan.Stage(name: "denoising", weights: model.unetWeights.fileBytes,
+                                    activations: try cache.plannedBytes(unetKey) { try buildUNet($0, batch: batch, height: lh, width: lw, contextLength: length) },
+                                    staging: latentBytes * (4 + 3 * rows), how: "whole")
+        let vaeWeights = model.vaeWeights.fileBytes
+        let imageBytes = model.vaeConfig.outChannels * height * width * 4
+
+        // The peak: while denoising, the text encoder's program and weights (and the image
+        // encoder's) are still held; with retainsPrograms every program stays.
+        func peak(encode: MemoryPlan.Stage?, decode: MemoryPlan.Stage?) -> Int {
+            let encodeBytes = encode.map { $0.weights + $0.activations + $0.staging } ?? 0
+            let phases: [Int]
+            if retainsPrograms {
+                phases = [text.weights + unet.weights + vaeWeights + text.activations + unet.activations
+                          + (encode?.activations ?? 0) + (decode?.activations ?? 0) + unet.staging + (decode?.staging ?? 0)]
+            } else {
+                phases = [text.weights + text.activations + text.staging + encodeBytes,
+                          text.weights + text.activations + encodeBytes + unet.weights + unet.activations + unet.staging,
+                          (decode.map { $0.weights + $0.activations + $0.staging } ?? 0) + latentBytes]
+            }
+            return budget.inUse + phases.max()!
+        }
+
+        var decisions: [String] = []
+        /// One VAE pass over an h × w image, given the other pass's stage (or nil).
+        func vaeStage(_ pass: VAEStage.Pass, h: Int, w: Int, other: MemoryPlan.Stage?) throws -> (MemoryPlan.Stage, VAETileLayout?) {
+            let name = pass == .decode ? "decoding" : "image encoding"
+            let staging = pass == .decode ? 3 * imageBytes + n * height * width * 3 : 4 * imageBytes
+            func stage(_ layout: VAETileLayout?, _ how: String) throws -> MemoryPlan.Stage {
+                let side = layout?.sampleTileSize
+                return MemoryPlan.Stage(name: name, weights: vaeWeights,
+                                        activations: try vae.plannedActivations(pass, h: side ?? h, w: side ?? w, tiled: layout != nil),
+                                        staging: staging, how: how)
+            }
+            func total(_ s: MemoryPlan.Stage) -> Int { pass == .decode ? peak(encode: other, decode: s) : peak(encode: s, decode: other) }
+            let unit = 4 * f
+            func tiles(_ l: VAETileLayout) -> Bool {
+                pass == .decode ? l.tiles(latentHeight: h / f, latentWidth: w / f) : l.tilesImage(height: h, width: w)
+            }
+            switch r.vaeTiling {
+            case .off:
+                return (try stage(nil, "whole (--vae-tiling off)"), nil)
+            case .tiles(let size):
+                let layout = VAETileLayout(config: model.vaeConfig, sampleSize: size)
+                return tiles(layout) ? (try stage(layout, "tiles of \(size) px, as asked"), layout) : (try stage(nil, "whole (one tile covers it)"), nil)
+            case .auto:
+                let limit = executor.maxTensorBytes
+                let widestWhole = try vae.widestTensor(pass, h: h, w: w)
+                let whole = try stage(nil, "whole")
+                let binds = limit.map { widestWhole <= $0 } ?? true
+                if binds && total(whole) <= budget.bytes { return (whole, nil) }
+                let reason = binds
+                    ? "whole, the request would peak at \(MemoryBudget.format(total(whole))), over the \(budget) budget"
+                    : "whole, its largest tensor (\(MemoryBudget.format(widestWhole))) exceeds what the device binds (\(MemoryBudget.format(limit!)))"
+                // The largest tile that binds and fits, a multiple of 4 latents (so that diffusers'
+                // stride of 3/4 tile is whole latents and the tiles join to exactly the image).
+                var tile = max(unit, (max(h, w) - 1) / unit * unit)
+                var chosen: (MemoryPlan.Stage, VAETileLayout)? = nil
+                while tile >= unit {
+                    let layout = VAETileLayout(latentTileSize: tile / f, sampleTileSize: tile)
+                    if tiles(layout), try limit.map({ try vae.widestTensor(pass, h: tile, w: tile) <= $0 }) ?? true {
+                        chosen = (try stage(layout, "tiles of \(tile) px: \(reason)"), layout)
+                        if total(chosen!.0) <= budget.bytes { break }
+                    }
+                    tile -= unit
+                }
+                guard let chosen else { return (whole, nil) }
+                decisions.append("the VAE \(pass == .decode ? "decodes" : "encodes the init image") in \(chosen.1): \(reason)")
+                return chosen
+            }
+        }
+        var encode: MemoryPlan.Stage? = nil, encodeTiles: VAETileLayout? = nil
+        if let image = r.initImage {
+            (encode, encodeTiles) = try vaeStage(.encode, h: image.height, w: image.width, other: nil)
+        }
+        let (decode, decodeTiles) = try vaeStage(.decode, h: height, w: width, other: encode)
+        let unetChunks = executor.maxTensorBytes.map { _ in "the UNet's feed-forwards run in chunks where a tensor exceeds the binding limit" }
+        if let unetChunks { decisions.append(unetChunks) }
+        if !retainsPrograms { decisions.append("programs are dropped once their stage is done (one-shot use)") }
+        return MemoryPlan(stages: [text] + (encode.map { [$0] } ?? []) + [unet, decode], baseline: budget.inUse,
+                          peak: peak(encode: encode, decode: decode), budget: budget,
+                          decodeTiles: decodeTiles, encodeTiles: encodeTiles, decisions: decisions)
+    }
+
+}
