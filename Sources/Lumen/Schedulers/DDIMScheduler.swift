@@ -12,20 +12,11 @@ public struct DDIMScheduler: Scheduler {
     let stride: Int
 
     public init(config: SchedulerConfig = SchedulerConfig(), steps: Int, eta: Float = 0) throws {
-        guard steps >= 1 else { throw SchedulerError.invalidSteps(steps) }
-        let resolved = try ResolvedSchedulerConfig(
-            config, defaults: SchedulerKind.ddim.classDefaults,
-            supportedPredictions: PredictionType.allCases)
+        let resolved = try ResolvedSchedulerConfig(config, for: .ddim, steps: steps)
         self.config = resolved
         self.schedule = try NoiseSchedule(resolved)
         self.eta = eta
-        let grid = SigmaSchedule.grid(resolved.timestepSpacing, steps: steps,
-                                      trainSteps: resolved.numTrainTimesteps, stepsOffset: resolved.stepsOffset)
-        try checkStepsWithinTraining(steps, resolved)
-        integerTimesteps = grid.map { Int(NumPy.round($0)) }
-        try checkGrid(integerTimesteps, steps: steps, config: resolved, scheduler: "DDIM", largestValid: { k in
-            SigmaSchedule.grid(resolved.timestepSpacing, steps: k, trainSteps: resolved.numTrainTimesteps,
-                               stepsOffset: resolved.stepsOffset).map { Int(NumPy.round($0)) }.max() })
+        integerTimesteps = try resolved.discreteTimesteps(steps: steps, scheduler: "DDIM")
         timesteps = integerTimesteps.map(Float.init)
         finalAlphaProduct = resolved.setAlphaToOne ? 1 : schedule.alphasCumprod[0]
         // diffusers steps back by this stride whatever the spacing.

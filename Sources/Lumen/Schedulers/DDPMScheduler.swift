@@ -10,10 +10,7 @@ public struct DDPMScheduler: Scheduler {
     let largeVariance: Bool
 
     public init(config: SchedulerConfig = SchedulerConfig(), steps: Int) throws {
-        guard steps >= 1 else { throw SchedulerError.invalidSteps(steps) }
-        let resolved = try ResolvedSchedulerConfig(
-            config, defaults: SchedulerKind.ddpm.classDefaults,
-            supportedPredictions: PredictionType.allCases)
+        let resolved = try ResolvedSchedulerConfig(config, for: .ddpm, steps: steps)
         let variance = config.varianceType ?? .fixedSmall
         guard variance == .fixedSmall || variance == .fixedLarge else {
             throw SchedulerError.unsupported(option: "variance_type", value: variance.rawValue,
@@ -22,13 +19,7 @@ public struct DDPMScheduler: Scheduler {
         self.largeVariance = variance == .fixedLarge
         self.config = resolved
         self.schedule = try NoiseSchedule(resolved)
-        let grid = SigmaSchedule.grid(resolved.timestepSpacing, steps: steps,
-                                      trainSteps: resolved.numTrainTimesteps, stepsOffset: resolved.stepsOffset)
-        try checkStepsWithinTraining(steps, resolved)
-        integerTimesteps = grid.map { Int(NumPy.round($0)) }
-        try checkGrid(integerTimesteps, steps: steps, config: resolved, scheduler: "DDPM", largestValid: { k in
-            SigmaSchedule.grid(resolved.timestepSpacing, steps: k, trainSteps: resolved.numTrainTimesteps,
-                               stepsOffset: resolved.stepsOffset).map { Int(NumPy.round($0)) }.max() })
+        integerTimesteps = try resolved.discreteTimesteps(steps: steps, scheduler: "DDPM")
         timesteps = integerTimesteps.map(Float.init)
     }
 

@@ -16,9 +16,7 @@ public struct DPMSolverMultistepScheduler: Scheduler {
     private var lowerOrderCount = 0
 
     public init(config: SchedulerConfig = SchedulerConfig(), steps: Int) throws {
-        guard steps >= 1 else { throw SchedulerError.invalidSteps(steps) }
-        let resolved = try ResolvedSchedulerConfig(config, defaults: SchedulerKind.dpmpp2m.classDefaults,
-                                                   supportedPredictions: PredictionType.allCases)
+        let resolved = try ResolvedSchedulerConfig(config, for: .dpmpp2m, steps: steps)
         let algorithm = config.algorithmType ?? .dpmsolverPlusPlus
         guard algorithm == .dpmsolverPlusPlus else {
             throw SchedulerError.unsupported(option: "algorithm_type", value: algorithm.rawValue, supported: ["dpmsolver++"])

@@ -7,9 +7,7 @@ public struct EulerAncestralDiscreteScheduler: Scheduler {
     let config: ResolvedSchedulerConfig
 
     public init(config: SchedulerConfig = SchedulerConfig(), steps: Int) throws {
-        guard steps >= 1 else { throw SchedulerError.invalidSteps(steps) }
-        let resolved = try ResolvedSchedulerConfig(config, defaults: SchedulerKind.eulerAncestral.classDefaults,
-                                                   supportedPredictions: PredictionType.allCases)
+        let resolved = try ResolvedSchedulerConfig(config, for: .eulerAncestral, steps: steps)
         self.config = resolved
         let grid = SigmaGrid(config: resolved, schedule: try NoiseSchedule(resolved), steps: steps, karras: false)
         timesteps = grid.timesteps

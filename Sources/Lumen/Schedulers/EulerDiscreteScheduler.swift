@@ -7,9 +7,7 @@ public struct EulerDiscreteScheduler: Scheduler {
     let config: ResolvedSchedulerConfig
 
     public init(config: SchedulerConfig = SchedulerConfig(), steps: Int) throws {
-        guard steps >= 1 else { throw SchedulerError.invalidSteps(steps) }
-        let resolved = try ResolvedSchedulerConfig(config, defaults: SchedulerKind.euler.classDefaults,
-                                                   supportedPredictions: PredictionType.allCases)
+        let resolved = try ResolvedSchedulerConfig(config, for: .euler, steps: steps)
         if let t = config.interpolationType, t != .linear {
             throw SchedulerError.unsupported(option: "interpolation_type", value: t.rawValue, supported: ["linear"])
         }

@@ -14,10 +14,7 @@ public struct LCMScheduler: Scheduler {
     /// `strength` below 1 keeps only the timesteps of an image-to-image run, as diffusers'
     /// `set_timesteps(…, strength:)` does for LCM.
     public init(config: SchedulerConfig = SchedulerConfig(), steps: Int, strength: Double = 1) throws {
-        guard steps >= 1 else { throw SchedulerError.invalidSteps(steps) }
-        let resolved = try ResolvedSchedulerConfig(
-            config, defaults: SchedulerKind.lcm.classDefaults,
-            supportedPredictions: PredictionType.allCases)
+        let resolved = try ResolvedSchedulerConfig(config, for: .lcm, steps: steps)
         self.config = resolved
         self.schedule = try NoiseSchedule(resolved)
         let original = config.originalInferenceSteps ?? 50

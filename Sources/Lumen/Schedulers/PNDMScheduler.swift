@@ -15,13 +15,10 @@ public struct PNDMScheduler: Scheduler {
     private var currentSample: [Float]?
 
     public init(config: SchedulerConfig = SchedulerConfig(), steps: Int) throws {
-        guard steps >= 1 else { throw SchedulerError.invalidSteps(steps) }
+        let resolved = try ResolvedSchedulerConfig(config, for: .pndm, steps: steps, supportedPredictions: [.epsilon, .vPrediction])
         if config.skipPrkSteps == false {
             throw SchedulerError.unsupported(option: "skip_prk_steps", value: "false", supported: ["true"])
         }
-        let resolved = try ResolvedSchedulerConfig(
-            config, defaults: SchedulerKind.pndm.classDefaults,
-            supportedPredictions: [.epsilon, .vPrediction])
         self.config = resolved
         self.schedule = try NoiseSchedule(resolved)
         // Ascending training steps, as diffusers' `_timesteps`.

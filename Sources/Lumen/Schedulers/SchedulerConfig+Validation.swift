@@ -77,3 +77,26 @@ func checkStepsWithinTraining(_ steps: Int, _ config: ResolvedSchedulerConfig) t
                 + "as the unet model trained with this scheduler can only handle maximal \(n) timesteps.")
     }
 }
+
+extension ResolvedSchedulerConfig {
+    /// The opening of every scheduler's `init`: at least one step, and the config resolved with
+    /// the defaults of the class that runs (`kind`).
+    init(_ config: SchedulerConfig, for kind: SchedulerKind, steps: Int,
+         supportedPredictions: [PredictionType] = PredictionType.allCases) throws {
+        guard steps >= 1 else { throw SchedulerError.invalidSteps(steps) }
+        try self.init(config, defaults: kind.classDefaults, supportedPredictions: supportedPredictions)
+    }
+
+    /// The integer timesteps of the ᾱ-parameterised schedulers (DDIM, DDPM): the spacing's grid
+    /// rounded as numpy rounds, refused where diffusers refuses it or fails on it.
+    func discreteTimesteps(steps: Int, scheduler: String) throws -> [Int] {
+        func grid(_ k: Int) -> [Int] {
+            SigmaSchedule.grid(timestepSpacing, steps: k, trainSteps: numTrainTimesteps, stepsOffset: stepsOffset)
+                .map { Int(NumPy.round($0)) }
+        }
+        try checkStepsWithinTraining(steps, self)
+        let timesteps = grid(steps)
+        try checkGrid(timesteps, steps: steps, config: self, scheduler: scheduler, largestValid: { grid($0).max() })
+        return timesteps
+    }
+}
