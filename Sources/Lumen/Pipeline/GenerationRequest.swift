@@ -99,6 +99,22 @@ public struct InitImage: Sendable, Hashable {
     }
 }
 
+/// Latents [N, C, h, w] held by value (a request's init latents for a second pass).
+public struct Latents: Sendable, Hashable {
+    public let shape: [Int]
+    public let values: [Float]
+
+    /// The values of `tensor` (as `Pipeline.latents(for:)` returns them).
+    public init(_ tensor: Tensor) {
+        shape = tensor.shape.dims
+        values = tensor.toFloats()
+    }
+
+    public var tensor: Tensor {
+        get throws { try Tensor(shape: Shape(shape), values: values) }
+    }
+}
+
 /// One generation: a prompt and how to sample it. Defaults follow diffusers' pipeline.
 public struct GenerationRequest: Sendable, Hashable {
     public var prompt: String
@@ -126,6 +142,19 @@ public struct GenerationRequest: Sendable, Hashable {
     /// 0.8 of 50 steps runs the last 40; 1.0 ignores the image).
     public var initImage: InitImage? = nil
     public var strength: Float = 0.8
+    /// A second pass: start from these latents [count, C, h, w] (what `latents(for:)` returns, not
+    /// divided by the VAE's scaling factor) instead of noise or an encoded init image. With
+    /// `denoisingStart` they are used as they are; without it they are noised to `strength` as an
+    /// encoded init image would be.
+    public var initLatents: Latents? = nil
+    /// diffusers' `denoising_end`: run only the steps whose timestep is at least
+    /// `round((1 - denoisingEnd) · T)` of the T training timesteps, leaving the rest to a second
+    /// pass (an SDXL refiner, or another model) that starts with `denoisingStart` at the same value.
+    public var denoisingEnd: Double? = nil
+    /// diffusers' `denoising_start`: skip the steps whose timestep is at least
+    /// `round((1 - denoisingStart) · T)` (the part a first pass ran) and add no noise to the init
+    /// latents; `strength` is then ignored.
+    public var denoisingStart: Double? = nil
     /// Skip the last `clipSkip` layers of the text encoder (diffusers' clip_skip).
     public var clipSkip: Int = 0
     /// Tiled VAE decoding (`.auto`: only where the image is large or the executor needs it).

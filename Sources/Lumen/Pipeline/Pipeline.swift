@@ -114,7 +114,9 @@ public final class Pipeline: @unchecked Sendable {
     public func size(for request: GenerationRequest) -> (width: Int, height: Int) {
         let f = model.vaeConfig.scaleFactor
         let fallback = model.unetConfig.sampleSize * f
-        return (request.width ?? request.initImage?.width ?? fallback, request.height ?? request.initImage?.height ?? fallback)
+        let fromLatents = request.initLatents.flatMap { $0.shape.count == 4 ? ($0.shape[3] * f, $0.shape[2] * f) : nil }
+        return (request.width ?? request.initImage?.width ?? fromLatents?.0 ?? fallback,
+                request.height ?? request.initImage?.height ?? fromLatents?.1 ?? fallback)
     }
 
     // MARK: - Async API
@@ -180,6 +182,7 @@ public final class Pipeline: @unchecked Sendable {
         if let prediction = request.predictionType { config.predictionType = prediction.rawValue }
         let scheduler = try schedulerKind(for: request).make(config: config, steps: request.steps)
         let (start, first) = try startLatents(request, scheduler: scheduler, plan: plan, generator: &generator)
+        let end = try lastStep(request, scheduler: scheduler, first: first)
 
         // The UNet program in a scope of its own, so that its activations are freed before the VAE
         // runs (the cache lets go of it below when the pipeline does not retain programs).
@@ -190,7 +193,7 @@ public final class Pipeline: @unchecked Sendable {
             try model.checkLoRAsApplied()  // both networks are built by now
             var loop = DenoisingLoop(unet: { try unet.run($0)[0] }, conditioning: conditions, scheduler: scheduler,
                                      guidanceScale: request.guidanceScale, count: n, channels: latentChannels, height: lh, width: lw)
-            latents = try loop.run(from: start, steps: first..<scheduler.timesteps.count, generator: &generator) { k, steps, latents in
+            latents = try loop.run(from: start, steps: first..<end, generator: &generator) { k, steps, latents in
                 try checkFinite(latents, stage: .unetStep(k, of: steps), request: request)
                 try onEvent(.step(index: k, count: steps, latents: try Tensor(shape: [n, latentChannels, lh, lw], values: latents)))
             }
@@ -209,25 +212,59 @@ public final class Pipeline: @unchecked Sendable {
     }
 
     /// The latents the denoising loop starts from and the index of its first step: noise scaled
-    /// to the scheduler's first sigma, or the encoded init image noised to the step its strength
-    /// starts at (diffusers' img2img `get_timesteps` and `prepare_latents`).
+    /// to the scheduler's first sigma; or the encoded init image (or given init latents) noised to
+    /// the step its strength starts at (diffusers' img2img `get_timesteps` and `prepare_latents`);
+    /// or, with `denoisingStart`, the init latents as they are from the first step below the cutoff.
     private func startLatents(_ request: GenerationRequest, scheduler: any Scheduler, plan: MemoryPlan,
                               generator: inout TorchGenerator) throws -> (latents: [Float], first: Int) {
         let (width, height) = size(for: request)
         let f = model.vaeConfig.scaleFactor
         let latentCount = request.count * model.unetConfig.inChannels * (height / f) * (width / f)
-        guard let initImage = request.initImage else {
+        guard request.initImage != nil || request.initLatents != nil else {
             return (generator.randn(count: latentCount).map { $0 * scheduler.initNoiseSigma }, 0)
         }
-        let first = type(of: scheduler).firstStep(steps: request.steps, strength: Double(request.strength), order: scheduler.order)
-        guard first < scheduler.timesteps.count else {
-            throw GenerationError.invalidRequest("strength \(request.strength) with \(request.steps) steps leaves no step to run")
+        let first: Int
+        if let start = request.denoisingStart {
+            // diffusers: the steps below the cutoff, one more for a second-order scheduler left even.
+            let cutoff = Self.timestepCutoff(start, scheduler: schedulerConfig)
+            var remaining = scheduler.timesteps.filter { $0 < Float(cutoff) }.count
+            if scheduler.order == 2 && remaining % 2 == 0 { remaining += 1 }
+            first = scheduler.timesteps.count - remaining
+        } else {
+            first = type(of: scheduler).firstStep(steps: request.steps, strength: Double(request.strength), order: scheduler.order)
         }
-        let encoded = try vae.encode(initImage, layout: plan.encodeTiles, generator: &generator)  // [1, 4, lh, lw], scaled
-        var initLatents: [Float] = []
-        for _ in 0..<request.count { initLatents += encoded }
+        guard first < scheduler.timesteps.count else {
+            throw GenerationError.invalidRequest(request.denoisingStart.map { "denoising start \($0) with \(request.steps) steps leaves no step to run" }
+                                                 ?? "strength \(request.strength) with \(request.steps) steps leaves no step to run")
+        }
+        let initLatents: [Float]
+        if let given = request.initLatents {
+            initLatents = given.values
+        } else {
+            let encoded = try vae.encode(request.initImage!, layout: plan.encodeTiles, generator: &generator)  // [1, 4, lh, lw], scaled
+            initLatents = Array([[Float]](repeating: encoded, count: request.count).joined())
+        }
+        if request.denoisingStart != nil { return (initLatents, first) }
         let noise = generator.randn(count: latentCount)
         return (scheduler.addNoise(original: initLatents, noise: noise, step: first), first)
+    }
+
+    /// The end of the step range: all the scheduler's steps, or with `denoisingEnd` those whose
+    /// timestep is at least its cutoff (diffusers' `denoising_end`).
+    private func lastStep(_ request: GenerationRequest, scheduler: any Scheduler, first: Int) throws -> Int {
+        guard let end = request.denoisingEnd else { return scheduler.timesteps.count }
+        let cutoff = Float(Self.timestepCutoff(end, scheduler: schedulerConfig))
+        let last = first + scheduler.timesteps[first...].prefix { $0 >= cutoff }.count
+        guard last > first else {
+            throw GenerationError.invalidRequest("denoising end \(end) with \(request.steps) steps leaves no step to run")
+        }
+        return last
+    }
+
+    /// diffusers' `discrete_timestep_cutoff` of a denoising fraction: round(T − fraction · T).
+    static func timestepCutoff(_ fraction: Double, scheduler config: SchedulerConfig) -> Int {
+        let t = Double(config.numTrainTimesteps ?? 1000)
+        return Int((t - fraction * t).rounded(.toNearestOrEven))
     }
 
     // MARK: - Decoding

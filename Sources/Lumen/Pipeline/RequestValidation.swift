@@ -57,6 +57,32 @@ extension Pipeline {
                 throw invalid("a VAE tile must be a positive multiple of \(4 * f) pixels up to \(GenerationRequest.maxSide) (got \(tile))")
             }
         }
+        for (name, value) in [("denoising start", r.denoisingStart), ("denoising end", r.denoisingEnd)] {
+            if let value, !(value > 0 && value < 1) {
+                throw invalid("\(name) must be in (0, 1), the fraction of the noise schedule (got \(value))")
+            }
+        }
+        if let start = r.denoisingStart, let end = r.denoisingEnd, start >= end {
+            throw invalid("denoising start \(start) must be below denoising end \(end)")
+        }
+        if r.denoisingStart != nil && r.initImage == nil && r.initLatents == nil {
+            throw invalid("denoising start needs init latents (a first pass's) or an init image to continue from")
+        }
+        if let latents = r.initLatents {
+            guard r.initImage == nil else { throw invalid("give init latents or an init image, not both") }
+            let want: [Int] = [r.count, model.unetConfig.inChannels, h / f, w / f]
+            guard latents.shape == want, latents.values.count == want.reduce(1, *) else {
+                throw invalid("init latents are \(latents.shape); expected \(want) (count, latent channels, height / \(f), width / \(f))")
+            }
+            if r.denoisingStart == nil {
+                guard r.strength.isFinite, r.strength > 0, r.strength <= 1 else {
+                    throw invalid("strength must be in (0, 1] (got \(r.strength))")
+                }
+            }
+            if latents.values.contains(where: { !$0.isFinite }) {
+                throw invalid("the init latents hold NaN or infinite values")
+            }
+        }
         if let image = r.initImage {
             guard r.strength.isFinite, r.strength > 0, r.strength <= 1 else {
                 throw invalid("strength must be in (0, 1] (got \(r.strength))")
