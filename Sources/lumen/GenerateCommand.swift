@@ -58,6 +58,9 @@ struct GenerateCommand: ParsableCommand {
     @Option(help: "Image-to-image: how much of the starting image to repaint, in (0, 1].")
     var strength: Float = 0.8
 
+    @Option(help: "With --init-image: a PNG of the same size whose white (grey at least half) is repainted and black kept (diffusers' inpainting with an ordinary checkpoint).")
+    var mask: String?
+
     @Option(name: .customLong("clip-skip"), help: "Skip the last N text-encoder layers.")
     var clipSkip = 0
 
@@ -89,6 +92,9 @@ struct GenerateCommand: ParsableCommand {
         }
         if initImage == nil && strength != 0.8 {
             throw ValidationError("--strength needs --init-image")
+        }
+        if initImage == nil && mask != nil {
+            throw ValidationError("--mask needs --init-image (the image whose masked area is repainted)")
         }
         if let memoryBudget, MemoryBudget.parse(memoryBudget) == nil {
             throw ValidationError("--memory-budget \(memoryBudget): expected bytes or a number with K, M, G or T (e.g. 6G)")
@@ -143,6 +149,7 @@ struct GenerateCommand: ParsableCommand {
             request.initImage = try InitImage(pngPath: initImage)
             request.strength = strength
         }
+        if let mask { request.mask = try InitImage(pngPath: mask) }
         if let note = pipeline.backendNote { FileHandle.standardError.write(Data("lumen: \(note)\n".utf8)) }
         for notice in pipeline.notices + pipeline.notices(for: request) {
             FileHandle.standardError.write(Data("lumen: \(notice)\n".utf8))

@@ -142,6 +142,9 @@ public struct GenerationRequest: Sendable, Hashable {
     /// 0.8 of 50 steps runs the last 40; 1.0 ignores the image).
     public var initImage: InitImage? = nil
     public var strength: Float = 0.8
+    /// Masked image-to-image: white (grey ≥ 0.5) is repainted, black is kept, as diffusers'
+    /// `StableDiffusionInpaintPipeline` does with an ordinary UNet; the same size as the init image.
+    public var mask: InitImage? = nil
     /// A second pass: start from these latents [count, C, h, w] (what `latents(for:)` returns, not
     /// divided by the VAE's scaling factor) instead of noise or an encoded init image. With
     /// `denoisingStart` they are used as they are; without it they are noised to `strength` as an

@@ -181,7 +181,7 @@ public final class Pipeline: @unchecked Sendable {
         var config = schedulerConfig
         if let prediction = request.predictionType { config.predictionType = prediction.rawValue }
         let scheduler = try schedulerKind(for: request).make(config: config, steps: request.steps)
-        let (start, first) = try startLatents(request, scheduler: scheduler, plan: plan, generator: &generator)
+        let (start, first, blend) = try startLatents(request, scheduler: scheduler, plan: plan, generator: &generator)
         let end = try lastStep(request, scheduler: scheduler, first: first)
 
         // The UNet program in a scope of its own, so that its activations are freed before the VAE
@@ -192,7 +192,8 @@ public final class Pipeline: @unchecked Sendable {
             let unet = try unetNetwork(batch: batch, height: lh, width: lw, contextLength: conditions.context.shape[1])
             try model.checkLoRAsApplied()  // both networks are built by now
             var loop = DenoisingLoop(unet: { try unet.run($0)[0] }, conditioning: conditions, scheduler: scheduler,
-                                     guidanceScale: request.guidanceScale, count: n, channels: latentChannels, height: lh, width: lw)
+                                     guidanceScale: request.guidanceScale, count: n, channels: latentChannels, height: lh, width: lw,
+                                     hooks: blend.map { [$0] } ?? [])
             latents = try loop.run(from: start, steps: first..<end, generator: &generator) { k, steps, latents in
                 try checkFinite(latents, stage: .unetStep(k, of: steps), request: request)
                 try onEvent(.step(index: k, count: steps, latents: try Tensor(shape: [n, latentChannels, lh, lw], values: latents)))
@@ -215,13 +216,15 @@ public final class Pipeline: @unchecked Sendable {
     /// to the scheduler's first sigma; or the encoded init image (or given init latents) noised to
     /// the step its strength starts at (diffusers' img2img `get_timesteps` and `prepare_latents`);
     /// or, with `denoisingStart`, the init latents as they are from the first step below the cutoff.
+    /// With a mask, also the hook that keeps the unmasked area (`MaskBlend`), and diffusers'
+    /// inpainting start: pure noise at strength 1.
     private func startLatents(_ request: GenerationRequest, scheduler: any Scheduler, plan: MemoryPlan,
-                              generator: inout TorchGenerator) throws -> (latents: [Float], first: Int) {
+                              generator: inout TorchGenerator) throws -> (latents: [Float], first: Int, blend: MaskBlend?) {
         let (width, height) = size(for: request)
         let f = model.vaeConfig.scaleFactor
         let latentCount = request.count * model.unetConfig.inChannels * (height / f) * (width / f)
         guard request.initImage != nil || request.initLatents != nil else {
-            return (generator.randn(count: latentCount).map { $0 * scheduler.initNoiseSigma }, 0)
+            return (generator.randn(count: latentCount).map { $0 * scheduler.initNoiseSigma }, 0, nil)
         }
         let first: Int
         if let start = request.denoisingStart {
@@ -244,9 +247,19 @@ public final class Pipeline: @unchecked Sendable {
             let encoded = try vae.encode(request.initImage!, layout: plan.encodeTiles, generator: &generator)  // [1, 4, lh, lw], scaled
             initLatents = Array([[Float]](repeating: encoded, count: request.count).joined())
         }
-        if request.denoisingStart != nil { return (initLatents, first) }
+        if request.denoisingStart != nil { return (initLatents, first, nil) }
         let noise = generator.randn(count: latentCount)
-        return (scheduler.addNoise(original: initLatents, noise: noise, step: first), first)
+        guard let mask = request.mask else {
+            return (scheduler.addNoise(original: initLatents, noise: noise, step: first), first, nil)
+        }
+        // diffusers also encodes the masked image (for 9-channel UNets) with the request's
+        // generator, so that the steps' noise comes after that sample.
+        _ = generator.randn(count: latentCount / request.count)
+        let blend = MaskBlend(mask: MaskBlend.latentMask(mask, latentHeight: height / f, latentWidth: width / f),
+                              imageLatents: initLatents, noise: noise, channels: model.unetConfig.inChannels)
+        let start = request.strength == 1 ? noise.map { $0 * scheduler.initNoiseSigma }
+            : scheduler.addNoise(original: initLatents, noise: noise, step: first)
+        return (start, first, blend)
     }
 
     /// The end of the step range: all the scheduler's steps, or with `denoisingEnd` those whose

@@ -83,6 +83,16 @@ extension Pipeline {
                 throw invalid("the init latents hold NaN or infinite values")
             }
         }
+        if let mask = r.mask {
+            guard let image = r.initImage else { throw invalid("a mask needs an init image to repaint") }
+            guard mask.width == image.width, mask.height == image.height else {
+                throw invalid("the mask is \(mask.width)x\(mask.height) but the init image is \(image.width)x\(image.height); they must be the same size")
+            }
+            guard mask.rgb.count == mask.width * mask.height * 3, mask.rgb.allSatisfy({ $0.isFinite }) else {
+                throw invalid("the mask has \(mask.rgb.count) values for \(mask.width)x\(mask.height), or values outside [0, 1]")
+            }
+            guard r.denoisingStart == nil else { throw invalid("a mask cannot be combined with denoising start") }
+        }
         if let image = r.initImage {
             guard r.strength.isFinite, r.strength > 0, r.strength <= 1 else {
                 throw invalid("strength must be in (0, 1] (got \(r.strength))")

@@ -1,0 +1,85 @@
+import Foundation
+import Lumen
+import LumenTestSupport
+import XCTest
+
+/// Masked image-to-image with an ordinary UNet against diffusers' StableDiffusionInpaintPipeline
+/// (tools/make_inpaint_fixtures.py): the `MaskBlend` hook on the denoising loop, on tiny-sd.
+final class MaskedImageToImageTests: XCTestCase {
+    static var reference: SafetensorsFile { get throws { try SafetensorsFile(path: Fixtures.root + "/inpaint-reference.safetensors") } }
+
+    static func request(_ ref: SafetensorsFile, _ name: String) throws -> GenerationRequest {
+        let fields = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data((ref.metadata[name] ?? "").utf8)) as? [String: Any])
+        var r = GenerationRequest(prompt: fields["prompt"] as! String)
+        r.negativePrompt = fields["negative_prompt"] as? String
+        r.steps = fields["steps"] as! Int
+        r.guidanceScale = Float(fields["guidance"] as! Double)
+        r.strength = Float(fields["strength"] as! Double)
+        r.seed = UInt64(fields["seed"] as! Int)
+        r.count = fields["count"] as! Int
+        r.scheduler = SchedulerKind(rawValue: fields["scheduler"] as! String)
+        r.initImage = try InitImage(pngPath: Fixtures.root + "/" + (fields["init"] as! String))
+        r.mask = try InitImage(pngPath: Fixtures.root + "/" + (fields["mask"] as! String))
+        return r
+    }
+
+    func check(_ pipeline: Pipeline, latentBound: Float, maxPixelError: Int) throws {
+        let ref = try Self.reference
+        for name in ["pndm", "euler-a-full", "ddim-two"] {
+            let r = try Self.request(ref, name)
+            let want = try ref.tensor("\(name).latents")
+            let got = try pipeline.latents(for: r)
+            XCTAssertEqual(got.shape, want.shape, name)
+            let worst = zip(got.toFloats(), want.toFloats()).map { abs($0 - $1) }.max() ?? .infinity
+            XCTAssertLessThan(worst, latentBound, "\(name): latents")
+            let images = try pipeline.generate(r)
+            let pixels = try ref.rawBytes("\(name).image").map(Int.init)
+            let per = pixels.count / r.count
+            for (k, image) in images.enumerated() {
+                let d = pixelDifference(image.pixels.map(Int.init), Array(pixels[(k * per)..<((k + 1) * per)]))
+                XCTAssertLessThanOrEqual(d.largest, maxPixelError, "\(name) image \(k) on \(pipeline.executor.backendName)")
+                XCTAssertLessThan(d.mean, 1, "\(name) image \(k)")
+            }
+        }
+    }
+
+    func testMaskedImageToImageMatchesDiffusers() throws { try forEachInstructionSet(modelInstructionSets) { _ in
+            // The latents are ~10 in size; the f32 networks agree with diffusers to ~1e-6 relative.
+            try check(try Pipeline(modelPath: Fixtures.tinyFolder, backend: .cpu), latentBound: 1e-3, maxPixelError: 1)
+        }
+    }
+
+    func testMaskedImageToImageOnVulkan() throws {
+        let vulkan = try testVulkanExecutor()
+        // f16 weights and activations on lavapipe: the bound of the other Vulkan pipeline tests.
+        try check(try Pipeline(modelPath: Fixtures.tinyFolder, executor: vulkan), latentBound: 0.25, maxPixelError: 12)
+        XCTAssertEqual(vulkan.validationMessages.map(\.description), [], "validation messages")
+    }
+
+    /// A black mask keeps the whole init image: the prompt no longer matters, to the bit. A white
+    /// mask repaints everything: with a deterministic scheduler that is plain image-to-image.
+    func testBlackAndWhiteMasks() throws {
+        let pipeline = try Pipeline(modelPath: Fixtures.tinyFolder, backend: .cpu)
+        var r = try Self.request(try Self.reference, "pndm")
+        let (w, h) = (r.initImage!.width, r.initImage!.height)
+        r.mask = InitImage(width: w, height: h, rgb: [Float](repeating: 0, count: w * h * 3))
+        var other = r
+        other.prompt = "something else entirely"
+        XCTAssertEqual(try pipeline.latents(for: r).toFloats(), try pipeline.latents(for: other).toFloats())
+
+        r.mask = InitImage(width: w, height: h, rgb: [Float](repeating: 1, count: w * h * 3))
+        var plain = r
+        plain.mask = nil
+        XCTAssertEqual(try pipeline.latents(for: r).toFloats(), try pipeline.latents(for: plain).toFloats())
+        XCTAssertNotEqual(try pipeline.latents(for: r).toFloats(), try pipeline.latents(for: other).toFloats())
+    }
+
+    func testBadMasksAreRefused() throws {
+        let pipeline = try Pipeline(modelPath: Fixtures.tinyFolder, backend: .cpu)
+        var r = try Self.request(try Self.reference, "pndm")
+        r.mask = InitImage(width: 32, height: 32, rgb: [Float](repeating: 1, count: 32 * 32 * 3))
+        XCTAssertThrowsError(try pipeline.generate(r)) { XCTAssertTrue("\($0)".contains("the mask is 32x32 but the init image is 64x64"), "\($0)") }
+        r.initImage = nil
+        XCTAssertThrowsError(try pipeline.generate(r)) { XCTAssertTrue("\($0)".contains("a mask needs an init image"), "\($0)") }
+    }
+}

@@ -1,0 +1,86 @@
+#!/usr/bin/env python3
+"""Generates the committed fixtures for masked image-to-image with an ordinary (4-channel) UNet,
+as diffusers' StableDiffusionInpaintPipeline runs it: after every step the known latents, noised
+to the next step's level, replace the latents outside the mask (white = repaint).
+
+Run by hand, never in CI, from the repository root:
+
+    HF_HUB_OFFLINE=1 .venv-fixtures/bin/python tools/make_inpaint_fixtures.py
+
+It writes Tests/Fixtures/images/mask64.png (64x64 grey: a white rectangle, a band of 200 that
+binarizes to white, a band of 100 that binarizes to black, on black) and
+Tests/Fixtures/inpaint-reference.safetensors, per case, from Tests/Fixtures/tiny-sd (f32),
+images/init64.png and the mask:
+  <case>.latents [N,4,8,8]   output_type "latent"
+  <case>.image [N,64,64,3]   uint8, output_type "np" × 255 rounded
+with the request as JSON in the metadata under the case's name. Cases: the model's PNDM at
+strength 0.75; Euler ancestral at strength 1.0 (pure noise start, and the steps' noise drawn
+after the generator also sampled the masked image's latents); DDIM at 0.6 with two images.
+"""
+
+import json
+import os
+
+import numpy as np
+import torch
+from diffusers import DDIMScheduler, EulerAncestralDiscreteScheduler, PNDMScheduler, StableDiffusionInpaintPipeline
+from PIL import Image
+from safetensors.torch import save_file
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "Tests", "Fixtures")
+MODEL = os.path.join(ROOT, "tiny-sd")
+MASK = os.path.join(ROOT, "images", "mask64.png")
+OUT = os.path.join(ROOT, "inpaint-reference.safetensors")
+
+SCHEDULERS = {
+    "pndm": PNDMScheduler.from_config,
+    "euler-a": EulerAncestralDiscreteScheduler.from_config,
+    "ddim": DDIMScheduler.from_config,
+}
+CASES = [
+    # name, scheduler, prompt, negative, steps, guidance, strength, seed, count
+    ("pndm", "pndm", "a photo of an astronaut riding a horse on mars", "low quality", 8, 7.5, 0.75, 31, 1),
+    ("euler-a-full", "euler-a", "a red circle", "blurry", 6, 6.0, 1.0, 32, 1),
+    ("ddim-two", "ddim", "a landscape", None, 5, 7.5, 0.6, 33, 2),
+]
+
+
+def make_mask():
+    m = np.zeros((64, 64), dtype=np.uint8)
+    m[8:40, 16:48] = 255
+    m[44:52, 8:56] = 200  # >= 0.5 after /255: repainted
+    m[54:60, 8:56] = 100  # < 0.5: kept
+    Image.fromarray(m, "L").save(MASK)
+
+
+def main():
+    torch.set_num_threads(1)
+    make_mask()
+    pipe = StableDiffusionInpaintPipeline.from_pretrained(MODEL, dtype=torch.float32, safety_checker=None,
+                                                          requires_safety_checker=False, local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.unet.config.in_channels == 4
+    model_config = pipe.scheduler.config
+    init = Image.open(os.path.join(ROOT, "images", "init64.png")).convert("RGB")
+    mask = Image.open(MASK)
+    tensors, meta = {}, {"diffusers": __import__("diffusers").__version__, "torch": torch.__version__,
+                         "generator": "tools/make_inpaint_fixtures.py"}
+    for name, sched, prompt, negative, steps, guidance, strength, seed, count in CASES:
+        pipe.scheduler = SCHEDULERS[sched](model_config)
+        kwargs = dict(prompt=prompt, negative_prompt=negative, image=init, mask_image=mask, height=64, width=64,
+                      num_inference_steps=steps, guidance_scale=guidance, strength=strength, num_images_per_prompt=count)
+        latents = pipe(**kwargs, generator=torch.Generator("cpu").manual_seed(seed), output_type="latent").images
+        images = pipe(**kwargs, generator=torch.Generator("cpu").manual_seed(seed), output_type="np").images
+        tensors[f"{name}.latents"] = latents.contiguous()
+        tensors[f"{name}.image"] = torch.from_numpy((images * 255).round().astype(np.uint8)).contiguous()
+        meta[name] = json.dumps(dict(scheduler=sched, prompt=prompt, negative_prompt=negative, steps=steps,
+                                     guidance=guidance, strength=strength, seed=seed, count=count,
+                                     init="images/init64.png", mask="images/mask64.png"))
+        # Outside the mask the image keeps the init image's latents: check the blend happened.
+        print(name, tuple(latents.shape), float(latents.abs().max()))
+    save_file(tensors, OUT, metadata=meta)
+    print(OUT, os.path.getsize(OUT))
+
+
+if __name__ == "__main__":
+    main()
