@@ -8,18 +8,7 @@ import Glibc
 
 /// Writing never goes through a planted link, never leaves a temporary, and text that is not
 /// Latin-1 survives in the PNG (issue #21, items 7, 8 and 12).
-final class AtomicFileTests: XCTestCase {
-    var dir: String!
-
-    override func setUpWithError() throws {
-        dir = NSTemporaryDirectory() + "lumen-atomic-\(UUID().uuidString)"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-    }
-
-    override func tearDownWithError() throws {
-        try? FileManager.default.removeItem(atPath: dir)
-    }
-
+final class AtomicFileTests: TemporaryDirectoryTestCase {
     private func image() throws -> RGBImage {
         try RGBImage(width: 4, height: 2, pixels: (0..<24).map { UInt8($0 * 10) })
     }

@@ -5,19 +5,12 @@ import XCTest
 
 /// Issue #21 through the real `lumen` binary: hostile numbers are refused with a message naming the
 /// flag, file or field, with a status below 128 (no signal), and nothing is written.
-final class CLIHostileNumbersTests: XCTestCase {
-    var dir: String!
-
+final class CLIHostileNumbersTests: TemporaryDirectoryTestCase {
     override func setUpWithError() throws {
         guard FileManager.default.isExecutableFile(atPath: CLITests.binary) else {
             return XCTFail("lumen binary not found at \(CLITests.binary)")
         }
-        dir = NSTemporaryDirectory() + "lumen-cli-numbers-\(UUID().uuidString)"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-    }
-
-    override func tearDownWithError() throws {
-        if let dir { try? FileManager.default.removeItem(atPath: dir) }
+        try super.setUpWithError()
     }
 
     @discardableResult

@@ -4,7 +4,7 @@ import XCTest
 
 /// The real `lumen` binary: outputs, the parameters chunk, and bad input (a clear message, a
 /// non-zero exit, no output file).
-final class CLITests: XCTestCase {
+final class CLITests: TemporaryDirectoryTestCase {
     /// `lumen` is built beside the test bundle.
     static let binary: String = {
         let dir = Bundle.main.bundleURL.path.hasSuffix(".xctest") ? Bundle.main.bundleURL.deletingLastPathComponent().path
@@ -12,18 +12,11 @@ final class CLITests: XCTestCase {
         return dir + "/lumen"
     }()
 
-    var dir: String!
-
     override func setUpWithError() throws {
         guard FileManager.default.isExecutableFile(atPath: Self.binary) else {
             return XCTFail("lumen binary not found at \(Self.binary)")
         }
-        dir = NSTemporaryDirectory() + "lumen-cli-\(UUID().uuidString)"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-    }
-
-    override func tearDownWithError() throws {
-        if let dir { try? FileManager.default.removeItem(atPath: dir) }
+        try super.setUpWithError()
     }
 
     @discardableResult

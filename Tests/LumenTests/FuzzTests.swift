@@ -7,18 +7,7 @@ import XCTest
 /// headers, JSON configs and PNGs. Seeds are the corpus in Tests/Fixtures/fuzz (written by
 /// tools/make_fuzz_corpus.py) plus files built here; each mutated input must give a typed error
 /// or a successful parse. The oracle is the process itself: a trap kills the test run.
-final class FuzzTests: XCTestCase {
-    var dir: String!
-
-    override func setUpWithError() throws {
-        dir = NSTemporaryDirectory() + "lumen-fuzz-\(UUID().uuidString)"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-    }
-
-    override func tearDownWithError() throws {
-        try? FileManager.default.removeItem(atPath: dir)
-    }
-
+final class FuzzTests: TemporaryDirectoryTestCase {
     private func corpus(_ kind: String) throws -> [Data] {
         let folder = Fixtures.root + "/fuzz/" + kind
         let names = try FileManager.default.contentsOfDirectory(atPath: folder).sorted()

@@ -6,18 +6,7 @@ import XCTest
 /// Issue #21, numbers: hostile or overflowing values in configs, requests and weights are typed
 /// errors that name the file and field (or the stage that went non-finite), never a trap, a hang
 /// or a black image returned as success.
-final class HostileNumbersTests: XCTestCase {
-    var dir: String!
-
-    override func setUpWithError() throws {
-        dir = NSTemporaryDirectory() + "lumen-numbers-\(UUID().uuidString)"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-    }
-
-    override func tearDownWithError() throws {
-        if let dir { try? FileManager.default.removeItem(atPath: dir) }
-    }
-
+final class HostileNumbersTests: TemporaryDirectoryTestCase {
     /// A copy of the tiny SD folder with `edit` applied to one of its JSON configs.
     private func tinyCopy(editing config: String? = nil, _ edit: (inout [String: Any]) -> Void = { _ in }) throws -> String {
         let path = dir + "/tiny-\(UUID().uuidString)"

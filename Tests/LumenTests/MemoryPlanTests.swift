@@ -6,18 +6,7 @@ import XCTest
 /// whole whenever that fits (as diffusers does, whatever the VAE's sample_size), tiles only
 /// when a tensor cannot bind or the budget is exceeded, and a request that cannot fit is refused
 /// before its first step. The plan is checked against what the process and the device really took.
-final class MemoryPlanTests: XCTestCase {
-    var dir: String!
-
-    override func setUpWithError() throws {
-        dir = NSTemporaryDirectory() + "lumen-plan-\(UUID().uuidString)"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-    }
-
-    override func tearDownWithError() throws {
-        if let dir { try? FileManager.default.removeItem(atPath: dir) }
-    }
-
+final class MemoryPlanTests: TemporaryDirectoryTestCase {
     /// A VAE whose sample_size (32) is smaller than the image: `auto` used to tile a 64×64
     /// generation (13/255 mean from diffusers); diffusers never tiles unless asked, and its
     /// untiled decode does not read sample_size, so its image for these weights is the

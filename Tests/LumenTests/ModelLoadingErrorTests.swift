@@ -3,18 +3,7 @@ import Lumen
 import XCTest
 
 /// Model folders and files Lumen cannot use are refused with messages naming what is wrong.
-final class ModelLoadingErrorTests: XCTestCase {
-    var dir: String!
-
-    override func setUpWithError() throws {
-        dir = NSTemporaryDirectory() + "lumen-model-\(UUID().uuidString)"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-    }
-
-    override func tearDownWithError() throws {
-        try? FileManager.default.removeItem(atPath: dir)
-    }
-
+final class ModelLoadingErrorTests: TemporaryDirectoryTestCase {
     private func copyTiny() throws -> String {
         let path = dir + "/tiny"
         try FileManager.default.copyItem(atPath: Fixtures.tinyFolder, toPath: path)

@@ -7,18 +7,7 @@ import XCTest
 /// exactly the image the canonical folder gives, which PipelineTests checks against diffusers.
 /// The renaming rules are the ones tools/make_variant_fixtures.py checks diffusers/transformers
 /// accept with identical outputs (recorded in Tests/Fixtures/variant-checks.json).
-final class ModelVariantTests: XCTestCase {
-    var dir: String!
-
-    override func setUpWithError() throws {
-        dir = NSTemporaryDirectory() + "lumen-variants-\(UUID().uuidString)"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-    }
-
-    override func tearDownWithError() throws {
-        try? FileManager.default.removeItem(atPath: dir)
-    }
-
+final class ModelVariantTests: TemporaryDirectoryTestCase {
     // MARK: - Helpers
 
     /// A txt2img request small enough to run many times, with guidance (both text rows) and a

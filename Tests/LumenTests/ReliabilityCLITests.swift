@@ -8,22 +8,17 @@ import Glibc
 /// Issue #21 on the real `lumen` binary: a FIFO anywhere a file is read, an output that cannot be
 /// written, a thread count out of range or a SIGTERM mid-run each end promptly with a message
 /// naming the input, an exit status (never a crash signal) and no file left behind.
-final class ReliabilityCLITests: XCTestCase {
-    var dir: String!
-
+final class ReliabilityCLITests: TemporaryDirectoryTestCase {
     override func setUpWithError() throws {
         guard FileManager.default.isExecutableFile(atPath: CLITests.binary) else {
             return XCTFail("lumen binary not found at \(CLITests.binary)")
         }
-        dir = NSTemporaryDirectory() + "lumen-rel-\(UUID().uuidString)"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        try super.setUpWithError()
     }
 
     override func tearDownWithError() throws {
-        if let dir {
-            _ = chmod(dir, 0o755)
-            try? FileManager.default.removeItem(atPath: dir)
-        }
+        if let dir { _ = chmod(dir, 0o755) }
+        try super.tearDownWithError()
     }
 
     struct Run {

@@ -4,18 +4,7 @@ import XCTest
 import LumenTestSupport
 
 /// Bad files are refused with typed errors that name the file and tensor, never a crash.
-final class SafetensorsFileTests: XCTestCase {
-    var dir: String!
-
-    override func setUpWithError() throws {
-        dir = NSTemporaryDirectory() + "lumen-st-\(UUID().uuidString)"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-    }
-
-    override func tearDownWithError() throws {
-        try? FileManager.default.removeItem(atPath: dir)
-    }
-
+final class SafetensorsFileTests: TemporaryDirectoryTestCase {
     /// A file with the given header JSON and `dataBytes` bytes of data.
     private func write(header: String, dataBytes: Int, name: String = "bad.safetensors", lengthOverride: UInt64? = nil) throws -> String {
         var d = Data()
