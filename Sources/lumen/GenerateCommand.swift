@@ -58,6 +58,18 @@ struct GenerateCommand: ParsableCommand {
     @Option(help: "Image-to-image: how much of the starting image to repaint, in (0, 1].")
     var strength: Float = 0.8
 
+    @Option(help: "Hires fix (AUTOMATIC1111's): generate, upscale the latents by this factor, then repaint at the larger size with --hires-strength of --hires-steps steps.")
+    var hires: Double?
+
+    @Option(name: .customLong("hires-steps"), help: "Steps of the hires fix's second pass (default: --steps).")
+    var hiresSteps: Int?
+
+    @Option(name: .customLong("hires-strength"), help: "How much the hires fix's second pass repaints, in (0, 1].")
+    var hiresStrength: Float = 0.7
+
+    @Option(name: .customLong("hires-upscaler"), help: "How the hires fix upscales the latents: latent (bilinear) or latent-nearest.")
+    var hiresUpscaler = "latent"
+
     @Option(help: "With --init-image: a PNG of the same size whose white (grey at least half) is repainted and black kept (diffusers' inpainting with an ordinary checkpoint).")
     var mask: String?
 
@@ -92,6 +104,12 @@ struct GenerateCommand: ParsableCommand {
         }
         if initImage == nil && strength != 0.8 {
             throw ValidationError("--strength needs --init-image")
+        }
+        if hires == nil && (hiresSteps != nil || hiresStrength != 0.7 || hiresUpscaler != "latent") {
+            throw ValidationError("--hires-steps, --hires-strength and --hires-upscaler need --hires SCALE")
+        }
+        if LatentUpscaler(rawValue: hiresUpscaler) == nil {
+            throw ValidationError("--hires-upscaler \(hiresUpscaler): expected \(LatentUpscaler.allCases.map(\.rawValue).joined(separator: " or "))")
         }
         if initImage == nil && mask != nil {
             throw ValidationError("--mask needs --init-image (the image whose masked area is repainted)")
@@ -150,6 +168,10 @@ struct GenerateCommand: ParsableCommand {
             request.strength = strength
         }
         if let mask { request.mask = try InitImage(pngPath: mask) }
+        if let hires {
+            request.hires = HiresFix(scale: hires, steps: hiresSteps, strength: hiresStrength,
+                                     upscaler: LatentUpscaler(rawValue: hiresUpscaler) ?? .latent)
+        }
         if let note = pipeline.backendNote { FileHandle.standardError.write(Data("lumen: \(note)\n".utf8)) }
         for notice in pipeline.notices + pipeline.notices(for: request) {
             FileHandle.standardError.write(Data("lumen: \(notice)\n".utf8))
@@ -183,6 +205,11 @@ struct GenerateCommand: ParsableCommand {
             + "Size: \(w)x\(h), Model: \((model as NSString).lastPathComponent)"
         if initImage != nil { parameters += ", Denoising strength: \(strength)" }
         if clipSkip > 0 { parameters += ", Clip skip: \(clipSkip + 1)" }
+        if let hires = request.hires {
+            parameters += ", Denoising strength: \(hires.strength), Hires upscale: \(hires.scale)"
+                + (hires.steps.map { ", Hires steps: \($0)" } ?? "")
+                + ", Hires upscaler: \(hires.upscaler == .latent ? "Latent" : "Latent (nearest)")"
+        }
         try pipeline.generate(request) { event in
             switch event {
             case .step(let i, let n, _):

@@ -158,6 +158,9 @@ public struct GenerationRequest: Sendable, Hashable {
     /// `round((1 - denoisingStart) · T)` (the part a first pass ran) and add no noise to the init
     /// latents; `strength` is then ignored.
     public var denoisingStart: Double? = nil
+    /// A second pass at a larger size from the upscaled latents (AUTOMATIC1111's hires fix);
+    /// text-to-image only. The images (and `latents(for:)`) are the second pass's.
+    public var hires: HiresFix? = nil
     /// Skip the last `clipSkip` layers of the text encoder (diffusers' clip_skip).
     public var clipSkip: Int = 0
     /// Tiled VAE decoding (`.auto`: only where the image is large or the executor needs it).

@@ -5,7 +5,17 @@ extension Pipeline {
     /// before any work. With `VAETiling.auto` the VAE decodes (and encodes) whole whenever the
     /// executor can bind every tensor and the whole request fits the memory budget, as diffusers
     /// does; only otherwise does it tile, with the largest tile that fits.
+    /// A hires-fix request is planned at its second pass's size, the larger of its two.
     public func memoryPlan(for request: GenerationRequest) throws -> MemoryPlan {
+        var request = request
+        if let hires = request.hires {
+            let (first, _) = try hiresPasses(request, hires)
+            let (width, height) = size(for: first)
+            let f = model.vaeConfig.scaleFactor
+            request = first
+            request.width = Int(Double(width) * hires.scale) / f * f
+            request.height = Int(Double(height) * hires.scale) / f * f
+        }
         lock.lock()
         defer { lock.unlock() }
         try validate(request)

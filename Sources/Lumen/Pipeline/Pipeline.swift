@@ -146,13 +146,19 @@ public final class Pipeline: @unchecked Sendable {
     /// to stop, e.g. `CancellationError`). Returns the images.
     @discardableResult
     public func generate(_ request: GenerationRequest, onEvent: (GenerationEvent) throws -> Void = { _ in }) throws -> [RGBImage] {
-        try run(request, decode: true, onEvent: onEvent).images
+        guard let hires = request.hires else { return try run(request, decode: true, onEvent: onEvent).images }
+        let (first, second) = try hiresPasses(request, hires)
+        let latents = try run(first, decode: false, onEvent: onEvent).latents
+        return try run(try second(latents), decode: true, onEvent: onEvent).images
     }
 
     /// Final latents of a request, before the VAE (diffusers' `output_type="latent"`): the VAE
     /// does not run.
     public func latents(for request: GenerationRequest, onEvent: (GenerationEvent) throws -> Void = { _ in }) throws -> Tensor {
-        try run(request, decode: false, onEvent: onEvent).latents
+        guard let hires = request.hires else { return try run(request, decode: false, onEvent: onEvent).latents }
+        let (first, second) = try hiresPasses(request, hires)
+        let latents = try run(first, decode: false, onEvent: onEvent).latents
+        return try run(try second(latents), decode: false, onEvent: onEvent).latents
     }
 
     /// The generation, stage by stage: plan, conditioning, start latents, denoising and, with
