@@ -16,20 +16,33 @@ images/init64.png and the mask:
 with the request as JSON in the metadata under the case's name. Cases: the model's PNDM at
 strength 0.75; Euler ancestral at strength 1.0 (pure noise start, and the steps' noise drawn
 after the generator also sampled the masked image's latents); DDIM at 0.6 with two images.
+
+It also writes Tests/Fixtures/tiny-sd-inpaint/: an inpainting model whose UNet takes 9 channels
+(latents, mask, masked image's latents), tiny-sd's UNet config with in_channels 9 and random weights
+(f16), its other parts symlinks to tiny-sd's; and the cases inpaint9-* of a 9-channel
+StableDiffusionInpaintPipeline: PNDM at 0.8, and Euler ancestral at 1.0 (no init-image latents are
+drawn then; the masked image's are).
 """
 
 import json
 import os
+import shutil
+import sys
 
 import numpy as np
 import torch
 from diffusers import DDIMScheduler, EulerAncestralDiscreteScheduler, PNDMScheduler, StableDiffusionInpaintPipeline
 from PIL import Image
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import make_fixtures as base  # noqa: E402
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "Tests", "Fixtures")
 MODEL = os.path.join(ROOT, "tiny-sd")
 MASK = os.path.join(ROOT, "images", "mask64.png")
+INPAINT_MODEL = os.path.join(ROOT, "tiny-sd-inpaint")
+SEED_INPAINT_UNET = 5151
 OUT = os.path.join(ROOT, "inpaint-reference.safetensors")
 
 SCHEDULERS = {
@@ -43,6 +56,34 @@ CASES = [
     ("euler-a-full", "euler-a", "a red circle", "blurry", 6, 6.0, 1.0, 32, 1),
     ("ddim-two", "ddim", "a landscape", None, 5, 7.5, 0.6, 33, 2),
 ]
+CASES_9 = [
+    ("inpaint9-pndm", "pndm", "a photo of an astronaut riding a horse on mars", "low quality", 8, 7.5, 0.8, 34, 1),
+    ("inpaint9-euler-a-full", "euler-a", "a red circle", None, 6, 6.0, 1.0, 35, 2),
+]
+
+
+def make_inpaint_model():
+    """tiny-sd with a 9-channel UNet of random weights, saved as a folder in f16."""
+    from diffusers import UNet2DConditionModel
+    unet_config = dict(UNet2DConditionModel.load_config(os.path.join(MODEL, "unet")))
+    unet_config = {k: v for k, v in unet_config.items() if not k.startswith("_")}
+    unet_config["in_channels"] = 9
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(**unet_config)
+    base.randomise(unet, SEED_INPAINT_UNET)
+    unet.eval()
+    if os.path.isdir(INPAINT_MODEL):
+        shutil.rmtree(INPAINT_MODEL)
+    os.makedirs(INPAINT_MODEL)
+    unet.to(torch.float16).save_pretrained(os.path.join(INPAINT_MODEL, "unet"), safe_serialization=True)
+    for sub in ("text_encoder", "tokenizer", "vae", "scheduler"):
+        os.symlink(os.path.join("..", "tiny-sd", sub), os.path.join(INPAINT_MODEL, sub))
+    index = json.load(open(os.path.join(MODEL, "model_index.json")))
+    index["_class_name"] = "StableDiffusionInpaintPipeline"
+    with open(os.path.join(INPAINT_MODEL, "model_index.json"), "w") as f:
+        json.dump(index, f, indent=2)
+    back = load_file(os.path.join(INPAINT_MODEL, "unet", "diffusion_pytorch_model.safetensors"))
+    assert back["conv_in.weight"].shape[1] == 9
 
 
 def make_mask():
@@ -77,6 +118,23 @@ def main():
                                      guidance=guidance, strength=strength, seed=seed, count=count,
                                      init="images/init64.png", mask="images/mask64.png"))
         # Outside the mask the image keeps the init image's latents: check the blend happened.
+        print(name, tuple(latents.shape), float(latents.abs().max()))
+    make_inpaint_model()
+    pipe9 = StableDiffusionInpaintPipeline.from_pretrained(INPAINT_MODEL, dtype=torch.float32, safety_checker=None,
+                                                           requires_safety_checker=False, local_files_only=True)
+    pipe9.set_progress_bar_config(disable=True)
+    assert pipe9.unet.config.in_channels == 9
+    for name, sched, prompt, negative, steps, guidance, strength, seed, count in CASES_9:
+        pipe9.scheduler = SCHEDULERS[sched](model_config)
+        kwargs = dict(prompt=prompt, negative_prompt=negative, image=init, mask_image=mask, height=64, width=64,
+                      num_inference_steps=steps, guidance_scale=guidance, strength=strength, num_images_per_prompt=count)
+        latents = pipe9(**kwargs, generator=torch.Generator("cpu").manual_seed(seed), output_type="latent").images
+        images = pipe9(**kwargs, generator=torch.Generator("cpu").manual_seed(seed), output_type="np").images
+        tensors[f"{name}.latents"] = latents.contiguous()
+        tensors[f"{name}.image"] = torch.from_numpy((images * 255).round().astype(np.uint8)).contiguous()
+        meta[name] = json.dumps(dict(scheduler=sched, prompt=prompt, negative_prompt=negative, steps=steps,
+                                     guidance=guidance, strength=strength, seed=seed, count=count,
+                                     init="images/init64.png", mask="images/mask64.png", model="tiny-sd-inpaint"))
         print(name, tuple(latents.shape), float(latents.abs().max()))
     save_file(tensors, OUT, metadata=meta)
     print(OUT, os.path.getsize(OUT))

@@ -23,9 +23,12 @@ final class MaskedImageToImageTests: XCTestCase {
         return r
     }
 
-    func check(_ pipeline: Pipeline, latentBound: Float, maxPixelError: Int) throws {
+    static var inpaintingFolder: String { Fixtures.root + "/tiny-sd-inpaint" }
+
+    func check(_ pipeline: Pipeline, latentBound: Float, maxPixelError: Int,
+               cases: [String] = ["pndm", "euler-a-full", "ddim-two"]) throws {
         let ref = try Self.reference
-        for name in ["pndm", "euler-a-full", "ddim-two"] {
+        for name in cases {
             let r = try Self.request(ref, name)
             let want = try ref.tensor("\(name).latents")
             let got = try pipeline.latents(for: r)
@@ -54,6 +57,31 @@ final class MaskedImageToImageTests: XCTestCase {
         // f16 weights and activations on lavapipe: the bound of the other Vulkan pipeline tests.
         try check(try Pipeline(modelPath: Fixtures.tinyFolder, executor: vulkan), latentBound: 0.25, maxPixelError: 12)
         XCTAssertEqual(vulkan.validationMessages.map(\.description), [], "validation messages")
+    }
+
+    /// A 9-channel inpainting UNet (tiny-sd-inpaint) as StableDiffusionInpaintPipeline runs it:
+    /// latents, mask and the masked image's latents in, at strength 0.8 and at 1 (pure noise).
+    func testInpaintingModelMatchesDiffusers() throws { try forEachInstructionSet(modelInstructionSets) { _ in
+            let pipeline = try Pipeline(modelPath: Self.inpaintingFolder, backend: .cpu)
+            XCTAssertTrue(pipeline.model.isInpainting)
+            try check(pipeline, latentBound: 1e-3, maxPixelError: 1, cases: ["inpaint9-pndm", "inpaint9-euler-a-full"])
+        }
+    }
+
+    func testInpaintingModelOnVulkan() throws {
+        let vulkan = try testVulkanExecutor()
+        try check(try Pipeline(modelPath: Self.inpaintingFolder, executor: vulkan), latentBound: 0.25, maxPixelError: 12,
+                  cases: ["inpaint9-pndm", "inpaint9-euler-a-full"])
+        XCTAssertEqual(vulkan.validationMessages.map(\.description), [], "validation messages")
+    }
+
+    /// An inpainting model without a mask is refused by name (diffusers' text-to-image pipeline
+    /// fails on it with a shape error).
+    func testInpaintingModelNeedsAMask() throws {
+        let pipeline = try Pipeline(modelPath: Self.inpaintingFolder, backend: .cpu)
+        XCTAssertThrowsError(try pipeline.generate(GenerationRequest(prompt: "x"))) {
+            XCTAssertTrue("\($0)".contains("is an inpainting model"), "\($0)")
+        }
     }
 
     /// A black mask keeps the whole init image: the prompt no longer matters, to the bit. A white

@@ -1,6 +1,9 @@
 import LumenRuntime
 
 extension StableDiffusionModel {
+    /// An inpainting model: its UNet takes the latents, the mask and the masked image's latents.
+    public var isInpainting: Bool { unetConfig.inChannels == 2 * vaeConfig.latentChannels + 1 }
+
     /// What generation would refuse about the model itself, checked without building a network, so
     /// that `lumen info` and `Pipeline` agree: the UNet's config is one Lumen can build, an SDXL UNet
     /// has its second text encoder, and the scheduler config reads and names a known scheduler.
@@ -8,6 +11,12 @@ extension StableDiffusionModel {
     @discardableResult
     public func checkRunnable() throws -> [String] {
         _ = try UNet2DConditionModel(config: unetConfig)
+        let latent = vaeConfig.latentChannels
+        guard unetConfig.inChannels == latent || isInpainting else {
+            throw ModelFileError.invalidValue(path: layout == .diffusersFolder ? path + "/unet/config.json" : path, field: "in_channels",
+                                              value: "\(unetConfig.inChannels)",
+                                              expected: "\(latent) (the VAE's latent channels) or \(2 * latent + 1) (an inpainting UNet: latents, mask, masked image)")
+        }
         if unetConfig.additionEmbedType == .textTime && textEncoder2 == nil {
             throw ModelFileError.missingFile(
                 path: layout == .diffusersFolder ? path + "/text_encoder_2" : path,

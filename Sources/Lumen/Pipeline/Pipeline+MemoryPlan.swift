@@ -38,7 +38,7 @@ extension Pipeline {
         let f = model.vaeConfig.scaleFactor, lh = height / f, lw = width / f
         let n = r.count, cfg = r.guidanceScale > 1, rows = cfg ? 2 : 1
         let length = conditioning.contextLength
-        let latentBytes = n * model.unetConfig.inChannels * lh * lw * 4
+        let latentBytes = n * model.vaeConfig.latentChannels * lh * lw * 4
 
         let textWeights = conditioning.weightBytes
         let text = MemoryPlan.Stage(name: "text encoding", weights: textWeights,

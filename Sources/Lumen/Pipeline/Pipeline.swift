@@ -177,7 +177,7 @@ public final class Pipeline: @unchecked Sendable {
         let f = model.vaeConfig.scaleFactor
         let (lh, lw) = (height / f, width / f)
         let n = request.count
-        let latentChannels = model.unetConfig.inChannels
+        let latentChannels = model.vaeConfig.latentChannels
         let guided = request.guidanceScale > 1
         var generator = TorchGenerator(seed: request.seed)
 
@@ -187,7 +187,7 @@ public final class Pipeline: @unchecked Sendable {
         var config = schedulerConfig
         if let prediction = request.predictionType { config.predictionType = prediction.rawValue }
         let scheduler = try schedulerKind(for: request).make(config: config, steps: request.steps)
-        let (start, first, blend) = try startLatents(request, scheduler: scheduler, plan: plan, generator: &generator)
+        let (start, first, hook) = try startLatents(request, scheduler: scheduler, plan: plan, generator: &generator)
         let end = try lastStep(request, scheduler: scheduler, first: first)
 
         // The UNet program in a scope of its own, so that its activations are freed before the VAE
@@ -199,7 +199,7 @@ public final class Pipeline: @unchecked Sendable {
             try model.checkLoRAsApplied()  // both networks are built by now
             var loop = DenoisingLoop(unet: { try unet.run($0)[0] }, conditioning: conditions, scheduler: scheduler,
                                      guidanceScale: request.guidanceScale, count: n, channels: latentChannels, height: lh, width: lw,
-                                     hooks: blend.map { [$0] } ?? [])
+                                     hooks: hook.map { [$0] } ?? [])
             latents = try loop.run(from: start, steps: first..<end, generator: &generator) { k, steps, latents in
                 try checkFinite(latents, stage: .unetStep(k, of: steps), request: request)
                 try onEvent(.step(index: k, count: steps, latents: try Tensor(shape: [n, latentChannels, lh, lw], values: latents)))
@@ -225,10 +225,10 @@ public final class Pipeline: @unchecked Sendable {
     /// With a mask, also the hook that keeps the unmasked area (`MaskBlend`), and diffusers'
     /// inpainting start: pure noise at strength 1.
     private func startLatents(_ request: GenerationRequest, scheduler: any Scheduler, plan: MemoryPlan,
-                              generator: inout TorchGenerator) throws -> (latents: [Float], first: Int, blend: MaskBlend?) {
+                              generator: inout TorchGenerator) throws -> (latents: [Float], first: Int, hook: (any DenoisingHook)?) {
         let (width, height) = size(for: request)
         let f = model.vaeConfig.scaleFactor
-        let latentCount = request.count * model.unetConfig.inChannels * (height / f) * (width / f)
+        let latentCount = request.count * model.vaeConfig.latentChannels * (height / f) * (width / f)
         guard request.initImage != nil || request.initLatents != nil else {
             return (generator.randn(count: latentCount).map { $0 * scheduler.initNoiseSigma }, 0, nil)
         }
@@ -246,6 +246,9 @@ public final class Pipeline: @unchecked Sendable {
             throw GenerationError.invalidRequest(request.denoisingStart.map { "denoising start \($0) with \(request.steps) steps leaves no step to run" }
                                                  ?? "strength \(request.strength) with \(request.steps) steps leaves no step to run")
         }
+        if model.isInpainting, let image = request.initImage, let mask = request.mask {
+            return try inpaintingStart(request, image: image, mask: mask, scheduler: scheduler, first: first, plan: plan, generator: &generator)
+        }
         let initLatents: [Float]
         if let given = request.initLatents {
             initLatents = given.values
@@ -262,10 +265,42 @@ public final class Pipeline: @unchecked Sendable {
         // generator, so that the steps' noise comes after that sample.
         _ = generator.randn(count: latentCount / request.count)
         let blend = MaskBlend(mask: MaskBlend.latentMask(mask, latentHeight: height / f, latentWidth: width / f),
-                              imageLatents: initLatents, noise: noise, channels: model.unetConfig.inChannels)
+                              imageLatents: initLatents, noise: noise, channels: model.vaeConfig.latentChannels)
         let start = request.strength == 1 ? noise.map { $0 * scheduler.initNoiseSigma }
             : scheduler.addNoise(original: initLatents, noise: noise, step: first)
         return (start, first, blend)
+    }
+
+    /// An inpainting UNet's start, as diffusers' `StableDiffusionInpaintPipeline` draws it: the
+    /// init image's latents (only below strength 1, which starts from pure noise), the noise, then
+    /// the masked image's latents (the init image grey where it is repainted), each from the
+    /// request's generator in that order.
+    private func inpaintingStart(_ request: GenerationRequest, image: InitImage, mask: InitImage, scheduler: any Scheduler,
+                                 first: Int, plan: MemoryPlan, generator: inout TorchGenerator)
+        throws -> (latents: [Float], first: Int, hook: (any DenoisingHook)?) {
+        let f = model.vaeConfig.scaleFactor, channels = model.vaeConfig.latentChannels
+        let (lh, lw) = (image.height / f, image.width / f)
+        let latentCount = request.count * channels * lh * lw
+        var start: [Float]
+        if request.strength == 1 {
+            start = generator.randn(count: latentCount).map { $0 * scheduler.initNoiseSigma }
+        } else {
+            let encoded = try vae.encode(image, layout: plan.encodeTiles, generator: &generator)
+            let noise = generator.randn(count: latentCount)
+            start = scheduler.addNoise(original: Array([[Float]](repeating: encoded, count: request.count).joined()), noise: noise, step: first)
+        }
+        // diffusers multiplies the [-1, 1] image by (mask < 0.5): the repainted area is 0, which is
+        // 0.5 in [0, 1].
+        let binary = MaskBlend.latentMask(mask, latentHeight: image.height, latentWidth: image.width)
+        var masked = image.rgb
+        for p in 0..<(image.width * image.height) where binary[p] == 1 {
+            masked[3 * p] = 0.5; masked[3 * p + 1] = 0.5; masked[3 * p + 2] = 0.5
+        }
+        let maskedLatents = try vae.encode(InitImage(width: image.width, height: image.height, rgb: masked),
+                                           layout: plan.encodeTiles, generator: &generator)
+        let hook = InpaintInputs(mask: MaskBlend.latentMask(mask, latentHeight: lh, latentWidth: lw),
+                                 maskedImageLatents: maskedLatents, channels: channels, height: lh, width: lw)
+        return (start, first, hook)
     }
 
     /// The end of the step range: all the scheduler's steps, or with `denoisingEnd` those whose

@@ -70,7 +70,7 @@ extension Pipeline {
         }
         if let latents = r.initLatents {
             guard r.initImage == nil else { throw invalid("give init latents or an init image, not both") }
-            let want: [Int] = [r.count, model.unetConfig.inChannels, h / f, w / f]
+            let want: [Int] = [r.count, model.vaeConfig.latentChannels, h / f, w / f]
             guard latents.shape == want, latents.values.count == want.reduce(1, *) else {
                 throw invalid("init latents are \(latents.shape); expected \(want) (count, latent channels, height / \(f), width / \(f))")
             }
@@ -81,6 +81,11 @@ extension Pipeline {
             }
             if latents.values.contains(where: { !$0.isFinite }) {
                 throw invalid("the init latents hold NaN or infinite values")
+            }
+        }
+        if model.isInpainting {
+            guard r.mask != nil, r.initImage != nil else {
+                throw invalid("\(model.path) is an inpainting model (its UNet takes latents, mask and masked image): give an init image and a mask")
             }
         }
         if let mask = r.mask {

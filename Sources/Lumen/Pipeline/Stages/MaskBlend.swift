@@ -45,3 +45,28 @@ struct MaskBlend: DenoisingHook {
         return out
     }
 }
+
+/// An inpainting UNet's extra input channels, as diffusers' `StableDiffusionInpaintPipeline`
+/// builds them for a 9-channel UNet: at every step the model input is the scaled latents, the mask
+/// and the masked image's latents side by side ([latents, 1, latents] channels), the last two
+/// repeated for the guided rows.
+struct InpaintInputs: DenoisingHook {
+    /// [h · w], 1 = repaint.
+    let mask: [Float]
+    /// The masked image's scaled latents for one image [C · h · w].
+    let maskedImageLatents: [Float]
+    let channels: Int, height: Int, width: Int
+
+    func unetInputs(step: Int, timestep: Float, modelInput: Tensor) throws -> [String: Tensor] {
+        let batch = modelInput.shape[0], plane = height * width, per = channels * plane
+        let x = modelInput.toFloats()
+        var out: [Float] = []
+        out.reserveCapacity(batch * (2 * channels + 1) * plane)
+        for b in 0..<batch {
+            out += x[(b * per)..<((b + 1) * per)]
+            out += mask
+            out += maskedImageLatents
+        }
+        return ["sample": try Tensor(shape: [batch, 2 * channels + 1, height, width], values: out)]
+    }
+}
