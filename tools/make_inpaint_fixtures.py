@@ -21,7 +21,9 @@ It also writes Tests/Fixtures/tiny-sd-inpaint/: an inpainting model whose UNet t
 (latents, mask, masked image's latents), tiny-sd's UNet config with in_channels 9 and random weights
 (f16), its other parts symlinks to tiny-sd's; and the cases inpaint9-* of a 9-channel
 StableDiffusionInpaintPipeline: PNDM at 0.8, and Euler ancestral at 1.0 (no init-image latents are
-drawn then; the masked image's are).
+drawn then; the masked image's are). And Tests/Fixtures/tiny-sdxl-inpaint/ (tiny-sdxl with a
+9-channel UNet) with the cases sdxl-masked (tiny-sdxl, StableDiffusionXLInpaintPipeline with its
+4-channel UNet, strength 0.7) and sdxl-inpaint9 (strength 1), no aesthetic score.
 """
 
 import json
@@ -31,7 +33,8 @@ import sys
 
 import numpy as np
 import torch
-from diffusers import DDIMScheduler, EulerAncestralDiscreteScheduler, PNDMScheduler, StableDiffusionInpaintPipeline
+from diffusers import (DDIMScheduler, EulerAncestralDiscreteScheduler, PNDMScheduler, StableDiffusionInpaintPipeline,
+                       StableDiffusionXLInpaintPipeline)
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
@@ -43,6 +46,8 @@ MODEL = os.path.join(ROOT, "tiny-sd")
 MASK = os.path.join(ROOT, "images", "mask64.png")
 INPAINT_MODEL = os.path.join(ROOT, "tiny-sd-inpaint")
 SEED_INPAINT_UNET = 5151
+SDXL_MODEL = os.path.join(ROOT, "tiny-sdxl")
+SDXL_INPAINT_MODEL = os.path.join(ROOT, "tiny-sdxl-inpaint")
 OUT = os.path.join(ROOT, "inpaint-reference.safetensors")
 
 SCHEDULERS = {
@@ -62,27 +67,37 @@ CASES_9 = [
 ]
 
 
-def make_inpaint_model():
-    """tiny-sd with a 9-channel UNet of random weights, saved as a folder in f16."""
+CASES_XL = [
+    # name, folder, prompt, negative, steps, guidance, strength, seed (the model's Euler scheduler, one image)
+    ("sdxl-masked", SDXL_MODEL, "a photo of an astronaut riding a horse on mars", None, 6, 5.0, 0.7, 36),
+    ("sdxl-inpaint9", SDXL_INPAINT_MODEL, "a red circle", "blurry", 5, 5.0, 1.0, 37),
+]
+
+
+def make_inpaint_model(source=MODEL, dest=None, seed=SEED_INPAINT_UNET, parts=("text_encoder", "tokenizer", "vae", "scheduler"),
+                       class_name="StableDiffusionInpaintPipeline"):
+    """`source` with a 9-channel UNet of random weights, saved as a folder in f16 at `dest`, its
+    other parts symlinks to the source's."""
     from diffusers import UNet2DConditionModel
-    unet_config = dict(UNet2DConditionModel.load_config(os.path.join(MODEL, "unet")))
+    dest = dest or INPAINT_MODEL
+    unet_config = dict(UNet2DConditionModel.load_config(os.path.join(source, "unet")))
     unet_config = {k: v for k, v in unet_config.items() if not k.startswith("_")}
     unet_config["in_channels"] = 9
     torch.manual_seed(0)
     unet = UNet2DConditionModel(**unet_config)
-    base.randomise(unet, SEED_INPAINT_UNET)
+    base.randomise(unet, seed)
     unet.eval()
-    if os.path.isdir(INPAINT_MODEL):
-        shutil.rmtree(INPAINT_MODEL)
-    os.makedirs(INPAINT_MODEL)
-    unet.to(torch.float16).save_pretrained(os.path.join(INPAINT_MODEL, "unet"), safe_serialization=True)
-    for sub in ("text_encoder", "tokenizer", "vae", "scheduler"):
-        os.symlink(os.path.join("..", "tiny-sd", sub), os.path.join(INPAINT_MODEL, sub))
-    index = json.load(open(os.path.join(MODEL, "model_index.json")))
-    index["_class_name"] = "StableDiffusionInpaintPipeline"
-    with open(os.path.join(INPAINT_MODEL, "model_index.json"), "w") as f:
+    if os.path.isdir(dest):
+        shutil.rmtree(dest)
+    os.makedirs(dest)
+    unet.to(torch.float16).save_pretrained(os.path.join(dest, "unet"), safe_serialization=True)
+    for sub in parts:
+        os.symlink(os.path.join("..", os.path.basename(source), sub), os.path.join(dest, sub))
+    index = json.load(open(os.path.join(source, "model_index.json")))
+    index["_class_name"] = class_name
+    with open(os.path.join(dest, "model_index.json"), "w") as f:
         json.dump(index, f, indent=2)
-    back = load_file(os.path.join(INPAINT_MODEL, "unet", "diffusion_pytorch_model.safetensors"))
+    back = load_file(os.path.join(dest, "unet", "diffusion_pytorch_model.safetensors"))
     assert back["conv_in.weight"].shape[1] == 9
 
 
@@ -135,6 +150,23 @@ def main():
         meta[name] = json.dumps(dict(scheduler=sched, prompt=prompt, negative_prompt=negative, steps=steps,
                                      guidance=guidance, strength=strength, seed=seed, count=count,
                                      init="images/init64.png", mask="images/mask64.png", model="tiny-sd-inpaint"))
+        print(name, tuple(latents.shape), float(latents.abs().max()))
+    # SDXL: masked img2img with tiny-sdxl's 4-channel UNet, and a 9-channel SDXL inpainting UNet.
+    make_inpaint_model(SDXL_MODEL, SDXL_INPAINT_MODEL, SEED_INPAINT_UNET + 1,
+                       ("text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "vae", "scheduler"),
+                       "StableDiffusionXLInpaintPipeline")
+    for name, folder, prompt, negative, steps, guidance, strength, seed in CASES_XL:
+        pipe_xl = StableDiffusionXLInpaintPipeline.from_pretrained(folder, dtype=torch.float32, local_files_only=True)
+        pipe_xl.set_progress_bar_config(disable=True)
+        kwargs = dict(prompt=prompt, negative_prompt=negative, image=init, mask_image=mask, height=64, width=64,
+                      num_inference_steps=steps, guidance_scale=guidance, strength=strength)
+        latents = pipe_xl(**kwargs, generator=torch.Generator("cpu").manual_seed(seed), output_type="latent").images
+        images = pipe_xl(**kwargs, generator=torch.Generator("cpu").manual_seed(seed), output_type="np").images
+        tensors[f"{name}.latents"] = latents.contiguous()
+        tensors[f"{name}.image"] = torch.from_numpy((images * 255).round().astype(np.uint8)).contiguous()
+        meta[name] = json.dumps(dict(scheduler="euler", prompt=prompt, negative_prompt=negative, steps=steps,
+                                     guidance=guidance, strength=strength, seed=seed, count=1,
+                                     init="images/init64.png", mask="images/mask64.png", model=os.path.basename(folder)))
         print(name, tuple(latents.shape), float(latents.abs().max()))
     save_file(tensors, OUT, metadata=meta)
     print(OUT, os.path.getsize(OUT))

@@ -75,6 +75,16 @@ final class MaskedImageToImageTests: XCTestCase {
         XCTAssertEqual(vulkan.validationMessages.map(\.description), [], "validation messages")
     }
 
+    /// SDXL as StableDiffusionXLInpaintPipeline runs it: tiny-sdxl's ordinary UNet (the mask blend)
+    /// and a 9-channel SDXL inpainting UNet (tiny-sdxl-inpaint), both with SDXL's conditioning.
+    func testSDXLInpaintingMatchesDiffusers() throws { try forEachInstructionSet(modelInstructionSets) { _ in
+            try check(try Pipeline(modelPath: SDXLFixtureTests.folder, backend: .cpu), latentBound: 1e-3, maxPixelError: 1,
+                      cases: ["sdxl-masked"])
+            try check(try Pipeline(modelPath: Fixtures.root + "/tiny-sdxl-inpaint", backend: .cpu), latentBound: 1e-3,
+                      maxPixelError: 1, cases: ["sdxl-inpaint9"])
+        }
+    }
+
     /// An inpainting model without a mask is refused by name (diffusers' text-to-image pipeline
     /// fails on it with a shape error).
     func testInpaintingModelNeedsAMask() throws {
