@@ -23,17 +23,24 @@ public final class LoRA: @unchecked Sendable {
         var scale: Float { alpha.map { $0 / Float(down.shape[0]) } ?? 1 }
     }
 
+    /// How a file names an adapted module.
+    enum ModuleKey: Hashable {
+        /// The canonical module path (`down_blocks.0.…to_q`, `text_model.encoder.layers.0.self_attn.q_proj`).
+        case canonical(String)
+        /// kohya-ss's underscored path as written (`down_blocks_0_…to_q`, or the original
+        /// checkpoints' `input_blocks_4_1_…`), matched against the model's modules in `factors`.
+        case kohya(underscored: String)
+    }
+
     public let path: String
-    /// Adapted modules by network, keyed by the canonical module path (`down_blocks.0.…to_q`,
-    /// `text_model.encoder.layers.0.self_attn.q_proj`) or, for kohya files, by `kohya:` and the
-    /// underscored path as written (matched in `factors`).
-    let modules: [Network: [String: Factors]]
+    /// Adapted modules by network and the key the file names them by.
+    let modules: [Network: [ModuleKey: Factors]]
     public var moduleCount: Int { modules.values.map(\.count).reduce(0, +) }
 
     public init(path: String) throws {
         self.path = path
         let file = try SafetensorsFile(path: path)
-        var parts: [Network: [String: (down: Tensor?, up: Tensor?, alpha: Float?, key: String)]] = [:]
+        var parts: [Network: [ModuleKey: (down: Tensor?, up: Tensor?, alpha: Float?, key: String)]] = [:]
         var unknown: [String] = []
         for name in file.names {
             guard let (network, module, role) = Self.classify(name) else { unknown.append(name); continue }
@@ -55,7 +62,7 @@ public final class LoRA: @unchecked Sendable {
                 path: path, detail: "\(unknown.count) tensors of no LoRA layout Lumen reads (kohya lora_unet_/lora_te_ with "
                     + "lora_down/lora_up/alpha, or diffusers unet./text_encoder. with lora_A/lora_B), e.g. '\(unknown[0])'")
         }
-        var modules: [Network: [String: Factors]] = [:]
+        var modules: [Network: [ModuleKey: Factors]] = [:]
         for (network, entries) in parts {
             for (module, e) in entries {
                 guard let down = e.down, let up = e.up else {
@@ -75,7 +82,7 @@ public final class LoRA: @unchecked Sendable {
 
     /// (network, canonical module path, "down" | "up" | "alpha") of a tensor name, nil when the
     /// name follows neither layout.
-    static func classify(_ name: String) -> (Network, String, String)? {
+    static func classify(_ name: String) -> (Network, ModuleKey, String)? {
         let kohya: [(String, Network)] = [("lora_unet_", .unet), ("lora_te_", .textEncoder), ("lora_te1_", .textEncoder),
                                           ("lora_te2_", .textEncoder2)]
         if let (prefix, network) = kohya.first(where: { name.hasPrefix($0.0) }) {
@@ -84,7 +91,7 @@ public final class LoRA: @unchecked Sendable {
             let role = ["lora_down.weight": "down", "lora_up.weight": "up", "alpha": "alpha"][suffix]
             guard let role else { return nil }
             // The underscored path is matched against the model's modules later (see `factors`).
-            return (network, "kohya:" + key.dropFirst(prefix.count), role)
+            return (network, .kohya(underscored: String(key.dropFirst(prefix.count))), role)
         }
         for (prefix, network) in [("unet.", Network.unet), ("text_encoder_2.", .textEncoder2), ("text_encoder.", .textEncoder)]
         where name.hasPrefix(prefix) {
@@ -94,7 +101,7 @@ public final class LoRA: @unchecked Sendable {
             else if module.hasSuffix(".lora_B.weight") { role = "up"; module.removeLast(".lora_B.weight".count) }
             else if module.hasSuffix(".alpha") { role = "alpha"; module.removeLast(".alpha".count) }
             else { return nil }
-            return (network, canonical(network, module), role)
+            return (network, .canonical(canonical(network, module)), role)
         }
         return nil
     }
@@ -104,9 +111,9 @@ public final class LoRA: @unchecked Sendable {
     func factors(_ network: Network, weightName: String, originalName: String? = nil) -> Factors? {
         guard weightName.hasSuffix(".weight"), let entries = modules[network] else { return nil }
         let module = Self.canonical(network, String(weightName.dropLast(".weight".count)))
-        if let f = entries[module] ?? entries["kohya:" + module.replacingOccurrences(of: ".", with: "_")] { return f }
+        if let f = entries[.canonical(module)] ?? entries[.kohya(underscored: module.replacingOccurrences(of: ".", with: "_"))] { return f }
         guard let originalName, originalName.hasSuffix(".weight") else { return nil }
-        return entries["kohya:" + originalName.dropLast(".weight".count).replacingOccurrences(of: ".", with: "_")]
+        return entries[.kohya(underscored: originalName.dropLast(".weight".count).replacingOccurrences(of: ".", with: "_"))]
     }
 
     /// A text encoder's module path with transformers' `text_model.` prefix, which files written by

@@ -93,9 +93,9 @@ enum OriginalCheckpointNames {
 
     /// transformers text-encoder name → the names SD 1.x single-file checkpoints use (with and
     /// without the `text_model` level).
-    static func textEncoder(_ name: String) -> [String] {
+    static func textEncoder(_ name: String) -> [StoredTensor] {
         let inner = name.hasPrefix("text_model.") ? String(name.dropFirst("text_model.".count)) : name
-        return ["cond_stage_model.transformer.text_model." + inner, "cond_stage_model.transformer." + inner]
+        return [StoredTensor("cond_stage_model.transformer.text_model." + inner), StoredTensor("cond_stage_model.transformer." + inner)]
     }
 
     /// Where SD 2.x checkpoints keep the text encoder: OpenCLIP's text tower.
@@ -104,28 +104,28 @@ enum OriginalCheckpointNames {
     /// A transformers CLIPTextModel name -> the OpenCLIP name SD 2.x checkpoints store it under:
     /// `transformer.resblocks.N` for `encoder.layers.N`, `ln_1`/`ln_2`, `mlp.c_fc`/`mlp.c_proj`, and
     /// q/k/v as thirds of the fused `attn.in_proj_weight`/`in_proj_bias` (rows q, k, v).
-    static func openCLIPTextEncoder(_ name: String) -> [String] {
+    static func openCLIPTextEncoder(_ name: String) -> [StoredTensor] {
         let p = openCLIPPrefix
         let inner = name.hasPrefix("text_model.") ? String(name.dropFirst("text_model.".count)) : name
         switch inner {
-        case "embeddings.token_embedding.weight": return [p + "token_embedding.weight"]
-        case "embeddings.position_embedding.weight": return [p + "positional_embedding"]
-        case "final_layer_norm.weight": return [p + "ln_final.weight"]
-        case "final_layer_norm.bias": return [p + "ln_final.bias"]
+        case "embeddings.token_embedding.weight": return [StoredTensor(p + "token_embedding.weight")]
+        case "embeddings.position_embedding.weight": return [StoredTensor(p + "positional_embedding")]
+        case "final_layer_norm.weight": return [StoredTensor(p + "ln_final.weight")]
+        case "final_layer_norm.bias": return [StoredTensor(p + "ln_final.bias")]
         default: break
         }
         let parts = inner.split(separator: ".", maxSplits: 3).map(String.init)
-        guard parts.count == 4, parts[0] == "encoder", parts[1] == "layers", let layer = Int(parts[2]) else { return [p + inner] }
+        guard parts.count == 4, parts[0] == "encoder", parts[1] == "layers", let layer = Int(parts[2]) else { return [StoredTensor(p + inner)] }
         let block = p + "transformer.resblocks.\(layer)."
         let rest = parts[3]
         for (i, x) in ["q", "k", "v"].enumerated() {
             for kind in ["weight", "bias"] where rest == "self_attn.\(x)_proj.\(kind)" {
-                return [SafetensorsWeights.rowPart(block + "attn.in_proj_\(kind)", i, of: 3)]
+                return [.rows(i, of: 3, in: block + "attn.in_proj_\(kind)")]
             }
         }
         let renames = [("self_attn.out_proj.", "attn.out_proj."), ("layer_norm1.", "ln_1."), ("layer_norm2.", "ln_2."),
                        ("mlp.fc1.", "mlp.c_fc."), ("mlp.fc2.", "mlp.c_proj.")]
-        for (from, to) in renames where rest.hasPrefix(from) { return [block + to + rest.dropFirst(from.count)] }
-        return [block + rest]
+        for (from, to) in renames where rest.hasPrefix(from) { return [StoredTensor(block + to + rest.dropFirst(from.count))] }
+        return [StoredTensor(block + rest)]
     }
 }

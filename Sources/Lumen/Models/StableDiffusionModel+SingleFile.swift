@@ -57,11 +57,11 @@ extension StableDiffusionModel {
         let L = unet.layersPerBlock
         let upTypes = unet.upBlockTypes
         let unetWeights = SafetensorsWeights(files: [file], scope: OriginalCheckpointNames.unetPrefix) { name in
-            [OriginalCheckpointNames.unet(name, layersPerBlock: L, upBlockHasAttention: { upTypes[$0] == .crossAttention })]
+            [StoredTensor(OriginalCheckpointNames.unet(name, layersPerBlock: L, upBlockHasAttention: { upTypes[$0] == .crossAttention }))]
         }
         let levels = vae.blockOutChannels.count
         let vaeWeights = SafetensorsWeights(files: [file], scope: OriginalCheckpointNames.vaePrefix) {
-            [OriginalCheckpointNames.vae($0, levels: levels)]
+            [StoredTensor(OriginalCheckpointNames.vae($0, levels: levels))]
         }
         let textWeights = SafetensorsWeights(files: [file], scope: "cond_stage_model.") {
             openCLIP ? OriginalCheckpointNames.openCLIPTextEncoder($0) : OriginalCheckpointNames.textEncoder($0)

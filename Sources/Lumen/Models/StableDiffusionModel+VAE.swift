@@ -88,9 +88,9 @@ extension StableDiffusionModel {
             let levels = config.blockOutChannels.count
             switch layout {
             case .originalNames:
-                weights = SafetensorsWeights(files: [file]) { [OriginalCheckpointNames.vae($0, levels: levels, prefix: "")] }
+                weights = SafetensorsWeights(files: [file]) { [StoredTensor(OriginalCheckpointNames.vae($0, levels: levels, prefix: ""))] }
             case .checkpointNames:
-                weights = SafetensorsWeights(files: [file], scope: OriginalCheckpointNames.vaePrefix) { [OriginalCheckpointNames.vae($0, levels: levels)] }
+                weights = SafetensorsWeights(files: [file], scope: OriginalCheckpointNames.vaePrefix) { [StoredTensor(OriginalCheckpointNames.vae($0, levels: levels))] }
             default:
                 weights = SafetensorsWeights(files: [file])
             }

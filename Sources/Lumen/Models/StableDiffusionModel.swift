@@ -184,8 +184,7 @@ public final class StableDiffusionModel {
         var recognised: [String] = []
         let textFiles = try weightFiles(in: sub("text_encoder"), base: "model", preferFP16: precision.prefersFP16, notes: &recognised)
         let textWeights = SafetensorsWeights(files: textFiles) { name in
-            // transformers 4 writes `text_model.…`; transformers 5 drops the prefix.
-            name.hasPrefix("text_model.") ? [name, String(name.dropFirst("text_model.".count))] : [name]
+            StoredTensor.transformersText(name)
         }
         let unetWeights = SafetensorsWeights(files: try weightFiles(in: sub("unet"), base: "diffusion_pytorch_model",
                                                                     preferFP16: precision.prefersFP16, notes: &recognised))
@@ -218,7 +217,7 @@ public final class StableDiffusionModel {
             }
             let files2 = try weightFiles(in: sub("text_encoder_2"), base: "model", preferFP16: precision.prefersFP16, notes: &recognised)
             model.textEncoder2 = (config2, SafetensorsWeights(files: files2) { name in
-                name.hasPrefix("text_model.") ? [name, String(name.dropFirst("text_model.".count))] : [name]
+                StoredTensor.transformersText(name)
             })
             model.tokenizer2Path = sub("tokenizer_2")
             if let data = try? RegularFile.read(sub("model_index.json")),

@@ -7,6 +7,47 @@ public protocol WeightStore: AnyObject {
     func tensor(_ name: String, shape: Shape) throws -> Tensor
 }
 
+/// Where a canonical weight is stored in a file: a whole tensor under `name`, or one of `parts`
+/// equal runs of its rows (along dimension 0), e.g. OpenCLIP's fused `in_proj_weight` [3·D, D],
+/// whose rows are q, then k, then v. A part shares the file's bytes.
+public struct StoredTensor: Hashable, Sendable, ExpressibleByStringLiteral, CustomStringConvertible {
+    public let name: String
+    /// The part (`index` of `count`), nil for the whole tensor.
+    public let rows: RowPart?
+
+    public struct RowPart: Hashable, Sendable {
+        public let index: Int
+        public let count: Int
+    }
+
+    public init(_ name: String) {
+        self.name = name
+        rows = nil
+    }
+
+    public init(stringLiteral name: String) { self.init(name) }
+
+    /// The `index`-th of `count` equal runs of rows of `name`.
+    public static func rows(_ index: Int, of count: Int, in name: String) -> StoredTensor {
+        precondition(count > 0 && (0..<count).contains(index), "row part \(index) of \(count)")
+        return StoredTensor(name: name, rows: RowPart(index: index, count: count))
+    }
+
+    private init(name: String, rows: RowPart?) {
+        self.name = name
+        self.rows = rows
+    }
+
+    /// A transformers text-encoder weight with and without the `text_model.` prefix (transformers 4
+    /// writes it; transformers 5 drops it).
+    static func transformersText(_ name: String) -> [StoredTensor] {
+        let prefix = "text_model."
+        return name.hasPrefix(prefix) ? [StoredTensor(name), StoredTensor(String(name.dropFirst(prefix.count)))] : [StoredTensor(name)]
+    }
+
+    public var description: String { rows.map { "\(name) (rows, part \($0.index + 1) of \($0.count))" } ?? name }
+}
+
 /// Weights read from one or more safetensors files. `aliases` gives, for a canonical name, the
 /// names to try in the files (for example with and without transformers' `text_model.` prefix,
 /// or the original Stable Diffusion names of a single-file checkpoint).
@@ -15,45 +56,32 @@ public final class SafetensorsWeights: WeightStore {
     /// The prefix of this network's tensors when its files hold several networks (a single-file
     /// checkpoint: `model.diffusion_model.`, …), nil when every tensor of the files is its own.
     public let scope: String?
-    private let aliases: (String) -> [String]
+    private let aliases: (String) -> [StoredTensor]
     /// Canonical names that were read, for `lumen info` and for checking a file was used fully.
     public private(set) var used: Set<String> = []
     /// Applied to every tensor read (canonical name, tensor as stored): LoRA merging.
     var transform: ((String, Tensor) throws -> Tensor)?
 
-    public init(files: [SafetensorsFile], scope: String? = nil, aliases: @escaping (String) -> [String] = { [$0] }) {
+    public init(files: [SafetensorsFile], scope: String? = nil, aliases: @escaping (String) -> [StoredTensor] = { [StoredTensor($0)] }) {
         self.files = files
         self.scope = scope
         self.aliases = aliases
     }
 
-    /// An alias naming part of a stored tensor: `name#rows:i/n` is the `i`-th of `n` equal runs of
-    /// rows (along dimension 0) of `name`, e.g. OpenCLIP's fused `in_proj_weight` [3·D, D], whose
-    /// rows are q, then k, then v. The part shares the file's bytes.
-    public static func rowPart(_ name: String, _ i: Int, of n: Int) -> String { "\(name)#rows:\(i)/\(n)" }
-
-    static func parseRowPart(_ alias: String) -> (name: String, part: Int, parts: Int)? {
-        guard let hash = alias.range(of: "#rows:", options: .backwards) else { return nil }
-        let spec = alias[hash.upperBound...].split(separator: "/")
-        guard spec.count == 2, let i = Int(spec[0]), let n = Int(spec[1]), n > 0, (0..<n).contains(i) else { return nil }
-        return (String(alias[..<hash.lowerBound]), i, n)
-    }
-
     public func tensor(_ name: String, shape: Shape) throws -> Tensor {
         for alias in aliases(name) {
-            let part = Self.parseRowPart(alias)
-            let candidate = part?.name ?? alias
+            let candidate = alias.name
             for f in files where f.entries[candidate] != nil {
                 var t = try f.tensor(candidate)
-                if let part {
+                if let part = alias.rows {
                     let rows = t.shape.dims.first ?? 0
-                    guard rows % part.parts == 0 else {
+                    guard rows % part.count == 0 else {
                         throw ModelFileError.wrongShape(path: f.path, tensor: candidate, expected: shape, got: t.shape)
                     }
-                    let dims = [rows / part.parts] + t.shape.dims.dropFirst()
+                    let dims = [rows / part.count] + t.shape.dims.dropFirst()
                     let partBytes = dims.reduce(1, *) * t.dtype.size
                     t = try Tensor(shape: Shape(dims), dtype: t.dtype, storage: t.storage,
-                                   byteOffset: t.byteOffset + part.part * partBytes)
+                                   byteOffset: t.byteOffset + part.index * partBytes)
                 }
                 if t.shape != shape && t.shape.count == shape.count
                     && t.shape.dims.filter({ $0 != 1 }) == shape.dims.filter({ $0 != 1 }) {
@@ -69,7 +97,7 @@ public final class SafetensorsWeights: WeightStore {
             }
         }
         let where_ = files.map(\.path).joined(separator: ", ")
-        throw ModelFileError.missingTensor(path: where_, tensor: aliases(name).first.map { Self.parseRowPart($0)?.name ?? $0 } ?? name)
+        throw ModelFileError.missingTensor(path: where_, tensor: aliases(name).first?.name ?? name)
     }
 }
 
