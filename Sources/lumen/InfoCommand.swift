@@ -58,9 +58,10 @@ struct InfoCommand: ParsableCommand {
         }
         let t = m.textEncoderConfig, u = m.unetConfig, v = m.vaeConfig
         print("text encoder: hidden \(t.hiddenSize), \(t.numHiddenLayers) layers, \(t.numAttentionHeads) heads, \(t.hiddenAct.rawValue), vocab \(t.vocabSize)")
-        if let (t2, _) = m.textEncoder2 {
+        if let xl = m.xl {
+            let t2 = xl.textEncoder2Config
             print("text encoder 2: hidden \(t2.hiddenSize), \(t2.numHiddenLayers) layers, \(t2.numAttentionHeads) heads, \(t2.hiddenAct.rawValue), "
-                  + "projection \(t2.projectionDim ?? 0); tokenizer \(m.tokenizer2Path ?? "none")")
+                  + "projection \(t2.projectionDim ?? 0); tokenizer \(xl.tokenizer2Path ?? "none")")
         }
         print("unet:    channels \(u.blockOutChannels), \(u.layersPerBlock) layers/block, cross-attention \(u.crossAttentionDim), "
               + "heads \(u.blockOutChannels.indices.map { u.heads(block: $0) }), linear projection \(u.useLinearProjection)")

@@ -198,7 +198,7 @@ extension StableDiffusionModel {
     /// implied; a failure says that `--config` supplies the real ones.
     func checkInferredConfigs() throws {
         var configs: [(String, RangeCheckedConfig)] = [("text encoder", textEncoderConfig), ("unet", unetConfig), ("vae", vaeConfig)]
-        if let (config2, _) = textEncoder2 { configs.append(("text encoder 2", config2)) }
+        if let xl { configs.append(("text encoder 2", xl.textEncoder2Config)) }
         for (network, config) in configs {
             if let bad = config.firstInvalidField() {
                 throw ModelFileError.invalidValue(

@@ -17,7 +17,7 @@ extension StableDiffusionModel {
                                               value: "\(unetConfig.inChannels)",
                                               expected: "\(latent) (the VAE's latent channels) or \(2 * latent + 1) (an inpainting UNet: latents, mask, masked image)")
         }
-        if unetConfig.additionEmbedType == .textTime && textEncoder2 == nil {
+        if unetConfig.additionEmbedType == .textTime && xl == nil {
             throw ModelFileError.missingFile(
                 path: layout == .diffusersFolder ? path + "/text_encoder_2" : path,
                 detail: "the UNet's config (addition_embed_type \"text_time\") is SDXL's, which also needs text_encoder_2/ and tokenizer_2/; "

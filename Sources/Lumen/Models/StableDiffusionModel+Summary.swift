@@ -28,7 +28,7 @@ extension StableDiffusionModel {
             return NetworkSummary(name: name, parameters: total, dtypes: dtypes, files: store.files.map(\.path))
         }
         return [summarize("text_encoder", textEncoderWeights)]
-            + (textEncoder2.map { [summarize("text_encoder_2", $0.weights)] } ?? [])
+            + (xl.map { [summarize("text_encoder_2", $0.textEncoder2Weights)] } ?? [])
             + [summarize("unet", unetWeights), summarize("vae", vaeWeights)]
     }
 }

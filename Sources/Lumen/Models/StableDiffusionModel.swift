@@ -61,11 +61,14 @@ public final class StableDiffusionModel {
     public internal(set) var singleFileDefaults: SingleFileDefaults?
     /// The padding token when it differs from the tokenizer folder's (SD 2.x single files: "!").
     public internal(set) var tokenizerPadToken: String?
-    /// SDXL's second text encoder (CLIPTextModelWithProjection), its tokenizer, and whether an
-    /// empty negative prompt means zero conditioning (`force_zeros_for_empty_prompt`).
-    public internal(set) var textEncoder2: (config: CLIPTextConfig, weights: SafetensorsWeights)?
-    public internal(set) var tokenizer2Path: String?
-    public internal(set) var forceZerosForEmptyPrompt = false
+    /// What SDXL has beyond SD 1.x/2.x (nil for those).
+    public internal(set) var xl: SDXLParts?
+    /// SDXL's second text encoder, from `xl`.
+    public var textEncoder2: (config: CLIPTextConfig, weights: SafetensorsWeights)? {
+        xl.map { ($0.textEncoder2Config, $0.textEncoder2Weights) }
+    }
+    /// SDXL's `force_zeros_for_empty_prompt` (false for the other families).
+    public var forceZerosForEmptyPrompt: Bool { xl?.forceZerosForEmptyPrompt ?? false }
 
     /// LoRAs merged into the UNet and text-encoder weights as they are read (`apply(loras:)`).
     public private(set) var loras: [(lora: LoRA, strength: Float)] = []
@@ -82,7 +85,7 @@ public final class StableDiffusionModel {
         guard !loras.isEmpty else { return }
         let L = unetConfig.layersPerBlock, upTypes = unetConfig.upBlockTypes
         var stores = [(unetWeights, LoRA.Network.unet), (textEncoderWeights, .textEncoder)]
-        if let (_, weights2) = textEncoder2 { stores.append((weights2, .textEncoder2)) }
+        if let xl { stores.append((xl.textEncoder2Weights, .textEncoder2)) }
         for (store, network) in stores {
             store.transform = { [unowned self] name, tensor in
                 var t = tensor
@@ -216,16 +219,14 @@ public final class StableDiffusionModel {
                 throw ModelFileError.malformed(path: sub("text_encoder_2/config.json"), detail: "no projection_dim: SDXL's second text encoder is a CLIPTextModelWithProjection")
             }
             let files2 = try weightFiles(in: sub("text_encoder_2"), base: "model", preferFP16: precision.prefersFP16, notes: &recognised)
-            model.textEncoder2 = (config2, SafetensorsWeights(files: files2) { name in
-                StoredTensor.transformersText(name)
-            })
-            model.tokenizer2Path = sub("tokenizer_2")
+            var forceZeros = true  // StableDiffusionXLPipeline's default
             if let data = try? RegularFile.read(sub("model_index.json")),
                let index = try? JSONSerialization.jsonObject(with: data) as? [String: Any] {
-                model.forceZerosForEmptyPrompt = index["force_zeros_for_empty_prompt"] as? Bool ?? true
-            } else {
-                model.forceZerosForEmptyPrompt = true  // StableDiffusionXLPipeline's default
+                forceZeros = index["force_zeros_for_empty_prompt"] as? Bool ?? true
             }
+            model.xl = SDXLParts(textEncoder2Config: config2,
+                                 textEncoder2Weights: SafetensorsWeights(files: files2) { StoredTensor.transformersText($0) },
+                                 tokenizer2Path: sub("tokenizer_2"), forceZerosForEmptyPrompt: forceZeros)
             recognised.append("SDXL: text_encoder_2 (with projection) and tokenizer_2; force_zeros_for_empty_prompt \(model.forceZerosForEmptyPrompt)")
         }
         model.recognised = recognised
@@ -319,4 +320,14 @@ public final class StableDiffusionModel {
         }
         throw ModelFileError.missingFile(path: folder, detail: "no \(base).safetensors (or .fp16.safetensors, or a sharded index) found")
     }
+}
+
+/// SDXL's parts beyond SD 1.x/2.x: the second text encoder (OpenCLIP bigG as a
+/// CLIPTextModelWithProjection), its tokenizer, and whether no negative prompt means zero
+/// unconditional inputs (the pipeline's `force_zeros_for_empty_prompt`).
+public struct SDXLParts {
+    public let textEncoder2Config: CLIPTextConfig
+    public let textEncoder2Weights: SafetensorsWeights
+    public let tokenizer2Path: String?
+    public let forceZerosForEmptyPrompt: Bool
 }

@@ -55,13 +55,13 @@ extension ConditioningStage {
 
 /// The conditioning stage of `model`'s family.
 func makeConditioningStage(model: StableDiffusionModel, tokenizer: CLIPTokenizer, tokenizer2: CLIPTokenizer?) throws -> any ConditioningStage {
-    if let (config2, weights2) = model.textEncoder2 {
+    if let xl = model.xl {
         guard let tokenizer2 else {
             throw GenerationError.tokenizerUnavailable("\(model.path): the second text encoder has no tokenizer (tokenizer_2)")
         }
         return SDXLConditioning(encoder1: (model.textEncoderConfig, model.textEncoderWeights, tokenizer),
-                                encoder2: (config2, weights2, tokenizer2),
-                                forceZerosForEmptyPrompt: model.forceZerosForEmptyPrompt)
+                                encoder2: (xl.textEncoder2Config, xl.textEncoder2Weights, tokenizer2),
+                                forceZerosForEmptyPrompt: xl.forceZerosForEmptyPrompt)
     }
     return TextConditioning(config: model.textEncoderConfig, weights: model.textEncoderWeights, tokenizer: tokenizer)
 }
