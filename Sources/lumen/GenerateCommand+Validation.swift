@@ -43,3 +43,18 @@ extension GenerateCommand {
         }
     }
 }
+
+extension GenerateCommand {
+    /// CONTROLNET:PNG[:SCALE], read from the right so that only the last colons separate.
+    static func parseControl(_ spec: String) -> (path: String, image: String, scale: Float)? {
+        var parts = spec.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
+        var scale: Float = 1
+        if parts.count >= 3, let s = Float(parts[parts.count - 1]), s.isFinite {
+            scale = s
+            parts.removeLast()
+        }
+        guard parts.count >= 2, let image = parts.last, !image.isEmpty else { return nil }
+        let path = parts.dropLast().joined(separator: ":")
+        return path.isEmpty ? nil : (path, image, scale)
+    }
+}

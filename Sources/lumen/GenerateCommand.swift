@@ -58,6 +58,15 @@ struct GenerateCommand: ParsableCommand {
     @Option(help: "Image-to-image: how much of the starting image to repaint, in (0, 1].")
     var strength: Float = 0.8
 
+    @Option(help: "A ControlNet (diffusers ControlNetModel folder) and its conditioning image (an edge, depth or pose map of the output's size), as CONTROLNET:PNG or CONTROLNET:PNG:SCALE (default scale 1); repeat for several (their residuals are summed).")
+    var control: [String] = []
+
+    @Option(name: .customLong("control-start"), help: "The fraction of the steps after which the ControlNets start acting (diffusers' control_guidance_start).")
+    var controlStart: Double = 0
+
+    @Option(name: .customLong("control-end"), help: "The fraction of the steps after which they stop (control_guidance_end).")
+    var controlEnd: Double = 1
+
     @Option(help: "Hires fix (AUTOMATIC1111's): generate, upscale the latents by this factor, then repaint at the larger size with --hires-strength of --hires-steps steps.")
     var hires: Double?
 
@@ -110,6 +119,12 @@ struct GenerateCommand: ParsableCommand {
         }
         if LatentUpscaler(rawValue: hiresUpscaler) == nil {
             throw ValidationError("--hires-upscaler \(hiresUpscaler): expected \(LatentUpscaler.allCases.map(\.rawValue).joined(separator: " or "))")
+        }
+        if control.isEmpty && (controlStart != 0 || controlEnd != 1) {
+            throw ValidationError("--control-start and --control-end need --control")
+        }
+        for spec in control where Self.parseControl(spec) == nil {
+            throw ValidationError("--control \(spec): expected CONTROLNET:PNG or CONTROLNET:PNG:SCALE (a ControlNet folder, a PNG, a number)")
         }
         if initImage == nil && mask != nil {
             throw ValidationError("--mask needs --init-image (the image whose masked area is repainted)")
@@ -168,6 +183,9 @@ struct GenerateCommand: ParsableCommand {
             request.strength = strength
         }
         if let mask { request.mask = try InitImage(pngPath: mask) }
+        request.controlNets = try control.compactMap(Self.parseControl).map {
+            ControlNetInput(path: $0.path, image: try InitImage(pngPath: $0.image), scale: $0.scale, start: controlStart, end: controlEnd)
+        }
         if let hires {
             request.hires = HiresFix(scale: hires, steps: hiresSteps, strength: hiresStrength,
                                      upscaler: LatentUpscaler(rawValue: hiresUpscaler) ?? .latent)

@@ -32,12 +32,50 @@ public struct UNet2DConditionModel {
     /// the feed-forwards whose intermediates would exceed it compute in chunks of tokens.
     /// SDXL's UNets (`addition_embed_type` "text_time") also take `added`: the pooled text
     /// embedding [B, D] and the time ids [B, 6] (original size, crop top-left, target size).
+    /// With `residuals` (a ControlNet's, `ControlNetModel.build`), each skip of the down path and
+    /// the mid block's output have them added, as diffusers' `down_block_additional_residuals` and
+    /// `mid_block_additional_residual` do.
     public func build(_ graph: Graph, sample: Value, timestep: Value, context: Value, weights: WeightStore,
-                      added: (textEmbeds: Value, timeIds: Value)? = nil, maxTensorBytes: Int? = nil) throws -> Value {
+                      added: (textEmbeds: Value, timeIds: Value)? = nil, maxTensorBytes: Int? = nil,
+                      residuals: (down: [Value], mid: Value)? = nil) throws -> Value {
         let c = config
         let m = Module(graph: graph, weights: weights, maxTensorBytes: maxTensorBytes)
         let ch = c.blockOutChannels
-        let groups = c.normNumGroups, eps = c.normEps
+        try checkInputs(sample: sample, timestep: timestep, context: context)
+        let (tembAct, tembDim) = try embedding(graph, m, timestep: timestep, sample: sample, added: added)
+        var h = c.centerInputSample ? try graph.affine(sample, multiplier: 2, addend: -1) : sample
+        h = try m.conv(h, "conv_in", in: c.inChannels, out: ch[0], kernel: c.convInKernel)
+        var skips: [Value]
+        (h, skips) = try encoder(graph, m, h, context: context, tembAct: tembAct, tembDim: tembDim)
+        if let residuals {
+            guard residuals.down.count == skips.count else {
+                throw LumenError.shapeMismatch(op: "UNet2DConditionModel", detail: "\(residuals.down.count) down residuals for \(skips.count) skips")
+            }
+            skips = try zip(skips, residuals.down).map { try graph.add($0, $1) }
+            h = try graph.add(h, residuals.mid)
+        }
+        return try decoder(graph, m, h, skips: skips, context: context, tembAct: tembAct, tembDim: tembDim)
+    }
+
+    /// The shapes of the skips (one residual each) and of the mid block's output for latents of
+    /// height × width: what a ControlNet's residuals must be.
+    public func residualShapes(batch: Int, height: Int, width: Int) -> (down: [Shape], mid: Shape) {
+        let ch = config.blockOutChannels
+        var (h, w) = (height, width)
+        var down: [Shape] = [[batch, ch[0], h, w]]
+        for i in ch.indices {
+            down += Array(repeating: Shape([batch, ch[i], h, w]), count: config.layersPerBlock)
+            if i < ch.count - 1 {
+                // 3×3, stride 2, padding 1 (diffusers' downsample_padding): ⌈n / 2⌉.
+                (h, w) = ((h - 1) / 2 + 1, (w - 1) / 2 + 1)
+                down.append([batch, ch[i], h, w])
+            }
+        }
+        return (down, [batch, ch[ch.count - 1], h, w])
+    }
+
+    private func checkInputs(sample: Value, timestep: Value, context: Value) throws {
+        let c = config
         guard sample.shape.rank == 4, sample.shape[1] == c.inChannels else {
             throw LumenError.shapeMismatch(op: "UNet2DConditionModel", detail: "sample \(sample.shape); expected [B, \(c.inChannels), H, W]")
         }
@@ -47,7 +85,13 @@ public struct UNet2DConditionModel {
         guard timestep.shape == [sample.shape[0]] else {
             throw LumenError.shapeMismatch(op: "UNet2DConditionModel", detail: "timestep \(timestep.shape); expected [\(sample.shape[0])]")
         }
+    }
 
+    /// The time embedding (plus SDXL's added text-and-size embedding), after SiLU as every ResNet
+    /// takes it, and its width.
+    func embedding(_ graph: Graph, _ m: Module, timestep: Value, sample: Value,
+                   added: (textEmbeds: Value, timeIds: Value)?) throws -> (Value, Int) {
+        let c = config, ch = c.blockOutChannels
         // Time embedding.
         let tembDim = ch[0] * 4
         let tProj = try graph.timestepEmbedding(timestep, TimestepEmbeddingParameters(
@@ -70,10 +114,15 @@ public struct UNet2DConditionModel {
             aug = try m.linear(try graph.silu(aug), "add_embedding.linear_2", in: tembDim, out: tembDim)
             emb = try graph.add(emb, aug)
         }
-        let tembAct = try graph.silu(emb)  // every ResNet applies SiLU to the embedding first
+        return (try graph.silu(emb), tembDim)  // every ResNet applies SiLU to the embedding first
+    }
 
-        var h = c.centerInputSample ? try graph.affine(sample, multiplier: 2, addend: -1) : sample
-        h = try m.conv(h, "conv_in", in: c.inChannels, out: ch[0], kernel: c.convInKernel)
+    /// The down path and the mid block from the output of `conv_in`: the mid block's output and
+    /// the skips (conv_in's output, then each ResNet/attention's and each down-sampler's).
+    func encoder(_ graph: Graph, _ m: Module, _ input: Value, context: Value, tembAct: Value, tembDim: Int) throws -> (Value, [Value]) {
+        let c = config, ch = c.blockOutChannels
+        let groups = c.normNumGroups, eps = c.normEps
+        var h = input
         var skips = [h]
 
         // Down path.
@@ -107,6 +156,15 @@ public struct UNet2DConditionModel {
                 contextDim: c.crossAttentionDim, linearProjection: c.useLinearProjection)
             h = try mid.child("resnets.1").resnet(h, inChannels: top, outChannels: top, temb: tembAct, tembChannels: tembDim, groups: groups, eps: eps)
         }
+        return (h, skips)
+    }
+
+    /// The up path joined to `skips`, and the output head.
+    private func decoder(_ graph: Graph, _ m: Module, _ input: Value, skips: [Value], context: Value,
+                         tembAct: Value, tembDim: Int) throws -> Value {
+        let c = config, ch = c.blockOutChannels
+        let groups = c.normNumGroups, eps = c.normEps
+        var h = input, skips = skips
 
         // Up path: each up block consumes layers_per_block + 1 skips, last in first out.
         let reversed = Array(ch.reversed())

@@ -115,6 +115,28 @@ public struct Latents: Sendable, Hashable {
     }
 }
 
+/// A ControlNet and the image that guides it.
+public struct ControlNetInput: Sendable, Hashable {
+    /// A diffusers `ControlNetModel` folder.
+    public var path: String
+    /// The conditioning image (an edge map, depth map, pose, …) made elsewhere, RGB in [0, 1],
+    /// the size of the output image.
+    public var image: InitImage
+    /// diffusers' `controlnet_conditioning_scale`: the residuals are multiplied by it.
+    public var scale: Float = 1
+    /// diffusers' `control_guidance_start`/`end`: the fraction of the steps during which it acts.
+    public var start: Double = 0
+    public var end: Double = 1
+
+    public init(path: String, image: InitImage, scale: Float = 1, start: Double = 0, end: Double = 1) {
+        self.path = path
+        self.image = image
+        self.scale = scale
+        self.start = start
+        self.end = end
+    }
+}
+
 /// One generation: a prompt and how to sample it. Defaults follow diffusers' pipeline.
 public struct GenerationRequest: Sendable, Hashable {
     public var prompt: String
@@ -161,6 +183,8 @@ public struct GenerationRequest: Sendable, Hashable {
     /// A second pass at a larger size from the upscaled latents (AUTOMATIC1111's hires fix);
     /// text-to-image only. The images (and `latents(for:)`) are the second pass's.
     public var hires: HiresFix? = nil
+    /// ControlNets guiding the UNet (several are summed, as diffusers' `MultiControlNetModel`).
+    public var controlNets: [ControlNetInput] = []
     /// Skip the last `clipSkip` layers of the text encoder (diffusers' clip_skip).
     public var clipSkip: Int = 0
     /// Tiled VAE decoding (`.auto`: only where the image is large or the executor needs it).

@@ -47,9 +47,20 @@ extension Pipeline {
                                     },
                                     staging: 2 * rows * n * length * model.unetConfig.crossAttentionDim * 4, how: "whole")
         let batch = rows * n
-        let unetKey = ProgramKey.unet(batch: batch, height: lh, width: lw, contextLength: length)
-        let unet = MemoryPlan.Stage(name: "denoising", weights: model.unetWeights.fileBytes,
-                                    activations: try cache.plannedBytes(unetKey) { try buildUNet($0, batch: batch, height: lh, width: lw, contextLength: length) },
+        let controlled = !r.controlNets.isEmpty
+        let unetKey = ProgramKey.unet(batch: batch, height: lh, width: lw, contextLength: length, controlled: controlled)
+        var denoisingWeights = model.unetWeights.fileBytes
+        var denoisingActivations = try cache.plannedBytes(unetKey) {
+            try buildUNet($0, batch: batch, height: lh, width: lw, contextLength: length, controlled: controlled)
+        }
+        for input in r.controlNets {
+            let net = try controlNet(input.path)
+            denoisingWeights += net.weights.fileBytes
+            denoisingActivations += try cache.plannedBytes(.controlNet(path: input.path, batch: batch, height: lh, width: lw, contextLength: length)) {
+                try buildControlNet($0, net, batch: batch, height: lh, width: lw, contextLength: length)
+            }
+        }
+        let unet = MemoryPlan.Stage(name: "denoising", weights: denoisingWeights, activations: denoisingActivations,
                                     staging: latentBytes * (4 + 3 * rows), how: "whole")
         let vaeWeights = model.vaeWeights.fileBytes
         let imageBytes = model.vaeConfig.outChannels * height * width * 4

@@ -36,6 +36,8 @@ public final class Pipeline: @unchecked Sendable {
     let conditioning: any ConditioningStage
     /// The VAE: decoding and the init image's encoding.
     let vae: VAEStage
+    /// ControlNets opened by requests, by folder.
+    var loadedControlNets: [String: ControlNet] = [:]
     /// Keep every compiled network (and its activation memory) for later requests. Off, each
     /// network's program is dropped once the request no longer needs it, so the UNet's and the
     /// decoder's activations are never held at the same time: the right choice for one-shot use
@@ -195,11 +197,16 @@ public final class Pipeline: @unchecked Sendable {
         var latents: [Float]
         do {
             let batch = (guided ? 2 : 1) * n
-            let unet = try unetNetwork(batch: batch, height: lh, width: lw, contextLength: conditions.context.shape[1])
+            let controlled = !request.controlNets.isEmpty
+            let unet = try unetNetwork(batch: batch, height: lh, width: lw, contextLength: conditions.context.shape[1], controlled: controlled)
             try model.checkLoRAsApplied()  // both networks are built by now
+            var hooks = hook.map { [$0] } ?? []
+            if controlled {
+                hooks.append(try controlNetHook(request, conditioning: conditions, batch: batch, height: lh, width: lw, steps: first..<end))
+            }
             var loop = DenoisingLoop(unet: { try unet.run($0)[0] }, conditioning: conditions, scheduler: scheduler,
                                      guidanceScale: request.guidanceScale, count: n, channels: latentChannels, height: lh, width: lw,
-                                     hooks: hook.map { [$0] } ?? [])
+                                     hooks: hooks)
             latents = try loop.run(from: start, steps: first..<end, generator: &generator) { k, steps, latents in
                 try checkFinite(latents, stage: .unetStep(k, of: steps), request: request)
                 try onEvent(.step(index: k, count: steps, latents: try Tensor(shape: [n, latentChannels, lh, lw], values: latents)))
@@ -343,18 +350,73 @@ public final class Pipeline: @unchecked Sendable {
         store.files.forEach { $0.dropResidentPages() }
     }
 
-    func buildUNet(_ g: Graph, batch: Int, height: Int, width: Int, contextLength: Int) throws -> [Value] {
+    func buildUNet(_ g: Graph, batch: Int, height: Int, width: Int, contextLength: Int, controlled: Bool = false) throws -> [Value] {
         let x = try g.input("sample", shape: [batch, model.unetConfig.inChannels, height, width])
         let t = try g.input("timestep", shape: [batch])
         let c = try g.input("context", shape: [batch, contextLength, model.unetConfig.crossAttentionDim])
         let added = try conditioning.addedUNetInputs(g, batch: batch)
-        return [try UNet2DConditionModel(config: model.unetConfig).build(g, sample: x, timestep: t, context: c, weights: model.unetWeights,
-                                                                        added: added, maxTensorBytes: executor.maxTensorBytes)]
+        let unet = try UNet2DConditionModel(config: model.unetConfig)
+        var residuals: (down: [Value], mid: Value)? = nil
+        if controlled {
+            let shapes = unet.residualShapes(batch: batch, height: height, width: width)
+            residuals = (try shapes.down.enumerated().map { try g.input("down_residual_\($0)", shape: $1) },
+                         try g.input("mid_residual", shape: shapes.mid))
+        }
+        return [try unet.build(g, sample: x, timestep: t, context: c, weights: model.unetWeights,
+                               added: added, maxTensorBytes: executor.maxTensorBytes, residuals: residuals)]
     }
 
-    private func unetNetwork(batch: Int, height: Int, width: Int, contextLength: Int) throws -> CompiledNetwork {
-        try cache.network(.unet(batch: batch, height: height, width: width, contextLength: contextLength)) {
-            try buildUNet($0, batch: batch, height: height, width: width, contextLength: contextLength)
+    private func unetNetwork(batch: Int, height: Int, width: Int, contextLength: Int, controlled: Bool) throws -> CompiledNetwork {
+        try cache.network(.unet(batch: batch, height: height, width: width, contextLength: contextLength, controlled: controlled)) {
+            try buildUNet($0, batch: batch, height: height, width: width, contextLength: contextLength, controlled: controlled)
         }
+    }
+
+    // MARK: - ControlNets
+
+    /// The ControlNet at `path`, opened once and checked against the model.
+    func controlNet(_ path: String) throws -> ControlNet {
+        if let net = loadedControlNets[path] { return net }
+        let net = try ControlNet(path: path, precision: executor.prefersHalfPrecisionWeights ? .fp16 : .fp32)
+        let c = net.config.unet, u = model.unetConfig
+        guard c.crossAttentionDim == u.crossAttentionDim, c.blockOutChannels == u.blockOutChannels,
+              c.layersPerBlock == u.layersPerBlock, c.inChannels == model.vaeConfig.latentChannels,
+              (c.additionEmbedType == nil) == (u.additionEmbedType == nil) else {
+            throw GenerationError.invalidRequest("the ControlNet \(path) was made for another model family (cross-attention \(c.crossAttentionDim), "
+                                                 + "blocks \(c.blockOutChannels); the model has \(u.crossAttentionDim), \(u.blockOutChannels))")
+        }
+        loadedControlNets[path] = net
+        return net
+    }
+
+    func buildControlNet(_ g: Graph, _ net: ControlNet, batch: Int, height: Int, width: Int, contextLength: Int) throws -> [Value] {
+        let f = model.vaeConfig.scaleFactor
+        let x = try g.input("sample", shape: [batch, model.vaeConfig.latentChannels, height, width])
+        let t = try g.input("timestep", shape: [batch])
+        let c = try g.input("context", shape: [batch, contextLength, model.unetConfig.crossAttentionDim])
+        let image = try g.input("condition", shape: [batch, net.config.conditioningChannels, height * f, width * f])
+        let added = try conditioning.addedUNetInputs(g, batch: batch)
+        let out = try ControlNetModel(config: net.config).build(g, sample: x, timestep: t, context: c, condition: image,
+                                                               weights: net.weights, added: added, maxTensorBytes: executor.maxTensorBytes)
+        return out.down + [out.mid]
+    }
+
+    private func controlNetHook(_ request: GenerationRequest, conditioning conditions: Conditioning, batch: Int, height: Int, width: Int,
+                                steps: Range<Int>) throws -> ControlNetHook {
+        let length = conditions.context.shape[1]
+        let nets = try request.controlNets.map { input in
+            let net = try controlNet(input.path)
+            let network = try cache.network(.controlNet(path: input.path, batch: batch, height: height, width: width, contextLength: length)) {
+                try buildControlNet($0, net, batch: batch, height: height, width: width, contextLength: length)
+            }
+            // diffusers' control image: RGB in [0, 1], planar, one copy per row of the batch.
+            let (w, h) = (input.image.width, input.image.height)
+            var planar = [Float](repeating: 0, count: 3 * h * w)
+            for p in 0..<(h * w) { for c in 0..<3 { planar[c * h * w + p] = input.image.rgb[3 * p + c] } }
+            let image = try Tensor(shape: [batch, 3, h, w], values: Array([[Float]](repeating: planar, count: batch).joined()))
+            return ControlNetHook.Net(network: network, image: image, input: input)
+        }
+        let shapes = try UNet2DConditionModel(config: model.unetConfig).residualShapes(batch: batch, height: height, width: width)
+        return ControlNetHook(nets: nets, conditioning: conditions, shapes: shapes, steps: steps)
     }
 }

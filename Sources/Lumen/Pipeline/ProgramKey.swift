@@ -3,8 +3,11 @@
 enum ProgramKey: Hashable, Sendable {
     /// The text encoder(s) for `count` texts.
     case text(count: Int, clipSkip: Int)
-    /// The UNet for a batch of latents of height × width, with a context of `contextLength` tokens.
-    case unet(batch: Int, height: Int, width: Int, contextLength: Int)
+    /// The UNet for a batch of latents of height × width, with a context of `contextLength` tokens,
+    /// taking a ControlNet's residuals as inputs when `controlled`.
+    case unet(batch: Int, height: Int, width: Int, contextLength: Int, controlled: Bool)
+    /// A ControlNet (by its folder) for the same shapes.
+    case controlNet(path: String, batch: Int, height: Int, width: Int, contextLength: Int)
     /// The VAE decoder for latents of height × width (a whole latent or one tile).
     case decode(height: Int, width: Int)
     /// The VAE encoder for an image of height × width pixels (mean and log-variance).
@@ -18,7 +21,7 @@ enum ProgramKey: Hashable, Sendable {
         switch self {
         case .text: return .conditioning
         case .encode, .encodeMoments: return .imageEncoding
-        case .unet: return .denoising
+        case .unet, .controlNet: return .denoising
         case .decode: return .decoding
         }
     }

@@ -83,6 +83,17 @@ extension Pipeline {
                 throw invalid("the init latents hold NaN or infinite values")
             }
         }
+        for (k, c) in r.controlNets.enumerated() {
+            let what = "ControlNet \(k + 1) (\(c.path))"
+            guard c.image.width == w, c.image.height == h, c.image.rgb.count == w * h * 3 else {
+                throw invalid("\(what): the control image is \(c.image.width)x\(c.image.height); it must be the output's \(w)x\(h)")
+            }
+            guard c.image.rgb.allSatisfy({ $0.isFinite }) else { throw invalid("\(what): the control image holds non-finite values") }
+            guard c.scale.isFinite, abs(c.scale) <= 10 else { throw invalid("\(what): scale \(c.scale); expected -10…10") }
+            guard c.start >= 0, c.end <= 1, c.start < c.end else {
+                throw invalid("\(what): start \(c.start) and end \(c.end) must satisfy 0 ≤ start < end ≤ 1")
+            }
+        }
         if model.isInpainting {
             guard r.mask != nil, r.initImage != nil else {
                 throw invalid("\(model.path) is an inpainting model (its UNet takes latents, mask and masked image): give an init image and a mask")
