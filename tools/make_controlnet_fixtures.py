@@ -16,6 +16,9 @@ Tests/Fixtures/controlnet-reference.safetensors with, per case, <case>.latents a
   window      one ControlNet active for control_guidance_start 0.2 .. end 0.6 only (Euler)
   multi       two ControlNets (MultiControlNetModel) with scales 0.7 and 0.5, the same image
   nocfg       one ControlNet, guidance 1 (no unconditional batch)
+and Tests/Fixtures/tiny-controlnet-xl/ (from tiny-sdxl's UNet, with its added text-and-size
+embedding) with the case
+  xl          StableDiffusionXLControlNetPipeline on tiny-sdxl, scale 0.9, no negative prompt (zeros)
 """
 
 import json
@@ -26,7 +29,7 @@ import sys
 import numpy as np
 import torch
 from diffusers import (ControlNetModel, EulerDiscreteScheduler, PNDMScheduler, StableDiffusionControlNetPipeline,
-                       UNet2DConditionModel)
+                       StableDiffusionXLControlNetPipeline, UNet2DConditionModel)
 from PIL import Image, ImageDraw
 from safetensors.torch import save_file
 
@@ -38,6 +41,8 @@ MODEL = os.path.join(ROOT, "tiny-sd")
 CONTROL_IMAGE = os.path.join(ROOT, "images", "control64.png")
 OUT = os.path.join(ROOT, "controlnet-reference.safetensors")
 SEEDS = {"tiny-controlnet-a": 6161, "tiny-controlnet-b": 6262}
+SDXL_MODEL = os.path.join(ROOT, "tiny-sdxl")
+SEED_XL = 6363
 CASES = [
     # name, controlnets, scales, start, end, scheduler, prompt, negative, steps, guidance, seed
     ("single", ["tiny-controlnet-a"], [0.8], [0.0], [1.0], "pndm", "a photo of an astronaut riding a horse on mars", "low quality", 6, 7.5, 51),
@@ -55,10 +60,10 @@ def make_control_image():
     img.save(CONTROL_IMAGE)
 
 
-def make_controlnet(name):
-    unet = UNet2DConditionModel.from_pretrained(os.path.join(MODEL, "unet"), dtype=torch.float32, local_files_only=True)
+def make_controlnet(name, model=MODEL, seed=None):
+    unet = UNet2DConditionModel.from_pretrained(os.path.join(model, "unet"), dtype=torch.float32, local_files_only=True)
     controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(4, 4, 8, 8))
-    base.randomise(controlnet, SEEDS[name])
+    base.randomise(controlnet, seed or SEEDS[name])
     controlnet.eval()
     folder = os.path.join(ROOT, name)
     if os.path.isdir(folder):
@@ -105,6 +110,21 @@ def main():
                 guidance_scale=7.5, controlnet_conditioning_scale=0.0, generator=torch.Generator("cpu").manual_seed(51),
                 output_type="latent").images
     assert (off - tensors["single.latents"]).abs().max() > 0.05
+    make_controlnet("tiny-controlnet-xl", SDXL_MODEL, SEED_XL)
+    net_xl = ControlNetModel.from_pretrained(os.path.join(ROOT, "tiny-controlnet-xl"), dtype=torch.float32, local_files_only=True)
+    pipe = StableDiffusionXLControlNetPipeline.from_pretrained(SDXL_MODEL, controlnet=net_xl, dtype=torch.float32,
+                                                               local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    kwargs = dict(prompt="a photo of an astronaut riding a horse on mars", image=control, height=64, width=64,
+                  num_inference_steps=5, guidance_scale=5.0, controlnet_conditioning_scale=0.9)
+    latents = pipe(**kwargs, generator=torch.Generator("cpu").manual_seed(55), output_type="latent").images
+    images = pipe(**kwargs, generator=torch.Generator("cpu").manual_seed(55), output_type="np").images
+    tensors["xl.latents"] = latents.contiguous()
+    tensors["xl.image"] = torch.from_numpy((images * 255).round().astype(np.uint8)).contiguous()
+    meta["xl"] = json.dumps(dict(controlnets=["tiny-controlnet-xl"], scales=[0.9], starts=[0.0], ends=[1.0], scheduler="euler",
+                                 prompt=kwargs["prompt"], negative_prompt=None, steps=5, guidance=5.0, seed=55,
+                                 control="images/control64.png", model="tiny-sdxl"))
+    print("xl", tuple(latents.shape), float(latents.abs().max()))
     save_file(tensors, OUT, metadata=meta)
     print(OUT, os.path.getsize(OUT))
 

@@ -50,6 +50,21 @@ final class ControlNetTests: XCTestCase {
         }
     }
 
+    /// An SDXL ControlNet (with the added text-and-size embedding) as StableDiffusionXLControlNetPipeline
+    /// draws with it.
+    func testSDXLControlNetMatchesDiffusers() throws { try forEachInstructionSet(modelInstructionSets) { _ in
+            let ref = try Self.reference
+            var r = try Self.request(ref, "xl")
+            r.negativePrompt = nil
+            let pipeline = try Pipeline(modelPath: SDXLFixtureTests.folder, backend: .cpu)
+            let worst = zip(try pipeline.latents(for: r).toFloats(), try ref.tensor("xl.latents").toFloats()).map { abs($0 - $1) }.max()!
+            XCTAssertLessThan(worst, 2e-3)
+            let d = pixelDifference(try pipeline.generate(r)[0].pixels.map(Int.init), try ref.rawBytes("xl.image").map(Int.init))
+            XCTAssertLessThanOrEqual(d.largest, 1)
+            XCTAssertLessThan(d.mean, 1)
+        }
+    }
+
     func testControlNetsOnVulkan() throws {
         let vulkan = try testVulkanExecutor()
         try check(try Pipeline(modelPath: Fixtures.tinyFolder, executor: vulkan), latentBound: 0.25, maxPixelError: 12)
