@@ -57,4 +57,12 @@ extension GenerateCommand {
         let path = parts.dropLast().joined(separator: ":")
         return path.isEmpty ? nil : (path, image, scale)
     }
+
+    /// A control image: a PNG as it is, or `canny=PHOTO.png`, the photo's Canny edges.
+    static func controlImage(_ spec: String) throws -> InitImage {
+        guard spec.hasPrefix("canny=") else { return try InitImage(pngPath: spec) }
+        let (photo, _) = try RGBImage.readPNG(String(spec.dropFirst("canny=".count)))
+        let edges = try photo.cannyEdges()
+        return InitImage(width: edges.width, height: edges.height, rgb: edges.pixels.map { Float($0) / 255 })
+    }
 }

@@ -58,7 +58,7 @@ struct GenerateCommand: ParsableCommand {
     @Option(help: "Image-to-image: how much of the starting image to repaint, in (0, 1].")
     var strength: Float = 0.8
 
-    @Option(help: "A ControlNet (diffusers ControlNetModel folder) and its conditioning image (an edge, depth or pose map of the output's size), as CONTROLNET:PNG or CONTROLNET:PNG:SCALE (default scale 1); repeat for several (their residuals are summed).")
+    @Option(help: "A ControlNet (diffusers ControlNetModel folder) and its conditioning image (an edge, depth or pose map of the output's size), as CONTROLNET:PNG or CONTROLNET:PNG:SCALE (default scale 1); repeat for several (their residuals are summed). CONTROLNET:canny=PHOTO.png computes the edge map of a photo first (OpenCV's Canny, thresholds 100 and 200).")
     var control: [String] = []
 
     @Option(name: .customLong("control-start"), help: "The fraction of the steps after which the ControlNets start acting (diffusers' control_guidance_start).")
@@ -184,7 +184,7 @@ struct GenerateCommand: ParsableCommand {
         }
         if let mask { request.mask = try InitImage(pngPath: mask) }
         request.controlNets = try control.compactMap(Self.parseControl).map {
-            ControlNetInput(path: $0.path, image: try InitImage(pngPath: $0.image), scale: $0.scale, start: controlStart, end: controlEnd)
+            ControlNetInput(path: $0.path, image: try Self.controlImage($0.image), scale: $0.scale, start: controlStart, end: controlEnd)
         }
         if let hires {
             request.hires = HiresFix(scale: hires, steps: hiresSteps, strength: hiresStrength,
