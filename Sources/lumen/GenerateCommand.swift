@@ -55,8 +55,11 @@ struct GenerateCommand: ParsableCommand {
     @Option(name: .customLong("init-image"), help: "A PNG to start from (image-to-image).")
     var initImage: String?
 
-    @Option(help: "Image-to-image: how much of the starting image to repaint, in (0, 1].")
-    var strength: Float = 0.8
+    @Option(name: .customLong("strength"), help: "Image-to-image: how much of the starting image to repaint, in (0, 1] (default 0.8; 1 with --outpaint).")
+    var strengthOption: Float?
+
+    /// The strength in force: the flag's, else diffusers' img2img default.
+    var strength: Float { strengthOption ?? 0.8 }
 
     @Option(help: "A ControlNet (diffusers ControlNetModel folder) and its conditioning image (an edge, depth or pose map of the output's size), as CONTROLNET:PNG or CONTROLNET:PNG:SCALE (default scale 1); repeat for several (their residuals are summed). CONTROLNET:canny=PHOTO.png computes the edge map of a photo first (OpenCV's Canny, thresholds 100 and 200).")
     var control: [String] = []
@@ -78,6 +81,9 @@ struct GenerateCommand: ParsableCommand {
 
     @Option(name: .customLong("hires-upscaler"), help: "How the hires fix upscales the latents: latent (bilinear) or latent-nearest.")
     var hiresUpscaler = "latent"
+
+    @Option(help: "With --init-image: extend the canvas and paint only the new area, e.g. left=128,right=128 (also top, bottom; multiples of 8 pixels). The strength defaults to 1 (the new area starts from noise).")
+    var outpaint: String?
 
     @Option(help: "With --init-image: a PNG of the same size whose white (grey at least half) is repainted and black kept (diffusers' inpainting with an ordinary checkpoint).")
     var mask: String?
@@ -111,7 +117,7 @@ struct GenerateCommand: ParsableCommand {
         if VAETiling(vaeTiling) == nil {
             throw ValidationError("--vae-tiling \(vaeTiling): expected auto, off or a tile size in pixels")
         }
-        if initImage == nil && strength != 0.8 {
+        if initImage == nil && strengthOption != nil {
             throw ValidationError("--strength needs --init-image")
         }
         if hires == nil && (hiresSteps != nil || hiresStrength != 0.7 || hiresUpscaler != "latent") {
@@ -125,6 +131,13 @@ struct GenerateCommand: ParsableCommand {
         }
         for spec in control where Self.parseControl(spec) == nil {
             throw ValidationError("--control \(spec): expected CONTROLNET:PNG or CONTROLNET:PNG:SCALE (a ControlNet folder, a PNG, a number)")
+        }
+        if let outpaint {
+            guard initImage != nil else { throw ValidationError("--outpaint needs --init-image (the image to extend)") }
+            guard mask == nil else { throw ValidationError("--outpaint makes its own mask; drop --mask") }
+            guard Outpaint(outpaint) != nil else {
+                throw ValidationError("--outpaint \(outpaint): expected SIDE=PIXELS[,SIDE=PIXELS...] with SIDE left, right, top or bottom")
+            }
         }
         if initImage == nil && mask != nil {
             throw ValidationError("--mask needs --init-image (the image whose masked area is repainted)")
@@ -183,6 +196,10 @@ struct GenerateCommand: ParsableCommand {
             request.strength = strength
         }
         if let mask { request.mask = try InitImage(pngPath: mask) }
+        if let outpaint, let pad = Outpaint(outpaint), let image = request.initImage {
+            (request.initImage, request.mask) = image.outpainted(pad)
+            request.strength = strengthOption ?? 1
+        }
         request.controlNets = try control.compactMap(Self.parseControl).map {
             ControlNetInput(path: $0.path, image: try Self.controlImage($0.image), scale: $0.scale, start: controlStart, end: controlEnd)
         }
@@ -221,7 +238,7 @@ struct GenerateCommand: ParsableCommand {
         if let negativePrompt, !negativePrompt.isEmpty { parameters += "\nNegative prompt: \(negativePrompt)" }
         parameters += "\nSteps: \(steps), Sampler: \(kind.displayName), CFG scale: \(guidance), Seed: \(request.seed), "
             + "Size: \(w)x\(h), Model: \((model as NSString).lastPathComponent)"
-        if initImage != nil { parameters += ", Denoising strength: \(strength)" }
+        if initImage != nil { parameters += ", Denoising strength: \(request.strength)" }
         if clipSkip > 0 { parameters += ", Clip skip: \(clipSkip + 1)" }
         if let hires = request.hires {
             parameters += ", Denoising strength: \(hires.strength), Hires upscale: \(hires.scale)"
@@ -255,7 +272,7 @@ struct GenerateCommand: ParsableCommand {
             }
             let summary = Summary(images: paths, prompt: prompt, negative_prompt: negativePrompt, scheduler: kind.rawValue,
                                   backend: pipeline.executor.backendName, model: model, seed: request.seed, width: w, height: h,
-                                  steps: steps, count: count, guidance: guidance, strength: initImage == nil ? nil : strength,
+                                  steps: steps, count: count, guidance: guidance, strength: initImage == nil ? nil : request.strength,
                                   seconds: Date().timeIntervalSince(started),
                                   planned_peak_bytes: plan.peak, peak_resident_bytes: ProcessMemory.peakResidentBytes)
             let encoder = JSONEncoder()
