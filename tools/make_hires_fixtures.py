@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from diffusers import (EulerDiscreteScheduler, PNDMScheduler, StableDiffusionImg2ImgPipeline,
                        StableDiffusionPipeline)
+from PIL import Image
 from safetensors.torch import save_file
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "Tests", "Fixtures")
@@ -29,10 +30,13 @@ OUT = os.path.join(ROOT, "hires-reference.safetensors")
 
 SCHEDULERS = {"pndm": PNDMScheduler.from_config, "euler": EulerDiscreteScheduler.from_config}
 MODES = {"latent": dict(mode="bilinear", antialias=False), "latent-nearest": dict(mode="nearest")}
+# "lanczos": the first pass decoded to an 8-bit image, resized with Pillow's LANCZOS, encoded again
+# by the img2img pipeline (A1111's pixel upscalers; Lanczos is the one without a network).
 CASES = [
     # name, scheduler, prompt, negative, steps, guidance, seed, scale, upscaler, hires steps, strength
     ("euler-bilinear", "euler", "a red circle on a blue background", "blurry", 6, 7.0, 41, 1.5, "latent", 6, 0.6),
     ("pndm-nearest", "pndm", "a photo of an astronaut riding a horse on mars", None, 5, 7.5, 42, 2.0, "latent-nearest", 8, 0.5),
+    ("euler-lanczos", "euler", "a red circle on a blue background", None, 5, 6.0, 43, 1.5, "lanczos", 5, 0.55),
 ]
 
 
@@ -50,11 +54,16 @@ def main():
         base.scheduler = SCHEDULERS[sched](model_config)
         i2i.scheduler = SCHEDULERS[sched](model_config)
         common = dict(prompt=prompt, negative_prompt=negative, guidance_scale=guidance)
-        latents = base(**common, num_inference_steps=steps, height=64, width=64,
-                       generator=torch.Generator("cpu").manual_seed(seed), output_type="latent").images
-        h, w = latents.shape[-2:]
-        size = (int(h * scale), int(w * scale))
-        upscaled = torch.nn.functional.interpolate(latents, size=size, **MODES[upscaler])
+        if upscaler == "lanczos":
+            first = base(**common, num_inference_steps=steps, height=64, width=64,
+                         generator=torch.Generator("cpu").manual_seed(seed), output_type="pil").images[0]
+            upscaled = first.resize((int(64 * scale) // 8 * 8, int(64 * scale) // 8 * 8), Image.LANCZOS)
+        else:
+            latents = base(**common, num_inference_steps=steps, height=64, width=64,
+                           generator=torch.Generator("cpu").manual_seed(seed), output_type="latent").images
+            h, w = latents.shape[-2:]
+            size = (int(h * scale), int(w * scale))
+            upscaled = torch.nn.functional.interpolate(latents, size=size, **MODES[upscaler])
         second = dict(**common, image=upscaled, num_inference_steps=hires_steps, strength=strength)
         out = i2i(**second, generator=torch.Generator("cpu").manual_seed(seed), output_type="latent").images
         images = i2i(**second, generator=torch.Generator("cpu").manual_seed(seed), output_type="np").images

@@ -79,7 +79,7 @@ struct GenerateCommand: ParsableCommand {
     @Option(name: .customLong("hires-strength"), help: "How much the hires fix's second pass repaints, in (0, 1].")
     var hiresStrength: Float = 0.7
 
-    @Option(name: .customLong("hires-upscaler"), help: "How the hires fix upscales the latents: latent (bilinear) or latent-nearest.")
+    @Option(name: .customLong("hires-upscaler"), help: "How the hires fix upscales: latent (bilinear latents), latent-nearest, or lanczos (the image, resized as Pillow does, then encoded again).")
     var hiresUpscaler = "latent"
 
     @Option(help: "With --init-image: extend the canvas and paint only the new area, e.g. left=128,right=128 (also top, bottom; multiples of 8 pixels). The strength defaults to 1 (the new area starts from noise).")
@@ -123,8 +123,8 @@ struct GenerateCommand: ParsableCommand {
         if hires == nil && (hiresSteps != nil || hiresStrength != 0.7 || hiresUpscaler != "latent") {
             throw ValidationError("--hires-steps, --hires-strength and --hires-upscaler need --hires SCALE")
         }
-        if LatentUpscaler(rawValue: hiresUpscaler) == nil {
-            throw ValidationError("--hires-upscaler \(hiresUpscaler): expected \(LatentUpscaler.allCases.map(\.rawValue).joined(separator: " or "))")
+        if HiresUpscaler(rawValue: hiresUpscaler) == nil {
+            throw ValidationError("--hires-upscaler \(hiresUpscaler): expected \(HiresUpscaler.allCases.map(\.rawValue).joined(separator: " or "))")
         }
         if control.isEmpty && (controlStart != 0 || controlEnd != 1) {
             throw ValidationError("--control-start and --control-end need --control")
@@ -205,7 +205,7 @@ struct GenerateCommand: ParsableCommand {
         }
         if let hires {
             request.hires = HiresFix(scale: hires, steps: hiresSteps, strength: hiresStrength,
-                                     upscaler: LatentUpscaler(rawValue: hiresUpscaler) ?? .latent)
+                                     upscaler: HiresUpscaler(rawValue: hiresUpscaler) ?? .latent)
         }
         if let note = pipeline.backendNote { FileHandle.standardError.write(Data("lumen: \(note)\n".utf8)) }
         for notice in pipeline.notices + pipeline.notices(for: request) {
@@ -243,7 +243,7 @@ struct GenerateCommand: ParsableCommand {
         if let hires = request.hires {
             parameters += ", Denoising strength: \(hires.strength), Hires upscale: \(hires.scale)"
                 + (hires.steps.map { ", Hires steps: \($0)" } ?? "")
-                + ", Hires upscaler: \(hires.upscaler == .latent ? "Latent" : "Latent (nearest)")"
+                + ", Hires upscaler: \(["latent": "Latent", "latent-nearest": "Latent (nearest)", "lanczos": "Lanczos"][hires.upscaler.rawValue]!)"
         }
         try pipeline.generate(request) { event in
             switch event {

@@ -20,13 +20,13 @@ final class HiresFixTests: XCTestCase {
         r.scheduler = SchedulerKind(rawValue: fields["scheduler"] as! String)
         r.hires = HiresFix(scale: fields["scale"] as! Double, steps: fields["hires_steps"] as? Int,
                            strength: Float(fields["strength"] as! Double),
-                           upscaler: try XCTUnwrap(LatentUpscaler(rawValue: fields["upscaler"] as! String)))
+                           upscaler: try XCTUnwrap(HiresUpscaler(rawValue: fields["upscaler"] as! String)))
         return r
     }
 
     func check(_ pipeline: Pipeline, latentBound: Float, maxPixelError: Int) throws {
         let ref = try Self.reference
-        for name in ["euler-bilinear", "pndm-nearest"] {
+        for name in ["euler-bilinear", "pndm-nearest", "euler-lanczos"] {
             let r = try Self.request(ref, name)
             let want = try ref.tensor("\(name).latents")
             let got = try pipeline.latents(for: r)
@@ -56,11 +56,11 @@ final class HiresFixTests: XCTestCase {
     /// The upscalers on a 2×2 plane, against the values torch 2.15 interpolate prints for it.
     func testUpscalersOnASmallPlane() throws {
         let x = try Tensor(shape: [1, 1, 2, 2], values: [0, 1, 2, 3])
-        XCTAssertEqual(try LatentUpscaler.latentNearest.upscale(x, height: 4, width: 4).toFloats(),
+        XCTAssertEqual(try HiresUpscaler.latentNearest.upscale(x, height: 4, width: 4).toFloats(),
                        [0, 0, 1, 1, 0, 0, 1, 1, 2, 2, 3, 3, 2, 2, 3, 3])
         // Bilinear, corners not aligned: sources at -0.25 (clamped to 0), 0.25, 0.75, 1.25 (clamped
         // neighbour): weights 1, 0.75/0.25, 0.25/0.75, and the edge repeated.
-        XCTAssertEqual(try LatentUpscaler.latent.upscale(x, height: 4, width: 4).toFloats(),
+        XCTAssertEqual(try HiresUpscaler.latent.upscale(x, height: 4, width: 4).toFloats(),
                        [0, 0.25, 0.75, 1, 0.5, 0.75, 1.25, 1.5, 1.5, 1.75, 2.25, 2.5, 2, 2.25, 2.75, 3])
     }
 

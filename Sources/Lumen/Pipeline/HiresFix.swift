@@ -13,9 +13,9 @@ public struct HiresFix: Sendable, Hashable {
     public var steps: Int? = nil
     /// How much of the upscaled image the second pass repaints (A1111's hires denoising strength).
     public var strength: Float = 0.7
-    public var upscaler: LatentUpscaler = .latent
+    public var upscaler: HiresUpscaler = .latent
 
-    public init(scale: Double, steps: Int? = nil, strength: Float = 0.7, upscaler: LatentUpscaler = .latent) {
+    public init(scale: Double, steps: Int? = nil, strength: Float = 0.7, upscaler: HiresUpscaler = .latent) {
         self.scale = scale
         self.steps = steps
         self.strength = strength
@@ -23,12 +23,15 @@ public struct HiresFix: Sendable, Hashable {
     }
 }
 
-/// A1111's latent upscalers, as `torch.nn.functional.interpolate` computes them.
-public enum LatentUpscaler: String, Sendable, Hashable, CaseIterable {
+/// How the hires fix upscales: A1111's latent upscalers, as `torch.nn.functional.interpolate`
+/// computes them, or its Lanczos pixel upscaler (decode, resize as Pillow does, encode again).
+public enum HiresUpscaler: String, Sendable, Hashable, CaseIterable {
     /// "Latent": bilinear, corners not aligned, no antialiasing.
     case latent
     /// "Latent (nearest)".
     case latentNearest = "latent-nearest"
+    /// "Lanczos": the first pass's image resized with Pillow's Lanczos filter.
+    case lanczos
 
     /// `latents` [N, C, h, w] resized to [N, C, outH, outW].
     public func upscale(_ latents: Tensor, height outH: Int, width outW: Int) throws -> Tensor {
@@ -37,6 +40,8 @@ public enum LatentUpscaler: String, Sendable, Hashable, CaseIterable {
         var out = [Float](repeating: 0, count: n * c * outH * outW)
         let sy = Float(h) / Float(outH), sx = Float(w) / Float(outW)
         switch self {
+        case .lanczos:
+            throw GenerationError.invalidRequest("the Lanczos upscaler resizes images, not latents")
         case .latentNearest:
             let ys = (0..<outH).map { min(Int((Float($0) * sy).rounded(.down)), h - 1) }
             let xs = (0..<outW).map { min(Int((Float($0) * sx).rounded(.down)), w - 1) }
@@ -76,6 +81,9 @@ extension Pipeline {
     /// The two requests of a hires-fix generation: the first at the base size without the hires
     /// fix, and a function that makes the second from the first's latents.
     func hiresPasses(_ request: GenerationRequest, _ hires: HiresFix) throws -> (first: GenerationRequest, second: (Tensor) throws -> GenerationRequest) {
+        if hires.upscaler == .lanczos && request.count != 1 {
+            throw GenerationError.invalidRequest("hires fix: the Lanczos upscaler repaints one image per request (count \(request.count)); use a latent upscaler or count 1")
+        }
         func invalid(_ s: String) -> GenerationError { .invalidRequest("hires fix: " + s) }
         guard request.initImage == nil, request.initLatents == nil, request.mask == nil,
               request.denoisingStart == nil, request.denoisingEnd == nil else {
@@ -98,7 +106,13 @@ extension Pipeline {
             var second = first
             second.width = lw * f
             second.height = lh * f
-            second.initLatents = Latents(try hires.upscaler.upscale(latents, height: lh, width: lw))
+            if hires.upscaler == .lanczos {
+                // Decode, resize as Pillow does, and let the second pass encode it again.
+                let image = try self.decode(latents)[0].resizedLanczos(width: lw * f, height: lh * f)
+                second.initImage = InitImage(width: image.width, height: image.height, rgb: image.pixels.map { Float($0) / 255 })
+            } else {
+                second.initLatents = Latents(try hires.upscaler.upscale(latents, height: lh, width: lw))
+            }
             second.strength = hires.strength
             second.steps = hires.steps ?? request.steps
             return second
