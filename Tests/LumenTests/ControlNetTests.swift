@@ -11,15 +11,9 @@ final class ControlNetTests: XCTestCase {
     static let cases = ["single", "window", "multi", "nocfg"]
 
     static func request(_ ref: SafetensorsFile, _ name: String) throws -> GenerationRequest {
-        let fields = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data((ref.metadata[name] ?? "").utf8)) as? [String: Any])
-        var r = GenerationRequest(prompt: fields["prompt"] as! String)
-        r.negativePrompt = fields["negative_prompt"] as? String
-        r.steps = fields["steps"] as! Int
-        r.guidanceScale = Float(fields["guidance"] as! Double)
-        r.seed = UInt64(fields["seed"] as! Int)
+        var (r, fields) = try fixtureRequest(ref, name)
         r.width = 64
         r.height = 64
-        r.scheduler = SchedulerKind(rawValue: fields["scheduler"] as! String)
         let image = try InitImage(pngPath: Fixtures.root + "/" + (fields["control"] as! String))
         let names = fields["controlnets"] as! [String], scales = fields["scales"] as! [Double]
         let starts = fields["starts"] as! [Double], ends = fields["ends"] as! [Double]
@@ -32,15 +26,7 @@ final class ControlNetTests: XCTestCase {
     func check(_ pipeline: Pipeline, latentBound: Float, maxPixelError: Int) throws {
         let ref = try Self.reference
         for name in Self.cases {
-            let r = try Self.request(ref, name)
-            let want = try ref.tensor("\(name).latents")
-            let got = try pipeline.latents(for: r)
-            let worst = zip(got.toFloats(), want.toFloats()).map { abs($0 - $1) }.max() ?? .infinity
-            XCTAssertLessThan(worst, latentBound, "\(name): latents on \(pipeline.executor.backendName)")
-            let image = try pipeline.generate(r)[0]
-            let d = pixelDifference(image.pixels.map(Int.init), try ref.rawBytes("\(name).image").map(Int.init))
-            XCTAssertLessThanOrEqual(d.largest, maxPixelError, "\(name) on \(pipeline.executor.backendName)")
-            XCTAssertLessThan(d.mean, 1, name)
+            try assertMatchesFixture(pipeline, try Self.request(ref, name), name, in: ref, latentBound: latentBound, maxPixelError: maxPixelError)
         }
     }
 

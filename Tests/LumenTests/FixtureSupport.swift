@@ -121,3 +121,48 @@ func runLumen(_ args: [String], environment: [String: String] = [:],
     p.waitUntilExit()
     return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
 }
+
+/// The request a fixture script stored as JSON under `name` in the reference's metadata: prompt,
+/// negative_prompt, steps, guidance, seed, scheduler, and count, strength, width, height where
+/// given; and the fields, for what a test reads beyond those.
+func fixtureRequest(_ ref: SafetensorsFile, _ name: String) throws -> (GenerationRequest, [String: Any]) {
+    guard let json = ref.metadata[name],
+          let fields = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any] else {
+        throw ModelFileError.malformed(path: ref.path, detail: "no JSON request under __metadata__['\(name)']")
+    }
+    var r = GenerationRequest(prompt: fields["prompt"] as! String)
+    r.negativePrompt = fields["negative_prompt"] as? String
+    r.steps = fields["steps"] as! Int
+    r.guidanceScale = Float(fields["guidance"] as! Double)
+    r.seed = UInt64(fields["seed"] as! Int)
+    r.scheduler = (fields["scheduler"] as? String).flatMap(SchedulerKind.init(rawValue:))
+    if let count = fields["count"] as? Int { r.count = count }
+    if let strength = fields["strength"] as? Double { r.strength = Float(strength) }
+    r.width = fields["width"] as? Int
+    r.height = fields["height"] as? Int
+    return (r, fields)
+}
+
+/// `pipeline` gives for `request` the latents (`name.latents`, within `latentBound`) and the
+/// 8-bit images (`name.image`, no level off by more than `maxPixelError`, mean under one level)
+/// a fixture script recorded from diffusers.
+func assertMatchesFixture(_ pipeline: Pipeline, _ request: GenerationRequest, _ name: String, in ref: SafetensorsFile,
+                          latentBound: Float, maxPixelError: Int, file: StaticString = #filePath, line: UInt = #line) throws {
+    let what = "\(name) on \(pipeline.executor.backendName)"
+    let want = try ref.tensor("\(name).latents")
+    let got = try pipeline.latents(for: request)
+    XCTAssertEqual(got.shape, want.shape, what, file: file, line: line)
+    let worst = zip(got.toFloats(), want.toFloats()).map { abs($0 - $1) }.max() ?? .infinity
+    XCTAssertLessThan(worst, latentBound, "\(what): latents", file: file, line: line)
+    let images = try pipeline.generate(request)
+    let pixels = try ref.rawBytes("\(name).image").map(Int.init)
+    let per = pixels.count / max(images.count, 1)
+    for (k, image) in images.enumerated() {
+        guard image.pixels.count == per else {
+            return XCTFail("\(what), image \(k): \(image.width)x\(image.height) has \(image.pixels.count) values; diffusers' has \(per)", file: file, line: line)
+        }
+        let d = pixelDifference(image.pixels.map(Int.init), Array(pixels[(k * per)..<((k + 1) * per)]))
+        XCTAssertLessThanOrEqual(d.largest, maxPixelError, "\(what), image \(k)", file: file, line: line)
+        XCTAssertLessThan(d.mean, 1, "\(what), image \(k)", file: file, line: line)
+    }
+}

@@ -9,15 +9,7 @@ final class HiresFixTests: XCTestCase {
     static var reference: SafetensorsFile { get throws { try SafetensorsFile(path: Fixtures.root + "/hires-reference.safetensors") } }
 
     static func request(_ ref: SafetensorsFile, _ name: String) throws -> GenerationRequest {
-        let fields = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data((ref.metadata[name] ?? "").utf8)) as? [String: Any])
-        var r = GenerationRequest(prompt: fields["prompt"] as! String)
-        r.negativePrompt = fields["negative_prompt"] as? String
-        r.steps = fields["steps"] as! Int
-        r.guidanceScale = Float(fields["guidance"] as! Double)
-        r.seed = UInt64(fields["seed"] as! Int)
-        r.width = fields["width"] as? Int
-        r.height = fields["height"] as? Int
-        r.scheduler = SchedulerKind(rawValue: fields["scheduler"] as! String)
+        var (r, fields) = try fixtureRequest(ref, name)
         r.hires = HiresFix(scale: fields["scale"] as! Double, steps: fields["hires_steps"] as? Int,
                            strength: Float(fields["strength"] as! Double),
                            upscaler: try XCTUnwrap(HiresUpscaler(rawValue: fields["upscaler"] as! String)))
@@ -27,17 +19,7 @@ final class HiresFixTests: XCTestCase {
     func check(_ pipeline: Pipeline, latentBound: Float, maxPixelError: Int) throws {
         let ref = try Self.reference
         for name in ["euler-bilinear", "pndm-nearest", "euler-lanczos"] {
-            let r = try Self.request(ref, name)
-            let want = try ref.tensor("\(name).latents")
-            let got = try pipeline.latents(for: r)
-            XCTAssertEqual(got.shape, want.shape, name)
-            let worst = zip(got.toFloats(), want.toFloats()).map { abs($0 - $1) }.max() ?? .infinity
-            XCTAssertLessThan(worst, latentBound, "\(name): latents")
-            let image = try pipeline.generate(r)[0]
-            XCTAssertEqual([image.width, image.height], [want.shape[3] * 8, want.shape[2] * 8])
-            let d = pixelDifference(image.pixels.map(Int.init), try ref.rawBytes("\(name).image").map(Int.init))
-            XCTAssertLessThanOrEqual(d.largest, maxPixelError, "\(name) on \(pipeline.executor.backendName)")
-            XCTAssertLessThan(d.mean, 1, name)
+            try assertMatchesFixture(pipeline, try Self.request(ref, name), name, in: ref, latentBound: latentBound, maxPixelError: maxPixelError)
         }
     }
 

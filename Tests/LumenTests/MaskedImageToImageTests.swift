@@ -9,15 +9,7 @@ final class MaskedImageToImageTests: XCTestCase {
     static var reference: SafetensorsFile { get throws { try SafetensorsFile(path: Fixtures.root + "/inpaint-reference.safetensors") } }
 
     static func request(_ ref: SafetensorsFile, _ name: String) throws -> GenerationRequest {
-        let fields = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data((ref.metadata[name] ?? "").utf8)) as? [String: Any])
-        var r = GenerationRequest(prompt: fields["prompt"] as! String)
-        r.negativePrompt = fields["negative_prompt"] as? String
-        r.steps = fields["steps"] as! Int
-        r.guidanceScale = Float(fields["guidance"] as! Double)
-        r.strength = Float(fields["strength"] as! Double)
-        r.seed = UInt64(fields["seed"] as! Int)
-        r.count = fields["count"] as! Int
-        r.scheduler = SchedulerKind(rawValue: fields["scheduler"] as! String)
+        var (r, fields) = try fixtureRequest(ref, name)
         r.initImage = try InitImage(pngPath: Fixtures.root + "/" + (fields["init"] as! String))
         r.mask = try InitImage(pngPath: Fixtures.root + "/" + (fields["mask"] as! String))
         return r
@@ -29,20 +21,7 @@ final class MaskedImageToImageTests: XCTestCase {
                cases: [String] = ["pndm", "euler-a-full", "ddim-two"]) throws {
         let ref = try Self.reference
         for name in cases {
-            let r = try Self.request(ref, name)
-            let want = try ref.tensor("\(name).latents")
-            let got = try pipeline.latents(for: r)
-            XCTAssertEqual(got.shape, want.shape, name)
-            let worst = zip(got.toFloats(), want.toFloats()).map { abs($0 - $1) }.max() ?? .infinity
-            XCTAssertLessThan(worst, latentBound, "\(name): latents")
-            let images = try pipeline.generate(r)
-            let pixels = try ref.rawBytes("\(name).image").map(Int.init)
-            let per = pixels.count / r.count
-            for (k, image) in images.enumerated() {
-                let d = pixelDifference(image.pixels.map(Int.init), Array(pixels[(k * per)..<((k + 1) * per)]))
-                XCTAssertLessThanOrEqual(d.largest, maxPixelError, "\(name) image \(k) on \(pipeline.executor.backendName)")
-                XCTAssertLessThan(d.mean, 1, "\(name) image \(k)")
-            }
+            try assertMatchesFixture(pipeline, try Self.request(ref, name), name, in: ref, latentBound: latentBound, maxPixelError: maxPixelError)
         }
     }
 
