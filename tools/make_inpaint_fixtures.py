@@ -24,6 +24,11 @@ StableDiffusionInpaintPipeline: PNDM at 0.8, and Euler ancestral at 1.0 (no init
 drawn then; the masked image's are). And Tests/Fixtures/tiny-sdxl-inpaint/ (tiny-sdxl with a
 9-channel UNet) with the cases sdxl-masked (tiny-sdxl, StableDiffusionXLInpaintPipeline with its
 4-channel UNet, strength 0.7) and sdxl-inpaint9 (strength 1), no aesthetic score.
+
+And Tests/Fixtures/tiny-sd-inpaint.safetensors: tiny-sd-inpaint as one f16 single file with the
+original names (the converters of tools/make_fixtures.py), loaded back by diffusers'
+StableDiffusionInpaintPipeline.from_single_file(config=tiny-sd-inpaint) into equal state dicts, with
+the case single-inpaint9 drawn from that pipeline.
 """
 
 import json
@@ -47,6 +52,7 @@ MASK = os.path.join(ROOT, "images", "mask64.png")
 INPAINT_MODEL = os.path.join(ROOT, "tiny-sd-inpaint")
 SEED_INPAINT_UNET = 5151
 SDXL_MODEL = os.path.join(ROOT, "tiny-sdxl")
+SINGLE_INPAINT = os.path.join(ROOT, "tiny-sd-inpaint.safetensors")
 SDXL_INPAINT_MODEL = os.path.join(ROOT, "tiny-sdxl-inpaint")
 OUT = os.path.join(ROOT, "inpaint-reference.safetensors")
 
@@ -151,6 +157,32 @@ def main():
                                      guidance=guidance, strength=strength, seed=seed, count=count,
                                      init="images/init64.png", mask="images/mask64.png", model="tiny-sd-inpaint"))
         print(name, tuple(latents.shape), float(latents.abs().max()))
+    # The 9-channel model as a single file with the original names, read back by diffusers.
+    single = {}
+    unet_config = dict(pipe9.unet.config)
+    vae_config = dict(pipe9.vae.config)
+    single.update(base.unet_to_ldm(base.float_state(pipe9.unet), unet_config))
+    single.update(base.vae_to_ldm(base.float_state(pipe9.vae), vae_config))
+    single.update(base.text_to_ldm(base.float_state(pipe9.text_encoder)))
+    single = {k: (v.to(torch.float16) if v.is_floating_point() else v).contiguous() for k, v in sorted(single.items())}
+    base.save_safetensors(single, SINGLE_INPAINT, metadata={"format": "pt", "lumen_fixture": "tiny-sd-inpaint; tools/make_inpaint_fixtures.py"})
+    loaded = StableDiffusionInpaintPipeline.from_single_file(SINGLE_INPAINT, config=INPAINT_MODEL, local_files_only=True,
+                                                             torch_dtype=torch.float32, safety_checker=None,
+                                                             requires_safety_checker=False)
+    for part in ("unet", "vae", "text_encoder"):
+        base.assert_same_state(f"from_single_file {part}", getattr(loaded, part).state_dict(), base.float_state(getattr(pipe9, part)))
+    loaded.set_progress_bar_config(disable=True)
+    loaded.scheduler = SCHEDULERS["pndm"](model_config)
+    name, steps, guidance, strength, seed = "single-inpaint9", 6, 7.5, 0.9, 38
+    kwargs = dict(prompt="a red circle", negative_prompt="blurry", image=init, mask_image=mask, height=64, width=64,
+                  num_inference_steps=steps, guidance_scale=guidance, strength=strength)
+    tensors[f"{name}.latents"] = loaded(**kwargs, generator=torch.Generator("cpu").manual_seed(seed), output_type="latent").images.contiguous()
+    images = loaded(**kwargs, generator=torch.Generator("cpu").manual_seed(seed), output_type="np").images
+    tensors[f"{name}.image"] = torch.from_numpy((images * 255).round().astype(np.uint8)).contiguous()
+    meta[name] = json.dumps(dict(scheduler="pndm", prompt="a red circle", negative_prompt="blurry", steps=steps, guidance=guidance,
+                                 strength=strength, seed=seed, count=1, init="images/init64.png", mask="images/mask64.png",
+                                 model="tiny-sd-inpaint.safetensors", config="tiny-sd-inpaint"))
+
     # SDXL: masked img2img with tiny-sdxl's 4-channel UNet, and a 9-channel SDXL inpainting UNet.
     make_inpaint_model(SDXL_MODEL, SDXL_INPAINT_MODEL, SEED_INPAINT_UNET + 1,
                        ("text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "vae", "scheduler"),

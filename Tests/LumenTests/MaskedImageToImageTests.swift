@@ -47,6 +47,16 @@ final class MaskedImageToImageTests: XCTestCase {
         }
     }
 
+    /// The same model as one single file with the original names (its UNet's conv_in takes 9
+    /// channels), as StableDiffusionInpaintPipeline.from_single_file(config=folder) draws it.
+    func testInpaintingSingleFileMatchesDiffusers() throws {
+        let pipeline = try Pipeline(modelPath: Fixtures.root + "/tiny-sd-inpaint.safetensors", backend: .cpu,
+                                    configFolder: Self.inpaintingFolder)
+        XCTAssertTrue(pipeline.model.isInpainting)
+        let ref = try Self.reference
+        try assertMatchesFixture(pipeline, try Self.request(ref, "single-inpaint9"), "single-inpaint9", in: ref, latentBound: 1e-3, maxPixelError: 1)
+    }
+
     func testInpaintingModelOnVulkan() throws {
         let vulkan = try testVulkanExecutor()
         try check(try Pipeline(modelPath: Self.inpaintingFolder, executor: vulkan), latentBound: 0.25, maxPixelError: 12,

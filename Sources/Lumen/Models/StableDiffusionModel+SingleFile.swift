@@ -37,10 +37,6 @@ extension StableDiffusionModel {
             throw ModelFileError.unsupported(path: path, detail: "no text encoder (cond_stage_model.transformer.* or, for SD 2.x, cond_stage_model.model.*) found")
         }
 
-        if let channels = try? shape(file, OriginalCheckpointNames.unetPrefix + "input_blocks.0.0.weight"), channels.rank == 4,
-           channels[1] == 9 {
-            throw ModelFileError.unsupported(path: path, detail: "this is an inpainting checkpoint (its UNet takes 9 input channels: latents, mask and masked image), which Lumen runs from diffusers folders only so far: save it with diffusers' from_single_file(...).save_pretrained(folder) and pass the folder")
-        }
         let defaults: SingleFileDefaults = openCLIP ? .sd2 : .sd1
         var text: CLIPTextConfig, unet: UNet2DConditionConfig, vae: AutoencoderKLConfig
         if let configFolder {
