@@ -37,6 +37,8 @@ extension WeightPrecision: ExpressibleByArgument {}
 
 extension PredictionType: ExpressibleByArgument {}
 
+extension PromptSyntax: ExpressibleByArgument {}
+
 /// `--lora PATH` or `PATH:STRENGTH` (the last colon splits when what follows is a number). When
 /// what follows the colon is no number but what precedes it is a file, the strength is NaN and the
 /// path the whole argument, so that `validateNumbers` can say that the strength is not a number

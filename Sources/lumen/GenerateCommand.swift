@@ -23,6 +23,10 @@ struct GenerateCommand: ParsableCommand {
             help: "What not to draw. Absent means none (SDXL: zero unconditional inputs, as diffusers' negative_prompt=None); \"\" is an explicit empty prompt, which SDXL encodes.")
     var negativePrompt: String?
 
+    @Option(name: .customLong("prompt-syntax"),
+            help: "How prompts are read: a1111 (attention weights (a) [a] (a:1.3), escapes \\(, BREAK, any length in 75-token chunks, as AUTOMATIC1111) or plain (the text as it is, 77 tokens, as diffusers).")
+    var promptSyntax: PromptSyntax = .a1111
+
     @Option(help: "Denoising steps.")
     var steps = 25
 
@@ -153,6 +157,7 @@ struct GenerateCommand: ParsableCommand {
         }
         var request = GenerationRequest(prompt: prompt)
         request.negativePrompt = negativePrompt
+        request.promptSyntax = promptSyntax
         request.steps = steps
         request.guidanceScale = guidance
         request.width = width

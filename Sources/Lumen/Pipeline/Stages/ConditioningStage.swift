@@ -39,12 +39,20 @@ protocol ConditioningStage {
     func condition(_ request: GenerationRequest, guided: Bool, width: Int, height: Int, cache: ProgramCache) throws -> Conditioning
     /// The encoders' memory-mapped weights leave the resident set (one-shot use, once encoded).
     func dropResidentWeights()
+    /// The 77-token chunks each text of the request is encoded in: 1 for plain prompts, more for
+    /// long A1111 prompts (#20, A1111Prompts.swift).
+    func promptChunkCount(_ request: GenerationRequest, guided: Bool) throws -> Int
 }
 
 extension ConditioningStage {
     /// The texts one request encodes: [negative, prompt] in one batch when guiding.
     func texts(_ request: GenerationRequest, guided: Bool) -> [String] {
         guided ? [request.negativePrompt ?? "", request.prompt] : [request.prompt]
+    }
+
+    /// Tokens in the context of this request (`contextLength` per chunk).
+    func contextLength(for request: GenerationRequest, guided: Bool) throws -> Int {
+        contextLength * (try promptChunkCount(request, guided: guided))
     }
 
     /// The compiled encoders for `count` texts.

@@ -36,15 +36,9 @@ struct SDXLConditioning: ConditioningStage {
 
     func condition(_ request: GenerationRequest, guided: Bool, width: Int, height: Int, cache: ProgramCache) throws -> Conditioning {
         let texts = texts(request, guided: guided)
-        let l1 = encoder1.config.maxPositionEmbeddings, l2 = encoder2.config.maxPositionEmbeddings
-        let ids1 = texts.map { encoder1.tokenizer.ids($0, length: l1) }, ids2 = texts.map { encoder2.tokenizer.ids($0, length: l2) }
-        let encoders = try encoders(count: texts.count, clipSkip: request.clipSkip, cache: cache)
-        let out = try encoders.run([
-            "ids": try Tensor(shape: [texts.count, l1], indices: Array(ids1.joined())),
-            "ids2": try Tensor(shape: [texts.count, l2], indices: Array(ids2.joined())),
-            "eos2": try Tensor(shape: [texts.count], indices: CLIPTextModel.eosRows(ids2)),
-        ])
-        var (states, pooled) = (out[0], out[1])
+        var (states, pooled) = request.promptSyntax == .a1111  // A1111 prompts (#20): A1111Prompts.swift
+            ? try encodeA1111(texts, clipSkip: request.clipSkip, cache: cache)
+            : try encode(texts, clipSkip: request.clipSkip, cache: cache)
         if guided && request.negativePrompt == nil && forceZerosForEmptyPrompt {
             states = try zeroingFirstRow(states)
             pooled = try zeroingFirstRow(pooled)
@@ -54,6 +48,19 @@ struct SDXLConditioning: ConditioningStage {
         let ids: [Float] = [Float(height), Float(width), 0, 0, Float(height), Float(width)]
         return Conditioning(context: context, pooled: try repeatRows(pooled, times: request.count),
                             timeIds: try Tensor(shape: [rows, 6], values: Array([[Float]](repeating: ids, count: rows).joined())))
+    }
+
+    /// The context [T, 77, D1 + D2] and pooled embedding [T, P] of `texts`, as diffusers encodes them.
+    private func encode(_ texts: [String], clipSkip: Int, cache: ProgramCache) throws -> (states: Tensor, pooled: Tensor) {
+        let l1 = encoder1.config.maxPositionEmbeddings, l2 = encoder2.config.maxPositionEmbeddings
+        let ids1 = texts.map { encoder1.tokenizer.ids($0, length: l1) }, ids2 = texts.map { encoder2.tokenizer.ids($0, length: l2) }
+        let encoders = try encoders(count: texts.count, clipSkip: clipSkip, cache: cache)
+        let out = try encoders.run([
+            "ids": try Tensor(shape: [texts.count, l1], indices: Array(ids1.joined())),
+            "ids2": try Tensor(shape: [texts.count, l2], indices: Array(ids2.joined())),
+            "eos2": try Tensor(shape: [texts.count], indices: CLIPTextModel.eosRows(ids2)),
+        ])
+        return (out[0], out[1])
     }
 
     func dropResidentWeights() {

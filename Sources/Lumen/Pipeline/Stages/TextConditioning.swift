@@ -19,6 +19,10 @@ struct TextConditioning: ConditioningStage {
 
     func condition(_ request: GenerationRequest, guided: Bool, width: Int, height: Int, cache: ProgramCache) throws -> Conditioning {
         let texts = texts(request, guided: guided)
+        if request.promptSyntax == .a1111 {  // A1111 prompts (#20): A1111Prompts.swift
+            return Conditioning(context: try repeatRows(try encodeA1111(texts, clipSkip: request.clipSkip, cache: cache), times: request.count),
+                                pooled: nil, timeIds: nil)
+        }
         let length = config.maxPositionEmbeddings
         let encoders = try encoders(count: texts.count, clipSkip: request.clipSkip, cache: cache)
         let ids = texts.flatMap { tokenizer.ids($0, length: length) }
