@@ -67,3 +67,13 @@ struct ModelFileOptions: ParsableArguments {
     @Option(help: "Where a folder has both plain and .fp16 weight files, which to read: auto (the backend's choice: plain on the CPU, .fp16 on a GPU), fp32 or fp16.")
     var precision = WeightPrecision.auto
 }
+
+extension GenerateCommand {
+    /// `--embedding PATH` or `PATH:TOKEN` (split at the last colon when PATH itself is no file).
+    static func embedding(_ spec: String) throws -> TextualInversion {
+        if !FileManager.default.fileExists(atPath: spec), let colon = spec.lastIndex(of: ":") {
+            return try TextualInversion(path: String(spec[..<colon]), token: String(spec[spec.index(after: colon)...]))
+        }
+        return try TextualInversion(path: spec)
+    }
+}

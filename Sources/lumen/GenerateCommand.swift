@@ -53,6 +53,11 @@ struct GenerateCommand: ParsableCommand {
             help: "A LoRA (.safetensors, kohya-ss/A1111 or diffusers/PEFT layout) to merge into the UNet and text encoder, as PATH or PATH:STRENGTH (default strength 1); repeat for several.")
     var loras: [LoRAWeight] = []
 
+    @Option(name: .customLong("embedding"),
+            help: ArgumentHelp("A textual-inversion embedding (.safetensors: A1111's emb_params/string_to_param, diffusers' learned_embeds, SDXL clip_l + clip_g); its token is the file name (or the key of a diffusers file) unless given after a colon. Repeatable.",
+                               valueName: "PATH[:TOKEN]"))
+    var embeddingSpecs: [String] = []
+
     @Option(help: "Images to generate.")
     var count = 1
 
@@ -147,7 +152,8 @@ struct GenerateCommand: ParsableCommand {
             model = builtIn.path
         }
         let pipeline = try Pipeline(modelPath: model, backend: backend.backend(device: device), configFolder: files.config,
-                                    vaePath: files.vae, precision: files.precision, loras: loras)
+                                    vaePath: files.vae, precision: files.precision, loras: loras,
+                                    embeddings: try embeddingSpecs.map(Self.embedding))
         pipeline.retainsPrograms = false  // one request: never hold the UNet's and the VAE's activations together
         if let memoryBudget, let bytes = MemoryBudget.parse(memoryBudget) {
             var budget = try pipeline.executor.memoryBudget()

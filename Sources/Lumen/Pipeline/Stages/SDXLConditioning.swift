@@ -8,6 +8,8 @@ struct SDXLConditioning: ConditioningStage {
     let encoder1: (config: CLIPTextConfig, weights: SafetensorsWeights, tokenizer: CLIPTokenizer)
     let encoder2: (config: CLIPTextConfig, weights: SafetensorsWeights, tokenizer: CLIPTokenizer)
     let forceZerosForEmptyPrompt: Bool
+    /// Textual-inversion rows after each encoder's vocabulary (#20, TextualInversion.swift).
+    var addedTokenEmbeddings: (Tensor?, Tensor?) = (nil, nil)
 
     var weightBytes: Int { encoder1.weights.fileBytes + encoder2.weights.fileBytes }
     var contextLength: Int { encoder1.config.maxPositionEmbeddings }
@@ -20,8 +22,8 @@ struct SDXLConditioning: ConditioningStage {
         let a = try g.input("ids", shape: [count, encoder1.config.maxPositionEmbeddings], dtype: .i32)
         let b = try g.input("ids2", shape: [count, encoder2.config.maxPositionEmbeddings], dtype: .i32)
         let rows = try g.input("eos2", shape: [count], dtype: .i32)
-        let out1 = try CLIPTextModel(config: encoder1.config).build(g, ids: a, weights: encoder1.weights)
-        let model2 = CLIPTextModel(config: encoder2.config)
+        let out1 = try CLIPTextModel(config: encoder1.config, addedTokenEmbeddings: addedTokenEmbeddings.0).build(g, ids: a, weights: encoder1.weights)
+        let model2 = CLIPTextModel(config: encoder2.config, addedTokenEmbeddings: addedTokenEmbeddings.1)
         let out2 = try model2.build(g, ids: b, weights: encoder2.weights)
         guard clipSkip + 2 <= min(out1.hiddenStates.count, out2.hiddenStates.count) else {
             throw GenerationError.invalidRequest("clip skip \(clipSkip) leaves no text-encoder layer")

@@ -6,13 +6,15 @@ struct TextConditioning: ConditioningStage {
     let config: CLIPTextConfig
     let weights: SafetensorsWeights
     let tokenizer: CLIPTokenizer
+    /// Textual-inversion rows after the vocabulary (#20, TextualInversion.swift).
+    var addedTokenEmbeddings: Tensor? = nil
 
     var weightBytes: Int { weights.fileBytes }
     var contextLength: Int { config.maxPositionEmbeddings }
 
     func buildEncoders(_ g: Graph, count: Int, clipSkip: Int) throws -> [Value] {
         let ids = try g.input("ids", shape: [count, config.maxPositionEmbeddings], dtype: .i32)
-        return [try CLIPTextModel(config: config).build(g, ids: ids, weights: weights, clipSkip: clipSkip).lastHiddenState]
+        return [try CLIPTextModel(config: config, addedTokenEmbeddings: addedTokenEmbeddings).build(g, ids: ids, weights: weights, clipSkip: clipSkip).lastHiddenState]
     }
 
     func addedUNetInputs(_ g: Graph, batch: Int) throws -> (textEmbeds: Value, timeIds: Value)? { nil }
