@@ -37,6 +37,8 @@ extension WeightPrecision: ExpressibleByArgument {}
 
 extension PredictionType: ExpressibleByArgument {}
 
+extension PromptSyntax: ExpressibleByArgument {}
+
 /// `--lora PATH` or `PATH:STRENGTH` (the last colon splits when what follows is a number). When
 /// what follows the colon is no number but what precedes it is a file, the strength is NaN and the
 /// path the whole argument, so that `validateNumbers` can say that the strength is not a number
@@ -64,4 +66,14 @@ struct ModelFileOptions: ParsableArguments {
 
     @Option(help: "Where a folder has both plain and .fp16 weight files, which to read: auto (the backend's choice: plain on the CPU, .fp16 on a GPU), fp32 or fp16.")
     var precision = WeightPrecision.auto
+}
+
+extension GenerateCommand {
+    /// `--embedding PATH` or `PATH:TOKEN` (split at the last colon when PATH itself is no file).
+    static func embedding(_ spec: String) throws -> TextualInversion {
+        if !FileManager.default.fileExists(atPath: spec), let colon = spec.lastIndex(of: ":") {
+            return try TextualInversion(path: String(spec[..<colon]), token: String(spec[spec.index(after: colon)...]))
+        }
+        return try TextualInversion(path: spec)
+    }
 }

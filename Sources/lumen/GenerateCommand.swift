@@ -23,6 +23,10 @@ struct GenerateCommand: ParsableCommand {
             help: "What not to draw. Absent means none (SDXL: zero unconditional inputs, as diffusers' negative_prompt=None); \"\" is an explicit empty prompt, which SDXL encodes.")
     var negativePrompt: String?
 
+    @Option(name: .customLong("prompt-syntax"),
+            help: "How prompts are read: a1111 (attention weights (a) [a] (a:1.3), escapes \\(, BREAK, any length in 75-token chunks, as AUTOMATIC1111) or plain (the text as it is, 77 tokens, as diffusers).")
+    var promptSyntax: PromptSyntax = .a1111
+
     @Option(help: "Denoising steps.")
     var steps = 25
 
@@ -48,6 +52,11 @@ struct GenerateCommand: ParsableCommand {
     @Option(name: .customLong("lora"),
             help: "A LoRA (.safetensors, kohya-ss/A1111 or diffusers/PEFT layout) to merge into the UNet and text encoder, as PATH or PATH:STRENGTH (default strength 1); repeat for several.")
     var loras: [LoRAWeight] = []
+
+    @Option(name: .customLong("embedding"),
+            help: ArgumentHelp("A textual-inversion embedding (.safetensors: A1111's emb_params/string_to_param, diffusers' learned_embeds, SDXL clip_l + clip_g); its token is the file name (or the key of a diffusers file) unless given after a colon. Repeatable.",
+                               valueName: "PATH[:TOKEN]"))
+    var embeddingSpecs: [String] = []
 
     @Option(help: "Images to generate.")
     var count = 1
@@ -171,7 +180,8 @@ struct GenerateCommand: ParsableCommand {
             model = builtIn.path
         }
         let pipeline = try Pipeline(modelPath: model, backend: backend.backend(device: device), configFolder: files.config,
-                                    vaePath: files.vae, precision: files.precision, loras: loras)
+                                    vaePath: files.vae, precision: files.precision, loras: loras,
+                                    embeddings: try embeddingSpecs.map(Self.embedding))
         pipeline.retainsPrograms = false  // one request: never hold the UNet's and the VAE's activations together
         if let memoryBudget, let bytes = MemoryBudget.parse(memoryBudget) {
             var budget = try pipeline.executor.memoryBudget()
@@ -181,6 +191,7 @@ struct GenerateCommand: ParsableCommand {
         }
         var request = GenerationRequest(prompt: prompt)
         request.negativePrompt = negativePrompt
+        request.promptSyntax = promptSyntax
         request.steps = steps
         request.guidanceScale = guidance
         request.width = width

@@ -4,8 +4,13 @@ import LumenRuntime
 /// transformer layers with causal self-attention, and a final layer norm.
 public struct CLIPTextModel {
     public let config: CLIPTextConfig
+    /// Rows [n, D] appended to the token-embedding table (textual inversion): ids vocabSize… pick them.
+    public let addedTokenEmbeddings: Tensor?
 
-    public init(config: CLIPTextConfig) { self.config = config }
+    public init(config: CLIPTextConfig, addedTokenEmbeddings: Tensor? = nil) {
+        self.config = config
+        self.addedTokenEmbeddings = addedTokenEmbeddings
+    }
 
     /// The encoder's outputs for token ids [B, L].
     public struct Outputs {
@@ -30,7 +35,20 @@ public struct CLIPTextModel {
         let length = ids.shape[1]
         let m = Module(graph: graph, weights: weights, prefix: "text_model")
         let emb = m.child("embeddings")
-        let tokens = try graph.embedding(ids, table: try emb.child("token_embedding").param("weight", [c.vocabSize, c.hiddenSize]))
+        let table: Value
+        if let added = addedTokenEmbeddings {
+            // The table and the embeddings' rows as one f32 constant (the graph's concat is f32).
+            guard added.shape.rank == 2, added.shape[1] == c.hiddenSize else {
+                throw LumenError.shapeMismatch(op: "CLIPTextModel", detail: "added token embeddings \(added.shape); expected [n, \(c.hiddenSize)]")
+            }
+            let name = "text_model.embeddings.token_embedding.weight"
+            let base = try weights.tensor(name, shape: [c.vocabSize, c.hiddenSize]).toFloats()
+            table = try graph.constant(try Tensor(shape: [c.vocabSize + added.shape[0], c.hiddenSize], values: base + added.toFloats()),
+                                       name: name + "+textual-inversion")
+        } else {
+            table = try emb.child("token_embedding").param("weight", [c.vocabSize, c.hiddenSize])
+        }
+        let tokens = try graph.embedding(ids, table: table)
         var positions = try emb.child("position_embedding").param("weight", [c.maxPositionEmbeddings, c.hiddenSize])
         if length < c.maxPositionEmbeddings {
             positions = try graph.slice(positions, axis: 0, start: 0, length: length)

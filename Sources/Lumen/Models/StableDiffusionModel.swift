@@ -70,6 +70,8 @@ public final class StableDiffusionModel {
     /// SDXL's `force_zeros_for_empty_prompt` (false for the other families).
     public var forceZerosForEmptyPrompt: Bool { xl?.forceZerosForEmptyPrompt ?? false }
 
+    /// Textual-inversion embeddings the text encoders know (`add(embeddings:)`, TextualInversion.swift).
+    public internal(set) var embeddings: [TextualInversion] = []
     /// LoRAs merged into the UNet and text-encoder weights as they are read (`apply(loras:)`).
     public private(set) var loras: [(lora: LoRA, strength: Float)] = []
     /// LoRA modules merged so far, by file: every one must find its weight (`checkLoRAsApplied`).

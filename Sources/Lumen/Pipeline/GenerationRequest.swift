@@ -144,6 +144,9 @@ public struct GenerationRequest: Sendable, Hashable {
     /// empty string, and SDXL (with `force_zeros_for_empty_prompt`) uses zero unconditional
     /// inputs; "" is an explicit empty prompt, which SDXL encodes like any other text.
     public var negativePrompt: String? = nil
+    /// How the prompts are read: `.plain` as diffusers reads them (77 tokens, the text as it is),
+    /// `.a1111` as AUTOMATIC1111 does (attention weights, BREAK, any length in 75-token chunks).
+    public var promptSyntax: PromptSyntax = .plain
     public var steps: Int = 25
     /// Classifier-free guidance; at most 1 runs the conditional branch alone.
     public var guidanceScale: Float = 7.5

@@ -37,13 +37,14 @@ extension Pipeline {
         let (width, height) = size(for: r)
         let f = model.vaeConfig.scaleFactor, lh = height / f, lw = width / f
         let n = r.count, cfg = r.guidanceScale > 1, rows = cfg ? 2 : 1
-        let length = conditioning.contextLength
+        let chunks = try conditioning.promptChunkCount(r, guided: cfg)  // A1111 prompts (#20): one encoder row per chunk
+        let length = conditioning.contextLength * chunks
         let latentBytes = n * model.vaeConfig.latentChannels * lh * lw * 4
 
         let textWeights = conditioning.weightBytes
         let text = MemoryPlan.Stage(name: "text encoding", weights: textWeights,
-                                    activations: try cache.plannedBytes(.text(count: rows, clipSkip: r.clipSkip)) {
-                                        try conditioning.buildEncoders($0, count: rows, clipSkip: r.clipSkip)
+                                    activations: try cache.plannedBytes(.text(count: rows * chunks, clipSkip: r.clipSkip)) {
+                                        try conditioning.buildEncoders($0, count: rows * chunks, clipSkip: r.clipSkip)
                                     },
                                     staging: 2 * rows * n * length * model.unetConfig.crossAttentionDim * 4, how: "whole")
         let batch = rows * n

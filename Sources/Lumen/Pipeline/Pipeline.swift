@@ -49,9 +49,10 @@ public final class Pipeline: @unchecked Sendable {
     /// Opens the model at `modelPath` (diffusers folder or single file) for `backend`, with its
     /// VAE replaced by the one at `vaePath` when given. `precision` picks between a folder's
     /// plain and `.fp16` weight files; `.auto` lets the backend choose. `loras` are merged into the
-    /// UNet and text-encoder weights as the networks are built.
+    /// UNet and text-encoder weights as the networks are built; `embeddings` are textual-inversion
+    /// tokens the prompts may use.
     public convenience init(modelPath: String, backend: Backend = .auto, configFolder: String? = nil, vaePath: String? = nil,
-                            precision: WeightPrecision = .auto, loras: [LoRAWeight] = []) throws {
+                            precision: WeightPrecision = .auto, loras: [LoRAWeight] = [], embeddings: [TextualInversion] = []) throws {
         let executor = try Pipeline.makeExecutor(backend)
         var note: String? = nil
         if case .auto = backend, executor.backendKind == .cpu {
@@ -60,13 +61,14 @@ public final class Pipeline: @unchecked Sendable {
                 : "no Vulkan GPU found (only \(devices.map(\.name).joined(separator: ", "))): running on the CPU"
         }
         try self.init(modelPath: modelPath, executor: executor, configFolder: configFolder, vaePath: vaePath,
-                      precision: precision, loras: loras, backendNote: note)
+                      precision: precision, loras: loras, embeddings: embeddings, backendNote: note)
     }
 
     /// Opens the model with an executor of the caller's (for example a `VulkanExecutor` with
     /// particular options).
     public init(modelPath: String, executor: any Executor, configFolder: String? = nil, vaePath: String? = nil,
-                precision: WeightPrecision = .auto, loras: [LoRAWeight] = [], backendNote: String? = nil) throws {
+                precision: WeightPrecision = .auto, loras: [LoRAWeight] = [], embeddings: [TextualInversion] = [],
+                backendNote: String? = nil) throws {
         self.executor = executor
         self.backendNote = backendNote
         // The CPU executor widens every weight to f32 as it packs it, so it reads the plain files;
@@ -75,6 +77,7 @@ public final class Pipeline: @unchecked Sendable {
         model = try StableDiffusionModel.load(path: modelPath, configFolder: configFolder, vaePath: vaePath, precision: resolved)
         _ = try model.checkRunnable()
         try model.apply(loras: loras)
+        try model.add(embeddings: embeddings)  // textual inversion (#20)
         // Single-file checkpoints carry no tokenizer: SD 1.x and 2.x use the standard CLIP
         // vocabulary, which the default model has (2.x pads with "!").
         guard let tokenizerPath = model.tokenizerPath ?? DefaultModel.clipTokenizerFolder else {

@@ -48,7 +48,7 @@ public struct CLIPTokenizer: Sendable {
     public let maxLength: Int
 
     private let mergeRanks: [SymbolPair: Int]
-    private let specialTokens: [(text: [Unicode.Scalar], id: Int)]
+    private var specialTokens: [(text: [Unicode.Scalar], ids: [Int])]
 
     private struct SymbolPair: Hashable, Sendable {
         let first: String
@@ -115,8 +115,17 @@ public struct CLIPTokenizer: Sendable {
         self.mergeRanks = ranks
         let specials = specialTokens ?? [("<|startoftext|>", startToken), ("<|endoftext|>", endToken)]
         // Longest first, so that one special token that is a prefix of another never wins.
-        self.specialTokens = specials.map { (Array($0.0.unicodeScalars), $0.1) }
+        self.specialTokens = specials.map { (Array($0.0.unicodeScalars), [$0.1]) }
             .sorted { $0.text.count > $1.text.count }
+    }
+
+    /// This tokenizer with `tokens` added, each text standing for its ids (textual-inversion
+    /// embeddings: one token for n vectors). Matched in the raw text before normalisation, as
+    /// added tokens are.
+    public func adding(_ tokens: [(String, [Int])]) -> CLIPTokenizer {
+        var t = self
+        t.specialTokens = (specialTokens + tokens.map { (Array($0.0.unicodeScalars), $0.1) }).sorted { $0.text.count > $1.text.count }
+        return t
     }
 
     // MARK: - Encoding
@@ -131,8 +140,8 @@ public struct CLIPTokenizer: Sendable {
         var ids: [Int] = []
         for segment in splitOnSpecialTokens(Array(text.unicodeScalars)) {
             switch segment {
-            case .special(let id):
-                ids.append(id)
+            case .special(let special):
+                ids.append(contentsOf: special)
             case .text(let scalars):
                 let normalized = Self.normalize(scalars)
                 for piece in Self.clipPreTokenize(normalized) {
@@ -165,7 +174,7 @@ public struct CLIPTokenizer: Sendable {
 
     private enum Segment {
         case text([Unicode.Scalar])
-        case special(Int)
+        case special([Int])
     }
 
     /// Cuts exact (case-sensitive, un-normalised) occurrences of the special tokens out of the text, as
@@ -177,7 +186,7 @@ public struct CLIPTokenizer: Sendable {
         outer: while i < scalars.count {
             for special in specialTokens where Self.matches(scalars, at: i, special.text) {
                 if !pending.isEmpty { segments.append(.text(pending)); pending = [] }
-                segments.append(.special(special.id))
+                segments.append(.special(special.ids))
                 i += special.text.count
                 continue outer
             }

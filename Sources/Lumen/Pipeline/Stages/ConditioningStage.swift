@@ -39,12 +39,20 @@ protocol ConditioningStage {
     func condition(_ request: GenerationRequest, guided: Bool, width: Int, height: Int, cache: ProgramCache) throws -> Conditioning
     /// The encoders' memory-mapped weights leave the resident set (one-shot use, once encoded).
     func dropResidentWeights()
+    /// The 77-token chunks each text of the request is encoded in: 1 for plain prompts, more for
+    /// long A1111 prompts (#20, A1111Prompts.swift).
+    func promptChunkCount(_ request: GenerationRequest, guided: Bool) throws -> Int
 }
 
 extension ConditioningStage {
     /// The texts one request encodes: [negative, prompt] in one batch when guiding.
     func texts(_ request: GenerationRequest, guided: Bool) -> [String] {
         guided ? [request.negativePrompt ?? "", request.prompt] : [request.prompt]
+    }
+
+    /// Tokens in the context of this request (`contextLength` per chunk).
+    func contextLength(for request: GenerationRequest, guided: Bool) throws -> Int {
+        contextLength * (try promptChunkCount(request, guided: guided))
     }
 
     /// The compiled encoders for `count` texts.
@@ -55,15 +63,22 @@ extension ConditioningStage {
 
 /// The conditioning stage of `model`'s family.
 func makeConditioningStage(model: StableDiffusionModel, tokenizer: CLIPTokenizer, tokenizer2: CLIPTokenizer?) throws -> any ConditioningStage {
+    // Textual inversion (#20): each tokenizer learns the embeddings' tokens, each encoder's table their rows.
+    let ti = TextualInversionTable(embeddings: model.embeddings)
+    let tokenizer = tokenizer.adding(ti.addedTokens(encoder: 0, vocabularySize: model.textEncoderConfig.vocabSize))
     if let xl = model.xl {
         guard let tokenizer2 else {
             throw GenerationError.tokenizerUnavailable("\(model.path): the second text encoder has no tokenizer (tokenizer_2)")
         }
         return SDXLConditioning(encoder1: (model.textEncoderConfig, model.textEncoderWeights, tokenizer),
-                                encoder2: (xl.textEncoder2Config, xl.textEncoder2Weights, tokenizer2),
-                                forceZerosForEmptyPrompt: xl.forceZerosForEmptyPrompt)
+                                encoder2: (xl.textEncoder2Config, xl.textEncoder2Weights,
+                                           tokenizer2.adding(ti.addedTokens(encoder: 1, vocabularySize: xl.textEncoder2Config.vocabSize))),
+                                forceZerosForEmptyPrompt: xl.forceZerosForEmptyPrompt,
+                                addedTokenEmbeddings: (try ti.rows(encoder: 0, width: model.textEncoderConfig.hiddenSize),
+                                                       try ti.rows(encoder: 1, width: xl.textEncoder2Config.hiddenSize)))
     }
-    return TextConditioning(config: model.textEncoderConfig, weights: model.textEncoderWeights, tokenizer: tokenizer)
+    return TextConditioning(config: model.textEncoderConfig, weights: model.textEncoderWeights, tokenizer: tokenizer,
+                            addedTokenEmbeddings: try ti.rows(encoder: 0, width: model.textEncoderConfig.hiddenSize))
 }
 
 // MARK: - Row helpers shared by the families

@@ -8,6 +8,8 @@ struct SDXLConditioning: ConditioningStage {
     let encoder1: (config: CLIPTextConfig, weights: SafetensorsWeights, tokenizer: CLIPTokenizer)
     let encoder2: (config: CLIPTextConfig, weights: SafetensorsWeights, tokenizer: CLIPTokenizer)
     let forceZerosForEmptyPrompt: Bool
+    /// Textual-inversion rows after each encoder's vocabulary (#20, TextualInversion.swift).
+    var addedTokenEmbeddings: (Tensor?, Tensor?) = (nil, nil)
 
     var weightBytes: Int { encoder1.weights.fileBytes + encoder2.weights.fileBytes }
     var contextLength: Int { encoder1.config.maxPositionEmbeddings }
@@ -20,8 +22,8 @@ struct SDXLConditioning: ConditioningStage {
         let a = try g.input("ids", shape: [count, encoder1.config.maxPositionEmbeddings], dtype: .i32)
         let b = try g.input("ids2", shape: [count, encoder2.config.maxPositionEmbeddings], dtype: .i32)
         let rows = try g.input("eos2", shape: [count], dtype: .i32)
-        let out1 = try CLIPTextModel(config: encoder1.config).build(g, ids: a, weights: encoder1.weights)
-        let model2 = CLIPTextModel(config: encoder2.config)
+        let out1 = try CLIPTextModel(config: encoder1.config, addedTokenEmbeddings: addedTokenEmbeddings.0).build(g, ids: a, weights: encoder1.weights)
+        let model2 = CLIPTextModel(config: encoder2.config, addedTokenEmbeddings: addedTokenEmbeddings.1)
         let out2 = try model2.build(g, ids: b, weights: encoder2.weights)
         guard clipSkip + 2 <= min(out1.hiddenStates.count, out2.hiddenStates.count) else {
             throw GenerationError.invalidRequest("clip skip \(clipSkip) leaves no text-encoder layer")
@@ -36,15 +38,9 @@ struct SDXLConditioning: ConditioningStage {
 
     func condition(_ request: GenerationRequest, guided: Bool, width: Int, height: Int, cache: ProgramCache) throws -> Conditioning {
         let texts = texts(request, guided: guided)
-        let l1 = encoder1.config.maxPositionEmbeddings, l2 = encoder2.config.maxPositionEmbeddings
-        let ids1 = texts.map { encoder1.tokenizer.ids($0, length: l1) }, ids2 = texts.map { encoder2.tokenizer.ids($0, length: l2) }
-        let encoders = try encoders(count: texts.count, clipSkip: request.clipSkip, cache: cache)
-        let out = try encoders.run([
-            "ids": try Tensor(shape: [texts.count, l1], indices: Array(ids1.joined())),
-            "ids2": try Tensor(shape: [texts.count, l2], indices: Array(ids2.joined())),
-            "eos2": try Tensor(shape: [texts.count], indices: CLIPTextModel.eosRows(ids2)),
-        ])
-        var (states, pooled) = (out[0], out[1])
+        var (states, pooled) = request.promptSyntax == .a1111  // A1111 prompts (#20): A1111Prompts.swift
+            ? try encodeA1111(texts, clipSkip: request.clipSkip, cache: cache)
+            : try encode(texts, clipSkip: request.clipSkip, cache: cache)
         if guided && request.negativePrompt == nil && forceZerosForEmptyPrompt {
             states = try zeroingFirstRow(states)
             pooled = try zeroingFirstRow(pooled)
@@ -54,6 +50,19 @@ struct SDXLConditioning: ConditioningStage {
         let ids: [Float] = [Float(height), Float(width), 0, 0, Float(height), Float(width)]
         return Conditioning(context: context, pooled: try repeatRows(pooled, times: request.count),
                             timeIds: try Tensor(shape: [rows, 6], values: Array([[Float]](repeating: ids, count: rows).joined())))
+    }
+
+    /// The context [T, 77, D1 + D2] and pooled embedding [T, P] of `texts`, as diffusers encodes them.
+    private func encode(_ texts: [String], clipSkip: Int, cache: ProgramCache) throws -> (states: Tensor, pooled: Tensor) {
+        let l1 = encoder1.config.maxPositionEmbeddings, l2 = encoder2.config.maxPositionEmbeddings
+        let ids1 = texts.map { encoder1.tokenizer.ids($0, length: l1) }, ids2 = texts.map { encoder2.tokenizer.ids($0, length: l2) }
+        let encoders = try encoders(count: texts.count, clipSkip: clipSkip, cache: cache)
+        let out = try encoders.run([
+            "ids": try Tensor(shape: [texts.count, l1], indices: Array(ids1.joined())),
+            "ids2": try Tensor(shape: [texts.count, l2], indices: Array(ids2.joined())),
+            "eos2": try Tensor(shape: [texts.count], indices: CLIPTextModel.eosRows(ids2)),
+        ])
+        return (out[0], out[1])
     }
 
     func dropResidentWeights() {
