@@ -65,6 +65,8 @@ public final class StableDiffusionModel {
     /// empty negative prompt means zero conditioning (`force_zeros_for_empty_prompt`).
     public internal(set) var textEncoder2: (config: CLIPTextConfig, weights: SafetensorsWeights)?
     public internal(set) var tokenizer2Path: String?
+    /// The second tokenizer's padding token when its folder is not the model's (SDXL single files: "!").
+    public internal(set) var tokenizer2PadToken: String?
     public internal(set) var forceZerosForEmptyPrompt = false
 
     /// LoRAs merged into the UNet and text-encoder weights as they are read (`apply(loras:)`).

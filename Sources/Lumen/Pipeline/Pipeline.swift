@@ -80,7 +80,7 @@ public final class Pipeline: @unchecked Sendable {
                 "\(modelPath) has no tokenizer folder and no CLIP vocabulary is at hand; pass a diffusers folder of the same model with --config")
         }
         tokenizer = try CLIPTokenizer(folder: tokenizerPath, padToken: model.tokenizerPath == nil ? model.tokenizerPadToken : nil)
-        tokenizer2 = try model.tokenizer2Path.map { try CLIPTokenizer(folder: $0) }
+        tokenizer2 = try model.tokenizer2Path.map { [pad2 = model.tokenizer2PadToken] in try CLIPTokenizer(folder: $0, padToken: pad2) }  // #15: SDXL single files pad with "!"
         schedulerConfig = try model.schedulerConfigPath.map { try SchedulerConfig(path: $0) } ?? model.schedulerDefaults ?? SchedulerConfig()
         (defaultScheduler, notices) = try Pipeline.defaultScheduler(model: model, config: schedulerConfig)
         cache = ProgramCache(executor: executor)
