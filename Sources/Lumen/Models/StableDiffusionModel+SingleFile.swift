@@ -24,6 +24,9 @@ extension StableDiffusionModel {
         if has("model.diffusion_model.joint_blocks.") {
             throw ModelFileError.unsupported(path: path, detail: "this is a Stable Diffusion 3 checkpoint, which Lumen does not support")
         }
+        if has("model.diffusion_model.encoder_hid_proj.") {
+            throw ModelFileError.unsupported(path: path, detail: "this UNet has encoder_hid_proj (a Kolors-style UNet fed by a ChatGLM text encoder), which Lumen does not support")
+        }
         guard file.entries["model.diffusion_model.input_blocks.0.0.weight"] != nil else {
             if has("encoder.down.") && has("decoder.up.") {
                 throw ModelFileError.unsupported(path: path, detail: "this is a VAE on its own, not a full model; pass it with --vae next to a model")

@@ -167,6 +167,7 @@ public final class StableDiffusionModel {
         guard !contents.isEmpty else {
             throw ModelFileError.missingFile(path: path, detail: "the folder is empty; expected a diffusers model (model_index.json, unet/, vae/, text_encoder/) or a .safetensors file")
         }
+        try refuseOtherFamilies(folder: path)  // #15: Kolors, SD3, Flux, … named by their pipeline class
         if contents.contains("transformer") {
             let family: ModelFamily = contents.contains("text_encoder_3") ? .sd3 : .flux
             throw ModelFileError.unsupported(path: path, detail: "this is a \(family.rawValue) model, which Lumen does not support yet (Stable Diffusion 1.x, 2.x and XL only)")
