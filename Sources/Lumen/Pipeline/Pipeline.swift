@@ -178,7 +178,7 @@ public final class Pipeline: @unchecked Sendable {
         let (lh, lw) = (height / f, width / f)
         let n = request.count
         let latentChannels = model.vaeConfig.latentChannels
-        let guided = request.guidanceScale > 1
+        let guided = request.guidanceScale > 1 && !model.unetConfig.embedsGuidance  // #15: LCM UNets embed it
         var generator = TorchGenerator(seed: request.seed)
 
         let conditions = try conditioning.condition(request, guided: guided, width: width, height: height, cache: cache)
@@ -198,8 +198,8 @@ public final class Pipeline: @unchecked Sendable {
             let unet = try unetNetwork(batch: batch, height: lh, width: lw, contextLength: conditions.context.shape[1])
             try model.checkLoRAsApplied()  // both networks are built by now
             var loop = DenoisingLoop(unet: { try unet.run($0)[0] }, conditioning: conditions, scheduler: scheduler,
-                                     guidanceScale: request.guidanceScale, count: n, channels: latentChannels, height: lh, width: lw,
-                                     hooks: hook.map { [$0] } ?? [])
+                                     guidanceScale: guided ? request.guidanceScale : 1, count: n, channels: latentChannels, height: lh, width: lw,
+                                     hooks: (hook.map { [$0] } ?? []) + (try lcmGuidanceHook(request, batch: batch)))
             latents = try loop.run(from: start, steps: first..<end, generator: &generator) { k, steps, latents in
                 try checkFinite(latents, stage: .unetStep(k, of: steps), request: request)
                 try onEvent(.step(index: k, count: steps, latents: try Tensor(shape: [n, latentChannels, lh, lw], values: latents)))
@@ -348,8 +348,9 @@ public final class Pipeline: @unchecked Sendable {
         let t = try g.input("timestep", shape: [batch])
         let c = try g.input("context", shape: [batch, contextLength, model.unetConfig.crossAttentionDim])
         let added = try conditioning.addedUNetInputs(g, batch: batch)
+        let cond = try model.unetConfig.timeCondProjDim.map { try g.input("timestep_cond", shape: [batch, $0]) }  // #15: LCM
         return [try UNet2DConditionModel(config: model.unetConfig).build(g, sample: x, timestep: t, context: c, weights: model.unetWeights,
-                                                                        added: added, maxTensorBytes: executor.maxTensorBytes)]
+                                                                        added: added, timestepCond: cond, maxTensorBytes: executor.maxTensorBytes)]
     }
 
     private func unetNetwork(batch: Int, height: Int, width: Int, contextLength: Int) throws -> CompiledNetwork {
