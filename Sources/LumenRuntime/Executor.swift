@@ -11,6 +11,9 @@ public protocol Executor: AnyObject, Sendable {
     /// model folder's `.fp16` files give it the same values for half the reading.
     var prefersHalfPrecisionWeights: Bool { get }
     func compile(_ graph: Graph, outputs: [Value]) throws -> any Program
+    /// `compile`, with `fullPrecision` asking for f32 activations whatever the executor's own
+    /// choice (a network that overflows f16, such as SDXL's VAE: diffusers' `force_upcast`).
+    func compile(_ graph: Graph, outputs: [Value], fullPrecision: Bool) throws -> any Program
     /// The largest tensor one kernel can bind, in bytes (Vulkan: maxStorageBufferRange); nil: no limit.
     var maxTensorBytes: Int? { get }
     /// What this executor's programs may take, weights and activations together.
@@ -26,6 +29,10 @@ public enum BackendKind: String, Sendable, Hashable, CaseIterable {
 
 extension Executor {
     public var prefersHalfPrecisionWeights: Bool { false }
+    /// Executors whose activations are never stored in f16 compile as they always do.
+    public func compile(_ graph: Graph, outputs: [Value], fullPrecision: Bool) throws -> any Program {
+        try compile(graph, outputs: outputs)
+    }
     public var maxTensorBytes: Int? { nil }
     /// `LUMEN_MEMORY_BUDGET`, else the RAM this process can have.
     public func memoryBudget() throws -> MemoryBudget { try MemoryBudget.fromEnvironment(or: .availableRAM()) }

@@ -138,6 +138,12 @@ public final class VulkanExecutor: Executor, @unchecked Sendable {
     /// True when a Vulkan device can be used here (probed once per process).
     public static let isAvailable: Bool = (try? devices())?.isEmpty == false
 
+    /// With `fullPrecision`, f32 activations even when the options ask for f16 (or `auto`).
+    public func compile(_ graph: Graph, outputs: [Value], fullPrecision: Bool) throws -> any Program {
+        guard fullPrecision else { return try compile(graph, outputs: outputs) }
+        return try VulkanProgram(context: context, graph: graph, outputs: outputs, options: options, f16Activations: false)
+    }
+
     public func compile(_ graph: Graph, outputs: [Value]) throws -> any Program {
         if options.activations == .f16 && !device.storageBuffer16BitAccess {
             throw LumenError.backendUnavailable(

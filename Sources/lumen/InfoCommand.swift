@@ -23,7 +23,7 @@ struct InfoCommand: ParsableCommand {
         let networks = m.summary()
         if json {
             struct Info: Codable {
-                let path, family, layout: String
+                let path, family, variant, layout: String
                 let networks: [StableDiffusionModel.NetworkSummary]
                 let text_encoder: CLIPTextConfig
                 let unet: UNet2DConditionConfig
@@ -37,7 +37,7 @@ struct InfoCommand: ParsableCommand {
                 let defaults_from: String?
                 let scheduler_defaults: SchedulerConfig?
             }
-            let info = Info(path: m.path, family: m.family.rawValue, layout: m.layout.rawValue, networks: networks,
+            let info = Info(path: m.path, family: m.family.rawValue, variant: m.variant, layout: m.layout.rawValue, networks: networks,
                             text_encoder: m.textEncoderConfig, unet: m.unetConfig, vae: m.vaeConfig,
                             tokenizer: m.tokenizerPath, scheduler: m.schedulerConfigPath,
                             vae_path: m.vaeSource?.path, vae_layout: m.vaeSource?.layout.rawValue, recognised: m.recognised,
@@ -49,6 +49,7 @@ struct InfoCommand: ParsableCommand {
         }
         print("model:   \(m.path)")
         print("family:  \(m.family.rawValue)")
+        print("variant: \(m.variant)")
         print("layout:  \(m.layout.rawValue)")
         for note in m.recognised { print("    \(note)") }
         for n in networks {

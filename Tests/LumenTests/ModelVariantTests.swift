@@ -375,7 +375,7 @@ final class ModelVariantTests: TemporaryDirectoryTestCase {
         }
         let t = try Tensor(zeros: [2, 2], dtype: .f16)
         let files: [(String, String, String)] = [
-            ("sdxl.safetensors", "conditioner.embedders.1.model.ln_final.weight", "Stable Diffusion XL single-file checkpoint"),
+            ("sdxl.safetensors", "conditioner.embedders.1.model.ln_final.weight", "SDXL checkpoint (conditioner.embedders.*) without its CLIP ViT-L text encoder"),
             ("flux.safetensors", "double_blocks.0.img_attn.qkv.weight", "Flux checkpoint"),
             ("sd3.safetensors", "model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight", "Stable Diffusion 3 checkpoint"),
             ("vae.safetensors", "decoder.up.0.block.0.conv1.weight", "pass it with --vae"),

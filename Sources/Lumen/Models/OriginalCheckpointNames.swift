@@ -15,6 +15,9 @@ enum OriginalCheckpointNames {
         switch parts[0] {
         case "time_embedding":
             mapped = "time_embed.\(parts[1] == "linear_1" ? 0 : 2).\(rest(2))"
+        case "add_embedding":
+            // SDXL's added (pooled text + size) embedding: an MLP at label_emb.0 (Linear, SiLU, Linear).
+            mapped = "label_emb.0.\(parts[1] == "linear_1" ? 0 : 2).\(rest(2))"
         case "conv_in":
             mapped = "input_blocks.0.0.\(rest(1))"
         case "conv_norm_out":
@@ -98,16 +101,29 @@ enum OriginalCheckpointNames {
         return [StoredTensor("cond_stage_model.transformer.text_model." + inner), StoredTensor("cond_stage_model.transformer." + inner)]
     }
 
+    /// SDXL checkpoints ("sgm" names): CLIP ViT-L as a transformers model, OpenCLIP bigG's text tower.
+    static let sdxlCLIPPrefix = "conditioner.embedders.0.transformer."
+    static let sdxlOpenCLIPPrefix = "conditioner.embedders.1.model."
+
+    /// transformers text-encoder name → SDXL's first encoder's name.
+    static func sdxlTextEncoder(_ name: String) -> [StoredTensor] {
+        let inner = name.hasPrefix("text_model.") ? String(name.dropFirst("text_model.".count)) : name
+        return [StoredTensor(sdxlCLIPPrefix + "text_model." + inner)]
+    }
+
     /// Where SD 2.x checkpoints keep the text encoder: OpenCLIP's text tower.
     static let openCLIPPrefix = "cond_stage_model.model."
 
     /// A transformers CLIPTextModel name -> the OpenCLIP name SD 2.x checkpoints store it under:
     /// `transformer.resblocks.N` for `encoder.layers.N`, `ln_1`/`ln_2`, `mlp.c_fc`/`mlp.c_proj`, and
     /// q/k/v as thirds of the fused `attn.in_proj_weight`/`in_proj_bias` (rows q, k, v).
-    static func openCLIPTextEncoder(_ name: String) -> [StoredTensor] {
-        let p = openCLIPPrefix
+    /// `prefix` is `cond_stage_model.model.` (SD 2.x) or `conditioner.embedders.1.model.` (SDXL's
+    /// bigG), whose `text_projection` [hidden, projection] is the transpose of transformers' weight.
+    static func openCLIPTextEncoder(_ name: String, prefix: String = openCLIPPrefix) -> [StoredTensor] {
+        let p = prefix
         let inner = name.hasPrefix("text_model.") ? String(name.dropFirst("text_model.".count)) : name
         switch inner {
+        case "text_projection.weight": return [.transposed(p + "text_projection")]
         case "embeddings.token_embedding.weight": return [StoredTensor(p + "token_embedding.weight")]
         case "embeddings.position_embedding.weight": return [StoredTensor(p + "positional_embedding")]
         case "final_layer_norm.weight": return [StoredTensor(p + "ln_final.weight")]

@@ -46,6 +46,19 @@ public struct SingleFileDefaults: Sendable, Hashable {
         unetSampleSize: 96, vaeSampleSize: 768, vaeScalingFactor: 0.18215, attentionHeads: .width(64),
         upcastAttention: true, textActivation: .gelu, tokenizerPadToken: "!")
 
+    /// Stable Diffusion XL base (`conditioner.embedders.*`): stable-diffusion-xl-base-1.0's configs
+    /// (Euler, `leading` spacing, 64-wide heads, 1024×1024, VAE scaling 0.13025 with `force_upcast`).
+    /// The first encoder is CLIP ViT-L (quick GELU, padded with `<|endoftext|>`); the second,
+    /// OpenCLIP bigG, is GELU and padded with "!" (`sdxlSecondEncoder*`).
+    public static let sdxl = SingleFileDefaults(
+        family: .sdxl, repository: "stabilityai/stable-diffusion-xl-base-1.0",
+        scheduler: .sdxlBase, unetSampleSize: 128, vaeSampleSize: 1024, vaeScalingFactor: 0.13025,
+        attentionHeads: .width(64), upcastAttention: false, textActivation: .quickGelu, tokenizerPadToken: nil)
+
+    /// SDXL's second text encoder and tokenizer (OpenCLIP bigG as diffusers converts it).
+    static let sdxlSecondEncoderActivation = CLIPActivation.gelu
+    static let sdxlSecondTokenizerPadToken = "!"
+
     /// `unet` with the fields the weights cannot show set as the repository has them.
     func apply(to unet: UNet2DConditionConfig) -> UNet2DConditionConfig {
         var u = unet
@@ -77,14 +90,27 @@ public struct SingleFileDefaults: Sendable, Hashable {
         case .width(let w): heads = "\(w)-wide attention heads"
         }
         let size = unetSampleSize * 8
+        if s.timestepSpacing != nil { fields.insert("\(s.timestepSpacing!) spacing", at: 1) }
+        let second = family == .sdxl
+            ? ", \(SingleFileDefaults.sdxlSecondEncoderActivation.rawValue) second text encoder padded with \"\(SingleFileDefaults.sdxlSecondTokenizerPadToken)\", force_zeros_for_empty_prompt, VAE force_upcast"
+            : ""
         return "no --config: the configs diffusers' from_single_file uses for \(family.rawValue) (those of \(repository)): "
             + "\(s.className ?? "?") (\(fields.joined(separator: ", "))), \(heads)\(upcastAttention ? " (upcast)" : ""), "
             + "\(size)×\(size), VAE scaling \(vaeScalingFactor), \(textActivation.rawValue) text encoder, "
-            + "tokenizer padded with \"\(tokenizerPadToken ?? "<|endoftext|>")\""
+            + "tokenizer padded with \"\(tokenizerPadToken ?? "<|endoftext|>")\"" + second
     }
 }
 
 extension SchedulerConfig {
+    /// stable-diffusion-xl-base-1.0's `scheduler_config.json`: Euler, `leading` spacing.
+    static var sdxlBase: SchedulerConfig {
+        var s = stableDiffusion(className: "EulerDiscreteScheduler", prediction: "epsilon")
+        s.timestepSpacing = "leading"
+        s.interpolationType = .linear
+        s.useKarrasSigmas = false
+        return s
+    }
+
     /// The `scheduler_config.json` Stable Diffusion 1.x and 2.x repositories ship (scaled-linear
     /// betas 0.00085→0.012 over 1000 steps, `steps_offset` 1, `skip_prk_steps`, no clipping, ᾱ₀
     /// not set to one), with their class and prediction type.

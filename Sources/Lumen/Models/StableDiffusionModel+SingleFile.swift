@@ -16,13 +16,16 @@ extension StableDiffusionModel {
         let names = file.entries.keys
         func has(_ prefix: String) -> Bool { names.contains { $0.hasPrefix(prefix) } }
         if has("conditioner.embedders.") {
-            throw ModelFileError.unsupported(path: path, detail: "this is a Stable Diffusion XL single-file checkpoint, which Lumen does not read yet; SDXL loads from its diffusers folder")
+            return try loadSDXLSingleFile(file, configFolder: configFolder)  // StableDiffusionModel+SDXLSingleFile.swift
         }
         if has("model.diffusion_model.double_blocks.") || has("double_blocks.") {
             throw ModelFileError.unsupported(path: path, detail: "this is a Flux checkpoint, which Lumen does not support")
         }
         if has("model.diffusion_model.joint_blocks.") {
             throw ModelFileError.unsupported(path: path, detail: "this is a Stable Diffusion 3 checkpoint, which Lumen does not support")
+        }
+        if has("model.diffusion_model.encoder_hid_proj.") {
+            throw ModelFileError.unsupported(path: path, detail: "this UNet has encoder_hid_proj (a Kolors-style UNet fed by a ChatGLM text encoder), which Lumen does not support")
         }
         guard file.entries["model.diffusion_model.input_blocks.0.0.weight"] != nil else {
             if has("encoder.down.") && has("decoder.up.") {
@@ -108,18 +111,23 @@ extension StableDiffusionModel {
     /// OpenCLIP's text tower (SD 2.x) as the CLIPTextModel diffusers converts it to: one layer
     /// fewer than the checkpoint holds (SD 2.x conditions on the penultimate layer's output, so
     /// diffusers' folders drop the last block), GELU, 64-wide heads.
-    static func inferOpenCLIPTextConfig(_ file: SafetensorsFile) throws -> CLIPTextConfig {
-        let p = OriginalCheckpointNames.openCLIPPrefix
+    /// SDXL's bigG (`prefix` `conditioner.embedders.1.model.`, `usesLastBlock`) keeps every block
+    /// and its `text_projection` [hidden, projection].
+    static func inferOpenCLIPTextConfig(_ file: SafetensorsFile, prefix: String = OriginalCheckpointNames.openCLIPPrefix,
+                                        usesLastBlock: Bool = false) throws -> CLIPTextConfig {
+        let p = prefix
         var c = CLIPTextConfig()
         let tok = try shape(file, p + "token_embedding.weight")
         c.vocabSize = tok[0]
         c.hiddenSize = tok[1]
         c.maxPositionEmbeddings = try shape(file, p + "positional_embedding")[0]
         let blocks = count(file, p + "transformer.resblocks")
-        guard blocks >= 2 else {
-            throw ModelFileError.unsupported(path: file.path, detail: "the OpenCLIP text encoder has \(blocks) resblocks; SD 2.x uses all but the last, so at least 2 are needed")
+        guard blocks >= (usesLastBlock ? 1 : 2) else {
+            throw ModelFileError.unsupported(path: file.path, detail: usesLastBlock ? "the OpenCLIP text encoder under \(p) has no transformer.resblocks"
+                : "the OpenCLIP text encoder has \(blocks) resblocks; SD 2.x uses all but the last, so at least 2 are needed")
         }
-        c.numHiddenLayers = blocks - 1
+        c.numHiddenLayers = usesLastBlock ? blocks : blocks - 1
+        if usesLastBlock { c.projectionDim = try shape(file, p + "text_projection").dims.last }
         c.intermediateSize = try shape(file, p + "transformer.resblocks.0.mlp.c_fc.weight")[0]
         c.numAttentionHeads = max(1, c.hiddenSize / 64)
         c.hiddenAct = .gelu
@@ -138,9 +146,9 @@ extension StableDiffusionModel {
         return n
     }
 
-    static func inferTextConfig(_ file: SafetensorsFile) throws -> CLIPTextConfig {
-        let base = file.entries["cond_stage_model.transformer.text_model.embeddings.token_embedding.weight"] != nil
-            ? "cond_stage_model.transformer.text_model" : "cond_stage_model.transformer"
+    static func inferTextConfig(_ file: SafetensorsFile, prefix: String = "cond_stage_model.transformer") throws -> CLIPTextConfig {
+        let base = file.entries["\(prefix).text_model.embeddings.token_embedding.weight"] != nil
+            ? "\(prefix).text_model" : prefix
         var c = CLIPTextConfig()
         let tok = try shape(file, "\(base).embeddings.token_embedding.weight")
         c.vocabSize = tok[0]

@@ -170,6 +170,7 @@ public final class StableDiffusionModel {
         guard !contents.isEmpty else {
             throw ModelFileError.missingFile(path: path, detail: "the folder is empty; expected a diffusers model (model_index.json, unet/, vae/, text_encoder/) or a .safetensors file")
         }
+        try refuseOtherFamilies(folder: path)  // #15: Kolors, SD3, Flux, … named by their pipeline class
         if contents.contains("transformer") {
             let family: ModelFamily = contents.contains("text_encoder_3") ? .sd3 : .flux
             throw ModelFileError.unsupported(path: path, detail: "this is a \(family.rawValue) model, which Lumen does not support yet (Stable Diffusion 1.x, 2.x and XL only)")
@@ -331,5 +332,7 @@ public struct SDXLParts {
     public let textEncoder2Config: CLIPTextConfig
     public let textEncoder2Weights: SafetensorsWeights
     public let tokenizer2Path: String?
+    /// The second tokenizer's padding token when its folder is not the model's (SDXL single files: "!").
+    public var tokenizer2PadToken: String? = nil
     public let forceZerosForEmptyPrompt: Bool
 }

@@ -11,7 +11,6 @@ public struct UNet2DConditionModel {
             (config.classEmbedType != nil, "class_embed_type"),
             (config.additionEmbedType == .textTime && (config.additionTimeEmbedDim == nil || config.projectionClassEmbeddingsInputDim == nil),
              "addition_embed_type 'text_time' without addition_time_embed_dim and projection_class_embeddings_input_dim"),
-            (config.timeCondProjDim != nil, "time_cond_proj_dim"),
             (config.resnetTimeScaleShift != "default", "resnet_time_scale_shift '\(config.resnetTimeScaleShift)'"),
             (config.onlyCrossAttention, "only_cross_attention"),
             (config.dualCrossAttention, "dual_cross_attention"),
@@ -36,13 +35,13 @@ public struct UNet2DConditionModel {
     /// the mid block's output have them added, as diffusers' `down_block_additional_residuals` and
     /// `mid_block_additional_residual` do.
     public func build(_ graph: Graph, sample: Value, timestep: Value, context: Value, weights: WeightStore,
-                      added: (textEmbeds: Value, timeIds: Value)? = nil, maxTensorBytes: Int? = nil,
+                      added: (textEmbeds: Value, timeIds: Value)? = nil, timestepCond: Value? = nil, maxTensorBytes: Int? = nil,
                       residuals: (down: [Value], mid: Value)? = nil) throws -> Value {
         let c = config
         let m = Module(graph: graph, weights: weights, maxTensorBytes: maxTensorBytes)
         let ch = c.blockOutChannels
         try checkInputs(sample: sample, timestep: timestep, context: context)
-        let (tembAct, tembDim) = try embedding(graph, m, timestep: timestep, sample: sample, added: added)
+        let (tembAct, tembDim) = try embedding(graph, m, timestep: timestep, sample: sample, added: added, timestepCond: timestepCond)
         var h = c.centerInputSample ? try graph.affine(sample, multiplier: 2, addend: -1) : sample
         h = try m.conv(h, "conv_in", in: c.inChannels, out: ch[0], kernel: c.convInKernel)
         var skips: [Value]
@@ -90,12 +89,20 @@ public struct UNet2DConditionModel {
     /// The time embedding (plus SDXL's added text-and-size embedding), after SiLU as every ResNet
     /// takes it, and its width.
     func embedding(_ graph: Graph, _ m: Module, timestep: Value, sample: Value,
-                   added: (textEmbeds: Value, timeIds: Value)?) throws -> (Value, Int) {
+                   added: (textEmbeds: Value, timeIds: Value)?, timestepCond: Value? = nil) throws -> (Value, Int) {
         let c = config, ch = c.blockOutChannels
         // Time embedding.
         let tembDim = ch[0] * 4
-        let tProj = try graph.timestepEmbedding(timestep, TimestepEmbeddingParameters(
+        var tProj = try graph.timestepEmbedding(timestep, TimestepEmbeddingParameters(
             dim: ch[0], flipSinToCos: c.flipSinToCos, downscaleFreqShift: c.freqShift))
+        if let d = c.timeCondProjDim {
+            // LCM-distilled UNets: the guidance embedding [B, d], projected without bias, joins the
+            // sinusoidal timestep features before linear_1.
+            guard let cond = timestepCond, cond.shape == [sample.shape[0], d] else {
+                throw LumenError.shapeMismatch(op: "UNet2DConditionModel", detail: "a UNet with time_cond_proj_dim \(d) needs timestep_cond [\(sample.shape[0]), \(d)]; got \(timestepCond.map { "\($0.shape)" } ?? "none")")
+            }
+            tProj = try graph.add(tProj, try m.linear(cond, "time_embedding.cond_proj", in: d, out: ch[0], bias: false))
+        }
         var emb = try m.linear(tProj, "time_embedding.linear_1", in: ch[0], out: tembDim)
         emb = try m.linear(try graph.silu(emb), "time_embedding.linear_2", in: tembDim, out: tembDim)
         if c.additionEmbedType == .textTime, let timeDim = c.additionTimeEmbedDim, let inDim = c.projectionClassEmbeddingsInputDim {

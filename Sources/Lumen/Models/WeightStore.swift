@@ -14,6 +14,9 @@ public struct StoredTensor: Hashable, Sendable, ExpressibleByStringLiteral, Cust
     public let name: String
     /// The part (`index` of `count`), nil for the whole tensor.
     public let rows: RowPart?
+    /// Stored as the transpose of the canonical matrix (OpenCLIP's `text_projection` [in, out],
+    /// which it multiplies from the right, where transformers has a Linear weight [out, in]).
+    public let transposed: Bool
 
     public struct RowPart: Hashable, Sendable {
         public let index: Int
@@ -23,6 +26,7 @@ public struct StoredTensor: Hashable, Sendable, ExpressibleByStringLiteral, Cust
     public init(_ name: String) {
         self.name = name
         rows = nil
+        transposed = false
     }
 
     public init(stringLiteral name: String) { self.init(name) }
@@ -30,12 +34,18 @@ public struct StoredTensor: Hashable, Sendable, ExpressibleByStringLiteral, Cust
     /// The `index`-th of `count` equal runs of rows of `name`.
     public static func rows(_ index: Int, of count: Int, in name: String) -> StoredTensor {
         precondition(count > 0 && (0..<count).contains(index), "row part \(index) of \(count)")
-        return StoredTensor(name: name, rows: RowPart(index: index, count: count))
+        return StoredTensor(name: name, rows: RowPart(index: index, count: count), transposed: false)
     }
 
-    private init(name: String, rows: RowPart?) {
+    /// The 2-D tensor `name`, read transposed.
+    public static func transposed(_ name: String) -> StoredTensor {
+        StoredTensor(name: name, rows: nil, transposed: true)
+    }
+
+    private init(name: String, rows: RowPart?, transposed: Bool) {
         self.name = name
         self.rows = rows
+        self.transposed = transposed
     }
 
     /// A transformers text-encoder weight with and without the `text_model.` prefix (transformers 4
@@ -45,7 +55,9 @@ public struct StoredTensor: Hashable, Sendable, ExpressibleByStringLiteral, Cust
         return name.hasPrefix(prefix) ? [StoredTensor(name), StoredTensor(String(name.dropFirst(prefix.count)))] : [StoredTensor(name)]
     }
 
-    public var description: String { rows.map { "\(name) (rows, part \($0.index + 1) of \($0.count))" } ?? name }
+    public var description: String {
+        transposed ? "\(name) (transposed)" : rows.map { "\(name) (rows, part \($0.index + 1) of \($0.count))" } ?? name
+    }
 }
 
 /// Weights read from one or more safetensors files. `aliases` gives, for a canonical name, the
@@ -83,6 +95,12 @@ public final class SafetensorsWeights: WeightStore {
                     t = try Tensor(shape: Shape(dims), dtype: t.dtype, storage: t.storage,
                                    byteOffset: t.byteOffset + part.index * partBytes)
                 }
+                if alias.transposed {
+                    guard t.shape.rank == 2, shape.rank == 2, t.shape[0] == shape[1], t.shape[1] == shape[0] else {
+                        throw ModelFileError.wrongShape(path: f.path, tensor: candidate, expected: Shape([shape.dims.last ?? 0, shape.dims.first ?? 0]), got: t.shape)
+                    }
+                    t = try Self.transpose(t)
+                }
                 if t.shape != shape && t.shape.count == shape.count
                     && t.shape.dims.filter({ $0 != 1 }) == shape.dims.filter({ $0 != 1 }) {
                     // Same values in another layout of unit dimensions: the original VAE stores its
@@ -98,6 +116,22 @@ public final class SafetensorsWeights: WeightStore {
         }
         let where_ = files.map(\.path).joined(separator: ", ")
         throw ModelFileError.missingTensor(path: where_, tensor: aliases(name).first?.name ?? name)
+    }
+
+    /// A copy of the matrix `t` [R, C] as [C, R], element bytes moved as they are (any dtype).
+    static func transpose(_ t: Tensor) throws -> Tensor {
+        let r = t.shape[0], c = t.shape[1], size = t.dtype.size
+        var out = try Tensor(zeros: [c, r], dtype: t.dtype)
+        try t.withUnsafeBytes { src in
+            try out.withUnsafeMutableBytes { dst in
+                for i in 0..<r {
+                    for j in 0..<c {
+                        (dst.baseAddress! + (j * r + i) * size).copyMemory(from: src.baseAddress! + (i * c + j) * size, byteCount: size)
+                    }
+                }
+            }
+        }
+        return out
     }
 }
 

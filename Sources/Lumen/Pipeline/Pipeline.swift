@@ -85,7 +85,7 @@ public final class Pipeline: @unchecked Sendable {
                 "\(modelPath) has no tokenizer folder and no CLIP vocabulary is at hand; pass a diffusers folder of the same model with --config")
         }
         tokenizer = try CLIPTokenizer(folder: tokenizerPath, padToken: model.tokenizerPath == nil ? model.tokenizerPadToken : nil)
-        tokenizer2 = try model.xl?.tokenizer2Path.map { try CLIPTokenizer(folder: $0) }
+        tokenizer2 = try model.xl?.tokenizer2Path.map { [pad2 = model.xl?.tokenizer2PadToken] in try CLIPTokenizer(folder: $0, padToken: pad2) }  // SDXL single files pad with "!"
         schedulerConfig = try model.schedulerConfigPath.map { try SchedulerConfig(path: $0) } ?? model.schedulerDefaults ?? SchedulerConfig()
         (defaultScheduler, notices) = try Pipeline.defaultScheduler(model: model, config: schedulerConfig)
         cache = ProgramCache(executor: executor)
@@ -183,7 +183,7 @@ public final class Pipeline: @unchecked Sendable {
         let (lh, lw) = (height / f, width / f)
         let n = request.count
         let latentChannels = model.vaeConfig.latentChannels
-        let guided = request.guidanceScale > 1
+        let guided = request.guidanceScale > 1 && !model.unetConfig.embedsGuidance  // #15: LCM UNets embed it
         var generator = TorchGenerator(seed: request.seed)
 
         let conditions = try conditioning.condition(request, guided: guided, width: width, height: height, cache: cache)
@@ -208,8 +208,8 @@ public final class Pipeline: @unchecked Sendable {
                 hooks.append(try controlNetHook(request, conditioning: conditions, batch: batch, height: lh, width: lw, steps: first..<end))
             }
             var loop = DenoisingLoop(unet: { try unet.run($0)[0] }, conditioning: conditions, scheduler: scheduler,
-                                     guidanceScale: request.guidanceScale, count: n, channels: latentChannels, height: lh, width: lw,
-                                     hooks: hooks)
+                                     guidanceScale: guided ? request.guidanceScale : 1, count: n, channels: latentChannels, height: lh, width: lw,
+                                     hooks: hooks + (try lcmGuidanceHook(request, batch: batch)))
             latents = try loop.run(from: start, steps: first..<end, generator: &generator) { k, steps, latents in
                 try checkFinite(latents, stage: .unetStep(k, of: steps), request: request)
                 try onEvent(.step(index: k, count: steps, latents: try Tensor(shape: [n, latentChannels, lh, lw], values: latents)))
@@ -358,6 +358,7 @@ public final class Pipeline: @unchecked Sendable {
         let t = try g.input("timestep", shape: [batch])
         let c = try g.input("context", shape: [batch, contextLength, model.unetConfig.crossAttentionDim])
         let added = try conditioning.addedUNetInputs(g, batch: batch)
+        let cond = try model.unetConfig.timeCondProjDim.map { try g.input("timestep_cond", shape: [batch, $0]) }  // LCM
         let unet = try UNet2DConditionModel(config: model.unetConfig)
         var residuals: (down: [Value], mid: Value)? = nil
         if controlled {
@@ -366,7 +367,7 @@ public final class Pipeline: @unchecked Sendable {
                          try g.input("mid_residual", shape: shapes.mid))
         }
         return [try unet.build(g, sample: x, timestep: t, context: c, weights: model.unetWeights,
-                               added: added, maxTensorBytes: executor.maxTensorBytes, residuals: residuals)]
+                               added: added, timestepCond: cond, maxTensorBytes: executor.maxTensorBytes, residuals: residuals)]
     }
 
     private func unetNetwork(batch: Int, height: Int, width: Int, contextLength: Int, controlled: Bool) throws -> CompiledNetwork {

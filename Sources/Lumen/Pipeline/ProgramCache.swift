@@ -28,13 +28,14 @@ final class ProgramCache {
     }
 
     /// The program under `key`, compiled from the planned graph or from `build` on first use.
-    func network(_ key: ProgramKey, _ build: (Graph) throws -> [Value]) throws -> CompiledNetwork {
+    /// `fullPrecision`: f32 activations whatever the executor would choose (`Executor.compile(_:outputs:fullPrecision:)`).
+    func network(_ key: ProgramKey, fullPrecision: Bool = false, _ build: (Graph) throws -> [Value]) throws -> CompiledNetwork {
         if let p = programs[key] { return p }
         let (g, outputs) = try plannedGraphs.removeValue(forKey: key) ?? {
             let g = Graph()
             return (g, try build(g))
         }()
-        let entry = CompiledNetwork(program: try executor.compile(g, outputs: outputs), outputs: outputs)
+        let entry = CompiledNetwork(program: try executor.compile(g, outputs: outputs, fullPrecision: fullPrecision), outputs: outputs)
         programs[key] = entry
         return entry
     }

@@ -63,7 +63,7 @@ final class VAEStage {
     }
 
     private func decoder(height: Int, width: Int) throws -> CompiledNetwork {
-        try cache.network(.decode(height: height, width: width)) { try buildDecode($0, height: height, width: width) }
+        try cache.network(.decode(height: height, width: width), fullPrecision: config.forceUpcast) { try buildDecode($0, height: height, width: width) }
     }
 
     // MARK: Encoding
@@ -83,7 +83,7 @@ final class VAEStage {
         if let layout {
             let moments = try AutoencoderKL.tiledEncode(image: x, layout: layout, encodeTile: { tile in
                 let (th, tw) = (tile.shape[2], tile.shape[3])
-                return try cache.network(.encodeMoments(height: th, width: tw)) { try buildEncodeMoments($0, height: th, width: tw) }
+                return try cache.network(.encodeMoments(height: th, width: tw), fullPrecision: config.forceUpcast) { try buildEncodeMoments($0, height: th, width: tw) }
                     .run(["image": tile])[0]
             }, finishedShape: { th, tw in
                 if !retainsPrograms { cache.drop(.encodeMoments(height: th, width: tw)) }
@@ -92,7 +92,7 @@ final class VAEStage {
             mean = Array(m[..<half])
             logvar = m[half...].map { min(max($0, -30), 20) }
         } else {
-            let out = try cache.network(.encode(height: h, width: w)) { try buildEncode($0, height: h, width: w) }.run(["image": x])
+            let out = try cache.network(.encode(height: h, width: w), fullPrecision: config.forceUpcast) { try buildEncode($0, height: h, width: w) }.run(["image": x])
             mean = out[0].toFloats()
             logvar = out[1].toFloats()
         }

@@ -1,0 +1,135 @@
+import Foundation
+import LumenRuntime
+
+extension StableDiffusionModel {
+    /// An SDXL base single file with Stability's ("sgm") names: CLIP ViT-L under
+    /// `conditioner.embedders.0.transformer.`, OpenCLIP bigG under `conditioner.embedders.1.model.`
+    /// (fused `in_proj`, transposed `text_projection`), the UNet under `model.diffusion_model.`
+    /// with its added embedding as `label_emb.0`, the VAE under `first_stage_model.`. Without
+    /// `configFolder` the shapes give each network (transformer depth per level counted) and
+    /// `SingleFileDefaults.sdxl` the rest.
+    static func loadSDXLSingleFile(_ file: SafetensorsFile, configFolder: String?) throws -> StableDiffusionModel {
+        let path = file.path
+        let names = file.entries.keys
+        func has(_ prefix: String) -> Bool { names.contains { $0.hasPrefix(prefix) } }
+        let clip = OriginalCheckpointNames.sdxlCLIPPrefix, bigG = OriginalCheckpointNames.sdxlOpenCLIPPrefix
+        if has("conditioner.embedders.0.model.") && !has(clip) {
+            throw ModelFileError.unsupported(
+                path: path, detail: "this is a Stable Diffusion XL refiner (only OpenCLIP bigG, as conditioner.embedders.0.model.*), "
+                    + "which Lumen does not run yet; SDXL base files (conditioner.embedders.0.transformer.* and .1.model.*) load")
+        }
+        for (prefix, what) in [(clip, "CLIP ViT-L text encoder"), (bigG, "OpenCLIP bigG text encoder")] where !has(prefix) {
+            throw ModelFileError.unsupported(path: path, detail: "an SDXL checkpoint (conditioner.embedders.*) without its \(what) (\(prefix)*)")
+        }
+        guard file.entries[OriginalCheckpointNames.unetPrefix + "input_blocks.0.0.weight"] != nil else {
+            throw ModelFileError.unsupported(path: path, detail: "an SDXL checkpoint without its UNet (model.diffusion_model.input_blocks.0.0.weight)")
+        }
+        if let s = try? shape(file, OriginalCheckpointNames.unetPrefix + "input_blocks.0.0.weight"), s.rank == 4, s[1] != 4 {
+            throw ModelFileError.unsupported(path: path, detail: "an SDXL UNet with \(s[1]) input channels (an inpainting model takes 9), which Lumen reads from diffusers folders only so far")
+        }
+
+        let defaults = SingleFileDefaults.sdxl
+        var text: CLIPTextConfig, text2: CLIPTextConfig, unet: UNet2DConditionConfig, vae: AutoencoderKLConfig
+        func sub(_ s: String) -> String? { configFolder.map { ($0 as NSString).appendingPathComponent(s) } }
+        if let configFolder {
+            text = try loadConfig(CLIPTextConfig.self, path: sub("text_encoder/config.json")!)
+            text2 = try loadConfig(CLIPTextConfig.self, path: sub("text_encoder_2/config.json")!)
+            unet = try loadConfig(UNet2DConditionConfig.self, path: sub("unet/config.json")!)
+            vae = try loadConfig(AutoencoderKLConfig.self, path: sub("vae/config.json")!)
+            guard text2.projectionDim != nil else {
+                throw ModelFileError.malformed(path: configFolder + "/text_encoder_2/config.json", detail: "no projection_dim: SDXL's second text encoder is a CLIPTextModelWithProjection")
+            }
+        } else {
+            text = try inferTextConfig(file, prefix: String(clip.dropLast()))
+            text.hiddenAct = defaults.textActivation
+            text2 = try inferOpenCLIPTextConfig(file, prefix: bigG, usesLastBlock: true)
+            text2.hiddenAct = SingleFileDefaults.sdxlSecondEncoderActivation
+            unet = defaults.apply(to: try inferSDXLUNetConfig(file, pooledWidth: text2.projectionDim ?? text2.hiddenSize))
+            vae = defaults.apply(to: try inferVAEConfig(file))
+            vae.forceUpcast = true
+        }
+        let L = unet.layersPerBlock
+        let upTypes = unet.upBlockTypes
+        let unetWeights = SafetensorsWeights(files: [file], scope: OriginalCheckpointNames.unetPrefix) { name in
+            [StoredTensor(OriginalCheckpointNames.unet(name, layersPerBlock: L, upBlockHasAttention: { upTypes[$0] == .crossAttention }))]
+        }
+        let levels = vae.blockOutChannels.count
+        let vaeWeights = SafetensorsWeights(files: [file], scope: OriginalCheckpointNames.vaePrefix) {
+            [StoredTensor(OriginalCheckpointNames.vae($0, levels: levels))]
+        }
+        let textWeights = SafetensorsWeights(files: [file], scope: clip) { OriginalCheckpointNames.sdxlTextEncoder($0) }
+        let textWeights2 = SafetensorsWeights(files: [file], scope: bigG) { OriginalCheckpointNames.openCLIPTextEncoder($0, prefix: bigG) }
+
+        var recognised = [
+            "Stable Diffusion XL base: CLIP ViT-L as \(clip)text_model.*, OpenCLIP bigG as \(bigG)* "
+                + "(q, k, v read as thirds of attn.in_proj_*, text_projection transposed), the UNet's added embedding as label_emb.0",
+        ]
+        if file.entries[bigG + "logit_scale"] != nil { recognised.append("ignored \(bigG)logit_scale (CLIP's contrastive temperature, unused by diffusion)") }
+        let ema = names.filter { $0.hasPrefix("model_ema.") }.count
+        if ema > 0 { recognised.append("ignored \(ema) model_ema.* tensors (the EMA copy; the main weights are used)") }
+        recognised += skippedBuffers(textWeights, "text encoder") + skippedBuffers(textWeights2, "text encoder 2")
+            + skippedBuffers(unetWeights, "unet") + skippedBuffers(vaeWeights, "vae")
+        if configFolder == nil {
+            recognised.append("network shapes inferred from the tensors (transformer blocks per level \(unet.downBlockTypes.indices.map { unet.transformerLayersPerBlock.value($0) })); " + defaults.summary)
+        }
+        func existing(_ p: String?) -> String? { p.flatMap { FileManager.default.fileExists(atPath: $0) ? $0 : nil } }
+        let tokenizer = existing(sub("tokenizer"))
+        let scheduler = existing(sub("scheduler/scheduler_config.json"))
+        let model = StableDiffusionModel(path: path, family: .sdxl, layout: .singleFile, text: text, unet: unet, vae: vae,
+                                         textWeights: textWeights, unetWeights: unetWeights, vaeWeights: vaeWeights,
+                                         tokenizerPath: tokenizer, schedulerConfigPath: scheduler)
+        var tokenizer2Path: String?, pad2: String? = nil
+        if let folder2 = existing(sub("tokenizer_2")) {
+            tokenizer2Path = folder2
+        } else {
+            // The standard CLIP vocabulary (the default model's), padded as open_clip pads: with "!".
+            tokenizer2Path = DefaultModel.clipTokenizerFolder
+            pad2 = SingleFileDefaults.sdxlSecondTokenizerPadToken
+        }
+        var forceZeros = true  // StableDiffusionXLPipeline's default, SDXL base's value
+        if let index = existing(sub("model_index.json")), let data = try? RegularFile.read(index),
+           let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any] {
+            forceZeros = json["force_zeros_for_empty_prompt"] as? Bool ?? true
+        }
+        model.xl = SDXLParts(textEncoder2Config: text2, textEncoder2Weights: textWeights2, tokenizer2Path: tokenizer2Path,
+                             tokenizer2PadToken: pad2, forceZerosForEmptyPrompt: forceZeros)
+        recognised.append("SDXL: force_zeros_for_empty_prompt \(forceZeros)")
+        model.recognised = recognised
+        model.singleFileDefaults = defaults
+        if scheduler == nil {
+            model.schedulerDefaults = defaults.scheduler
+            if configFolder != nil { model.recognised.append("no scheduler config in --config: " + defaults.summary) }
+        }
+        return model
+    }
+
+    /// The SD UNet inference plus what SDXL adds: transformer blocks per level (counted from the
+    /// first block of each level with attention; the mid block must have the last level's), and
+    /// the added embedding `label_emb.0.0` [time embed, pooled + 6 × time-id width].
+    static func inferSDXLUNetConfig(_ file: SafetensorsFile, pooledWidth: Int) throws -> UNet2DConditionConfig {
+        let p = OriginalCheckpointNames.unetPrefix
+        var c = try inferUNetConfig(file)
+        let L = c.layersPerBlock
+        let depths = c.downBlockTypes.enumerated().map { i, type in
+            type == .crossAttention ? count(file, "\(p)input_blocks.\(1 + i * (L + 1)).1.transformer_blocks") : 1
+        }
+        let mid = count(file, "\(p)middle_block.1.transformer_blocks")
+        guard mid == depths.last else {
+            throw ModelFileError.unsupported(path: file.path, detail: "the UNet's mid block has \(mid) transformer blocks and its last level \(depths.last ?? 0); diffusers' UNet2DConditionModel gives both the same depth")
+        }
+        c.transformerLayersPerBlock = Set(depths).count == 1 ? .all(depths[0]) : .each(depths)
+        let added = try shape(file, "\(p)label_emb.0.0.weight")
+        guard added.rank == 2 else {
+            throw ModelFileError.wrongShape(path: file.path, tensor: "\(p)label_emb.0.0.weight", expected: Shape([1280, pooledWidth + 6 * 256]), got: added)
+        }
+        let timeIds = added[1] - pooledWidth
+        guard timeIds > 0, timeIds % 6 == 0 else {
+            throw ModelFileError.wrongShape(path: file.path, tensor: "\(p)label_emb.0.0.weight",
+                                            expected: Shape([added[0], pooledWidth + 6 * max(1, timeIds / 6)]), got: added)
+        }
+        c.additionEmbedType = .textTime
+        c.additionTimeEmbedDim = timeIds / 6
+        c.projectionClassEmbeddingsInputDim = added[1]
+        return c
+    }
+}

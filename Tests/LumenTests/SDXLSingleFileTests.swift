@@ -1,0 +1,116 @@
+import Foundation
+import Lumen
+import LumenTestSupport
+import XCTest
+
+/// SDXL base as one checkpoint with Stability's names (tools/make_sdxl_single_file_fixtures.py:
+/// tiny-sdxl written as `conditioner.embedders.{0,1}`, `model.diffusion_model` with `label_emb`,
+/// `first_stage_model`, checked by diffusers' own from_single_file reading it back), against
+/// StableDiffusionXLPipeline.from_single_file's images.
+final class SDXLSingleFileTests: TemporaryDirectoryTestCase {
+    static var checkpoint: String { Fixtures.root + "/tiny-sdxl-single-f16.safetensors" }
+    static var folder: String { Fixtures.root + "/tiny-sdxl" }
+    static var reference: SafetensorsFile { get throws { try SafetensorsFile(path: Fixtures.root + "/tiny-sdxl-single-file-reference.safetensors") } }
+
+    func testF16FileMatchesDiffusers() throws { try forEachInstructionSet(modelInstructionSets) { _ in
+            let ref = try Self.reference
+            let pipeline = try Pipeline(modelPath: Self.checkpoint, backend: .cpu, configFolder: Self.folder)
+            XCTAssertEqual(pipeline.model.family, .sdxl)
+            XCTAssertEqual(pipeline.model.layout, .singleFile)
+            XCTAssertEqual(pipeline.schedulerKind(for: try DiffusersRequest(ref, key: "pipeline").request), .euler)
+            try assertDraws(pipeline, try DiffusersRequest(ref, key: "pipeline").request, like: "f16.image", in: ref, maxPixelError: 1)
+        }
+    }
+
+    /// The same values in f32 (widened exactly, so diffusers' f16 image is the reference) and
+    /// rounded to bf16 (diffusers' image of the bf16 copy): the file's dtype is read as it is.
+    func testF32AndBF16FilesMatchDiffusers() throws {
+        let ref = try Self.reference
+        for (dtype, name) in [(DType.f32, "f16.image"), (.bf16, "bf16.image")] {
+            let path = dir + "/tiny-sdxl-\(dtype).safetensors"
+            try writeConverted(Self.checkpoint, to: path, dtype: dtype)
+            let pipeline = try Pipeline(modelPath: path, backend: .cpu, configFolder: Self.folder)
+            try assertDraws(pipeline, try DiffusersRequest(ref, key: "pipeline").request, like: name, in: ref, maxPixelError: 1)
+        }
+    }
+
+    func testOnVulkanMatchesDiffusers() throws {
+        let vulkan = try testVulkanExecutor()
+        let ref = try Self.reference
+        let pipeline = try Pipeline(modelPath: Self.checkpoint, executor: vulkan, configFolder: Self.folder)
+        // The bound of SDXLFixtureTests' lavapipe run of the same network from its folder.
+        try assertDraws(pipeline, try DiffusersRequest(ref, key: "pipeline").request, like: "f16.image", in: ref, maxPixelError: 12)
+        XCTAssertEqual(vulkan.validationMessages.map(\.description), [], "validation messages")
+    }
+
+    /// Without --config: every shape-given field as the folder's configs (transformer depth per
+    /// level, added-embedding widths, bigG's projection and all its blocks), the rest SDXL base's
+    /// (diffusers' stable-diffusion-xl-base-1.0), and every parameter as many as diffusers counts.
+    func testDetectionFromTheTensors() throws {
+        let model = try StableDiffusionModel.load(path: Self.checkpoint)
+        let folder = try StableDiffusionModel.load(path: Self.folder)
+        XCTAssertEqual(model.family, .sdxl)
+        XCTAssertEqual(model.singleFileDefaults, .sdxl)
+        let u = model.unetConfig, f = folder.unetConfig
+        XCTAssertEqual(u.blockOutChannels, f.blockOutChannels)
+        XCTAssertEqual(u.layersPerBlock, f.layersPerBlock)
+        XCTAssertEqual(u.downBlockTypes, f.downBlockTypes)
+        XCTAssertEqual(u.upBlockTypes, f.upBlockTypes)
+        XCTAssertEqual(u.crossAttentionDim, f.crossAttentionDim)
+        XCTAssertEqual(u.useLinearProjection, f.useLinearProjection)
+        XCTAssertEqual(u.transformerLayersPerBlock, f.transformerLayersPerBlock)
+        XCTAssertEqual(u.additionEmbedType, .textTime)
+        XCTAssertEqual(u.additionTimeEmbedDim, f.additionTimeEmbedDim)
+        XCTAssertEqual(u.projectionClassEmbeddingsInputDim, f.projectionClassEmbeddingsInputDim)
+        XCTAssertEqual(u.sampleSize, 128)  // SDXL base: 1024×1024
+        XCTAssertEqual(u.attentionHeadDim, .each(u.blockOutChannels.map { max(1, $0 / 64) }))
+        let t2 = try XCTUnwrap(model.textEncoder2?.config), f2 = try XCTUnwrap(folder.textEncoder2?.config)
+        XCTAssertEqual(t2.numHiddenLayers, f2.numHiddenLayers)
+        XCTAssertEqual(t2.projectionDim, f2.projectionDim)
+        XCTAssertEqual(t2.hiddenAct, .gelu)
+        XCTAssertEqual(model.textEncoderConfig.hiddenAct, .quickGelu)
+        XCTAssertEqual(model.textEncoderConfig.numHiddenLayers, folder.textEncoderConfig.numHiddenLayers)
+        XCTAssertEqual(model.vaeConfig.scalingFactor, 0.13025)
+        XCTAssertTrue(model.vaeConfig.forceUpcast)
+        XCTAssertEqual(model.vaeConfig.blockOutChannels, folder.vaeConfig.blockOutChannels)
+        XCTAssertTrue(model.forceZerosForEmptyPrompt)
+        XCTAssertEqual(model.xl?.tokenizer2PadToken, "!")
+        let s = try XCTUnwrap(model.schedulerDefaults)
+        XCTAssertEqual(s.className, "EulerDiscreteScheduler")
+        XCTAssertEqual(s.timestepSpacing, "leading")
+        XCTAssertEqual(s.stepsOffset, 1)
+        XCTAssertEqual(s.betaSchedule, .scaledLinear)
+        // What the file holds per network is diffusers' parameter count (tiny-sdxl-reference's
+        // param_counts), plus bigG's scalar logit_scale, which the file carries and diffusers drops.
+        var counts = try JSONDecoder().decode([String: Int].self, from: Data(try XCTUnwrap(
+            try SafetensorsFile(path: Fixtures.root + "/tiny-sdxl-reference.safetensors").metadata["param_counts"]).utf8))
+        counts["text_encoder_2", default: 0] += 1
+        XCTAssertTrue(model.recognised.contains { $0.contains("logit_scale") }, "\(model.recognised)")
+        XCTAssertEqual(Dictionary(uniqueKeysWithValues: model.summary().map { ($0.name, $0.parameters) }), counts)
+    }
+
+    /// A refiner file and an SDXL file without its second encoder are refused, naming what was found.
+    func testIncompleteOrRefinerFilesAreRefused() throws {
+        let file = try SafetensorsFile(path: Self.checkpoint)
+        let cases: [(String, (String) -> String?, String)] = [
+            ("refiner", { $0.hasPrefix("conditioner.embedders.0.") ? nil
+                : $0.replacingOccurrences(of: "conditioner.embedders.1.", with: "conditioner.embedders.0.") }, "refiner"),
+            ("no-bigG", { $0.hasPrefix("conditioner.embedders.1.") ? nil : $0 }, "conditioner.embedders.1.model."),
+        ]
+        for (name, rename, expected) in cases {
+            let path = dir + "/\(name).safetensors"
+            try SafetensorsWriter.write(try file.names.compactMap { n in try rename(n).map { ($0, try file.tensor(n)) } }, to: path)
+            XCTAssertThrowsError(try StableDiffusionModel.load(path: path), name) { error in
+                XCTAssertTrue("\(error)".contains(expected) && "\(error)".contains(path), "\(name): \(error)")
+            }
+        }
+    }
+
+    private func writeConverted(_ source: String, to path: String, dtype: DType) throws {
+        let file = try SafetensorsFile(path: source)
+        try SafetensorsWriter.write(try file.names.map { name in
+            let t = try file.tensor(name)
+            return (name, t.dtype == .f16 ? try t.converted(to: dtype) : t)
+        }, to: path)
+    }
+}
