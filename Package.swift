@@ -26,6 +26,8 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        // `lumen serve` (Sources/LumenServer).
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
     ],
     targets: [
         .target(
@@ -90,10 +92,20 @@ let package = Package(
             path: "Benchmarks/LumenBenchmarks"
         ),
         .target(name: "CLumenNoICUData", path: "Sources/CLumenNoICUData"),
+        // `lumen serve`: the OpenAI images API and AUTOMATIC1111's API over HTTP (Hummingbird 2).
+        .target(
+            name: "LumenServer",
+            dependencies: [
+                "Lumen",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Sources/LumenServer"
+        ),
         .executableTarget(
             name: "lumen",
             dependencies: [
-                "Lumen", "LumenEval", "LumenBenchmarks",
+                "Lumen", "LumenEval", "LumenBenchmarks", "LumenServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ] + (noICUData ? ["CLumenNoICUData"] : []),
             path: "Sources/lumen"
