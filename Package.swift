@@ -26,6 +26,9 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        // `lumen serve` (Sources/LumenServer) and its tests.
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
     ],
     targets: [
         .target(
@@ -90,10 +93,20 @@ let package = Package(
             path: "Benchmarks/LumenBenchmarks"
         ),
         .target(name: "CLumenNoICUData", path: "Sources/CLumenNoICUData"),
+        // `lumen serve`: the OpenAI images API and AUTOMATIC1111's API over HTTP (Hummingbird 2).
+        .target(
+            name: "LumenServer",
+            dependencies: [
+                "Lumen",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Sources/LumenServer"
+        ),
         .executableTarget(
             name: "lumen",
             dependencies: [
-                "Lumen", "LumenEval", "LumenBenchmarks",
+                "Lumen", "LumenEval", "LumenBenchmarks", "LumenServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ] + (noICUData ? ["CLumenNoICUData"] : []),
             path: "Sources/lumen"
@@ -111,6 +124,13 @@ let package = Package(
         .testTarget(name: "LumenRuntimeTests", dependencies: ["LumenRuntime", "LumenTestSupport"]),
         .testTarget(name: "LumenCPUTests", dependencies: ["LumenRuntime", "LumenCPU", "CLumenCPU", "LumenTestSupport"]),
         .testTarget(name: "LumenTests", dependencies: ["Lumen", "LumenEval", "LumenTestSupport"]),
+        .testTarget(
+            name: "LumenServerTests",
+            dependencies: [
+                "LumenServer", "Lumen", "LumenTestSupport",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ]
+        ),
         .testTarget(name: "LumenVulkanTests", dependencies: ["LumenRuntime", "LumenCPU", "LumenVulkan", "LumenTestSupport"]),
     ],
     swiftLanguageModes: [.v5]

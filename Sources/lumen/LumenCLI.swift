@@ -9,7 +9,7 @@ struct LumenCLI: ParsableCommand {
         commandName: "lumen",
         abstract: "Lumen: a text-to-image diffusion engine for Linux.",
         version: Lumen.version,
-        subcommands: [GenerateCommand.self, EvalCommand.self, KernelBenchCommand.self, InfoCommand.self, DevicesCommand.self])
+        subcommands: [GenerateCommand.self, ServeCommand.self, EvalCommand.self, KernelBenchCommand.self, InfoCommand.self, DevicesCommand.self])
 
     /// Started under the name `lumen-bench` (a link to this binary, as tools/gpu-check.sh packs it),
     /// `lumen` is `lumen-bench`: one static binary carries both commands.

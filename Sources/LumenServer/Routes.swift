@@ -1,0 +1,211 @@
+import Foundation
+import Hummingbird
+import Lumen
+import NIOCore
+
+/// A1111's sampler names (its `sd_samplers` labels) for Lumen's schedulers.
+enum SamplerNames {
+    static func scheduler(a1111 name: String) -> SchedulerKind? {
+        let n = name.trimmingCharacters(in: .whitespaces)
+        if let k = SchedulerKind.allCases.first(where: { $0.displayName.caseInsensitiveCompare(n) == .orderedSame }) { return k }
+        if let k = SchedulerKind(rawValue: n.lowercased()) { return k }
+        switch n.lowercased() {
+        case "euler_a", "k_euler_a", "k_euler_ancestral": return .eulerAncestral
+        case "k_euler": return .euler
+        case "plms": return .pndm
+        case "dpm++ 2m sde", "dpmpp_2m": return .dpmpp2m
+        default: return nil
+        }
+    }
+}
+
+extension LumenServer {
+    func addRoutes(_ router: Router<BasicRequestContext>) {
+        router.get("/v1/models") { _, _ in
+            jsonResponse(["object": "list", "data": self.modelNames.map {
+                ["id": $0, "object": "model", "created": 0, "owned_by": "lumen"] as [String: Any]
+            }])
+        }
+        router.post("/v1/images/generations") { request, _ in try await self.openAIGenerations(request) }
+        router.get("/v1/images/files/:id") { _, context in
+            let id = context.parameters.get("id") ?? ""
+            guard let item = self.results.get(id.replacingOccurrences(of: ".png", with: "")) else {
+                throw APIError(status: .notFound, message: "no image \(id) on this server")
+            }
+            return Response(status: .ok, headers: [.contentType: "image/png"], body: .init(byteBuffer: ByteBuffer(bytes: item.png)))
+        }
+        router.post("/sdapi/v1/txt2img") { request, _ in try await self.a1111Generate(request, img2img: false) }
+        router.post("/sdapi/v1/img2img") { request, _ in try await self.a1111Generate(request, img2img: true) }
+        router.get("/sdapi/v1/sd-models") { _, _ in
+            jsonResponse(self.modelNames.map { ["title": $0, "model_name": $0, "hash": NSNull(), "sha256": NSNull(), "filename": $0, "config": NSNull()] as [String: Any] })
+        }
+        router.get("/sdapi/v1/samplers") { _, _ in
+            jsonResponse(SchedulerKind.allCases.map { ["name": $0.displayName, "aliases": [$0.rawValue], "options": [String: String]()] as [String: Any] })
+        }
+        router.get("/sdapi/v1/progress") { _, _ in
+            let p = self.engine.progressSnapshot
+            let fraction = p.steps > 0 ? Double(p.step) / Double(p.steps) : 0
+            var eta = 0.0
+            if let started = p.started, p.step > 0 {
+                eta = Date().timeIntervalSince(started) / Double(p.step) * Double(p.steps - p.step)
+            }
+            return jsonResponse([
+                "progress": fraction, "eta_relative": eta, "current_image": NSNull(), "textinfo": NSNull(),
+                "state": ["job_count": p.started == nil ? 0 : 1, "sampling_step": p.step, "sampling_steps": p.steps,
+                          "interrupted": false, "skipped": false, "job": p.started == nil ? "" : "generate"] as [String: Any],
+            ])
+        }
+        router.post("/sdapi/v1/interrupt") { _, _ in
+            self.engine.interrupt()
+            return jsonResponse([String: String]())
+        }
+        router.post("/sdapi/v1/png-info") { request, _ in
+            let object = try await self.jsonObject(request)
+            guard let image = object["image"] as? String else {
+                throw APIError(status: .badRequest, message: "image: expected a base64 PNG", param: "image")
+            }
+            let decoded = try PNGCodec.decodeBase64(image, field: "image", maxPixels: self.config.maxImagePixels)
+            var items: [String: String] = [:]
+            for t in decoded.text { items[t.key] = t.value }
+            return jsonResponse(["info": items["parameters"] ?? "", "items": items, "parameters": [String: String]()])
+        }
+    }
+
+    // MARK: - OpenAI
+
+    func openAIGenerations(_ request: Request) async throws -> Response {
+        let o = try await jsonObject(request)
+        guard let prompt = o["prompt"] as? String, !prompt.isEmpty else {
+            throw APIError(status: .badRequest, message: "prompt: a non-empty string is required", param: "prompt", code: "missing_required_parameter")
+        }
+        let entry = try engine.catalog.entry(named: o["model"] as? String)
+        var g = GenerationRequest(prompt: prompt)
+        g.count = try int(o, "n") ?? 1
+        if let size = o["size"] as? String, size != "auto" {
+            let parts = size.lowercased().split(separator: "x").compactMap { Int($0) }
+            guard parts.count == 2 else {
+                throw APIError(status: .badRequest, message: "size \"\(size)\": expected WIDTHxHEIGHT, e.g. 512x512", param: "size")
+            }
+            (g.width, g.height) = (parts[0], parts[1])
+        }
+        let format = (o["response_format"] as? String) ?? "b64_json"
+        guard format == "b64_json" || format == "url" else {
+            throw APIError(status: .badRequest, message: "response_format \"\(format)\": expected b64_json or url", param: "response_format")
+        }
+        if let f = o["output_format"] as? String, f != "png" {
+            throw APIError(status: .badRequest, message: "output_format \"\(f)\": only png is supported", param: "output_format")
+        }
+        g.seed = try int(o, "seed").map { UInt64(truncatingIfNeeded: $0) } ?? UInt64.random(in: 0..<(1 << 32))
+        g.steps = try int(o, "steps") ?? 25
+        g.guidanceScale = try float(o, "guidance") ?? 7.5
+        g.negativePrompt = o["negative_prompt"] as? String
+        if let s = o["scheduler"] as? String {
+            guard let k = SchedulerKind(rawValue: s) ?? SamplerNames.scheduler(a1111: s) else {
+                throw APIError(status: .badRequest, message: "scheduler \"\(s)\": expected one of \(SchedulerKind.allCases.map(\.rawValue).joined(separator: ", "))", param: "scheduler")
+            }
+            g.scheduler = k
+        }
+        try validate(width: g.width, height: g.height, steps: g.steps, count: g.count)
+        let images: [RGBImage]
+        do { images = try await engine.generate(model: entry, request: g).images } catch { throw apiError(error) }
+        var data: [[String: Any]] = []
+        for image in images {
+            let png = try PNGCodec.encode(image)
+            if format == "url" {
+                let id = results.add(png: png, parameters: ["prompt": prompt, "seed": String(g.seed)])
+                data.append(["url": "http://\(request.head.authority ?? "\(config.host):\(config.port)")/v1/images/files/\(id).png"])
+            } else {
+                data.append(["b64_json": png.base64EncodedString()])
+            }
+        }
+        return jsonResponse(["created": Int(Date().timeIntervalSince1970), "data": data])
+    }
+
+    // MARK: - AUTOMATIC1111
+
+    func a1111Generate(_ request: Request, img2img: Bool) async throws -> Response {
+        let o = try await jsonObject(request)
+        let prompt = (o["prompt"] as? String) ?? ""
+        let negative = (o["negative_prompt"] as? String) ?? ""
+        let entry = try engine.catalog.entry(named: (o["override_settings"] as? [String: Any])?["sd_model_checkpoint"] as? String)
+        var g = GenerationRequest(prompt: prompt)
+        g.negativePrompt = negative
+        g.steps = try int(o, "steps") ?? 20
+        g.guidanceScale = try float(o, "cfg_scale") ?? 7
+        g.width = try int(o, "width") ?? (img2img ? nil : 512)
+        g.height = try int(o, "height") ?? (img2img ? nil : 512)
+        let batch = try int(o, "batch_size") ?? 1
+        let iterations = try int(o, "n_iter") ?? 1
+        g.count = batch
+        let samplerName = (o["sampler_name"] as? String) ?? (o["sampler_index"] as? String) ?? "Euler a"
+        guard let kind = SamplerNames.scheduler(a1111: samplerName) else {
+            throw APIError(status: .badRequest, message: "sampler_name \"\(samplerName)\": expected one of \(SchedulerKind.allCases.map(\.displayName).joined(separator: ", ")) (GET /sdapi/v1/samplers)", param: "sampler_name")
+        }
+        g.scheduler = kind
+        let seedValue = try int(o, "seed") ?? -1
+        let seed: UInt64 = seedValue < 0 ? UInt64.random(in: 0..<(1 << 32)) : UInt64(seedValue)
+        if img2img {
+            guard let inits = o["init_images"] as? [String], let first = inits.first else {
+                throw APIError(status: .badRequest, message: "init_images: expected a list with one base64 PNG", param: "init_images")
+            }
+            let d = try PNGCodec.decodeBase64(first, field: "init_images[0]", maxPixels: config.maxImagePixels)
+            g.initImage = InitImage(width: d.image.width, height: d.image.height, rgb: d.normalized)
+            g.strength = try float(o, "denoising_strength") ?? 0.75
+            if g.width == nil { g.width = d.image.width }
+            if g.height == nil { g.height = d.image.height }
+        }
+        try validate(width: g.width, height: g.height, steps: g.steps, count: batch)
+        if iterations < 1 || iterations * batch > config.maxImagesPerRequest {
+            throw APIError(status: .badRequest, message: "n_iter \(iterations) × batch_size \(batch): expected at most \(config.maxImagesPerRequest) images", param: "n_iter")
+        }
+        var images: [String] = []
+        var seeds: [UInt64] = []
+        var infotexts: [String] = []
+        for it in 0..<iterations {
+            var r = g
+            r.seed = seed &+ UInt64(it * batch)
+            let result: (images: [RGBImage], pipelineInfo: (scheduler: SchedulerKind, width: Int, height: Int))
+            do { result = try await engine.generate(model: entry, request: r) } catch { throw apiError(error) }
+            for (i, image) in result.images.enumerated() {
+                var text = prompt
+                if !negative.isEmpty { text += "\nNegative prompt: \(negative)" }
+                text += "\nSteps: \(r.steps), Sampler: \(kind.displayName), CFG scale: \(r.guidanceScale), Seed: \(r.seed), "
+                    + "Size: \(result.pipelineInfo.width)x\(result.pipelineInfo.height), Model: \(entry.name)"
+                if img2img { text += ", Denoising strength: \(r.strength)" }
+                if batch > 1 { text += ", Batch pos: \(i)" }
+                let png = try PNGCodec.encode(image, text: [("parameters", text)])
+                _ = results.add(png: png, parameters: ["prompt": prompt, "seed": String(r.seed), "infotext": text])
+                images.append(png.base64EncodedString())
+                seeds.append(r.seed)
+                infotexts.append(text)
+            }
+        }
+        let info: [String: Any] = [
+            "prompt": prompt, "negative_prompt": negative, "seed": seeds.first ?? seed, "all_seeds": seeds,
+            "subseed": -1, "width": g.width ?? 0, "height": g.height ?? 0, "sampler_name": kind.displayName,
+            "cfg_scale": g.guidanceScale, "steps": g.steps, "batch_size": batch, "sd_model_name": entry.name,
+            "infotexts": infotexts,
+        ]
+        let infoText = String(decoding: try JSONSerialization.data(withJSONObject: info, options: [.sortedKeys]), as: UTF8.self)
+        var parameters = o
+        parameters.removeValue(forKey: "init_images")
+        return jsonResponse(["images": images, "parameters": parameters, "info": infoText])
+    }
+
+    // MARK: - Fields
+
+    func int(_ o: [String: Any], _ key: String) throws -> Int? {
+        guard let v = o[key], !(v is NSNull) else { return nil }
+        if let n = v as? NSNumber {
+            let d = n.doubleValue
+            if d.isFinite, d == d.rounded(), d.magnitude < 1e15 { return Int(d) }
+        }
+        throw APIError(status: .badRequest, message: "\(key): expected an integer", param: key)
+    }
+
+    func float(_ o: [String: Any], _ key: String) throws -> Float? {
+        guard let v = o[key], !(v is NSNull) else { return nil }
+        if let n = v as? NSNumber, n.doubleValue.isFinite { return n.floatValue }
+        throw APIError(status: .badRequest, message: "\(key): expected a number", param: key)
+    }
+}

@@ -1,0 +1,118 @@
+#!/usr/bin/env python3
+"""`lumen serve` against the clients people use: the official `openai` Python client and a plain
+`requests` AUTOMATIC1111 script (pinned in tools/requirements-serve.txt; .ci/run installs them in a
+venv). Each image must equal, pixel for pixel, what `lumen generate` writes for the same seed and
+settings. Loopback only; the server is started and stopped here.
+
+    python tools/serve_clients_check.py [path/to/lumen]
+"""
+import base64
+import os
+import re
+import struct
+import subprocess
+import sys
+import tempfile
+import zlib
+
+import openai
+import requests
+
+LUMEN = sys.argv[1] if len(sys.argv) > 1 else ".build/release/lumen"
+KEY = "ci-check-key"
+
+
+def png_pixels(data: bytes):
+    """(width, height, RGB bytes) of an 8-bit RGB, non-interlaced PNG (what Lumen writes)."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    pos, idat, width = 8, b"", None
+    while pos < len(data):
+        (length,), kind = struct.unpack(">I", data[pos:pos + 4]), data[pos + 4:pos + 8]
+        body = data[pos + 8:pos + 8 + length]
+        if kind == b"IHDR":
+            width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", body)
+            assert (depth, colour, interlace) == (8, 2, 0), "expected 8-bit RGB, not interlaced"
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + length
+    raw, stride, out, prev = zlib.decompress(idat), width * 3, bytearray(), bytearray(width * 3)
+    for y in range(height):
+        f, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
+        for i in range(stride):
+            a = line[i - 3] if i >= 3 else 0
+            b, c = prev[i], (prev[i - 3] if i >= 3 else 0)
+            if f == 1: line[i] = (line[i] + a) & 255
+            elif f == 2: line[i] = (line[i] + b) & 255
+            elif f == 3: line[i] = (line[i] + (a + b) // 2) & 255
+            elif f == 4:
+                p = a + b - c
+                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                line[i] = (line[i] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255
+        out += line
+        prev = line
+    return width, height, bytes(out)
+
+
+def lumen_generate(tmp, name, prompt, seed, steps, guidance, scheduler, negative=None):
+    path = os.path.join(tmp, name + ".png")
+    cmd = [LUMEN, "generate", prompt, "--seed", str(seed), "--steps", str(steps), "--guidance", str(guidance),
+           "--width", "64", "--height", "64", "--scheduler", scheduler, "--backend", "cpu", "-o", path]
+    if negative is not None:
+        cmd += ["--negative-prompt", negative]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    with open(path, "rb") as f:
+        return png_pixels(f.read())
+
+
+def main():
+    server = subprocess.Popen([LUMEN, "serve", "--port", "0", "--api-key", KEY, "--backend", "cpu"],
+                              stderr=subprocess.PIPE, text=True)
+    failures = 1  # until the checks have run
+    try:
+        m, seen = None, []
+        while not m:
+            line = server.stderr.readline()
+            assert line, f"the server did not say its port: {''.join(seen)!r}"
+            seen.append(line)
+            m = re.search(r"lumen: serving .* on http://127\.0\.0\.1:(\d+)/", line)
+        base = f"http://127.0.0.1:{m.group(1)}"
+        failures = 0
+        with tempfile.TemporaryDirectory() as tmp:
+            # The official OpenAI client; Lumen's extra fields go in extra_body.
+            client = openai.OpenAI(base_url=base + "/v1", api_key=KEY)
+            assert [m.id for m in client.models.list()] == ["demo"]
+            result = client.images.generate(model="demo", prompt="a red circle on a blue background", n=1, size="64x64",
+                                            response_format="b64_json",
+                                            extra_body={"seed": 42, "steps": 8, "guidance": 4.0, "scheduler": "euler-a"})
+            got = png_pixels(base64.b64decode(result.data[0].b64_json))
+            want = lumen_generate(tmp, "openai", "a red circle on a blue background", 42, 8, 4.0, "euler-a")
+            print("openai client:", "same pixels" if got == want else "DIFFERENT pixels")
+            failures += got != want
+            try:
+                openai.OpenAI(base_url=base + "/v1", api_key="wrong").models.list()
+                print("openai client: a wrong key was accepted")
+                failures += 1
+            except openai.AuthenticationError:
+                pass
+
+            # A plain requests script, as A1111 scripts are written.
+            r = requests.post(base + "/sdapi/v1/txt2img", headers={"Authorization": f"Bearer {KEY}"}, timeout=300, json={
+                "prompt": "a green square on a white background", "negative_prompt": "", "steps": 7, "cfg_scale": 5,
+                "width": 64, "height": 64, "seed": 7, "sampler_name": "DPM++ 2M Karras", "batch_size": 1, "n_iter": 1})
+            r.raise_for_status()
+            body = r.json()
+            got = png_pixels(base64.b64decode(body["images"][0]))
+            want = lumen_generate(tmp, "a1111", "a green square on a white background", 7, 7, 5, "dpmpp-2m-karras", negative="")
+            print("A1111 requests script:", "same pixels" if got == want else "DIFFERENT pixels")
+            failures += got != want
+    finally:
+        server.terminate()
+        rc = server.wait(timeout=60)
+        print("server exit status after SIGTERM:", rc)
+        if rc != 0:
+            failures = 1
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()
