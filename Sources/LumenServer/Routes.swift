@@ -129,6 +129,7 @@ extension LumenServer {
         let negative = (o["negative_prompt"] as? String) ?? ""
         let entry = try engine.catalog.entry(named: (o["override_settings"] as? [String: Any])?["sd_model_checkpoint"] as? String)
         var g = GenerationRequest(prompt: prompt)
+        g.promptSyntax = .a1111  // A1111's API reads prompts as A1111 does; the OpenAI API keeps the library's plain text
         g.negativePrompt = negative
         g.steps = try int(o, "steps") ?? 20
         g.guidanceScale = try float(o, "cfg_scale") ?? 7
