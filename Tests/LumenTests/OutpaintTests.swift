@@ -32,7 +32,8 @@ final class OutpaintTests: TemporaryDirectoryTestCase {
     /// strength 1.
     func testCommandLineIsTheMaskedRequest() throws {
         let out = dir + "/o.png"
-        let run = try runLumen(["generate", "a red circle", "--model", Fixtures.tinyFolder, "--steps", "4", "--seed", "9",
+        // --prompt-syntax plain: the library's default, so that both sides encode the prompt alike.
+        let run = try runLumen(["generate", "a red circle", "--model", Fixtures.tinyFolder, "--steps", "4", "--seed", "9", "--prompt-syntax", "plain",
                                 "--backend", "cpu", "--init-image", Fixtures.root + "/images/init64.png",
                                 "--outpaint", "right=32,bottom=16", "-o", out])
         XCTAssertEqual(run.status, 0, run.stderr)
