@@ -39,12 +39,18 @@ final class OutpaintTests: TemporaryDirectoryTestCase {
         XCTAssertEqual(run.status, 0, run.stderr)
         let (image, _) = try RGBImage.readPNG(out)
         XCTAssertEqual([image.width, image.height], [96, 80])
-        var r = GenerationRequest(prompt: "a red circle")
-        r.steps = 4
-        r.seed = 9
-        (r.initImage, r.mask) = try InitImage(pngPath: Fixtures.root + "/images/init64.png").outpainted(Outpaint(right: 32, bottom: 16))
-        r.strength = 1
-        XCTAssertEqual(try Pipeline(modelPath: Fixtures.tinyFolder, backend: .cpu).generate(r)[0].pixels, image.pixels)
+        // The same request spelled out: the outpainted canvas and its mask as PNGs, strength 1, run
+        // by the CLI too (a fresh process each, so no state of this test process can differ).
+        let (canvas, mask) = try InitImage(pngPath: Fixtures.root + "/images/init64.png").outpainted(Outpaint(right: 32, bottom: 16))
+        func png(_ i: InitImage, _ name: String) throws -> String {
+            try RGBImage(width: i.width, height: i.height, pixels: i.rgb.map { UInt8(($0 * 255).rounded()) }).writePNG(to: dir + "/" + name)
+            return dir + "/" + name
+        }
+        let spelled = try runLumen(["generate", "a red circle", "--model", Fixtures.tinyFolder, "--steps", "4", "--seed", "9", "--prompt-syntax", "plain",
+                                    "--backend", "cpu", "--init-image", try png(canvas, "canvas.png"), "--mask", try png(mask, "mask.png"),
+                                    "--strength", "1", "-o", dir + "/s.png"])
+        XCTAssertEqual(spelled.status, 0, spelled.stderr)
+        XCTAssertEqual(try RGBImage.readPNG(dir + "/s.png").image.pixels, image.pixels)
         let bad = try runLumen(["generate", "x", "--model", Fixtures.tinyFolder, "--outpaint", "right=32", "-o", dir + "/x.png"])
         XCTAssertTrue(bad.stderr.contains("--outpaint needs --init-image"), bad.stderr)
     }
