@@ -48,15 +48,7 @@ extension StableDiffusionModel {
             vae = defaults.apply(to: try inferVAEConfig(file))
             vae.forceUpcast = true
         }
-        let L = unet.layersPerBlock
-        let upTypes = unet.upBlockTypes
-        let unetWeights = SafetensorsWeights(files: [file], scope: OriginalCheckpointNames.unetPrefix) { name in
-            [StoredTensor(OriginalCheckpointNames.unet(name, layersPerBlock: L, upBlockHasAttention: { upTypes[$0] == .crossAttention }))]
-        }
-        let levels = vae.blockOutChannels.count
-        let vaeWeights = SafetensorsWeights(files: [file], scope: OriginalCheckpointNames.vaePrefix) {
-            [StoredTensor(OriginalCheckpointNames.vae($0, levels: levels))]
-        }
+        let (unetWeights, vaeWeights) = originalUNetAndVAEWeights(file, unet: unet, vae: vae)
         let textWeights = SafetensorsWeights(files: [file], scope: clip) { OriginalCheckpointNames.sdxlTextEncoder($0) }
         let textWeights2 = SafetensorsWeights(files: [file], scope: bigG) { OriginalCheckpointNames.openCLIPTextEncoder($0, prefix: bigG) }
 

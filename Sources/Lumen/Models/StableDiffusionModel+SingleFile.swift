@@ -53,15 +53,7 @@ extension StableDiffusionModel {
             unet = defaults.apply(to: try inferUNetConfig(file))
             vae = defaults.apply(to: try inferVAEConfig(file))
         }
-        let L = unet.layersPerBlock
-        let upTypes = unet.upBlockTypes
-        let unetWeights = SafetensorsWeights(files: [file], scope: OriginalCheckpointNames.unetPrefix) { name in
-            [StoredTensor(OriginalCheckpointNames.unet(name, layersPerBlock: L, upBlockHasAttention: { upTypes[$0] == .crossAttention }))]
-        }
-        let levels = vae.blockOutChannels.count
-        let vaeWeights = SafetensorsWeights(files: [file], scope: OriginalCheckpointNames.vaePrefix) {
-            [StoredTensor(OriginalCheckpointNames.vae($0, levels: levels))]
-        }
+        let (unetWeights, vaeWeights) = originalUNetAndVAEWeights(file, unet: unet, vae: vae)
         let textWeights = SafetensorsWeights(files: [file], scope: "cond_stage_model.") {
             openCLIP ? OriginalCheckpointNames.openCLIPTextEncoder($0) : OriginalCheckpointNames.textEncoder($0)
         }
@@ -205,5 +197,19 @@ extension StableDiffusionModel {
         c.inChannels = try shape(file, "\(p)encoder.conv_in.weight")[1]
         c.outChannels = try shape(file, "\(p)decoder.conv_out.weight")[0]
         return c
+    }
+
+    /// The UNet's and the VAE's weights of a single file, read under the original checkpoints'
+    /// names (`model.diffusion_model.*`, `first_stage_model.*`), for every family.
+    static func originalUNetAndVAEWeights(_ file: SafetensorsFile, unet: UNet2DConditionConfig,
+                                          vae: AutoencoderKLConfig) -> (unet: SafetensorsWeights, vae: SafetensorsWeights) {
+        let L = unet.layersPerBlock, upTypes = unet.upBlockTypes, levels = vae.blockOutChannels.count
+        let unetWeights = SafetensorsWeights(files: [file], scope: OriginalCheckpointNames.unetPrefix) { name in
+            [StoredTensor(OriginalCheckpointNames.unet(name, layersPerBlock: L, upBlockHasAttention: { upTypes[$0] == .crossAttention }))]
+        }
+        let vaeWeights = SafetensorsWeights(files: [file], scope: OriginalCheckpointNames.vaePrefix) {
+            [StoredTensor(OriginalCheckpointNames.vae($0, levels: levels))]
+        }
+        return (unetWeights, vaeWeights)
     }
 }
