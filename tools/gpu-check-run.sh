@@ -55,6 +55,14 @@ note() { echo "note: $*" | tee -a "$NOTES" >&2; }
 # Only the ones the system does not have are put on the path (the system's own are preferred).
 mkdir -p "$WORK/lib"
 have_lib() { ldconfig -p 2>/dev/null | grep -q "[[:space:]]$1 "; }
+# Where the system has no Vulkan loader and this runs as root: Debian's loader and glvnd packages
+# unpacked into / and registered, the setup that worked on the H200 (docs/vulkan.md). Otherwise
+# the packed copies below go on LD_LIBRARY_PATH.
+if ! have_lib libvulkan.so.1 && [ "$(id -u)" = 0 ] && ls "$PACK"/debs/*.deb >/dev/null 2>&1 && command -v dpkg >/dev/null 2>&1; then
+  for f in "$PACK"/debs/*.deb; do dpkg -x "$f" / || note "dpkg -x $(basename "$f") failed"; done
+  ldconfig
+  note "unpacked the packed Vulkan loader and glvnd packages into / ($(ls "$PACK"/debs | tr '\n' ' '))"
+fi
 for f in "$PACK"/lib/*; do
   [ -e "$f" ] || continue
   name=$(basename "$f")
@@ -64,7 +72,7 @@ export LD_LIBRARY_PATH="$WORK/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 [ -e "$WORK/lib/libvulkan.so.1" ] && export LUMEN_VULKAN_LOADER="$WORK/lib/libvulkan.so.1"
 # The NVIDIA driver's Vulkan ICD where the loader does not look by itself (this workplace mounts
 # the driver under /usr/local/nvidia).
-if ! ls /usr/share/vulkan/icd.d/nvidia_icd.json /etc/vulkan/icd.d/nvidia_icd.json >/dev/null 2>&1; then
+if [ ! -f /usr/share/vulkan/icd.d/nvidia_icd.json ] && [ ! -f /etc/vulkan/icd.d/nvidia_icd.json ]; then
   for icd in /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json /usr/local/nvidia/etc/vulkan/icd.d/nvidia_icd.json; do
     if [ -f "$icd" ]; then
       export VK_DRIVER_FILES="$icd" VK_ICD_FILENAMES="$icd"
@@ -158,7 +166,7 @@ if ! command -v nvidia-smi >/dev/null 2>&1; then
 fi
 
 # 2. devices
-stage devices "$L_DEV" devices.txt "$LUMEN" devices --verbose
+stage devices "$L_DEV" devices.txt env VK_LOADER_DEBUG=error "$LUMEN" devices --verbose
 VKDEV=$(grep -m1 '^vulkan:.*\[default\]' "$OUT/devices.txt" || true)
 if [ -z "$VKDEV" ]; then
   note "no Vulkan device: the Vulkan stages will fail"
@@ -219,6 +227,8 @@ stage torch-peer "$L_TORCH" torch.txt torch_stage
   grep -m1 -h '^NVIDIA\|^name, driver' -A1 "$OUT/env.txt" 2>/dev/null | tail -1 | sed 's/^/gpu: /'
   awk '/^== kernels-f[0-9]+ \(/ { split($2, a, ":"); mode = a[1] } /^peak:/ { print mode " " $0 }' "$OUT/kernels.txt" 2>/dev/null
   grep -h '^demo pixel difference' "$OUT/demo.txt" 2>/dev/null
+  grep -h -m1 'tensor cores' "$OUT/devices.txt" 2>/dev/null | sed 's/^ *//'
+  grep -h '^vulkan: .*tensor cores' "$OUT/model.txt" 2>/dev/null | head -1
   awk '/^== kernels-f/ { split($2, a, ":"); mode = a[1] }
        NF >= 7 && $NF ~ /^[0-9.]+e[-+][0-9]+$/ { e = $NF + 0; if (e > worst[mode]) { worst[mode] = e; op[mode] = $1 " " $2 }; n[mode]++ }
        END { for (m in n) printf "%s: %d kernels checked against the CPU, worst rel. error %.2e (%s)\n", m, n[m], worst[m], op[m] }' \

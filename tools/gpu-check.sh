@@ -67,6 +67,15 @@ for name in libpng16.so.16 libz.so.1 libvulkan.so.1 libGLdispatch.so.0; do
   cp -L "$src" "$P/lib/$name"
 done
 
+# Debian 12's Vulkan loader and glvnd packages, unpacked into / by run.sh where the machine has no
+# loader (on the H200 the driver loaded only this way; with the same libraries on LD_LIBRARY_PATH
+# vkCreateInstance returned VK_ERROR_INCOMPATIBLE_DRIVER; docs/vulkan.md).
+mkdir -p "$P/debs" /tmp/lumen-pack-apt/partial
+APTO="-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/lumen-pack-apt"
+apt-get $APTO update -qq >/dev/null 2>&1 || true
+(cd "$P/debs" && apt-get $APTO download -qq libvulkan1 libglvnd0 libegl1 libgl1 libglx0 libgles2 libopengl0 2>/dev/null) \
+  || { echo "pack: apt-get download of the Vulkan loader packages failed" >&2; exit 1; }
+
 # diffusers, pure Python, trimmed to what StableDiffusionPipeline needs.
 if [ -z "$WHEEL" ]; then
   "$PYTHON" -m pip download -q --no-deps --only-binary=:all: "diffusers==$DIFFUSERS_VERSION" -d "$STAGE/wheel"

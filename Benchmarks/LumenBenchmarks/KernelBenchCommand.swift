@@ -90,6 +90,11 @@ extension KernelBenchCommand {
             let activations = runner.executor.usesF16Activations ? "f16" : "f32"
             print("device: \(d.name) (\(d.type), Vulkan \(d.apiVersion)); \(activations) activations "
                   + "(LUMEN_VULKAN_ACTIVATIONS); timed with \(runner.timing)")
+            if runner.executor.usesF16Activations {
+                // matmul, linear and conv2d run on them where they passed (their "of peak" is still
+                // against the f32 FMA rate measured below, not the tensor cores' rate).
+                print("tensor cores: \(runner.executor.checkTensorCoresNow())")
+            }
             print(String(format: "peak: %.1f GFLOP/s f32 FMA, %.1f GB/s elementwise bandwidth over %.0f MiB (measured)",
                          peak.gflops, peak.gbps, Double(peak.bandwidthBytes) / 1048576))
             print("op                shape                      time (ms)     GFLOP/s       GB/s   of peak" + (check ? "   rel.err vs CPU" : ""))

@@ -89,7 +89,10 @@ public struct ModelBenchCommand: ParsableCommand {
         if backend == .vulkan {
             // Timestamps on for the per-kernel breakdown; LUMEN_PROFILE=1 also prints each run's table.
             let printProfile = ProcessInfo.processInfo.environment["LUMEN_PROFILE"] == "1"
-            bench.executor = try VulkanExecutor(device: device, options: .init(profile: true, printProfile: printProfile))
+            let vk = try VulkanExecutor(device: device, options: .init(profile: true, printProfile: printProfile))
+            bench.executor = vk
+            print("vulkan: \(vk.device.name); activations \(vk.options.activations.rawValue) (LUMEN_VULKAN_ACTIVATIONS); "
+                  + "tensor cores \(vk.checkTensorCoresNow())")
             if compareCPU { bench.reference = CPUExecutor() }
         }
         if bf16 {

@@ -18,6 +18,21 @@ final class VulkanContext: @unchecked Sendable {
     let timestampValidBits: UInt32
     let validation: Bool
     let log = ValidationLog()
+    /// Whether the tensor-core kernels (`*_coopmat.comp`: VK_NV_cooperative_matrix, 16×16×16
+    /// f16 fragments accumulating in f32, subgroups of 32) can run here: the device offers the
+    /// shape and the features, and they were enabled when the device was created.
+    let cooperativeMatrix: Bool
+    /// What the first use of the tensor-core kernels found (`VulkanExecutor` checks them once
+    /// against the scalar kernels on a small random problem before any program uses them).
+    enum TensorCoreCheck: Sendable, Equatable { case unchecked, passed, failed(String) }
+    var tensorCoreCheck: TensorCoreCheck {
+        get { checkLock.lock(); defer { checkLock.unlock() }; return _tensorCoreCheck }
+        set { checkLock.lock(); defer { checkLock.unlock() }; _tensorCoreCheck = newValue }
+    }
+    private var _tensorCoreCheck = TensorCoreCheck.unchecked
+    let checkLock = NSLock()
+    /// Held while the check runs, so that it runs once.
+    let tensorCoreCheckRun = NSLock()
     /// Device memory allocated now and at most so far (every MemoryBlock of every program).
     private(set) var allocatedBytes = 0
     private(set) var peakAllocatedBytes = 0
@@ -258,10 +273,23 @@ final class VulkanContext: @unchecked Sendable {
 
         var priority: Float = 1
         var device: VkDevice?
-        // 16-bit storage buffers (for the f16-activation kernels) are enabled where offered.
+        // 16-bit storage buffers (for the f16-activation kernels) are enabled where offered; the
+        // tensor-core kernels' features (f16 arithmetic, the Vulkan memory model, NV cooperative
+        // matrices) and extension where the device has all of them.
+        let tensorCores = VulkanContext.tensorCoreSupport(&f, instance, pd, info: infos[index], apiVersion: props.apiVersion)
         var storage16 = VkPhysicalDevice16BitStorageFeatures()
         storage16.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_16BIT_STORAGE_FEATURES
         storage16.storageBuffer16BitAccess = infos[index].storageBuffer16BitAccess ? 1 : 0
+        var f16 = VkPhysicalDeviceShaderFloat16Int8Features()
+        f16.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_FLOAT16_INT8_FEATURES
+        f16.shaderFloat16 = 1
+        var memoryModel = VkPhysicalDeviceVulkanMemoryModelFeatures()
+        memoryModel.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_MEMORY_MODEL_FEATURES
+        memoryModel.vulkanMemoryModel = 1
+        var coop = VkPhysicalDeviceCooperativeMatrixFeaturesNV()
+        coop.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV
+        coop.cooperativeMatrix = 1
+        let extensionNames = CStringArray(tensorCores ? ["VK_NV_cooperative_matrix"] : [])
         let result: VkResult = withUnsafePointer(to: &priority) { pp in
             var qi = VkDeviceQueueCreateInfo()
             qi.sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO
@@ -269,16 +297,32 @@ final class VulkanContext: @unchecked Sendable {
             qi.queueCount = 1
             qi.pQueuePriorities = pp
             return withUnsafePointer(to: &qi) { qp in
-                withUnsafePointer(to: &storage16) { sp in
-                    var ci = VkDeviceCreateInfo()
-                    ci.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO
-                    ci.pNext = UnsafeRawPointer(sp)
-                    ci.queueCreateInfoCount = 1
-                    ci.pQueueCreateInfos = qp
-                    return f.vkCreateDevice(pd, &ci, nil, &device)
+                withUnsafeMutablePointer(to: &coop) { cp in
+                    withUnsafeMutablePointer(to: &memoryModel) { mp in
+                        withUnsafeMutablePointer(to: &f16) { fp in
+                            withUnsafeMutablePointer(to: &storage16) { sp in
+                                if tensorCores {
+                                    mp.pointee.pNext = UnsafeMutableRawPointer(cp)
+                                    fp.pointee.pNext = UnsafeMutableRawPointer(mp)
+                                    sp.pointee.pNext = UnsafeMutableRawPointer(fp)
+                                }
+                                return extensionNames.pointers.withUnsafeBufferPointer { ep in
+                                    var ci = VkDeviceCreateInfo()
+                                    ci.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO
+                                    ci.pNext = UnsafeRawPointer(sp)
+                                    ci.queueCreateInfoCount = 1
+                                    ci.pQueueCreateInfos = qp
+                                    ci.enabledExtensionCount = extensionNames.count
+                                    ci.ppEnabledExtensionNames = ep.baseAddress
+                                    return f.vkCreateDevice(pd, &ci, nil, &device)
+                                }
+                            }
+                        }
+                    }
                 }
             }
         }
+        cooperativeMatrix = tensorCores
         try vkCheck(result, "vkCreateDevice on \(info.name)")
         guard let device else { throw LumenError.backendUnavailable(backend: "vulkan", reason: "vkCreateDevice returned no device") }
         self.device = device
@@ -310,6 +354,36 @@ final class VulkanContext: @unchecked Sendable {
         try vkCheck(f.vkCreateCommandPool(device, &cpi, nil, &pool), "vkCreateCommandPool")
         commandPool = pool!
         fn = f
+    }
+
+    /// Whether the device can run the tensor-core kernels: VK_NV_cooperative_matrix with a
+    /// 16×16×16 f16·f16 + f32 → f32 subgroup shape, the cooperativeMatrix, vulkanMemoryModel and
+    /// shaderFloat16 features, subgroups of exactly 32 (the kernels' tile layout), Vulkan 1.2+.
+    /// `LUMEN_VULKAN_COOPMAT=0` says no without asking.
+    static func tensorCoreSupport(_ f: inout LumenVkFunctions, _ instance: VkInstance, _ pd: VkPhysicalDevice,
+                                  info: VulkanDeviceInfo, apiVersion: UInt32) -> Bool {
+        if ProcessInfo.processInfo.environment["LUMEN_VULKAN_COOPMAT"] == "0" { return false }
+        guard apiVersion >= vkVersion(1, 2), info.shaderFloat16, info.subgroupSize == 32 else { return false }
+        let details = VulkanDeviceDetails.query(&f, instance, pd, info: info)
+        guard details.has("VK_NV_cooperative_matrix"),
+              details.cooperativeMatrixNV.contains(where: {
+                  $0.m == 16 && $0.n == 16 && $0.k == 16 && $0.a == "f16" && $0.b == "f16" && $0.c == "f32"
+                      && $0.result == "f32" && $0.scope == "subgroup" })
+        else { return false }
+        var memoryModel = VkPhysicalDeviceVulkanMemoryModelFeatures()
+        memoryModel.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_MEMORY_MODEL_FEATURES
+        var coop = VkPhysicalDeviceCooperativeMatrixFeaturesNV()
+        coop.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV
+        var features2 = VkPhysicalDeviceFeatures2()
+        features2.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2
+        withUnsafeMutablePointer(to: &coop) { cp in
+            withUnsafeMutablePointer(to: &memoryModel) { mp in
+                mp.pointee.pNext = UnsafeMutableRawPointer(cp)
+                features2.pNext = UnsafeMutableRawPointer(mp)
+                f.vkGetPhysicalDeviceFeatures2(pd, &features2)
+            }
+        }
+        return memoryModel.vulkanMemoryModel != 0 && coop.cooperativeMatrix != 0
     }
 
     // MARK: - Pipelines

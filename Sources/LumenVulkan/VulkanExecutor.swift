@@ -33,6 +33,15 @@ public final class VulkanExecutor: Executor, @unchecked Sendable {
         /// (`LUMEN_VULKAN_MAX_ACTIVATION_BINDING`): lets a test or a user on a large-limit device
         /// exercise what a device with a small limit gets (VAE tiling, chunked feed-forwards).
         public var maxActivationBinding: Int?
+        /// Tensor cores for matmul, linear and conv2d (`LUMEN_VULKAN_COOPMAT=0` turns them off):
+        /// used in programs with f16 activations on devices with VK_NV_cooperative_matrix, once
+        /// they have agreed with the scalar kernels on this device.
+        public var tensorCores: TensorCores
+        /// Set while the executor checks the tensor-core kernels themselves.
+        var checkingTensorCores = false
+        /// True when neither the caller nor LUMEN_VULKAN_ACTIVATIONS chose the activation
+        /// precision: GPUs then get `auto` (f16 with the overflow fallback), other devices f32.
+        var activationsDefaulted = false
         public init(profile: Bool? = nil, printProfile: Bool = true, poisonActivations: Bool = false,
                     activations: ActivationPrecision? = nil, attentionKernel: AttentionKernel? = nil,
                     forceSharedMemoryReductions: Bool = false, maxActivationBinding: Int? = nil) {
@@ -40,7 +49,10 @@ public final class VulkanExecutor: Executor, @unchecked Sendable {
             self.profile = profile ?? (env["LUMEN_PROFILE"] == "1")
             self.printProfile = printProfile
             self.poisonActivations = poisonActivations
-            self.activations = activations ?? env["LUMEN_VULKAN_ACTIVATIONS"].flatMap(ActivationPrecision.init(rawValue:)) ?? .f32
+            let fromEnv = env["LUMEN_VULKAN_ACTIVATIONS"].flatMap(ActivationPrecision.init(rawValue:))
+            self.activations = activations ?? fromEnv ?? .f32
+            self.activationsDefaulted = activations == nil && fromEnv == nil
+            self.tensorCores = env["LUMEN_VULKAN_COOPMAT"] == "0" ? .off : .auto
             self.attentionKernel = attentionKernel
             self.forceSharedMemoryReductions = forceSharedMemoryReductions
             self.maxActivationBinding = maxActivationBinding ?? env["LUMEN_VULKAN_MAX_ACTIVATION_BINDING"].flatMap { Int($0) }
@@ -55,6 +67,10 @@ public final class VulkanExecutor: Executor, @unchecked Sendable {
         /// f16 where the device has 16-bit storage buffers, f32 otherwise; a program whose f16 run
         /// overflows recompiles itself with f32 (`PrecisionFallbackProgram`).
         case auto
+    }
+
+    public enum TensorCores: String, Sendable, Hashable {
+        case auto, off
     }
 
     /// The two fused attention kernels (both online-softmax, neither materialises the scores).
@@ -85,6 +101,10 @@ public final class VulkanExecutor: Executor, @unchecked Sendable {
     public init(device: Int? = nil, validation: Bool? = nil, options: Options = Options()) throws {
         let v = validation ?? (ProcessInfo.processInfo.environment["LUMEN_VULKAN_VALIDATION"] == "1")
         context = try VulkanContext.shared(device: device, validation: v)
+        var options = options
+        if options.activationsDefaulted && context.info.isGPU && context.info.storageBuffer16BitAccess {
+            options.activations = .auto
+        }
         self.options = options
         messageStart = context.log.count
     }
@@ -149,6 +169,7 @@ public final class VulkanExecutor: Executor, @unchecked Sendable {
             throw LumenError.backendUnavailable(
                 backend: "vulkan", reason: "f16 activations need storageBuffer16BitAccess, which \(device.name) lacks")
         }
+        if usesF16Activations { checkTensorCoresOnce() }
         let program = try VulkanProgram(context: context, graph: graph, outputs: outputs, options: options,
                                         f16Activations: usesF16Activations)
         guard options.activations == .auto, program.act16 else { return program }

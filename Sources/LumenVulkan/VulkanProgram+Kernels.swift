@@ -38,11 +38,17 @@ extension VulkanProgram {
             let bias = hasBias ? try param(n.inputs[2], role: "conv2d bias") : dummyRef
             let y = try out()
             let o = ws[0], spatial = n.shape[2] * n.shape[3]
+            let push = [xs[1], xs[2], xs[3], o, ws[2], ws[3], n.shape[2], n.shape[3],
+                        p.strideH, p.strideW, p.padH, p.padW, hasBias ? 1 : 0].map { UInt32($0) }
+            if usesTensorCores(m: o, n: spatial, k: xs[1] * ws[2] * ws[3]) {
+                let t = TensorCoreTiles.self
+                try dispatch(name, "conv2d_coopmat", spec: t.spec(wdt: wdt), bindings: [x, w, bias, y], writes: [y],
+                             push: push, groups: (ceilDiv(spatial, t.bn), ceilDiv(o, t.bm), xs[0]))
+                return
+            }
             let t = GemmTiles.choose(m: o, n: spatial)
             try dispatch(name, "conv2d", spec: t.spec(wdt: wdt), bindings: [x, w, bias, y], writes: [y],
-                         push: [xs[1], xs[2], xs[3], o, ws[2], ws[3], n.shape[2], n.shape[3],
-                                p.strideH, p.strideW, p.padH, p.padW, hasBias ? 1 : 0].map { UInt32($0) },
-                         groups: (ceilDiv(spatial, t.bn), ceilDiv(o, t.bm), xs[0]))
+                         push: push, groups: (ceilDiv(spatial, t.bn), ceilDiv(o, t.bm), xs[0]))
 
         case .groupNorm(let groups, let eps, let silu, let affine):
             let s = n.shape, spatial = s.count / max(s[0] * s[1], 1)
@@ -218,6 +224,17 @@ extension VulkanProgram {
 
     func shape(_ id: Int) -> Shape { graph.nodes[id].shape }
 
+    /// Whether a GEMM (or a convolution as one) of these sizes runs on the tensor-core kernels:
+    /// only in programs whose activations are f16 already (the kernels round their operands to
+    /// f16), on a device that has them, after they passed their check on this device (or while
+    /// being checked), and for problems big enough to fill a 128×128 tile's worth of work.
+    func usesTensorCores(m: Int, n: Int, k: Int) -> Bool {
+        guard act16, context.cooperativeMatrix, options.tensorCores == .auto else { return false }
+        if options.checkingTensorCores { return true }
+        guard context.tensorCoreCheck == .passed else { return false }
+        return m >= 16 && n >= 16 && k >= 16 && m * n >= 128 * 128 / 2
+    }
+
     /// The subgroup variant where the device has subgroup arithmetic in compute shaders.
     func reductionKernel(_ base: String) -> String {
         context.info.subgroupArithmetic && !options.forceSharedMemoryReductions ? base : base + "_shared"
@@ -259,9 +276,15 @@ extension VulkanProgram {
 
     private func gemm(_ op: String, a: Ref, b: Ref, wdt: UInt32, bias: Ref, c: Ref, m: Int, n: Int, k: Int,
                       sam: Int, sak: Int, sbk: Int, sbn: Int, hasBias: Bool, alpha: Float, batch: BatchPlan) throws {
-        let t = GemmTiles.choose(m: m, n: n)
         let push: [UInt32] = [m, n, k, sam, sak, sbk, sbn, hasBias ? 1 : 0].map { UInt32($0) } + [alpha.bitPattern]
             + ([batch.dims[1], batch.dims[2]] + batch.a + batch.b).map { UInt32($0) }
+        if usesTensorCores(m: m, n: n, k: k) {
+            let t = TensorCoreTiles.self
+            try dispatch(op, "matmul_coopmat", spec: t.spec(wdt: wdt), bindings: [a, b, bias, c], writes: [c], push: push,
+                         groups: (ceilDiv(n, t.bn), ceilDiv(m, t.bm), batch.count))
+            return
+        }
+        let t = GemmTiles.choose(m: m, n: n)
         try dispatch(op, "matmul", spec: t.spec(wdt: wdt), bindings: [a, b, bias, c], writes: [c], push: push,
                      groups: (ceilDiv(n, t.bn), ceilDiv(m, t.bm), batch.count))
     }
@@ -282,6 +305,13 @@ extension VulkanProgram {
 }
 
 func ceilDiv(_ a: Int, _ b: Int) -> Int { (a + b - 1) / b }
+
+/// The tile of the tensor-core kernels (fixed in Shaders/coopmat_gemm.glsl: 128×128 tiles, 8
+/// subgroups of 32 each computing 64×32).
+enum TensorCoreTiles {
+    static let bm = 128, bn = 128, workgroup = 256
+    static func spec(wdt: UInt32) -> [UInt32] { [UInt32(workgroup), wdt] }
+}
 
 /// Tile shapes of the GEMM kernels (specialization constants): 64×64 tiles of 4×4 blocks, or
 /// 16×64 tiles of 1×4 blocks when M is small (CLIP rows, timestep MLPs, few output channels).

@@ -10,6 +10,8 @@ public final class VulkanProgram: Program {
     public private(set) var weightBytes = 0
     /// Kernel dispatches per run (an op may take several, a reshape none).
     public var dispatchCount: Int { dispatches.count }
+    /// The kernel of each dispatch, in order (e.g. `conv2d_coopmat_f16`).
+    public var dispatchedKernels: [String] { dispatches.map(\.kernel) }
     /// GPU time of each dispatch in the last run (with profiling on), in execution order.
     public internal(set) var lastProfile: [(op: String, seconds: Double)] = []
     /// GPU time from the first dispatch's start to the last one's end in the last run (profiling on).
@@ -23,6 +25,8 @@ public final class VulkanProgram: Program {
 
     struct Dispatch {
         let op: String
+        /// The SPIR-V module's name (with `_f16` for f16 activations).
+        let kernel: String
         let pipeline: VkPipeline
         let layout: VkPipelineLayout
         let setLayout: VkDescriptorSetLayout
@@ -300,7 +304,7 @@ public final class VulkanProgram: Program {
         let kernel = act16 ? kernel + "_f16" : kernel
         let pipeline = try context.pipeline(kernel, specialization: spec, bindings: bindings.count)
         let (setLayout, layout) = try context.layout(bindings: bindings.count)
-        dispatches.append(Dispatch(op: op, pipeline: pipeline, layout: layout, setLayout: setLayout, bindings: bindings,
+        dispatches.append(Dispatch(op: op, kernel: kernel, pipeline: pipeline, layout: layout, setLayout: setLayout, bindings: bindings,
                                    writes: Set(writes.map(\.slot)), push: push,
                                    groups: (UInt32(groups.0), UInt32(groups.1), UInt32(groups.2))))
     }

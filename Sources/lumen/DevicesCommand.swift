@@ -21,6 +21,11 @@ struct DevicesCommand: ParsableCommand {
                 for d in try VulkanExecutor.deviceDetails() {
                     var lines = d.lines
                     if d.info.index == chosen { lines[0] += " [default]" }
+                    if d.info.index == chosen, let executor = try? VulkanExecutor(device: d.info.index) {
+                        // Runs the tensor-core kernels' check where the device has them.
+                        lines.insert("  tensor cores: \(executor.checkTensorCoresNow())", at: 1)
+                        lines.insert("  default activations: \(executor.options.activations.rawValue)", at: 2)
+                    }
                     lines.forEach { print($0) }
                 }
             } else {

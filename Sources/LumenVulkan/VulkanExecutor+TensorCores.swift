@@ -1,0 +1,121 @@
+import Foundation
+import LumenRuntime
+
+/// The tensor-core kernels check themselves on each device before any program uses them: a small
+/// random problem of every shape they serve (a batched matmul with transposed operands, a linear
+/// layer with bias, 3×3 and strided convolutions, sizes that leave partial tiles) runs through
+/// them and through the scalar kernels, both with f16 activations. They differ only in the order
+/// of f32 accumulation, so they must agree to f16's rounding; if they do not (a driver that
+/// miscompiles them, say) they are switched off for the process with one line on stderr.
+extension VulkanExecutor {
+    /// Largest difference accepted, relative to the largest value of the scalar kernels' output.
+    /// Both sides store f16 outputs (relative rounding 4.9e-4 each); a fragment-layout error is
+    /// of the order of the output itself.
+    static let tensorCoreCheckTolerance: Float = 4e-3
+
+    /// "on", "off: why" or "not checked yet": what `lumen devices` and the benchmarks print.
+    public var tensorCoreStatus: String {
+        guard context.cooperativeMatrix else {
+            return "off (the device lacks VK_NV_cooperative_matrix 16x16x16 f16 with f32 accumulation, or it is turned off)"
+        }
+        if options.tensorCores == .off { return "off (LUMEN_VULKAN_COOPMAT=0)" }
+        switch context.tensorCoreCheck {
+        case .unchecked: return "available, checked on first use with f16 activations"
+        case .passed: return "on (checked against the scalar kernels on this device)"
+        case .failed(let why): return "off (\(why))"
+        }
+    }
+
+    /// Runs the check now where it has not run (and the device has the kernels); the status.
+    public func checkTensorCoresNow() -> String {
+        checkTensorCoresOnce()
+        return tensorCoreStatus
+    }
+
+    /// Runs the check once per device (process-wide), before the first program that could use
+    /// the kernels is compiled.
+    func checkTensorCoresOnce() {
+        guard context.cooperativeMatrix, options.tensorCores == .auto, !options.checkingTensorCores else { return }
+        context.tensorCoreCheckRun.lock()
+        defer { context.tensorCoreCheckRun.unlock() }
+        guard context.tensorCoreCheck == .unchecked else { return }
+        let result: VulkanContext.TensorCoreCheck
+        do {
+            result = try runTensorCoreCheck()
+        } catch {
+            result = .failed("their check failed to run: \(error)")
+        }
+        context.tensorCoreCheck = result
+        if case .failed(let why) = result {
+            FileHandle.standardError.write(Data("vulkan: tensor-core kernels switched off on \(device.name): \(why)\n".utf8))
+        }
+    }
+
+    private func runTensorCoreCheck() throws -> VulkanContext.TensorCoreCheck {
+        var rng = SplitMix(seed: 0x5eed_c0de)
+        func random(_ shape: Shape) throws -> Tensor {
+            try Tensor(shape: shape, values: (0..<shape.count).map { _ in rng.nextSigned() })
+        }
+        let g = Graph()
+        // Batched matmul, A transposed and B transposed, M/N/K not multiples of 16 or 128.
+        let a = try g.input("a", shape: [2, 3, 40, 37])
+        let b = try g.input("b", shape: [2, 1, 130, 40])
+        let mm = try g.matmul(a, b, transposeA: true, transposeB: true, alpha: 0.5)
+        // A linear layer with bias (B = the [N, K] weight, K contiguous) over 150 rows.
+        let x = try g.input("x", shape: [150, 72])
+        let w = try g.constant(try random([136, 72]))
+        let bias = try g.constant(try random([136]))
+        let lin = try g.linear(x, weight: w, bias: bias)
+        // Convolutions: 3×3 padded, and 3×3 stride 2.
+        let img = try g.input("img", shape: [2, 20, 13, 17])
+        let cw = try g.constant(try random([33, 20, 3, 3]))
+        let cb = try g.constant(try random([33]))
+        let conv = try g.conv2d(img, weight: cw, bias: cb, stride: 1, padding: 1)
+        let conv2 = try g.conv2d(img, weight: cw, bias: nil, stride: 2, padding: 1)
+        let outputs = [mm, lin, conv, conv2]
+        let names = ["matmul", "linear", "conv2d 3x3", "conv2d 3x3 stride 2"]
+        let inputs = ["a": try random([2, 3, 40, 37]), "b": try random([2, 1, 130, 40]),
+                      "x": try random([150, 72]), "img": try random([2, 20, 13, 17])]
+
+        var checking = options
+        checking.checkingTensorCores = true
+        checking.profile = false
+        var scalar = options
+        scalar.tensorCores = .off
+        scalar.profile = false
+        let fast = try VulkanProgram(context: context, graph: g, outputs: outputs, options: checking, f16Activations: true)
+        guard fast.dispatchedKernels.filter({ $0.hasSuffix("_coopmat_f16") }).count == outputs.count else {
+            return .failed("the check did not reach the tensor-core kernels (\(fast.dispatchedKernels))")
+        }
+        let reference = try VulkanProgram(context: context, graph: g, outputs: outputs, options: scalar, f16Activations: true)
+        let got = try fast.run(inputs).tensors, want = try reference.run(inputs).tensors
+        for (i, name) in names.enumerated() {
+            let p = got[i].toFloats(), q = want[i].toFloats()
+            let scale = max(q.map { abs($0) }.max() ?? 0, 1e-6)
+            var worst: Float = 0
+            for j in p.indices {
+                let d = abs(p[j] - q[j])
+                if !(d <= worst) { worst = d.isNaN ? .infinity : d }
+            }
+            if !(worst <= Self.tensorCoreCheckTolerance * scale) {
+                return .failed("\(name) differs from the scalar kernel by \(worst) (output scale \(scale))")
+            }
+        }
+        return .passed
+    }
+}
+
+/// A small deterministic generator for the check's inputs (SplitMix64).
+struct SplitMix {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    /// Uniform in [-1, 1).
+    mutating func nextSigned() -> Float { Float(next() >> 40) / Float(1 << 23) - 1 }
+}

@@ -1,0 +1,56 @@
+import Foundation
+import LumenCPU
+import LumenRuntime
+import LumenVulkan
+import XCTest
+
+/// The tensor-core kernels (Shaders/*_coopmat.comp) and how the executor chooses them. On a
+/// device without VK_NV_cooperative_matrix (lavapipe) they must stay off and change nothing; on
+/// one with it (an NVIDIA GPU) their self-check must pass and an f16-activation program must use
+/// them and agree with the CPU executor.
+final class TensorCoreTests: VulkanTestCase {
+    private func deviceOffersThem() throws -> Bool {
+        let details = try VulkanExecutor.deviceDetails().first { $0.info.index == vulkan.device.index }
+        return details?.has("VK_NV_cooperative_matrix") == true && vulkan.device.subgroupSize == 32
+            && ProcessInfo.processInfo.environment["LUMEN_VULKAN_COOPMAT"] != "0"
+    }
+
+    func testDefaultActivationsByDeviceKind() throws {
+        guard ProcessInfo.processInfo.environment["LUMEN_VULKAN_ACTIVATIONS"] == nil else {
+            throw XCTSkip("LUMEN_VULKAN_ACTIVATIONS is set")
+        }
+        let e = try VulkanExecutor(options: .init(profile: false))
+        // GPUs with 16-bit storage default to f16 activations with the overflow fallback; a CPU
+        // device (lavapipe) keeps f32, where f16 only costs conversions.
+        let expected: VulkanExecutor.ActivationPrecision = e.device.isGPU && e.device.storageBuffer16BitAccess ? .auto : .f32
+        XCTAssertEqual(e.options.activations, expected)
+        // An explicit choice is kept on every device.
+        XCTAssertEqual(try VulkanExecutor(options: .init(profile: false, activations: .f32)).options.activations, .f32)
+    }
+
+    func testConvAndLinearUseTensorCoresOnlyWhereCheckedAndAgree() throws {
+        guard let e16 = vulkanExecutorF16() else { throw XCTSkip("the device has no 16-bit storage buffers") }
+        let status = e16.checkTensorCoresNow()
+        let g = Graph()
+        let x = try g.input("x", shape: [2, 64, 32, 32])
+        let w = try random([96, 64, 3, 3], dtype: .f16, seed: 21, scale: 0.1)
+        let conv = try g.conv2d(x, weight: try g.constant(w), bias: try g.constant(try random([96], seed: 22)), stride: 1, padding: 1)
+        let tokens = try g.reshape(try g.permute(conv, [0, 2, 3, 1]), [2048, 96])
+        let lin = try g.linear(tokens, weight: try g.constant(try random([160, 96], dtype: .f16, seed: 23, scale: 0.1)))
+        let program = try e16.compile(g, outputs: [conv, lin])
+        let kernels = try XCTUnwrap(program as? VulkanProgram).dispatchedKernels
+        if try deviceOffersThem() {
+            XCTAssertTrue(status.hasPrefix("on"), "tensor-core check on \(e16.device.name): \(status)")
+            XCTAssertTrue(kernels.contains("conv2d_coopmat_f16") && kernels.contains("matmul_coopmat_f16"), "\(kernels)")
+        } else {
+            XCTAssertTrue(status.hasPrefix("off"), status)
+            XCTAssertFalse(kernels.contains { $0.contains("coopmat") }, "\(kernels)")
+        }
+        let input = try random([2, 64, 32, 32], seed: 24)
+        let cpu = try CPUExecutor(threads: 2).compile(g, outputs: [conv, lin]).run(["x": input])
+        let gpu = try program.run(["x": input])
+        // Unit-scale inputs, K = 576 and 96: the outputs reach about ±3; TOL16 is the f16-activation bound.
+        assertClose(gpu[conv]!.toFloats(), cpu[conv]!.toFloats(), atol: TOL16.atol, rtol: TOL16.rtol, "conv2d 64->96 @32x32 f16")
+        assertClose(gpu[lin]!.toFloats(), cpu[lin]!.toFloats(), atol: TOL16.atol, rtol: TOL16.rtol, "linear 2048x96x160 f16")
+    }
+}
