@@ -30,6 +30,12 @@ final class VulkanContext: @unchecked Sendable {
         set { checkLock.lock(); defer { checkLock.unlock() }; _tensorCoreCheck = newValue }
     }
     private var _tensorCoreCheck = TensorCoreCheck.unchecked
+    /// The attention kernel's own verdict, from the same check (it may fail alone).
+    var tensorCoreAttention: TensorCoreCheck {
+        get { checkLock.lock(); defer { checkLock.unlock() }; return _tensorCoreAttention }
+        set { checkLock.lock(); defer { checkLock.unlock() }; _tensorCoreAttention = newValue }
+    }
+    private var _tensorCoreAttention = TensorCoreCheck.unchecked
     let checkLock = NSLock()
     /// Held while the check runs, so that it runs once.
     let tensorCoreCheckRun = NSLock()

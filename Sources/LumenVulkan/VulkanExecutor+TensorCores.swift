@@ -3,7 +3,8 @@ import LumenRuntime
 
 /// The tensor-core kernels check themselves on each device before any program uses them: a small
 /// random problem of every shape they serve (a batched matmul with transposed operands, a linear
-/// layer with bias, 3×3 and strided convolutions, sizes that leave partial tiles) runs through
+/// layer with bias, 3×3 and strided convolutions, attention at SD's head sizes, sizes that leave
+/// partial tiles) runs through
 /// them and through the scalar kernels, both with f16 activations. They differ only in the order
 /// of f32 accumulation, so they must agree to f16's rounding; if they do not (a driver that
 /// miscompiles them, say) they are switched off for the process with one line on stderr.
@@ -21,7 +22,11 @@ extension VulkanExecutor {
         if options.tensorCores == .off { return "off (LUMEN_VULKAN_COOPMAT=0)" }
         switch context.tensorCoreCheck {
         case .unchecked: return "available, checked on first use with f16 activations"
-        case .passed: return "on (checked against the scalar kernels on this device)"
+        case .passed:
+            if case .failed(let why) = context.tensorCoreAttention {
+                return "on for matmul and conv2d (checked against the scalar kernels on this device); attention off (\(why))"
+            }
+            return "on for matmul, conv2d and attention (checked against the scalar kernels on this device)"
         case .failed(let why): return "off (\(why))"
         }
     }
@@ -39,19 +44,22 @@ extension VulkanExecutor {
         context.tensorCoreCheckRun.lock()
         defer { context.tensorCoreCheckRun.unlock() }
         guard context.tensorCoreCheck == .unchecked else { return }
-        let result: VulkanContext.TensorCoreCheck
+        var result: (gemm: VulkanContext.TensorCoreCheck, attention: VulkanContext.TensorCoreCheck)
         do {
             result = try runTensorCoreCheck()
         } catch {
-            result = .failed("their check failed to run: \(error)")
+            result = (.failed("their check failed to run: \(error)"), .failed("their check failed to run"))
         }
-        context.tensorCoreCheck = result
-        if case .failed(let why) = result {
+        context.tensorCoreAttention = result.attention
+        context.tensorCoreCheck = result.gemm
+        if case .failed(let why) = result.gemm {
             FileHandle.standardError.write(Data("vulkan: tensor-core kernels switched off on \(device.name): \(why)\n".utf8))
+        } else if case .failed(let why) = result.attention {
+            FileHandle.standardError.write(Data("vulkan: tensor-core attention switched off on \(device.name): \(why)\n".utf8))
         }
     }
 
-    private func runTensorCoreCheck() throws -> VulkanContext.TensorCoreCheck {
+    private func runTensorCoreCheck() throws -> (gemm: VulkanContext.TensorCoreCheck, attention: VulkanContext.TensorCoreCheck) {
         var rng = SplitMix(seed: 0x5eed_c0de)
         func random(_ shape: Shape) throws -> Tensor {
             try Tensor(shape: shape, values: (0..<shape.count).map { _ in rng.nextSigned() })
@@ -72,10 +80,23 @@ extension VulkanExecutor {
         let cb = try g.constant(try random([33]))
         let conv = try g.conv2d(img, weight: cw, bias: cb, stride: 1, padding: 1)
         let conv2 = try g.conv2d(img, weight: cw, bias: nil, stride: 2, padding: 1)
-        let outputs = [mm, lin, conv, conv2]
-        let names = ["matmul", "linear", "conv2d 3x3", "conv2d 3x3 stride 2"]
-        let inputs = ["a": try random([2, 3, 40, 37]), "b": try random([2, 1, 130, 40]),
+        // Attention at SD's head sizes (40, 80, 160 pad to 48, 80, 160) with partial query and key
+        // blocks: [2, 70, heads·dh] queries against 45 keys.
+        var attention: [Value] = [], attentionInputs: [String: Tensor] = [:]
+        for (heads, dh) in [(3, 40), (2, 80), (1, 160)] {
+            let width = heads * dh
+            let qv = try g.input("q\(dh)", shape: [2, 70, width]), kv = try g.input("k\(dh)", shape: [2, 45, width])
+            let vv = try g.input("v\(dh)", shape: [2, 45, width])
+            attention.append(try g.attention(query: qv, key: kv, value: vv, heads: heads))
+            attentionInputs["q\(dh)"] = try random([2, 70, width])
+            attentionInputs["k\(dh)"] = try random([2, 45, width])
+            attentionInputs["v\(dh)"] = try random([2, 45, width])
+        }
+        let outputs = [mm, lin, conv, conv2] + attention
+        let names = ["matmul", "linear", "conv2d 3x3", "conv2d 3x3 stride 2", "attention dh 40", "attention dh 80", "attention dh 160"]
+        var inputs = ["a": try random([2, 3, 40, 37]), "b": try random([2, 1, 130, 40]),
                       "x": try random([150, 72]), "img": try random([2, 20, 13, 17])]
+        inputs.merge(attentionInputs) { a, _ in a }
 
         var checking = options
         checking.checkingTensorCores = true
@@ -84,11 +105,16 @@ extension VulkanExecutor {
         scalar.tensorCores = .off
         scalar.profile = false
         let fast = try VulkanProgram(context: context, graph: g, outputs: outputs, options: checking, f16Activations: true)
-        guard fast.dispatchedKernels.filter({ $0.hasSuffix("_coopmat_f16") }).count == outputs.count else {
-            return .failed("the check did not reach the tensor-core kernels (\(fast.dispatchedKernels))")
+        let used = fast.dispatchedKernels
+        guard used.filter({ $0 == "matmul_coopmat_f16" || $0 == "conv2d_coopmat_f16" }).count == 4,
+              used.filter({ $0 == "attention_coopmat_f16" }).count == 3
+        else {
+            let why = VulkanContext.TensorCoreCheck.failed("the check did not reach the tensor-core kernels (\(used))")
+            return (why, why)
         }
         let reference = try VulkanProgram(context: context, graph: g, outputs: outputs, options: scalar, f16Activations: true)
         let got = try fast.run(inputs).tensors, want = try reference.run(inputs).tensors
+        var verdict: [VulkanContext.TensorCoreCheck] = [.passed, .passed]
         for (i, name) in names.enumerated() {
             let p = got[i].toFloats(), q = want[i].toFloats()
             let scale = max(q.map { abs($0) }.max() ?? 0, 1e-6)
@@ -97,11 +123,12 @@ extension VulkanExecutor {
                 let d = abs(p[j] - q[j])
                 if !(d <= worst) { worst = d.isNaN ? .infinity : d }
             }
-            if !(worst <= Self.tensorCoreCheckTolerance * scale) {
-                return .failed("\(name) differs from the scalar kernel by \(worst) (output scale \(scale))")
+            let group = i < 4 ? 0 : 1
+            if !(worst <= Self.tensorCoreCheckTolerance * scale), verdict[group] == .passed {
+                verdict[group] = .failed("\(name) differs from the scalar kernel by \(worst) (output scale \(scale))")
             }
         }
-        return .passed
+        return (verdict[0], verdict[1])
     }
 }
 

@@ -90,6 +90,15 @@ extension VulkanProgram {
             let v = try act(n.inputs[2], role: "attention value"), o = try out()
             let width = qs[2], dh = width / heads
             let push: [UInt32] = [UInt32(qs[1]), UInt32(ks[1]), UInt32(heads), UInt32(width), causal ? 1 : 0, scale.bitPattern]
+            if options.attentionKernel == nil, !causal, usesTensorCores(m: qs[1], n: ks[1], k: dh),
+               options.checkingTensorCores || context.tensorCoreAttention == .passed,
+               let nsg = TensorCoreAttention.subgroups(headSize: dh, sharedBytes: Int(context.limits.maxComputeSharedMemorySize)) {
+                let dhp = TensorCoreAttention.paddedHeadSize(dh)
+                try dispatch(name, "attention_coopmat", spec: [32 * nsg, nsg, dh, dhp].map { UInt32($0) },
+                             bindings: [q, k, v, o], writes: [o], push: push,
+                             groups: (ceilDiv(qs[1], 16 * nsg), qs[0] * heads, 1))
+                return
+            }
             let kernel = options.attentionKernel ?? (dh <= 64 ? .rows : .split)
             switch kernel {
             case .rows:
@@ -311,6 +320,22 @@ func ceilDiv(_ a: Int, _ b: Int) -> Int { (a + b - 1) / b }
 enum TensorCoreTiles {
     static let bm = 128, bn = 128, workgroup = 256
     static func spec(wdt: UInt32) -> [UInt32] { [UInt32(workgroup), wdt] }
+}
+
+/// The tensor-core attention kernel's workgroup (Shaders/attention_coopmat.comp): NSG subgroups
+/// of 16 queries each, keys in blocks of 32, the head size padded to a multiple of 16; the most
+/// subgroups (4, 2 or 1) whose shared memory fits the device.
+enum TensorCoreAttention {
+    static func paddedHeadSize(_ dh: Int) -> Int { (dh + 15) / 16 * 16 }
+    static func sharedBytes(subgroups nsg: Int, paddedHeadSize dhp: Int) -> Int {
+        let bkv = 32
+        return 2 * 16 * nsg * (dhp + 8) + 2 * bkv * (dhp + 8) + 4 * nsg * 16 * (dhp + 4)
+            + 4 * nsg * 16 * (bkv + 4) + 2 * nsg * 16 * (bkv + 8)
+    }
+    static func subgroups(headSize dh: Int, sharedBytes limit: Int) -> Int? {
+        let dhp = paddedHeadSize(dh)
+        return [4, 2, 1].first { sharedBytes(subgroups: $0, paddedHeadSize: dhp) <= limit }
+    }
 }
 
 /// Tile shapes of the GEMM kernels (specialization constants): 64×64 tiles of 4×4 blocks, or

@@ -37,18 +37,27 @@ final class TensorCoreTests: VulkanTestCase {
         let conv = try g.conv2d(x, weight: try g.constant(w), bias: try g.constant(try random([96], seed: 22)), stride: 1, padding: 1)
         let tokens = try g.reshape(try g.permute(conv, [0, 2, 3, 1]), [2048, 96])
         let lin = try g.linear(tokens, weight: try g.constant(try random([160, 96], dtype: .f16, seed: 23, scale: 0.1)))
-        let program = try e16.compile(g, outputs: [conv, lin])
+        // Attention at SD 1.5's first-level shape, reduced: 256 queries, 77 and 256 keys, head size 40.
+        let qa = try g.input("q", shape: [2, 256, 320]), ka = try g.input("k", shape: [2, 256, 320])
+        let self_ = try g.attention(query: qa, key: ka, value: ka, heads: 8)
+        let ca = try g.input("c", shape: [2, 77, 320])
+        let cross = try g.attention(query: qa, key: ca, value: ca, heads: 8)
+        let program = try e16.compile(g, outputs: [conv, lin, self_, cross])
         let kernels = try XCTUnwrap(program as? VulkanProgram).dispatchedKernels
         if try deviceOffersThem() {
             XCTAssertTrue(status.hasPrefix("on"), "tensor-core check on \(e16.device.name): \(status)")
-            XCTAssertTrue(kernels.contains("conv2d_coopmat_f16") && kernels.contains("matmul_coopmat_f16"), "\(kernels)")
+            XCTAssertTrue(kernels.contains("conv2d_coopmat_f16") && kernels.contains("matmul_coopmat_f16")
+                          && kernels.contains("attention_coopmat_f16"), "\(kernels)")
         } else {
             XCTAssertTrue(status.hasPrefix("off"), status)
             XCTAssertFalse(kernels.contains { $0.contains("coopmat") }, "\(kernels)")
         }
-        let input = try random([2, 64, 32, 32], seed: 24)
-        let cpu = try CPUExecutor(threads: 2).compile(g, outputs: [conv, lin]).run(["x": input])
-        let gpu = try program.run(["x": input])
+        let inputs = ["x": try random([2, 64, 32, 32], seed: 24), "q": try random([2, 256, 320], seed: 25),
+                      "k": try random([2, 256, 320], seed: 26), "c": try random([2, 77, 320], seed: 27)]
+        let cpu = try CPUExecutor(threads: 2).compile(g, outputs: [conv, lin, self_, cross]).run(inputs)
+        let gpu = try program.run(inputs)
+        assertClose(gpu[self_]!.toFloats(), cpu[self_]!.toFloats(), atol: TOL16.atol, rtol: TOL16.rtol, "self-attention 256x256 dh 40 f16")
+        assertClose(gpu[cross]!.toFloats(), cpu[cross]!.toFloats(), atol: TOL16.atol, rtol: TOL16.rtol, "cross-attention 256x77 dh 40 f16")
         // Unit-scale inputs, K = 576 and 96: the outputs reach about ±3; TOL16 is the f16-activation bound.
         assertClose(gpu[conv]!.toFloats(), cpu[conv]!.toFloats(), atol: TOL16.atol, rtol: TOL16.rtol, "conv2d 64->96 @32x32 f16")
         assertClose(gpu[lin]!.toFloats(), cpu[lin]!.toFloats(), atol: TOL16.atol, rtol: TOL16.rtol, "linear 2048x96x160 f16")
