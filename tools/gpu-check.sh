@@ -39,6 +39,9 @@ DIFFUSERS_VERSION=${DIFFUSERS_VERSION:-0.42.1}
 
 if [ "$BUILD" = 1 ]; then
   echo "pack: building a static lumen (several minutes the first time)" >&2
+  # SwiftPM plans the shader plugin's commands again only when it replans the package; a .comp
+  # added since the last build would be missing from the binary. Touching the manifest replans.
+  touch "$ROOT/Package.swift"
   (cd "$ROOT" && LUMEN_NO_DEMO_MODEL=1 LUMEN_NO_ICU_DATA=1 swift build -c release --static-swift-stdlib \
      --scratch-path "$SCRATCH" --product lumen)
 fi

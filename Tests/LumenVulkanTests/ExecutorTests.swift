@@ -28,6 +28,22 @@ final class ExecutorTests: VulkanTestCase {
     }
 
     /// Every embedded module passes spirv-val (for the Vulkan 1.1 environment it was built for).
+    /// Every kernel in Shaders/ is in the binary, in both activation variants. (SwiftPM replans
+    /// the shader plugin only when it replans the package: a .comp added since the last build is
+    /// missing until `touch Package.swift`; this says so instead of a failure at run time.)
+    func testEveryShaderIsBuiltIn() throws {
+        let shaders = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("Shaders")
+        let names = try FileManager.default.contentsOfDirectory(atPath: shaders.path)
+            .filter { $0.hasSuffix(".comp") }.map { String($0.dropLast(5)) }
+        XCTAssertGreaterThan(names.count, 15)
+        let modules = VulkanExecutor.spirvModules
+        for name in names {
+            XCTAssertNotNil(modules[name], "Shaders/\(name).comp is not built in (a stale build plan? touch Package.swift)")
+            XCTAssertNotNil(modules[name + "_f16"], "Shaders/\(name).comp's f16 variant is not built in")
+        }
+    }
+
     func testSPIRVModulesValidate() throws {
         let tool = "/usr/bin/spirv-val"
         guard FileManager.default.isExecutableFile(atPath: tool) else {
