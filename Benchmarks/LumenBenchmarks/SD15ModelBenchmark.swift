@@ -107,7 +107,7 @@ public struct SD15ModelBenchmark {
                 let t0 = DispatchTime.now().uptimeNanoseconds
                 _ = try program.run(inputs)
                 times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9)
-                if let gpu = (program as? VulkanProgram)?.lastGPUSeconds { gpuTimes.append(gpu) }
+                if let gpu = Self.vulkanProgram(program)?.lastGPUSeconds { gpuTimes.append(gpu) }
             }
             times.sort()
             gpuTimes.sort()
@@ -120,7 +120,7 @@ public struct SD15ModelBenchmark {
                     byFamily[graph.costCategory(of: graph.nodes[node]), default: 0] += step.seconds
                 }
                 activations = cpu.activationBytes
-            } else if let vk = program as? VulkanProgram {
+            } else if let vk = Self.vulkanProgram(program) {
                 // Per kernel name from the last run's timestamps (the executor is built with profiling on).
                 for (op, seconds) in vk.lastProfile { byFamily[op, default: 0] += seconds }
                 activations = vk.activationBytes
@@ -283,5 +283,13 @@ final class RecordingWeights: WeightStore {
     func write(to path: String) throws {
         try SafetensorsWriter.write(recorded.map { ($0.0, $0.1) }, to: path)
         recorded.removeAll()
+    }
+}
+
+extension SD15ModelBenchmark {
+    /// The Vulkan program behind a compiled program (with `auto` activations the executor wraps
+    /// it in a PrecisionFallbackProgram), for its timestamps.
+    static func vulkanProgram(_ p: any Program) -> VulkanProgram? {
+        (p as? VulkanProgram) ?? (p as? PrecisionFallbackProgram)?.current
     }
 }

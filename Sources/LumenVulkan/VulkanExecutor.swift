@@ -22,7 +22,9 @@ public final class VulkanExecutor: Executor, @unchecked Sendable {
         /// Fill every activation buffer with NaN before each run, so that an element a kernel
         /// fails to write shows up in the output (for tests; costs a fill per buffer).
         public var poisonActivations: Bool
-        /// How activations are stored on the device (`LUMEN_VULKAN_ACTIVATIONS=f32|f16|auto`).
+        /// How activations are stored on the device (`LUMEN_VULKAN_ACTIVATIONS=f32|f16|auto`;
+        /// f32 by default: on the H200, f16 activations with the tensor-core kernels took 302 ms
+        /// for a UNet step at 512 where f32 took 217 ms, docs/vulkan.md).
         public var activations: ActivationPrecision
         /// The attention kernel; nil picks by head size (`rows` up to 64, `split` above).
         public var attentionKernel: AttentionKernel?
@@ -39,9 +41,6 @@ public final class VulkanExecutor: Executor, @unchecked Sendable {
         public var tensorCores: TensorCores
         /// Set while the executor checks the tensor-core kernels themselves.
         var checkingTensorCores = false
-        /// True when neither the caller nor LUMEN_VULKAN_ACTIVATIONS chose the activation
-        /// precision: GPUs then get `auto` (f16 with the overflow fallback), other devices f32.
-        var activationsDefaulted = false
         public init(profile: Bool? = nil, printProfile: Bool = true, poisonActivations: Bool = false,
                     activations: ActivationPrecision? = nil, attentionKernel: AttentionKernel? = nil,
                     forceSharedMemoryReductions: Bool = false, maxActivationBinding: Int? = nil) {
@@ -51,7 +50,6 @@ public final class VulkanExecutor: Executor, @unchecked Sendable {
             self.poisonActivations = poisonActivations
             let fromEnv = env["LUMEN_VULKAN_ACTIVATIONS"].flatMap(ActivationPrecision.init(rawValue:))
             self.activations = activations ?? fromEnv ?? .f32
-            self.activationsDefaulted = activations == nil && fromEnv == nil
             self.tensorCores = env["LUMEN_VULKAN_COOPMAT"] == "0" ? .off : .auto
             self.attentionKernel = attentionKernel
             self.forceSharedMemoryReductions = forceSharedMemoryReductions
@@ -101,10 +99,6 @@ public final class VulkanExecutor: Executor, @unchecked Sendable {
     public init(device: Int? = nil, validation: Bool? = nil, options: Options = Options()) throws {
         let v = validation ?? (ProcessInfo.processInfo.environment["LUMEN_VULKAN_VALIDATION"] == "1")
         context = try VulkanContext.shared(device: device, validation: v)
-        var options = options
-        if options.activationsDefaulted && context.info.isGPU && context.info.storageBuffer16BitAccess {
-            options.activations = .auto
-        }
         self.options = options
         messageStart = context.log.count
     }

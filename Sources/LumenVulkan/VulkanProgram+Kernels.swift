@@ -40,7 +40,7 @@ extension VulkanProgram {
             let o = ws[0], spatial = n.shape[2] * n.shape[3]
             let push = [xs[1], xs[2], xs[3], o, ws[2], ws[3], n.shape[2], n.shape[3],
                         p.strideH, p.strideW, p.padH, p.padW, hasBias ? 1 : 0].map { UInt32($0) }
-            if usesTensorCores(m: o, n: spatial, k: xs[1] * ws[2] * ws[3]) {
+            if usesTensorCores(m: o, n: spatial, k: xs[1] * ws[2] * ws[3], batch: xs[0]) {
                 let t = TensorCoreTiles.self
                 try dispatch(name, "conv2d_coopmat", spec: t.spec(wdt: wdt), bindings: [x, w, bias, y], writes: [y],
                              push: push, groups: (ceilDiv(spatial, t.bn), ceilDiv(o, t.bm), xs[0]))
@@ -90,7 +90,10 @@ extension VulkanProgram {
             let v = try act(n.inputs[2], role: "attention value"), o = try out()
             let width = qs[2], dh = width / heads
             let push: [UInt32] = [UInt32(qs[1]), UInt32(ks[1]), UInt32(heads), UInt32(width), causal ? 1 : 0, scale.bitPattern]
-            if options.attentionKernel == nil, !causal, usesTensorCores(m: qs[1], n: ks[1], k: dh),
+            // Attention on tensor cores was faster than the scalar f16 kernels at every measured
+            // shape on the H200 (4096 queries and keys: 5.95 vs 9.66 ms; 77 keys: 0.21 vs 0.31 ms).
+            if options.attentionKernel == nil, !causal, act16, context.cooperativeMatrix, options.tensorCores == .auto,
+               options.checkingTensorCores || context.tensorCoreCheck == .passed,
                options.checkingTensorCores || context.tensorCoreAttention == .passed,
                let nsg = TensorCoreAttention.subgroups(headSize: dh, sharedBytes: Int(context.limits.maxComputeSharedMemorySize)) {
                 let dhp = TensorCoreAttention.paddedHeadSize(dh)
@@ -236,12 +239,17 @@ extension VulkanProgram {
     /// Whether a GEMM (or a convolution as one) of these sizes runs on the tensor-core kernels:
     /// only in programs whose activations are f16 already (the kernels round their operands to
     /// f16), on a device that has them, after they passed their check on this device (or while
-    /// being checked), and for problems big enough to fill a 128×128 tile's worth of work.
-    func usesTensorCores(m: Int, n: Int, k: Int) -> Bool {
+    /// being checked), and for grids of at least 64 of their 128×128 tiles. On the H200 every
+    /// measured shape with 64 or more tiles ran faster on them than on the scalar f16 kernels
+    /// (conv 320→320 at 64², 96 tiles: 2.47 vs 2.99 ms) and every shape with fewer ran slower
+    /// (conv 640→640 at 32², 40 tiles: 5.80 vs 4.96 ms; 1280→1280 at 8², 10 tiles: 11.9 vs 5.6 ms),
+    /// for want of split-K (docs/vulkan.md).
+    func usesTensorCores(m: Int, n: Int, k: Int, batch: Int = 1) -> Bool {
         guard act16, context.cooperativeMatrix, options.tensorCores == .auto else { return false }
         if options.checkingTensorCores { return true }
         guard context.tensorCoreCheck == .passed else { return false }
-        return m >= 16 && n >= 16 && k >= 16 && m * n >= 128 * 128 / 2
+        let tiles = ceilDiv(m, TensorCoreTiles.bm) * ceilDiv(n, TensorCoreTiles.bn) * batch
+        return m >= 16 && n >= 16 && k >= 16 && tiles >= 64
     }
 
     /// The subgroup variant where the device has subgroup arithmetic in compute shaders.
@@ -287,7 +295,7 @@ extension VulkanProgram {
                       sam: Int, sak: Int, sbk: Int, sbn: Int, hasBias: Bool, alpha: Float, batch: BatchPlan) throws {
         let push: [UInt32] = [m, n, k, sam, sak, sbk, sbn, hasBias ? 1 : 0].map { UInt32($0) } + [alpha.bitPattern]
             + ([batch.dims[1], batch.dims[2]] + batch.a + batch.b).map { UInt32($0) }
-        if usesTensorCores(m: m, n: n, k: k) {
+        if usesTensorCores(m: m, n: n, k: k, batch: batch.count) {
             let t = TensorCoreTiles.self
             try dispatch(op, "matmul_coopmat", spec: t.spec(wdt: wdt), bindings: [a, b, bias, c], writes: [c], push: push,
                          groups: (ceilDiv(n, t.bn), ceilDiv(m, t.bm), batch.count))
