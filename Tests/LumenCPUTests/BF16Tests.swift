@@ -15,13 +15,20 @@ final class BF16Tests: XCTestCase {
     private func gemmTolerance(_ k: Int) -> Double { 2e-6 * Double(k).squareRoot() + 1e-6 }
     private let roundingBound = 8e-3
 
+    /// The instruction set in force before the test (LUMEN_CPU_ISA may have lowered it): tearDown
+    /// restores this one. (It used to restore the *detected* set, and XCTest runs tearDown after a
+    /// setUp that skips: under LUMEN_CPU_ISA=avx2 every later test of the process ran AVX-512.)
+    private var startInstructionSet: String?
+
     override func setUpWithError() throws {
+        startInstructionSet = CPUExecutor.instructionSet
         guard CPUExecutor.bf16Supported else { throw XCTSkip("this CPU has no AVX512_BF16") }
     }
 
     override func tearDown() {
         _ = lumen_cpu_set_bf16(0)
-        _ = try? CPUExecutor.setInstructionSet(CPUExecutor.detectedInstructionSet)
+        if let start = startInstructionSet { _ = try? CPUExecutor.setInstructionSet(start) }
+        XCTAssertEqual(CPUExecutor.instructionSet, startInstructionSet, "the instruction set in force is restored")
     }
 
     /// Rounds an f32 value to bfloat16, nearest even (as VCVTNE2PS2BF16 does for normal numbers).
