@@ -4,7 +4,11 @@
 // 2-D convolution as an implicit GEMM (no im2col buffer): per image, C[O, OH·OW] = W[O, C·KH·KW] ·
 // X̂[C·KH·KW, OH·OW], where X̂ is gathered from x on the fly while the shared-memory tile is
 // loaded (zero outside the padded border). Same tiling as matmul.comp; W may be f32 or packed
-// f16 (WDT). The workgroup size must be (BM/TM)·(BN/TN).
+// f16 (WDT). The workgroup size must be (BM/TM)·(BN/TN). The gather's index arithmetic is
+// strength-reduced: a host table gives each k = (c, ky, kx) its offset c·H·W + ky·W + kx and
+// (ky, kx), and each invocation keeps the (oy·sh − ph, ox·sw − pw) of its current output column,
+// recomputed only when the column changes (its column stays the same for the whole K loop when
+// BN divides the workgroup size), so no element costs an integer division.
 layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const uint BM = 64;
 layout(constant_id = 2) const uint BN = 64;
@@ -17,6 +21,7 @@ layout(std430, binding = 0) readonly buffer X { ACT x[]; };
 layout(std430, binding = 1) readonly buffer Wt { uint w[]; };
 layout(std430, binding = 2) readonly buffer Bias { float bias[]; };
 layout(std430, binding = 3) writeonly buffer Y { ACT y[]; };
+layout(std430, binding = 4) readonly buffer KTab { ivec2 ktab[]; };   // (offset, ky << 16 | kx) per k
 layout(push_constant) uniform P {
     uint C, H, W, O, KH, KW, OH, OW, sh, sw, ph, pw, hasBias;
 } p;
@@ -37,6 +42,8 @@ void main() {
 
     float acc[TM * TN];
     for (uint i = 0u; i < TM * TN; i++) acc[i] = 0.0;
+    uint colN = 0xffffffffu;
+    int colY = 0, colX = 0;
 
     for (uint k0 = 0u; k0 < K; k0 += BK) {
         for (uint i = tid; i < BM * BK; i += gl_WorkGroupSize.x) {
@@ -49,13 +56,15 @@ void main() {
             uint gn = n0 + nn, gk = k0 + kk;
             float v = 0.0;
             if (gn < N && gk < K) {
-                uint c = gk / khw, r = gk % khw;
-                uint ky = r / p.KW, kx = r % p.KW;
-                uint oy = gn / p.OW, ox = gn % p.OW;
-                int iy = int(oy * p.sh + ky) - int(p.ph);
-                int ix = int(ox * p.sw + kx) - int(p.pw);
+                if (gn != colN) {
+                    colN = gn;
+                    colY = int((gn / p.OW) * p.sh) - int(p.ph);
+                    colX = int((gn % p.OW) * p.sw) - int(p.pw);
+                }
+                ivec2 t = ktab[gk];
+                int iy = colY + (t.y >> 16), ix = colX + (t.y & 0xffff);
                 if (iy >= 0 && iy < int(p.H) && ix >= 0 && ix < int(p.W))
-                    v = float(x[xBase + (c * p.H + uint(iy)) * p.W + uint(ix)]);
+                    v = float(x[xBase + uint(t.x + colY * int(p.W) + colX)]);
             }
             Bs[kk * BN + nn] = v;
         }

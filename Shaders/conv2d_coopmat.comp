@@ -12,6 +12,7 @@ layout(std430, binding = 0) readonly buffer X { ACT x[]; };
 layout(std430, binding = 1) readonly buffer Wt { uint w[]; };
 layout(std430, binding = 2) readonly buffer Bias { float bias[]; };
 layout(std430, binding = 3) writeonly buffer Y { ACT y[]; };
+layout(std430, binding = 4) readonly buffer KTab { ivec2 ktab[]; };   // (offset, ky << 16 | kx) per k, as conv2d.comp
 layout(push_constant) uniform P {
     uint C, H, W, O, KH, KW, OH, OW, sh, sw, ph, pw, hasBias;
 } p;
@@ -23,15 +24,21 @@ uint xBase, yBase, convK, convN;
 #define GEMM_N convN
 #define GEMM_K convK
 float loadA(uint m, uint k) { return LOAD_PACKED(w, m * convK + k, WDT); }
+// The gather without divisions (see conv2d.comp): the k table, and this invocation's current
+// output column's (oy·sh − ph, ox·sw − pw), recomputed only when the column changes (never inside
+// the K loop: coopmat_gemm.glsl's B loader gives each invocation one column).
+uint colN = 0xffffffffu;
+int colY = 0, colX = 0;
 float loadB(uint k, uint n) {
-    uint khw = p.KH * p.KW;
-    uint c = k / khw, r = k % khw;
-    uint ky = r / p.KW, kx = r % p.KW;
-    uint oy = n / p.OW, ox = n % p.OW;
-    int iy = int(oy * p.sh + ky) - int(p.ph);
-    int ix = int(ox * p.sw + kx) - int(p.pw);
+    if (n != colN) {
+        colN = n;
+        colY = int((n / p.OW) * p.sh) - int(p.ph);
+        colX = int((n % p.OW) * p.sw) - int(p.pw);
+    }
+    ivec2 t = ktab[k];
+    int iy = colY + (t.y >> 16), ix = colX + (t.y & 0xffff);
     if (iy < 0 || iy >= int(p.H) || ix < 0 || ix >= int(p.W)) return 0.0;
-    return float(x[xBase + (c * p.H + uint(iy)) * p.W + uint(ix)]);
+    return float(x[xBase + uint(t.x + colY * int(p.W) + colX)]);
 }
 bool aKContiguous() { return true; }
 bool bNContiguous() { return true; }

@@ -40,14 +40,18 @@ extension VulkanProgram {
             let o = ws[0], spatial = n.shape[2] * n.shape[3]
             let push = [xs[1], xs[2], xs[3], o, ws[2], ws[3], n.shape[2], n.shape[3],
                         p.strideH, p.strideW, p.padH, p.padW, hasBias ? 1 : 0].map { UInt32($0) }
+            let tableKey = [xs[1], xs[2], xs[3], ws[2], ws[3]]
+            let table = try gatherTables[tableKey] ?? hostConstant(
+                Self.convGatherTable(channels: xs[1], height: xs[2], width: xs[3], kh: ws[2], kw: ws[3]))
+            gatherTables[tableKey] = table
             if usesTensorCores(m: o, n: spatial, k: xs[1] * ws[2] * ws[3], batch: xs[0]) {
                 let t = TensorCoreTiles.self
-                try dispatch(name, "conv2d_coopmat", spec: t.spec(wdt: wdt), bindings: [x, w, bias, y], writes: [y],
+                try dispatch(name, "conv2d_coopmat", spec: t.spec(wdt: wdt), bindings: [x, w, bias, y, table], writes: [y],
                              push: push, groups: (ceilDiv(spatial, t.bn), ceilDiv(o, t.bm), xs[0]))
                 return
             }
             let t = GemmTiles.choose(m: o, n: spatial)
-            try dispatch(name, "conv2d", spec: t.spec(wdt: wdt), bindings: [x, w, bias, y], writes: [y],
+            try dispatch(name, "conv2d", spec: t.spec(wdt: wdt), bindings: [x, w, bias, y, table], writes: [y],
                          push: push, groups: (ceilDiv(spatial, t.bn), ceilDiv(o, t.bm), xs[0]))
 
         case .groupNorm(let groups, let eps, let silu, let affine):
@@ -235,6 +239,22 @@ extension VulkanProgram {
     }
 
     func shape(_ id: Int) -> Shape { graph.nodes[id].shape }
+
+    /// The convolution kernels' gather table: for each k = (c, ky, kx) of the implicit GEMM, the
+    /// input offset c·H·W + ky·W + kx and (ky << 16 | kx), as pairs of Int32 (Shaders/conv2d.comp).
+    static func convGatherTable(channels: Int, height: Int, width: Int, kh: Int, kw: Int) -> [UInt8] {
+        var table: [Int32] = []
+        table.reserveCapacity(2 * channels * kh * kw)
+        for c in 0..<channels {
+            for ky in 0..<kh {
+                for kx in 0..<kw {
+                    table.append(Int32(c * height * width + ky * width + kx))
+                    table.append(Int32(ky << 16 | kx))
+                }
+            }
+        }
+        return table.withUnsafeBytes { Array($0) }
+    }
 
     /// Whether a GEMM (or a convolution as one) of these sizes runs on the tensor-core kernels:
     /// only in programs whose activations are f16 already (the kernels round their operands to

@@ -60,6 +60,8 @@ public final class VulkanProgram: Program {
         case tensor(Tensor, DType)
     }
     var pendingUploads: [(upload: Upload, range: BufferRange)] = []
+    /// The convolutions' gather tables, one per input geometry and kernel size.
+    var gatherTables: [[Int]: Ref] = [:]
     var inputCopies: [(name: String, node: Int, bytes: Int, staging: Int, ref: Ref)] = []
     var outputCopies: [(index: Int, staging: Int, ref: Ref)] = []
     var hostOutputs: [Int: Tensor] = [:]
