@@ -105,8 +105,14 @@ def parse(text):
     return pieces
 
 
-def chunks(tokenizer, text):
-    """[(ids[77], multipliers[77])] of `text`."""
+def chunks(tokenizer, text, embeddings=()):
+    """[(ids[77], multipliers[77])] of `text`.
+
+    embeddings: [(name_ids, vector_ids)], textual-inversion embeddings found as A1111 finds them:
+    at each position of a piece's tokens, the embedding whose name's tokens (the tokenizer's, so
+    lower-cased, whole BPE tokens) start there, longest name first; its vector ids go in place of
+    the name, and where they would not fit in the chunk, the chunk closes first."""
+    by_length = sorted([e for e in embeddings if e[0]], key=lambda e: -len(e[0]))
     pieces = parse(text)
     start, end = tokenizer.bos_token_id, tokenizer.eos_token_id
     comma = tokenizer.get_vocab().get(",</w>")
@@ -123,7 +129,10 @@ def chunks(tokenizer, text):
         if s == "BREAK" and weight == -1:
             close()
             continue
-        for token in tokenizer(s, add_special_tokens=False, truncation=False)["input_ids"]:
+        tokens = tokenizer(s, add_special_tokens=False, truncation=False)["input_ids"]
+        position = 0
+        while position < len(tokens):
+            token = tokens[position]
             if token == comma:
                 last_comma = len(ids)
             elif len(ids) == CHUNK and last_comma != -1 and len(ids) - last_comma <= COMMA_BACKTRACK:
@@ -134,8 +143,18 @@ def chunks(tokenizer, text):
                 ids, mults = moved_ids, moved_mults
             if len(ids) == CHUNK:
                 close()
-            ids.append(token)
-            mults.append(weight)
+            found = next((e for e in by_length if tokens[position:position + len(e[0])] == e[0]), None)
+            if found is None:
+                ids.append(token)
+                mults.append(weight)
+                position += 1
+                continue
+            name_ids, vector_ids = found
+            if len(ids) + len(vector_ids) > CHUNK:
+                close()
+            ids += list(vector_ids)
+            mults += [weight] * len(vector_ids)
+            position += len(name_ids)
     if ids or not done:
         close()
     pad_id = tokenizer.pad_token_id

@@ -76,6 +76,36 @@ final class PromptSyntaxTests: XCTestCase {
         }
     }
 
+    /// Textual-inversion embeddings in A1111 prompts, against tools/make_a1111_embedding_fixtures.py:
+    /// found by their name's tokens (capitals match, a longer word does not) and moved whole to
+    /// the next chunk where they would straddle the boundary.
+    func testEmbeddingsAreFoundAndKeptWholeAsA1111Does() throws {
+        let ref = try SafetensorsFile(path: Self.folder + "/embedding-reference.safetensors")
+        let cases = try Self.cases(ref)
+        XCTAssertEqual(Set(cases.keys), ["case", "suffix", "boundary"])
+        let embedding = try TextualInversion(path: Fixtures.root + "/embeddings/lumenstyle.safetensors")
+        try forEachInstructionSet(modelInstructionSets) { _ in
+            let pipeline = try Pipeline(modelPath: Fixtures.tinyFolder, backend: .cpu, embeddings: [embedding])
+            let vocab = pipeline.model.textEncoderConfig.vocabSize
+            let chunker = try PromptChunker(tokenizer: pipeline.tokenizer.adding([("lumenstyle", [vocab, vocab + 1])]))
+            for (name, c) in cases.sorted(by: { $0.key < $1.key }) {
+                let chunks = try Self.paddedChunks([c.negative_prompt, c.prompt], [chunker])[0]
+                XCTAssertEqual(chunks.flatMap { $0.flatMap { $0.ids.map(Int.init) } }, try ref.tensor("\(name).ids").toInts(), "\(name): ids")
+                XCTAssertEqual(chunks.flatMap { $0.flatMap(\.multipliers) }, try ref.tensor("\(name).multipliers").toFloats(), "\(name): multipliers")
+                var r = GenerationRequest(prompt: c.prompt)
+                r.negativePrompt = c.negative_prompt
+                r.promptSyntax = .a1111
+                // 1e-5 as the other A1111 context tests.
+                assertRelativeError(try pipeline.promptEmbeddings(for: r).context, try ref.tensor("\(name).context"), below: 1e-5, "\(name): context")
+            }
+        }
+        // More vectors than a chunk holds: a typed error, not a chunk longer than 77.
+        let tokenizer = try Pipeline(modelPath: Fixtures.tinyFolder, backend: .cpu).tokenizer
+        XCTAssertThrowsError(try PromptChunker(tokenizer: tokenizer.adding([("huge", Array(50000..<50080))]))) { error in
+            XCTAssertEqual(error as? PromptSyntaxError, .embeddingTooLong(token: "huge", vectors: 80))
+        }
+    }
+
     /// The long prompt's three chunks reach the UNet: latents against StableDiffusionPipeline
     /// given the reference context as prompt_embeds.
     func testLongPromptGenerationEqualsDiffusers() throws {

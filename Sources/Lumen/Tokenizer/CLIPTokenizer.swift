@@ -49,6 +49,8 @@ public struct CLIPTokenizer: Sendable {
 
     private let mergeRanks: [SymbolPair: Int]
     private var specialTokens: [(text: [Unicode.Scalar], ids: [Int])]
+    /// The tokens `adding(_:)` added (textual-inversion embeddings), in the order added.
+    public private(set) var addedTokens: [(text: String, ids: [Int])] = []
 
     private struct SymbolPair: Hashable, Sendable {
         let first: String
@@ -125,6 +127,16 @@ public struct CLIPTokenizer: Sendable {
     public func adding(_ tokens: [(String, [Int])]) -> CLIPTokenizer {
         var t = self
         t.specialTokens = (specialTokens + tokens.map { (Array($0.0.unicodeScalars), $0.1) }).sorted { $0.text.count > $1.text.count }
+        t.addedTokens += tokens.map { (text: $0.0, ids: $0.1) }
+        return t
+    }
+
+    /// This tokenizer without the tokens `adding(_:)` added.
+    public var withoutAddedTokens: CLIPTokenizer {
+        var t = self
+        let added = Set(addedTokens.map { Array($0.text.unicodeScalars).map(\.value) })
+        t.specialTokens = specialTokens.filter { !added.contains($0.text.map(\.value)) }
+        t.addedTokens = []
         return t
     }
 

@@ -13,6 +13,8 @@ public enum PromptSyntaxError: Error, CustomStringConvertible, Equatable, Sendab
     case invalidWeight(String)
     /// The text encoder's context is not the 77 positions A1111's 75-token chunks fill.
     case unsupportedContext(Int)
+    /// An embedding with more vectors than one 75-token chunk holds.
+    case embeddingTooLong(token: String, vectors: Int)
 
     public var description: String {
         switch self {
@@ -20,6 +22,8 @@ public enum PromptSyntaxError: Error, CustomStringConvertible, Equatable, Sendab
             return "prompt: the attention weight '\(w)' in '(text:\(w))' is not a number (expected e.g. (text:1.3))"
         case .unsupportedContext(let n):
             return "prompt syntax a1111: the text encoder takes \(n) positions; A1111's chunks need 77 (use --prompt-syntax plain)"
+        case .embeddingTooLong(let token, let n):
+            return "prompt syntax a1111: the embedding '\(token)' has \(n) vectors; a 75-token chunk holds at most 75 (use --prompt-syntax plain)"
         }
     }
 }
@@ -180,16 +184,37 @@ public struct PromptChunk: Equatable, Sendable {
 /// `comma_padding_backtrack`). A closed chunk is padded with end tokens and wrapped in the start
 /// and end tokens; a tokenizer whose padding token is not the end token (SD 2.x's and SDXL's
 /// OpenCLIP) has every token after the first end token replaced by its padding token.
+///
+/// Textual-inversion embeddings (the tokenizer's added tokens) are found as A1111 finds them, not
+/// as diffusers does: the text is tokenized without them, and an embedding stands wherever the
+/// tokens of its name do (longest name first), so the match follows CLIP's lower-casing and word
+/// boundaries ("LumenStyle" is `lumenstyle`; "lumenstyles" is not). An embedding's vectors never
+/// straddle two chunks: where they would not fit in this one, the chunk closes first.
 public struct PromptChunker: Sendable {
+    /// The tokenizer without the embeddings' added tokens.
     public let tokenizer: CLIPTokenizer
     /// Text tokens per chunk (75: the encoder's 77 positions less the start and end tokens).
     public let chunkLength: Int
     public static let commaBacktrack = 20
+    /// Each embedding's name as token ids, and the ids of its vectors; longest name first.
+    let embeddings: [(name: [Int], ids: [Int])]
 
     public init(tokenizer: CLIPTokenizer, positions: Int = 77) throws {
         guard positions == 77 else { throw PromptSyntaxError.unsupportedContext(positions) }
-        self.tokenizer = tokenizer
+        let base = tokenizer.withoutAddedTokens
+        self.tokenizer = base
         self.chunkLength = 75
+        if let long = tokenizer.addedTokens.first(where: { $0.ids.count > 75 }) {
+            throw PromptSyntaxError.embeddingTooLong(token: long.text, vectors: long.ids.count)
+        }
+        self.embeddings = tokenizer.addedTokens.map { (name: base.tokens($0.text), ids: $0.ids) }
+            .filter { !$0.name.isEmpty }
+            .enumerated().sorted { ($0.element.name.count, -$0.offset) > ($1.element.name.count, -$1.offset) }.map(\.element)
+    }
+
+    /// The embedding whose name's tokens start at `i` of `tokens`, if any.
+    private func embedding(in tokens: [Int], at i: Int) -> (name: [Int], ids: [Int])? {
+        embeddings.first { e in i + e.name.count <= tokens.count && tokens[i..<(i + e.name.count)].elementsEqual(e.name) }
     }
 
     /// The chunks of `prompt` (at least one).
@@ -206,7 +231,10 @@ public struct PromptChunker: Sendable {
         }
         for piece in try PromptAttention.parse(prompt) {
             if piece.isBreak { close(); continue }
-            for token in tokenizer.tokens(piece.text) {
+            let tokens = tokenizer.tokens(piece.text)
+            var i = 0
+            while i < tokens.count {
+                let token = tokens[i]
                 if token == comma {
                     lastComma = ids.count
                 } else if ids.count == chunkLength, lastComma != -1, ids.count - lastComma <= Self.commaBacktrack {
@@ -217,8 +245,16 @@ public struct PromptChunker: Sendable {
                     (ids, weights) = (movedIds, movedWeights)
                 }
                 if ids.count == chunkLength { close() }
-                ids.append(token)
-                weights.append(piece.weight)
+                if let e = embedding(in: tokens, at: i) {
+                    if ids.count + e.ids.count > chunkLength { close() }
+                    ids.append(contentsOf: e.ids)
+                    weights.append(contentsOf: repeatElement(piece.weight, count: e.ids.count))
+                    i += e.name.count
+                } else {
+                    ids.append(token)
+                    weights.append(piece.weight)
+                    i += 1
+                }
             }
         }
         if !ids.isEmpty || done.isEmpty { close() }
