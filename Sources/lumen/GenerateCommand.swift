@@ -70,7 +70,7 @@ struct GenerateCommand: ParsableCommand {
     /// The strength in force: the flag's, else diffusers' img2img default.
     var strength: Float { strengthOption ?? 0.8 }
 
-    @Option(help: "A ControlNet (diffusers ControlNetModel folder) and its conditioning image (an edge, depth or pose map of the output's size), as CONTROLNET:PNG or CONTROLNET:PNG:SCALE (default scale 1); repeat for several (their residuals are summed). CONTROLNET:canny=PHOTO.png computes the edge map of a photo first (OpenCV's Canny, thresholds 100 and 200).")
+    @Option(help: "A ControlNet (a diffusers ControlNetModel folder or a single .safetensors file, original or diffusers names) and its conditioning image (an edge, depth or pose map of the output's size), as CONTROLNET:PNG or CONTROLNET:PNG:SCALE (default scale 1); repeat for several (their residuals are summed). CONTROLNET:canny=PHOTO.png computes the edge map of a photo first (OpenCV's Canny, thresholds 100 and 200).")
     var control: [String] = []
 
     @Option(name: .customLong("control-start"), help: "The fraction of the steps after which the ControlNets start acting (diffusers' control_guidance_start).")

@@ -393,7 +393,7 @@ public final class Pipeline: @unchecked Sendable {
     /// The ControlNet at `path`, opened once and checked against the model.
     func controlNet(_ path: String) throws -> ControlNet {
         if let net = loadedControlNets[path] { return net }
-        let net = try ControlNet(path: path, precision: executor.prefersHalfPrecisionWeights ? .fp16 : .fp32)
+        let net = try ControlNet(path: path, precision: executor.prefersHalfPrecisionWeights ? .fp16 : .fp32, model: model.unetConfig)
         let c = net.config.unet, u = model.unetConfig
         guard c.crossAttentionDim == u.crossAttentionDim, c.blockOutChannels == u.blockOutChannels,
               c.layersPerBlock == u.layersPerBlock, c.inChannels == model.vaeConfig.latentChannels,
