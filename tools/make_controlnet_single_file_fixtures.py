@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
 from PIL import Image
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import make_fixtures as base  # noqa: E402
@@ -106,8 +106,8 @@ def main():
     assert torch.equal(latents, ref["single.latents"]), float((latents - ref["single.latents"]).abs().max())
     tensors = {"single-file.latents": latents.contiguous(),
                "single-file.image": torch.from_numpy((images * 255).round().astype(np.uint8)).contiguous()}
-    save_file(tensors, OUT, metadata={"single-file": json.dumps(request), "diffusers": __import__("diffusers").__version__,
-                                      "torch": torch.__version__, "generator": "tools/make_controlnet_single_file_fixtures.py"})
+    base.save_safetensors(tensors, OUT, metadata={"single-file": json.dumps(request), "diffusers": __import__("diffusers").__version__,
+                                                  "torch": torch.__version__, "generator": "tools/make_controlnet_single_file_fixtures.py"})
     print(SINGLE, os.path.getsize(SINGLE), OUT, os.path.getsize(OUT))
 
 
