@@ -22,6 +22,12 @@ extension GenerateCommand {
             throw ValidationError("--strength \(strength): expected a number in (0, 1]")
         }
         guard clipSkip >= 0 else { throw ValidationError("--clip-skip \(clipSkip): expected 0 or more") }
+        if let maskBlur, !(maskBlur.isFinite && maskBlur >= 0 && maskBlur <= Float(GenerationRequest.maxSide)) {
+            throw ValidationError("--mask-blur \(maskBlur): expected 0…\(GenerationRequest.maxSide) pixels")
+        }
+        if let maskCrop, !(0...GenerationRequest.maxSide).contains(maskCrop) {
+            throw ValidationError("--mask-crop \(maskCrop): expected a padding of 0…\(GenerationRequest.maxSide) pixels")
+        }
         for lora in loras {
             if lora.strength.isNaN, lora.path.contains(":"), !FileManager.default.fileExists(atPath: lora.path),
                let colon = lora.path.lastIndex(of: ":") {

@@ -70,7 +70,7 @@ struct GenerateCommand: ParsableCommand {
     /// The strength in force: the flag's, else diffusers' img2img default.
     var strength: Float { strengthOption ?? 0.8 }
 
-    @Option(help: "A ControlNet (diffusers ControlNetModel folder) and its conditioning image (an edge, depth or pose map of the output's size), as CONTROLNET:PNG or CONTROLNET:PNG:SCALE (default scale 1); repeat for several (their residuals are summed). CONTROLNET:canny=PHOTO.png computes the edge map of a photo first (OpenCV's Canny, thresholds 100 and 200).")
+    @Option(help: "A ControlNet (a diffusers ControlNetModel folder or a single .safetensors file, original or diffusers names) and its conditioning image (an edge, depth or pose map of the output's size), as CONTROLNET:PNG or CONTROLNET:PNG:SCALE (default scale 1); repeat for several (their residuals are summed). CONTROLNET:canny=PHOTO.png computes the edge map of a photo first (OpenCV's Canny, thresholds 100 and 200).")
     var control: [String] = []
 
     @Option(name: .customLong("control-start"), help: "The fraction of the steps after which the ControlNets start acting (diffusers' control_guidance_start).")
@@ -96,6 +96,14 @@ struct GenerateCommand: ParsableCommand {
 
     @Option(help: "With --init-image: a PNG of the same size whose white (grey at least half) is repainted and black kept (diffusers' inpainting with an ordinary checkpoint).")
     var mask: String?
+
+    @Option(name: .customLong("mask-blur"),
+            help: ArgumentHelp("Blur the mask first, as diffusers' mask_processor.blur (Pillow's GaussianBlur; PX is its standard deviation). The latents still use the mask at half grey, so alone it rounds the mask's outline; with --mask-crop it also softens the seam.", valueName: "PX"))
+    var maskBlur: Float?
+
+    @Option(name: .customLong("mask-crop"),
+            help: ArgumentHelp("Inpaint only the mask's bounding box plus PADDING pixels (widened to the output's aspect ratio), at the output size (--width/--height, default the init image's), then lay it back into the init image through the mask (diffusers' padding_mask_crop). The image keeps the init image's size.", valueName: "PADDING"))
+    var maskCrop: Int?
 
     @Option(name: .customLong("clip-skip"), help: "Skip the last N text-encoder layers.")
     var clipSkip = 0
@@ -150,6 +158,9 @@ struct GenerateCommand: ParsableCommand {
         }
         if initImage == nil && mask != nil {
             throw ValidationError("--mask needs --init-image (the image whose masked area is repainted)")
+        }
+        if mask == nil && outpaint == nil && (maskBlur != nil || maskCrop != nil) {
+            throw ValidationError("--mask-blur and --mask-crop need --mask (or --outpaint)")
         }
         if let memoryBudget, MemoryBudget.parse(memoryBudget) == nil {
             throw ValidationError("--memory-budget \(memoryBudget): expected bytes or a number with K, M, G or T (e.g. 6G)")
@@ -211,6 +222,8 @@ struct GenerateCommand: ParsableCommand {
             (request.initImage, request.mask) = image.outpainted(pad)
             request.strength = strengthOption ?? 1
         }
+        request.maskBlur = maskBlur ?? 0
+        request.maskCrop = maskCrop
         request.controlNets = try control.compactMap(Self.parseControl).map {
             ControlNetInput(path: $0.path, image: try Self.controlImage($0.image), scale: $0.scale, start: controlStart, end: controlEnd)
         }
@@ -251,6 +264,8 @@ struct GenerateCommand: ParsableCommand {
             + "Size: \(w)x\(h), Model: \((model as NSString).lastPathComponent)"
         if initImage != nil { parameters += ", Denoising strength: \(request.strength)" }
         if clipSkip > 0 { parameters += ", Clip skip: \(clipSkip + 1)" }
+        if let maskBlur { parameters += ", Mask blur: \(maskBlur)" }
+        if let maskCrop { parameters += ", Inpaint area: Only masked, Masked area padding: \(maskCrop)" }
         if let hires = request.hires {
             parameters += ", Denoising strength: \(hires.strength), Hires upscale: \(hires.scale)"
                 + (hires.steps.map { ", Hires steps: \($0)" } ?? "")

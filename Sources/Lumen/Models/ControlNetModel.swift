@@ -22,6 +22,12 @@ public struct ControlNetConfig: Sendable {
         }
     }
 
+    init(unet: UNet2DConditionConfig, conditioningChannels: Int, conditioningEmbeddingOutChannels: [Int]) {
+        self.unet = unet
+        self.conditioningChannels = conditioningChannels
+        self.conditioningEmbeddingOutChannels = conditioningEmbeddingOutChannels
+    }
+
     /// Reads `config.json` of a ControlNet folder, refusing what Lumen does not build (global
     /// pooling, BGR channel order) by name.
     public init(path: String) throws {
@@ -96,19 +102,40 @@ public struct ControlNetModel {
     }
 }
 
-/// A ControlNet folder opened for a pipeline: its config and weights.
+/// A ControlNet opened for a pipeline: its config and weights.
 public final class ControlNet {
     public let path: String
     public let config: ControlNetConfig
     public let weights: SafetensorsWeights
+    /// How the file names its tensors (a folder's are diffusers').
+    public let layout: ControlNetLayout
 
-    /// Opens a diffusers `ControlNetModel` folder (`config.json`, `diffusion_pytorch_model[.fp16].safetensors`).
-    public init(path: String, precision: WeightPrecision = .auto) throws {
+    /// Opens a diffusers `ControlNetModel` folder (`config.json`, `diffusion_pytorch_model[.fp16].safetensors`)
+    /// or a single `.safetensors` file, with the original ControlNet names (`control_model.*`, as
+    /// lllyasviel's files) or diffusers' (as the SDXL ControlNets are published). A single file has
+    /// no config: its shapes are read from the tensors, and what the weights cannot show (the
+    /// attention heads) is taken from `model`, the UNet config of the model it guides, whose
+    /// encoder a ControlNet copies.
+    public init(path: String, precision: WeightPrecision = .auto, model: UNet2DConditionConfig? = nil) throws {
         var isDir: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir), isDir.boolValue else {
-            throw ModelFileError.missingFile(path: path, detail: "no such folder; a ControlNet is read from a diffusers folder (config.json and diffusion_pytorch_model.safetensors)")
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
+            throw ModelFileError.missingFile(path: path, detail: "no such file or folder; a ControlNet is a diffusers folder (config.json and "
+                                             + "diffusion_pytorch_model.safetensors) or a single .safetensors file")
         }
         self.path = path
+        guard isDir.boolValue else {
+            guard let model else {
+                throw ModelFileError.unsupported(path: path, detail: "a single-file ControlNet takes its attention heads from the model it guides; "
+                                                 + "open it with that model's UNet config")
+            }
+            let opened = try Self.singleFile(path, model: model)
+            config = opened.0
+            weights = opened.1
+            layout = opened.2
+            _ = try ControlNetModel(config: config)
+            return
+        }
+        layout = .diffusersFolder
         config = try ControlNetConfig(path: (path as NSString).appendingPathComponent("config.json"))
         _ = try ControlNetModel(config: config)
         var notes: [String] = []

@@ -54,6 +54,30 @@ enum OriginalCheckpointNames {
         return unetPrefix + mapped
     }
 
+    /// diffusers ControlNetModel name → the original ControlNet's (lllyasviel's `cldm` names under
+    /// `prefix`, `control_model.` in the usual files): the UNet encoder's original names, and
+    /// `input_hint_block.0` / `.2k+2` / `.2n+2` for the conditioning embedding's `conv_in`,
+    /// `blocks.k` and `conv_out` (n blocks; the odd indices are its SiLUs), `zero_convs.k.0` for
+    /// `controlnet_down_blocks.k`, `middle_block_out.0` for `controlnet_mid_block`.
+    static func controlNet(_ name: String, layersPerBlock L: Int, embeddingBlocks n: Int, prefix: String) -> String {
+        let parts = name.split(separator: ".").map(String.init)
+        func rest(_ from: Int) -> String { parts[from...].joined(separator: ".") }
+        switch parts[0] {
+        case "controlnet_cond_embedding" where parts.count >= 3:
+            switch parts[1] {
+            case "conv_in": return prefix + "input_hint_block.0.\(rest(2))"
+            case "conv_out": return prefix + "input_hint_block.\(2 * n + 2).\(rest(2))"
+            default: return prefix + "input_hint_block.\(2 * (Int(parts[2]) ?? 0) + 2).\(rest(3))"
+            }
+        case "controlnet_down_blocks" where parts.count >= 3:
+            return prefix + "zero_convs.\(parts[1]).0.\(rest(2))"
+        case "controlnet_mid_block":
+            return prefix + "middle_block_out.0.\(rest(1))"
+        default:
+            return prefix + unet(name, layersPerBlock: L, upBlockHasAttention: { _ in false }).dropFirst(unetPrefix.count)
+        }
+    }
+
     private static func resnet(_ name: String) -> String {
         let renames = ["norm1": "in_layers.0", "conv1": "in_layers.2", "time_emb_proj": "emb_layers.1",
                        "norm2": "out_layers.0", "conv2": "out_layers.3", "conv_shortcut": "skip_connection"]

@@ -170,6 +170,16 @@ public struct GenerationRequest: Sendable, Hashable {
     /// Masked image-to-image: white (grey ≥ 0.5) is repainted, black is kept, as diffusers'
     /// `StableDiffusionInpaintPipeline` does with an ordinary UNet; the same size as the init image.
     public var mask: InitImage? = nil
+    /// Blurs the mask first as diffusers' `VaeImageProcessor.blur(mask, blur_factor)` does
+    /// (Pillow's GaussianBlur; the standard deviation in pixels, 0 for none). The blurred mask is
+    /// still thresholded at half for the latents, so alone it only rounds the mask's outline; with
+    /// `maskCrop` it also softens the seam where the result is laid over the original.
+    public var maskBlur: Float = 0
+    /// diffusers' `padding_mask_crop`: inpaint only the mask's bounding box plus this many pixels
+    /// (widened to the output's aspect ratio), resized to the output size (`width` × `height`,
+    /// default the init image's), then laid back into the init image through the mask. The images
+    /// are the init image's size; `latents(for:)` returns the crop's latents.
+    public var maskCrop: Int? = nil
     /// A second pass: start from these latents [count, C, h, w] (what `latents(for:)` returns, not
     /// divided by the VAE's scaling factor) instead of noise or an encoded init image. With
     /// `denoisingStart` they are used as they are; without it they are noised to `strength` as an

@@ -7,7 +7,7 @@ extension Pipeline {
     /// does; only otherwise does it tile, with the largest tile that fits.
     /// A hires-fix request is planned at its second pass's size, the larger of its two.
     public func memoryPlan(for request: GenerationRequest) throws -> MemoryPlan {
-        var request = request
+        var request = try preparedMask(request).request  // a mask crop runs at the output size
         if let hires = request.hires {
             let (first, _) = try hiresPasses(request, hires)
             let (width, height) = size(for: first)

@@ -151,6 +151,17 @@ public final class Pipeline: @unchecked Sendable {
     /// to stop, e.g. `CancellationError`). Returns the images.
     @discardableResult
     public func generate(_ request: GenerationRequest, onEvent: (GenerationEvent) throws -> Void = { _ in }) throws -> [RGBImage] {
+        let (request, overlay) = try preparedMask(request)
+        if let overlay {
+            // The crop's images laid back into the init image before anyone sees them.
+            var laid: [RGBImage] = []
+            _ = try run(request, decode: true) { event in
+                guard case .image(let k, let image) = event else { return try onEvent(event) }
+                laid.append(try overlay.apply(to: image))
+                try onEvent(.image(index: k, image: laid[laid.count - 1]))
+            }
+            return laid
+        }
         guard let hires = request.hires else { return try run(request, decode: true, onEvent: onEvent).images }
         let (first, second) = try hiresPasses(request, hires)
         let latents = try run(first, decode: false, onEvent: onEvent).latents
@@ -160,6 +171,7 @@ public final class Pipeline: @unchecked Sendable {
     /// Final latents of a request, before the VAE (diffusers' `output_type="latent"`): the VAE
     /// does not run.
     public func latents(for request: GenerationRequest, onEvent: (GenerationEvent) throws -> Void = { _ in }) throws -> Tensor {
+        let request = try preparedMask(request).request
         guard let hires = request.hires else { return try run(request, decode: false, onEvent: onEvent).latents }
         let (first, second) = try hiresPasses(request, hires)
         let latents = try run(first, decode: false, onEvent: onEvent).latents
@@ -381,7 +393,7 @@ public final class Pipeline: @unchecked Sendable {
     /// The ControlNet at `path`, opened once and checked against the model.
     func controlNet(_ path: String) throws -> ControlNet {
         if let net = loadedControlNets[path] { return net }
-        let net = try ControlNet(path: path, precision: executor.prefersHalfPrecisionWeights ? .fp16 : .fp32)
+        let net = try ControlNet(path: path, precision: executor.prefersHalfPrecisionWeights ? .fp16 : .fp32, model: model.unetConfig)
         let c = net.config.unet, u = model.unetConfig
         guard c.crossAttentionDim == u.crossAttentionDim, c.blockOutChannels == u.blockOutChannels,
               c.layersPerBlock == u.layersPerBlock, c.inChannels == model.vaeConfig.latentChannels,
