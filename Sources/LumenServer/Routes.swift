@@ -27,6 +27,7 @@ extension LumenServer {
             }])
         }
         router.post("/v1/images/generations") { request, _ in try await self.openAIGenerations(request) }
+        router.post("/v1/images/edits") { request, _ in try await self.openAIEdits(request) }
         router.get("/v1/images/files/:id") { _, context in
             let id = context.parameters.get("id") ?? ""
             guard let item = self.results.get(id.replacingOccurrences(of: ".png", with: "")) else {
@@ -74,7 +75,21 @@ extension LumenServer {
     // MARK: - OpenAI
 
     func openAIGenerations(_ request: Request) async throws -> Response {
-        let o = try await jsonObject(request)
+        let options = try openAIOptions(try await jsonObject(request))
+        try validate(width: options.request.width, height: options.request.height, steps: options.request.steps, count: options.request.count)
+        return try await openAIRun(options, request: request)
+    }
+
+    /// What an OpenAI images request asks for: the model, the generation and the answer's format.
+    struct OpenAIOptions {
+        var entry: ModelCatalog.Entry
+        var request: GenerationRequest
+        var format: String
+    }
+
+    /// The fields `/v1/images/generations` and `/v1/images/edits` share, from a JSON object (for
+    /// edits, the form's text fields already converted to numbers where numbers are expected).
+    func openAIOptions(_ o: [String: Any]) throws -> OpenAIOptions {
         guard let prompt = o["prompt"] as? String, !prompt.isEmpty else {
             throw APIError(status: .badRequest, message: "prompt: a non-empty string is required", param: "prompt", code: "missing_required_parameter")
         }
@@ -105,14 +120,19 @@ extension LumenServer {
             }
             g.scheduler = k
         }
-        try validate(width: g.width, height: g.height, steps: g.steps, count: g.count)
+        return OpenAIOptions(entry: entry, request: g, format: format)
+    }
+
+    /// Runs an OpenAI images request and answers `{"created", "data": [{"b64_json"} or {"url"}]}`.
+    func openAIRun(_ options: OpenAIOptions, request: Request) async throws -> Response {
+        let g = options.request
         let images: [RGBImage]
-        do { images = try await engine.generate(model: entry, request: g).images } catch { throw apiError(error) }
+        do { images = try await engine.generate(model: options.entry, request: g).images } catch { throw apiError(error) }
         var data: [[String: Any]] = []
         for image in images {
             let png = try PNGCodec.encode(image)
-            if format == "url" {
-                let id = results.add(png: png, parameters: ["prompt": prompt, "seed": String(g.seed)])
+            if options.format == "url" {
+                let id = results.add(png: png, parameters: ["prompt": g.prompt, "seed": String(g.seed)])
                 data.append(["url": "http://\(request.head.authority ?? "\(config.host):\(config.port)")/v1/images/files/\(id).png"])
             } else {
                 data.append(["b64_json": png.base64EncodedString()])
