@@ -8,7 +8,7 @@ extension LumenServer {
     /// OpenAI's mask marks the area to edit by transparency: a pixel's repaint weight is
     /// 1 − alpha, so fully transparent (alpha 0) is repainted and opaque kept, as Lumen's white =
     /// repaint mask (binarized at one half, as diffusers' mask processor does).
-    func openAIEdits(_ request: Request) async throws -> Response {
+    func openAIEdits(_ request: Request, _ context: LumenRequestContext) async throws -> Response {
         let boundary = try MultipartForm.boundary(contentType: request.headers[.contentType])
         let form = try MultipartForm(body: Data(buffer: try await body(request)), boundary: boundary)
         let fileNames: Set<String> = ["image", "image[]", "mask"]
@@ -82,6 +82,6 @@ extension LumenServer {
         }
         options.request = g
         try validate(width: g.width, height: g.height, steps: g.steps, count: g.count)
-        return try await openAIRun(options, request: request)
+        return try await openAIRun(options, request: request, context: context)
     }
 }
