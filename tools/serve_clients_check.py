@@ -76,7 +76,7 @@ def lumen_generate(tmp, name, prompt, seed, steps, guidance, scheduler, negative
 
 
 def main():
-    server = subprocess.Popen([LUMEN, "serve", "--port", "0", "--api-key", KEY, "--backend", "cpu"],
+    server = subprocess.Popen([LUMEN, "serve", "--port", "0", "--api-key", KEY, "--backend", "cpu", "--model-memory", "4G"],
                               stderr=subprocess.PIPE, text=True)
     failures = 1  # until the checks have run
     try:
