@@ -60,10 +60,12 @@ final class Engine: @unchecked Sendable {
     private var progress = ProgressState()
     /// Seconds the last batch took, for Retry-After.
     private var lastJobSeconds = 1.0
-    /// Jobs by id: every live one, and the last `finishedJobsKept` finished ones.
+    /// Jobs by id: every live one, and the last `finishedJobsKept` finished ones, fewer when their
+    /// results' images (a submitted job's `b64_json`) pass `finishedResultBytesKept`.
     private var jobs: [String: Job] = [:]
     private var jobOrder: [String] = []
     private let finishedJobsKept = 64
+    private let finishedResultBytesKept = 256 << 20
 
     /// What `GET /lumen/v1/status` counts, per batch.
     struct Counters {
@@ -105,10 +107,12 @@ final class Engine: @unchecked Sendable {
             }
             jobs[job.id] = job
             jobOrder.append(job.id)
-            // Forget the oldest finished jobs beyond the kept number (live ones always stay).
+            // Forget the oldest finished jobs beyond the kept number and bytes (live ones stay).
             var finished = jobOrder.filter { jobs[$0]?.state.isFinal == true }
-            while finished.count > finishedJobsKept {
+            var bytes = finished.reduce(0) { $0 + (jobs[$1]?.resultBytes ?? 0) }
+            while finished.count > finishedJobsKept || (bytes > finishedResultBytesKept && !finished.isEmpty) {
                 let old = finished.removeFirst()
+                bytes -= jobs[old]?.resultBytes ?? 0
                 jobs[old] = nil
                 jobOrder.removeAll { $0 == old }
             }

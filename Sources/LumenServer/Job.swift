@@ -20,6 +20,8 @@ final class Job: @unchecked Sendable {
     private var batchStarted: Date?
     private var finished: Date?
     private var result: [String: Any]?
+    /// Bytes of base64 image text the result holds (the engine bounds what finished jobs keep).
+    private(set) var resultBytes = 0
     private var error: APIError?
     private var cancelReason: String?
     /// What cancels the job's current batch while it waits (set by the engine while queued).
@@ -109,7 +111,13 @@ final class Job: @unchecked Sendable {
          "eta": eta().map { ($0 * 1000).rounded() / 1000 } ?? NSNull(), "preview": NSNull()]
     }
 
-    func succeed(result: [String: Any]) { finish(.done, ["id": id, "state": "done", "result": result]) { $0.result = result } }
+    func succeed(result: [String: Any]) {
+        let bytes = ((result["data"] as? [[String: Any]]) ?? []).reduce(0) { $0 + (($1["b64_json"] as? String)?.utf8.count ?? 0) }
+        finish(.done, ["id": id, "state": "done", "result": result]) {
+            $0.result = result
+            $0.resultBytes = bytes
+        }
+    }
 
     func fail(_ e: APIError) {
         finish(.failed, ["id": id, "state": "failed", "error": Self.errorObject(e)]) { $0.error = e }
@@ -146,7 +154,9 @@ final class Job: @unchecked Sendable {
     /// The job's events from now on, starting with where it stands (`queued`, `started` with the
     /// last `step`, or the final event, after which the stream ends).
     func events() -> AsyncStream<ByteBuffer> {
-        AsyncStream { continuation in
+        // A listener that stops reading is dropped when its stream ends; until then at most the
+        // newest 256 events wait for it.
+        AsyncStream(bufferingPolicy: .bufferingNewest(256)) { continuation in
             let key = UUID()
             lock.withLock {
                 switch state_ {
