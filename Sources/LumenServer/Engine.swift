@@ -284,6 +284,8 @@ final class Engine: @unchecked Sendable {
                 let (w, h) = pipeline.size(for: request)
                 let kind = pipeline.schedulerKind(for: request)
                 let images = try pipeline.generate(request) { event in
+                    // The step's latents (the third value) are where a preview comes from:
+                    // decoded by the library's TAESD when that lands, passed as `preview:`.
                     if case .step(let i, let n, _) = event {
                         let stop = self.lock.withLock { () -> Bool in
                             self.progress.step = i

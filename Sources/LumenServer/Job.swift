@@ -88,11 +88,15 @@ final class Job: @unchecked Sendable {
         event.map(broadcast)
     }
 
-    func stepped(_ index: Int, of count: Int) {
+    /// Step `index` of `count` is done. `preview`: the step's preview image as base64 PNG, once
+    /// the library's step previews (TAESD) land; until then nil, sent as null.
+    func stepped(_ index: Int, of count: Int, preview: String? = nil) {
         let event = lock.withLock { () -> ByteBuffer in
             step = index
             steps = count
-            return Self.event("step", progressFields())
+            var fields = progressFields()
+            if let preview { fields["preview"] = preview }
+            return Self.event("step", fields)
         }
         broadcast(event)
     }

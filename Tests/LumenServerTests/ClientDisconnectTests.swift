@@ -50,7 +50,7 @@ final class ClientDisconnectTests: ServerTestCase {
             let port = Int(base.split(separator: ":").last!)!
             // A long job holds the one worker.
             let a = try await self.send(.POST, base + "/lumen/v1/jobs", json: [
-                "prompt": "a red circle", "size": "64x64", "steps": 60, "n": 2, "seed": 1, "response_format": "url",
+                "prompt": "a red circle", "size": "64x64", "steps": 150, "n": 2, "seed": 1, "response_format": "url",
             ])
             XCTAssertEqual(a.status, .accepted)
             let idA = try XCTUnwrap(a.json["id"] as? String)
@@ -90,6 +90,45 @@ final class ClientDisconnectTests: ServerTestCase {
             XCTAssertTrue(r2["started"] is NSNull, "B started")
             let r3 = try await self.state(base, "job-c")
             XCTAssertTrue(r3["started"] is NSNull, "C started")
+        }
+    }
+
+    /// A running job stops at its next step when its client disconnects or it is deleted.
+    func testARunningJobStopsAtItsNextStepWhenItsClientLeavesOrItIsDeleted() async throws {
+        try await withServer { base in
+            let port = Int(base.split(separator: ":").last!)!
+            let body = #"{"prompt": "a blue square", "size": "64x64", "steps": 150, "seed": 2}"#
+            let fd = try self.rawRequest(port: port, "POST /v1/images/generations HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                + "Content-Type: application/json\r\nX-Lumen-Job-Id: job-d\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)")
+            var d = try await self.waitFor(base, "job-d", ["running"])
+            while (d["step"] as? Int ?? 0) < 1, d["state"] as? String == "running" {
+                try await Task.sleep(nanoseconds: 20_000_000)
+                d = try await self.state(base, "job-d")
+            }
+            close(fd)
+            d = try await self.waitFor(base, "job-d", ["cancelled", "done"], seconds: 20)
+            XCTAssertEqual(d["state"] as? String, "cancelled")
+            XCTAssertEqual(d["reason"] as? String, "the client disconnected")
+            XCTAssertLessThan(d["step"] as? Int ?? 150, 150)
+
+            let e = try await self.send(.POST, base + "/lumen/v1/jobs", json: ["prompt": "x", "size": "64x64", "steps": 150],
+                                        headers: [("X-Lumen-Job-Id", "job-e")])
+            XCTAssertEqual(e.status, .accepted)
+            var s = try await self.waitFor(base, "job-e", ["running"])
+            while (s["step"] as? Int ?? 0) < 1, s["state"] as? String == "running" {
+                try await Task.sleep(nanoseconds: 20_000_000)
+                s = try await self.state(base, "job-e")
+            }
+            _ = try await self.send(.DELETE, base + "/lumen/v1/jobs/job-e")
+            s = try await self.waitFor(base, "job-e", ["cancelled", "done"], seconds: 20)
+            XCTAssertEqual(s["state"] as? String, "cancelled")
+            XCTAssertLessThan(s["step"] as? Int ?? 150, 150)
+
+            let status = try await self.send(.GET, base + "/lumen/v1/status").json
+            let batches = try XCTUnwrap(status["batches"] as? [String: Any])
+            XCTAssertEqual(batches["started"] as? Int, 2)
+            XCTAssertEqual(batches["cancelled_running"] as? Int, 2, "\(batches)")
+            XCTAssertEqual(batches["completed"] as? Int, 0)
         }
     }
 }
