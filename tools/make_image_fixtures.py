@@ -3,7 +3,7 @@
 convert("RGB") gives (the oracle diffusers' img2img preprocessing uses).
 
 Run by hand: .venv-fixtures/bin/python tools/make_image_fixtures.py
-Writes Tests/Fixtures/images/*.png and expected.json.
+Writes Tests/Fixtures/images/*.png, expected.json and alpha.json (PIL's alpha channel).
 """
 import json
 import os
@@ -39,6 +39,20 @@ def main():
     expected["grey16"] = {"width": w, "height": h, "samples16": np.repeat(grey16.reshape(-1), 3).tolist()}
     with open(os.path.join(OUT, "expected.json"), "w") as f:
         json.dump(expected, f, indent=1, sort_keys=True)
+    # Alpha, read apart from the colours (OpenAI's edit masks are transparency): PIL's
+    # convert("RGBA").getchannel("A"), null for a file without alpha, beside convert("RGB").
+    # palette-trns has a tRNS chunk.
+    trns = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), "RGB").convert(
+        "P", palette=Image.Palette.ADAPTIVE, colors=5)
+    trns.save(os.path.join(OUT, "palette-trns.png"), transparency=bytes([0, 90, 128, 200, 255]))
+    alpha = {}
+    for name in ["rgb8", "rgba8", "greyalpha8", "palette-trns"]:
+        img = Image.open(os.path.join(OUT, name + ".png"))
+        has = img.mode in ("RGBA", "LA") or "transparency" in img.info
+        alpha[name] = {"rgb": np.asarray(img.convert("RGB")).reshape(-1).tolist(),
+                       "alpha": np.asarray(img.convert("RGBA").getchannel("A")).reshape(-1).tolist() if has else None}
+    with open(os.path.join(OUT, "alpha.json"), "w") as f:
+        json.dump(alpha, f, indent=1, sort_keys=True)
     print("wrote", sorted(os.listdir(OUT)))
 
 

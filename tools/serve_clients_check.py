@@ -53,10 +53,21 @@ def png_pixels(data: bytes):
     return width, height, bytes(out)
 
 
-def lumen_generate(tmp, name, prompt, seed, steps, guidance, scheduler, negative=None):
+def write_png(path, width, height, pixels, channels):
+    """An 8-bit RGB (channels 3) or RGBA (channels 4) PNG, unfiltered rows."""
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+    stride = width * channels
+    raw = b"".join(b"\0" + bytes(pixels[y * stride:(y + 1) * stride]) for y in range(height))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2 if channels == 3 else 6, 0, 0, 0)
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def lumen_generate(tmp, name, prompt, seed, steps, guidance, scheduler, negative=None, extra=()):
     path = os.path.join(tmp, name + ".png")
     cmd = [LUMEN, "generate", prompt, "--seed", str(seed), "--steps", str(steps), "--guidance", str(guidance),
-           "--width", "64", "--height", "64", "--scheduler", scheduler, "--backend", "cpu", "-o", path]
+           "--width", "64", "--height", "64", "--scheduler", scheduler, "--backend", "cpu", "-o", path, *extra]
     if negative is not None:
         cmd += ["--negative-prompt", negative]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
@@ -65,7 +76,7 @@ def lumen_generate(tmp, name, prompt, seed, steps, guidance, scheduler, negative
 
 
 def main():
-    server = subprocess.Popen([LUMEN, "serve", "--port", "0", "--api-key", KEY, "--backend", "cpu"],
+    server = subprocess.Popen([LUMEN, "serve", "--port", "0", "--api-key", KEY, "--backend", "cpu", "--model-memory", "4G"],
                               stderr=subprocess.PIPE, text=True)
     failures = 1  # until the checks have run
     try:
@@ -94,6 +105,36 @@ def main():
                 failures += 1
             except openai.AuthenticationError:
                 pass
+
+            # images.edit: image-to-image without a mask, inpainting with OpenAI's transparent mask,
+            # each equal to lumen generate with --init-image (and --mask, white = repaint).
+            init = os.path.join(tmp, "openai.png")
+            for masked in (False, True):
+                kwargs = {}
+                extra = ["--init-image", init, "--strength", "0.7" if not masked else "1"]
+                if masked:
+                    rgba, white = bytearray(), bytearray()
+                    for y in range(64):
+                        for x in range(64):
+                            edit = 16 <= x < 48 and 8 <= y < 40  # a transparent rectangle: repaint it
+                            rgba += bytes((0, 0, 0, 0 if edit else 255))
+                            white += bytes((255, 255, 255) if edit else (0, 0, 0))
+                    write_png(os.path.join(tmp, "mask-rgba.png"), 64, 64, rgba, 4)
+                    write_png(os.path.join(tmp, "mask-white.png"), 64, 64, white, 3)
+                    kwargs["mask"] = open(os.path.join(tmp, "mask-rgba.png"), "rb")
+                    extra += ["--mask", os.path.join(tmp, "mask-white.png")]
+                with open(init, "rb") as image:
+                    result = client.images.edit(model="demo", image=image, prompt="a yellow triangle", n=1, size="64x64",
+                                                response_format="b64_json", **kwargs,
+                                                extra_body={"seed": 9, "steps": 6, "guidance": 5.0, "scheduler": "ddim",
+                                                            "strength": 1.0 if masked else 0.7})
+                if masked:
+                    kwargs["mask"].close()
+                got = png_pixels(base64.b64decode(result.data[0].b64_json))
+                want = lumen_generate(tmp, "edit-%d" % masked, "a yellow triangle", 9, 6, 5.0, "ddim", extra=extra)
+                label = "openai images.edit with a mask (inpainting):" if masked else "openai images.edit (image-to-image):"
+                print(label, "same pixels" if got == want else "DIFFERENT pixels")
+                failures += got != want
 
             # A plain requests script, as A1111 scripts are written.
             r = requests.post(base + "/sdapi/v1/txt2img", headers={"Authorization": f"Bearer {KEY}"}, timeout=300, json={

@@ -141,10 +141,12 @@ int lumen_png_read(int fd, uint64_t maxPixels, lumen_png_image *out, char *error
     }
     // Assigned after setjmp and read after a longjmp: volatile, or their values are indeterminate.
     uint16_t *volatile pixels = NULL;
+    uint16_t *volatile alpha = NULL;
     png_bytep *volatile rows = NULL;
     if (setjmp(png_jmpbuf(png))) {
         png_destroy_read_struct(&png, &info, NULL);
         free(pixels);
+        free(alpha);
         free(rows);
         lumen_png_free(out);
         fclose(f);
@@ -161,42 +163,59 @@ int lumen_png_read(int fd, uint64_t maxPixels, lumen_png_image *out, char *error
         fclose(f);
         return -1;
     }
-    // Normalise every layout to 16-bit RGB.
+    // Normalise every layout to 16-bit RGB, or RGBA when the file has alpha (split below).
+    int hasAlpha = (type & PNG_COLOR_MASK_ALPHA) != 0 || png_get_valid(png, info, PNG_INFO_tRNS);
     if (type == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(png);
     if (type == PNG_COLOR_TYPE_GRAY && depth < 8) png_set_expand_gray_1_2_4_to_8(png);
     if (png_get_valid(png, info, PNG_INFO_tRNS)) png_set_tRNS_to_alpha(png);
     if (type == PNG_COLOR_TYPE_GRAY || type == PNG_COLOR_TYPE_GRAY_ALPHA) png_set_gray_to_rgb(png);
-    png_set_strip_alpha(png);
+    if (!hasAlpha) png_set_strip_alpha(png);
     if (depth < 16) png_set_expand_16(png);
     png_set_swap(png);  // host (little-endian) order for 16-bit samples
     png_set_interlace_handling(png);
     png_read_update_info(png, info);
-    if (png_get_channels(png, info) != 3 || png_get_bit_depth(png, info) != 16) {
+    int channels = hasAlpha ? 4 : 3;
+    if (png_get_channels(png, info) != channels || png_get_bit_depth(png, info) != 16) {
         snprintf(error, errorSize, "unexpected layout after conversion");
         png_destroy_read_struct(&png, &info, NULL);
         fclose(f);
         return -1;
     }
-    pixels = malloc((size_t)w * h * 3 * sizeof(uint16_t) + 1);
+    size_t count = (size_t)w * h;
+    pixels = malloc(count * channels * sizeof(uint16_t) + 1);
+    if (hasAlpha) alpha = malloc(count * sizeof(uint16_t) + 1);
     rows = malloc(sizeof(png_bytep) * (h ? h : 1));
-    if (!pixels || !rows) {
+    if (!pixels || !rows || (hasAlpha && !alpha)) {
         snprintf(error, errorSize, "out of memory for a %ux%u image", w, h);
         png_destroy_read_struct(&png, &info, NULL);
         free(pixels);
+        free(alpha);
         free(rows);
         fclose(f);
         return -1;
     }
-    for (uint32_t y = 0; y < h; y++) rows[y] = (png_bytep)(pixels + (size_t)y * w * 3);
+    for (uint32_t y = 0; y < h; y++) rows[y] = (png_bytep)(pixels + (size_t)y * w * channels);
     png_read_image(png, rows);
     png_read_end(png, info);  // into `info`: text chunks after the pixels join those before
     copy_text(png, info, out);
     png_destroy_read_struct(&png, &info, NULL);
     free(rows);
     fclose(f);
+    if (hasAlpha) {
+        // RGBA to RGB in place (each pixel moves to a lower or equal index) and alpha apart.
+        uint16_t *p = pixels;
+        for (size_t i = 0; i < count; i++) {
+            uint16_t r = p[4 * i], g = p[4 * i + 1], b = p[4 * i + 2];
+            alpha[i] = p[4 * i + 3];
+            p[3 * i] = r;
+            p[3 * i + 1] = g;
+            p[3 * i + 2] = b;
+        }
+    }
     out->width = w;
     out->height = h;
     out->rgb = pixels;
+    out->alpha = alpha;
     out->sourceBitDepth = depth;
     out->sourceColorType = type;
     return 0;
@@ -205,6 +224,8 @@ int lumen_png_read(int fd, uint64_t maxPixels, lumen_png_image *out, char *error
 void lumen_png_free(lumen_png_image *image) {
     free(image->rgb);
     image->rgb = NULL;
+    free(image->alpha);
+    image->alpha = NULL;
     for (int i = 0; i < image->textCount; i++) {
         free(image->textKeys[i]);
         free(image->textValues[i]);

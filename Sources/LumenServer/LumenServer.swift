@@ -14,7 +14,7 @@ public final class LumenServer: Sendable {
     public init(configuration: ServerConfiguration, logger: Logger = Logger(label: "lumen.serve")) throws {
         let catalog = try ModelCatalog(modelPaths: configuration.modelPaths, modelsDirs: configuration.modelsDirs)
         self.config = configuration
-        self.engine = Engine(catalog: catalog, config: configuration)
+        self.engine = Engine(catalog: catalog, config: configuration, logger: logger)
         self.results = ResultStore()
         self.logger = logger
     }
@@ -24,9 +24,10 @@ public final class LumenServer: Sendable {
     /// Runs until SIGINT/SIGTERM (`gracefulShutdownSignals`) or until the task is cancelled;
     /// `onRunning` gets the bound port (useful with port 0).
     public func run(gracefulShutdownSignals: Bool = true, onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
-        let router = Router()
+        let router = Router(context: LumenRequestContext.self)
         router.add(middleware: APIMiddleware(apiKey: config.apiKey))
         addRoutes(router)
+        addJobRoutes(router)
         addPageRoutes(router)
         let app = Application(
             router: router,
@@ -129,7 +130,7 @@ final class ResultStore: @unchecked Sendable {
 /// `--api-key`: every route but the page and its assets needs `Authorization: Bearer KEY`;
 /// errors thrown by handlers become JSON in the shape of the route's API.
 struct APIMiddleware: RouterMiddleware {
-    typealias Context = BasicRequestContext
+    typealias Context = LumenRequestContext
     let apiKey: String?
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {

@@ -31,10 +31,17 @@ enum PNGCodec {
     /// Decodes PNG bytes (`field` names them in errors); larger than `maxPixels` is 413.
     static func decode(_ data: Data, field: String, maxPixels: Int)
         throws -> (image: RGBImage, normalized: [Float], text: [(key: String, value: String)]) {
+        let r = try decodeWithAlpha(data, field: field, maxPixels: maxPixels)
+        return (r.image, r.normalized, r.text)
+    }
+
+    /// `decode` with the alpha channel (nil when the PNG has none), values in [0, 1].
+    static func decodeWithAlpha(_ data: Data, field: String, maxPixels: Int)
+        throws -> (image: RGBImage, normalized: [Float], text: [(key: String, value: String)], alpha: [Float]?) {
         try withScratch { path in
             try data.write(to: URL(fileURLWithPath: path))
             do {
-                return try RGBImage.readPNGWithText(path, maxPixels: maxPixels)
+                return try RGBImage.readPNGWithAlpha(path, maxPixels: maxPixels)
             } catch ImageError.unreadable(_, let reason) {
                 let tooLarge = reason.contains("pixels") && (reason.contains("limit") || reason.contains("large") || reason.contains("more than"))
                 throw APIError(status: tooLarge ? .contentTooLarge : .badRequest,

@@ -20,13 +20,14 @@ enum SamplerNames {
 }
 
 extension LumenServer {
-    func addRoutes(_ router: Router<BasicRequestContext>) {
+    func addRoutes(_ router: Router<LumenRequestContext>) {
         router.get("/v1/models") { _, _ in
             jsonResponse(["object": "list", "data": self.modelNames.map {
                 ["id": $0, "object": "model", "created": 0, "owned_by": "lumen"] as [String: Any]
             }])
         }
-        router.post("/v1/images/generations") { request, _ in try await self.openAIGenerations(request) }
+        router.post("/v1/images/generations") { request, context in try await self.openAIGenerations(request, context) }
+        router.post("/v1/images/edits") { request, context in try await self.openAIEdits(request, context) }
         router.get("/v1/images/files/:id") { _, context in
             let id = context.parameters.get("id") ?? ""
             guard let item = self.results.get(id.replacingOccurrences(of: ".png", with: "")) else {
@@ -34,8 +35,8 @@ extension LumenServer {
             }
             return Response(status: .ok, headers: [.contentType: "image/png"], body: .init(byteBuffer: ByteBuffer(bytes: item.png)))
         }
-        router.post("/sdapi/v1/txt2img") { request, _ in try await self.a1111Generate(request, img2img: false) }
-        router.post("/sdapi/v1/img2img") { request, _ in try await self.a1111Generate(request, img2img: true) }
+        router.post("/sdapi/v1/txt2img") { request, context in try await self.a1111Generate(request, context, img2img: false) }
+        router.post("/sdapi/v1/img2img") { request, context in try await self.a1111Generate(request, context, img2img: true) }
         router.get("/sdapi/v1/sd-models") { _, _ in
             jsonResponse(self.modelNames.map { ["title": $0, "model_name": $0, "hash": NSNull(), "sha256": NSNull(), "filename": $0, "config": NSNull()] as [String: Any] })
         }
@@ -73,8 +74,22 @@ extension LumenServer {
 
     // MARK: - OpenAI
 
-    func openAIGenerations(_ request: Request) async throws -> Response {
-        let o = try await jsonObject(request)
+    func openAIGenerations(_ request: Request, _ context: LumenRequestContext) async throws -> Response {
+        let options = try openAIOptions(try await jsonObject(request))
+        try validate(width: options.request.width, height: options.request.height, steps: options.request.steps, count: options.request.count)
+        return try await openAIRun(options, request: request, context: context)
+    }
+
+    /// What an OpenAI images request asks for: the model, the generation and the answer's format.
+    struct OpenAIOptions {
+        var entry: ModelCatalog.Entry
+        var request: GenerationRequest
+        var format: String
+    }
+
+    /// The fields `/v1/images/generations` and `/v1/images/edits` share, from a JSON object (for
+    /// edits, the form's text fields already converted to numbers where numbers are expected).
+    func openAIOptions(_ o: [String: Any]) throws -> OpenAIOptions {
         guard let prompt = o["prompt"] as? String, !prompt.isEmpty else {
             throw APIError(status: .badRequest, message: "prompt: a non-empty string is required", param: "prompt", code: "missing_required_parameter")
         }
@@ -105,25 +120,45 @@ extension LumenServer {
             }
             g.scheduler = k
         }
-        try validate(width: g.width, height: g.height, steps: g.steps, count: g.count)
-        let images: [RGBImage]
-        do { images = try await engine.generate(model: entry, request: g).images } catch { throw apiError(error) }
+        return OpenAIOptions(entry: entry, request: g, format: format)
+    }
+
+    /// Runs an OpenAI images request as a job and answers `{"created", "data": [{"b64_json"} or
+    /// {"url"}]}`.
+    func openAIRun(_ options: OpenAIOptions, request: Request, context: LumenRequestContext) async throws -> Response {
+        let base = "http://\(request.head.authority ?? "\(config.host):\(config.port)")"
+        return try await synchronousJob(request, context, model: options.entry.name, images: options.request.count) { job in
+            let images: [RGBImage]
+            do { images = try await engine.generate(model: options.entry, request: options.request, job: job).images } catch { throw apiError(error) }
+            let result = try openAIResult(images, options: options, base: base)
+            // The job's final event carries the answer, but for b64_json only its size: the
+            // images went to the client in the response.
+            var summary = result
+            if options.format != "url" { summary["data"] = nil; summary["images"] = images.count }
+            return (jsonResponse(result), summary)
+        }
+    }
+
+    /// OpenAI's answer for `images`: `{"created", "data": [{"b64_json"} or {"url"}]}` (urls under
+    /// `base`, the images kept in the result store).
+    func openAIResult(_ images: [RGBImage], options: OpenAIOptions, base: String) throws -> [String: Any] {
+        let g = options.request
         var data: [[String: Any]] = []
         for image in images {
             let png = try PNGCodec.encode(image)
-            if format == "url" {
-                let id = results.add(png: png, parameters: ["prompt": prompt, "seed": String(g.seed)])
-                data.append(["url": "http://\(request.head.authority ?? "\(config.host):\(config.port)")/v1/images/files/\(id).png"])
+            if options.format == "url" {
+                let id = results.add(png: png, parameters: ["prompt": g.prompt, "seed": String(g.seed)])
+                data.append(["url": "\(base)/v1/images/files/\(id).png"])
             } else {
                 data.append(["b64_json": png.base64EncodedString()])
             }
         }
-        return jsonResponse(["created": Int(Date().timeIntervalSince1970), "data": data])
+        return ["created": Int(Date().timeIntervalSince1970), "data": data]
     }
 
     // MARK: - AUTOMATIC1111
 
-    func a1111Generate(_ request: Request, img2img: Bool) async throws -> Response {
+    func a1111Generate(_ request: Request, _ context: LumenRequestContext, img2img: Bool) async throws -> Response {
         let o = try await jsonObject(request)
         let prompt = (o["prompt"] as? String) ?? ""
         let negative = (o["negative_prompt"] as? String) ?? ""
@@ -159,14 +194,17 @@ extension LumenServer {
         if iterations < 1 || iterations * batch > config.maxImagesPerRequest {
             throw APIError(status: .badRequest, message: "n_iter \(iterations) × batch_size \(batch): expected at most \(config.maxImagesPerRequest) images", param: "n_iter")
         }
+        let taskID = o["force_task_id"] as? String
+        return try await synchronousJob(request, context, preferredID: taskID, idParam: "force_task_id", model: entry.name,
+                                        images: iterations * batch) { job in
         var images: [String] = []
         var seeds: [UInt64] = []
         var infotexts: [String] = []
         for it in 0..<iterations {
             var r = g
             r.seed = seed &+ UInt64(it * batch)
-            let result: (images: [RGBImage], pipelineInfo: (scheduler: SchedulerKind, width: Int, height: Int))
-            do { result = try await engine.generate(model: entry, request: r) } catch { throw apiError(error) }
+            let result: Engine.Output
+            do { result = try await engine.generate(model: entry, request: r, job: job, firstImage: it * batch) } catch { throw apiError(error) }
             for (i, image) in result.images.enumerated() {
                 var text = prompt
                 if !negative.isEmpty { text += "\nNegative prompt: \(negative)" }
@@ -190,7 +228,9 @@ extension LumenServer {
         let infoText = String(decoding: try JSONSerialization.data(withJSONObject: info, options: [.sortedKeys]), as: UTF8.self)
         var parameters = o
         parameters.removeValue(forKey: "init_images")
-        return jsonResponse(["images": images, "parameters": parameters, "info": infoText])
+        return (jsonResponse(["images": images, "parameters": parameters, "info": infoText]),
+                ["images": images.count, "seeds": seeds])
+        }
     }
 
     // MARK: - Fields

@@ -18,6 +18,9 @@ public struct ServerConfiguration: Sendable {
     public var backend: Backend = .auto
     /// Loaded pipelines kept at once (least recently used dropped first).
     public var maxLoadedModels = 2
+    /// Bytes the loaded pipelines' weights may take together (`Pipeline.weightBytes`); loading
+    /// one drops the least recently used idle ones until they fit. nil: no bound but the count.
+    public var modelMemoryBytes: Int? = nil
     /// Request bodies larger than this are refused with 413.
     public var maxBodyBytes = 16 << 20
     /// Decoded images (init images, masks, png-info) larger than this are refused with 413.

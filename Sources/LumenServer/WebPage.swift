@@ -162,7 +162,7 @@ enum WebPage {
 }
 
 extension LumenServer {
-    func addPageRoutes(_ router: Router<BasicRequestContext>) {
+    func addPageRoutes(_ router: Router<LumenRequestContext>) {
         router.get("/") { _, _ in WebPage.response(WebPage.html, type: "text/html; charset=utf-8") }
         router.get("/static/style.css") { _, _ in WebPage.response(WebPage.css, type: "text/css; charset=utf-8") }
         router.get("/static/app.js") { _, _ in WebPage.response(WebPage.js, type: "text/javascript; charset=utf-8") }

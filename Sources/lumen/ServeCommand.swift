@@ -33,6 +33,10 @@ struct ServeCommand: ParsableCommand {
     @Option(name: .customLong("max-loaded-models"), help: "Models kept loaded at once (least recently used dropped first).")
     var maxLoadedModels = 2
 
+    @Option(name: .customLong("model-memory"),
+            help: "Bytes the loaded models' weights may take together (e.g. 12G); loading one drops the least recently used idle ones until they fit.")
+    var modelMemory: String?
+
     @Option(name: .customLong("max-side"), help: "Largest width or height a request may ask for.")
     var maxSide = 2048
 
@@ -46,6 +50,9 @@ struct ServeCommand: ParsableCommand {
         if queue < 0 { throw ValidationError("--queue \(queue): expected 0 or more") }
         if port < 0 || port > 65535 { throw ValidationError("--port \(port): expected 0 to 65535") }
         if maxLoadedModels < 1 { throw ValidationError("--max-loaded-models \(maxLoadedModels): expected 1 or more") }
+        if let modelMemory, (MemoryBudget.parse(modelMemory) ?? 0) < 1 {
+            throw ValidationError("--model-memory \(modelMemory): expected bytes or a number with K, M, G or T (e.g. 12G)")
+        }
         if maxSide < 8 || maxSteps < 1 || maxBody < 1024 {
             throw ValidationError("--max-side must be at least 8, --max-steps at least 1 and --max-body at least 1024")
         }
@@ -61,6 +68,7 @@ struct ServeCommand: ParsableCommand {
         config.queueLimit = queue
         config.backend = backend.backend(device: nil)
         config.maxLoadedModels = maxLoadedModels
+        config.modelMemoryBytes = modelMemory.flatMap(MemoryBudget.parse)
         config.maxSide = maxSide
         config.maxSteps = maxSteps
         config.maxBodyBytes = maxBody

@@ -9,70 +9,7 @@ import XCTest
 /// `lumen serve` over real HTTP: a server on a free loopback port with the built-in demo model,
 /// driven by AsyncHTTPClient. The images it returns are checked pixel for pixel against the
 /// library's own `Pipeline.generate` (what `lumen generate` runs) for the same settings.
-final class ServerTests: XCTestCase {
-    struct Reply {
-        let status: HTTPResponseStatus
-        let headers: HTTPHeaders
-        let body: Data
-        var json: [String: Any] { (try? JSONSerialization.jsonObject(with: body)) as? [String: Any] ?? [:] }
-    }
-
-    /// Starts a server, runs `body` with its base URL, then stops it.
-    func withServer(_ configure: (inout ServerConfiguration) -> Void = { _ in },
-                    _ body: (String) async throws -> Void) async throws {
-        var config = ServerConfiguration()
-        config.port = 0
-        config.backend = .cpu
-        configure(&config)
-        let server = try LumenServer(configuration: config)
-        let port = PortBox()
-        let task = Task { try await server.run(gracefulShutdownSignals: false) { await port.set($0) } }
-        defer { task.cancel() }
-        var bound = 0
-        for _ in 0..<600 {
-            bound = await port.value
-            if bound != 0 { break }
-            try await Task.sleep(nanoseconds: 10_000_000)
-        }
-        XCTAssertNotEqual(bound, 0, "the server did not start")
-        try await body("http://127.0.0.1:\(bound)")
-        task.cancel()
-        _ = try? await task.value
-    }
-
-    func send(_ method: HTTPMethod, _ url: String, json: Any? = nil, raw: Data? = nil,
-              headers: [(String, String)] = []) async throws -> Reply {
-        var request = HTTPClientRequest(url: url)
-        request.method = method
-        for (k, v) in headers { request.headers.add(name: k, value: v) }
-        if let json {
-            request.headers.add(name: "Content-Type", value: "application/json")
-            request.body = .bytes(ByteBuffer(bytes: try JSONSerialization.data(withJSONObject: json)))
-        } else if let raw {
-            request.body = .bytes(ByteBuffer(bytes: raw))
-        }
-        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(300))
-        let buffer = try await response.body.collect(upTo: 64 << 20)
-        return Reply(status: response.status, headers: response.headers, body: Data(buffer: buffer))
-    }
-
-    /// What `lumen generate` makes for the same settings: the library's pipeline, run directly.
-    func reference(_ configure: (inout GenerationRequest) -> Void) throws -> [RGBImage] {
-        let pipeline = try Pipeline(modelPath: XCTUnwrap(DefaultModel.locate()).path, backend: .cpu)
-        var request = GenerationRequest(prompt: "")
-        configure(&request)
-        return try pipeline.generate(request)
-    }
-
-    func decodePNG(_ base64: String) throws -> (image: RGBImage, text: [String: String]) {
-        let data = try XCTUnwrap(Data(base64Encoded: base64))
-        let path = NSTemporaryDirectory() + "/lumen-server-test-\(UUID().uuidString).png"
-        try data.write(to: URL(fileURLWithPath: path))
-        defer { try? FileManager.default.removeItem(atPath: path) }
-        let r = try RGBImage.readPNGWithText(path)
-        return (r.image, Dictionary(r.text.map { ($0.key, $0.value) }, uniquingKeysWith: { a, _ in a }))
-    }
-
+final class ServerTests: ServerTestCase {
     func testOpenAIGenerationsMatchTheLibraryPixelForPixel() async throws {
         try await withServer { base in
             let models = try await send(.GET, base + "/v1/models")
@@ -260,9 +197,4 @@ final class ServerTests: XCTestCase {
             for l in limited { XCTAssertGreaterThan(Int(l.1 ?? "") ?? 0, 0, "429 without Retry-After") }
         }
     }
-}
-
-actor PortBox {
-    var value = 0
-    func set(_ v: Int) { value = v }
 }

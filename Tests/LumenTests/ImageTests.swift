@@ -30,6 +30,23 @@ final class ImageTests: XCTestCase {
         }
     }
 
+    /// `readPNGWithAlpha` gives the alpha PIL's convert("RGBA") gives (nil without alpha) and the
+    /// same colours as convert("RGB"), for RGBA, grey + alpha and a palette with a tRNS chunk.
+    func testReadsAlphaApartAsPILDoes() throws {
+        struct Case: Decodable {
+            let rgb: [Int]
+            let alpha: [Int]?
+        }
+        let dir = Fixtures.root + "/images"
+        let cases = try JSONDecoder().decode([String: Case].self, from: Data(contentsOf: URL(fileURLWithPath: dir + "/alpha.json")))
+        XCTAssertEqual(cases.count, 4)
+        for (name, c) in cases {
+            let r = try RGBImage.readPNGWithAlpha(dir + "/\(name).png")
+            XCTAssertEqual(r.image.pixels.map(Int.init), c.rgb, name)
+            XCTAssertEqual(r.alpha, c.alpha.map { $0.map { Float($0) / 255 } }, name)
+        }
+    }
+
     func testWriteRoundTripWithParametersChunk() throws {
         let path = NSTemporaryDirectory() + "lumen-\(UUID().uuidString).png"
         defer { try? FileManager.default.removeItem(atPath: path) }

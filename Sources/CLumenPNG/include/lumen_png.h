@@ -20,7 +20,8 @@ int lumen_png_write_rgb8(int fd, const uint8_t *rgb, uint32_t width, uint32_t he
 
 /// An image read from a PNG: RGB, 16 bits a channel (8-bit files are scaled by 257, so that
 /// value / 65535 is the same fraction for both depths). Grey is copied to the three channels,
-/// palettes are expanded, alpha is dropped (as PIL's convert("RGB")).
+/// palettes are expanded, alpha is dropped from `rgb` (as PIL's convert("RGB")) and kept apart in
+/// `alpha` when the file has it (an alpha channel or a tRNS chunk).
 typedef struct {
     uint32_t width;
     uint32_t height;
@@ -31,6 +32,7 @@ typedef struct {
     char **textKeys;
     char **textValues;      // Latin-1 (tEXt, zTXt) or UTF-8 (iTXt), NUL-terminated
     int *textUTF8;          // 1 where the chunk was iTXt
+    uint16_t *alpha;        // width * height, 16 bits (8-bit files scaled by 257); NULL without alpha
 } lumen_png_image;
 
 /// Reads any PNG from the open descriptor `fd` (which stays open). Returns 0, or -1 with `error`

@@ -73,6 +73,15 @@ public struct RGBImage: Sendable, Hashable {
     /// file order: A1111 keeps its generation parameters in one named `parameters`.
     public static func readPNGWithText(_ path: String, maxPixels: Int = 64 << 20)
         throws -> (image: RGBImage, normalized: [Float], text: [(key: String, value: String)]) {
+        let r = try readPNGWithAlpha(path, maxPixels: maxPixels)
+        return (r.image, r.normalized, r.text)
+    }
+
+    /// `readPNGWithText` with the file's alpha, width × height values in [0, 1] (16-bit samples
+    /// keep their precision), or nil when the file has neither an alpha channel nor a tRNS chunk.
+    /// OpenAI's image-edit masks mark the area to repaint by transparency.
+    public static func readPNGWithAlpha(_ path: String, maxPixels: Int = 64 << 20)
+        throws -> (image: RGBImage, normalized: [Float], text: [(key: String, value: String)], alpha: [Float]?) {
         let fd: Int32
         do { fd = try RegularFile.openForReading(path) } catch let error as FileError {
             throw ImageError.unreadable(path: path, reason: error.reason)
@@ -94,7 +103,8 @@ public struct RGBImage: Sendable, Hashable {
             // String(cString:) decodes UTF-8, repairing invalid sequences.
             text.append((latin1String(key), img.textUTF8[i] != 0 ? String(cString: value) : latin1String(value)))
         }
-        return (try RGBImage(width: Int(img.width), height: Int(img.height), pixels: bytes), normalized, text)
+        let alpha = img.alpha.map { a in UnsafeBufferPointer(start: a, count: n / 3).map { Float($0) / 65535 } }
+        return (try RGBImage(width: Int(img.width), height: Int(img.height), pixels: bytes), normalized, text, alpha)
     }
 
     /// Writes an 8-bit RGB PNG with text chunks (for example A1111's `parameters`): tEXt for

@@ -61,6 +61,19 @@ public struct MemoryPlan: Sendable, Codable, CustomStringConvertible {
 }
 
 extension SafetensorsWeights {
+    /// Elements of the tensors this store reads (those under its scope, EMA copies left out).
+    var elementCount: Int {
+        var total = 0
+        for f in files {
+            for (key, e) in f.entries {
+                if let scope, !key.hasPrefix(scope) { continue }
+                if key.hasPrefix("model_ema.") { continue }
+                total += e.shape.count
+            }
+        }
+        return total
+    }
+
     /// Bytes of the tensors this store reads (those under its scope, EMA copies left out).
     var fileBytes: Int {
         var total = 0

@@ -22,6 +22,17 @@ extension Pipeline {
         return try plan(request)
     }
 
+    /// Bytes the weights of its networks (text encoders, UNet, VAE; EMA copies left out) take
+    /// once compiled: their element count times what the executor holds a weight in (4 bytes on
+    /// the CPU, which widens every weight to f32 as it packs it; 2 where it prefers f16), whatever
+    /// the files store. Opening a pipeline maps its files and reads nothing; this is what keeping
+    /// it loaded and used costs beyond the activations (a server bounding its loaded models by
+    /// memory counts it). ControlNets and LoRA files a request adds are not counted.
+    public var weightBytes: Int {
+        let stores = [model.textEncoderWeights, model.unetWeights, model.vaeWeights] + (model.xl.map { [$0.textEncoder2Weights] } ?? [])
+        return stores.reduce(0) { $0 + $1.elementCount } * (executor.prefersHalfPrecisionWeights ? 2 : 4)
+    }
+
     /// The tiles the VAE decodes a request's latents in, or nil to decode them whole.
     public func vaeTileLayout(for request: GenerationRequest) throws -> VAETileLayout? {
         try memoryPlan(for: request).decodeTiles
