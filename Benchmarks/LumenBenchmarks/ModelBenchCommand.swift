@@ -145,7 +145,7 @@ public struct ModelBenchCommand: ParsableCommand {
 public struct LumenBenchCommand: ParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "lumen-bench", abstract: "Lumen's benchmarks.",
-        subcommands: [KernelBenchCommand.self, ModelBenchCommand.self], defaultSubcommand: KernelBenchCommand.self)
+        subcommands: [KernelBenchCommand.self, ModelBenchCommand.self, TAESDBenchCommand.self], defaultSubcommand: KernelBenchCommand.self)
 
     public init() {}
 }

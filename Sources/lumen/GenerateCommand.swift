@@ -118,6 +118,19 @@ struct GenerateCommand: ParsableCommand {
             help: "Decode (and encode) the image in overlapping VAE tiles: auto (the default, as the library's: whole, as diffusers does, unless a tensor cannot be bound or the request would exceed the memory budget; then the largest tile that fits, said in one line), off, or a tile size in pixels (a multiple of 32).")
     var vaeTiling = "auto"
 
+    @Option(name: .customLong("preview"), parsing: .upToNextOption,
+            help: ArgumentHelp("Write a preview PNG during denoising, decoded by TAESD (a diffusers AutoencoderTiny folder, taesd_decoder.safetensors for SD 1.x/2.x or taesdxl_decoder.safetensors for SDXL), next to -o: OUT.step-0005.png after step 5 (OUT-2.step-0005.png for the second image, OUT.hires.step-0005.png in the hires fix's second pass).",
+                               valueName: "taesd PATH"))
+    var preview: [String] = []
+
+    @Option(name: .customLong("preview-every"), help: "With --preview: a preview after every N-th step (default 1).")
+    var previewEvery: Int?
+
+    @Option(name: .customLong("vae-decoder"), parsing: .upToNextOption,
+            help: ArgumentHelp("What decodes the final image: vae (the model's VAE, the default) or taesd PATH (TAESD: many times faster, softer details; PATH may be left out when --preview taesd PATH gives it).",
+                               valueName: "vae | taesd [PATH]"))
+    var vaeDecoder: [String] = []
+
     @Option(name: .customLong("memory-budget"),
             help: "The memory the request may take, e.g. 6G or 512M (default: LUMEN_MEMORY_BUDGET, else the available RAM on the CPU or the device's memory on Vulkan). A request that cannot fit even tiled is refused before the first step.")
     var memoryBudget: String?
@@ -165,6 +178,8 @@ struct GenerateCommand: ParsableCommand {
         if let memoryBudget, MemoryBudget.parse(memoryBudget) == nil {
             throw ValidationError("--memory-budget \(memoryBudget): expected bytes or a number with K, M, G or T (e.g. 6G)")
         }
+        _ = try previewOptions()
+        _ = try imageDecoder()
         if let output, !output.lowercased().hasSuffix(".png") {
             throw ValidationError("-o \(output): the output must be a .png path")
         }
@@ -213,6 +228,8 @@ struct GenerateCommand: ParsableCommand {
         request.count = count
         request.clipSkip = clipSkip
         request.vaeTiling = VAETiling(vaeTiling) ?? .auto
+        request.previews = try previewOptions()
+        request.decoder = try imageDecoder()
         if let initImage {
             request.initImage = try InitImage(pngPath: initImage)
             request.strength = strength
@@ -258,6 +275,10 @@ struct GenerateCommand: ParsableCommand {
         for decision in plan.decisions where decision.hasPrefix("the VAE") {
             FileHandle.standardError.write(Data("lumen: \(decision)\n".utf8))
         }
+        if let taesd = request.previews?.taesdPath {
+            _ = try pipeline.taesd(taesd)  // a TAESD for another latent space fails now, not at the first preview
+        }
+        if case .taesd(let path) = request.decoder { _ = try pipeline.taesd(path) }
         var parameters = prompt
         if let negativePrompt, !negativePrompt.isEmpty { parameters += "\nNegative prompt: \(negativePrompt)" }
         parameters += "\nSteps: \(steps), Sampler: \(kind.displayName), CFG scale: \(guidance), Seed: \(request.seed), "
@@ -271,9 +292,16 @@ struct GenerateCommand: ParsableCommand {
                 + (hires.steps.map { ", Hires steps: \($0)" } ?? "")
                 + ", Hires upscaler: \(["latent": "Latent", "latent-nearest": "Latent (nearest)", "lanczos": "Lanczos"][hires.upscaler.rawValue]!)"
         }
+        var pass = 1, passDone = false
         try pipeline.generate(request) { event in
+            if passDone { pass += 1; passDone = false }  // the hires fix's second pass
             switch event {
+            case .preview(let k, _, let images):
+                for (i, image) in images.enumerated() {
+                    try image.writePNG(to: Self.previewPath(paths[i], step: k, pass: pass), text: [("parameters", parameters + ", Preview step: \(k)")])
+                }
             case .step(let i, let n, _):
+                passDone = i == n
                 progress.update(i, of: n)
             case .image(let i, let image):
                 try image.writePNG(to: paths[i], text: [("parameters", parameters + (count > 1 ? ", Batch pos: \(i)" : ""))])
@@ -305,6 +333,44 @@ struct GenerateCommand: ParsableCommand {
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
             print(String(decoding: try encoder.encode(summary), as: UTF8.self))
         }
+    }
+}
+
+extension GenerateCommand {
+    /// `--preview taesd PATH` and `--preview-every N` as the library's options.
+    func previewOptions() throws -> PreviewOptions? {
+        guard !preview.isEmpty else {
+            if let previewEvery { throw ValidationError("--preview-every \(previewEvery) needs --preview taesd PATH") }
+            return nil
+        }
+        guard preview.count == 2, preview[0] == "taesd" else {
+            throw ValidationError("--preview \(preview.joined(separator: " ")): expected taesd PATH (a TAESD decoder folder or .safetensors file)")
+        }
+        let every = previewEvery ?? 1
+        guard (1...1000).contains(every) else { throw ValidationError("--preview-every \(every): expected 1…1000 steps") }
+        return PreviewOptions(taesdPath: preview[1], every: every)
+    }
+
+    /// `--vae-decoder vae | taesd [PATH]` as the library's decoder.
+    func imageDecoder() throws -> ImageDecoder {
+        switch vaeDecoder.count {
+        case 0: return .vae
+        case 1 where vaeDecoder[0] == "vae": return .vae
+        case 1 where vaeDecoder[0] == "taesd":
+            guard preview.count == 2 else {
+                throw ValidationError("--vae-decoder taesd needs the TAESD's path: --vae-decoder taesd PATH (or --preview taesd PATH)")
+            }
+            return .taesd(path: preview[1])
+        case 2 where vaeDecoder[0] == "taesd": return .taesd(path: vaeDecoder[1])
+        default:
+            throw ValidationError("--vae-decoder \(vaeDecoder.joined(separator: " ")): expected vae, or taesd PATH (a TAESD decoder folder or .safetensors file)")
+        }
+    }
+
+    /// A preview's file next to the image's: OUT.step-0005.png (OUT.hires.step-0005.png in a second pass).
+    static func previewPath(_ image: String, step: Int, pass: Int) -> String {
+        let stem = image.lowercased().hasSuffix(".png") ? String(image.dropLast(4)) : image
+        return stem + (pass > 1 ? ".hires" : "") + String(format: ".step-%04d.png", step)
     }
 }
 

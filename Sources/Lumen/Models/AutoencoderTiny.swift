@@ -46,8 +46,17 @@ public struct AutoencoderTinyDecoder {
     }
 
     public let config: Config
-    public let weights: SafetensorsWeights
+    public let weights: any WeightStore
+    /// The file or folder it was read from (what error messages and the program cache name it by).
     public let path: String
+
+    /// A decoder of `config` over weights with diffusers' names (`decoder.layers.N.*`), e.g.
+    /// `RandomWeights` for a benchmark; `path` names it.
+    public init(config: Config, weights: any WeightStore, path: String) {
+        self.config = config
+        self.weights = weights
+        self.path = path
+    }
 
     /// Opens a diffusers `AutoencoderTiny` folder or a single `.safetensors` file.
     public init(path: String) throws {
@@ -124,11 +133,7 @@ public struct AutoencoderTinyDecoder {
         for (i, n) in c.blocks.enumerated() {
             let ch = c.blockOutChannels[i], last = i == c.blocks.count - 1
             for _ in 0..<n {
-                let b = m.child("\(index)")
-                var y = try relu(try b.conv(h, "conv.0", in: ch, out: ch, kernel: 3))
-                y = try relu(try b.conv(y, "conv.2", in: ch, out: ch, kernel: 3))
-                y = try b.conv(y, "conv.4", in: ch, out: ch, kernel: 3)
-                h = try relu(try g.add(y, h))  // the skip is the identity: the block keeps its width
+                h = try tinyBlock(m.child("\(index)"), h, channels: ch)
                 index += 1
             }
             if !last {
@@ -156,4 +161,15 @@ public struct AutoencoderTinyDecoder {
         let y = try build(g, clampedLatents: x)
         return try executor.compile(g, outputs: [y]).run(["latents": try Self.clamp(latents)])[y]!
     }
+}
+
+/// `AutoencoderTinyBlock` of a width that does not change: three 3×3 convolutions with ReLU between,
+/// the input added back (the skip is the identity), then ReLU.
+func tinyBlock(_ b: Module, _ h: Value, channels ch: Int) throws -> Value {
+    let g = b.graph
+    func relu(_ v: Value) throws -> Value { try g.clamp(v, min: 0, max: .greatestFiniteMagnitude) }
+    var y = try relu(try b.conv(h, "conv.0", in: ch, out: ch, kernel: 3))
+    y = try relu(try b.conv(y, "conv.2", in: ch, out: ch, kernel: 3))
+    y = try b.conv(y, "conv.4", in: ch, out: ch, kernel: 3)
+    return try relu(try g.add(y, h))
 }

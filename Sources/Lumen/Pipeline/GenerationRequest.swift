@@ -202,6 +202,10 @@ public struct GenerationRequest: Sendable, Hashable {
     public var clipSkip: Int = 0
     /// Tiled VAE decoding (`.auto`: only where the image is large or the executor needs it).
     public var vaeTiling: VAETiling = .auto
+    /// Preview images during denoising, decoded by TAESD (`.preview` events); nil: none.
+    public var previews: PreviewOptions? = nil
+    /// What turns the final latents into images: the model's VAE, or TAESD (much faster, softer).
+    public var decoder: ImageDecoder = .vae
 
     public init(prompt: String) { self.prompt = prompt }
 }
@@ -213,6 +217,34 @@ public enum GenerationEvent: Sendable {
     case step(index: Int, count: Int, latents: Tensor)
     /// Image `index` of the request is ready.
     case image(index: Int, image: RGBImage)
+    /// With `GenerationRequest.previews`: after step `index` (1-based) of `count`, every
+    /// `PreviewOptions.every` steps, the current latents decoded by TAESD, one image per image of
+    /// the request. Comes before that step's `.step` event.
+    case preview(index: Int, count: Int, images: [RGBImage])
+}
+
+/// Previews during denoising (`GenerationEvent.preview`).
+public struct PreviewOptions: Sendable, Hashable {
+    /// A TAESD / TAESDXL decoder for the model's latent space: a diffusers `AutoencoderTiny` folder,
+    /// or a single file (`taesd_decoder.safetensors`, `taesdxl_decoder.safetensors`, or an
+    /// `AutoencoderTiny`'s `diffusion_pytorch_model.safetensors`).
+    public var taesdPath: String
+    /// A preview after every `every`-th step (steps `every`, 2·`every`, … of the pass).
+    public var every: Int
+
+    public init(taesdPath: String, every: Int = 1) {
+        self.taesdPath = taesdPath
+        self.every = every
+    }
+}
+
+/// The decoder of the final latents.
+public enum ImageDecoder: Sendable, Hashable {
+    /// The model's VAE (diffusers' default).
+    case vae
+    /// TAESD / TAESDXL at `path` (as `PreviewOptions.taesdPath`): diffusers' pipeline with
+    /// `vae=AutoencoderTiny`, whole (never tiled).
+    case taesd(path: String)
 }
 
 /// Errors of a generation request.

@@ -7,6 +7,7 @@ enum GenerationStage {
     case vaeEncode
     case unetStep(Int, of: Int)
     case vaeDecode
+    case taesdDecode
 
     var name: String {
         switch self {
@@ -14,6 +15,7 @@ enum GenerationStage {
         case .vaeEncode: return "VAE encoder (of the init image)"
         case .unetStep(let k, let n): return "UNet at step \(k) of \(n)"
         case .vaeDecode: return "VAE decoder"
+        case .taesdDecode: return "TAESD decoder"
         }
     }
 }
@@ -43,6 +45,8 @@ func ensureFinite(_ values: [Float], stage: GenerationStage, withLoRAs: Bool, re
         let guidance = request.map { ", a lower guidance scale (now \($0.guidanceScale))" } ?? ""
         hint = "try" + guidance + lora + ", or f32 weights (--precision fp32 or --backend cpu)"
             + (k == 1 ? "; NaN at the first step also means the UNet's weights may hold NaN or Inf" : "")
+    case .taesdDecode:
+        hint = "the TAESD decoder's weights may hold NaN or Inf: check the TAESD file, or decode with the model's VAE"
     case .vaeDecode:
         hint = "fp16 VAEs overflow (SDXL's original VAE does): decode in f32 (--precision fp32 or --backend cpu), or pass --vae with an fp16-safe VAE (e.g. madebyollin/sdxl-vae-fp16-fix)"
     }

@@ -72,6 +72,11 @@ extension Pipeline {
                 try buildControlNet($0, net, batch: batch, height: lh, width: lw, contextLength: length)
             }
         }
+        if let previews = r.previews {  // TAESD previews run between the UNet's steps
+            let taesd = try taesdStage(previews.taesdPath)
+            denoisingWeights += (taesd.decoder.weights as? SafetensorsWeights)?.fileBytes ?? 0
+            denoisingActivations += try taesd.plannedActivations(batch: n, height: lh, width: lw)
+        }
         let unet = MemoryPlan.Stage(name: "denoising", weights: denoisingWeights, activations: denoisingActivations,
                                     staging: latentBytes * (4 + 3 * rows), how: "whole")
         let vaeWeights = model.vaeWeights.fileBytes

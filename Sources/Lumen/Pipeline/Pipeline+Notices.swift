@@ -23,7 +23,7 @@ extension Pipeline {
     public func notices(for request: GenerationRequest) -> [String] {
         let window = model.textEncoderConfig.maxPositionEmbeddings - 2  // start and end tokens
         let count = tokenizer.tokens(request.prompt).count
-        guard count > window else { return [] }
-        return ["the prompt is \(count) tokens; only the first \(window) are used (the text encoder reads \(window + 2) with its start and end tokens)"]
+        guard count > window else { return taesdFamilyNotices(request) }
+        return taesdFamilyNotices(request) + ["the prompt is \(count) tokens; only the first \(window) are used (the text encoder reads \(window + 2) with its start and end tokens)"]
     }
 }

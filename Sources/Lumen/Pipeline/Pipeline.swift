@@ -38,6 +38,8 @@ public final class Pipeline: @unchecked Sendable {
     let vae: VAEStage
     /// ControlNets opened by requests, by folder.
     var loadedControlNets: [String: ControlNet] = [:]
+    /// TAESD decoders opened by requests (previews, fast decodes), by path.
+    var loadedTAESDs: [String: AutoencoderTinyDecoder] = [:]
     /// Keep every compiled network (and its activation memory) for later requests. Off, each
     /// network's program is dropped once the request no longer needs it, so the UNet's and the
     /// decoder's activations are never held at the same time: the right choice for one-shot use
@@ -219,12 +221,23 @@ public final class Pipeline: @unchecked Sendable {
             if controlled {
                 hooks.append(try controlNetHook(request, conditioning: conditions, batch: batch, height: lh, width: lw, steps: first..<end))
             }
-            var loop = DenoisingLoop(unet: { try unet.run($0)[0] }, conditioning: conditions, scheduler: scheduler,
-                                     guidanceScale: guided ? request.guidanceScale : 1, count: n, channels: latentChannels, height: lh, width: lw,
-                                     hooks: hooks + (try lcmGuidanceHook(request, batch: batch)))
-            latents = try loop.run(from: start, steps: first..<end, generator: &generator) { k, steps, latents in
-                try checkFinite(latents, stage: .unetStep(k, of: steps), request: request)
-                try onEvent(.step(index: k, count: steps, latents: try Tensor(shape: [n, latentChannels, lh, lw], values: latents)))
+            hooks += try lcmGuidanceHook(request, batch: batch)
+            latents = try withoutActuallyEscaping(onEvent) { onEvent in
+                // Previews last: they see the latents as the other hooks leave them (diffusers'
+                // callback_on_step_end after the inpainting blend).
+                if let previews = request.previews {
+                    hooks.append(PreviewHook(stage: try taesdStage(previews.taesdPath), every: previews.every, steps: first..<end,
+                                             shape: [n, latentChannels, lh, lw], withLoRAs: !model.loras.isEmpty) { k, steps, images in
+                        try onEvent(.preview(index: k, count: steps, images: images))
+                    })
+                }
+                var loop = DenoisingLoop(unet: { try unet.run($0)[0] }, conditioning: conditions, scheduler: scheduler,
+                                         guidanceScale: guided ? request.guidanceScale : 1, count: n, channels: latentChannels, height: lh, width: lw,
+                                         hooks: hooks)
+                return try loop.run(from: start, steps: first..<end, generator: &generator) { k, steps, latents in
+                    try checkFinite(latents, stage: .unetStep(k, of: steps), request: request)
+                    try onEvent(.step(index: k, count: steps, latents: try Tensor(shape: [n, latentChannels, lh, lw], values: latents)))
+                }
             }
         }
 
@@ -236,6 +249,11 @@ public final class Pipeline: @unchecked Sendable {
         let finalLatents = try Tensor(shape: [n, latentChannels, lh, lw], values: latents)
         guard decode else { return ([], finalLatents) }
         defer { if !retainsPrograms { cache.dropAll() } }
+        if case .taesd(let path) = request.decoder {
+            let images = try taesdStage(path).decode(finalLatents, withLoRAs: !model.loras.isEmpty)
+            for (k, image) in images.enumerated() { try onEvent(.image(index: k, image: image)) }
+            return (images, finalLatents)
+        }
         let images = try vae.decode(finalLatents, tiles: plan.decodeTiles) { k, image in try onEvent(.image(index: k, image: image)) }
         return (images, finalLatents)
     }

@@ -10,6 +10,9 @@ enum ProgramKey: Hashable, Sendable {
     case controlNet(path: String, batch: Int, height: Int, width: Int, contextLength: Int)
     /// The VAE decoder for latents of height × width (a whole latent or one tile).
     case decode(height: Int, width: Int)
+    /// TAESD's decoder (by its path) for a batch of latents of height × width: previews and fast
+    /// final decodes.
+    case tinyDecode(path: String, batch: Int, height: Int, width: Int)
     /// The VAE encoder for an image of height × width pixels (mean and log-variance).
     case encode(height: Int, width: Int)
     /// The VAE encoder's moments for one tile of height × width pixels (tiled encoding).
@@ -22,7 +25,7 @@ enum ProgramKey: Hashable, Sendable {
         case .text: return .conditioning
         case .encode, .encodeMoments: return .imageEncoding
         case .unet, .controlNet: return .denoising
-        case .decode: return .decoding
+        case .decode, .tinyDecode: return .decoding
         }
     }
 }

@@ -52,6 +52,9 @@ extension Pipeline {
         guard r.clipSkip >= 0, r.clipSkip < model.textEncoderConfig.numHiddenLayers else {
             throw invalid("clip skip must be 0..<\(model.textEncoderConfig.numHiddenLayers)")
         }
+        if let previews = r.previews, !(1...1000).contains(previews.every) {
+            throw invalid("previews every \(previews.every) steps: expected 1…1000")
+        }
         if case .tiles(let tile) = r.vaeTiling {
             guard tile >= 4 * f, tile <= GenerationRequest.maxSide, tile % (4 * f) == 0 else {
                 throw invalid("a VAE tile must be a positive multiple of \(4 * f) pixels up to \(GenerationRequest.maxSide) (got \(tile))")

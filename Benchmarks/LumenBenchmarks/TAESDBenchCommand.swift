@@ -1,0 +1,112 @@
+import ArgumentParser
+import Foundation
+import Lumen
+import LumenCPU
+import LumenRuntime
+
+/// `lumen-bench taesd`: TAESD's decoder against Stable Diffusion 1.5's VAE decoder on the same
+/// latents, both with random f16 weights of the published shapes (TAESD: 64 channels, blocks
+/// 3, 3, 3, 1; the VAE: `AutoencoderKLConfig()`), compiled once. The runs alternate (one VAE
+/// decode, then TAESD decodes) so that both see the same load on a shared machine; the ratio of
+/// each round's medians is the figure, and its median over the rounds is reported.
+public struct TAESDBenchCommand: ParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "taesd", abstract: "Time TAESD's decoder against the SD 1.5 VAE decoder (random weights) on the CPU.")
+
+    @Option(help: "Image side in pixels (a multiple of 8).")
+    public var size = 512
+
+    @Option(help: "Rounds: each is one VAE decode and --taesd-runs TAESD decodes.")
+    public var rounds = 3
+
+    @Option(name: .customLong("taesd-runs"), help: "TAESD decodes per round (their median is the round's TAESD time).")
+    public var taesdRuns = 5
+
+    @Option(help: "A TAESD decoder (folder or .safetensors) to time instead of random weights of TAESD's shape.")
+    public var taesd: String?
+
+    @Flag(help: "Print one JSON object.")
+    public var json = false
+
+    public init() {}
+
+    public func validate() throws {
+        guard size >= 8, size % 8 == 0, size <= 4096 else { throw ValidationError("--size \(size): expected a multiple of 8 up to 4096") }
+        guard (1...100).contains(rounds), (1...100).contains(taesdRuns) else { throw ValidationError("--rounds and --taesd-runs: expected 1…100") }
+    }
+
+    struct Report: Codable {
+        let size: Int
+        let isa: String
+        let threads: Int
+        let vae_seconds: [Double]
+        let taesd_seconds: [Double]
+        let vae_gflop: Double
+        let taesd_gflop: Double
+        let ratios: [Double]
+        let median_ratio: Double
+    }
+
+    public func run() throws {
+        let executor = CPUExecutor()
+        let log: (String) -> Void = { FileHandle.standardError.write(Data("bench: \($0)\n".utf8)) }
+        let side = size / 8
+
+        let vaeGraph = Graph()
+        let z = try vaeGraph.input("latents", shape: [1, 4, side, side])
+        let vaeOut = try AutoencoderKL(config: AutoencoderKLConfig()).decode(vaeGraph, latents: z, weights: RandomWeights(seed: 2))
+        let decoder = try taesd.map { try AutoencoderTinyDecoder(path: $0) }
+            ?? AutoencoderTinyDecoder(config: .init(), weights: RandomWeights(seed: 5), path: "random TAESD weights")
+        let tinyGraph = Graph()
+        let x = try tinyGraph.input("latents", shape: [1, 4, side, side])
+        let tinyOut = try decoder.build(tinyGraph, clampedLatents: x)
+        log("compiling (\(CPUExecutor.instructionSet), \(executor.pool.threads) threads)")
+        let vae = try executor.compile(vaeGraph, outputs: [vaeOut])
+        let tiny = try executor.compile(tinyGraph, outputs: [tinyOut])
+
+        var state: UInt64 = 0x1234_5678
+        let latents = try Tensor(shape: [1, 4, side, side], values: (0..<(4 * side * side)).map { _ in
+            state = state &* 6364136223846793005 &+ 1442695040888963407
+            return Float(Int64(bitPattern: state >> 11) % 2000) / 500 - 2
+        })
+        let clamped = try AutoencoderTinyDecoder.clamp(latents)
+        func seconds(_ body: () throws -> Void) rethrows -> Double {
+            let start = DispatchTime.now().uptimeNanoseconds
+            try body()
+            return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        }
+        // Warm-up: buffers allocated, weights packed, pages touched.
+        _ = try vae.run(["latents": latents])
+        _ = try tiny.run(["latents": clamped])
+        var vaeTimes: [Double] = [], tinyTimes: [Double] = [], ratios: [Double] = []
+        for round in 1...rounds {
+            let v = try seconds { _ = try vae.run(["latents": latents]) }
+            var t: [Double] = []
+            for _ in 0..<taesdRuns {
+                // TAESD as the pipeline runs it: the clamp on the host, then the graph.
+                t.append(try seconds { _ = try tiny.run(["latents": try AutoencoderTinyDecoder.clamp(latents)]) })
+            }
+            let median = t.sorted()[t.count / 2]
+            vaeTimes.append(v)
+            tinyTimes.append(median)
+            ratios.append(v / median)
+            log(String(format: "round %d: VAE %.3f s, TAESD %.4f s (median of %d), %.1f×", round, v, median, taesdRuns, v / median))
+        }
+        let report = Report(size: size, isa: CPUExecutor.instructionSet, threads: executor.pool.threads, vae_seconds: vaeTimes,
+                            taesd_seconds: tinyTimes, vae_gflop: vaeGraph.flops(for: [vaeOut]) / 1e9,
+                            taesd_gflop: tinyGraph.flops(for: [tinyOut]) / 1e9, ratios: ratios,
+                            median_ratio: ratios.sorted()[ratios.count / 2])
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            print(String(decoding: try encoder.encode(report), as: UTF8.self))
+        } else {
+            let v = vaeTimes.sorted()[vaeTimes.count / 2], t = tinyTimes.sorted()[tinyTimes.count / 2]
+            print("decoder  size  isa     threads  seconds (median)  GFLOP   GFLOP/s")
+            print(String(format: "vae      %4d  %-7@ %7d  %16.3f  %6.0f  %8.1f", size, report.isa, report.threads, v, report.vae_gflop, report.vae_gflop / v))
+            print(String(format: "taesd    %4d  %-7@ %7d  %16.4f  %6.0f  %8.1f", size, report.isa, report.threads, t, report.taesd_gflop, report.taesd_gflop / t))
+            print(String(format: "TAESD is %.1f× faster (median of %d rounds' ratios: %@)", report.median_ratio, rounds,
+                         ratios.map { String(format: "%.1f", $0) }.joined(separator: ", ")))
+        }
+    }
+}
