@@ -27,6 +27,8 @@ struct APIError: Error {
 
 /// A job's progress, as `/sdapi/v1/progress` reports it.
 struct ProgressState: Sendable {
+    /// The latest step preview (base64 PNG), for A1111's `current_image`.
+    var currentImage: String? = nil
     var step = 0
     var steps = 0
     var image = 0
@@ -58,6 +60,8 @@ final class Engine: @unchecked Sendable {
     private var running = 0
     private var interruptRequested = false
     private var progress = ProgressState()
+    /// Models the preview TAESD does not fit (warned about once).
+    private var previewMisfits: Set<String> = []
     /// Seconds the last batch took, for Retry-After.
     private var lastJobSeconds = 1.0
     /// Jobs by id: every live one, and the last `finishedJobsKept` finished ones, fewer when their
@@ -127,6 +131,20 @@ final class Engine: @unchecked Sendable {
     /// The model's pipeline, loaded on first use (on the worker thread, so a load queues like a
     /// job). Loading one drops the least recently used idle pipelines while more than
     /// `maxLoadedModels` are loaded or their weights exceed `modelMemoryBytes`.
+    /// Step previews for `pipeline` where the configured TAESD fits its latent space (checked
+    /// once per model; a misfit is logged once and the model runs without previews).
+    private func previewOptions(for pipeline: Pipeline, model: String) -> PreviewOptions? {
+        guard let path = config.previewTAESD else { return nil }
+        do {
+            _ = try pipeline.taesd(path)
+            return PreviewOptions(taesdPath: path, every: max(1, config.previewEvery))
+        } catch {
+            let first = lock.withLock { previewMisfits.insert(model).inserted }
+            if first { logger.warning("no step previews for \(model): \(error)") }
+            return nil
+        }
+    }
+
     private func pipeline(for entry: ModelCatalog.Entry) throws -> Pipeline {
         if let p = lock.withLock({ () -> Pipeline? in
             guard let i = loaded.firstIndex(where: { $0.name == entry.name }) else { return nil }
@@ -283,16 +301,23 @@ final class Engine: @unchecked Sendable {
                 let pipeline = try self.pipeline(for: entry)
                 let (w, h) = pipeline.size(for: request)
                 let kind = pipeline.schedulerKind(for: request)
+                var request = request
+                request.previews = self.previewOptions(for: pipeline, model: entry.name)
+                // A preview arrives just before its step's `.step` event, which carries it.
+                var preview: String? = nil
                 let images = try pipeline.generate(request) { event in
-                    // The step's latents (the third value) are where a preview comes from:
-                    // decoded by the library's TAESD when that lands, passed as `preview:`.
+                    if case .preview(_, _, let images) = event, let first = images.first {
+                        preview = try? PNGCodec.encode(first).base64EncodedString()
+                        if let preview { self.lock.withLock { self.progress.currentImage = preview } }
+                    }
                     if case .step(let i, let n, _) = event {
                         let stop = self.lock.withLock { () -> Bool in
                             self.progress.step = i
                             self.progress.steps = n
                             return self.interruptRequested
                         }
-                        job.stepped(i, of: n)
+                        job.stepped(i, of: n, preview: preview)
+                        preview = nil
                         if stop { throw InterruptedError() }
                         if job.isCancelRequested { throw CancellationError() }
                     }

@@ -88,8 +88,8 @@ final class Job: @unchecked Sendable {
         event.map(broadcast)
     }
 
-    /// Step `index` of `count` is done. `preview`: the step's preview image as base64 PNG, once
-    /// the library's step previews (TAESD) land; until then nil, sent as null.
+    /// Step `index` of `count` is done. `preview`: the step's preview image as base64 PNG (with
+    /// `--preview-taesd`, every `--preview-every` steps), else nil, sent as null.
     func stepped(_ index: Int, of count: Int, preview: String? = nil) {
         let event = lock.withLock { () -> ByteBuffer in
             step = index
@@ -108,8 +108,7 @@ final class Job: @unchecked Sendable {
     }
 
     /// `step`/`total` of the running batch, its first image of `images`, the seconds left, and
-    /// `preview`: null until the library's step previews (TAESD) land; it will then hold the
-    /// step's preview as base64 PNG.
+    /// `preview` (null here; `stepped` fills it on the steps that have one).
     private func progressFields() -> [String: Any] {
         ["id": id, "state": state_.rawValue, "step": step, "total": steps, "image": image, "images": images,
          "eta": eta().map { ($0 * 1000).rounded() / 1000 } ?? NSNull(), "preview": NSNull()]

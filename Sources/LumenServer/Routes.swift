@@ -51,7 +51,7 @@ extension LumenServer {
                 eta = Date().timeIntervalSince(started) / Double(p.step) * Double(p.steps - p.step)
             }
             return jsonResponse([
-                "progress": fraction, "eta_relative": eta, "current_image": NSNull(), "textinfo": NSNull(),
+                "progress": fraction, "eta_relative": eta, "current_image": p.currentImage ?? NSNull(), "textinfo": NSNull(),
                 "state": ["job_count": p.started == nil ? 0 : 1, "sampling_step": p.step, "sampling_steps": p.steps,
                           "interrupted": false, "skipped": false, "job": p.started == nil ? "" : "generate"] as [String: Any],
             ])

@@ -21,6 +21,11 @@ public struct ServerConfiguration: Sendable {
     /// Bytes the loaded pipelines' weights may take together (`Pipeline.weightBytes`); loading
     /// one drops the least recently used idle ones until they fit. nil: no bound but the count.
     public var modelMemoryBytes: Int? = nil
+    /// A TAESD / TAESDXL decoder for step previews (`--preview-taesd`): every `previewEvery`-th step
+    /// of a job carries its first image's preview (base64 PNG) in its `step` event and in
+    /// `/sdapi/v1/progress`'s `current_image`. Models whose latent space it does not fit get none.
+    public var previewTAESD: String? = nil
+    public var previewEvery = 5
     /// Request bodies larger than this are refused with 413.
     public var maxBodyBytes = 16 << 20
     /// Decoded images (init images, masks, png-info) larger than this are refused with 413.

@@ -37,6 +37,13 @@ struct ServeCommand: ParsableCommand {
             help: "Bytes the loaded models' weights may take together (e.g. 12G); loading one drops the least recently used idle ones until they fit.")
     var modelMemory: String?
 
+    @Option(name: .customLong("preview-taesd"),
+            help: "A TAESD (or TAESDXL) decoder, folder or file: jobs' step events and /sdapi/v1/progress carry a preview every --preview-every steps (models it does not fit get none).")
+    var previewTAESD: String?
+
+    @Option(name: .customLong("preview-every"), help: "Steps between previews with --preview-taesd.")
+    var previewEvery = 5
+
     @Option(name: .customLong("max-side"), help: "Largest width or height a request may ask for.")
     var maxSide = 2048
 
@@ -52,6 +59,10 @@ struct ServeCommand: ParsableCommand {
         if maxLoadedModels < 1 { throw ValidationError("--max-loaded-models \(maxLoadedModels): expected 1 or more") }
         if let modelMemory, (MemoryBudget.parse(modelMemory) ?? 0) < 1 {
             throw ValidationError("--model-memory \(modelMemory): expected bytes or a number with K, M, G or T (e.g. 12G)")
+        }
+        if previewEvery < 1 { throw ValidationError("--preview-every \(previewEvery): expected 1 or more") }
+        if let previewTAESD, !FileManager.default.fileExists(atPath: previewTAESD) {
+            throw ValidationError("--preview-taesd \(previewTAESD): no such file or folder")
         }
         if maxSide < 8 || maxSteps < 1 || maxBody < 1024 {
             throw ValidationError("--max-side must be at least 8, --max-steps at least 1 and --max-body at least 1024")
@@ -72,6 +83,8 @@ struct ServeCommand: ParsableCommand {
         config.maxSide = maxSide
         config.maxSteps = maxSteps
         config.maxBodyBytes = maxBody
+        config.previewTAESD = previewTAESD
+        config.previewEvery = previewEvery
         let server: LumenServer
         do { server = try LumenServer(configuration: config) } catch let e as ServerSetupError {
             throw ValidationError(e.description)

@@ -82,6 +82,49 @@ final class JobEventsTests: ServerTestCase {
         }
     }
 
+    /// `--preview-taesd`: every `--preview-every`-th step event carries the first image's TAESD
+    /// preview, the same pixels as the library's `.preview` event for the same request; a model the
+    /// TAESD does not fit runs without previews (and does not fail).
+    func testStepEventsCarryTAESDPreviews() async throws {
+        let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Fixtures").path
+        let model = fixtures + "/tiny-sd", taesd = fixtures + "/taesd/tiny"
+        try await withServer({ $0.modelPaths = [model]; $0.previewTAESD = taesd; $0.previewEvery = 2 }) { base in
+            let submit = try await self.send(.POST, base + "/lumen/v1/jobs", json: [
+                "model": "tiny-sd", "prompt": "a red circle", "size": "64x64", "seed": 5, "steps": 4, "scheduler": "euler",
+            ])
+            XCTAssertEqual(submit.status, .accepted, String(decoding: submit.body, as: UTF8.self))
+            let id = try XCTUnwrap(submit.json["id"] as? String)
+            let stream = try await self.events(base + "/lumen/v1/jobs/\(id)/events")
+            self.checkProgress(stream.events, steps: 4)
+            let steps = stream.events.filter { $0.name == "step" }
+            let withPreview = steps.filter { $0.data["preview"] is String }.map { $0.data["step"] as? Int ?? -1 }
+            XCTAssertEqual(withPreview, [2, 4], "previews on steps 2 and 4 only")
+
+            // The library's previews of the same request.
+            let pipeline = try Pipeline(modelPath: model, backend: .cpu)
+            var r = GenerationRequest(prompt: "a red circle")
+            (r.width, r.height, r.seed, r.steps, r.scheduler) = (64, 64, 5, 4, .euler)
+            r.previews = PreviewOptions(taesdPath: taesd, every: 2)
+            var library: [Int: RGBImage] = [:]
+            _ = try pipeline.generate(r) { event in
+                if case .preview(let i, _, let images) = event { library[i] = images[0] }
+            }
+            XCTAssertEqual(library.keys.sorted(), [2, 4])
+            for e in steps {
+                guard let b64 = e.data["preview"] as? String, let step = e.data["step"] as? Int else { continue }
+                XCTAssertEqual(try self.decodePNG(b64).image.pixels, library[step]?.pixels, "preview of step \(step)")
+            }
+        }
+        // The demo model's latent space does not fit this tiny TAESD: no previews, the job still runs.
+        try await withServer({ $0.previewTAESD = taesd; $0.previewEvery = 1 }) { base in
+            let r = try await self.send(.POST, base + "/v1/images/generations", json: [
+                "prompt": "a green square", "size": "64x64", "seed": 4, "steps": 2,
+            ])
+            XCTAssertEqual(r.status, .ok, String(decoding: r.body, as: UTF8.self))
+        }
+    }
+
     func testASynchronousRequestsJobCanBeFollowedByTheIDItChose() async throws {
         try await withServer { base in
             // Subscribe first: the events route waits a moment for a chosen id to arrive.
