@@ -15,6 +15,15 @@ GPU in half precision and synchronises around every timed call; `--configs DIR` 
 diffusers folder's configs (random weights all the same), `--sizes` the UNet-step image sizes
 (the VAE decodes at the first), `--generate-size` the whole generation's, `--table` prints
 `phase seconds` lines.
+
+SDXL base (`--model sdxl`): the configs of Tests/Fixtures/sdxl-configs (stable-diffusion-xl-base-1.0's),
+both text encoders (CLIPTextModel and CLIPTextModelWithProjection, penultimate states and the pooled
+projection), the UNet step at --sizes (default 1024) with the added text embeds and time ids, the
+VAE decode in fp32 (its force_upcast), and StableDiffusionXLPipeline for the whole generation; each
+phase builds only its own networks and frees them before the next (fp32 SDXL is about 14 GB). With
+--compare it runs `lumen-bench model --model sdxl` with the same sizes, steps and phases
+(--lumen-work-dir: where lumen-bench keeps its random-weight folder). --phases picks among text,
+unet, vae, generate.
 """
 import argparse
 import json
@@ -26,6 +35,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CONFIGS = os.path.join(HERE, "..", "Tests", "Fixtures", "sd15-configs")
+SDXL_CONFIGS = os.path.join(HERE, "..", "Tests", "Fixtures", "sdxl-configs")
 
 
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
@@ -85,7 +95,93 @@ def phases(args):
     return results
 
 
+def build_sdxl(args, part):
+    """One part of SDXL base with random weights: "text" (both encoders), "unet" or "vae"."""
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    dtype = getattr(torch, DTYPES[args.dtype])
+
+    def text_config(name):
+        with open(os.path.join(args.configs, name, "config.json")) as f:
+            return CLIPTextConfig(**json.load(f))
+    with torch.device(args.device):
+        if part == "text":
+            return [CLIPTextModel(text_config("text_encoder")).eval().to(dtype=dtype),
+                    CLIPTextModelWithProjection(text_config("text_encoder_2")).eval().to(dtype=dtype)]
+        if part == "unet":
+            return UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(os.path.join(args.configs, "unet"))).eval().to(dtype=dtype)
+        # force_upcast: diffusers decodes SDXL's VAE in fp32 whatever the pipeline's dtype.
+        return AutoencoderKL.from_config(AutoencoderKL.load_config(os.path.join(args.configs, "vae"))).eval()
+
+
+def phases_sdxl(args):
+    import gc
+    import torch
+    dev, dtype = args.device, getattr(torch, DTYPES[args.dtype])
+    results = []
+    if "text" in args.phases:
+        text, text2 = build_sdxl(args, "text")
+        ids = torch.full((2, 77), 49407, dtype=torch.long)
+        ids[:, 0] = 49406
+        ids[:, 1:9] = torch.arange(321, 329)
+        ids2 = ids.clone()
+        ids2[:, 10:] = 0  # the second tokenizer pads with "!"
+        ids, ids2 = ids.to(dev), ids2.to(dev)
+
+        def encode():
+            a = text(ids, output_hidden_states=True).hidden_states[-2]
+            b = text2(ids2, output_hidden_states=True)
+            return torch.cat([a, b.hidden_states[-2]], dim=-1), b.text_embeds
+        results.append({"phase": "text-encode", "seconds": timed(torch, encode, args.runs, dev)})
+        del text, text2
+        gc.collect()
+    if "unet" in args.phases:
+        unet = build_sdxl(args, "unet")
+        ctx = torch.randn(2, 77, unet.config.cross_attention_dim, device=dev, dtype=dtype)
+        pooled = unet.config.projection_class_embeddings_input_dim - 6 * unet.config.addition_time_embed_dim
+        embeds = torch.randn(2, pooled, device=dev, dtype=dtype)
+        for image in args.sizes:
+            x = torch.randn(2, unet.config.in_channels, image // 8, image // 8, device=dev, dtype=dtype)
+            t = torch.tensor([981.0, 981.0], device=dev)
+            ids = torch.tensor([[image, image, 0, 0, image, image]] * 2, device=dev, dtype=dtype)
+            cond = {"text_embeds": embeds, "time_ids": ids}
+            results.append({"phase": f"unet-step-{image}",
+                            "seconds": timed(torch, lambda: unet(x, t, ctx, added_cond_kwargs=cond), args.runs, dev)})
+        del unet
+        gc.collect()
+    if "vae" in args.phases:
+        vae = build_sdxl(args, "vae")
+        image = args.sizes[0]
+        z = torch.randn(1, vae.config.latent_channels, image // 8, image // 8, device=dev)
+        results.append({"phase": f"vae-decode-{image}", "seconds": timed(torch, lambda: vae.decode(z), args.runs, dev)})
+    return results
+
+
+def generate_child_sdxl(args):
+    import torch
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
+    from transformers import CLIPTokenizer
+    text, text2 = build_sdxl(args, "text")
+    unet, vae = build_sdxl(args, "unet"), build_sdxl(args, "vae")
+    tok = CLIPTokenizer.from_pretrained(args.tokenizer)
+    tok2 = CLIPTokenizer.from_pretrained(args.tokenizer, pad_token="!")
+    sched = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1,
+                                   timestep_spacing="leading")
+    pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=text, text_encoder_2=text2, tokenizer=tok, tokenizer_2=tok2,
+                                     unet=unet, scheduler=sched, add_watermarker=False)
+    pipe.set_progress_bar_config(disable=True)
+    with torch.inference_mode():
+        pipe("a benchmark prompt", num_inference_steps=args.steps, guidance_scale=7.5, height=args.generate_size,
+             width=args.generate_size, generator=torch.Generator("cpu").manual_seed(0), output_type="np")
+
+
 def generate_child(args):
+    if args.model == "sdxl":
+        generate_child_sdxl(args)
+        return
     torch, text, unet, vae = build(args)
     steps = args.steps
     from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
@@ -109,23 +205,39 @@ def main():
     ap.add_argument("--compare", metavar="LUMEN_BENCH", help="also run `LUMEN_BENCH model --json` and print ratios")
     ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
     ap.add_argument("--dtype", default="fp32", choices=sorted(DTYPES))
-    ap.add_argument("--configs", default=CONFIGS, help="a folder with unet/, vae/, text_encoder/ configs (random weights)")
+    ap.add_argument("--model", default="sd15", choices=["sd15", "sdxl"])
+    ap.add_argument("--configs", default=None, help="a folder with unet/, vae/, text_encoder/ configs (random weights); "
+                    "default Tests/Fixtures/sd15-configs or sdxl-configs")
+    ap.add_argument("--phases", default="text,unet,vae,generate", help="text, unet, vae, generate (comma-separated)")
+    ap.add_argument("--lumen-work-dir", help="with --compare: lumen-bench's --work-dir")
     ap.add_argument("--tokenizer", default=os.path.join(HERE, "..", "Tests", "Fixtures", "tiny-sd", "tokenizer"))
-    ap.add_argument("--sizes", default="512,256", help="UNet-step image sizes; the VAE decodes at the first")
-    ap.add_argument("--generate-size", type=int, default=512)
+    ap.add_argument("--sizes", default=None, help="UNet-step image sizes; the VAE decodes at the first (default 512,256; sdxl 1024)")
+    ap.add_argument("--generate-size", type=int, default=None, help="default 512; sdxl 1024")
     ap.add_argument("--skip-generate", action="store_true")
     ap.add_argument("--table", action="store_true", help="print `phase seconds` lines instead of JSON")
     ap.add_argument("--generate-child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    args.sizes = [int(s) for s in args.sizes.split(",")]
+    sdxl = args.model == "sdxl"
+    args.configs = args.configs or (SDXL_CONFIGS if sdxl else CONFIGS)
+    args.sizes = [int(s) for s in (args.sizes or ("1024" if sdxl else "512,256")).split(",")]
+    args.generate_size = args.generate_size or (1024 if sdxl else 512)
+    args.phases = set(args.phases.split(","))
+    if "generate" not in args.phases:
+        args.skip_generate = True
     if args.generate_child:
         generate_child(args)
         return
 
     lumen = None
     if args.compare:
-        out = subprocess.run([args.compare, "model", "--json", "--runs", str(args.runs), "--steps", str(args.steps)],
-                             check=True, capture_output=True, text=True)
+        command = [args.compare, "model", "--json", "--runs", str(args.runs), "--steps", str(args.steps)]
+        if sdxl:
+            command += ["--model", "sdxl", "--sizes", ",".join(map(str, args.sizes)), "--generate-size", str(args.generate_size),
+                        "--phases", ",".join(sorted(args.phases))]
+            if args.lumen_work_dir:
+                command += ["--work-dir", args.lumen_work_dir]
+        # stderr passes through: lumen-bench logs each phase as it starts.
+        out = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True)
         lumen = {r["phase"]: r for r in json.loads(out.stdout)}
 
     torch_results = {}
@@ -133,7 +245,7 @@ def main():
         t0 = time.perf_counter()
         child = subprocess.Popen([sys.executable, __file__, "--generate-child", "--threads", str(args.threads), "--steps", str(args.steps),
                                   "--device", args.device, "--dtype", args.dtype, "--configs", args.configs, "--tokenizer", args.tokenizer,
-                                  "--generate-size", str(args.generate_size)])
+                                  "--generate-size", str(args.generate_size), "--model", args.model])
         # wait4 on this one child: RUSAGE_CHILDREN would also count the lumen-bench run above.
         _, status, usage = os.wait4(child.pid, 0)
         child.returncode = os.waitstatus_to_exitcode(status)
@@ -143,7 +255,7 @@ def main():
         rss = usage.ru_maxrss * 1024
         name = f"generate-{args.generate_size}"
         torch_results[name] = {"phase": name, "seconds": gen_seconds, "peak_rss_bytes": rss, "steps": args.steps}
-    torch_results = {**{r["phase"]: r for r in phases(args)}, **torch_results}
+    torch_results = {**{r["phase"]: r for r in (phases_sdxl(args) if sdxl else phases(args))}, **torch_results}
 
     if args.table:
         print(f"# PyTorch {args.device} {args.dtype}")
@@ -154,12 +266,13 @@ def main():
         print(json.dumps(list(torch_results.values()), indent=1))
         return
     print(f"{'phase':<16}{'PyTorch s':>11}{'Lumen s':>10}{'Lumen/PyTorch':>15}   notes")
-    for phase in ("text-encode", "unet-step-512", "unet-step-256", "vae-decode-512", "generate-512"):
+    gen = f"generate-{args.generate_size}"
+    for phase in ["text-encode"] + [f"unet-step-{s}" for s in args.sizes] + [f"vae-decode-{args.sizes[0]}", gen]:
         p, l = torch_results.get(phase), lumen.get(phase)
         if not p or not l:
             continue
         notes = ""
-        if phase == "generate-512":
+        if phase == gen:
             notes = (f"{args.steps} steps; peak RSS PyTorch {p['peak_rss_bytes'] / 1e9:.2f} GB, "
                      f"Lumen {l['peak_rss_bytes'] / 1e9:.2f} GB")
         elif l.get("gflops"):

@@ -4,17 +4,19 @@ import LumenCPU
 import Lumen
 import LumenRuntime
 
-/// `lumen-bench model`: Stable Diffusion 1.5 phase timings (random weights, no download).
+/// `lumen-bench model`: Stable Diffusion 1.5 or SDXL base phase timings (random weights, no download).
 public struct ModelBenchCommand: ParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "model",
-        abstract: "Benchmark the full Stable Diffusion 1.5 architecture (random f16 weights) phase by phase.")
+        abstract: "Benchmark the full Stable Diffusion 1.5 or SDXL base architecture (random f16 weights) phase by phase.")
 
-    @Option(help: "Only sd15 for now.")
+    @Option(help: "sd15 (512×512 and 256×256) or sdxl (SDXL base at 1024×1024).")
     public var model = "sd15"
 
-    @Option(name: .customLong("work-dir"), help: "Where the random-weight model is written (once, about 2.1 GB).")
-    public var workDir = NSTemporaryDirectory() + "lumen-sd15-random"
+    @Option(name: .customLong("work-dir"), help: "Where the random-weight model is written (once; SD 1.5 about 2.1 GB, SDXL about 7 GB). Default: lumen-MODEL-random in the temporary folder.")
+    public var workDirOption: String?
+
+    var workDir: String { workDirOption ?? NSTemporaryDirectory() + "lumen-\(model)-random" }
 
     @Option(help: "A folder with the CLIP vocab.json and merges.txt.")
     public var tokenizer = "Tests/Fixtures/tiny-sd/tokenizer"
@@ -52,11 +54,15 @@ public struct ModelBenchCommand: ParsableCommand {
     @Option(name: .customLong("model-folder"), help: "Benchmark this diffusers folder (e.g. Models/demo) instead of the random-weight SD 1.5.")
     public var modelFolder: String?
 
-    @Option(help: "Image sizes of the UNet-step phases, comma-separated (the VAE decodes at the first).")
-    public var sizes = "512,256"
+    @Option(name: .customLong("sizes"), help: "Image sizes of the UNet-step phases, comma-separated (the VAE decodes at the first). Default: 512,256 for sd15, 1024 for sdxl.")
+    public var sizesOption: String?
 
-    @Option(name: .customLong("generate-size"), help: "Image size of the whole-generation phase.")
-    public var generateSize = 512
+    var sizes: String { sizesOption ?? (model == "sdxl" ? "1024" : "512,256") }
+
+    @Option(name: .customLong("generate-size"), help: "Image size of the whole-generation phase (default: 512 for sd15, 1024 for sdxl).")
+    public var generateSizeOption: Int?
+
+    var generateSize: Int { generateSizeOption ?? (model == "sdxl" ? 1024 : 512) }
 
     @Option(help: "Phases to run, comma-separated: text, unet, vae, generate.")
     public var phases = "text,unet,vae,generate"
@@ -64,7 +70,10 @@ public struct ModelBenchCommand: ParsableCommand {
     public init() {}
 
     public func validate() throws {
-        guard model == "sd15" else { throw ValidationError("--model \(model): only sd15 is available") }
+        guard model == "sd15" || model == "sdxl" else { throw ValidationError("--model \(model): expected sd15 or sdxl") }
+        if model == "sdxl" && (modelFolder != nil || backend != .cpu) {
+            throw ValidationError("--model sdxl runs its random-weight SDXL base on the CPU backend (no --model-folder, no --backend vulkan yet)")
+        }
         guard runs >= 1, steps >= 1 else { throw ValidationError("--runs and --steps must be at least 1") }
         guard !imageSizes.isEmpty, imageSizes.allSatisfy({ $0 >= 8 && $0 % 8 == 0 }), generateSize >= 8, generateSize % 8 == 0 else {
             throw ValidationError("--sizes \(sizes) / --generate-size \(generateSize): image sizes are positive multiples of 8")
@@ -86,6 +95,7 @@ public struct ModelBenchCommand: ParsableCommand {
         bench.imageSizes = imageSizes
         bench.generateSize = generateSize
         bench.phases = phaseSet
+        bench.family = model
         if backend == .vulkan {
             // Timestamps on for the per-kernel breakdown; LUMEN_PROFILE=1 also prints each run's table.
             let printProfile = ProcessInfo.processInfo.environment["LUMEN_PROFILE"] == "1"
@@ -100,7 +110,7 @@ public struct ModelBenchCommand: ParsableCommand {
             bench.executor = CPUExecutor(computePrecision: .bf16)
         }
         let log: (String) -> Void = { FileHandle.standardError.write(Data("bench: \($0)\n".utf8)) }
-        let folder = try modelFolder ?? bench.prepareModel(log: log)
+        let folder = try modelFolder ?? (model == "sdxl" ? bench.prepareSDXLModel(log: log) : bench.prepareModel(log: log))
         if prepareOnly {
             print(folder)
             return
@@ -117,7 +127,7 @@ public struct ModelBenchCommand: ParsableCommand {
             bench.onResult?(r)
         }
         if !phaseSet.isDisjoint(with: ["text", "unet", "vae"]) {
-            results += try bench.runPhases(model: folder, log: log)
+            results += try model == "sdxl" ? bench.runSDXLPhases(model: folder, log: log) : bench.runPhases(model: folder, log: log)
         }
         if json {
             let encoder = JSONEncoder()

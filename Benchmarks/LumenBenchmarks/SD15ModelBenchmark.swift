@@ -39,6 +39,8 @@ public struct SD15ModelBenchmark {
     public var phases: Set<String> = ["text", "unet", "vae"]
     /// The whole-generation phase's size.
     public var generateSize = 512
+    /// "sd15" or "sdxl" (SDXLModelBenchmark.swift).
+    public var family = "sd15"
     /// "cpu", "cpu-bf16" when the executor computes in bf16, or "vulkan".
     var backendLabel: String {
         if let cpu = executor as? CPUExecutor {

@@ -91,6 +91,18 @@ struct GenerateCommand: ParsableCommand {
     @Option(name: .customLong("hires-upscaler"), help: "How the hires fix upscales: latent (bilinear latents), latent-nearest, or lanczos (the image, resized as Pillow does, then encoded again).")
     var hiresUpscaler = "latent"
 
+    @Option(help: "An SDXL refiner (diffusers folder or single file) that finishes the generation from the base's latents (diffusers' denoising_end/denoising_start handoff), with the same prompt, steps, guidance, scheduler and seed; it decodes with its own VAE (--vae replaces both models' VAEs).")
+    var refiner: String?
+
+    @Option(name: .customLong("refiner-start"), help: "With --refiner: the fraction of the noise schedule the base runs before the refiner takes over, in (0, 1) (default 0.8).")
+    var refinerStart: Double?
+
+    @Option(name: .customLong("aesthetic-score"), help: "An SDXL refiner's aesthetic-score conditioning (diffusers' aesthetic_score, default 6).")
+    var aestheticScore: Float = 6
+
+    @Option(name: .customLong("negative-aesthetic-score"), help: "The refiner's aesthetic score for the unconditional batch (diffusers' negative_aesthetic_score, default 2.5).")
+    var negativeAestheticScore: Float = 2.5
+
     @Option(help: "With --init-image: extend the canvas and paint only the new area, e.g. left=128,right=128 (also top, bottom; multiples of 8 pixels). The strength defaults to 1 (the new area starts from noise).")
     var outpaint: String?
 
@@ -168,6 +180,17 @@ struct GenerateCommand: ParsableCommand {
             guard Outpaint(outpaint) != nil else {
                 throw ValidationError("--outpaint \(outpaint): expected SIDE=PIXELS[,SIDE=PIXELS...] with SIDE left, right, top or bottom")
             }
+        }
+        if refiner == nil && refinerStart != nil { throw ValidationError("--refiner-start needs --refiner") }
+        if refiner != nil {
+            if hires != nil { throw ValidationError("--refiner cannot be combined with --hires") }
+            if mask != nil || outpaint != nil { throw ValidationError("--refiner cannot be combined with --mask or --outpaint (the refiner pass would repaint the whole image)") }
+            if let refinerStart, !(refinerStart > 0 && refinerStart < 1) {
+                throw ValidationError("--refiner-start \(refinerStart): expected a fraction of the noise schedule in (0, 1), e.g. 0.8")
+            }
+        }
+        for (flag, value) in [("--aesthetic-score", aestheticScore), ("--negative-aesthetic-score", negativeAestheticScore)] where !(value.isFinite && abs(value) <= 1000) {
+            throw ValidationError("\(flag) \(value): expected a finite number (the refiner was trained on 0–10)")
         }
         if initImage == nil && mask != nil {
             throw ValidationError("--mask needs --init-image (the image whose masked area is repainted)")
@@ -248,6 +271,17 @@ struct GenerateCommand: ParsableCommand {
             request.hires = HiresFix(scale: hires, steps: hiresSteps, strength: hiresStrength,
                                      upscaler: HiresUpscaler(rawValue: hiresUpscaler) ?? .latent)
         }
+        request.aestheticScore = aestheticScore
+        request.negativeAestheticScore = negativeAestheticScore
+        let refinerPipeline = try refiner.map { path in
+            let p = try Pipeline(modelPath: path, backend: backend.backend(device: device), vaePath: files.vae, precision: files.precision)
+            p.retainsPrograms = false
+            p.memoryBudget = pipeline.memoryBudget
+            return p
+        }
+        if let refinerPipeline {  // the refiner's own notices (a scheduler stand-in, …)
+            for notice in refinerPipeline.notices { FileHandle.standardError.write(Data("lumen: refiner: \(notice)\n".utf8)) }
+        }
         if let note = pipeline.backendNote { FileHandle.standardError.write(Data("lumen: \(note)\n".utf8)) }
         for notice in pipeline.notices + pipeline.notices(for: request) {
             FileHandle.standardError.write(Data("lumen: \(notice)\n".utf8))
@@ -292,8 +326,11 @@ struct GenerateCommand: ParsableCommand {
                 + (hires.steps.map { ", Hires steps: \($0)" } ?? "")
                 + ", Hires upscaler: \(["latent": "Latent", "latent-nearest": "Latent (nearest)", "lanczos": "Lanczos"][hires.upscaler.rawValue]!)"
         }
+        if let refiner {
+            parameters += ", Refiner: \((refiner as NSString).lastPathComponent), Refiner switch at: \(refinerStart ?? 0.8)"
+        }
         var pass = 1, passDone = false
-        try pipeline.generate(request) { event in
+        let onEvent: (GenerationEvent) throws -> Void = { event in
             if passDone { pass += 1; passDone = false }  // the hires fix's second pass
             switch event {
             case .preview(let k, _, let images):
@@ -308,6 +345,11 @@ struct GenerateCommand: ParsableCommand {
                 progress.finish()
                 if !json { print(paths[i]) }
             }
+        }
+        if let refinerPipeline {
+            try pipeline.generate(request, refiner: refinerPipeline, refinerStart: refinerStart ?? 0.8, onEvent: onEvent)
+        } else {
+            try pipeline.generate(request, onEvent: onEvent)
         }
         if json {
             struct Summary: Encodable {

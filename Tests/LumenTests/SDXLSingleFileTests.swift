@@ -89,7 +89,8 @@ final class SDXLSingleFileTests: TemporaryDirectoryTestCase {
         XCTAssertEqual(Dictionary(uniqueKeysWithValues: model.summary().map { ($0.name, $0.parameters) }), counts)
     }
 
-    /// A refiner file and an SDXL file without its second encoder are refused, naming what was found.
+    /// A base's UNet with bigG named as a refiner's (five time ids do not fit its added embedding)
+    /// and an SDXL file without its second encoder are refused, naming what was found.
     func testIncompleteOrRefinerFilesAreRefused() throws {
         let file = try SafetensorsFile(path: Self.checkpoint)
         let cases: [(String, (String) -> String?, String)] = [

@@ -128,6 +128,8 @@ enum OriginalCheckpointNames {
     /// SDXL checkpoints ("sgm" names): CLIP ViT-L as a transformers model, OpenCLIP bigG's text tower.
     static let sdxlCLIPPrefix = "conditioner.embedders.0.transformer."
     static let sdxlOpenCLIPPrefix = "conditioner.embedders.1.model."
+    /// An SDXL refiner's only encoder, OpenCLIP bigG, is the first embedder.
+    static let sdxlRefinerOpenCLIPPrefix = "conditioner.embedders.0.model."
 
     /// transformers text-encoder name → SDXL's first encoder's name.
     static func sdxlTextEncoder(_ name: String) -> [StoredTensor] {

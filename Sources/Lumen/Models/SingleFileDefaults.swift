@@ -55,6 +55,15 @@ public struct SingleFileDefaults: Sendable, Hashable {
         scheduler: .sdxlBase, unetSampleSize: 128, vaeSampleSize: 1024, vaeScalingFactor: 0.13025,
         attentionHeads: .width(64), upcastAttention: false, textActivation: .quickGelu, tokenizerPadToken: nil)
 
+    /// Stable Diffusion XL refiner (OpenCLIP bigG alone as `conditioner.embedders.0.model.*`):
+    /// stable-diffusion-xl-refiner-1.0's configs: the base's scheduler, heads, size and VAE; its one
+    /// text encoder is bigG (GELU, padded with "!"); `requires_aesthetics_score` true and
+    /// `force_zeros_for_empty_prompt` false (its model_index.json).
+    public static let sdxlRefiner = SingleFileDefaults(
+        family: .sdxl, repository: "stabilityai/stable-diffusion-xl-refiner-1.0",
+        scheduler: .sdxlBase, unetSampleSize: 128, vaeSampleSize: 1024, vaeScalingFactor: 0.13025,
+        attentionHeads: .width(64), upcastAttention: false, textActivation: .gelu, tokenizerPadToken: "!")
+
     /// SDXL's second text encoder and tokenizer (OpenCLIP bigG as diffusers converts it).
     static let sdxlSecondEncoderActivation = CLIPActivation.gelu
     static let sdxlSecondTokenizerPadToken = "!"
@@ -91,7 +100,9 @@ public struct SingleFileDefaults: Sendable, Hashable {
         }
         let size = unetSampleSize * 8
         if s.timestepSpacing != nil { fields.insert("\(s.timestepSpacing!) spacing", at: 1) }
-        let second = family == .sdxl
+        let second = self == .sdxlRefiner
+            ? " (OpenCLIP bigG, the only one), requires_aesthetics_score (aesthetic score 6, negative 2.5 unless the request says), no force_zeros_for_empty_prompt, VAE force_upcast"
+            : family == .sdxl
             ? ", \(SingleFileDefaults.sdxlSecondEncoderActivation.rawValue) second text encoder padded with \"\(SingleFileDefaults.sdxlSecondTokenizerPadToken)\", force_zeros_for_empty_prompt, VAE force_upcast"
             : ""
         return "no --config: the configs diffusers' from_single_file uses for \(family.rawValue) (those of \(repository)): "

@@ -17,12 +17,13 @@ extension StableDiffusionModel {
                                               value: "\(unetConfig.inChannels)",
                                               expected: "\(latent) (the VAE's latent channels) or \(2 * latent + 1) (an inpainting UNet: latents, mask, masked image)")
         }
-        if unetConfig.additionEmbedType == .textTime && xl == nil {
+        if unetConfig.additionEmbedType == .textTime && xl == nil && refiner == nil {
             throw ModelFileError.missingFile(
                 path: layout == .diffusersFolder ? path + "/text_encoder_2" : path,
                 detail: "the UNet's config (addition_embed_type \"text_time\") is SDXL's, which also needs text_encoder_2/ and tokenizer_2/; "
                     + "the model has no second text encoder")
         }
+        try checkAddedTimeIds()  // StableDiffusionModel+Refiner.swift
         if let p = schedulerConfigPath {
             let config = try SchedulerConfig(path: p)
             let (_, notice) = try SchedulerKind.resolve(className: config.className, path: p, useKarrasSigmas: config.useKarrasSigmas ?? false)

@@ -13,10 +13,8 @@ extension StableDiffusionModel {
         let names = file.entries.keys
         func has(_ prefix: String) -> Bool { names.contains { $0.hasPrefix(prefix) } }
         let clip = OriginalCheckpointNames.sdxlCLIPPrefix, bigG = OriginalCheckpointNames.sdxlOpenCLIPPrefix
-        if has("conditioner.embedders.0.model.") && !has(clip) {
-            throw ModelFileError.unsupported(
-                path: path, detail: "this is a Stable Diffusion XL refiner (only OpenCLIP bigG, as conditioner.embedders.0.model.*), "
-                    + "which Lumen does not run yet; SDXL base files (conditioner.embedders.0.transformer.* and .1.model.*) load")
+        if has(OriginalCheckpointNames.sdxlRefinerOpenCLIPPrefix) && !has(clip) {
+            return try loadSDXLRefinerSingleFile(file, configFolder: configFolder)  // StableDiffusionModel+Refiner.swift
         }
         for (prefix, what) in [(clip, "CLIP ViT-L text encoder"), (bigG, "OpenCLIP bigG text encoder")] where !has(prefix) {
             throw ModelFileError.unsupported(path: path, detail: "an SDXL checkpoint (conditioner.embedders.*) without its \(what) (\(prefix)*)")
@@ -97,8 +95,9 @@ extension StableDiffusionModel {
 
     /// The SD UNet inference plus what SDXL adds: transformer blocks per level (counted from the
     /// first block of each level with attention; the mid block must have the last level's), and
-    /// the added embedding `label_emb.0.0` [time embed, pooled + 6 × time-id width].
-    static func inferSDXLUNetConfig(_ file: SafetensorsFile, pooledWidth: Int) throws -> UNet2DConditionConfig {
+    /// the added embedding `label_emb.0.0` [time embed, pooled + `timeIds` × time-id width]: 6 time
+    /// ids for the base (size, crop, target size), 5 for the refiner (size, crop, aesthetic score).
+    static func inferSDXLUNetConfig(_ file: SafetensorsFile, pooledWidth: Int, timeIds idCount: Int = 6) throws -> UNet2DConditionConfig {
         let p = OriginalCheckpointNames.unetPrefix
         var c = try inferUNetConfig(file)
         let L = c.layersPerBlock
@@ -106,21 +105,27 @@ extension StableDiffusionModel {
             type == .crossAttention ? count(file, "\(p)input_blocks.\(1 + i * (L + 1)).1.transformer_blocks") : 1
         }
         let mid = count(file, "\(p)middle_block.1.transformer_blocks")
-        guard mid == depths.last else {
+        // Levels without attention have no depth of their own (the refiner's last level is one):
+        // one depth for every attention level and the mid block is diffusers' single number.
+        let attention = c.downBlockTypes.indices.filter { c.downBlockTypes[$0] == .crossAttention }.map { depths[$0] }
+        if mid == depths.last {
+            c.transformerLayersPerBlock = Set(depths).count == 1 ? .all(depths[0]) : .each(depths)
+        } else if Set(attention + [mid]).count == 1 {
+            c.transformerLayersPerBlock = .all(mid)
+        } else {
             throw ModelFileError.unsupported(path: file.path, detail: "the UNet's mid block has \(mid) transformer blocks and its last level \(depths.last ?? 0); diffusers' UNet2DConditionModel gives both the same depth")
         }
-        c.transformerLayersPerBlock = Set(depths).count == 1 ? .all(depths[0]) : .each(depths)
         let added = try shape(file, "\(p)label_emb.0.0.weight")
         guard added.rank == 2 else {
             throw ModelFileError.wrongShape(path: file.path, tensor: "\(p)label_emb.0.0.weight", expected: Shape([1280, pooledWidth + 6 * 256]), got: added)
         }
         let timeIds = added[1] - pooledWidth
-        guard timeIds > 0, timeIds % 6 == 0 else {
+        guard timeIds > 0, timeIds % idCount == 0 else {
             throw ModelFileError.wrongShape(path: file.path, tensor: "\(p)label_emb.0.0.weight",
-                                            expected: Shape([added[0], pooledWidth + 6 * max(1, timeIds / 6)]), got: added)
+                                            expected: Shape([added[0], pooledWidth + idCount * max(1, timeIds / idCount)]), got: added)
         }
         c.additionEmbedType = .textTime
-        c.additionTimeEmbedDim = timeIds / 6
+        c.additionTimeEmbedDim = timeIds / idCount
         c.projectionClassEmbeddingsInputDim = added[1]
         return c
     }

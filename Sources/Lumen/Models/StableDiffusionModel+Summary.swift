@@ -27,7 +27,7 @@ extension StableDiffusionModel {
             }
             return NetworkSummary(name: name, parameters: total, dtypes: dtypes, files: store.files.map(\.path))
         }
-        return [summarize("text_encoder", textEncoderWeights)]
+        return [summarize(refiner == nil ? "text_encoder" : "text_encoder_2", textEncoderWeights)]
             + (xl.map { [summarize("text_encoder_2", $0.textEncoder2Weights)] } ?? [])
             + [summarize("unet", unetWeights), summarize("vae", vaeWeights)]
     }

@@ -7,7 +7,12 @@ extension StableDiffusionModel {
     /// `lumen info`.
     public var variant: String {
         var parts: [String] = []
-        if family == .sdxl { parts.append(textEncoder2 != nil ? "base (two text encoders)" : "refiner") }
+        if let refiner {
+            parts.append("refiner (OpenCLIP bigG only; " + (refiner.requiresAestheticsScore
+                ? "aesthetic-score conditioning: 6.0, negative 2.5 unless the request says"
+                : "size conditioning, no aesthetic score") + "; force_zeros_for_empty_prompt \(refiner.forceZerosForEmptyPrompt); "
+                + "image-to-image, or after a base with --refiner)")
+        } else if family == .sdxl { parts.append("base (two text encoders)") }
         if unetConfig.inChannels == 9 { parts.append("inpainting (9-channel UNet)") }
         if let w = unetConfig.timeCondProjDim { parts.append("LCM-distilled UNet (guidance embedding, time_cond_proj_dim \(w))") }
         if let path = schedulerConfigPath, let s = try? SchedulerConfig(path: path) {

@@ -67,8 +67,12 @@ public final class StableDiffusionModel {
     public var textEncoder2: (config: CLIPTextConfig, weights: SafetensorsWeights)? {
         xl.map { ($0.textEncoder2Config, $0.textEncoder2Weights) }
     }
+    /// What an SDXL refiner has beyond its one text encoder (nil for other models). A refiner's
+    /// `textEncoderConfig`/`textEncoderWeights` are its only encoder, OpenCLIP bigG (diffusers'
+    /// `text_encoder_2`), and `xl` is nil (StableDiffusionModel+Refiner.swift).
+    public internal(set) var refiner: SDXLRefinerParts?
     /// SDXL's `force_zeros_for_empty_prompt` (false for the other families).
-    public var forceZerosForEmptyPrompt: Bool { xl?.forceZerosForEmptyPrompt ?? false }
+    public var forceZerosForEmptyPrompt: Bool { xl?.forceZerosForEmptyPrompt ?? refiner?.forceZerosForEmptyPrompt ?? false }
 
     /// Textual-inversion embeddings the text encoders know (`add(embeddings:)`, TextualInversion.swift).
     public internal(set) var embeddings: [TextualInversion] = []
@@ -86,7 +90,8 @@ public final class StableDiffusionModel {
         }
         guard !loras.isEmpty else { return }
         let L = unetConfig.layersPerBlock, upTypes = unetConfig.upBlockTypes
-        var stores = [(unetWeights, LoRA.Network.unet), (textEncoderWeights, .textEncoder)]
+        // A refiner's one encoder is diffusers' text_encoder_2 (bigG).
+        var stores = [(unetWeights, LoRA.Network.unet), (textEncoderWeights, refiner == nil ? .textEncoder : .textEncoder2)]
         if let xl { stores.append((xl.textEncoder2Weights, .textEncoder2)) }
         for (store, network) in stores {
             store.transform = { [unowned self] name, tensor in
@@ -181,14 +186,17 @@ public final class StableDiffusionModel {
                 throw ModelFileError.missingFile(path: sub(part), detail: "missing: an SDXL folder has text_encoder_2/ and tokenizer_2/")
             }
         }
-        for part in ["unet", "vae", "text_encoder"] where !contents.contains(part) {
+        // An SDXL refiner has only the second (bigG) encoder: it is the model's one text encoder.
+        let isRefiner = xl && !contents.contains("text_encoder")
+        let textFolder = isRefiner ? "text_encoder_2" : "text_encoder"
+        for part in ["unet", "vae", "text_encoder"] where !contents.contains(part) && !(part == "text_encoder" && isRefiner) {
             throw ModelFileError.missingFile(path: sub(part), detail: "missing: a diffusers Stable Diffusion folder has unet/, vae/ and text_encoder/")
         }
-        let text = try loadConfig(CLIPTextConfig.self, path: sub("text_encoder/config.json"))
+        let text = try loadConfig(CLIPTextConfig.self, path: sub("\(textFolder)/config.json"))
         let unet = try loadConfig(UNet2DConditionConfig.self, path: sub("unet/config.json"))
         let vae = try loadConfig(AutoencoderKLConfig.self, path: sub("vae/config.json"))
         var recognised: [String] = []
-        let textFiles = try weightFiles(in: sub("text_encoder"), base: "model", preferFP16: precision.prefersFP16, notes: &recognised)
+        let textFiles = try weightFiles(in: sub(textFolder), base: "model", preferFP16: precision.prefersFP16, notes: &recognised)
         let textWeights = SafetensorsWeights(files: textFiles) { name in
             StoredTensor.transformersText(name)
         }
@@ -205,7 +213,8 @@ public final class StableDiffusionModel {
         }
         // 2.x: OpenCLIP's text tower (GELU; 1.x's CLIP ViT-L uses quick_gelu), 1024 wide.
         let family: ModelFamily = xl ? .sdxl : text.hiddenAct == .gelu || unet.crossAttentionDim == 1024 || text.hiddenSize == 1024 ? .sd2 : .sd1
-        let tokenizer = fm.fileExists(atPath: sub("tokenizer")) ? sub("tokenizer") : nil
+        let tokenizerFolder = sub(isRefiner ? "tokenizer_2" : "tokenizer")
+        let tokenizer = fm.fileExists(atPath: tokenizerFolder) ? tokenizerFolder : nil
         if let tokenizer {
             let classic = fm.fileExists(atPath: tokenizer + "/vocab.json") && fm.fileExists(atPath: tokenizer + "/merges.txt")
             recognised.append(classic ? "tokenizer as vocab.json + merges.txt"
@@ -216,7 +225,9 @@ public final class StableDiffusionModel {
         let model = StableDiffusionModel(path: path, family: family, layout: .diffusersFolder, text: text, unet: unet, vae: vae,
                                          textWeights: textWeights, unetWeights: unetWeights, vaeWeights: vaeWeights,
                                          tokenizerPath: tokenizer, schedulerConfigPath: scheduler)
-        if xl {
+        if isRefiner {
+            recognised += try model.setRefinerParts(folder: path)  // StableDiffusionModel+Refiner.swift
+        } else if xl {
             let config2 = try loadConfig(CLIPTextConfig.self, path: sub("text_encoder_2/config.json"))
             guard config2.projectionDim != nil else {
                 throw ModelFileError.malformed(path: sub("text_encoder_2/config.json"), detail: "no projection_dim: SDXL's second text encoder is a CLIPTextModelWithProjection")

@@ -107,16 +107,18 @@ public struct UNet2DConditionModel {
         emb = try m.linear(try graph.silu(emb), "time_embedding.linear_2", in: tembDim, out: tembDim)
         if c.additionEmbedType == .textTime, let timeDim = c.additionTimeEmbedDim, let inDim = c.projectionClassEmbeddingsInputDim {
             let b = sample.shape[0]
-            guard let added, added.timeIds.shape == [b, 6], added.textEmbeds.shape.rank == 2, added.textEmbeds.shape[0] == b,
-                  added.textEmbeds.shape[1] + 6 * timeDim == inDim else {
+            // k time ids: 6 for SDXL base (size, crop, target size), 5 for the refiner (size, crop, aesthetic score).
+            let k = added?.timeIds.shape.rank == 2 ? added!.timeIds.shape[1] : 0
+            guard let added, k > 0, added.timeIds.shape[0] == b, added.textEmbeds.shape.rank == 2, added.textEmbeds.shape[0] == b,
+                  added.textEmbeds.shape[1] + k * timeDim == inDim else {
                 throw LumenError.shapeMismatch(
-                    op: "UNet2DConditionModel", detail: "an SDXL UNet needs text_embeds [\(b), \(inDim - 6 * timeDim)] and time_ids [\(b), 6]; got "
-                        + (added.map { "\($0.textEmbeds.shape) and \($0.timeIds.shape)" } ?? "none"))
+                    op: "UNet2DConditionModel", detail: "an SDXL UNet needs text_embeds [\(b), P] and time_ids [\(b), k] with P + k × \(timeDim) = \(inDim) "
+                        + "(base: k = 6, refiner: k = 5); got " + (added.map { "\($0.textEmbeds.shape) and \($0.timeIds.shape)" } ?? "none"))
             }
-            let ids = try graph.reshape(added.timeIds, [b * 6])
+            let ids = try graph.reshape(added.timeIds, [b * k])
             let timeEmb = try graph.timestepEmbedding(ids, TimestepEmbeddingParameters(
                 dim: timeDim, flipSinToCos: c.flipSinToCos, downscaleFreqShift: c.freqShift))
-            let addIn = try graph.concat([added.textEmbeds, try graph.reshape(timeEmb, [b, 6 * timeDim])], axis: 1)
+            let addIn = try graph.concat([added.textEmbeds, try graph.reshape(timeEmb, [b, k * timeDim])], axis: 1)
             var aug = try m.linear(addIn, "add_embedding.linear_1", in: inDim, out: tembDim)
             aug = try m.linear(try graph.silu(aug), "add_embedding.linear_2", in: tembDim, out: tembDim)
             emb = try graph.add(emb, aug)

@@ -198,6 +198,11 @@ public struct GenerationRequest: Sendable, Hashable {
     public var hires: HiresFix? = nil
     /// ControlNets guiding the UNet (several are summed, as diffusers' `MultiControlNetModel`).
     public var controlNets: [ControlNetInput] = []
+    /// An SDXL refiner's aesthetic-score conditioning (diffusers' `aesthetic_score` and
+    /// `negative_aesthetic_score`, for the conditional and the unconditional rows); other models
+    /// ignore them.
+    public var aestheticScore: Float = 6
+    public var negativeAestheticScore: Float = 2.5
     /// Skip the last `clipSkip` layers of the text encoder (diffusers' clip_skip).
     public var clipSkip: Int = 0
     /// Tiled VAE decoding (`.auto`: only where the image is large or the executor needs it).

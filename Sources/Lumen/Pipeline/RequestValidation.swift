@@ -55,6 +55,9 @@ extension Pipeline {
         if let previews = r.previews, !(1...1000).contains(previews.every) {
             throw invalid("previews every \(previews.every) steps: expected 1…1000")
         }
+        for (name, value) in [("aesthetic score", r.aestheticScore), ("negative aesthetic score", r.negativeAestheticScore)] {
+            guard value.isFinite, abs(value) <= 1000 else { throw invalid("\(name) must be a finite number up to ±1000 (got \(value)); the refiner was trained on 0–10") }
+        }
         if case .tiles(let tile) = r.vaeTiling {
             guard tile >= 4 * f, tile <= GenerationRequest.maxSide, tile % (4 * f) == 0 else {
                 throw invalid("a VAE tile must be a positive multiple of \(4 * f) pixels up to \(GenerationRequest.maxSide) (got \(tile))")

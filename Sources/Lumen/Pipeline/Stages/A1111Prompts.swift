@@ -108,3 +108,32 @@ extension SDXLConditioning {
         return (try A1111Prompts.joinChunks(v, texts: texts.count, width: width), try Tensor(shape: [texts.count, pw], values: Array(pooled)))
     }
 }
+
+extension RefinerConditioning {
+    func chunker() throws -> PromptChunker { try PromptChunker(tokenizer: encoder.tokenizer, positions: encoder.config.maxPositionEmbeddings) }
+
+    /// Chunks per text of the request's texts (1 with plain prompts).
+    func promptChunkCount(_ request: GenerationRequest, guided: Bool) throws -> Int {
+        guard request.promptSyntax == .a1111 else { return 1 }
+        return try A1111Prompts.chunk(texts(request, guided: guided), with: [chunker()])[0][0].count
+    }
+
+    /// The context [texts, chunks · 77, D] (weighted) and the pooled embedding [texts, P] of each
+    /// text's first chunk, unweighted, as for SDXL's second encoder.
+    func encodeA1111(_ texts: [String], clipSkip: Int, cache: ProgramCache) throws -> (states: Tensor, pooled: Tensor) {
+        let chunks = try A1111Prompts.chunk(texts, with: [chunker()])[0]
+        let n = chunks[0].count, rows = texts.count * n, length = encoder.config.maxPositionEmbeddings
+        let ids = A1111Prompts.ids(chunks)
+        let rowIds = (0..<rows).map { Array(ids[($0 * length)..<(($0 + 1) * length)]) }
+        let out = try encoders(count: rows, clipSkip: clipSkip, cache: cache).run([
+            "ids": try Tensor(shape: [rows, length], indices: ids),
+            "eos": try Tensor(shape: [rows], indices: CLIPTextModel.eosRows(rowIds)),
+        ])
+        var v = out[0].toFloats()
+        let width = out[0].shape[2]
+        A1111Prompts.weigh(&v, width: width, columns: 0..<width, chunks: chunks)
+        let p = out[1].toFloats(), pw = out[1].shape[1]
+        let pooled = (0..<texts.count).flatMap { p[($0 * n * pw)..<(($0 * n + 1) * pw)] }
+        return (try A1111Prompts.joinChunks(v, texts: texts.count, width: width), try Tensor(shape: [texts.count, pw], values: Array(pooled)))
+    }
+}

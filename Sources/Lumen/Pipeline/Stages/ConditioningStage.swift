@@ -8,7 +8,8 @@ struct Conditioning {
     /// [rows · count, tokens, cross-attention width].
     let context: Tensor
     /// SDXL's `added_cond_kwargs`: the second encoder's pooled projection [rows · count, P] and the
-    /// time ids [rows · count, k] (original size, crop top-left, target size).
+    /// time ids [rows · count, k] (original size, crop top-left, then target size, or for the
+    /// refiner the aesthetic score).
     let pooled: Tensor?
     let timeIds: Tensor?
 
@@ -66,6 +67,10 @@ func makeConditioningStage(model: StableDiffusionModel, tokenizer: CLIPTokenizer
     // Textual inversion (#20): each tokenizer learns the embeddings' tokens, each encoder's table their rows.
     let ti = TextualInversionTable(embeddings: model.embeddings)
     let tokenizer = tokenizer.adding(ti.addedTokens(encoder: 0, vocabularySize: model.textEncoderConfig.vocabSize))
+    if let refiner = model.refiner {  // the SDXL refiner: bigG alone is the model's text encoder
+        return RefinerConditioning(encoder: (model.textEncoderConfig, model.textEncoderWeights, tokenizer), parts: refiner,
+                                   addedTokenEmbeddings: try ti.rows(encoder: 0, width: model.textEncoderConfig.hiddenSize))
+    }
     if let xl = model.xl {
         guard let tokenizer2 else {
             throw GenerationError.tokenizerUnavailable("\(model.path): the second text encoder has no tokenizer (tokenizer_2)")
