@@ -101,8 +101,9 @@ public struct ModelBenchCommand: ParsableCommand {
             let printProfile = ProcessInfo.processInfo.environment["LUMEN_PROFILE"] == "1"
             let vk = try VulkanExecutor(device: device, options: .init(profile: true, printProfile: printProfile))
             bench.executor = vk
-            print("vulkan: \(vk.device.name); activations \(vk.options.activations.rawValue) (LUMEN_VULKAN_ACTIVATIONS); "
-                  + "tensor cores \(vk.checkTensorCoresNow())")
+            // On stderr: stdout is the table or, with --json, the JSON alone.
+            FileHandle.standardError.write(Data(("vulkan: \(vk.device.name); activations \(vk.options.activations.rawValue) "
+                + "(LUMEN_VULKAN_ACTIVATIONS); tensor cores \(vk.checkTensorCoresNow())\n").utf8))
             if compareCPU { bench.reference = CPUExecutor() }
         }
         if bf16 {
