@@ -40,6 +40,7 @@ enum WebPage {
       </div>
     </form>
     <progress id="progress" max="1" value="0"></progress> <span id="status"></span>
+    <img id="step-preview" alt="step preview" hidden>
     <h2>Gallery</h2>
     <div id="gallery"></div>
     </body>
@@ -56,6 +57,7 @@ enum WebPage {
     progress { width: 30em; height: 1.2em; }
     #gallery { display: flex; flex-wrap: wrap; gap: 1em; }
     figure { margin: 0; width: 16em; font-size: 0.8em; }
+    #step-preview { width: 64px; height: 64px; image-rendering: pixelated; vertical-align: middle; }
     figure img, #init-preview { width: 128px; height: 128px; image-rendering: pixelated; border: 1px solid #ccc; }
     figcaption { white-space: pre-wrap; word-break: break-word; }
     """
@@ -111,6 +113,8 @@ enum WebPage {
           const p = await getJSON('/sdapi/v1/progress');
           $('progress').value = p.progress;
           if (p.state.sampling_steps) $('status').textContent = `step ${p.state.sampling_step} of ${p.state.sampling_steps}`;
+          // A step preview where the server was started with --preview-taesd.
+          if (p.current_image) { $('step-preview').src = 'data:image/png;base64,' + p.current_image; $('step-preview').hidden = false; }
         } catch (e) { /* the next poll tries again */ }
         await new Promise((r) => setTimeout(r, 200));
       }
@@ -129,6 +133,7 @@ enum WebPage {
       $('generate').disabled = true;
       $('status').textContent = 'queued';
       $('progress').value = 0;
+      $('step-preview').hidden = true;
       const done = { value: false };
       const polling = poll(done);
       try {

@@ -116,12 +116,17 @@ final class JobEventsTests: ServerTestCase {
                 XCTAssertEqual(try self.decodePNG(b64).image.pixels, library[step]?.pixels, "preview of step \(step)")
             }
         }
-        // The demo model's latent space does not fit this tiny TAESD: no previews, the job still runs.
-        try await withServer({ $0.previewTAESD = taesd; $0.previewEvery = 1 }) { base in
-            let r = try await self.send(.POST, base + "/v1/images/generations", json: [
-                "prompt": "a green square", "size": "64x64", "seed": 4, "steps": 2,
+        // A TAESD with 4 pixels per latent does not fit the model's VAE (8): no previews, and the
+        // job still runs.
+        try await withServer({ $0.modelPaths = [model]; $0.previewTAESD = fixtures + "/taesd-preview/scale4"; $0.previewEvery = 1 }) { base in
+            let submit = try await self.send(.POST, base + "/lumen/v1/jobs", json: [
+                "model": "tiny-sd", "prompt": "a green square", "size": "64x64", "seed": 4, "steps": 2, "scheduler": "euler",
             ])
-            XCTAssertEqual(r.status, .ok, String(decoding: r.body, as: UTF8.self))
+            XCTAssertEqual(submit.status, .accepted, String(decoding: submit.body, as: UTF8.self))
+            let id = try XCTUnwrap(submit.json["id"] as? String)
+            let stream = try await self.events(base + "/lumen/v1/jobs/\(id)/events")
+            self.checkProgress(stream.events, steps: 2)
+            XCTAssertTrue(stream.events.filter { $0.name == "step" }.allSatisfy { $0.data["preview"] is NSNull }, "previews from a TAESD that does not fit")
         }
     }
 
