@@ -24,7 +24,7 @@ public final class VulkanExecutor: Executor, @unchecked Sendable {
         public var poisonActivations: Bool
         /// How activations are stored on the device (`LUMEN_VULKAN_ACTIVATIONS=f32|f16|auto`;
         /// f32 by default: on the H200, f16 activations with the tensor-core kernels took 302 ms
-        /// for a UNet step at 512 where f32 took 217 ms, docs/vulkan.md).
+        /// for a UNet step at 512 where f32 took 215 ms, docs/vulkan.md).
         public var activations: ActivationPrecision
         /// The attention kernel; nil picks by head size (`rows` up to 64, `split` above).
         public var attentionKernel: AttentionKernel?
