@@ -96,8 +96,7 @@ extension VulkanProgram {
             let push: [UInt32] = [UInt32(qs[1]), UInt32(ks[1]), UInt32(heads), UInt32(width), causal ? 1 : 0, scale.bitPattern]
             // Attention on tensor cores was faster than the scalar f16 kernels at every measured
             // shape on the H200 (4096 queries and keys: 5.95 vs 9.66 ms; 77 keys: 0.21 vs 0.31 ms).
-            if options.attentionKernel == nil, !causal, act16, context.cooperativeMatrix, options.tensorCores == .auto,
-               options.checkingTensorCores || context.tensorCoreCheck == .passed,
+            if options.attentionKernel == nil, !causal, tensorCoresUsable,
                options.checkingTensorCores || context.tensorCoreAttention == .passed,
                let nsg = TensorCoreAttention.subgroups(headSize: dh, sharedBytes: Int(context.limits.maxComputeSharedMemorySize)) {
                 let dhp = TensorCoreAttention.paddedHeadSize(dh)
@@ -256,6 +255,13 @@ extension VulkanProgram {
         return table.withUnsafeBytes { Array($0) }
     }
 
+    /// Whether this program may use the tensor-core kernels at all: f16 activations, a device
+    /// with them, not turned off, and passed their check here (or being checked).
+    var tensorCoresUsable: Bool {
+        act16 && context.cooperativeMatrix && options.tensorCores == .auto
+            && (options.checkingTensorCores || context.tensorCoreCheck == .passed)
+    }
+
     /// Whether a GEMM (or a convolution as one) of these sizes runs on the tensor-core kernels:
     /// only in programs whose activations are f16 already (the kernels round their operands to
     /// f16), on a device that has them, after they passed their check on this device (or while
@@ -265,9 +271,8 @@ extension VulkanProgram {
     /// (conv 640→640 at 32², 40 tiles: 5.80 vs 4.96 ms; 1280→1280 at 8², 10 tiles: 11.9 vs 5.6 ms),
     /// for want of split-K (docs/vulkan.md).
     func usesTensorCores(m: Int, n: Int, k: Int, batch: Int = 1) -> Bool {
-        guard act16, context.cooperativeMatrix, options.tensorCores == .auto else { return false }
+        guard tensorCoresUsable else { return false }
         if options.checkingTensorCores { return true }
-        guard context.tensorCoreCheck == .passed else { return false }
         let tiles = ceilDiv(m, TensorCoreTiles.bm) * ceilDiv(n, TensorCoreTiles.bn) * batch
         return m >= 16 && n >= 16 && k >= 16 && tiles >= 64
     }
