@@ -36,6 +36,12 @@ final class VulkanContext: @unchecked Sendable {
         set { checkLock.lock(); defer { checkLock.unlock() }; _tensorCoreAttention = newValue }
     }
     private var _tensorCoreAttention = TensorCoreCheck.unchecked
+    /// The 16-byte-load GEMM and the im2col convolutions (judged apart from the implicit kernels).
+    var tensorCoreVector: TensorCoreCheck {
+        get { checkLock.lock(); defer { checkLock.unlock() }; return _tensorCoreVector }
+        set { checkLock.lock(); defer { checkLock.unlock() }; _tensorCoreVector = newValue }
+    }
+    private var _tensorCoreVector = TensorCoreCheck.unchecked
     let checkLock = NSLock()
     /// Held while the check runs, so that it runs once.
     let tensorCoreCheckRun = NSLock()

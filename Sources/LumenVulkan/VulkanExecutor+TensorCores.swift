@@ -23,10 +23,13 @@ extension VulkanExecutor {
         switch context.tensorCoreCheck {
         case .unchecked: return "available, checked on first use with f16 activations"
         case .passed:
-            if case .failed(let why) = context.tensorCoreAttention {
-                return "on for matmul and conv2d (checked against the scalar kernels on this device); attention off (\(why))"
+            var off: [String] = []
+            if case .failed(let why) = context.tensorCoreAttention { off.append("attention off (\(why))") }
+            if case .failed(let why) = context.tensorCoreVector { off.append("16-byte-load GEMM off (\(why))") }
+            if !off.isEmpty {
+                return "on for matmul and conv2d (checked against the scalar kernels on this device); " + off.joined(separator: "; ")
             }
-            return "on for matmul, conv2d and attention (checked against the scalar kernels on this device)"
+            return "on for matmul, conv2d and attention, with the 16-byte-load GEMM and im2col convolutions (checked against the scalar kernels on this device)"
         case .failed(let why): return "off (\(why))"
         }
     }
@@ -44,22 +47,31 @@ extension VulkanExecutor {
         context.tensorCoreCheckRun.lock()
         defer { context.tensorCoreCheckRun.unlock() }
         guard context.tensorCoreCheck == .unchecked else { return }
-        var result: (gemm: VulkanContext.TensorCoreCheck, attention: VulkanContext.TensorCoreCheck)
+        var result: (gemm: VulkanContext.TensorCoreCheck, attention: VulkanContext.TensorCoreCheck,
+                     vector: VulkanContext.TensorCoreCheck)
         do {
             result = try runTensorCoreCheck()
         } catch {
-            result = (.failed("their check failed to run: \(error)"), .failed("their check failed to run"))
+            result = (.failed("their check failed to run: \(error)"), .failed("their check failed to run"),
+                      .failed("their check failed to run"))
         }
         context.tensorCoreAttention = result.attention
+        context.tensorCoreVector = result.vector
         context.tensorCoreCheck = result.gemm
         if case .failed(let why) = result.gemm {
             FileHandle.standardError.write(Data("vulkan: tensor-core kernels switched off on \(device.name): \(why)\n".utf8))
-        } else if case .failed(let why) = result.attention {
-            FileHandle.standardError.write(Data("vulkan: tensor-core attention switched off on \(device.name): \(why)\n".utf8))
+        } else {
+            if case .failed(let why) = result.attention {
+                FileHandle.standardError.write(Data("vulkan: tensor-core attention switched off on \(device.name): \(why)\n".utf8))
+            }
+            if case .failed(let why) = result.vector {
+                FileHandle.standardError.write(Data("vulkan: the 16-byte-load tensor-core GEMM switched off on \(device.name): \(why)\n".utf8))
+            }
         }
     }
 
-    private func runTensorCoreCheck() throws -> (gemm: VulkanContext.TensorCoreCheck, attention: VulkanContext.TensorCoreCheck) {
+    private func runTensorCoreCheck() throws -> (gemm: VulkanContext.TensorCoreCheck, attention: VulkanContext.TensorCoreCheck,
+                                                 vector: VulkanContext.TensorCoreCheck) {
         var rng = SplitMix(seed: 0x5eed_c0de)
         func random(_ shape: Shape) throws -> Tensor {
             try Tensor(shape: shape, values: (0..<shape.count).map { _ in rng.nextSigned() })
@@ -92,29 +104,57 @@ extension VulkanExecutor {
             attentionInputs["k\(dh)"] = try random([2, 45, width])
             attentionInputs["v\(dh)"] = try random([2, 45, width])
         }
-        let outputs = [mm, lin, conv, conv2] + attention
-        let names = ["matmul", "linear", "conv2d 3x3", "conv2d 3x3 stride 2", "attention dh 40", "attention dh 80", "attention dh 160"]
+        // The 16-byte-load GEMM (f16 weights, K a multiple of 8): a linear layer (B as N rows of
+        // K), a batched matmul (B as K rows of N), 3×3 convolutions through im2col (all images at
+        // once, image by image, and in column chunks: the check's im2col limit is small), a 1×1.
+        let w16 = try g.constant(try random([136, 72]).converted(to: .f16))
+        let lin16 = try g.linear(x, weight: w16, bias: bias)
+        let a2 = try g.input("a2", shape: [2, 40, 48]), b2 = try g.input("b2", shape: [2, 48, 72])
+        let mm16 = try g.matmul(a2, b2, transposeA: false, transposeB: false, alpha: 0.75)
+        let img16 = try g.input("img16", shape: [2, 16, 13, 17])
+        let cw16 = try g.constant(try random([33, 16, 3, 3]).converted(to: .f16))
+        let conv16 = try g.conv2d(img16, weight: cw16, bias: cb, stride: 1, padding: 1)
+        let conv16s2 = try g.conv2d(img16, weight: cw16, bias: nil, stride: 2, padding: 1)
+        let imgBig = try g.input("imgBig", shape: [1, 16, 40, 40])
+        let convChunks = try g.conv2d(imgBig, weight: cw16, bias: cb, stride: 1, padding: 1)
+        let img1 = try g.input("img1", shape: [2, 16, 16, 14])
+        let pw16 = try g.constant(try random([40, 16, 1, 1]).converted(to: .f16))
+        let pb = try g.constant(try random([40]))
+        let conv1x1 = try g.conv2d(img1, weight: pw16, bias: pb, stride: 1, padding: 0)
+        let vector = [lin16, mm16, conv16, conv16s2, convChunks, conv1x1]
+        let outputs = [mm, lin, conv, conv2] + attention + vector
+        let names = ["matmul", "linear", "conv2d 3x3", "conv2d 3x3 stride 2", "attention dh 40", "attention dh 80", "attention dh 160",
+                     "linear (16-byte loads)", "matmul (16-byte loads)", "conv2d 3x3 (im2col)", "conv2d 3x3 stride 2 (im2col)",
+                     "conv2d 3x3 (im2col in column chunks)", "conv2d 1x1 (16-byte loads)"]
         var inputs = ["a": try random([2, 3, 40, 37]), "b": try random([2, 1, 130, 40]),
-                      "x": try random([150, 72]), "img": try random([2, 20, 13, 17])]
+                      "x": try random([150, 72]), "img": try random([2, 20, 13, 17]),
+                      "a2": try random([2, 40, 48]), "b2": try random([2, 48, 72]), "img16": try random([2, 16, 13, 17]),
+                      "imgBig": try random([1, 16, 40, 40]), "img1": try random([2, 16, 16, 14])]
         inputs.merge(attentionInputs) { a, _ in a }
 
         var checking = options
         checking.checkingTensorCores = true
         checking.profile = false
+        checking.gemmKernel = options.gemmKernel == .implicit ? .implicit : .vector
+        checking.im2colChunkBytes = 100_000
         var scalar = options
         scalar.tensorCores = .off
+        scalar.gemmKernel = .implicit
         scalar.profile = false
         let fast = try VulkanProgram(context: context, graph: g, outputs: outputs, options: checking, f16Activations: true)
         let used = fast.dispatchedKernels
+        let vectorExpected = checking.gemmKernel != .implicit
         guard used.filter({ $0 == "matmul_coopmat_f16" || $0 == "conv2d_coopmat_f16" }).count == 4,
-              used.filter({ $0 == "attention_coopmat_f16" }).count == 3
+              used.filter({ $0 == "attention_coopmat_f16" }).count == 3,
+              !vectorExpected || (used.contains("matmul_coopmat_v8_f16") && used.contains("im2col_f16"))
         else {
             let why = VulkanContext.TensorCoreCheck.failed("the check did not reach the tensor-core kernels (\(used))")
-            return (why, why)
+            return (why, why, why)
         }
         let reference = try VulkanProgram(context: context, graph: g, outputs: outputs, options: scalar, f16Activations: true)
         let got = try fast.run(inputs).tensors, want = try reference.run(inputs).tensors
-        var verdict: [VulkanContext.TensorCoreCheck] = [.passed, .passed]
+        var verdict: [VulkanContext.TensorCoreCheck] = [.passed, .passed,
+                                                        vectorExpected ? .passed : .failed("LUMEN_VULKAN_GEMM=implicit")]
         for (i, name) in names.enumerated() {
             let p = got[i].toFloats(), q = want[i].toFloats()
             let scale = max(q.map { abs($0) }.max() ?? 0, 1e-6)
@@ -123,12 +163,12 @@ extension VulkanExecutor {
                 let d = abs(p[j] - q[j])
                 if !(d <= worst) { worst = d.isNaN ? .infinity : d }
             }
-            let group = i < 4 ? 0 : 1
+            let group = i < 4 ? 0 : i < 7 ? 1 : 2
             if !(worst <= Self.tensorCoreCheckTolerance * scale), verdict[group] == .passed {
                 verdict[group] = .failed("\(name) differs from the scalar kernel by \(worst) (output scale \(scale))")
             }
         }
-        return (verdict[0], verdict[1])
+        return (verdict[0], verdict[1], verdict[2])
     }
 }
 

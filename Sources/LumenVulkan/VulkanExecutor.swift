@@ -41,6 +41,16 @@ public final class VulkanExecutor: Executor, @unchecked Sendable {
         public var tensorCores: TensorCores
         /// Set while the executor checks the tensor-core kernels themselves.
         var checkingTensorCores = false
+        /// Which tensor-core GEMM serves linear layers, matmuls and convolutions
+        /// (`LUMEN_VULKAN_GEMM`); nil: the 16-byte-load kernel wherever its alignment holds
+        /// (convolutions through an im2col buffer), the implicit kernels elsewhere.
+        public var gemmKernel: GemmKernel?
+        /// The im2col buffer's size limit in bytes (the convolution is split into column chunks
+        /// that fit); 64 MiB unless set (tests set it small to exercise the chunks).
+        public var im2colChunkBytes: Int?
+        /// The vector GEMM serves grids of at least this many 128×128 tiles
+        /// (`LUMEN_VULKAN_V8_MIN_TILES`, default 1: every grid).
+        public var vectorGemmMinTiles: Int
         public init(profile: Bool? = nil, printProfile: Bool = true, poisonActivations: Bool = false,
                     activations: ActivationPrecision? = nil, attentionKernel: AttentionKernel? = nil,
                     forceSharedMemoryReductions: Bool = false, maxActivationBinding: Int? = nil) {
@@ -54,7 +64,20 @@ public final class VulkanExecutor: Executor, @unchecked Sendable {
             self.attentionKernel = attentionKernel
             self.forceSharedMemoryReductions = forceSharedMemoryReductions
             self.maxActivationBinding = maxActivationBinding ?? env["LUMEN_VULKAN_MAX_ACTIVATION_BINDING"].flatMap { Int($0) }
+            self.gemmKernel = env["LUMEN_VULKAN_GEMM"].flatMap(GemmKernel.init(rawValue:))
+            self.vectorGemmMinTiles = env["LUMEN_VULKAN_V8_MIN_TILES"].flatMap { Int($0) } ?? 1
         }
+    }
+    /// The tensor-core GEMM variants (see `Options.gemmKernel`).
+    public enum GemmKernel: String, Sendable, Hashable {
+        /// matmul_coopmat_v8 (16-byte loads) where aligned; convolutions through im2col.
+        case vector
+        /// Only the implicit kernels (matmul_coopmat, conv2d_coopmat: scalar loads, the conv's
+        /// gather inside the tile loader), as before the vector kernel.
+        case implicit
+        /// The vector kernel's loads and layout with scalar arithmetic instead of tensor cores
+        /// (matmul_v8_emulated), on any device with f16 activations: for testing on lavapipe.
+        case emulated
     }
     /// Storage of activations on the device. Arithmetic, norms' statistics and softmax are f32
     /// in every case; f16 halves the memory traffic and size at about 3 decimal digits.

@@ -44,6 +44,8 @@ extension VulkanProgram {
             let table = try gatherTables[tableKey] ?? hostConstant(
                 Self.convGatherTable(channels: xs[1], height: xs[2], width: xs[3], kh: ws[2], kw: ws[3]))
             gatherTables[tableKey] = table
+            if try vectorConvIfAligned(name, x: x, xs: xs, w: w, wdt: wdt, ws: ws, bias: bias, hasBias: hasBias,
+                                       y: y, outShape: n.shape, p: p, table: table) { return }
             if usesTensorCores(m: o, n: spatial, k: xs[1] * ws[2] * ws[3], batch: xs[0]) {
                 let t = TensorCoreTiles.self
                 try dispatch(name, "conv2d_coopmat", spec: t.spec(wdt: wdt), bindings: [x, w, bias, y, table], writes: [y],
@@ -320,6 +322,8 @@ extension VulkanProgram {
                       sam: Int, sak: Int, sbk: Int, sbn: Int, hasBias: Bool, alpha: Float, batch: BatchPlan) throws {
         let push: [UInt32] = [m, n, k, sam, sak, sbk, sbn, hasBias ? 1 : 0].map { UInt32($0) } + [alpha.bitPattern]
             + ([batch.dims[1], batch.dims[2]] + batch.a + batch.b).map { UInt32($0) }
+        if try vectorGemmIfAligned(op, a: a, b: b, wdt: wdt, bias: bias, c: c, m: m, n: n, k: k, sam: sam, sak: sak,
+                                   sbk: sbk, sbn: sbn, hasBias: hasBias, alpha: alpha, batch: batch) { return }
         if usesTensorCores(m: m, n: n, k: k, batch: batch.count) {
             let t = TensorCoreTiles.self
             try dispatch(op, "matmul_coopmat", spec: t.spec(wdt: wdt), bindings: [a, b, bias, c], writes: [c], push: push,

@@ -62,6 +62,8 @@ public final class VulkanProgram: Program {
     var pendingUploads: [(upload: Upload, range: BufferRange)] = []
     /// The convolutions' gather tables, one per input geometry and kernel size.
     var gatherTables: [[Int]: Ref] = [:]
+    /// The convolutions' im2col buffer (VulkanProgram+VectorGemm.swift), once one needs it.
+    var im2colScratchRef: Ref?
     var inputCopies: [(name: String, node: Int, bytes: Int, staging: Int, ref: Ref)] = []
     var outputCopies: [(index: Int, staging: Int, ref: Ref)] = []
     var hostOutputs: [Int: Tensor] = [:]

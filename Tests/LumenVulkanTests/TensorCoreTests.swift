@@ -62,3 +62,61 @@ final class TensorCoreTests: VulkanTestCase {
         assertClose(gpu[lin]!.toFloats(), cpu[lin]!.toFloats(), atol: TOL16.atol, rtol: TOL16.rtol, "linear 8192x96x160 f16")
     }
 }
+
+/// The 16-byte-load GEMM's loads, shared-memory layout, bounds, batch strides, epilogue and the
+/// im2col convolutions (Shaders/gemm_v8.glsl, im2col.comp), run on any device with f16
+/// activations through `matmul_v8_emulated` (the same tile with the fragments done by scalar
+/// code), against the CPU executor. Only the tensor-core instructions themselves are left to the
+/// device's self-check (`VulkanExecutor+TensorCores.swift`), which runs these shapes too.
+final class VectorGemmTests: VulkanTestCase {
+    func testEmulatedVectorGemmAndIm2colAgreeWithTheCPU() throws {
+        guard vulkan.device.storageBuffer16BitAccess else { throw XCTSkip("the device has no 16-bit storage buffers") }
+        var options = VulkanExecutor.Options(profile: false, poisonActivations: true, activations: .f16)
+        options.gemmKernel = .emulated
+        // Small enough that the 13×17 convolution goes image by image and the 40×40 one in
+        // chunks of 256 columns (7, the last of 64).
+        options.im2colChunkBytes = 100_000
+        let e = try VulkanExecutor(validation: true, options: options)
+        let g = Graph()
+        let x = try g.input("x", shape: [150, 72])
+        let lin = try g.linear(x, weight: try g.constant(try random([136, 72], dtype: .f16, seed: 31, scale: 0.2)),
+                               bias: try g.constant(try random([136], seed: 32)))
+        let a = try g.input("a", shape: [2, 3, 40, 48]), b = try g.input("b", shape: [2, 1, 48, 72])
+        let mm = try g.matmul(a, b, transposeA: false, transposeB: false, alpha: 0.75)
+        let bt = try g.input("bt", shape: [2, 3, 24, 48])
+        let mmT = try g.matmul(a, bt, transposeA: false, transposeB: true, alpha: 1)
+        let cw = try g.constant(try random([33, 16, 3, 3], dtype: .f16, seed: 33, scale: 0.2))
+        let cb = try g.constant(try random([33], seed: 34))
+        let img = try g.input("img", shape: [2, 16, 13, 17])
+        let conv = try g.conv2d(img, weight: cw, bias: cb, stride: 1, padding: 1)
+        let convS2 = try g.conv2d(img, weight: cw, bias: nil, stride: 2, padding: 1)
+        let big = try g.input("big", shape: [1, 16, 40, 40])
+        let convChunks = try g.conv2d(big, weight: cw, bias: cb, stride: 1, padding: 1)
+        let pix = try g.input("pix", shape: [2, 16, 16, 14])
+        let conv1 = try g.conv2d(pix, weight: try g.constant(try random([40, 16, 1, 1], dtype: .f16, seed: 35, scale: 0.3)),
+                                 bias: try g.constant(try random([40], seed: 36)), stride: 1, padding: 0)
+        // C·KH·KW = 27 is not a multiple of 8: the scalar kernel serves it.
+        let rgb = try g.input("rgb", shape: [1, 3, 12, 12])
+        let convRGB = try g.conv2d(rgb, weight: try g.constant(try random([8, 3, 3, 3], dtype: .f16, seed: 37, scale: 0.3)),
+                                   bias: nil, stride: 1, padding: 1)
+        let outputs = [lin, mm, mmT, conv, convS2, convChunks, conv1, convRGB]
+        let names = ["linear", "matmul", "matmul B transposed", "conv 3x3 image by image", "conv 3x3 stride 2",
+                     "conv 3x3 in column chunks", "conv 1x1", "conv 3x3 from 3 channels"]
+        let inputs = ["x": try random([150, 72], seed: 40), "a": try random([2, 3, 40, 48], seed: 41),
+                      "b": try random([2, 1, 48, 72], seed: 42), "bt": try random([2, 3, 24, 48], seed: 43),
+                      "img": try random([2, 16, 13, 17], seed: 44), "big": try random([1, 16, 40, 40], seed: 45),
+                      "pix": try random([2, 16, 16, 14], seed: 46), "rgb": try random([1, 3, 12, 12], seed: 47)]
+        let program = try e.compile(g, outputs: outputs)
+        let kernels = try XCTUnwrap(program as? VulkanProgram).dispatchedKernels
+        XCTAssertEqual(kernels.filter { $0 == "matmul_v8_emulated_f16" }.count, 1 + 1 + 1 + 2 + 1 + 7 + 1, "\(kernels)")
+        XCTAssertEqual(kernels.filter { $0 == "im2col_f16" }.count, 2 + 1 + 7, "\(kernels)")
+        XCTAssertTrue(kernels.contains("conv2d_f16"), "the 3-channel convolution should stay on the scalar kernel: \(kernels)")
+        let gpu = try program.run(inputs)
+        let cpu = try CPUExecutor(threads: 2).compile(g, outputs: outputs).run(inputs)
+        for (v, name) in zip(outputs, names) {
+            assertClose(gpu[v]!.toFloats(), cpu[v]!.toFloats(), atol: TOL16.atol, rtol: TOL16.rtol, "\(name) (16-byte loads, emulated)")
+        }
+        let messages = e.validationMessages
+        XCTAssertTrue(messages.isEmpty, "validation messages:\n" + messages.map(\.description).joined(separator: "\n"))
+    }
+}
