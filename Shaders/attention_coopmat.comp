@@ -6,10 +6,12 @@
 #extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_shuffle : require
+#extension GL_EXT_control_flow_attributes : require
 // Fused multi-head attention on tensor cores (GL_NV_cooperative_matrix), flash-attention style:
 // a workgroup of NSG subgroups takes 16·NSG queries of one (batch, head), each subgroup 16 of
-// them, and streams keys and values through shared memory BKV = 32 at a time. Per block, a
-// subgroup computes its 16×32 scores S = (scale·Q)·Kᵀ on the tensor cores (f16 operands, f32
+// them, and streams keys and values through shared memory BKV (32 or 64) at a time, loaded 8
+// halves (16 bytes) per load: the executor uses it only where the head size and the row width
+// are multiples of 8. Per block, a subgroup computes its 16×BKV scores S = (scale·Q)·Kᵀ on the tensor cores (f16 operands, f32
 // sums), its lanes update the online softmax (two lanes per query row: running maximum, sum,
 // and the rescaling of the output rows kept in shared memory as f32), and the tensor cores add
 // P·V to the output. The head size is padded with zeros to DHP, a multiple of 16 (SD's 40, 80
@@ -19,18 +21,22 @@ layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const uint NSG = 4;
 layout(constant_id = 2) const uint DH = 64;
 layout(constant_id = 3) const uint DHP = 64;
+layout(constant_id = 4) const uint BKV = 32;   // 32 or 64
 
 layout(std430, binding = 0) readonly buffer Q { ACT q[]; };
 layout(std430, binding = 1) readonly buffer Kb { ACT k[]; };
 layout(std430, binding = 2) readonly buffer Vb { ACT v[]; };
 layout(std430, binding = 3) writeonly buffer O { ACT o[]; };
+// The same keys and values as 16-byte chunks (the executor binds them twice).
+layout(std430, binding = 4) readonly buffer K4 { uvec4 k4[]; };
+layout(std430, binding = 5) readonly buffer V4 { uvec4 v4[]; };
 layout(push_constant) uniform P { uint Lq, Lk, heads, width, causal; float scale; } p;
 
-const uint BKV = 32u;
-// Padded strides (elements) that keep every fragment on a 16-byte boundary.
+// Padded strides (elements) that keep every fragment on a 16-byte boundary; KV4 counts uvec4s.
 const uint QS = DHP + 8u, KS = DHP + 8u, OS = DHP + 4u, SS = BKV + 4u, PS = BKV + 8u;
+const uint KS4 = KS / 8u, DH4 = DH / 8u, NF = BKV / 16u, HALF = BKV / 2u;
 shared float16_t Qs[16u * NSG * QS];
-shared float16_t KVs[BKV * KS];
+shared uvec4 KV4[BKV * KS4];
 shared float Os[NSG * 16u * OS];
 shared float Ss[NSG * 16u * SS];
 shared float16_t Ps[NSG * 16u * PS];
@@ -58,36 +64,37 @@ void main() {
 
     for (uint k0 = 0u; k0 < p.Lk; k0 += BKV) {
         barrier();
-        for (uint i = tid; i < BKV * DHP; i += wg) {
-            uint j = i / DHP, d = i % DHP, key = k0 + j;
-            KVs[j * KS + d] = float16_t((key < p.Lk && d < DH) ? float(k[(b * p.Lk + key) * p.width + h * DH + d]) : 0.0);
+        for (uint i = tid; i < BKV * KS4; i += wg) {
+            uint j = i / KS4, c = i % KS4, key = k0 + j;
+            KV4[i] = (key < p.Lk && c < DH4) ? k4[((b * p.Lk + key) * p.width + h * DH) / 8u + c] : uvec4(0u);
         }
         barrier();
-        FRAG32 s0 = FRAG32(0.0), s1 = FRAG32(0.0);
+        FRAG32 sf[NF];
+        [[unroll]] for (uint f = 0u; f < NF; f++) sf[f] = FRAG32(0.0);
         for (uint df = 0u; df < DHP; df += 16u) {
-            FRAG16 qa, kt0, kt1;
+            FRAG16 qa;
             coopMatLoadNV(qa, Qs, qRow * QS + df, QS, false);
-            // Kᵀ (d, key) is K (key, d) read column-major.
-            coopMatLoadNV(kt0, KVs, df, KS, true);
-            coopMatLoadNV(kt1, KVs, 16u * KS + df, KS, true);
-            s0 = coopMatMulAddNV(qa, kt0, s0);
-            s1 = coopMatMulAddNV(qa, kt1, s1);
+            [[unroll]] for (uint f = 0u; f < NF; f++) {
+                // Kᵀ (d, key) is K (key, d) read column-major.
+                FRAG16 kt;
+                coopMatLoadNV(kt, KV4, (16u * f * KS + df) / 8u, KS4, true);
+                sf[f] = coopMatMulAddNV(qa, kt, sf[f]);
+            }
         }
-        coopMatStoreNV(s0, Ss, sBase, SS, false);
-        coopMatStoreNV(s1, Ss, sBase + 16u, SS, false);
+        [[unroll]] for (uint f = 0u; f < NF; f++) coopMatStoreNV(sf[f], Ss, sBase + 16u * f, SS, false);
         subgroupMemoryBarrierShared();
         subgroupBarrier();
 
         uint nk = min(BKV, p.Lk - k0);
         float tmax = -1e30;
-        for (uint j = 0u; j < 16u; j++) {
-            uint c = half_ * 16u + j;
+        for (uint j = 0u; j < HALF; j++) {
+            uint c = half_ * HALF + j;
             if (c < nk) tmax = max(tmax, Ss[sBase + r * SS + c]);
         }
         tmax = max(tmax, subgroupShuffleXor(tmax, 1u));
         float mnew = max(m, tmax), corr = exp(m - mnew), sum = 0.0;
-        for (uint j = 0u; j < 16u; j++) {
-            uint c = half_ * 16u + j;
+        for (uint j = 0u; j < HALF; j++) {
+            uint c = half_ * HALF + j;
             float pj = c < nk ? exp(Ss[sBase + r * SS + c] - mnew) : 0.0;
             sum += pj;
             Ps[pBase + r * PS + c] = float16_t(pj);
@@ -98,22 +105,21 @@ void main() {
         for (uint c = half_; c < DHP; c += 2u) Os[oBase + r * OS + c] *= corr;
 
         barrier();
-        for (uint i = tid; i < BKV * DHP; i += wg) {
-            uint j = i / DHP, d = i % DHP, key = k0 + j;
-            KVs[j * KS + d] = float16_t((key < p.Lk && d < DH) ? float(v[(b * p.Lk + key) * p.width + h * DH + d]) : 0.0);
+        for (uint i = tid; i < BKV * KS4; i += wg) {
+            uint j = i / KS4, c = i % KS4, key = k0 + j;
+            KV4[i] = (key < p.Lk && c < DH4) ? v4[((b * p.Lk + key) * p.width + h * DH) / 8u + c] : uvec4(0u);
         }
         barrier();
-        FRAG16 p0, p1;
-        coopMatLoadNV(p0, Ps, pBase, PS, false);
-        coopMatLoadNV(p1, Ps, pBase + 16u, PS, false);
+        FRAG16 pf[NF];
+        [[unroll]] for (uint f = 0u; f < NF; f++) coopMatLoadNV(pf[f], Ps, pBase + 16u * f, PS, false);
         for (uint df = 0u; df < DHP; df += 16u) {
             FRAG32 acc;
-            FRAG16 v0, v1;
             coopMatLoadNV(acc, Os, oBase + df, OS, false);
-            coopMatLoadNV(v0, KVs, df, KS, false);
-            coopMatLoadNV(v1, KVs, 16u * KS + df, KS, false);
-            acc = coopMatMulAddNV(p0, v0, acc);
-            acc = coopMatMulAddNV(p1, v1, acc);
+            [[unroll]] for (uint f = 0u; f < NF; f++) {
+                FRAG16 vf;
+                coopMatLoadNV(vf, KV4, (16u * f * KS + df) / 8u, KS4, false);
+                acc = coopMatMulAddNV(pf[f], vf, acc);
+            }
             coopMatStoreNV(acc, Os, oBase + df, OS, false);
         }
     }

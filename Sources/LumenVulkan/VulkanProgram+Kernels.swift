@@ -98,13 +98,13 @@ extension VulkanProgram {
             let push: [UInt32] = [UInt32(qs[1]), UInt32(ks[1]), UInt32(heads), UInt32(width), causal ? 1 : 0, scale.bitPattern]
             // Attention on tensor cores was faster than the scalar f16 kernels at every measured
             // shape on the H200 (4096 queries and keys: 5.95 vs 9.66 ms; 77 keys: 0.21 vs 0.31 ms).
-            if options.attentionKernel == nil, !causal, tensorCoresUsable,
+            if options.attentionKernel == nil, !causal, tensorCoresUsable, dh % 8 == 0, width % 8 == 0,
                options.checkingTensorCores || context.tensorCoreAttention == .passed,
-               let nsg = TensorCoreAttention.subgroups(headSize: dh, sharedBytes: Int(context.limits.maxComputeSharedMemorySize)) {
+               let t = TensorCoreAttention.shape(headSize: dh, sharedBytes: Int(context.limits.maxComputeSharedMemorySize)) {
                 let dhp = TensorCoreAttention.paddedHeadSize(dh)
-                try dispatch(name, "attention_coopmat", spec: [32 * nsg, nsg, dh, dhp].map { UInt32($0) },
-                             bindings: [q, k, v, o], writes: [o], push: push,
-                             groups: (ceilDiv(qs[1], 16 * nsg), qs[0] * heads, 1))
+                try dispatch(name, "attention_coopmat", spec: [32 * t.subgroups, t.subgroups, dh, dhp, t.keys].map { UInt32($0) },
+                             bindings: [q, k, v, o, k, v], writes: [o], push: push,
+                             groups: (ceilDiv(qs[1], 16 * t.subgroups), qs[0] * heads, 1))
                 return
             }
             let kernel = options.attentionKernel ?? (dh <= 64 ? .rows : .split)
@@ -360,18 +360,24 @@ enum TensorCoreTiles {
 }
 
 /// The tensor-core attention kernel's workgroup (Shaders/attention_coopmat.comp): NSG subgroups
-/// of 16 queries each, keys in blocks of 32, the head size padded to a multiple of 16; the most
-/// subgroups (4, 2 or 1) whose shared memory fits the device.
+/// of 16 queries each, keys in blocks of 64 or 32, the head size padded to a multiple of 16; the
+/// most subgroups (4, 2 or 1) whose shared memory fits the device, with the larger key block
+/// where it fits too.
 enum TensorCoreAttention {
     static func paddedHeadSize(_ dh: Int) -> Int { (dh + 15) / 16 * 16 }
-    static func sharedBytes(subgroups nsg: Int, paddedHeadSize dhp: Int) -> Int {
-        let bkv = 32
+    static func sharedBytes(subgroups nsg: Int, paddedHeadSize dhp: Int, keys bkv: Int) -> Int {
         return 2 * 16 * nsg * (dhp + 8) + 2 * bkv * (dhp + 8) + 4 * nsg * 16 * (dhp + 4)
             + 4 * nsg * 16 * (bkv + 4) + 2 * nsg * 16 * (bkv + 8)
     }
-    static func subgroups(headSize dh: Int, sharedBytes limit: Int) -> Int? {
+    /// The most subgroups (4, 2 or 1), then the larger key block (64, else 32), that fit.
+    static func shape(headSize dh: Int, sharedBytes limit: Int) -> (subgroups: Int, keys: Int)? {
         let dhp = paddedHeadSize(dh)
-        return [4, 2, 1].first { sharedBytes(subgroups: $0, paddedHeadSize: dhp) <= limit }
+        for nsg in [4, 2, 1] {
+            for bkv in [64, 32] where sharedBytes(subgroups: nsg, paddedHeadSize: dhp, keys: bkv) <= limit {
+                return (nsg, bkv)
+            }
+        }
+        return nil
     }
 }
 
