@@ -22,10 +22,16 @@ public final class VulkanExecutor: Executor, @unchecked Sendable {
         /// Fill every activation buffer with NaN before each run, so that an element a kernel
         /// fails to write shows up in the output (for tests; costs a fill per buffer).
         public var poisonActivations: Bool
-        /// How activations are stored on the device (`LUMEN_VULKAN_ACTIVATIONS=f32|f16|auto`;
-        /// f32 by default: on the H200, f16 activations with the tensor-core kernels took 302 ms
-        /// for a UNet step at 512 where f32 took 215 ms, docs/vulkan.md).
-        public var activations: ActivationPrecision
+        /// How activations are stored on the device (`LUMEN_VULKAN_ACTIVATIONS=f32|f16|auto`).
+        /// Unless chosen here or there, the executor picks for its device: `auto` (f16, with the
+        /// f32 fallback on overflow) where the device has the tensor-core kernels (on the H200 a UNet
+        /// step at 512 took 57 ms so against 207 ms with f32, docs/vulkan.md), f32 elsewhere (f16 on
+        /// the scalar kernels was no faster there: 209 ms).
+        public var activations: ActivationPrecision {
+            didSet { activationsChosen = true }
+        }
+        /// Whether `activations` was chosen (argument, environment or assignment), not defaulted.
+        public private(set) var activationsChosen: Bool
         /// The attention kernel; nil picks by head size (`rows` up to 64, `split` above).
         public var attentionKernel: AttentionKernel?
         /// Use the shared-memory reductions even where the device has subgroup arithmetic (to
@@ -60,6 +66,7 @@ public final class VulkanExecutor: Executor, @unchecked Sendable {
             self.poisonActivations = poisonActivations
             let fromEnv = env["LUMEN_VULKAN_ACTIVATIONS"].flatMap(ActivationPrecision.init(rawValue:))
             self.activations = activations ?? fromEnv ?? .f32
+            self.activationsChosen = activations != nil || fromEnv != nil
             self.tensorCores = env["LUMEN_VULKAN_COOPMAT"] == "0" ? .off : .auto
             self.attentionKernel = attentionKernel
             self.forceSharedMemoryReductions = forceSharedMemoryReductions
@@ -122,6 +129,11 @@ public final class VulkanExecutor: Executor, @unchecked Sendable {
     public init(device: Int? = nil, validation: Bool? = nil, options: Options = Options()) throws {
         let v = validation ?? (ProcessInfo.processInfo.environment["LUMEN_VULKAN_VALIDATION"] == "1")
         context = try VulkanContext.shared(device: device, validation: v)
+        var options = options
+        if !options.activationsChosen, options.tensorCores == .auto, context.cooperativeMatrix,
+           context.info.storageBuffer16BitAccess {
+            options.activations = .auto
+        }
         self.options = options
         messageStart = context.log.count
     }

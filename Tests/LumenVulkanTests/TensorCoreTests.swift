@@ -15,14 +15,19 @@ final class TensorCoreTests: VulkanTestCase {
             && ProcessInfo.processInfo.environment["LUMEN_VULKAN_COOPMAT"] != "0"
     }
 
-    func testDefaultActivationsAreF32() throws {
+    func testDefaultActivationsFollowTheDevice() throws {
         guard ProcessInfo.processInfo.environment["LUMEN_VULKAN_ACTIVATIONS"] == nil else {
             throw XCTSkip("LUMEN_VULKAN_ACTIVATIONS is set")
         }
-        // f32 on every device (measured faster than f16 with the tensor cores on the H200 so far);
-        // an explicit choice is kept.
-        XCTAssertEqual(try VulkanExecutor(options: .init(profile: false)).options.activations, .f32)
+        // auto (f16 with the f32 fallback) where the device has the tensor-core kernels, f32
+        // elsewhere; an explicit choice is kept, also one assigned after the options were made.
+        let expected: VulkanExecutor.ActivationPrecision = try deviceOffersThem() ? .auto : .f32
+        XCTAssertEqual(try VulkanExecutor(options: .init(profile: false)).options.activations, expected)
         XCTAssertEqual(try VulkanExecutor(options: .init(profile: false, activations: .auto)).options.activations, .auto)
+        XCTAssertEqual(try VulkanExecutor(options: .init(profile: false, activations: .f32)).options.activations, .f32)
+        var assigned = VulkanExecutor.Options(profile: false)
+        assigned.activations = .f32
+        XCTAssertEqual(try VulkanExecutor(options: assigned).options.activations, .f32)
     }
 
     func testConvAndLinearUseTensorCoresOnlyWhereCheckedAndAgree() throws {
