@@ -14,16 +14,23 @@
 // A workgroup of 8 subgroups of 32 computes a 128×128 tile, each subgroup 64×32; K is walked in
 // steps of 32: the next step's chunks are loaded into registers (two uvec4 per operand per
 // invocation) while this step's tile, in shared memory with rows padded by 8 halves, is used.
+//
+// Split K (SPLIT 1, for grids too small to fill the device): workgroup z = entry · slices + s
+// sums only K range s (kSlice long, a multiple of 32) and writes its f32 partial tile, without
+// alpha or bias, to part[((s · entries + entry) · M + m) · N + n]; splitk_reduce.comp adds the
+// slices and applies the epilogue.
 #extension GL_EXT_control_flow_attributes : require
 
 layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const uint BCOL = 0;       // B stored as N rows of K
 layout(constant_id = 2) const uint BIAS_ROWS = 0;  // bias per row of C (a convolution's channel), else per column
+layout(constant_id = 3) const uint SPLIT = 0;      // write f32 partial sums of one K range to part
 
 layout(std430, binding = 0) readonly buffer A { uvec4 a[]; };
 layout(std430, binding = 1) readonly buffer B { uvec4 b[]; };
 layout(std430, binding = 2) readonly buffer Bias { float bias[]; };
 layout(std430, binding = 3) writeonly buffer C { ACT c[]; };
+layout(std430, binding = 4) writeonly buffer Part { float part[]; };
 layout(push_constant) uniform P {
     uint M, N, K, lda, ldb, ldc, hasBias;
     float alpha;
@@ -31,6 +38,7 @@ layout(push_constant) uniform P {
     uint as0, as1, as2;
     uint bs0, bs1, bs2;
     uint cs, c0;
+    uint slices, kSlice, entries;
 } p;
 
 const uint BM = 128, BN = 128, BK = 32;
@@ -42,7 +50,7 @@ const uint AS4 = (BK + 8u) / 8u, BS4 = (BN + 8u) / 8u;
 shared uvec4 As[BM * AS4];
 shared uvec4 Bs[BM * AS4];   // BCOL 0 uses BK * BS4 = 544 of its 640
 
-uint aBase, bBase, cBase;
+uint aBase, bBase, cBase, entry, slice, kBegin, kEnd;
 
 // This invocation's two chunks of each operand for the step at k0, zero outside the matrices.
 void loadChunks(uint m0, uint n0, uint k0, inout uvec4 ra[2], inout uvec4 rb[2]) {
@@ -51,14 +59,14 @@ void loadChunks(uint m0, uint n0, uint k0, inout uvec4 ra[2], inout uvec4 rb[2])
         uint q = tid + t * THREADS;
         uint row = q >> 2, kc = (q & 3u) * 8u;
         uint gm = m0 + row, gk = k0 + kc;
-        ra[t] = (gm < p.M && gk < p.K) ? a[(aBase + gm * p.lda + gk) >> 3] : uvec4(0u);
+        ra[t] = (gm < p.M && gk < kEnd) ? a[(aBase + gm * p.lda + gk) >> 3] : uvec4(0u);
         if (BCOL == 1u) {
             uint gn = n0 + row;
-            rb[t] = (gn < p.N && gk < p.K) ? b[(bBase + gn * p.ldb + gk) >> 3] : uvec4(0u);
+            rb[t] = (gn < p.N && gk < kEnd) ? b[(bBase + gn * p.ldb + gk) >> 3] : uvec4(0u);
         } else {
             uint krow = q >> 4, nc = (q & 15u) * 8u;
             uint gk2 = k0 + krow, gn = n0 + nc;
-            rb[t] = (gk2 < p.K && gn < p.N) ? b[(bBase + gk2 * p.ldb + gn) >> 3] : uvec4(0u);
+            rb[t] = (gk2 < kEnd && gn < p.N) ? b[(bBase + gk2 * p.ldb + gn) >> 3] : uvec4(0u);
         }
     }
 }
@@ -76,13 +84,21 @@ void storeChunks(uvec4 ra[2], uvec4 rb[2]) {
 // The epilogue of one element of C.
 void storeC(uint m, uint n, float v) {
     if (m >= p.M || n >= p.N) return;
+    if (SPLIT == 1u) {
+        part[((slice * p.entries + entry) * p.M + m) * p.N + n] = v;
+        return;
+    }
     v *= p.alpha;
     if (p.hasBias != 0u) v += bias[BIAS_ROWS == 1u ? m : n];
     c[cBase + m * p.ldc + n] = ACT(v);
 }
 
 void setBases() {
-    uint z = gl_WorkGroupID.z;
+    uint z = gl_WorkGroupID.z / p.slices;
+    entry = z;
+    slice = gl_WorkGroupID.z % p.slices;
+    kBegin = slice * p.kSlice;
+    kEnd = min(p.K, kBegin + p.kSlice);
     uint z2 = z % p.bd2, z1 = (z / p.bd2) % p.bd1, z0 = z / (p.bd2 * p.bd1);
     aBase = z0 * p.as0 + z1 * p.as1 + z2 * p.as2;
     bBase = z0 * p.bs0 + z1 * p.bs1 + z2 * p.bs2;

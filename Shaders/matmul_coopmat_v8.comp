@@ -25,11 +25,11 @@ void main() {
     FRAG32 acc[FM * FN];
     [[unroll]] for (uint i = 0u; i < FM * FN; i++) acc[i] = FRAG32(0.0);
     uvec4 ra[2], rb[2];
-    loadChunks(m0, n0, 0u, ra, rb);
-    for (uint k0 = 0u; k0 < p.K; k0 += BK) {
+    loadChunks(m0, n0, kBegin, ra, rb);
+    for (uint k0 = kBegin; k0 < kEnd; k0 += BK) {
         storeChunks(ra, rb);
         barrier();
-        if (k0 + BK < p.K) loadChunks(m0, n0, k0 + BK, ra, rb);
+        if (k0 + BK < kEnd) loadChunks(m0, n0, k0 + BK, ra, rb);
         [[unroll]] for (uint kk = 0u; kk < BK; kk += 16u) {
             FRAG16 fa[FM];
             FRAG16 fb[FN];

@@ -21,11 +21,11 @@ void main() {
     float acc[WM];
     [[unroll]] for (uint r = 0u; r < WM; r++) acc[r] = 0.0;
     uvec4 ra[2], rb[2];
-    loadChunks(m0, n0, 0u, ra, rb);
-    for (uint k0 = 0u; k0 < p.K; k0 += BK) {
+    loadChunks(m0, n0, kBegin, ra, rb);
+    for (uint k0 = kBegin; k0 < kEnd; k0 += BK) {
         storeChunks(ra, rb);
         barrier();
-        if (k0 + BK < p.K) loadChunks(m0, n0, k0 + BK, ra, rb);
+        if (k0 + BK < kEnd) loadChunks(m0, n0, k0 + BK, ra, rb);
         uint col = wn0 + lane;
         for (uint kk = 0u; kk < BK; kk++) {
             float bv = BCOL == 1u ? halfAt(1u, col * AS4 * 8u + kk) : halfAt(1u, kk * BS4 * 8u + col);

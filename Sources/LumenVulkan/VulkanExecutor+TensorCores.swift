@@ -121,15 +121,22 @@ extension VulkanExecutor {
         let pw16 = try g.constant(try random([40, 16, 1, 1]).converted(to: .f16))
         let pb = try g.constant(try random([40]))
         let conv1x1 = try g.conv2d(img1, weight: pw16, bias: pb, stride: 1, padding: 0)
-        let vector = [lin16, mm16, conv16, conv16s2, convChunks, conv1x1]
+        // Split K: a linear layer with K = 1000 (3 slices), a 3×3 convolution from 64 channels (2).
+        let deep = try g.input("deep", shape: [40, 1000])
+        let linSplit = try g.linear(deep, weight: try g.constant(try random([136, 1000]).converted(to: .f16)), bias: bias)
+        let wide = try g.input("wide", shape: [2, 64, 8, 8])
+        let convSplit = try g.conv2d(wide, weight: try g.constant(try random([33, 64, 3, 3]).converted(to: .f16)),
+                                     bias: cb, stride: 1, padding: 1)
+        let vector = [lin16, mm16, conv16, conv16s2, convChunks, conv1x1, linSplit, convSplit]
         let outputs = [mm, lin, conv, conv2] + attention + vector
         let names = ["matmul", "linear", "conv2d 3x3", "conv2d 3x3 stride 2", "attention dh 40", "attention dh 80", "attention dh 160",
                      "linear (16-byte loads)", "matmul (16-byte loads)", "conv2d 3x3 (im2col)", "conv2d 3x3 stride 2 (im2col)",
-                     "conv2d 3x3 (im2col in column chunks)", "conv2d 1x1 (16-byte loads)"]
+                     "conv2d 3x3 (im2col in column chunks)", "conv2d 1x1 (16-byte loads)", "linear (split K)", "conv2d 3x3 (split K)"]
         var inputs = ["a": try random([2, 3, 40, 37]), "b": try random([2, 1, 130, 40]),
                       "x": try random([150, 72]), "img": try random([2, 20, 13, 17]),
                       "a2": try random([2, 40, 48]), "b2": try random([2, 48, 72]), "img16": try random([2, 16, 13, 17]),
-                      "imgBig": try random([1, 16, 40, 40]), "img1": try random([2, 16, 16, 14])]
+                      "imgBig": try random([1, 16, 40, 40]), "img1": try random([2, 16, 16, 14]),
+                      "deep": try random([40, 1000]), "wide": try random([2, 64, 8, 8])]
         inputs.merge(attentionInputs) { a, _ in a }
 
         var checking = options
@@ -137,6 +144,7 @@ extension VulkanExecutor {
         checking.profile = false
         checking.gemmKernel = options.gemmKernel == .implicit ? .implicit : .vector
         checking.im2colChunkBytes = 100_000
+        checking.splitKGroups = 128
         var scalar = options
         scalar.tensorCores = .off
         scalar.gemmKernel = .implicit
@@ -148,7 +156,8 @@ extension VulkanExecutor {
         // LUMEN_VULKAN_GEMM=implicit the vector cases do too.
         guard used.filter({ $0 == "matmul_coopmat_f16" || $0 == "conv2d_coopmat_f16" }).count >= 4,
               used.filter({ $0 == "attention_coopmat_f16" }).count == 3,
-              !vectorExpected || (used.contains("matmul_coopmat_v8_f16") && used.contains("im2col_f16"))
+              !vectorExpected || (used.contains("matmul_coopmat_v8_f16") && used.contains("im2col_f16")
+                                  && used.filter({ $0 == "splitk_reduce_f16" }).count >= 2)
         else {
             let why = VulkanContext.TensorCoreCheck.failed("the check did not reach the tensor-core kernels (\(used))")
             return (why, why, why)

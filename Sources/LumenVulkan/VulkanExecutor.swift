@@ -57,6 +57,10 @@ public final class VulkanExecutor: Executor, @unchecked Sendable {
         /// The vector GEMM serves grids of at least this many 128×128 tiles
         /// (`LUMEN_VULKAN_V8_MIN_TILES`, default 1: every grid).
         public var vectorGemmMinTiles: Int
+        /// The vector GEMM splits K across workgroups when its grid has at most half this many
+        /// tiles, aiming at about this many workgroups (`LUMEN_VULKAN_SPLITK_GROUPS`, default
+        /// 128: a little under the H200's 132 multiprocessors; 0 turns splitting off).
+        public var splitKGroups: Int
         public init(profile: Bool? = nil, printProfile: Bool = true, poisonActivations: Bool = false,
                     activations: ActivationPrecision? = nil, attentionKernel: AttentionKernel? = nil,
                     forceSharedMemoryReductions: Bool = false, maxActivationBinding: Int? = nil) {
@@ -73,6 +77,7 @@ public final class VulkanExecutor: Executor, @unchecked Sendable {
             self.maxActivationBinding = maxActivationBinding ?? env["LUMEN_VULKAN_MAX_ACTIVATION_BINDING"].flatMap { Int($0) }
             self.gemmKernel = env["LUMEN_VULKAN_GEMM"].flatMap(GemmKernel.init(rawValue:))
             self.vectorGemmMinTiles = env["LUMEN_VULKAN_V8_MIN_TILES"].flatMap { Int($0) } ?? 1
+            self.splitKGroups = env["LUMEN_VULKAN_SPLITK_GROUPS"].flatMap { Int($0) } ?? 128
         }
     }
     /// The tensor-core GEMM variants (see `Options.gemmKernel`).

@@ -33,11 +33,48 @@ extension VulkanProgram {
     func vectorGemm(_ op: String, kernel: String, a: Ref, b: Ref, bias: Ref, c: Ref, m: Int, n: Int, k: Int,
                     lda: Int, ldb: Int, bColumns: Bool, ldc: Int, hasBias: Bool, biasRows: Bool, alpha: Float,
                     batchDims: (Int, Int), aStrides: [Int], bStrides: [Int], cs: Int, c0: Int, count: Int) throws {
-        let push: [UInt32] = [m, n, k, lda, ldb, ldc, hasBias ? 1 : 0].map { UInt32($0) } + [alpha.bitPattern]
+        let groups = (ceilDiv(n, TensorCoreTiles.bn), ceilDiv(m, TensorCoreTiles.bm), count)
+        let common = [m, n, k, lda, ldb, ldc, hasBias ? 1 : 0].map { UInt32($0) } + [alpha.bitPattern]
             + ([batchDims.0, batchDims.1] + aStrides + bStrides + [cs, c0]).map { UInt32($0) }
-        try dispatch(op, kernel, spec: [UInt32(TensorCoreTiles.workgroup), bColumns ? 1 : 0, biasRows ? 1 : 0],
-                     bindings: [a, b, bias, c], writes: [c], push: push,
-                     groups: (ceilDiv(n, TensorCoreTiles.bn), ceilDiv(m, TensorCoreTiles.bm), count))
+        let spec = { (split: Bool) in [UInt32(TensorCoreTiles.workgroup), bColumns ? 1 : 0, biasRows ? 1 : 0, split ? 1 : 0] }
+        if let plan = splitK(m: m, n: n, k: k, tiles: groups.0 * groups.1 * count),
+           let part = try splitKScratch(bytes: plan.slices * count * m * n * 4) {
+            try dispatch(op, kernel, spec: spec(true), bindings: [a, b, bias, dummyRef, part], writes: [part],
+                         push: common + [plan.slices, plan.kSlice, count].map { UInt32($0) },
+                         groups: (groups.0, groups.1, count * plan.slices))
+            try dispatch(op, "splitk_reduce", spec: [UInt32(Self.elementwiseGroup), biasRows ? 1 : 0],
+                         bindings: [part, bias, c], writes: [c],
+                         push: [m, n, plan.slices, count, ldc, cs, c0, hasBias ? 1 : 0].map { UInt32($0) } + [alpha.bitPattern],
+                         groups: (gridGroups(count * m * n), 1, 1))
+            return
+        }
+        try dispatch(op, kernel, spec: spec(false), bindings: [a, b, bias, c, dummyRef], writes: [c],
+                     push: common + [1, k, count].map { UInt32($0) }, groups: groups)
+    }
+
+    /// How to split K for a grid too small to fill the device: into slices of whole 32-wide steps,
+    /// at least 8 steps each, enough for about `splitKGroups` workgroups; nil for no split.
+    func splitK(m: Int, n: Int, k: Int, tiles: Int) -> (slices: Int, kSlice: Int)? {
+        let target = options.splitKGroups
+        guard target > 0, tiles * 2 <= target, k >= 512 else { return nil }
+        let wanted = min(ceilDiv(target, tiles), k / 256)
+        guard wanted >= 2 else { return nil }
+        let kSlice = ceilDiv(ceilDiv(k, wanted), 32) * 32
+        let slices = ceilDiv(k, kSlice)
+        return slices >= 2 ? (slices, kSlice) : nil
+    }
+
+    /// The split-K partial sums' scratch (f32), a slot of its own like the im2col buffer; nil
+    /// where it would exceed the binding limit (the GEMM then runs unsplit).
+    func splitKScratch(bytes: Int) throws -> Ref? {
+        let device = Int(context.limits.maxStorageBufferRange)
+        guard bytes <= min(device, options.maxActivationBinding ?? device) else { return nil }
+        if let s = splitKScratchRef, s.range.size >= bytes { return s }
+        let range = try activationArena.allocate(bytes)
+        slotRanges.append(range)
+        let ref = Ref(range: range, slot: slotRanges.count - 1)
+        splitKScratchRef = ref
+        return ref
     }
 
     /// A linear layer or matmul on the vector kernel where its operands allow it; false otherwise.

@@ -64,6 +64,8 @@ public final class VulkanProgram: Program {
     var gatherTables: [[Int]: Ref] = [:]
     /// The convolutions' im2col buffer (VulkanProgram+VectorGemm.swift), once one needs it.
     var im2colScratchRef: Ref?
+    /// The split-K partial sums (VulkanProgram+VectorGemm.swift), once a GEMM is split.
+    var splitKScratchRef: Ref?
     var inputCopies: [(name: String, node: Int, bytes: Int, staging: Int, ref: Ref)] = []
     var outputCopies: [(index: Int, staging: Int, ref: Ref)] = []
     var hostOutputs: [Int: Tensor] = [:]

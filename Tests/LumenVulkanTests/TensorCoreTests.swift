@@ -81,6 +81,7 @@ final class VectorGemmTests: VulkanTestCase {
         // Small enough that the 13×17 convolution goes image by image and the 40×40 one in
         // chunks of 256 columns (7, the last of 64).
         options.im2colChunkBytes = 100_000
+        options.splitKGroups = 128
         let e = try VulkanExecutor(validation: true, options: options)
         let g = Graph()
         let x = try g.input("x", shape: [150, 72])
@@ -104,17 +105,28 @@ final class VectorGemmTests: VulkanTestCase {
         let rgb = try g.input("rgb", shape: [1, 3, 12, 12])
         let convRGB = try g.conv2d(rgb, weight: try g.constant(try random([8, 3, 3, 3], dtype: .f16, seed: 37, scale: 0.3)),
                                    bias: nil, stride: 1, padding: 1)
-        let outputs = [lin, mm, mmT, conv, convS2, convChunks, conv1, convRGB]
+        // Split K (grids of 1–2 tiles, K ≥ 512): a linear layer with K = 1000 in 3 slices (the last
+        // one ends inside a 32-wide step), a 3×3 convolution from 64 channels (K = 576) in 2.
+        let deep = try g.input("deep", shape: [40, 1000])
+        let linSplit = try g.linear(deep, weight: try g.constant(try random([136, 1000], dtype: .f16, seed: 38, scale: 0.05)),
+                                    bias: try g.constant(try random([136], seed: 39)))
+        let wide = try g.input("wide", shape: [2, 64, 8, 8])
+        let convSplit = try g.conv2d(wide, weight: try g.constant(try random([48, 64, 3, 3], dtype: .f16, seed: 48, scale: 0.05)),
+                                     bias: try g.constant(try random([48], seed: 49)), stride: 1, padding: 1)
+        let outputs = [lin, mm, mmT, conv, convS2, convChunks, conv1, convRGB, linSplit, convSplit]
         let names = ["linear", "matmul", "matmul B transposed", "conv 3x3 image by image", "conv 3x3 stride 2",
-                     "conv 3x3 in column chunks", "conv 1x1", "conv 3x3 from 3 channels"]
+                     "conv 3x3 in column chunks", "conv 1x1", "conv 3x3 from 3 channels", "linear split K", "conv 3x3 split K"]
         let inputs = ["x": try random([150, 72], seed: 40), "a": try random([2, 3, 40, 48], seed: 41),
                       "b": try random([2, 1, 48, 72], seed: 42), "bt": try random([2, 3, 24, 48], seed: 43),
                       "img": try random([2, 16, 13, 17], seed: 44), "big": try random([1, 16, 40, 40], seed: 45),
-                      "pix": try random([2, 16, 16, 14], seed: 46), "rgb": try random([1, 3, 12, 12], seed: 47)]
+                      "pix": try random([2, 16, 16, 14], seed: 46), "rgb": try random([1, 3, 12, 12], seed: 47),
+                      "deep": try random([40, 1000], seed: 50), "wide": try random([2, 64, 8, 8], seed: 51)]
         let program = try e.compile(g, outputs: outputs)
         let kernels = try XCTUnwrap(program as? VulkanProgram).dispatchedKernels
-        XCTAssertEqual(kernels.filter { $0 == "matmul_v8_emulated_f16" }.count, 1 + 1 + 1 + 2 + 1 + 7 + 1, "\(kernels)")
-        XCTAssertEqual(kernels.filter { $0 == "im2col_f16" }.count, 2 + 1 + 7, "\(kernels)")
+        // The split convolution (2 × 73.7 KB of im2col) also goes image by image.
+        XCTAssertEqual(kernels.filter { $0 == "matmul_v8_emulated_f16" }.count, 1 + 1 + 1 + 2 + 1 + 7 + 1 + 1 + 2, "\(kernels)")
+        XCTAssertEqual(kernels.filter { $0 == "im2col_f16" }.count, 2 + 1 + 7 + 2, "\(kernels)")
+        XCTAssertEqual(kernels.filter { $0 == "splitk_reduce_f16" }.count, 1 + 2, "\(kernels)")
         XCTAssertTrue(kernels.contains("conv2d_f16"), "the 3-channel convolution should stay on the scalar kernel: \(kernels)")
         let gpu = try program.run(inputs)
         let cpu = try CPUExecutor(threads: 2).compile(g, outputs: outputs).run(inputs)
