@@ -224,14 +224,15 @@ final class Job: @unchecked Sendable {
                 return true
             }
             guard live else { return }
-            let pinger = keepAlive.flatMap { $0 > 0 ? $0 : nil }.map { interval in
-                Task { [weak self] in
+            var pinger: Task<Void, Never>? = nil
+            if let interval = keepAlive, interval > 0 {
+                pinger = Task { [weak self] in
                     while !Task.isCancelled, let wait = self?.keepAlive(key, every: interval) {
                         try? await Task.sleep(nanoseconds: UInt64(wait * 1e9))
                     }
                 }
             }
-            continuation.onTermination = { [weak self] _ in
+            continuation.onTermination = { [weak self, pinger] _ in
                 pinger?.cancel()
                 guard let self else { return }
                 self.lock.withLock { _ = self.listeners.removeValue(forKey: key) }
