@@ -80,8 +80,8 @@ final class ShutdownTests: ServerTestCase {
 
         // B is cancelled at once and says why; C's stream ends with its cancellation.
         let rb = try await b
-        XCTAssertEqual(rb.status, .serviceUnavailable, String(decoding: rb.body, as: UTF8.self))
-        XCTAssertTrue((rb.json["detail"] as? String ?? "").contains("shutting down"), String(decoding: rb.body, as: UTF8.self))
+        XCTAssertEqual(rb.status, .serviceUnavailable, String(decoding: rb.body.prefix(300), as: UTF8.self))
+        XCTAssertTrue((rb.json["detail"] as? String ?? "").contains("shutting down"), String(decoding: rb.body.prefix(300), as: UTF8.self))
         let textC = try await eventsC.value
         XCTAssertTrue(textC.contains("event: cancelled"), textC)
         XCTAssertTrue(textC.contains("the server is shutting down"), textC)
@@ -89,7 +89,7 @@ final class ShutdownTests: ServerTestCase {
 
         // A runs to its last step and is answered with its image.
         let ra = try await a
-        XCTAssertEqual(ra.status, .ok, String(decoding: ra.body, as: UTF8.self))
+        XCTAssertEqual(ra.status, .ok, String(decoding: ra.body.prefix(300), as: UTF8.self))
         let b64 = try XCTUnwrap(((ra.json["data"] as? [[String: Any]])?.first)?["b64_json"] as? String)
         XCTAssertEqual([try decodePNG(b64).image.width], [64])
 
