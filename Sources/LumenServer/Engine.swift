@@ -59,6 +59,8 @@ final class Engine: @unchecked Sendable {
     private var waiting = 0
     private var running = 0
     private var interruptRequested = false
+    /// Set by `beginShutdown()`: no batch is queued any more.
+    private var shuttingDown = false
     private var progress = ProgressState()
     /// Models the preview TAESD does not fit (warned about once).
     private var previewMisfits: Set<String> = []
@@ -96,6 +98,26 @@ final class Engine: @unchecked Sendable {
 
     /// Asks the running job to stop at its next step.
     func interrupt() { lock.withLock { if running > 0 { interruptRequested = true } } }
+
+    /// The server is stopping (SIGINT/SIGTERM): refuse new batches (503), drop every job still
+    /// waiting (its `cancelled` event says why), and let the running batches finish.
+    func beginShutdown() {
+        let live = lock.withLock { () -> [Job] in
+            shuttingDown = true
+            return jobs.values.filter { !$0.state.isFinal }
+        }
+        let dropped = live.filter { $0.cancelIfWaiting(reason: Self.shutdownReason) }.count
+        logger.info("shutting down: \(dropped) waiting job(s) cancelled, the running ones finish")
+    }
+
+    static let shutdownReason = "the server is shutting down"
+
+    /// Returns once no batch runs or waits (after `beginShutdown()`, the running ones finishing).
+    func waitUntilIdle() async {
+        while lock.withLock({ running + waiting > 0 }), !Task.isCancelled {
+            try? await Task.sleep(nanoseconds: 20_000_000)
+        }
+    }
 
     // MARK: - Jobs
 
@@ -235,9 +257,13 @@ final class Engine: @unchecked Sendable {
     /// promise. See `generate`.
     func enqueue(model entry: ModelCatalog.Entry, request: GenerationRequest, job: Job, firstImage: Int = 0) throws -> Promise<Output> {
         let ahead = lock.withLock { () -> Int? in
-            if waiting >= config.queueLimit { return nil }
+            if shuttingDown || waiting >= config.queueLimit { return nil }
             waiting += 1
             return waiting - 1 + running
+        }
+        if ahead == nil, lock.withLock({ shuttingDown }) {
+            throw APIError(status: .serviceUnavailable, message: "\(Self.shutdownReason); no new jobs are taken", type: "server_error",
+                           code: "shutting_down")
         }
         guard let ahead else {
             let retry = lock.withLock { max(1, Int(lastJobSeconds.rounded(.up)) * (waiting + 1)) }

@@ -24,9 +24,18 @@ final class Job: @unchecked Sendable {
     private(set) var resultBytes = 0
     private var error: APIError?
     private var cancelReason: String?
+    /// The running batch's latest step preview (base64 PNG), for a listener that arrives between
+    /// previews and for the job's record.
+    private var latestPreview: String?
     /// What cancels the job's current batch while it waits (set by the engine while queued).
     private var onCancel: (@Sendable () -> Void)?
-    private var listeners: [UUID: AsyncStream<ByteBuffer>.Continuation] = [:]
+    private var listeners: [UUID: Listener] = [:]
+
+    /// One `GET …/events` stream, and when it was last written to (for its keep-alive comments).
+    private struct Listener {
+        let continuation: AsyncStream<ByteBuffer>.Continuation
+        var lastSent: Date
+    }
 
     init(id: String, model: String, images: Int) {
         self.id = id
@@ -50,6 +59,22 @@ final class Job: @unchecked Sendable {
         }
         handler?()
     }
+
+    /// Cancels the job only if a batch of it is waiting (has a cancel handler): a running batch
+    /// is left to finish. True when it was cancelled.
+    func cancelIfWaiting(reason: String) -> Bool {
+        let handler = lock.withLock { () -> (@Sendable () -> Void)? in
+            guard !state_.isFinal, cancelReason == nil, let h = onCancel else { return nil }
+            cancelReason = reason
+            onCancel = nil
+            return h
+        }
+        handler?()
+        return handler != nil
+    }
+
+    /// The reason it was asked to stop, if it was.
+    var cancelledBecause: String? { lock.withLock { cancelReason } }
 
     /// Set by the engine while a batch waits; nil once it runs. Returns false (and sets nothing)
     /// when the job was already asked to stop.
@@ -83,6 +108,7 @@ final class Job: @unchecked Sendable {
             step = 0
             self.steps = steps
             image = firstImage
+            latestPreview = nil
             return Self.event("started", ["id": id, "state": "running", "steps": steps, "image": firstImage, "images": images])
         }
         event.map(broadcast)
@@ -95,7 +121,10 @@ final class Job: @unchecked Sendable {
             step = index
             steps = count
             var fields = progressFields()
-            if let preview { fields["preview"] = preview }
+            if let preview {
+                fields["preview"] = preview
+                latestPreview = preview
+            }
             return Self.event("step", fields)
         }
         broadcast(event)
@@ -137,8 +166,9 @@ final class Job: @unchecked Sendable {
             state_ = s
             finished = Date()
             onCancel = nil
+            latestPreview = nil
             update(self)
-            let streams = Array(listeners.values)
+            let streams = listeners.values.map(\.continuation)
             listeners.removeAll()
             return (Self.event(s == .done ? "done" : s == .failed ? "error" : "cancelled", fields), streams)
         }
@@ -150,23 +180,35 @@ final class Job: @unchecked Sendable {
     }
 
     private func broadcast(_ event: ByteBuffer) {
-        let streams = lock.withLock { Array(listeners.values) }
+        let streams = lock.withLock { () -> [AsyncStream<ByteBuffer>.Continuation] in
+            let now = Date()
+            for key in listeners.keys { listeners[key]?.lastSent = now }
+            return listeners.values.map(\.continuation)
+        }
         for c in streams { c.yield(event) }
     }
 
-    /// The job's events from now on, starting with where it stands (`queued`, `started` with the
-    /// last `step`, or the final event, after which the stream ends).
-    func events() -> AsyncStream<ByteBuffer> {
+    /// An SSE comment: clients ignore it; it keeps proxies and idle-connection timers from closing
+    /// a stream that waits in the queue or between slow steps, and shows a gone client on write.
+    static let keepAliveComment = ": keep-alive\n\n"
+
+    /// The job's events from now on, starting with where it stands (`queued`, `step` with the
+    /// last step and the batch's latest preview, or the final event, after which the stream ends).
+    /// With `keepAlive` (seconds), a `: keep-alive` comment goes out whenever that long has passed
+    /// without an event.
+    func events(keepAlive: Double? = nil) -> AsyncStream<ByteBuffer> {
         // A listener that stops reading is dropped when its stream ends; until then at most the
         // newest 256 events wait for it.
         AsyncStream(bufferingPolicy: .bufferingNewest(256)) { continuation in
             let key = UUID()
-            lock.withLock {
+            let live = lock.withLock { () -> Bool in
                 switch state_ {
                 case .queued:
                     continuation.yield(Self.event("queued", ["id": id, "state": "queued"]))
                 case .running:
-                    continuation.yield(Self.event("step", progressFields()))
+                    var fields = progressFields()
+                    if let latestPreview { fields["preview"] = latestPreview }
+                    continuation.yield(Self.event("step", fields))
                 case .done:
                     continuation.yield(Self.event("done", ["id": id, "state": "done", "result": result ?? [:]]))
                 case .failed:
@@ -176,21 +218,47 @@ final class Job: @unchecked Sendable {
                 }
                 if state_.isFinal {
                     continuation.finish()
-                } else {
-                    listeners[key] = continuation
+                    return false
+                }
+                listeners[key] = Listener(continuation: continuation, lastSent: Date())
+                return true
+            }
+            guard live else { return }
+            var pinger: Task<Void, Never>? = nil
+            if let interval = keepAlive, interval > 0 {
+                pinger = Task { [weak self] in
+                    while !Task.isCancelled, let wait = self?.keepAlive(key, every: interval) {
+                        try? await Task.sleep(nanoseconds: UInt64(wait * 1e9))
+                    }
                 }
             }
-            continuation.onTermination = { [weak self] _ in
+            continuation.onTermination = { [weak self, pinger] _ in
+                pinger?.cancel()
                 guard let self else { return }
                 self.lock.withLock { _ = self.listeners.removeValue(forKey: key) }
             }
         }
     }
 
+    /// Writes a keep-alive comment to listener `key` when `interval` seconds have passed since
+    /// its last write. Returns the seconds until the next one may be due; nil once it is gone.
+    private func keepAlive(_ key: UUID, every interval: Double) -> Double? {
+        let (due, stream) = lock.withLock { () -> (Double?, AsyncStream<ByteBuffer>.Continuation?) in
+            guard let l = listeners[key] else { return (nil, nil) }
+            let due = l.lastSent.addingTimeInterval(interval).timeIntervalSinceNow
+            if due > 0.001 { return (due, nil) }
+            listeners[key]?.lastSent = Date()
+            return (interval, l.continuation)
+        }
+        stream?.yield(ByteBuffer(string: Self.keepAliveComment))
+        return due
+    }
+
     /// `GET /lumen/v1/jobs/ID`.
     var snapshot: [String: Any] {
         lock.withLock {
             var o = progressFields()
+            if let latestPreview { o["preview"] = latestPreview }
             o["object"] = "image.job"
             o["model"] = model
             o["created"] = Int(created.timeIntervalSince1970)

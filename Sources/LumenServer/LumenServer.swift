@@ -3,6 +3,7 @@ import Hummingbird
 import Logging
 import Lumen
 import NIOCore
+import ServiceLifecycle
 
 /// `lumen serve`: the OpenAI images API and AUTOMATIC1111's API over one loaded-model queue.
 public final class LumenServer: Sendable {
@@ -22,7 +23,10 @@ public final class LumenServer: Sendable {
     public var modelNames: [String] { engine.catalog.entries.map(\.name) }
 
     /// Runs until SIGINT/SIGTERM (`gracefulShutdownSignals`) or until the task is cancelled;
-    /// `onRunning` gets the bound port (useful with port 0).
+    /// `onRunning` gets the bound port (useful with port 0). A signal begins a graceful shutdown:
+    /// the jobs still waiting are cancelled (their requests answer 503, their event streams end
+    /// with `cancelled`), new ones are refused, the running batches finish and their requests are
+    /// answered, then the server stops listening and this returns.
     public func run(gracefulShutdownSignals: Bool = true, onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
         let router = Router(context: LumenRequestContext.self)
         router.add(middleware: APIMiddleware(apiKey: config.apiKey))
@@ -34,11 +38,15 @@ public final class LumenServer: Sendable {
             configuration: .init(address: .hostname(config.host, port: config.port), serverName: "lumen"),
             onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? 0) },
             logger: logger)
-        if gracefulShutdownSignals {
-            try await app.runService()
-        } else {
-            try await app.runService(gracefulShutdownSignals: [])
-        }
+        // Services shut down in reverse order: the engine's hook first (waiting jobs cancelled, so
+        // their requests end), then the HTTP server (which waits for the requests in flight).
+        let group = ServiceGroup(configuration: .init(
+            services: [app, EngineShutdown(engine: engine)],
+            gracefulShutdownSignals: gracefulShutdownSignals ? [.sigterm, .sigint] : [],
+            logger: logger))
+        try await group.run()
+        // A submitted job's running batch has no request in flight: let it finish too.
+        await engine.waitUntilIdle()
     }
 
     // MARK: - Request parsing helpers
@@ -99,6 +107,18 @@ public final class LumenServer: Sendable {
             logger.error("generation failed: \(error)")
             return APIError(status: .internalServerError, message: "the generation failed (the server's log says why)", type: "server_error")
         }
+    }
+}
+
+/// Part of the server's service group: when the group begins a graceful shutdown, the engine
+/// stops taking jobs and drops the waiting ones before the HTTP server drains its requests.
+private struct EngineShutdown: Service {
+    let engine: Engine
+
+    func run() async throws {
+        // Returns when the group shuts down gracefully; throws when it is cancelled.
+        try? await gracefulShutdown()
+        engine.beginShutdown()
     }
 }
 

@@ -30,14 +30,14 @@ extension LumenServer {
             // A client that chose its job's id may subscribe a moment before its request arrives.
             var job = self.engine.job(id)
             if job == nil && Job.isValidID(id) {
-                for _ in 0..<100 where job == nil {
-                    try await Task.sleep(nanoseconds: 50_000_000)
+                for _ in 0..<250 where job == nil {
+                    try await Task.sleep(nanoseconds: 20_000_000)
                     job = self.engine.job(id)
                 }
             }
             guard let job else { throw Self.noJob(id) }
             return Response(status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"],
-                            body: ResponseBody(asyncSequence: job.events()))
+                            body: ResponseBody(asyncSequence: job.events(keepAlive: self.config.eventsKeepAlive)))
         }
         router.get("/lumen/v1/status") { _, _ in jsonResponse(self.engine.status) }
     }
@@ -98,8 +98,13 @@ extension LumenServer {
             response.headers[.lumenJobID] = job.id
             return response
         } catch {
-            let e = apiError(error)
-            if e.code == "cancelled" { job.cancelled() } else { job.fail(e) }
+            var e = apiError(error)
+            if e.code == "cancelled" {
+                if let reason = job.cancelledBecause { e.message = "the job was cancelled: \(reason)" }
+                job.cancelled()
+            } else {
+                job.fail(e)
+            }
             throw e
         }
     }

@@ -26,6 +26,9 @@ public struct ServerConfiguration: Sendable {
     /// `/sdapi/v1/progress`'s `current_image`. Models whose latent space it does not fit get none.
     public var previewTAESD: String? = nil
     public var previewEvery = 5
+    /// Seconds without an event after which a job's event stream gets a `: keep-alive` comment
+    /// (while the job waits in the queue or between slow steps); 0: none.
+    public var eventsKeepAlive = 15.0
     /// Request bodies larger than this are refused with 413.
     public var maxBodyBytes = 16 << 20
     /// Decoded images (init images, masks, png-info) larger than this are refused with 413.

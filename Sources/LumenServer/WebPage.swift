@@ -3,8 +3,9 @@ import Hummingbird
 import NIOCore
 
 /// The page at `/`: plain HTML, CSS and one JavaScript module, served from the binary (no build
-/// step). It drives the A1111 routes: txt2img or img2img, `/sdapi/v1/progress` for the bar, and
-/// `/lumen/v1/gallery` for this server's results.
+/// step). It drives the A1111 routes (txt2img or img2img), follows each request's job by the id
+/// it chose (`X-Lumen-Job-Id`) on `/lumen/v1/jobs/ID/events` for the bar and the step previews,
+/// and shows `/lumen/v1/gallery`, this server's results.
 enum WebPage {
     static let html = """
     <!doctype html>
@@ -62,7 +63,7 @@ enum WebPage {
     figcaption { white-space: pre-wrap; word-break: break-word; }
     """
 
-    static let js = """
+    static let js = #"""
     const $ = (id) => document.getElementById(id);
     let initImage = null;
 
@@ -89,7 +90,7 @@ enum WebPage {
       const fig = document.createElement('figure');
       const img = document.createElement('img');
       img.src = 'data:image/png;base64,' + b64;
-      img.alt = text.split('\\n')[0];
+      img.alt = text.split('\n')[0];
       const cap = document.createElement('figcaption');
       cap.textContent = text;
       const use = document.createElement('button');
@@ -107,16 +108,82 @@ enum WebPage {
       for (const item of (await getJSON('/lumen/v1/gallery')).items) addToGallery(item.b64_png, item.infotext || item.prompt);
     }
 
-    async function poll(done) {
-      while (!done.value) {
+    // A job id for the request (X-Lumen-Job-Id), so that its events can be opened before it is sent.
+    function newJobID() {
+      const bytes = crypto.getRandomValues(new Uint8Array(12));
+      return 'page-' + Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+    }
+
+    // Shows one of the job's events (or its record, when polling): the bar, the status, the preview.
+    function show(name, e) {
+      if (name === 'queued') {
+        $('status').textContent = e.position ? `queued, ${e.position} ahead` : 'queued';
+      } else if ((name === 'step' || name === 'started') && (e.total || e.steps)) {
+        const total = e.total || e.steps, step = e.step || 0;
+        $('progress').value = step / total;
+        $('status').textContent = `step ${step} of ${total}` + (e.images > 1 ? `, image ${e.image + 1} of ${e.images}` : '');
+      }
+      // A step preview where the server was started with --preview-taesd.
+      if (e.preview) {
+        $('step-preview').src = 'data:image/png;base64,' + e.preview;
+        $('step-preview').dataset.step = e.step;
+        $('step-preview').hidden = false;
+      }
+    }
+
+    // Reads the job's server-sent events (GET /lumen/v1/jobs/ID/events) with fetch rather than
+    // EventSource, which cannot send the API key's header. Resolves true after the job's final
+    // event, false when the stream ended without one (the connection dropped).
+    async function readEvents(id, signal) {
+      const r = await fetch(`/lumen/v1/jobs/${id}/events`, { headers: headers(), signal });
+      if (!r.ok) throw new Error(`events: ${r.status}`);
+      const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
+      let text = '';
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) return false;
+        text += value.replace(/\r\n?/g, '\n');
+        let end;
+        while ((end = text.indexOf('\n\n')) >= 0) {
+          const block = text.slice(0, end);
+          text = text.slice(end + 2);
+          let name = 'message', data = '';
+          for (const line of block.split('\n')) {
+            if (line.startsWith(':')) continue;  // `: keep-alive`
+            if (line.startsWith('event:')) name = line.slice(6).trim();
+            else if (line.startsWith('data:')) data += line.slice(5).trimStart();
+          }
+          if (!data) continue;
+          const e = JSON.parse(data);
+          show(name, e);
+          $('progress').dataset.events = +($('progress').dataset.events || 0) + 1;
+          if (name === 'done' || name === 'error' || name === 'cancelled') return true;
+        }
+      }
+    }
+
+    // Follows the job until its final event or until `signal` aborts: the event stream, opened
+    // again if it drops (it begins with where the job stands, latest preview included); after
+    // three streams that end without the final event, the job's record polled every half second.
+    async function follow(id, signal) {
+      const pause = (ms) => new Promise((r) => setTimeout(r, ms));
+      for (let failures = 0; failures < 3 && !signal.aborted;) {
         try {
-          const p = await getJSON('/sdapi/v1/progress');
-          $('progress').value = p.progress;
-          if (p.state.sampling_steps) $('status').textContent = `step ${p.state.sampling_step} of ${p.state.sampling_steps}`;
-          // A step preview where the server was started with --preview-taesd.
-          if (p.current_image) { $('step-preview').src = 'data:image/png;base64,' + p.current_image; $('step-preview').hidden = false; }
+          if (await readEvents(id, signal)) return;
+        } catch (e) {
+          if (signal.aborted) return;
+        }
+        failures += 1;
+        await pause(250);
+      }
+      $('progress').dataset.source = 'polling';
+      while (!signal.aborted) {
+        try {
+          const job = await getJSON(`/lumen/v1/jobs/${id}`);
+          show(job.state === 'queued' ? 'queued' : 'step', job);
+          if (['done', 'failed', 'cancelled'].includes(job.state)) return;
         } catch (e) { /* the next poll tries again */ }
-        await new Promise((r) => setTimeout(r, 200));
+        await pause(500);
       }
     }
 
@@ -133,13 +200,19 @@ enum WebPage {
       $('generate').disabled = true;
       $('status').textContent = 'queued';
       $('progress').value = 0;
+      $('progress').dataset.events = 0;
+      delete $('progress').dataset.source;
       $('step-preview').hidden = true;
-      const done = { value: false };
-      const polling = poll(done);
+      const id = newJobID();
+      const stop = new AbortController();
+      // Opened first: the events route waits a moment for the job that this id will name.
+      const following = follow(id, stop.signal);
       try {
-        const r = await fetch(route, { method: 'POST', headers: headers(), body: JSON.stringify(body) });
+        const r = await fetch(route, { method: 'POST', headers: { ...headers(), 'X-Lumen-Job-Id': id }, body: JSON.stringify(body) });
         const answer = await r.json();
         if (!r.ok) throw new Error(answer.detail || r.statusText);
+        // The job's last events (its final step's preview) arrive with or just after the answer.
+        await Promise.race([following, new Promise((r) => setTimeout(r, 1000))]);
         const info = JSON.parse(answer.info);
         answer.images.forEach((b64, i) => addToGallery(b64, info.infotexts[i]));
         $('progress').value = 1;
@@ -147,8 +220,8 @@ enum WebPage {
       } catch (e) {
         $('status').textContent = 'error: ' + e.message;
       } finally {
-        done.value = true;
-        await polling;
+        stop.abort();
+        await following;
         $('generate').disabled = false;
       }
     }
@@ -159,7 +232,7 @@ enum WebPage {
       // `#generate`: submit the form as it is once loaded (tools/serve_page_check.sh, headless Chromium).
       if (location.hash === '#generate') $('form').requestSubmit();
     }).catch((e) => { $('status').textContent = 'error: ' + e.message; });
-    """
+    """#
 
     static func response(_ text: String, type: String) -> Response {
         Response(status: .ok, headers: [.contentType: type], body: .init(byteBuffer: ByteBuffer(string: text)))

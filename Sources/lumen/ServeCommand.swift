@@ -44,6 +44,10 @@ struct ServeCommand: ParsableCommand {
     @Option(name: .customLong("preview-every"), help: "Steps between previews with --preview-taesd.")
     var previewEvery = 5
 
+    @Option(name: .customLong("events-keep-alive"),
+            help: "Seconds without an event after which a job's event stream gets a `: keep-alive` comment (0: none).")
+    var eventsKeepAlive = 15.0
+
     @Option(name: .customLong("max-side"), help: "Largest width or height a request may ask for.")
     var maxSide = 2048
 
@@ -59,6 +63,9 @@ struct ServeCommand: ParsableCommand {
         if maxLoadedModels < 1 { throw ValidationError("--max-loaded-models \(maxLoadedModels): expected 1 or more") }
         if let modelMemory, (MemoryBudget.parse(modelMemory) ?? 0) < 1 {
             throw ValidationError("--model-memory \(modelMemory): expected bytes or a number with K, M, G or T (e.g. 12G)")
+        }
+        if !(eventsKeepAlive >= 0 && eventsKeepAlive <= 3600) {
+            throw ValidationError("--events-keep-alive \(eventsKeepAlive): expected 0 (none) to 3600 seconds")
         }
         if previewEvery < 1 { throw ValidationError("--preview-every \(previewEvery): expected 1 or more") }
         if let previewTAESD, !FileManager.default.fileExists(atPath: previewTAESD) {
@@ -85,6 +92,7 @@ struct ServeCommand: ParsableCommand {
         config.maxBodyBytes = maxBody
         config.previewTAESD = previewTAESD
         config.previewEvery = previewEvery
+        config.eventsKeepAlive = eventsKeepAlive
         let server: LumenServer
         do { server = try LumenServer(configuration: config) } catch let e as ServerSetupError {
             throw ValidationError(e.description)

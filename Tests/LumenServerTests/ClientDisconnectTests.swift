@@ -30,21 +30,6 @@ final class ClientDisconnectTests: ServerTestCase {
         return fd
     }
 
-    func state(_ base: String, _ id: String) async throws -> [String: Any] {
-        try await send(.GET, base + "/lumen/v1/jobs/\(id)").json
-    }
-
-    func waitFor(_ base: String, _ id: String, _ states: Set<String>, seconds: Double = 60) async throws -> [String: Any] {
-        let deadline = Date().addingTimeInterval(seconds)
-        while Date() < deadline {
-            let s = try await state(base, id)
-            if let st = s["state"] as? String, states.contains(st) { return s }
-            try await Task.sleep(nanoseconds: 20_000_000)
-        }
-        XCTFail("job \(id) never reached \(states)")
-        return [:]
-    }
-
     func testAQueuedRequestWhoseClientDisconnectsNeverRuns() async throws {
         try await withServer({ $0.queueLimit = 4 }) { base in
             let port = Int(base.split(separator: ":").last!)!

@@ -27,6 +27,7 @@ final class JobEventsTests: ServerTestCase {
                 if line.hasPrefix("event: ") { name = String(line.dropFirst(7)) }
                 if line.hasPrefix("data: ") { data += line.dropFirst(6) }
             }
+            if data.isEmpty { continue }  // a `: keep-alive` comment
             let object = (try? JSONSerialization.jsonObject(with: Data(data.utf8))) as? [String: Any] ?? [:]
             events.append(Event(name: name, data: object))
         }

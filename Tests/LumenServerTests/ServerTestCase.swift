@@ -56,6 +56,23 @@ class ServerTestCase: XCTestCase {
         return Reply(status: response.status, headers: response.headers, body: Data(buffer: buffer))
     }
 
+    /// A job's record (`GET /lumen/v1/jobs/ID`).
+    func state(_ base: String, _ id: String) async throws -> [String: Any] {
+        try await send(.GET, base + "/lumen/v1/jobs/\(id)").json
+    }
+
+    /// Polls a job's record until its state is one of `states`.
+    func waitFor(_ base: String, _ id: String, _ states: Set<String>, seconds: Double = 60) async throws -> [String: Any] {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            let s = try await state(base, id)
+            if let st = s["state"] as? String, states.contains(st) { return s }
+            try await Task.sleep(nanoseconds: 20_000_000)
+        }
+        XCTFail("job \(id) never reached \(states)")
+        return [:]
+    }
+
     /// What `lumen generate` makes for the same settings: the library's pipeline, run directly.
     func reference(_ configure: (inout GenerationRequest) -> Void) throws -> [RGBImage] {
         let pipeline = try Pipeline(modelPath: XCTUnwrap(DefaultModel.locate()).path, backend: .cpu)
