@@ -125,7 +125,7 @@ if [ "$SMALL" = 1 ]; then
   KERNEL_ARGS=(--small --min-seconds 0)
   DEMO_STEPS=4
   PROFILE_SIZE=64
-  L_ENV=15 L_DEV=30 L_DEMO=240 L_KF32=240 L_KF16=240 L_PREP=30 L_MODEL=240 L_PROF=120 L_GEN=240 L_TORCH=240
+  L_ENV=15 L_DEV=30 L_DEMO=240 L_KF32=240 L_KF16=240 L_PREP=30 L_MODEL=240 L_PROF=120 L_AB=240 L_GEN=240 L_TORCH=240
 else
   MODE=full
   SD_ARGS=(--work-dir "$WORK/sd15-random" --tokenizer "$PACK/tokenizer" --sizes 512,256 --generate-size 512 --steps 10 --runs 3)
@@ -133,11 +133,11 @@ else
   KERNEL_ARGS=(--min-seconds 0.2)
   DEMO_STEPS=20
   PROFILE_SIZE=512
-  # Worst case, every stage at its limit: 450 s, under 8 minutes (the torch peer took 46-65 s on the H200).
-  L_ENV=10 L_DEV=20 L_DEMO=40 L_KF32=55 L_KF16=40 L_PREP=40 L_MODEL=85 L_PROF=25 L_GEN=35 L_TORCH=100
+  # Worst case, every stage at its limit: 510 s (the torch peer took 46-67 s on the H200; the whole check 134 s in its fourth run).
+  L_ENV=10 L_DEV=20 L_DEMO=40 L_KF32=55 L_KF16=40 L_PREP=40 L_MODEL=85 L_PROF=25 L_AB=60 L_GEN=35 L_TORCH=100
 fi
 
-export MODE SMALL PACK LUMEN BENCH DEMO WORK PY DEMO_STEPS
+export MODE SMALL PACK LUMEN BENCH DEMO WORK PY DEMO_STEPS PROFILE_SIZE
 
 # 1. environment
 env_stage() {
@@ -205,6 +205,17 @@ fi
 stage model-phases "$L_MODEL" model.txt "$BENCH" model --backend vulkan --compare-cpu --phases text,unet,vae "${SD_ARGS[@]}"
 stage unet-profile "$L_PROF" profile.txt env LUMEN_PROFILE=1 "$BENCH" model --backend vulkan --phases unet \
   "${SD_ARGS[@]}" --sizes "$PROFILE_SIZE" --runs 1
+# Same-run A/B of the UNet step: the defaults, split K off, the f32 kernels (into profile.txt, so
+# that the summary's phase table keeps reading the default run from model.txt).
+unet_ab_stage() {
+  for cfg in default LUMEN_VULKAN_SPLITK_GROUPS=0 LUMEN_VULKAN_ACTIVATIONS=f32; do
+    echo "-- A/B $cfg"
+    if [ "$cfg" = default ]; then set -- "$BENCH"; else set -- env "$cfg" "$BENCH"; fi
+    "$@" model --backend vulkan --phases unet "${SD_ARGS[@]}" --sizes "$PROFILE_SIZE" --runs 3 2>&1 \
+      | awk -v c="$cfg" '/^unet-step-/ { print "A/B " c ": " $0 }'
+  done
+}
+stage unet-ab "$L_AB" profile.txt unet_ab_stage
 stage generate "$L_GEN" model.txt "$BENCH" model --backend vulkan --phases generate "${SD_ARGS[@]}"
 
 # 6. the PyTorch/diffusers peer on the same device
@@ -249,6 +260,8 @@ stage torch-peer "$L_TORCH" torch.txt torch_stage
                r = (p in torch && torch[p] > 0) ? sprintf("%.2f", lumen[p] / torch[p]) : "-"
                printf "%-16s %14s %9s %16s %11s %14s\n", p, lumen[p], (p in gpu ? gpu[p] : "-"), (p in err ? err[p] : "-"), (p in torch ? torch[p] : "-"), r } }' \
     "$OUT/model.txt" "$OUT/torch.txt" 2>/dev/null
+  echo
+  grep -h '^A/B ' "$OUT/profile.txt" 2>/dev/null
   echo
   [ "$FAILED" = 0 ] && echo "result: every stage passed" || echo "result: FAILED (see the stage table and the files in $OUT)"
 } >"$SUMMARY"
