@@ -42,6 +42,14 @@ if [ "$BUILD" = 1 ]; then
   # SwiftPM plans the shader plugin's commands again only when it replans the package; a .comp
   # added since the last build would be missing from the binary. Touching the manifest replans.
   touch "$ROOT/Package.swift"
+  # This project's own Swift modules are rebuilt from scratch (the packages they use are kept):
+  # an incremental release build once linked a lumen whose LumenBenchmarks still inlined the old
+  # layout of VulkanExecutor.Options after fields were added (cross-module optimisation), and
+  # the binary crashed in Options.init and corrupted its heap at exit (seen on lavapipe with
+  # --small, 2026-12-04). A few minutes, against a GPU run lost to a stale binary.
+  for t in LumenRuntime LumenCPU LumenVulkan Lumen LumenEval LumenBenchmarks LumenServer lumen lumen_bench; do
+    rm -rf "$SCRATCH/release/$t.build" "$SCRATCH"/*/release/"$t".build
+  done
   (cd "$ROOT" && LUMEN_NO_DEMO_MODEL=1 LUMEN_NO_ICU_DATA=1 swift build -c release --static-swift-stdlib \
      --scratch-path "$SCRATCH" --product lumen)
 fi
