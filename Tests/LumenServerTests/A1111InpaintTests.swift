@@ -155,9 +155,9 @@ final class A1111InpaintTests: ServerTestCase {
             func check(_ extra: [String: Any], param: String, _ text: String, file: StaticString = #filePath, line: UInt = #line) async throws {
                 let r = try await self.send(.POST, base + "/sdapi/v1/img2img", json: self.fields(b64, extra))
                 XCTAssertEqual(r.status, .badRequest, String(decoding: r.body, as: UTF8.self), file: file, line: line)
-                let error = r.json["error"] as? [String: Any]
-                XCTAssertEqual(error?["param"] as? String, param, file: file, line: line)
-                let message = error?["message"] as? String ?? ""
+                // FastAPI's shape, as A1111 answers: the message names the field first.
+                let message = r.json["detail"] as? String ?? ""
+                XCTAssertTrue(message.hasPrefix(param), "\"\(message)\" does not start with \"\(param)\"", file: file, line: line)
                 XCTAssertTrue(message.contains(text), "\"\(message)\" does not say \"\(text)\"", file: file, line: line)
             }
             let small = try self.pngData(RGBImage(width: 32, height: 64, pixels: [UInt8](repeating: 255, count: 32 * 64 * 3)))
