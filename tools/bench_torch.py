@@ -24,6 +24,13 @@ phase builds only its own networks and frees them before the next (fp32 SDXL is 
 --compare it runs `lumen-bench model --model sdxl` with the same sizes, steps and phases
 (--lumen-work-dir: where lumen-bench keeps its random-weight folder). --phases picks among text,
 unet, vae, generate.
+
+SD 1.5 with a ControlNet (`--model controlnet`): the SD 1.5 UNet of Tests/Fixtures/sd15-configs and
+`ControlNetModel.from_unet(unet)` (SD 1.5's ControlNet architecture, conditioning embedding
+16/32/96/256, as lllyasviel's sd-controlnet-* are), fp32; `controlnet-N` times the ControlNet alone
+and `controlnet-step-N` the ControlNet and the UNet with its residuals (one denoising step with
+guidance, batch 2), at --sizes (default 512); `generate-N` runs StableDiffusionControlNetPipeline
+with the conditioning image lumen-bench uses (a grid of white lines). --phases: unet, generate.
 """
 import argparse
 import json
@@ -178,9 +185,76 @@ def generate_child_sdxl(args):
              width=args.generate_size, generator=torch.Generator("cpu").manual_seed(0), output_type="np")
 
 
+def build_controlnet(args):
+    """SD 1.5's UNet and a ControlNet made from it (diffusers' from_unet: the encoder half copied,
+    conditioning embedding 16, 32, 96, 256), random weights."""
+    import torch
+    from diffusers import ControlNetModel, UNet2DConditionModel
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    dtype = getattr(torch, DTYPES[args.dtype])
+    with torch.device(args.device):
+        unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(os.path.join(args.configs, "unet"))).eval()
+        controlnet = ControlNetModel.from_unet(unet).eval()
+    return torch, unet.to(dtype=dtype), controlnet.to(dtype=dtype)
+
+
+def control_image(size):
+    """The conditioning image of lumen-bench's generate phase (ControlNetModelBenchmark.swift): white
+    lines on black where x % 37 == 0, y % 29 == 0 or (x + y) % 53 == 0."""
+    import numpy as np
+    from PIL import Image
+    y, x = np.mgrid[0:size, 0:size]
+    on = (x % 37 == 0) | (y % 29 == 0) | ((x + y) % 53 == 0)
+    return Image.fromarray(np.repeat((on * 255).astype(np.uint8)[:, :, None], 3, axis=2))
+
+
+def phases_controlnet(args):
+    torch, unet, controlnet = build_controlnet(args)
+    dev, dtype = args.device, unet.dtype
+    ctx = torch.randn(2, 77, unet.config.cross_attention_dim, device=dev, dtype=dtype)
+    results = []
+    for image in args.sizes:
+        x = torch.randn(2, unet.config.in_channels, image // 8, image // 8, device=dev, dtype=dtype)
+        t = torch.tensor([981.0, 981.0], device=dev)
+        # Sparse ones, as an edge map (lumen-bench's phase input is the same kind).
+        cond = (torch.rand(2, 3, image, image, device=dev) < 9 / 97).to(dtype)
+
+        def control():
+            return controlnet(x, t, ctx, controlnet_cond=cond, conditioning_scale=1.0, return_dict=False)
+
+        def step():
+            down, mid = control()
+            return unet(x, t, ctx, down_block_additional_residuals=down, mid_block_additional_residual=mid)
+        results.append({"phase": f"controlnet-{image}", "seconds": timed(torch, control, args.runs, dev)})
+        results.append({"phase": f"controlnet-step-{image}", "seconds": timed(torch, step, args.runs, dev)})
+    return results
+
+
+def generate_child_controlnet(args):
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionControlNetPipeline
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    torch, unet, controlnet = build_controlnet(args)
+    with torch.device(args.device):
+        vae = AutoencoderKL.from_config(AutoencoderKL.load_config(os.path.join(args.configs, "vae"))).eval()
+        with open(os.path.join(args.configs, "text_encoder", "config.json")) as f:
+            text = CLIPTextModel(CLIPTextConfig(**json.load(f))).eval()
+    tok = CLIPTokenizer.from_pretrained(args.tokenizer)
+    sched = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1)
+    pipe = StableDiffusionControlNetPipeline(vae=vae, text_encoder=text, tokenizer=tok, unet=unet, controlnet=controlnet, scheduler=sched,
+                                             safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    with torch.inference_mode():
+        pipe("a benchmark prompt", image=control_image(args.generate_size), num_inference_steps=args.steps, guidance_scale=7.5,
+             height=args.generate_size, width=args.generate_size, generator=torch.Generator("cpu").manual_seed(0), output_type="np")
+
+
 def generate_child(args):
     if args.model == "sdxl":
         generate_child_sdxl(args)
+        return
+    if args.model == "controlnet":
+        generate_child_controlnet(args)
         return
     torch, text, unet, vae = build(args)
     steps = args.steps
@@ -205,10 +279,10 @@ def main():
     ap.add_argument("--compare", metavar="LUMEN_BENCH", help="also run `LUMEN_BENCH model --json` and print ratios")
     ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
     ap.add_argument("--dtype", default="fp32", choices=sorted(DTYPES))
-    ap.add_argument("--model", default="sd15", choices=["sd15", "sdxl"])
+    ap.add_argument("--model", default="sd15", choices=["sd15", "sdxl", "controlnet"])
     ap.add_argument("--configs", default=None, help="a folder with unet/, vae/, text_encoder/ configs (random weights); "
                     "default Tests/Fixtures/sd15-configs or sdxl-configs")
-    ap.add_argument("--phases", default="text,unet,vae,generate", help="text, unet, vae, generate (comma-separated)")
+    ap.add_argument("--phases", default=None, help="text, unet, vae, generate (comma-separated; controlnet: unet, generate)")
     ap.add_argument("--lumen-work-dir", help="with --compare: lumen-bench's --work-dir")
     ap.add_argument("--tokenizer", default=os.path.join(HERE, "..", "Tests", "Fixtures", "tiny-sd", "tokenizer"))
     ap.add_argument("--sizes", default=None, help="UNet-step image sizes; the VAE decodes at the first (default 512,256; sdxl 1024)")
@@ -217,11 +291,11 @@ def main():
     ap.add_argument("--table", action="store_true", help="print `phase seconds` lines instead of JSON")
     ap.add_argument("--generate-child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    sdxl = args.model == "sdxl"
+    sdxl, controlnet = args.model == "sdxl", args.model == "controlnet"
     args.configs = args.configs or (SDXL_CONFIGS if sdxl else CONFIGS)
-    args.sizes = [int(s) for s in (args.sizes or ("1024" if sdxl else "512,256")).split(",")]
+    args.sizes = [int(s) for s in (args.sizes or ("1024" if sdxl else "512" if controlnet else "512,256")).split(",")]
     args.generate_size = args.generate_size or (1024 if sdxl else 512)
-    args.phases = set(args.phases.split(","))
+    args.phases = set((args.phases or ("unet,generate" if controlnet else "text,unet,vae,generate")).split(","))
     if "generate" not in args.phases:
         args.skip_generate = True
     if args.generate_child:
@@ -231,8 +305,8 @@ def main():
     lumen = None
     if args.compare:
         command = [args.compare, "model", "--json", "--runs", str(args.runs), "--steps", str(args.steps)]
-        if sdxl:
-            command += ["--model", "sdxl", "--sizes", ",".join(map(str, args.sizes)), "--generate-size", str(args.generate_size),
+        if sdxl or controlnet:
+            command += ["--model", args.model, "--sizes", ",".join(map(str, args.sizes)), "--generate-size", str(args.generate_size),
                         "--phases", ",".join(sorted(args.phases))]
             if args.lumen_work_dir:
                 command += ["--work-dir", args.lumen_work_dir]
@@ -255,7 +329,8 @@ def main():
         rss = usage.ru_maxrss * 1024
         name = f"generate-{args.generate_size}"
         torch_results[name] = {"phase": name, "seconds": gen_seconds, "peak_rss_bytes": rss, "steps": args.steps}
-    torch_results = {**{r["phase"]: r for r in (phases_sdxl(args) if sdxl else phases(args))}, **torch_results}
+    measured = phases_sdxl(args) if sdxl else (phases_controlnet(args) if "unet" in args.phases else []) if controlnet else phases(args)
+    torch_results = {**{r["phase"]: r for r in measured}, **torch_results}
 
     if args.table:
         print(f"# PyTorch {args.device} {args.dtype}")
@@ -265,19 +340,21 @@ def main():
     if lumen is None:
         print(json.dumps(list(torch_results.values()), indent=1))
         return
-    print(f"{'phase':<16}{'PyTorch s':>11}{'Lumen s':>10}{'Lumen/PyTorch':>15}   notes")
+    print(f"{'phase':<20}{'PyTorch s':>11}{'Lumen s':>10}{'Lumen/PyTorch':>15}   notes")
     gen = f"generate-{args.generate_size}"
-    for phase in ["text-encode"] + [f"unet-step-{s}" for s in args.sizes] + [f"vae-decode-{args.sizes[0]}", gen]:
+    names = ([n for s in args.sizes for n in (f"controlnet-{s}", f"controlnet-step-{s}")] if controlnet else
+             ["text-encode"] + [f"unet-step-{s}" for s in args.sizes] + [f"vae-decode-{args.sizes[0]}"])
+    for phase in names + [gen]:
         p, l = torch_results.get(phase), lumen.get(phase)
         if not p or not l:
             continue
-        notes = ""
+        notes = f"Lumen ISA {l['isa']}; " if l.get("isa") else ""
         if phase == gen:
-            notes = (f"{args.steps} steps; peak RSS PyTorch {p['peak_rss_bytes'] / 1e9:.2f} GB, "
+            notes += (f"{args.steps} steps; peak RSS PyTorch {p['peak_rss_bytes'] / 1e9:.2f} GB, "
                      f"Lumen {l['peak_rss_bytes'] / 1e9:.2f} GB")
         elif l.get("gflops"):
-            notes = f"Lumen {l['gflops']:.0f} GFLOP/s"
-        print(f"{phase:<16}{p['seconds']:>11.3f}{l['seconds']:>10.3f}{l['seconds'] / p['seconds']:>15.2f}   {notes}")
+            notes += f"Lumen {l['gflops']:.0f} GFLOP/s"
+        print(f"{phase:<20}{p['seconds']:>11.3f}{l['seconds']:>10.3f}{l['seconds'] / p['seconds']:>15.2f}   {notes}")
 
 
 if __name__ == "__main__":

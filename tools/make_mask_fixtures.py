@@ -27,6 +27,11 @@ images/canny-shapes.png) and Tests/Fixtures/mask-reference.safetensors with:
   <case>.raw                        uint8 [N, h, w, 3]: the generated images before apply_overlay
   <case>.image                      uint8 [N, H, W, 3]: the pipeline's images (PIL), overlaid
 with each request as JSON in the metadata under the case's name.
+
+SDXL's `padding_mask_crop` (`StableDiffusionXLInpaintPipeline`; its time ids take the output size
+as original and target size) goes to Tests/Fixtures/mask-sdxl-reference.safetensors, with the same
+<case>.crop/.init/.mask/.raw/.image entries: `tiny-sdxl` (4-channel UNet) with a blurred mask, and
+`tiny-sdxl-inpaint` (9-channel UNet) at 64x32.
 """
 
 import json
@@ -35,7 +40,8 @@ import sys
 
 import numpy as np
 import torch
-from diffusers import EulerAncestralDiscreteScheduler, PNDMScheduler, StableDiffusionInpaintPipeline
+from diffusers import (EulerAncestralDiscreteScheduler, EulerDiscreteScheduler, PNDMScheduler, StableDiffusionInpaintPipeline,
+                       StableDiffusionXLInpaintPipeline)
 from diffusers.image_processor import VaeImageProcessor
 from PIL import Image
 
@@ -44,7 +50,9 @@ import make_fixtures as base  # noqa: E402
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "Tests", "Fixtures")
 OUT = os.path.join(ROOT, "mask-reference.safetensors")
-SCHEDULERS = {"pndm": PNDMScheduler.from_config, "euler-a": EulerAncestralDiscreteScheduler.from_config}
+OUT_XL = os.path.join(ROOT, "mask-sdxl-reference.safetensors")
+SCHEDULERS = {"pndm": PNDMScheduler.from_config, "euler-a": EulerAncestralDiscreteScheduler.from_config,
+              "euler": EulerDiscreteScheduler.from_config}
 
 BLUR_CASES = [
     # name, input, radius
@@ -70,6 +78,12 @@ CROP_CASES = [
     ("crop-fill9", "tiny-sd-inpaint", "mask-tall96x80.png", 4, 0.0, 64, 32, "euler-a", "a blue square", None, 5, 6.0, 1.0, 43, 2),
 ]
 
+# The same through StableDiffusionXLInpaintPipeline (negative None: SDXL's zero unconditional inputs).
+CROP_CASES_XL = [
+    ("xl-crop-blur", "tiny-sdxl", "mask-crop96x80.png", 6, 2.0, 64, 64, "euler", "a red circle", "blurry", 5, 5.0, 0.7, 44, 1),
+    ("xl-crop-fill9", "tiny-sdxl-inpaint", "mask-tall96x80.png", 4, 0.0, 64, 32, "euler-a", "a blue square", None, 5, 5.0, 1.0, 45, 2),
+]
+
 
 def make_masks():
     m = np.zeros((80, 96), dtype=np.uint8)
@@ -84,6 +98,48 @@ def make_masks():
 
 def u8(images):
     return torch.from_numpy(np.stack([np.asarray(i.convert("RGB")) for i in images])).contiguous()
+
+
+def crop_cases(cases, pipeline, tensors, meta):
+    """Runs `padding_mask_crop` requests on images/canny-shapes.png, recording diffusers'
+    intermediates (the crop box, the resized crop of image and mask, the images before the overlay)."""
+    shapes = Image.open(os.path.join(ROOT, "images", "canny-shapes.png")).convert("RGB")
+    for (name, model, mask_png, padding, blur, width, height, sched, prompt, negative, steps, guidance, strength, seed,
+         count) in cases:
+        pipe, config = pipeline(model)
+        pipe.scheduler = SCHEDULERS[sched](config)
+        mask = Image.open(os.path.join(ROOT, "images", mask_png))
+        if blur > 0:
+            mask = pipe.mask_processor.blur(mask, blur_factor=blur)
+        crop = pipe.mask_processor.get_crop_region(mask, width, height, pad=padding)
+        init = pipe.image_processor.resize(shapes.crop(crop), height, width, resize_mode="fill").convert("RGB")
+        mask_in = pipe.mask_processor.resize(mask.crop(crop), height, width, resize_mode="fill").convert("L")
+        # The same as the pipeline's own preprocessing, before it normalises.
+        pre = pipe.image_processor.preprocess(shapes, height=height, width=width, crops_coords=crop, resize_mode="fill")
+        assert torch.equal(pre, torch.from_numpy(np.asarray(init).astype(np.float32) / 255).permute(2, 0, 1)[None] * 2 - 1)
+        raw = []
+        overlay = pipe.image_processor.apply_overlay
+
+        def recording(m, original, image, coords, overlay=overlay, raw=raw):
+            raw.append(image.copy())
+            return overlay(m, original, image, coords)
+
+        pipe.image_processor.apply_overlay = recording
+        images = pipe(prompt=prompt, negative_prompt=negative, image=shapes, mask_image=mask, height=height, width=width,
+                      num_inference_steps=steps, guidance_scale=guidance, strength=strength, num_images_per_prompt=count,
+                      padding_mask_crop=padding, generator=torch.Generator("cpu").manual_seed(seed)).images
+        del pipe.image_processor.apply_overlay
+        assert len(raw) == count and raw[0].size == (width, height) and images[0].size == shapes.size
+        tensors[f"{name}.crop"] = torch.tensor(crop, dtype=torch.int32)
+        tensors[f"{name}.init"] = torch.from_numpy(np.asarray(init).copy())
+        tensors[f"{name}.mask"] = torch.from_numpy(np.asarray(mask_in).copy())
+        tensors[f"{name}.raw"] = u8(raw)
+        tensors[f"{name}.image"] = u8(images)
+        meta[name] = json.dumps(dict(scheduler=sched, prompt=prompt, negative_prompt=negative, steps=steps, guidance=guidance,
+                                     strength=strength, seed=seed, count=count, width=width, height=height,
+                                     init="images/canny-shapes.png", mask="images/" + mask_png, model=model,
+                                     mask_blur=blur, mask_crop=padding))
+        print(name, "crop", crop, "output", images[0].size)
 
 
 def main():
@@ -134,45 +190,24 @@ def main():
         print(name, "done")
 
     # 3. padding_mask_crop, with the images before the overlay recorded on the way.
-    shapes = Image.open(os.path.join(ROOT, "images", "canny-shapes.png")).convert("RGB")
-    for (name, model, mask_png, padding, blur, width, height, sched, prompt, negative, steps, guidance, strength, seed,
-         count) in CROP_CASES:
-        pipe, config = pipeline(model)
-        pipe.scheduler = SCHEDULERS[sched](config)
-        mask = Image.open(os.path.join(ROOT, "images", mask_png))
-        if blur > 0:
-            mask = pipe.mask_processor.blur(mask, blur_factor=blur)
-        crop = pipe.mask_processor.get_crop_region(mask, width, height, pad=padding)
-        init = pipe.image_processor.resize(shapes.crop(crop), height, width, resize_mode="fill").convert("RGB")
-        mask_in = pipe.mask_processor.resize(mask.crop(crop), height, width, resize_mode="fill").convert("L")
-        # The same as the pipeline's own preprocessing, before it normalises.
-        pre = pipe.image_processor.preprocess(shapes, height=height, width=width, crops_coords=crop, resize_mode="fill")
-        assert torch.equal(pre, torch.from_numpy(np.asarray(init).astype(np.float32) / 255).permute(2, 0, 1)[None] * 2 - 1)
-        raw = []
-        overlay = pipe.image_processor.apply_overlay
-
-        def recording(m, original, image, coords, overlay=overlay, raw=raw):
-            raw.append(image.copy())
-            return overlay(m, original, image, coords)
-
-        pipe.image_processor.apply_overlay = recording
-        images = pipe(prompt=prompt, negative_prompt=negative, image=shapes, mask_image=mask, height=height, width=width,
-                      num_inference_steps=steps, guidance_scale=guidance, strength=strength, num_images_per_prompt=count,
-                      padding_mask_crop=padding, generator=torch.Generator("cpu").manual_seed(seed)).images
-        del pipe.image_processor.apply_overlay
-        assert len(raw) == count and raw[0].size == (width, height) and images[0].size == shapes.size
-        tensors[f"{name}.crop"] = torch.tensor(crop, dtype=torch.int32)
-        tensors[f"{name}.init"] = torch.from_numpy(np.asarray(init).copy())
-        tensors[f"{name}.mask"] = torch.from_numpy(np.asarray(mask_in).copy())
-        tensors[f"{name}.raw"] = u8(raw)
-        tensors[f"{name}.image"] = u8(images)
-        meta[name] = json.dumps(dict(scheduler=sched, prompt=prompt, negative_prompt=negative, steps=steps, guidance=guidance,
-                                     strength=strength, seed=seed, count=count, width=width, height=height,
-                                     init="images/canny-shapes.png", mask="images/" + mask_png, model=model,
-                                     mask_blur=blur, mask_crop=padding))
-        print(name, "crop", crop, "output", images[0].size)
+    crop_cases(CROP_CASES, pipeline, tensors, meta)
     base.save_safetensors(tensors, OUT, metadata=meta)
     print(OUT, os.path.getsize(OUT))
+
+    # 4. SDXL's padding_mask_crop.
+    xl_pipes = {}
+
+    def pipeline_xl(model):
+        if model not in xl_pipes:
+            p = StableDiffusionXLInpaintPipeline.from_pretrained(os.path.join(ROOT, model), dtype=torch.float32, local_files_only=True)
+            p.set_progress_bar_config(disable=True)
+            xl_pipes[model] = (p, p.scheduler.config)
+        return xl_pipes[model]
+
+    tensors_xl, meta_xl = {}, {k: v for k, v in meta.items() if k in ("diffusers", "torch", "pillow", "generator")}
+    crop_cases(CROP_CASES_XL, pipeline_xl, tensors_xl, meta_xl)
+    base.save_safetensors(tensors_xl, OUT_XL, metadata=meta_xl)
+    print(OUT_XL, os.path.getsize(OUT_XL))
 
 
 if __name__ == "__main__":

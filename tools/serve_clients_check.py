@@ -146,6 +146,27 @@ def main():
             want = lumen_generate(tmp, "a1111", "a green square on a white background", 7, 7, 5, "dpmpp-2m-karras", negative="")
             print("A1111 requests script:", "same pixels" if got == want else "DIFFERENT pixels")
             failures += got != want
+
+            # A1111's masked img2img from that image: its mask fields are lumen generate's --mask,
+            # --mask-blur and --mask-crop ("Only masked" with its padding).
+            white = bytearray()
+            for y in range(64):
+                for x in range(64):
+                    white += bytes((255, 255, 255) if 8 <= x < 32 and 24 <= y < 56 else (0, 0, 0))
+            write_png(os.path.join(tmp, "a1111-mask.png"), 64, 64, white, 3)
+            with open(os.path.join(tmp, "a1111-mask.png"), "rb") as f:
+                mask_b64 = base64.b64encode(f.read()).decode()
+            r = requests.post(base + "/sdapi/v1/img2img", headers={"Authorization": f"Bearer {KEY}"}, timeout=300, json={
+                "init_images": [body["images"][0]], "mask": mask_b64, "mask_blur": 2, "inpainting_fill": 1,
+                "inpaint_full_res": True, "inpaint_full_res_padding": 8, "inpainting_mask_invert": 0,
+                "prompt": "a red circle", "steps": 6, "cfg_scale": 4, "seed": 3, "denoising_strength": 0.8, "sampler_name": "DDIM"})
+            r.raise_for_status()
+            got = png_pixels(base64.b64decode(r.json()["images"][0]))
+            want = lumen_generate(tmp, "a1111-inpaint", "a red circle", 3, 6, 4, "ddim", negative="", extra=[
+                "--init-image", os.path.join(tmp, "a1111.png"), "--strength", "0.8", "--mask", os.path.join(tmp, "a1111-mask.png"),
+                "--mask-blur", "2", "--mask-crop", "8"])
+            print("A1111 requests script, masked img2img:", "same pixels" if got == want else "DIFFERENT pixels")
+            failures += got != want
     finally:
         server.terminate()
         rc = server.wait(timeout=60)

@@ -4,19 +4,20 @@ import LumenCPU
 import Lumen
 import LumenRuntime
 
-/// `lumen-bench model`: Stable Diffusion 1.5 or SDXL base phase timings (random weights, no download).
+/// `lumen-bench model`: Stable Diffusion 1.5, SDXL base or SD 1.5 with a ControlNet, phase timings
+/// (random weights, no download).
 public struct ModelBenchCommand: ParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "model",
-        abstract: "Benchmark the full Stable Diffusion 1.5 or SDXL base architecture (random f16 weights) phase by phase.")
+        abstract: "Benchmark the full Stable Diffusion 1.5, SDXL base or SD 1.5 + ControlNet architecture (random f16 weights) phase by phase.")
 
-    @Option(help: "sd15 (512×512 and 256×256) or sdxl (SDXL base at 1024×1024).")
+    @Option(help: "sd15 (512×512 and 256×256), sdxl (SDXL base at 1024×1024) or controlnet (SD 1.5 with an SD 1.5 ControlNet at 512×512).")
     public var model = "sd15"
 
-    @Option(name: .customLong("work-dir"), help: "Where the random-weight model is written (once; SD 1.5 about 2.1 GB, SDXL about 7 GB). Default: lumen-MODEL-random in the temporary folder.")
+    @Option(name: .customLong("work-dir"), help: "Where the random-weight model is written (once; SD 1.5 about 2.1 GB, SDXL about 7 GB; controlnet: the SD 1.5 folder and its controlnet/, 0.7 GB more). Default: lumen-MODEL-random (controlnet: lumen-sd15-random) in the temporary folder.")
     public var workDirOption: String?
 
-    var workDir: String { workDirOption ?? NSTemporaryDirectory() + "lumen-\(model)-random" }
+    var workDir: String { workDirOption ?? NSTemporaryDirectory() + "lumen-\(model == "controlnet" ? "sd15" : model)-random" }
 
     @Option(help: "A folder with the CLIP vocab.json and merges.txt.")
     public var tokenizer = "Tests/Fixtures/tiny-sd/tokenizer"
@@ -54,37 +55,42 @@ public struct ModelBenchCommand: ParsableCommand {
     @Option(name: .customLong("model-folder"), help: "Benchmark this diffusers folder (e.g. Models/demo) instead of the random-weight SD 1.5.")
     public var modelFolder: String?
 
-    @Option(name: .customLong("sizes"), help: "Image sizes of the UNet-step phases, comma-separated (the VAE decodes at the first). Default: 512,256 for sd15, 1024 for sdxl.")
+    @Option(name: .customLong("sizes"), help: "Image sizes of the UNet-step phases, comma-separated (the VAE decodes at the first). Default: 512,256 for sd15, 1024 for sdxl, 512 for controlnet.")
     public var sizesOption: String?
 
-    var sizes: String { sizesOption ?? (model == "sdxl" ? "1024" : "512,256") }
+    var sizes: String { sizesOption ?? (model == "sdxl" ? "1024" : model == "controlnet" ? "512" : "512,256") }
 
     @Option(name: .customLong("generate-size"), help: "Image size of the whole-generation phase (default: 512 for sd15, 1024 for sdxl).")
     public var generateSizeOption: Int?
 
     var generateSize: Int { generateSizeOption ?? (model == "sdxl" ? 1024 : 512) }
 
-    @Option(help: "Phases to run, comma-separated: text, unet, vae, generate.")
-    public var phases = "text,unet,vae,generate"
+    @Option(help: "Phases to run, comma-separated: text, unet, vae, generate (controlnet: unet, which times the ControlNet alone and a whole step, and generate).")
+    public var phases: String?
+
+    var phaseList: String { phases ?? (model == "controlnet" ? "unet,generate" : "text,unet,vae,generate") }
 
     public init() {}
 
     public func validate() throws {
-        guard model == "sd15" || model == "sdxl" else { throw ValidationError("--model \(model): expected sd15 or sdxl") }
-        if model == "sdxl" && (modelFolder != nil || backend != .cpu) {
-            throw ValidationError("--model sdxl runs its random-weight SDXL base on the CPU backend (no --model-folder, no --backend vulkan yet)")
+        guard ["sd15", "sdxl", "controlnet"].contains(model) else { throw ValidationError("--model \(model): expected sd15, sdxl or controlnet") }
+        if model != "sd15" && (modelFolder != nil || backend != .cpu) {
+            throw ValidationError("--model \(model) runs its random-weight model on the CPU backend (no --model-folder, no --backend vulkan yet)")
         }
         guard runs >= 1, steps >= 1 else { throw ValidationError("--runs and --steps must be at least 1") }
         guard !imageSizes.isEmpty, imageSizes.allSatisfy({ $0 >= 8 && $0 % 8 == 0 }), generateSize >= 8, generateSize % 8 == 0 else {
             throw ValidationError("--sizes \(sizes) / --generate-size \(generateSize): image sizes are positive multiples of 8")
         }
         if bf16 && backend != .cpu { throw ValidationError("--bf16 is for the CPU backend") }
-        let unknown = phaseSet.subtracting(["text", "unet", "vae", "generate"])
-        guard unknown.isEmpty else { throw ValidationError("--phases: unknown \(unknown.sorted().joined(separator: ", ")); expected text, unet, vae, generate") }
+        let known: Set<String> = model == "controlnet" ? ["unet", "generate"] : ["text", "unet", "vae", "generate"]
+        let unknown = phaseSet.subtracting(known)
+        guard unknown.isEmpty else {
+            throw ValidationError("--phases: unknown \(unknown.sorted().joined(separator: ", ")); expected \(known.sorted().joined(separator: ", ")) for --model \(model)")
+        }
         if compareCPU && backend == .cpu { throw ValidationError("--compare-cpu compares the Vulkan backend with the CPU; add --backend vulkan") }
     }
 
-    var phaseSet: Set<String> { Set(phases.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }) }
+    var phaseSet: Set<String> { Set(phaseList.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }) }
 
     var imageSizes: [Int] { sizes.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) } }
 
@@ -111,7 +117,13 @@ public struct ModelBenchCommand: ParsableCommand {
             bench.executor = CPUExecutor(computePrecision: .bf16)
         }
         let log: (String) -> Void = { FileHandle.standardError.write(Data("bench: \($0)\n".utf8)) }
-        let folder = try modelFolder ?? (model == "sdxl" ? bench.prepareSDXLModel(log: log) : bench.prepareModel(log: log))
+        var controlNet: String? = nil
+        let folder: String
+        if model == "controlnet" {
+            (folder, controlNet) = try bench.prepareControlNetModel(log: log)
+        } else {
+            folder = try modelFolder ?? (model == "sdxl" ? bench.prepareSDXLModel(log: log) : bench.prepareModel(log: log))
+        }
         if prepareOnly {
             print(folder)
             return
@@ -123,12 +135,17 @@ public struct ModelBenchCommand: ParsableCommand {
         bench.onResult = { r in if !json { Self.write(Self.row(r)) } }
         if !skipGenerate && phaseSet.contains("generate") {
             let exe = lumen ?? (URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("lumen").path)
-            let r = try bench.runGenerate(model: folder, lumen: exe, log: log)
+            let control = try controlNet.map { ["--control", "\($0):\(try bench.controlImage(in: $0, size: generateSize))"] } ?? []
+            let r = try bench.runGenerate(model: folder, lumen: exe, extraArguments: control, log: log)
             results.append(r)
             bench.onResult?(r)
         }
         if !phaseSet.isDisjoint(with: ["text", "unet", "vae"]) {
-            results += try model == "sdxl" ? bench.runSDXLPhases(model: folder, log: log) : bench.runPhases(model: folder, log: log)
+            if let controlNet {
+                results += try bench.runControlNetPhases(model: folder, controlNet: controlNet, log: log)
+            } else {
+                results += try model == "sdxl" ? bench.runSDXLPhases(model: folder, log: log) : bench.runPhases(model: folder, log: log)
+            }
         }
         if json {
             let encoder = JSONEncoder()
@@ -140,7 +157,7 @@ public struct ModelBenchCommand: ParsableCommand {
     static func write(_ line: String) { FileHandle.standardOutput.write(Data((line + "\n").utf8)) }
 
     static func row(_ r: SD15ModelBenchmark.Result) -> String {
-        var notes = "\(r.backend); "
+        var notes = "\(r.backend)\(r.isa.map { " " + $0 } ?? ""); "
         if let gpu = r.gpu_seconds { notes += String(format: "GPU %.4f s; ", gpu) }
         if let e = r.rel_error_vs_cpu { notes += String(format: "rel. error vs CPU %.2e; ", e) }
         if let rss = r.peak_rss_bytes { notes += String(format: "peak RSS %.2f GB, %d steps", Double(rss) / 1e9, r.steps ?? 0) }

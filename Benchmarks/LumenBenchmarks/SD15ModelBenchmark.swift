@@ -1,3 +1,4 @@
+import CLumenCPU
 import Foundation
 import Lumen
 import LumenCPU
@@ -23,7 +24,12 @@ public struct SD15ModelBenchmark {
         public var gpu_seconds: Double? = nil
         /// With a CPU comparison: max |this - cpu| / max |cpu| over the phase's output.
         public var rel_error_vs_cpu: Double? = nil
+        /// The CPU executor's instruction set (`LUMEN_CPU_ISA` lowers it); nil on other backends.
+        public var isa: String? = nil
     }
+
+    /// The instruction set the CPU kernels run with, for CPU rows.
+    var isaLabel: String? { executor is CPUExecutor ? String(cString: lumen_isa_name(lumen_cpu_isa())) : nil }
 
     public let workDir: String
     public let tokenizerFolder: String
@@ -131,6 +137,7 @@ public struct SD15ModelBenchmark {
             result = Result(phase: phase, backend: backendLabel, seconds: median, gflops: graph.flops(for: [output]) / median / 1e9,
                             runs: runs, breakdown: total > 0 ? byFamily.mapValues { $0 / total } : nil, activation_bytes: activations,
                             gpu_seconds: gpuTimes.isEmpty ? nil : gpuTimes[gpuTimes.count / 2])
+            result.isa = isaLabel
         }
         if let reference {
             let expected = try Self.output(reference.compile(graph, outputs: [output]).run(inputs), output, phase)
@@ -160,63 +167,45 @@ public struct SD15ModelBenchmark {
     /// limit has printed what it measured).
     public var onResult: ((Result) -> Void)? = nil
 
-    /// Runs the phases; a phase that fails is logged and skipped, and the first failure is thrown
-    /// once the others have run (a VAE that cannot bind its tensors leaves the UNet's figures).
-    public func runPhases(model folder: String, log: (String) -> Void) throws -> [Result] {
+    /// Runs the phases (`PhaseRunner`: a failed phase is skipped, its error thrown at the end).
+    public func runPhases(model folder: String, log: @escaping (String) -> Void) throws -> [Result] {
         let model = try StableDiffusionModel.load(path: folder)
-        var results: [Result] = []
-        var firstError: Error? = nil
-        func attempt(_ phase: String, _ body: () throws -> Result) {
-            do {
-                let r = try body()
-                results.append(r)
-                onResult?(r)
-            } catch {
-                log("\(phase) failed: \(error)")
-                if firstError == nil { firstError = error }
-            }
-        }
-        var rng = SystemRandomNumberGenerator()
-        func random(_ shape: Shape) throws -> Tensor {
-            try Tensor(shape: shape, values: (0..<shape.count).map { _ in Float.random(in: -1...1, using: &rng) })
-        }
+        let runner = PhaseRunner(log: log, onResult: onResult)
         if phases.contains("text") {
-            log("text-encode")
-            let g = Graph()
-            let ids = try g.input("ids", shape: [2, 77], dtype: .i32)
-            let out = try CLIPTextModel(config: model.textEncoderConfig).build(g, ids: ids, weights: model.textEncoderWeights).lastHiddenState
-            // Start token, eight word tokens, then end/padding tokens, for both rows.
-            var row = [Int32](repeating: 49407, count: 77)
-            row[0] = 49406
-            for i in 1..<9 { row[i] = Int32(320 + i) }
-            let idv = row + row
-            attempt("text-encode") { try time("text-encode", graph: g, output: out, inputs: ["ids": try Tensor(shape: [2, 77], indices: idv)]) }
+            runner.attempt("text-encode") {
+                let g = Graph()
+                let ids = try g.input("ids", shape: [2, 77], dtype: .i32)
+                let out = try CLIPTextModel(config: model.textEncoderConfig).build(g, ids: ids, weights: model.textEncoderWeights).lastHiddenState
+                // Start token, eight word tokens, then end/padding tokens, for both rows.
+                var row = [Int32](repeating: 49407, count: 77)
+                row[0] = 49406
+                for i in 1..<9 { row[i] = Int32(320 + i) }
+                let idv = row + row
+                return try time("text-encode", graph: g, output: out, inputs: ["ids": try Tensor(shape: [2, 77], indices: idv)])
+            }
         }
         for image in imageSizes where phases.contains("unet") {
             let phase = "unet-step-\(image)", size = image / 8
-            log(phase)
-            attempt(phase) {
+            runner.attempt(phase) {
                 let g = Graph()
                 let x = try g.input("sample", shape: [2, model.unetConfig.inChannels, size, size])
                 let t = try g.input("timestep", shape: [2])
                 let c = try g.input("context", shape: [2, 77, model.unetConfig.crossAttentionDim])
                 let y = try UNet2DConditionModel(config: model.unetConfig).build(g, sample: x, timestep: t, context: c, weights: model.unetWeights)
                 return try time(phase, graph: g, output: y, inputs: [
-                    "sample": try random(x.shape), "timestep": try Tensor([981, 981]), "context": try random(c.shape)])
+                    "sample": try runner.random(x.shape), "timestep": try Tensor([981, 981]), "context": try runner.random(c.shape)])
             }
         }
         if phases.contains("vae") {
             let image = imageSizes.first ?? 512
-            log("vae-decode-\(image)")
-            attempt("vae-decode-\(image)") {
+            runner.attempt("vae-decode-\(image)") {
                 let g = Graph()
                 let z = try g.input("latents", shape: [1, model.vaeConfig.latentChannels, image / 8, image / 8])
                 let y = try AutoencoderKL(config: model.vaeConfig).decode(g, latents: z, weights: model.vaeWeights)
-                return try time("vae-decode-\(image)", graph: g, output: y, inputs: ["latents": try random(z.shape)])
+                return try time("vae-decode-\(image)", graph: g, output: y, inputs: ["latents": try runner.random(z.shape)])
             }
         }
-        if let firstError { throw firstError }
-        return results
+        return try runner.finish()
     }
 
     /// A whole `lumen generate` at 512×512 in a child process: wall time and peak RSS.
@@ -226,15 +215,16 @@ public struct SD15ModelBenchmark {
     /// clone shares this (large) process's memory until the exec, and the kernel carries that
     /// memory's high-water mark into the child's ru_maxrss at the exec (3.88 GB reported for a run
     /// whose `/usr/bin/time` peak was 2.10 GB).
-    public func runGenerate(model folder: String, lumen: String, log: (String) -> Void) throws -> Result {
-        log("generate-\(generateSize) (\(generateSteps) steps, euler, CFG, \(backendLabel))")
+    /// `extraArguments` go to `lumen generate` (a ControlNet's `--control`).
+    public func runGenerate(model folder: String, lumen: String, extraArguments: [String] = [], log: (String) -> Void) throws -> Result {
+        log("generate-\(generateSize) (\(generateSteps) steps, euler, CFG, \(backendLabel)\(extraArguments.isEmpty ? "" : ", " + extraArguments.joined(separator: " ")))")
         let out = NSTemporaryDirectory() + "lumen-bench-\(getpid()).png"
         defer { try? FileManager.default.removeItem(atPath: out) }
         let p = Process()
         p.executableURL = URL(fileURLWithPath: lumen)
         p.arguments = ["generate", "a benchmark prompt", "--model", folder, "--steps", "\(generateSteps)", "--scheduler", "euler",
                        "--seed", "0", "--width", "\(generateSize)", "--height", "\(generateSize)",
-                       "--backend", executor is CPUExecutor ? "cpu" : "vulkan", "-o", out, "--json"]
+                       "--backend", executor is CPUExecutor ? "cpu" : "vulkan", "-o", out, "--json"] + extraArguments
         if backendLabel == "cpu-bf16" {
             var env = ProcessInfo.processInfo.environment
             env["LUMEN_CPU_BF16"] = "1"
@@ -263,8 +253,10 @@ public struct SD15ModelBenchmark {
             throw LumenError.invalidArgument(
                 op: "generate-\(generateSize)", detail: "\(lumen) generate --json did not report peak_resident_bytes (VmHWM)")
         }
-        return Result(phase: "generate-\(generateSize)", backend: backendLabel, seconds: seconds, gflops: 0, runs: 1,
-                      peak_rss_bytes: peak, steps: generateSteps)
+        var result = Result(phase: "generate-\(generateSize)", backend: backendLabel, seconds: seconds, gflops: 0, runs: 1,
+                            peak_rss_bytes: peak, steps: generateSteps)
+        result.isa = isaLabel  // the child inherits LUMEN_CPU_ISA
+        return result
     }
 }
 

@@ -82,28 +82,12 @@ extension SD15ModelBenchmark {
 
     /// The SDXL phases: text-encode (both encoders, batch 2), unet-step-N (batch 2 with the added
     /// inputs), vae-decode-N (the first size).
-    func runSDXLPhases(model folder: String, log: (String) -> Void) throws -> [Result] {
+    func runSDXLPhases(model folder: String, log: @escaping (String) -> Void) throws -> [Result] {
         let model = try StableDiffusionModel.load(path: folder)
         guard let xl = model.xl else { throw ModelFileError.unsupported(path: folder, detail: "not an SDXL base folder (no text_encoder_2)") }
-        var results: [Result] = []
-        var firstError: Error? = nil
-        func attempt(_ phase: String, _ body: () throws -> Result) {
-            log(phase)
-            do {
-                let r = try body()
-                results.append(r)
-                onResult?(r)
-            } catch {
-                log("\(phase) failed: \(error)")
-                if firstError == nil { firstError = error }
-            }
-        }
-        var rng = SystemRandomNumberGenerator()
-        func random(_ shape: Shape) throws -> Tensor {
-            try Tensor(shape: shape, values: (0..<shape.count).map { _ in Float.random(in: -1...1, using: &rng) })
-        }
+        let runner = PhaseRunner(log: log, onResult: onResult)
         if phases.contains("text") {
-            attempt("text-encode") {
+            runner.attempt("text-encode") {
                 let g = Graph()
                 let ids = try g.input("ids", shape: [2, 77], dtype: .i32), ids2 = try g.input("ids2", shape: [2, 77], dtype: .i32)
                 let rows = try g.input("rows", shape: [2], dtype: .i32)
@@ -127,7 +111,7 @@ extension SD15ModelBenchmark {
         let pooled = xl.textEncoder2Config.projectionDim ?? xl.textEncoder2Config.hiddenSize
         for image in imageSizes where phases.contains("unet") {
             let size = image / 8
-            attempt("unet-step-\(image)") {
+            runner.attempt("unet-step-\(image)") {
                 let g = Graph()
                 let x = try g.input("sample", shape: [2, model.unetConfig.inChannels, size, size])
                 let t = try g.input("timestep", shape: [2])
@@ -137,21 +121,20 @@ extension SD15ModelBenchmark {
                                                                                 added: (e, ids), maxTensorBytes: executor.maxTensorBytes)
                 let s = Float(image)
                 return try time("unet-step-\(image)", graph: g, output: y, inputs: [
-                    "sample": try random(x.shape), "timestep": try Tensor([981, 981]), "context": try random(c.shape),
-                    "text_embeds": try random(e.shape), "time_ids": try Tensor(shape: [2, 6], values: [s, s, 0, 0, s, s, s, s, 0, 0, s, s])])
+                    "sample": try runner.random(x.shape), "timestep": try Tensor([981, 981]), "context": try runner.random(c.shape),
+                    "text_embeds": try runner.random(e.shape), "time_ids": try Tensor(shape: [2, 6], values: [s, s, 0, 0, s, s, s, s, 0, 0, s, s])])
             }
         }
         if phases.contains("vae") {
             let image = imageSizes.first ?? 1024
-            attempt("vae-decode-\(image)") {
+            runner.attempt("vae-decode-\(image)") {
                 let g = Graph()
                 let z = try g.input("latents", shape: [1, model.vaeConfig.latentChannels, image / 8, image / 8])
                 let y = try AutoencoderKL(config: model.vaeConfig).decode(g, latents: z, weights: model.vaeWeights)
-                return try time("vae-decode-\(image)", graph: g, output: y, inputs: ["latents": try random(z.shape)])
+                return try time("vae-decode-\(image)", graph: g, output: y, inputs: ["latents": try runner.random(z.shape)])
             }
         }
-        if let firstError { throw firstError }
-        return results
+        return try runner.finish()
     }
 }
 

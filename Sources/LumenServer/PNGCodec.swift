@@ -54,11 +54,16 @@ enum PNGCodec {
     /// Base64 text, with or without a `data:image/png;base64,` prefix (A1111 accepts both).
     static func decodeBase64(_ text: String, field: String, maxPixels: Int)
         throws -> (image: RGBImage, normalized: [Float], text: [(key: String, value: String)]) {
+        try decode(try data(base64: text, field: field), field: field, maxPixels: maxPixels)
+    }
+
+    /// The bytes of base64 text, with or without a `data:…;base64,` prefix.
+    static func data(base64 text: String, field: String) throws -> Data {
         var s = Substring(text)
         if s.hasPrefix("data:"), let comma = s.firstIndex(of: ",") { s = s[s.index(after: comma)...] }
         guard let data = Data(base64Encoded: String(s), options: .ignoreUnknownCharacters) else {
             throw APIError(status: .badRequest, message: "\(field): not base64 text", param: field, code: "invalid_image")
         }
-        return try decode(data, field: field, maxPixels: maxPixels)
+        return data
     }
 }

@@ -180,6 +180,7 @@ extension LumenServer {
         g.scheduler = kind
         let seedValue = try int(o, "seed") ?? -1
         let seed: UInt64 = seedValue < 0 ? UInt64.random(in: 0..<(1 << 32)) : UInt64(seedValue)
+        let maskInfo: String  // what the mask fields add to the infotext (Routes+A1111Inpaint.swift)
         if img2img {
             guard let inits = o["init_images"] as? [String], let first = inits.first else {
                 throw APIError(status: .badRequest, message: "init_images: expected a list with one base64 PNG", param: "init_images")
@@ -189,7 +190,8 @@ extension LumenServer {
             g.strength = try float(o, "denoising_strength") ?? 0.75
             if g.width == nil { g.width = d.image.width }
             if g.height == nil { g.height = d.image.height }
-        }
+            maskInfo = try applyA1111Mask(o, to: &g)
+        } else { maskInfo = "" }
         try validate(width: g.width, height: g.height, steps: g.steps, count: batch)
         if iterations < 1 || iterations * batch > config.maxImagesPerRequest {
             throw APIError(status: .badRequest, message: "n_iter \(iterations) × batch_size \(batch): expected at most \(config.maxImagesPerRequest) images", param: "n_iter")
@@ -210,7 +212,7 @@ extension LumenServer {
                 if !negative.isEmpty { text += "\nNegative prompt: \(negative)" }
                 text += "\nSteps: \(r.steps), Sampler: \(kind.displayName), CFG scale: \(r.guidanceScale), Seed: \(r.seed), "
                     + "Size: \(result.pipelineInfo.width)x\(result.pipelineInfo.height), Model: \(entry.name)"
-                if img2img { text += ", Denoising strength: \(r.strength)" }
+                if img2img { text += ", Denoising strength: \(r.strength)" + maskInfo }
                 if batch > 1 { text += ", Batch pos: \(i)" }
                 let png = try PNGCodec.encode(image, text: [("parameters", text)])
                 _ = results.add(png: png, parameters: ["prompt": prompt, "seed": String(r.seed), "infotext": text])
@@ -228,6 +230,7 @@ extension LumenServer {
         let infoText = String(decoding: try JSONSerialization.data(withJSONObject: info, options: [.sortedKeys]), as: UTF8.self)
         var parameters = o
         parameters.removeValue(forKey: "init_images")
+        parameters.removeValue(forKey: "mask")
         return (jsonResponse(["images": images, "parameters": parameters, "info": infoText]),
                 ["images": images.count, "seeds": seeds])
         }

@@ -5,9 +5,11 @@ import LumenTestSupport
 import XCTest
 
 /// The mask's blur (diffusers' `mask_processor.blur`, Pillow's GaussianBlur) and crop
-/// (`padding_mask_crop`) against diffusers and Pillow (tools/make_mask_fixtures.py).
+/// (`padding_mask_crop`) against diffusers and Pillow (tools/make_mask_fixtures.py), for SD 1.x
+/// and SDXL (`StableDiffusionXLInpaintPipeline`).
 final class MaskBlurAndCropTests: TemporaryDirectoryTestCase {
     static var reference: SafetensorsFile { get throws { try SafetensorsFile(path: Fixtures.root + "/mask-reference.safetensors") } }
+    static var referenceXL: SafetensorsFile { get throws { try SafetensorsFile(path: Fixtures.root + "/mask-sdxl-reference.safetensors") } }
 
     static func request(_ ref: SafetensorsFile, _ name: String) throws -> GenerationRequest {
         var (r, fields) = try fixtureRequest(ref, name)
@@ -24,6 +26,8 @@ final class MaskBlurAndCropTests: TemporaryDirectoryTestCase {
     }
 
     static let cropCases = ["crop-blur", "crop-fill9"]
+    /// tiny-sdxl (4-channel UNet) with a blurred mask, tiny-sdxl-inpaint (9-channel) at 64×32.
+    static let cropCasesXL = ["xl-crop-blur", "xl-crop-fill9"]
 
     /// Pillow's GaussianBlur level for level: grey masks at radii from 1 to past the image's size,
     /// noise of odd sizes at fractional radii, and an RGB image (each channel on its own).
@@ -70,8 +74,7 @@ final class MaskBlurAndCropTests: TemporaryDirectoryTestCase {
     /// the cropped image and mask resized to the output size (`resize_mode="fill"`, margins
     /// filled in crop-fill9), and the overlay of diffusers' generated images onto the original.
     func testCropRegionResizeAndOverlayEqualDiffusers() throws {
-        let ref = try Self.reference
-        for name in Self.cropCases {
+        for (ref, name) in try Self.cropCases.map({ (try Self.reference, $0) }) + Self.cropCasesXL.map({ (try Self.referenceXL, $0) }) {
             let r = try Self.request(ref, name)
             let (w, h) = (r.width!, r.height!)
             let image = try XCTUnwrap(r.initImage), mask = r.maskBlur > 0 ? r.mask!.gaussianBlurred(radius: r.maskBlur) : r.mask!
@@ -103,16 +106,25 @@ final class MaskBlurAndCropTests: TemporaryDirectoryTestCase {
         }
     }
 
+    /// SDXL's `padding_mask_crop` (time ids with the output size as original and target size):
+    /// tiny-sdxl with a blurred mask and tiny-sdxl-inpaint's 9-channel UNet at 64×32, two images.
+    func testSDXLMaskCropMatchesDiffusers() throws { try forEachInstructionSet(modelInstructionSets) { _ in
+            try check(backend: { try Pipeline(modelPath: $0, backend: .cpu) }, maxPixelError: 1, ref: Self.referenceXL, cases: Self.cropCasesXL)
+        }
+    }
+
     func testMaskCropOnVulkan() throws {
         let vulkan = try testVulkanExecutor()
         // f16 weights and activations on lavapipe: the bound of the other Vulkan pipeline tests.
         try check(backend: { try Pipeline(modelPath: $0, executor: vulkan) }, maxPixelError: 12)
+        try check(backend: { try Pipeline(modelPath: $0, executor: vulkan) }, maxPixelError: 12, ref: Self.referenceXL, cases: Self.cropCasesXL)
         XCTAssertEqual(vulkan.validationMessages.map(\.description), [], "validation messages")
     }
 
-    private func check(backend: (String) throws -> Pipeline, maxPixelError: Int) throws {
-        let ref = try Self.reference
-        for name in Self.cropCases {
+    private func check(backend: (String) throws -> Pipeline, maxPixelError: Int, ref given: SafetensorsFile? = nil,
+                       cases: [String] = MaskBlurAndCropTests.cropCases) throws {
+        let ref = try given ?? Self.reference
+        for name in cases {
             let pipeline = try backend(try Self.model(ref, name))
             let r = try Self.request(ref, name)
             let what = "\(name) on \(pipeline.executor.backendName)"
