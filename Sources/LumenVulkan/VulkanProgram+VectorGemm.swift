@@ -69,12 +69,7 @@ extension VulkanProgram {
     func splitKScratch(bytes: Int) throws -> Ref? {
         let device = Int(context.limits.maxStorageBufferRange)
         guard bytes <= min(device, options.maxActivationBinding ?? device) else { return nil }
-        if let s = splitKScratchRef, s.range.size >= bytes { return s }
-        let range = try activationArena.allocate(bytes)
-        slotRanges.append(range)
-        let ref = Ref(range: range, slot: slotRanges.count - 1)
-        splitKScratchRef = ref
-        return ref
+        return try scratch(bytes: bytes, in: &splitKScratchRef)
     }
 
     /// A linear layer or matmul on the vector kernel where its operands allow it; false otherwise.
@@ -147,14 +142,18 @@ extension VulkanProgram {
         return true
     }
 
-    /// The im2col scratch: one activation slot of its own (so that the recorder orders the
-    /// gathers and GEMMs that share it), grown by a new slot when a convolution needs more.
-    func im2colScratch(bytes: Int) throws -> Ref {
-        if let s = im2colScratchRef, s.range.size >= bytes { return s }
+    /// The im2col scratch (see `scratch(bytes:in:)`).
+    func im2colScratch(bytes: Int) throws -> Ref { try scratch(bytes: bytes, in: &im2colScratchRef) }
+
+    /// A scratch buffer shared by the dispatches that use it: one activation slot of its own (so
+    /// that the recorder orders the writers and readers that share it), replaced by a new, larger
+    /// slot when a later dispatch needs more.
+    func scratch(bytes: Int, in current: inout Ref?) throws -> Ref {
+        if let s = current, s.range.size >= bytes { return s }
         let range = try activationArena.allocate(bytes)
         slotRanges.append(range)
         let ref = Ref(range: range, slot: slotRanges.count - 1)
-        im2colScratchRef = ref
+        current = ref
         return ref
     }
 }
