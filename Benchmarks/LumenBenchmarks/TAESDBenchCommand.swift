@@ -28,6 +28,9 @@ public struct TAESDBenchCommand: ParsableCommand {
     @Flag(help: "Print one JSON object.")
     public var json = false
 
+    @Flag(help: "Also profile one run of each decoder per op (kernel seconds by op and by op and shape, on stderr).")
+    public var profile = false
+
     public init() {}
 
     public func validate() throws {
@@ -78,6 +81,12 @@ public struct TAESDBenchCommand: ParsableCommand {
         // Warm-up: buffers allocated, weights packed, pages touched.
         _ = try vae.run(["latents": latents])
         _ = try tiny.run(["latents": clamped])
+        if profile {
+            for (name, graph, program, input) in [("vae", vaeGraph, vae, latents), ("taesd", tinyGraph, tiny, clamped)] {
+                guard let cpu = program as? CPUProgram else { continue }
+                Self.printProfile(name, graph: graph, program: cpu, steps: try cpu.profile(["latents": input]).steps, log: log)
+            }
+        }
         var vaeTimes: [Double] = [], tinyTimes: [Double] = [], ratios: [Double] = []
         for round in 1...rounds {
             let v = try seconds { _ = try vae.run(["latents": latents]) }
@@ -107,6 +116,28 @@ public struct TAESDBenchCommand: ParsableCommand {
             print(String(format: "taesd    %4d  %-7@ %7d  %16.4f  %6.0f  %8.1f", size, report.isa, report.threads, t, report.taesd_gflop, report.taesd_gflop / t))
             print(String(format: "TAESD is %.1f× faster (median of %d rounds' ratios: %@)", report.median_ratio, rounds,
                          ratios.map { String(format: "%.1f", $0) }.joined(separator: ", ")))
+        }
+    }
+
+    /// Kernel seconds of one profiled run, summed by op and by op and output shape (the largest first).
+    static func printProfile(_ name: String, graph: Graph, program: CPUProgram, steps: [(name: String, seconds: Double)],
+                             log: (String) -> Void) {
+        let total = steps.reduce(0) { $0 + $1.seconds }
+        var byOp: [String: Double] = [:], byShape: [String: (Double, Int)] = [:]
+        for ((stepName, seconds), node) in zip(steps, program.stepNodeIDs) {
+            byOp[stepName, default: 0] += seconds
+            let n = graph.nodes[node]
+            let key = "\(stepName) \(n.shape.dims.map(String.init).joined(separator: "x"))"
+                + (n.inputs.first.map { " <- " + graph.nodes[$0].shape.dims.map(String.init).joined(separator: "x") } ?? "")
+            let old = byShape[key] ?? (0, 0)
+            byShape[key] = (old.0 + seconds, old.1 + 1)
+        }
+        log(String(format: "profile %@: %.4f s of kernels in %d steps", name, total, steps.count))
+        for (op, s) in byOp.sorted(by: { $0.value > $1.value }) {
+            log(String(format: "  %-22@ %8.4f s  %5.1f%%", op, s, 100 * s / total))
+        }
+        for (key, v) in byShape.sorted(by: { $0.value.0 > $1.value.0 }).prefix(16) {
+            log(String(format: "  %8.4f s  %5.1f%%  %2d×  %@", v.0, 100 * v.0 / total, v.1, key))
         }
     }
 }

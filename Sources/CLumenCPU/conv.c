@@ -167,6 +167,14 @@ void lumen_conv2d(const float *x, int64_t batch, int64_t C, int64_t H, int64_t W
                   int wdtype, const float *bias, float *y, int64_t O, int64_t KH, int64_t KW,
                   int64_t SH, int64_t SW, int64_t PH, int64_t PW, int64_t OH, int64_t OW,
                   int task, int ntasks) {
+    lumen_conv2d_ex(x, batch, C, H, W, w, wdtype, bias, y, O, KH, KW, SH, SW, PH, PW, OH, OW, NULL,
+                    task, ntasks);
+}
+
+void lumen_conv2d_ex(const float *x, int64_t batch, int64_t C, int64_t H, int64_t W, const void *w,
+                     int wdtype, const float *bias, float *y, int64_t O, int64_t KH, int64_t KW,
+                     int64_t SH, int64_t SW, int64_t PH, int64_t PW, int64_t OH, int64_t OW,
+                     const lumen_conv_epilogue *epilogue, int task, int ntasks) {
     if (batch <= 0 || O <= 0 || OH <= 0 || OW <= 0) return;
     if (ntasks < 1) { ntasks = 1; task = 0; }
     const int isa = lumen_isa_current();
@@ -190,6 +198,15 @@ void lumen_conv2d(const float *x, int64_t batch, int64_t C, int64_t H, int64_t W
     }
     op.ldc = N;
     op.bias_m = bias;
+    if (epilogue) {
+        op.residual = epilogue->residual;
+        op.post_affine = epilogue->affine != 0;
+        op.post_mul = epilogue->mul;
+        op.post_add = epilogue->add;
+        op.post_clamp = epilogue->clamp != 0;
+        op.post_lo = epilogue->lo;
+        op.post_hi = epilogue->hi;
+    }
     op.alpha = 1.0f;
     op.accumulate = 0;
     // bf16 packs each B panel twice (gathered as f32, then rounded into K-pairs), which costs
@@ -233,6 +250,7 @@ void lumen_conv2d(const float *x, int64_t batch, int64_t C, int64_t H, int64_t W
     for (int64_t b = b0; b < b1; ++b) {
         op.b.p = x + b * C * H * W;
         op.c = y + b * O * N;
+        if (epilogue && epilogue->residual) op.residual = epilogue->residual + b * O * N;
         lumen_gemm_run(&op, isa, m0, m1, n0, n1, K);
     }
 }

@@ -104,7 +104,40 @@ typedef struct {
     int load_c;            // add the existing C
     const float *bias_m;   // bias_m[i] per row, or NULL
     const float *bias_n;   // bias_n[j] per column, or NULL
+    // The fused ops of the last K block (lumen_gemm_op's residual/post_*), or all zero.
+    int post;              // any of the three below
+    const float *res;      // the residual at this tile's first output (row stride ldc), or NULL
+    int affine, clamp;
+    float mul, add, lo, hi;
 } lumen_epi;
+
+// The fused ops for the tile whose first output is C (only in the last K block).
+static inline void lumen_epi_post(lumen_epi *e, const lumen_gemm_op *op, int last, const float *C) {
+    if (!last) return;
+    e->res = op->residual ? op->residual + (C - op->c) : NULL;
+    e->affine = op->post_affine;
+    e->clamp = op->post_clamp;
+    e->mul = op->post_mul;
+    e->add = op->post_add;
+    e->lo = op->post_lo;
+    e->hi = op->post_hi;
+    e->post = e->res != NULL || e->affine || e->clamp;
+}
+
+// The same ops on one value (edges and the portable kernel). Separate statements: no FMA
+// contraction, as the unfused ops compute them.
+static inline float lumen_post1(const lumen_epi *e, float v, float r) {
+    if (e->res) v = v + r;
+    if (e->affine) {
+        float t = v * e->mul;
+        v = t + e->add;
+    }
+    if (e->clamp) {
+        v = e->lo >= v ? e->lo : v;  // Swift.max(v, lo): NaN stays NaN
+        v = e->hi < v ? e->hi : v;   // Swift.min(v, hi)
+    }
+    return v;
+}
 
 typedef void (*lumen_ukernel)(int64_t kc, const float *A, const float *B, float *C, int64_t ldc,
                               const lumen_epi *e);
@@ -129,12 +162,35 @@ static void uk_generic(int64_t kc, const float *restrict A, const float *restric
             float v = acc[i][j] * e->alpha + bm;
             if (e->bias_n) v += e->bias_n[j];
             if (e->load_c) v += c[j];
+            if (e->post) v = lumen_post1(e, v, e->res ? e->res[i * ldc + j] : 0.0f);
             c[j] = v;
         }
     }
 }
 
 #if LUMEN_X86
+
+// The fused ops on two vectors of one row (r: the residual row, or NULL).
+LUMEN_TARGET_AVX512 static inline __attribute__((always_inline)) void lumen_post_avx512(
+    __m512 *x0, __m512 *x1, const float *r, const lumen_epi *e) {
+    if (r) {
+        *x0 = _mm512_add_ps(*x0, _mm512_loadu_ps(r));
+        *x1 = _mm512_add_ps(*x1, _mm512_loadu_ps(r + 16));
+    }
+    if (e->affine) {
+        const __m512 m = _mm512_set1_ps(e->mul), a = _mm512_set1_ps(e->add);
+        *x0 = _mm512_add_ps(_mm512_mul_ps(*x0, m), a);
+        *x1 = _mm512_add_ps(_mm512_mul_ps(*x1, m), a);
+    }
+    if (e->clamp) {
+        const __m512 lo = _mm512_set1_ps(e->lo), hi = _mm512_set1_ps(e->hi);
+        // lo >= v ? lo : v (NaN stays NaN, -0 becomes +0 at lo = 0), then hi < v ? hi : v
+        *x0 = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(lo, *x0, _CMP_GE_OQ), *x0, lo);
+        *x1 = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(lo, *x1, _CMP_GE_OQ), *x1, lo);
+        *x0 = _mm512_min_ps(hi, *x0);
+        *x1 = _mm512_min_ps(hi, *x1);
+    }
+}
 
 // AVX-512 14x32: 28 accumulators + 2 B vectors + 1 broadcast = 31 zmm.
 LUMEN_TARGET_AVX512 static void uk_avx512(int64_t kc, const float *restrict A,
@@ -181,7 +237,7 @@ LUMEN_TARGET_AVX512 static void uk_avx512(int64_t kc, const float *restrict A,
 #undef KSTEP
 #undef ROW
     const __m512 va = _mm512_set1_ps(e->alpha);
-    const int scale = e->alpha != 1.0f, lc = e->load_c;
+    const int scale = e->alpha != 1.0f, lc = e->load_c, post = e->post;
     const float *bm = e->bias_m;
     __m512 bn0 = _mm512_setzero_ps(), bn1 = _mm512_setzero_ps();
     if (e->bias_n) {
@@ -202,12 +258,120 @@ LUMEN_TARGET_AVX512 static void uk_avx512(int64_t kc, const float *restrict A,
             x0 = _mm512_add_ps(x0, _mm512_loadu_ps(cp));                                          \
             x1 = _mm512_add_ps(x1, _mm512_loadu_ps(cp + 16));                                     \
         }                                                                                         \
+        if (post) lumen_post_avx512(&x0, &x1, e->res ? e->res + (i) * ldc : NULL, e);             \
         _mm512_storeu_ps(cp, x0);                                                                 \
         _mm512_storeu_ps(cp + 16, x1);                                                            \
     }
     EPI(0, 0) EPI(1, 1) EPI(2, 2) EPI(3, 3) EPI(4, 4) EPI(5, 5) EPI(6, 6)
     EPI(7, 7) EPI(8, 8) EPI(9, 9) EPI(a, 10) EPI(b, 11) EPI(c, 12) EPI(d, 13)
 #undef EPI
+}
+
+// AVX-512 R x 32 (R < 14): the rows left below the last whole 14-row panel (64 = 4 x 14 + 8, as
+// TAESD's 64-channel convolutions have; 3 for an RGB output), computed and written directly
+// instead of as a 14-row tile of zero rows through a scratch tile. Same order of operations per
+// output as uk_avx512, so results do not depend on which kernel a row went through.
+LUMEN_TARGET_AVX512 static inline __attribute__((always_inline)) void uk_avx512_rows_body(
+    int64_t kc, const float *restrict A, const float *restrict B, float *restrict C, int64_t ldc,
+    const lumen_epi *e, const int R) {
+    __m512 c0[13], c1[13];
+#pragma clang loop unroll(full)
+    for (int r = 0; r < R; ++r) {
+        c0[r] = _mm512_setzero_ps();
+        c1[r] = _mm512_setzero_ps();
+    }
+    int64_t k = 0;
+    for (; k + 4 <= kc; k += 4) {
+        _mm_prefetch((const char *)(B + 32 * 8), _MM_HINT_T0);
+        _mm_prefetch((const char *)(B + 32 * 8 + 16), _MM_HINT_T0);
+        _mm_prefetch((const char *)(B + 32 * 8 + 32), _MM_HINT_T0);
+        _mm_prefetch((const char *)(B + 32 * 8 + 48), _MM_HINT_T0);
+        _mm_prefetch((const char *)(B + 32 * 8 + 64), _MM_HINT_T0);
+        _mm_prefetch((const char *)(B + 32 * 8 + 80), _MM_HINT_T0);
+        _mm_prefetch((const char *)(B + 32 * 8 + 96), _MM_HINT_T0);
+        _mm_prefetch((const char *)(B + 32 * 8 + 112), _MM_HINT_T0);
+#pragma clang loop unroll(full)
+        for (int o = 0; o < 4; ++o) {
+            const __m512 b0 = _mm512_load_ps(B + o * 32), b1 = _mm512_load_ps(B + o * 32 + 16);
+#pragma clang loop unroll(full)
+            for (int r = 0; r < R; ++r) {
+                const __m512 a = _mm512_set1_ps(A[r * AVX512_KS + o]);
+                c0[r] = _mm512_fmadd_ps(a, b0, c0[r]);
+                c1[r] = _mm512_fmadd_ps(a, b1, c1[r]);
+            }
+        }
+        A += 4;
+        B += 128;
+    }
+    for (; k < kc; ++k) {
+        const __m512 b0 = _mm512_load_ps(B), b1 = _mm512_load_ps(B + 16);
+#pragma clang loop unroll(full)
+        for (int r = 0; r < R; ++r) {
+            const __m512 a = _mm512_set1_ps(A[r * AVX512_KS]);
+            c0[r] = _mm512_fmadd_ps(a, b0, c0[r]);
+            c1[r] = _mm512_fmadd_ps(a, b1, c1[r]);
+        }
+        A += 1;
+        B += 32;
+    }
+    const __m512 va = _mm512_set1_ps(e->alpha);
+    const int scale = e->alpha != 1.0f, lc = e->load_c, post = e->post;
+    const float *bm = e->bias_m;
+    __m512 bn0 = _mm512_setzero_ps(), bn1 = _mm512_setzero_ps();
+    if (e->bias_n) {
+        bn0 = _mm512_loadu_ps(e->bias_n);
+        bn1 = _mm512_loadu_ps(e->bias_n + 16);
+    }
+#pragma clang loop unroll(full)
+    for (int r = 0; r < R; ++r) {
+        __m512 x0 = c0[r], x1 = c1[r];
+        float *cp = C + r * ldc;
+        if (scale) { x0 = _mm512_mul_ps(x0, va); x1 = _mm512_mul_ps(x1, va); }
+        x0 = _mm512_add_ps(x0, bn0); x1 = _mm512_add_ps(x1, bn1);
+        if (bm) {
+            const __m512 t = _mm512_set1_ps(bm[r]);
+            x0 = _mm512_add_ps(x0, t); x1 = _mm512_add_ps(x1, t);
+        }
+        if (lc) {
+            x0 = _mm512_add_ps(x0, _mm512_loadu_ps(cp));
+            x1 = _mm512_add_ps(x1, _mm512_loadu_ps(cp + 16));
+        }
+        if (post) lumen_post_avx512(&x0, &x1, e->res ? e->res + r * ldc : NULL, e);
+        _mm512_storeu_ps(cp, x0);
+        _mm512_storeu_ps(cp + 16, x1);
+    }
+}
+
+#define LUMEN_UK_ROWS_512(R)                                                                      \
+    LUMEN_TARGET_AVX512 static void uk_avx512_r##R(int64_t kc, const float *restrict A,            \
+                                                   const float *restrict B, float *restrict C,     \
+                                                   int64_t ldc, const lumen_epi *e) {              \
+        uk_avx512_rows_body(kc, A, B, C, ldc, e, R);                                              \
+    }
+LUMEN_UK_ROWS_512(1) LUMEN_UK_ROWS_512(2) LUMEN_UK_ROWS_512(3) LUMEN_UK_ROWS_512(4)
+LUMEN_UK_ROWS_512(5) LUMEN_UK_ROWS_512(6) LUMEN_UK_ROWS_512(7) LUMEN_UK_ROWS_512(8)
+LUMEN_UK_ROWS_512(9) LUMEN_UK_ROWS_512(10) LUMEN_UK_ROWS_512(11) LUMEN_UK_ROWS_512(12)
+LUMEN_UK_ROWS_512(13)
+#undef LUMEN_UK_ROWS_512
+
+LUMEN_TARGET_AVX2 static inline __attribute__((always_inline)) void lumen_post_avx2(
+    __m256 *x0, __m256 *x1, const float *r, const lumen_epi *e) {
+    if (r) {
+        *x0 = _mm256_add_ps(*x0, _mm256_loadu_ps(r));
+        *x1 = _mm256_add_ps(*x1, _mm256_loadu_ps(r + 8));
+    }
+    if (e->affine) {
+        const __m256 m = _mm256_set1_ps(e->mul), a = _mm256_set1_ps(e->add);
+        *x0 = _mm256_add_ps(_mm256_mul_ps(*x0, m), a);
+        *x1 = _mm256_add_ps(_mm256_mul_ps(*x1, m), a);
+    }
+    if (e->clamp) {
+        const __m256 lo = _mm256_set1_ps(e->lo), hi = _mm256_set1_ps(e->hi);
+        *x0 = _mm256_blendv_ps(*x0, lo, _mm256_cmp_ps(lo, *x0, _CMP_GE_OQ));
+        *x1 = _mm256_blendv_ps(*x1, lo, _mm256_cmp_ps(lo, *x1, _CMP_GE_OQ));
+        *x0 = _mm256_min_ps(hi, *x0);
+        *x1 = _mm256_min_ps(hi, *x1);
+    }
 }
 
 // AVX2 6x16: 12 accumulators + 2 B vectors + 1 broadcast = 15 ymm. KS (the A row stride, = the
@@ -246,7 +410,7 @@ LUMEN_TARGET_AVX2 static inline __attribute__((always_inline)) void uk_avx2_body
 #undef KSTEP
 #undef ROW
     const __m256 va = _mm256_set1_ps(e->alpha);
-    const int scale = e->alpha != 1.0f, lc = e->load_c;
+    const int scale = e->alpha != 1.0f, lc = e->load_c, post = e->post;
     const float *bm = e->bias_m;
     __m256 bn0 = _mm256_setzero_ps(), bn1 = _mm256_setzero_ps();
     if (e->bias_n) {
@@ -267,6 +431,7 @@ LUMEN_TARGET_AVX2 static inline __attribute__((always_inline)) void uk_avx2_body
             x0 = _mm256_add_ps(x0, _mm256_loadu_ps(cp));                                          \
             x1 = _mm256_add_ps(x1, _mm256_loadu_ps(cp + 8));                                      \
         }                                                                                         \
+        if (post) lumen_post_avx2(&x0, &x1, e->res ? e->res + (i) * ldc : NULL, e);               \
         _mm256_storeu_ps(cp, x0);                                                                 \
         _mm256_storeu_ps(cp + 8, x1);                                                             \
     }
@@ -283,7 +448,108 @@ LUMEN_TARGET_AVX2 static void uk_avx2_ks320(int64_t kc, const float *restrict A,
                                             float *restrict C, int64_t ldc, const lumen_epi *e) {
     uk_avx2_body(kc, A, B, C, ldc, e, AVX2_KS_L2);
 }
+// AVX2 R x 16 (R < 6): the rows below the last whole 6-row panel, written directly (as
+// uk_avx512_rows_body; 64 = 10 x 6 + 4).
+LUMEN_TARGET_AVX2 static inline __attribute__((always_inline)) void uk_avx2_rows_body(
+    int64_t kc, const float *restrict A, const float *restrict B, float *restrict C, int64_t ldc,
+    const lumen_epi *e, const int64_t KS, const int R) {
+    __m256 c0[5], c1[5];
+#pragma clang loop unroll(full)
+    for (int r = 0; r < R; ++r) {
+        c0[r] = _mm256_setzero_ps();
+        c1[r] = _mm256_setzero_ps();
+    }
+    int64_t k = 0;
+    for (; k + 4 <= kc; k += 4) {
+        _mm_prefetch((const char *)(B + 16 * 16), _MM_HINT_T0);
+        _mm_prefetch((const char *)(B + 16 * 18), _MM_HINT_T0);
+#pragma clang loop unroll(full)
+        for (int o = 0; o < 4; ++o) {
+            const __m256 b0 = _mm256_load_ps(B + o * 16), b1 = _mm256_load_ps(B + o * 16 + 8);
+#pragma clang loop unroll(full)
+            for (int r = 0; r < R; ++r) {
+                const __m256 a = _mm256_broadcast_ss(A + r * KS + o);
+                c0[r] = _mm256_fmadd_ps(a, b0, c0[r]);
+                c1[r] = _mm256_fmadd_ps(a, b1, c1[r]);
+            }
+        }
+        A += 4;
+        B += 64;
+    }
+    for (; k < kc; ++k) {
+        const __m256 b0 = _mm256_load_ps(B), b1 = _mm256_load_ps(B + 8);
+#pragma clang loop unroll(full)
+        for (int r = 0; r < R; ++r) {
+            const __m256 a = _mm256_broadcast_ss(A + r * KS);
+            c0[r] = _mm256_fmadd_ps(a, b0, c0[r]);
+            c1[r] = _mm256_fmadd_ps(a, b1, c1[r]);
+        }
+        A += 1;
+        B += 16;
+    }
+    const __m256 va = _mm256_set1_ps(e->alpha);
+    const int scale = e->alpha != 1.0f, lc = e->load_c, post = e->post;
+    const float *bm = e->bias_m;
+    __m256 bn0 = _mm256_setzero_ps(), bn1 = _mm256_setzero_ps();
+    if (e->bias_n) {
+        bn0 = _mm256_loadu_ps(e->bias_n);
+        bn1 = _mm256_loadu_ps(e->bias_n + 8);
+    }
+#pragma clang loop unroll(full)
+    for (int r = 0; r < R; ++r) {
+        __m256 x0 = c0[r], x1 = c1[r];
+        float *cp = C + r * ldc;
+        if (scale) { x0 = _mm256_mul_ps(x0, va); x1 = _mm256_mul_ps(x1, va); }
+        x0 = _mm256_add_ps(x0, bn0); x1 = _mm256_add_ps(x1, bn1);
+        if (bm) {
+            const __m256 t = _mm256_set1_ps(bm[r]);
+            x0 = _mm256_add_ps(x0, t); x1 = _mm256_add_ps(x1, t);
+        }
+        if (lc) {
+            x0 = _mm256_add_ps(x0, _mm256_loadu_ps(cp));
+            x1 = _mm256_add_ps(x1, _mm256_loadu_ps(cp + 8));
+        }
+        if (post) lumen_post_avx2(&x0, &x1, e->res ? e->res + r * ldc : NULL, e);
+        _mm256_storeu_ps(cp, x0);
+        _mm256_storeu_ps(cp + 8, x1);
+    }
+}
+
+#define LUMEN_UK_ROWS_256(R)                                                                      \
+    LUMEN_TARGET_AVX2 static void uk_avx2_ks256_r##R(int64_t kc, const float *restrict A,          \
+                                                     const float *restrict B, float *restrict C,   \
+                                                     int64_t ldc, const lumen_epi *e) {            \
+        uk_avx2_rows_body(kc, A, B, C, ldc, e, AVX2_KS_L1, R);                                    \
+    }                                                                                             \
+    LUMEN_TARGET_AVX2 static void uk_avx2_ks320_r##R(int64_t kc, const float *restrict A,          \
+                                                     const float *restrict B, float *restrict C,   \
+                                                     int64_t ldc, const lumen_epi *e) {            \
+        uk_avx2_rows_body(kc, A, B, C, ldc, e, AVX2_KS_L2, R);                                    \
+    }
+LUMEN_UK_ROWS_256(1) LUMEN_UK_ROWS_256(2) LUMEN_UK_ROWS_256(3) LUMEN_UK_ROWS_256(4) LUMEN_UK_ROWS_256(5)
+#undef LUMEN_UK_ROWS_256
 #endif  // LUMEN_X86
+
+// The kernel for a whole-width tile of mr < MR rows (NULL: the full kernel through a scratch tile).
+static lumen_ukernel lumen_ukernel_rows_for(int isa, const lumen_blocking *bl, int mr) {
+#if LUMEN_X86
+    static const lumen_ukernel r512[14] = {NULL, uk_avx512_r1, uk_avx512_r2, uk_avx512_r3, uk_avx512_r4,
+                                           uk_avx512_r5, uk_avx512_r6, uk_avx512_r7, uk_avx512_r8,
+                                           uk_avx512_r9, uk_avx512_r10, uk_avx512_r11, uk_avx512_r12,
+                                           uk_avx512_r13};
+    static const lumen_ukernel r256[6] = {NULL, uk_avx2_ks256_r1, uk_avx2_ks256_r2, uk_avx2_ks256_r3,
+                                          uk_avx2_ks256_r4, uk_avx2_ks256_r5};
+    static const lumen_ukernel r320[6] = {NULL, uk_avx2_ks320_r1, uk_avx2_ks320_r2, uk_avx2_ks320_r3,
+                                          uk_avx2_ks320_r4, uk_avx2_ks320_r5};
+    if (isa == LUMEN_ISA_AVX512 && mr > 0 && mr < 14) return r512[mr];
+    if (isa == LUMEN_ISA_AVX2 && mr > 0 && mr < 6) return bl->kc == AVX2_KS_L2 ? r320[mr] : r256[mr];
+#else
+    (void)isa;
+    (void)mr;
+#endif
+    (void)bl;
+    return NULL;
+}
 
 static lumen_ukernel lumen_ukernel_for(int isa, const lumen_blocking *bl) {
 #if LUMEN_X86
@@ -635,6 +901,10 @@ static void lumen_gemm_k0(const lumen_gemm_op *op, int64_t m0, int64_t m1, int64
             float v = op->accumulate ? *cn : 0.0f;
             if (op->bias_m) v += op->bias_m[m];
             if (op->bias_n) v += op->bias_n[n];
+            lumen_epi e;
+            memset(&e, 0, sizeof e);
+            lumen_epi_post(&e, op, 1, cn);
+            if (e.post) v = lumen_post1(&e, v, e.res ? *e.res : 0.0f);
             *cn = v;
         }
     }
@@ -763,7 +1033,7 @@ LUMEN_TARGET_AVX512BF16 static void uk_bf16(int64_t kp, const uint32_t *restrict
 #undef KSTEP
 #undef ROW
     const __m512 va = _mm512_set1_ps(e->alpha);
-    const int scale = e->alpha != 1.0f, lc = e->load_c;
+    const int scale = e->alpha != 1.0f, lc = e->load_c, post = e->post;
     const float *bm = e->bias_m;
     __m512 bn0 = _mm512_setzero_ps(), bn1 = _mm512_setzero_ps();
     if (e->bias_n) {
@@ -784,6 +1054,7 @@ LUMEN_TARGET_AVX512BF16 static void uk_bf16(int64_t kp, const uint32_t *restrict
             x0 = _mm512_add_ps(x0, _mm512_loadu_ps(cp));                                          \
             x1 = _mm512_add_ps(x1, _mm512_loadu_ps(cp + 16));                                     \
         }                                                                                         \
+        if (post) lumen_post_avx512(&x0, &x1, e->res ? e->res + (i) * ldc : NULL, e);             \
         _mm512_storeu_ps(cp, x0);                                                                 \
         _mm512_storeu_ps(cp + 16, x1);                                                            \
     }
@@ -821,7 +1092,7 @@ static void lumen_gemm_run_bf16(const lumen_gemm_op *op, int isa, int64_t m0, in
         for (int64_t pc = 0; pc < K; pc += kcb) {
             const int64_t kc = K - pc < kcb ? K - pc : kcb;
             const int64_t kp = (kc + 1) / 2;
-            const int first = pc == 0;
+            const int first = pc == 0, last = pc + kc >= K;
             for (int64_t jr = 0; jr < nc; jr += NR) {
                 const int64_t cnt = nc - jr < NR ? nc - jr : NR;
                 pack_b(&op->b, isa, jc + jr, cnt, pc, kc, NR, St);
@@ -858,10 +1129,12 @@ static void lumen_gemm_run_bf16(const lumen_gemm_op *op, int isa, int64_t m0, in
                             lumen_epi e = {op->alpha, first ? op->accumulate : 1,
                                            first && op->bias_m ? op->bias_m + gm : NULL,
                                            first && op->bias_n ? op->bias_n + gn : NULL};
+                            lumen_epi_post(&e, op, last, C);
                             uk_bf16(kp, Apan, Bpan, C, ldc, &e);
                         } else {
                             lumen_epi e = {op->alpha, 0, NULL, NULL};
                             uk_bf16(kp, Apan, Bpan, tmp, NR, &e);
+                            lumen_epi_post(&e, op, last, C);
                             const int lc = first ? op->accumulate : 1;
                             for (int i = 0; i < mr; ++i) {
                                 float *c = C + i * ldc;
@@ -871,6 +1144,7 @@ static void lumen_gemm_run_bf16(const lumen_gemm_op *op, int isa, int64_t m0, in
                                     float v = t[j] + bm;
                                     if (first && op->bias_n) v += op->bias_n[gn + j];
                                     if (lc) v += c[j];
+                                    if (e.post) v = lumen_post1(&e, v, e.res ? e.res[i * ldc + j] : 0.0f);
                                     c[j] = v;
                                 }
                             }
@@ -886,9 +1160,10 @@ static void lumen_gemm_run_bf16(const lumen_gemm_op *op, int isa, int64_t m0, in
 // One MR x NR tile of the (ic, jc) block: the microkernel straight into C when the tile is whole,
 // through tmp (then the epilogue in scalar code) at the edges.
 static inline __attribute__((always_inline)) void gemm_tile(
-    const lumen_gemm_op *op, lumen_ukernel uk, lumen_blocking bl, const float *Ap, const float *Bp,
+    const lumen_gemm_op *op, lumen_ukernel uk, const lumen_ukernel *rows, lumen_blocking bl,
+    const float *Ap, const float *Bp,
     int64_t ic, int64_t ir, int64_t mc, int64_t jc, int64_t jr, int64_t nc, int64_t kc, int first,
-    float *tmp) {
+    int last, float *tmp) {
     const int MR = bl.mr, NR = bl.nr;
     const int64_t ldc = op->ldc;
     const int mr = mc - ir < MR ? (int)(mc - ir) : MR;
@@ -898,14 +1173,17 @@ static inline __attribute__((always_inline)) void gemm_tile(
     const float *Bpan = Bp + jr * kc;
     const int64_t gn = jc + jr;
     float *C = op->c + gm * ldc + lumen_col_offset(op, gn);
-    if (mr == MR && nr == NR) {
+    const lumen_ukernel ukr = mr < MR && nr == NR ? rows[mr] : NULL;
+    if ((mr == MR || ukr) && nr == NR) {
         lumen_epi e = {op->alpha, first ? op->accumulate : 1,
                        first && op->bias_m ? op->bias_m + gm : NULL,
                        first && op->bias_n ? op->bias_n + gn : NULL};
-        uk(kc, Apan, Bpan, C, ldc, &e);
+        lumen_epi_post(&e, op, last, C);
+        (mr == MR ? uk : ukr)(kc, Apan, Bpan, C, ldc, &e);
     } else {
         lumen_epi e = {op->alpha, 0, NULL, NULL};
         uk(kc, Apan, Bpan, tmp, NR, &e);
+        lumen_epi_post(&e, op, last, C);
         const int lc = first ? op->accumulate : 1;
         for (int i = 0; i < mr; ++i) {
             float *c = C + i * ldc;
@@ -915,6 +1193,7 @@ static inline __attribute__((always_inline)) void gemm_tile(
                 float v = t[j] + bm;
                 if (first && op->bias_n) v += op->bias_n[gn + j];
                 if (lc) v += c[j];
+                if (e.post) v = lumen_post1(&e, v, e.res ? e.res[i * ldc + j] : 0.0f);
                 c[j] = v;
             }
         }
@@ -940,6 +1219,8 @@ void lumen_gemm_run(const lumen_gemm_op *op, int isa, int64_t m0, int64_t m1, in
 #endif
     const int MR = bl.mr, NR = bl.nr;
     const lumen_ukernel uk = lumen_ukernel_for(isa, &bl);
+    lumen_ukernel rows[14] = {NULL};
+    for (int r = 1; r < MR && r < 14; ++r) rows[r] = lumen_ukernel_rows_for(isa, &bl, r);
     const int64_t nkb = (K + bl.kc - 1) / bl.kc;
     const int64_t kcb = (K + nkb - 1) / nkb;
     const int64_t mcmax = bl.mc, ncmax = bl.nc;
@@ -955,7 +1236,7 @@ void lumen_gemm_run(const lumen_gemm_op *op, int isa, int64_t m0, int64_t m1, in
         const int64_t nc = n1 - jc < ncmax ? n1 - jc : ncmax;
         for (int64_t pc = 0; pc < K; pc += kcb) {
             const int64_t kc = K - pc < kcb ? K - pc : kcb;
-            const int first = pc == 0;
+            const int first = pc == 0, last = pc + kc >= K;
             pack_b(&op->b, isa, jc, nc, pc, kc, NR, Bp);
             for (int64_t ic = m0; ic < m1; ic += mcmax) {
                 const int64_t mc = m1 - ic < mcmax ? m1 - ic : mcmax;
@@ -965,12 +1246,12 @@ void lumen_gemm_run(const lumen_gemm_op *op, int isa, int64_t m0, int64_t m1, in
                     // block stream from L2.
                     for (int64_t jr = 0; jr < nc; jr += NR)
                         for (int64_t ir = 0; ir < mc; ir += MR)
-                            gemm_tile(op, uk, bl, Ap, Bp, ic, ir, mc, jc, jr, nc, kc, first, tmp);
+                            gemm_tile(op, uk, rows, bl, Ap, Bp, ic, ir, mc, jc, jr, nc, kc, first, last, tmp);
                 } else {
                     // ir outer: one A micro-panel stays in L1 while the B block streams from L2.
                     for (int64_t ir = 0; ir < mc; ir += MR)
                         for (int64_t jr = 0; jr < nc; jr += NR)
-                            gemm_tile(op, uk, bl, Ap, Bp, ic, ir, mc, jc, jr, nc, kc, first, tmp);
+                            gemm_tile(op, uk, rows, bl, Ap, Bp, ic, ir, mc, jc, jr, nc, kc, first, last, tmp);
                 }
             }
         }

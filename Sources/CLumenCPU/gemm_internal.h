@@ -121,6 +121,13 @@ typedef struct {
     // Keep f32 even when bf16 compute is on (set by callers whose packing would cost more in
     // bf16 than the dot products save).
     int f32_only;
+    // Ops fused after the product (lumen_conv2d_ex), applied once to each finished output, after
+    // the last K block, in this order: + residual (laid out as C: the same offset from `residual`
+    // as the output from `c`), then * post_mul + post_add, then Swift's min(max(v, lo), hi).
+    // Each rounds as the separate op would, so results equal the unfused ops' bit for bit.
+    const float *residual;
+    int post_affine, post_clamp;
+    float post_mul, post_add, post_lo, post_hi;
 } lumen_gemm_op;
 
 typedef struct {

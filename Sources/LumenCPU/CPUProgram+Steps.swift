@@ -29,14 +29,33 @@ extension CPUProgram {
         case .conv2d(let p, let hasBias):
             let x = try f32(n.inputs[0]), (w, wdt) = try weight(n.inputs[1])
             let bias = hasBias ? try f32(n.inputs[2]) : nil
-            let y = try f32(n.id)
             let xs = shape(n.inputs[0]), ws = shape(n.inputs[1])
             let tasks = threads
-            return Step(name: name) { [pool = threadPool] in
-                pool.parallelFor(tasks) { t in
-                    lumen_conv2d(x, Int64(xs[0]), Int64(xs[1]), Int64(xs[2]), Int64(xs[3]), w, wdt, bias, y,
-                                 Int64(ws[0]), Int64(ws[2]), Int64(ws[3]), Int64(p.strideH), Int64(p.strideW),
-                                 Int64(p.padH), Int64(p.padW), Int64(n.shape[2]), Int64(n.shape[3]), Int32(t), Int32(tasks))
+            guard let fused = fusion.epilogues[n.id] else {
+                let y = try f32(n.id)
+                return Step(name: name) { [pool = threadPool] in
+                    pool.parallelFor(tasks) { t in
+                        lumen_conv2d(x, Int64(xs[0]), Int64(xs[1]), Int64(xs[2]), Int64(xs[3]), w, wdt, bias, y,
+                                     Int64(ws[0]), Int64(ws[2]), Int64(ws[3]), Int64(p.strideH), Int64(p.strideW),
+                                     Int64(p.padH), Int64(p.padW), Int64(n.shape[2]), Int64(n.shape[3]), Int32(t), Int32(tasks))
+                    }
+                }
+            }
+            // The chain's last value lives in the convolution's buffer (ConvFusion checked it).
+            let y = try f32(fused.last)
+            var epilogue = lumen_conv_epilogue()
+            if let r = fused.residual { epilogue.residual = UnsafePointer(try f32(r)) }
+            if let (a, b) = fused.affine { epilogue.affine = 1; epilogue.mul = a; epilogue.add = b }
+            if let (lo, hi) = fused.clamp { epilogue.clamp = 1; epilogue.lo = lo; epilogue.hi = hi }
+            let stepName = ([name] + [fused.residual != nil ? "add" : nil, fused.affine != nil ? "affine" : nil,
+                                      fused.clamp != nil ? "clamp" : nil].compactMap { $0 }).joined(separator: "+")
+            return Step(name: stepName) { [pool = threadPool] in
+                withUnsafePointer(to: epilogue) { e in
+                    pool.parallelFor(tasks) { t in
+                        lumen_conv2d_ex(x, Int64(xs[0]), Int64(xs[1]), Int64(xs[2]), Int64(xs[3]), w, wdt, bias, y,
+                                        Int64(ws[0]), Int64(ws[2]), Int64(ws[3]), Int64(p.strideH), Int64(p.strideW),
+                                        Int64(p.padH), Int64(p.padW), Int64(n.shape[2]), Int64(n.shape[3]), e, Int32(t), Int32(tasks))
+                    }
                 }
             }
 

@@ -36,6 +36,8 @@ public final class CPUProgram: Program {
     /// Constants widened to f32 for the ops that read them as activations.
     private var widened: [Int: Tensor] = [:]
     private var inputBuffers: [(name: String, node: Int, bytes: Int)] = []
+    /// Elementwise ops computed by the convolution before them.
+    private(set) var fusion = ConvFusion.none
     private let pool: ThreadPool
     private let lock = NSLock()
     /// Applied (process-wide, lumen_cpu_set_bf16) for the duration of every run; nil: left alone.
@@ -54,14 +56,16 @@ public final class CPUProgram: Program {
 
         // Only what the outputs depend on is computed; buffers are shared by lifetime.
         let plan = ActivationPlan(graph: graph, outputs: outputs, worksInPlace: Self.worksInPlace)
-        let needed = GraphLiveness(graph: graph, outputs: outputs).needed
+        let liveness = GraphLiveness(graph: graph, outputs: outputs)
+        let needed = liveness.needed
         bufferOf = plan.bufferOf
         inputBuffers = plan.inputs
         inputs = plan.declaredInputs
         buffers = try plan.capacities.map { try ActivationBuffer(capacity: $0) }
         activationBytes = plan.totalBytes
 
-        for n in nodes where needed[n.id] {
+        fusion = ConvFusion(graph: graph, outputs: outputs, needed: needed, root: liveness.root, bufferOf: bufferOf)
+        for n in nodes where needed[n.id] && !fusion.absorbed.contains(n.id) {
             if var step = try makeStep(n) {
                 step.node = n.id
                 steps.append(step)

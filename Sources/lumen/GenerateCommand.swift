@@ -143,6 +143,11 @@ struct GenerateCommand: ParsableCommand {
                                valueName: "vae | taesd [PATH]"))
     var vaeDecoder: [String] = []
 
+    @Option(name: .customLong("vae-encoder"), parsing: .upToNextOption,
+            help: ArgumentHelp("What encodes the init image (--init-image, inpainting, --hires-upscaler lanczos): vae (the model's VAE, the default) or taesd PATH (TAESD's encoder: taesd_encoder.safetensors, taesdxl_encoder.safetensors or a diffusers AutoencoderTiny folder; much faster, softer).",
+                               valueName: "vae | taesd PATH"))
+    var vaeEncoder: [String] = []
+
     @Option(name: .customLong("memory-budget"),
             help: "The memory the request may take, e.g. 6G or 512M (default: LUMEN_MEMORY_BUDGET, else the available RAM on the CPU or the device's memory on Vulkan). A request that cannot fit even tiled is refused before the first step.")
     var memoryBudget: String?
@@ -203,6 +208,9 @@ struct GenerateCommand: ParsableCommand {
         }
         _ = try previewOptions()
         _ = try imageDecoder()
+        if case .taesd = try imageEncoder(), initImage == nil, outpaint == nil, hires == nil {
+            throw ValidationError("--vae-encoder taesd: nothing to encode; it needs --init-image (or --hires with --hires-upscaler lanczos)")
+        }
         if let output, !output.lowercased().hasSuffix(".png") {
             throw ValidationError("-o \(output): the output must be a .png path")
         }
@@ -253,6 +261,7 @@ struct GenerateCommand: ParsableCommand {
         request.vaeTiling = VAETiling(vaeTiling) ?? .auto
         request.previews = try previewOptions()
         request.decoder = try imageDecoder()
+        request.encoder = try imageEncoder()
         if let initImage {
             request.initImage = try InitImage(pngPath: initImage)
             request.strength = strength
@@ -313,6 +322,7 @@ struct GenerateCommand: ParsableCommand {
             _ = try pipeline.taesd(taesd)  // a TAESD for another latent space fails now, not at the first preview
         }
         if case .taesd(let path) = request.decoder { _ = try pipeline.taesd(path) }
+        if case .taesd(let path) = request.encoder { _ = try pipeline.taesdEncoder(path) }
         var parameters = prompt
         if let negativePrompt, !negativePrompt.isEmpty { parameters += "\nNegative prompt: \(negativePrompt)" }
         parameters += "\nSteps: \(steps), Sampler: \(kind.displayName), CFG scale: \(guidance), Seed: \(request.seed), "
@@ -406,6 +416,17 @@ extension GenerateCommand {
         case 2 where vaeDecoder[0] == "taesd": return .taesd(path: vaeDecoder[1])
         default:
             throw ValidationError("--vae-decoder \(vaeDecoder.joined(separator: " ")): expected vae, or taesd PATH (a TAESD decoder folder or .safetensors file)")
+        }
+    }
+
+    /// `--vae-encoder vae | taesd PATH` as the library's encoder.
+    func imageEncoder() throws -> ImageEncoder {
+        switch vaeEncoder.count {
+        case 0: return .vae
+        case 1 where vaeEncoder[0] == "vae": return .vae
+        case 2 where vaeEncoder[0] == "taesd": return .taesd(path: vaeEncoder[1])
+        default:
+            throw ValidationError("--vae-encoder \(vaeEncoder.joined(separator: " ")): expected vae, or taesd PATH (a TAESD encoder folder or .safetensors file)")
         }
     }
 

@@ -107,6 +107,27 @@ void lumen_conv2d(const float *x, int64_t batch, int64_t C, int64_t H, int64_t W
                   int64_t OH, int64_t OW,
                   int task, int ntasks);
 
+/// Ops fused after a convolution (lumen_conv2d_ex), applied to each output value in this order:
+/// + residual (an f32 tensor laid out as y, [batch, O, OH, OW]; NULL: none), then, with `affine`,
+/// v * mul + add, then, with `clamp`, min(max(v, lo), hi) as Swift's min and max compute it (NaN
+/// stays NaN). Each rounds as the separate op would: the results equal the unfused ops' bit for bit.
+/// The residual may overlap neither x nor y (y holds partial sums before the residual is read).
+typedef struct {
+    const float *residual;
+    int affine;
+    float mul, add;
+    int clamp;
+    float lo, hi;
+} lumen_conv_epilogue;
+
+/// lumen_conv2d with fused ops after it (`epilogue` may be NULL: none).
+void lumen_conv2d_ex(const float *x, int64_t batch, int64_t C, int64_t H, int64_t W,
+                     const void *w, int wdtype, const float *bias,
+                     float *y, int64_t O, int64_t KH, int64_t KW,
+                     int64_t SH, int64_t SW, int64_t PH, int64_t PW,
+                     int64_t OH, int64_t OW, const lumen_conv_epilogue *epilogue,
+                     int task, int ntasks);
+
 /// Measures the f32 FMA rate one thread reaches with the given instruction set (GFLOP/s,
 /// counting an FMA as 2 FLOPs), running for about `seconds`. Used to report kernels' fraction
 /// of the machine's peak.

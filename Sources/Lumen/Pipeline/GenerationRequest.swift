@@ -211,6 +211,9 @@ public struct GenerationRequest: Sendable, Hashable {
     public var previews: PreviewOptions? = nil
     /// What turns the final latents into images: the model's VAE, or TAESD (much faster, softer).
     public var decoder: ImageDecoder = .vae
+    /// What turns the init image (image-to-image, inpainting, the hires fix's Lanczos upscale) into
+    /// latents: the model's VAE, or TAESD's encoder.
+    public var encoder: ImageEncoder = .vae
 
     public init(prompt: String) { self.prompt = prompt }
 }
@@ -249,6 +252,18 @@ public enum ImageDecoder: Sendable, Hashable {
     case vae
     /// TAESD / TAESDXL at `path` (as `PreviewOptions.taesdPath`): diffusers' pipeline with
     /// `vae=AutoencoderTiny`, whole (never tiled).
+    case taesd(path: String)
+}
+
+/// The encoder of init images.
+public enum ImageEncoder: Sendable, Hashable {
+    /// The model's VAE: a sample of its latent distribution from the request's generator, times
+    /// the scaling factor (diffusers' default).
+    case vae
+    /// TAESD / TAESDXL's encoder at `path` (`taesd_encoder.safetensors`, `taesdxl_encoder.safetensors`
+    /// or a diffusers `AutoencoderTiny` folder): diffusers' pipeline with `vae=AutoencoderTiny`,
+    /// whose `encode(x).latents` are already scaled latents and draw nothing from the generator;
+    /// whole (never tiled).
     case taesd(path: String)
 }
 

@@ -8,6 +8,7 @@ enum GenerationStage {
     case unetStep(Int, of: Int)
     case vaeDecode
     case taesdDecode
+    case taesdEncode
 
     var name: String {
         switch self {
@@ -16,6 +17,7 @@ enum GenerationStage {
         case .unetStep(let k, let n): return "UNet at step \(k) of \(n)"
         case .vaeDecode: return "VAE decoder"
         case .taesdDecode: return "TAESD decoder"
+        case .taesdEncode: return "TAESD encoder (of the init image)"
         }
     }
 }
@@ -47,6 +49,8 @@ func ensureFinite(_ values: [Float], stage: GenerationStage, withLoRAs: Bool, re
             + (k == 1 ? "; NaN at the first step also means the UNet's weights may hold NaN or Inf" : "")
     case .taesdDecode:
         hint = "the TAESD decoder's weights may hold NaN or Inf: check the TAESD file, or decode with the model's VAE"
+    case .taesdEncode:
+        hint = "the TAESD encoder's weights may hold NaN or Inf: check the TAESD file, or encode with the model's VAE"
     case .vaeDecode:
         hint = "fp16 VAEs overflow (SDXL's original VAE does): decode in f32 (--precision fp32 or --backend cpu), or pass --vae with an fp16-safe VAE (e.g. madebyollin/sdxl-vae-fp16-fix)"
     }

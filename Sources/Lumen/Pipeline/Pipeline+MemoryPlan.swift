@@ -147,7 +147,12 @@ extension Pipeline {
             }
         }
         var encode: MemoryPlan.Stage? = nil, encodeTiles: VAETileLayout? = nil
-        if let image = r.initImage {
+        if let image = r.initImage, case .taesd(let path) = r.encoder {  // TAESD encodes whole
+            let taesd = try taesdEncodeStage(path)
+            encode = MemoryPlan.Stage(name: "image encoding", weights: taesd.encoder.weights.fileBytes,
+                                      activations: try taesd.plannedActivations(height: image.height, width: image.width),
+                                      staging: 4 * imageBytes, how: "whole (TAESD)")
+        } else if let image = r.initImage {
             (encode, encodeTiles) = try vaeStage(.encode, h: image.height, w: image.width, other: nil)
         }
         let (decode, decodeTiles) = try vaeStage(.decode, h: height, w: width, other: encode)

@@ -40,6 +40,8 @@ public final class Pipeline: @unchecked Sendable {
     var loadedControlNets: [String: ControlNet] = [:]
     /// TAESD decoders opened by requests (previews, fast decodes), by path.
     var loadedTAESDs: [String: AutoencoderTinyDecoder] = [:]
+    /// TAESD encoders opened by requests (`ImageEncoder.taesd`), by path.
+    var loadedTAESDEncoders: [String: AutoencoderTinyEncoder] = [:]
     /// Keep every compiled network (and its activation memory) for later requests. Off, each
     /// network's program is dropped once the request no longer needs it, so the UNet's and the
     /// decoder's activations are never held at the same time: the right choice for one-shot use
@@ -293,7 +295,7 @@ public final class Pipeline: @unchecked Sendable {
         if let given = request.initLatents {
             initLatents = given.values
         } else {
-            let encoded = try vae.encode(request.initImage!, layout: plan.encodeTiles, generator: &generator)  // [1, 4, lh, lw], scaled
+            let encoded = try encodeInitImage(request.initImage!, request, plan: plan, generator: &generator)  // [1, 4, lh, lw], scaled
             initLatents = Array([[Float]](repeating: encoded, count: request.count).joined())
         }
         if request.denoisingStart != nil { return (initLatents, first, nil) }
@@ -302,8 +304,8 @@ public final class Pipeline: @unchecked Sendable {
             return (scheduler.addNoise(original: initLatents, noise: noise, step: first), first, nil)
         }
         // diffusers also encodes the masked image (for 9-channel UNets) with the request's
-        // generator, so that the steps' noise comes after that sample.
-        _ = generator.randn(count: latentCount / request.count)
+        // generator, so that the steps' noise comes after that sample (TAESD's encoder draws none).
+        if request.encoder == .vae { _ = generator.randn(count: latentCount / request.count) }
         let blend = MaskBlend(mask: MaskBlend.latentMask(mask, latentHeight: height / f, latentWidth: width / f),
                               imageLatents: initLatents, noise: noise, channels: model.vaeConfig.latentChannels)
         let start = request.strength == 1 ? noise.map { $0 * scheduler.initNoiseSigma }
@@ -325,7 +327,7 @@ public final class Pipeline: @unchecked Sendable {
         if request.strength == 1 {
             start = generator.randn(count: latentCount).map { $0 * scheduler.initNoiseSigma }
         } else {
-            let encoded = try vae.encode(image, layout: plan.encodeTiles, generator: &generator)
+            let encoded = try encodeInitImage(image, request, plan: plan, generator: &generator)
             let noise = generator.randn(count: latentCount)
             start = scheduler.addNoise(original: Array([[Float]](repeating: encoded, count: request.count).joined()), noise: noise, step: first)
         }
@@ -336,8 +338,8 @@ public final class Pipeline: @unchecked Sendable {
         for p in 0..<(image.width * image.height) where binary[p] == 1 {
             masked[3 * p] = 0.5; masked[3 * p + 1] = 0.5; masked[3 * p + 2] = 0.5
         }
-        let maskedLatents = try vae.encode(InitImage(width: image.width, height: image.height, rgb: masked),
-                                           layout: plan.encodeTiles, generator: &generator)
+        let maskedLatents = try encodeInitImage(InitImage(width: image.width, height: image.height, rgb: masked), request,
+                                                plan: plan, generator: &generator)
         let hook = InpaintInputs(mask: MaskBlend.latentMask(mask, latentHeight: lh, latentWidth: lw),
                                  maskedImageLatents: maskedLatents, channels: channels, height: lh, width: lw)
         return (start, first, hook)

@@ -13,6 +13,8 @@ enum ProgramKey: Hashable, Sendable {
     /// TAESD's decoder (by its path) for a batch of latents of height × width: previews and fast
     /// final decodes.
     case tinyDecode(path: String, batch: Int, height: Int, width: Int)
+    /// TAESD's encoder (by its path) for an image of height × width pixels.
+    case tinyEncode(path: String, height: Int, width: Int)
     /// The VAE encoder for an image of height × width pixels (mean and log-variance).
     case encode(height: Int, width: Int)
     /// The VAE encoder's moments for one tile of height × width pixels (tiled encoding).
@@ -23,7 +25,7 @@ enum ProgramKey: Hashable, Sendable {
     var stage: Stage {
         switch self {
         case .text: return .conditioning
-        case .encode, .encodeMoments: return .imageEncoding
+        case .encode, .encodeMoments, .tinyEncode: return .imageEncoding
         case .unet, .controlNet: return .denoising
         case .decode, .tinyDecode: return .decoding
         }

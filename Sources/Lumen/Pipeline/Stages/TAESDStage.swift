@@ -101,3 +101,79 @@ extension Pipeline {
         }
     }
 }
+
+/// TAESD's encoder as a pipeline stage (`ImageEncoder.taesd`): init images to latents, compiled
+/// through the pipeline's cache once per image size. `AutoencoderTiny.encode(x).latents` are
+/// already the scaled latents the UNet works on, and draw nothing from the generator (diffusers'
+/// `retrieve_latents` takes `.latents` as they are; AutoencoderTiny's scaling factor is 1).
+struct TAESDEncodeStage {
+    let encoder: AutoencoderTinyEncoder
+    let cache: ProgramCache
+
+    func key(height: Int, width: Int) -> ProgramKey {
+        .tinyEncode(path: encoder.path, height: height, width: width)
+    }
+
+    func build(_ g: Graph, height: Int, width: Int) throws -> [Value] {
+        let x = try g.input("image", shape: [1, encoder.config.inChannels, height, width])
+        return [try encoder.build(g, image: x)]
+    }
+
+    /// Activation bytes of the encoder for an image of this size (0 once compiled), for the memory plan.
+    func plannedActivations(height: Int, width: Int) throws -> Int {
+        try cache.plannedBytes(key(height: height, width: width)) { try build($0, height: height, width: width) }
+    }
+
+    /// The image as latents [1, C, H/8, W/8], flattened.
+    func encode(_ image: InitImage, withLoRAs: Bool) throws -> [Float] {
+        let (h, w) = (image.height, image.width)
+        var planar = [Float](repeating: 0, count: 3 * h * w)
+        for i in 0..<(h * w) {
+            for c in 0..<3 { planar[c * h * w + i] = image.rgb[i * 3 + c] * 2 - 1 }
+        }
+        let network = try cache.network(key(height: h, width: w)) { try build($0, height: h, width: w) }
+        let latents = try network.run(["image": try Tensor(shape: [1, 3, h, w], values: planar)])[0].toFloats()
+        try ensureFinite(latents, stage: .taesdEncode, withLoRAs: withLoRAs)
+        return latents
+    }
+}
+
+extension Pipeline {
+    /// The TAESD encoder at `path`, opened once and checked against the model: it must make the
+    /// VAE's latent channels at the VAE's pixels per latent.
+    public func taesdEncoder(_ path: String) throws -> AutoencoderTinyEncoder {
+        if let known = loadedTAESDEncoders[path] { return known }
+        let taesd = try AutoencoderTinyEncoder(path: path)
+        let c = taesd.config, vae = model.vaeConfig
+        guard c.inChannels == 3 else {
+            throw ModelFileError.unsupported(path: path, detail: "this TAESD encodes \(c.inChannels)-channel images; expected RGB (3)")
+        }
+        guard c.latentChannels == vae.latentChannels else {
+            throw ModelFileError.unsupported(path: path, detail: "this TAESD encoder makes \(c.latentChannels)-channel latents; the model's VAE makes \(vae.latentChannels): "
+                + "use taesd_encoder.safetensors (madebyollin/taesd) for SD 1.x/2.x or taesdxl_encoder.safetensors (madebyollin/taesdxl) for SDXL")
+        }
+        guard c.scaleFactor == vae.scaleFactor else {
+            throw ModelFileError.unsupported(path: path, detail: "this TAESD encoder makes a latent of \(c.scaleFactor) pixels (\(c.blocks.count - 1) stride-2 levels); "
+                + "the model's VAE makes one of \(vae.scaleFactor)")
+        }
+        loadedTAESDEncoders[path] = taesd
+        return taesd
+    }
+
+    /// The TAESD encoder stage of a TAESD path.
+    func taesdEncodeStage(_ path: String) throws -> TAESDEncodeStage {
+        TAESDEncodeStage(encoder: try taesdEncoder(path), cache: cache)
+    }
+
+    /// An init image as scaled latents [1, C, h, w], by the request's encoder: the VAE (a sample
+    /// from the generator, tiled as the plan says) or TAESD (whole, drawing nothing).
+    func encodeInitImage(_ image: InitImage, _ request: GenerationRequest, plan: MemoryPlan,
+                         generator: inout TorchGenerator) throws -> [Float] {
+        switch request.encoder {
+        case .vae:
+            return try vae.encode(image, layout: plan.encodeTiles, generator: &generator)
+        case .taesd(let path):
+            return try taesdEncodeStage(path).encode(image, withLoRAs: !model.loras.isEmpty)
+        }
+    }
+}
