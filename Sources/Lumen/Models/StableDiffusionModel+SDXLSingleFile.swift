@@ -22,8 +22,9 @@ extension StableDiffusionModel {
         guard file.entries[OriginalCheckpointNames.unetPrefix + "input_blocks.0.0.weight"] != nil else {
             throw ModelFileError.unsupported(path: path, detail: "an SDXL checkpoint without its UNet (model.diffusion_model.input_blocks.0.0.weight)")
         }
-        if let s = try? shape(file, OriginalCheckpointNames.unetPrefix + "input_blocks.0.0.weight"), s.rank == 4, s[1] != 4 {
-            throw ModelFileError.unsupported(path: path, detail: "an SDXL UNet with \(s[1]) input channels (an inpainting model takes 9), which Lumen reads from diffusers folders only so far")
+        // conv_in's input channels (4, or 9 for an inpainting UNet) come from its shape, as for SD 1.x.
+        if let s = try? shape(file, OriginalCheckpointNames.unetPrefix + "input_blocks.0.0.weight"), s.rank == 4, s[1] != 4, s[1] != 9 {
+            throw ModelFileError.unsupported(path: path, detail: "an SDXL UNet with \(s[1]) input channels (Lumen reads 4, or 9 for inpainting)")
         }
 
         let defaults = SingleFileDefaults.sdxl
@@ -128,5 +129,15 @@ extension StableDiffusionModel {
         c.additionTimeEmbedDim = timeIds / idCount
         c.projectionClassEmbeddingsInputDim = added[1]
         return c
+    }
+}
+
+extension StableDiffusionModel {
+    /// The name a single-file checkpoint gives a UNet tensor that diffusers calls `diffusersName`
+    /// (`model.diffusion_model.` and the original block numbering), for tools and tests that write
+    /// single files from diffusers folders.
+    public static func originalUNetName(_ diffusersName: String, config: UNet2DConditionConfig) -> String {
+        OriginalCheckpointNames.unet(
+            diffusersName, layersPerBlock: config.layersPerBlock, upBlockHasAttention: { config.upBlockTypes[$0] == .crossAttention })
     }
 }
