@@ -241,7 +241,8 @@ def main():
     ap.add_argument("--tokenizer", default=os.path.join(HERE, "..", "Tests", "Fixtures", "tiny-sd", "tokenizer"))
     ap.add_argument("--sizes", default=None, help="UNet-step image sizes; the VAE decodes at the first (default 512,256; sdxl 1024)")
     ap.add_argument("--generate-size", type=int, default=None, help="default 512; sdxl 1024")
-    ap.add_argument("--skip-generate", action="store_true")
+    ap.add_argument("--skip-generate", action="store_true", help="PyTorch skips the whole generation (lumen-bench still runs it "
+                    "when --phases has generate)")
     ap.add_argument("--table", action="store_true", help="print `phase seconds` lines instead of JSON")
     ap.add_argument("--generate-child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--result-file", help=argparse.SUPPRESS)
@@ -313,6 +314,9 @@ def main():
     gen = f"generate-{args.generate_size}"
     for phase in ["text-encode"] + [f"unet-step-{s}" for s in args.sizes] + [f"vae-decode-{args.sizes[0]}", gen]:
         p, l = torch_results.get(phase), lumen.get(phase)
+        if l and not p and phase == gen:  # --skip-generate: PyTorch's generation not run this time
+            print(f"{phase:<16}{'-':>11}{l['seconds']:>10.3f}{'-':>15}   {args.steps} steps; peak RSS (VmHWM) Lumen "
+                  f"{l['peak_rss_bytes'] / 1e9:.2f} GB")
         if not p or not l:
             continue
         notes = ""
@@ -322,6 +326,9 @@ def main():
                      f"PyTorch pipeline call {p['pipeline_seconds']:.1f} s; load {p['load_before']:.1f} -> {p['load_after']:.1f}")
         elif l.get("gflops"):
             notes = f"Lumen {l['gflops']:.0f} GFLOP/s"
+            if l.get("breakdown"):  # Lumen's kernel time by op family, from its profiled run
+                top = sorted(l["breakdown"].items(), key=lambda kv: -kv[1])[:6]
+                notes += "; " + ", ".join(f"{k} {v * 100:.0f}%" for k, v in top)
         print(f"{phase:<16}{p['seconds']:>11.3f}{l['seconds']:>10.3f}{l['seconds'] / p['seconds']:>15.2f}   {notes}")
 
 
