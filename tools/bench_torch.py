@@ -6,7 +6,8 @@
 builds SD 1.5's text encoder, UNet and VAE from their configs (Tests/Fixtures/sd15-configs) with
 random fp32 weights, times each phase (median of --runs after a warm-up, torch.inference_mode, the
 same thread count as Lumen), measures a whole 512x512 generation (--steps steps, Euler, guidance
-7.5) and its peak RSS in a child process, and with --compare runs `lumen-bench model --json` in
+7.5) in a child process, with its peak RSS (the child's own VmHWM from /proc/self/status; wait4's
+ru_maxrss beside it) and the pipeline call's time, and with --compare runs `lumen-bench model --json` in
 the same invocation and prints both with Lumen/PyTorch ratios. Pinned versions:
 tools/requirements-fixtures.txt.
 
