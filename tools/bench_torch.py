@@ -6,7 +6,8 @@
 builds SD 1.5's text encoder, UNet and VAE from their configs (Tests/Fixtures/sd15-configs) with
 random fp32 weights, times each phase (median of --runs after a warm-up, torch.inference_mode, the
 same thread count as Lumen), measures a whole 512x512 generation (--steps steps, Euler, guidance
-7.5) and its peak RSS in a child process, and with --compare runs `lumen-bench model --json` in
+7.5) in a child process, with its peak RSS (the child's own VmHWM from /proc/self/status; wait4's
+ru_maxrss beside it) and the pipeline call's time, and with --compare runs `lumen-bench model --json` in
 the same invocation and prints both with Lumen/PyTorch ratios. Pinned versions:
 tools/requirements-fixtures.txt.
 
@@ -167,6 +168,30 @@ def phases_sdxl(args):
     return results
 
 
+def peak_resident_bytes():
+    """This process's own peak RSS: VmHWM from /proc/self/status (Linux), else ru_maxrss."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def report_child(args, pipeline_seconds):
+    """The generate child's own figures for its parent: the pipeline call's time and VmHWM."""
+    if args.result_file:
+        with open(args.result_file, "w") as f:
+            json.dump({"pipeline_seconds": pipeline_seconds, "vmhwm_bytes": peak_resident_bytes()}, f)
+
+
+def log_load(what):
+    """The machine's 1-minute load average on stderr: the machines these run on are shared."""
+    print(f"bench_torch: load average {os.getloadavg()[0]:.2f} {what}", file=sys.stderr, flush=True)
+
+
 def generate_child_sdxl(args):
     import torch
     from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
@@ -180,9 +205,11 @@ def generate_child_sdxl(args):
     pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=text, text_encoder_2=text2, tokenizer=tok, tokenizer_2=tok2,
                                      unet=unet, scheduler=sched, add_watermarker=False)
     pipe.set_progress_bar_config(disable=True)
+    t0 = time.perf_counter()
     with torch.inference_mode():
         pipe("a benchmark prompt", num_inference_steps=args.steps, guidance_scale=7.5, height=args.generate_size,
              width=args.generate_size, generator=torch.Generator("cpu").manual_seed(0), output_type="np")
+    report_child(args, time.perf_counter() - t0)
 
 
 def build_controlnet(args):
@@ -244,9 +271,11 @@ def generate_child_controlnet(args):
     pipe = StableDiffusionControlNetPipeline(vae=vae, text_encoder=text, tokenizer=tok, unet=unet, controlnet=controlnet, scheduler=sched,
                                              safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
+    t0 = time.perf_counter()
     with torch.inference_mode():
         pipe("a benchmark prompt", image=control_image(args.generate_size), num_inference_steps=args.steps, guidance_scale=7.5,
              height=args.generate_size, width=args.generate_size, generator=torch.Generator("cpu").manual_seed(0), output_type="np")
+    report_child(args, time.perf_counter() - t0)
 
 
 def generate_child(args):
@@ -265,10 +294,12 @@ def generate_child(args):
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tok, unet=unet, scheduler=sched,
                                    safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
+    t0 = time.perf_counter()
     with torch.inference_mode():
         pipe("a benchmark prompt", num_inference_steps=steps, guidance_scale=7.5, height=args.generate_size,
              width=args.generate_size,
              generator=torch.Generator("cpu").manual_seed(0), output_type="np")
+    report_child(args, time.perf_counter() - t0)
 
 
 def main():
@@ -287,9 +318,11 @@ def main():
     ap.add_argument("--tokenizer", default=os.path.join(HERE, "..", "Tests", "Fixtures", "tiny-sd", "tokenizer"))
     ap.add_argument("--sizes", default=None, help="UNet-step image sizes; the VAE decodes at the first (default 512,256; sdxl 1024)")
     ap.add_argument("--generate-size", type=int, default=None, help="default 512; sdxl 1024")
-    ap.add_argument("--skip-generate", action="store_true")
+    ap.add_argument("--skip-generate", action="store_true", help="PyTorch skips the whole generation (lumen-bench still runs it "
+                    "when --phases has generate)")
     ap.add_argument("--table", action="store_true", help="print `phase seconds` lines instead of JSON")
     ap.add_argument("--generate-child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--result-file", help=argparse.SUPPRESS)
     args = ap.parse_args()
     sdxl, controlnet = args.model == "sdxl", args.model == "controlnet"
     args.configs = args.configs or (SDXL_CONFIGS if sdxl else CONFIGS)
@@ -311,26 +344,41 @@ def main():
             if args.lumen_work_dir:
                 command += ["--work-dir", args.lumen_work_dir]
         # stderr passes through: lumen-bench logs each phase as it starts.
+        log_load("before lumen-bench")
         out = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True)
+        log_load("after lumen-bench")
         lumen = {r["phase"]: r for r in json.loads(out.stdout)}
 
     torch_results = {}
     if not args.skip_generate:
+        import tempfile
+        load_before = os.getloadavg()[0]
+        result_file = tempfile.NamedTemporaryFile(prefix="bench-torch-", suffix=".json", delete=False).name
         t0 = time.perf_counter()
         child = subprocess.Popen([sys.executable, __file__, "--generate-child", "--threads", str(args.threads), "--steps", str(args.steps),
                                   "--device", args.device, "--dtype", args.dtype, "--configs", args.configs, "--tokenizer", args.tokenizer,
-                                  "--generate-size", str(args.generate_size), "--model", args.model])
+                                  "--generate-size", str(args.generate_size), "--model", args.model, "--result-file", result_file])
         # wait4 on this one child: RUSAGE_CHILDREN would also count the lumen-bench run above.
         _, status, usage = os.wait4(child.pid, 0)
         child.returncode = os.waitstatus_to_exitcode(status)
         if child.returncode != 0:
             raise subprocess.CalledProcessError(child.returncode, child.args)
         gen_seconds = time.perf_counter() - t0
-        rss = usage.ru_maxrss * 1024
+        with open(result_file) as f:
+            own = json.load(f)
+        os.unlink(result_file)
         name = f"generate-{args.generate_size}"
-        torch_results[name] = {"phase": name, "seconds": gen_seconds, "peak_rss_bytes": rss, "steps": args.steps}
+        # The peak is the child's own VmHWM (/proc/self/status, read by the child as the pipeline
+        # returns), as Lumen's is; wait4's ru_maxrss is kept beside it as a cross-check. "seconds" is
+        # the child's whole life (imports, random initialisation of the networks, the pipeline),
+        # "pipeline_seconds" the pipeline call alone.
+        torch_results[name] = {"phase": name, "seconds": gen_seconds, "pipeline_seconds": own["pipeline_seconds"],
+                               "peak_rss_bytes": own["vmhwm_bytes"], "ru_maxrss_bytes": usage.ru_maxrss * 1024,
+                               "steps": args.steps, "load_before": load_before, "load_after": os.getloadavg()[0]}
+    log_load("before the PyTorch phases")
     measured = phases_sdxl(args) if sdxl else (phases_controlnet(args) if "unet" in args.phases else []) if controlnet else phases(args)
     torch_results = {**{r["phase"]: r for r in measured}, **torch_results}
+    log_load("after the PyTorch phases")
 
     if args.table:
         print(f"# PyTorch {args.device} {args.dtype}")
@@ -346,14 +394,21 @@ def main():
              ["text-encode"] + [f"unet-step-{s}" for s in args.sizes] + [f"vae-decode-{args.sizes[0]}"])
     for phase in names + [gen]:
         p, l = torch_results.get(phase), lumen.get(phase)
+        if l and not p and phase == gen:  # --skip-generate: PyTorch's generation not run this time
+            print(f"{phase:<16}{'-':>11}{l['seconds']:>10.3f}{'-':>15}   {args.steps} steps; peak RSS (VmHWM) Lumen "
+                  f"{l['peak_rss_bytes'] / 1e9:.2f} GB")
         if not p or not l:
             continue
         notes = f"Lumen ISA {l['isa']}; " if l.get("isa") else ""
         if phase == gen:
-            notes += (f"{args.steps} steps; peak RSS PyTorch {p['peak_rss_bytes'] / 1e9:.2f} GB, "
-                     f"Lumen {l['peak_rss_bytes'] / 1e9:.2f} GB")
+            notes += (f"{args.steps} steps; peak RSS (VmHWM) PyTorch {p['peak_rss_bytes'] / 1e9:.2f} GB "
+                      f"(ru_maxrss {p['ru_maxrss_bytes'] / 1e9:.2f}), Lumen {l['peak_rss_bytes'] / 1e9:.2f} GB; "
+                      f"PyTorch pipeline call {p['pipeline_seconds']:.1f} s; load {p['load_before']:.1f} -> {p['load_after']:.1f}")
         elif l.get("gflops"):
             notes += f"Lumen {l['gflops']:.0f} GFLOP/s"
+            if l.get("breakdown"):  # Lumen's kernel time by op family, from its profiled run
+                top = sorted(l["breakdown"].items(), key=lambda kv: -kv[1])[:6]
+                notes += "; " + ", ".join(f"{k} {v * 100:.0f}%" for k, v in top)
         print(f"{phase:<20}{p['seconds']:>11.3f}{l['seconds']:>10.3f}{l['seconds'] / p['seconds']:>15.2f}   {notes}")
 
 
