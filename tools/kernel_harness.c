@@ -8,6 +8,8 @@
 //       Sources/CLumenCPU/*.c -lm -lpthread -o /tmp/kernel_harness
 //   LUMEN_CPU_ISA=avx2 [LUMEN_CPU_L2_KIB=512] /tmp/kernel_harness [threads] [reps] [attention]
 // With "attention": the fused attention kernel at SD's shapes (batch 1, 8 heads) instead.
+// With "conv": 3x3 stride-1 convolutions (f16 weights, bias) at TAESD's and the VAE's shapes
+// (LUMEN_CONV_DIRECT=0 forces the implicit GEMM, 2 the direct kernel, for A/B runs).
 #include "lumen_cpu.h"
 
 #include <pthread.h>
@@ -25,6 +27,7 @@ static double now(void) {
 
 typedef struct {
     int attention;
+    int conv;  // C, O, H (= W) in M, N, K
     int64_t lq, lk, dh;
     const float *x;
     const uint16_t *w;
@@ -39,7 +42,10 @@ static void *worker(void *p) {
     job *j = (job *)p;
     for (int r = 0; r < j->reps; ++r) {
         pthread_barrier_wait(j->start);
-        if (j->attention) {
+        if (j->conv) {
+            lumen_conv2d(j->x, j->dh, j->M, j->K, j->K, j->w, LUMEN_DT_F16, j->x, j->y, j->N, 3, 3, 1, 1,
+                         1, 1, j->K, j->K, j->task, j->ntasks);
+        } else if (j->attention) {
             const int64_t w = 8 * j->dh;  // q, k, v and out: [L, 8 heads * dh] in one buffer each
             lumen_attention(j->x, w, j->x + j->lq * w, w, j->x + (j->lq + j->lk) * w, w, j->y, w, 1, j->lq,
                             j->lk, 8, j->dh, 1.0f / 6.3245553f, 0, j->task, j->ntasks);
@@ -73,7 +79,7 @@ static void attention_shapes(int threads, int reps) {
         pthread_t tid[64];
         const int total = reps + 1;
         for (int t = 0; t < threads; ++t) {
-            jobs[t] = (job){1, lq, lk, dh, x, NULL, y, 0, 0, 0, t, threads, &start, &end, total};
+            jobs[t] = (job){1, 0, lq, lk, dh, x, NULL, y, 0, 0, 0, t, threads, &start, &end, total};
             pthread_create(&tid[t], NULL, worker, &jobs[t]);
         }
         double *times = malloc(sizeof(double) * total);
@@ -95,8 +101,62 @@ static void attention_shapes(int threads, int reps) {
     }
 }
 
+
+static void conv_shapes(int threads, int reps) {
+    // C, O, H = W, batch (TAESD's levels and RGB head, the VAE decoder's levels, the UNet's at 512
+    // with guidance)
+    const int64_t shapes[][4] = {{64, 64, 512, 1},  {64, 64, 256, 1},   {64, 64, 64, 1},
+                                 {64, 3, 512, 1},   {4, 64, 64, 1},     {128, 128, 512, 1},
+                                 {256, 256, 256, 1}, {512, 512, 128, 1}, {512, 512, 64, 1},
+                                 {320, 320, 64, 2}, {640, 640, 32, 2},  {1280, 1280, 16, 2}};
+    const char *only = getenv("CONV_ONLY");  // index of one shape
+    printf("conv 3x3, isa %s, %d threads, %d runs: C -> O @ HxW, best GFLOP/s, median GFLOP/s\n",
+           lumen_isa_name(lumen_cpu_isa()), threads, reps);
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; ++s) {
+        if (only && atoi(only) != (int)s) continue;
+        const int64_t C = shapes[s][0], O = shapes[s][1], H = shapes[s][2], B = shapes[s][3];
+        float *x = malloc(sizeof(float) * B * C * H * H), *y = malloc(sizeof(float) * B * O * H * H);
+        float *wf = malloc(sizeof(float) * O * C * 9);
+        uint16_t *w = malloc(sizeof(uint16_t) * O * C * 9);
+        srand(3);
+        for (int64_t i = 0; i < B * C * H * H; ++i) x[i] = (float)rand() / (float)RAND_MAX - 0.5f;
+        for (int64_t i = 0; i < O * C * 9; ++i) wf[i] = (float)rand() / (float)RAND_MAX - 0.5f;
+        lumen_f32_to_f16(wf, w, O * C * 9);
+        pthread_barrier_t start, end;
+        pthread_barrier_init(&start, NULL, (unsigned)threads + 1);
+        pthread_barrier_init(&end, NULL, (unsigned)threads + 1);
+        job jobs[64];
+        pthread_t tid[64];
+        const int total = reps + 1;
+        for (int t = 0; t < threads; ++t) {
+            jobs[t] = (job){0, 1, 0, 0, B, x, w, y, C, O, H, t, threads, &start, &end, total};
+            pthread_create(&tid[t], NULL, worker, &jobs[t]);
+        }
+        double *times = malloc(sizeof(double) * total);
+        for (int r = 0; r < total; ++r) {
+            double t0 = now();
+            pthread_barrier_wait(&start);
+            pthread_barrier_wait(&end);
+            times[r] = now() - t0;
+        }
+        for (int t = 0; t < threads; ++t) pthread_join(tid[t], NULL);
+        qsort(times + 1, (size_t)reps, sizeof(double), cmp);
+        const double flops = 2.0 * (double)B * (double)O * (double)C * 9.0 * (double)H * (double)H;
+        printf("%lldx%lld->%lld@%lld %.1f %.1f\n", (long long)B, (long long)C, (long long)O, (long long)H, flops / times[1] * 1e-9,
+               flops / times[1 + reps / 2] * 1e-9);
+        fflush(stdout);
+        free(times); free(x); free(y); free(wf); free(w);
+        pthread_barrier_destroy(&start);
+        pthread_barrier_destroy(&end);
+    }
+}
+
 int main(int argc, char **argv) {
     int threads = argc > 1 ? atoi(argv[1]) : 2, reps = argc > 2 ? atoi(argv[2]) : 30;
+    if (argc > 3 && !strcmp(argv[3], "conv")) {
+        conv_shapes(threads, reps);
+        return 0;
+    }
     if (argc > 3 && !strcmp(argv[3], "attention")) {
         attention_shapes(threads, reps);
         return 0;
@@ -120,7 +180,7 @@ int main(int argc, char **argv) {
         pthread_t tid[64];
         const int total = reps + 2;  // two warm-up runs
         for (int t = 0; t < threads; ++t) {
-            jobs[t] = (job){0, 0, 0, 0, x, w, y, M, N, K, t, threads, &start, &end, total};
+            jobs[t] = (job){0, 0, 0, 0, 0, x, w, y, M, N, K, t, threads, &start, &end, total};
             pthread_create(&tid[t], NULL, worker, &jobs[t]);
         }
         double *times = malloc(sizeof(double) * total);

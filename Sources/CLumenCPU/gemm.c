@@ -857,6 +857,15 @@ LUMEN_TARGET_AVX2 static void cvt_row_avx2(const void *p, int dtype, int64_t kc,
 }
 #endif
 
+void lumen_cvt_row(int isa, const void *p, int dtype, int64_t n, float *o) {
+#if LUMEN_X86
+    if (isa == LUMEN_ISA_AVX512) { cvt_row_avx512(p, dtype, n, o); return; }
+    if (isa == LUMEN_ISA_AVX2) { cvt_row_avx2(p, dtype, n, o); return; }
+#endif
+    (void)isa;
+    cvt_row_generic(p, dtype, n, o);
+}
+
 static void pack_a(const lumen_src *s, int isa, int64_t i0, int64_t cnt, int64_t k0, int64_t kc,
                    int mr, int ks, float *out) {
     const int64_t rows = (cnt + mr - 1) / mr * mr;

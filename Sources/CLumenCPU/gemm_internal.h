@@ -148,4 +148,14 @@ void lumen_gemm_run(const lumen_gemm_op *op, int isa, int64_t m0, int64_t m1, in
 void lumen_gemm_split(int isa, int64_t M, int64_t N, int task, int ntasks, int64_t *m0,
                       int64_t *m1, int64_t *n0, int64_t *n1);
 
+// Converts n weights (f32, f16 or bf16) to f32 with the given level's vector code.
+void lumen_cvt_row(int isa, const void *p, int dtype, int64_t n, float *o);
+// Direct 3x3 stride-1 "same" convolution (conv_direct.c): whether it takes this call, and the call.
+int lumen_conv3x3_direct_takes(int isa, int64_t C, int64_t H, int64_t W, int64_t O, int64_t KH,
+                               int64_t KW, int64_t SH, int64_t SW, int64_t PH, int64_t PW,
+                               int64_t OH, int64_t OW);
+void lumen_conv3x3_direct(int isa, const float *x, int64_t batch, int64_t C, int64_t H, int64_t W,
+                          const void *w, int wdtype, const float *bias, float *y, int64_t O,
+                          const lumen_conv_epilogue *ep, int task, int ntasks);
+
 #endif

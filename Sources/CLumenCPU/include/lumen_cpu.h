@@ -128,6 +128,15 @@ void lumen_conv2d_ex(const float *x, int64_t batch, int64_t C, int64_t H, int64_
                      int64_t OH, int64_t OW, const lumen_conv_epilogue *epilogue,
                      int task, int ntasks);
 
+/// Direct 3x3 convolutions (stride 1, padding 1, AVX2 and AVX-512): lumen_conv2d computes these
+/// from the input rows, without the implicit GEMM's gathered panels, where that is faster (mode 1,
+/// the default), never (0), or wherever the geometry allows (2; tests). LUMEN_CONV_DIRECT=0|1|2
+/// sets it at start-up. Returns the mode now in force.
+int lumen_cpu_set_conv_direct(int mode);
+/// Whether lumen_conv2d takes the direct path for this geometry now (ISA, mode and bf16 included).
+int lumen_conv2d_uses_direct(int64_t C, int64_t H, int64_t W, int64_t O, int64_t KH, int64_t KW,
+                             int64_t SH, int64_t SW, int64_t PH, int64_t PW);
+
 /// Measures the f32 FMA rate one thread reaches with the given instruction set (GFLOP/s,
 /// counting an FMA as 2 FLOPs), running for about `seconds`. Used to report kernels' fraction
 /// of the machine's peak.
