@@ -1,10 +1,11 @@
 // The AVX2 attention kernel: attention_avx512.c's blocking with 8-lane vectors. Q·Kᵀ runs 6
-// query rows × 16 keys at a time. P·V reads the key block's V rows from a packed copy padded with
-// zeros to whole vectors (so its inner loop has no masked loads, whose masks took the registers
-// the accumulators needed and made clang spill one to the stack in every step), in tiles of 12
-// accumulators: 4 rows × 3 vectors, 6 rows × 2 or 12 rows × 1. Rows are padded to a multiple of
-// 12 so every grouping tiles the block, and a query block is 72 rows, so whole blocks have no
-// padding rows.
+// query rows × 16 keys at a time. P·V reads V rows from a packed copy padded with zeros to whole
+// vectors (so its inner loop has no masked loads, whose masks took the registers the accumulators
+// needed), in tiles of at most 12 accumulators: 3 rows × 3 vectors, 6 × 2 or 12 × 1 (4 × 3 used all
+// 16 ymm registers and clang spilled an accumulator to the stack in every step: P·V ran at 2/3 of
+// Q·Kᵀ's rate). Rows are padded to a multiple of 12 so every grouping tiles the block, and a query
+// block is 72 rows, so whole blocks have no padding rows. K^T and V are packed once per head and
+// shared by its query blocks; the softmax runs over whole vectors without masks where it can.
 #include <stdlib.h>
 #include "lumen_cpu.h"
 #include "vecmath.h"
@@ -117,7 +118,7 @@ AVX2 static void pv_block(const float *p, const float *vp, int64_t dhp, int64_t 
         int64_t left = nvec - c0;
         int nv = left > 4 || left == 3 ? 3 : left >= 2 ? 2 : 1;
         if (nv == 3)
-            for (int64_t r = 0; r < rows; r += 4) pv_tile(p, vp, dhp, nk, o, (int)r, c0 * 8, 4, 3);
+            for (int64_t r = 0; r < rows; r += 3) pv_tile(p, vp, dhp, nk, o, (int)r, c0 * 8, 3, 3);
         else if (nv == 2)
             for (int64_t r = 0; r < rows; r += 6) pv_tile(p, vp, dhp, nk, o, (int)r, c0 * 8, 6, 2);
         else
@@ -127,23 +128,32 @@ AVX2 static void pv_block(const float *p, const float *vp, int64_t dhp, int64_t 
 }
 
 typedef struct {
-    float *qs, *kt, *s, *o, *vp;
+    float *qs, *s, *o;
     int64_t dh;
+    // One head's K^T blocks and padded V rows, packed once and shared by its query blocks.
+    float *kv;
+    size_t kv_cap;
 } scratch_avx2;
 
 static _Thread_local scratch_avx2 sc;
 
 static int ensure(int64_t dh) {
     if (sc.dh >= dh) return 1;
-    free(sc.qs); free(sc.kt); free(sc.s); free(sc.o); free(sc.vp);
+    free(sc.qs); free(sc.s); free(sc.o);
     int64_t dhp = (dh + 7) / 8 * 8 + 16;  // room for a 24-lane chunk past the last full vector
     sc.qs = aligned_alloc(64, (size_t)(ROWS_MAX * dhp * 4));
-    sc.kt = aligned_alloc(64, (size_t)(dhp * KB * 4));
     sc.s = aligned_alloc(64, (size_t)(ROWS_MAX * KB * 4));
     sc.o = aligned_alloc(64, (size_t)(ROWS_MAX * dhp * 4));
-    sc.vp = aligned_alloc(64, (size_t)(KB * dhp * 4));
-    sc.dh = (sc.qs && sc.kt && sc.s && sc.o && sc.vp) ? dh : 0;
+    sc.dh = (sc.qs && sc.s && sc.o) ? dh : 0;
     return sc.dh != 0;
+}
+
+static float *ensure_kv(size_t floats) {
+    if (sc.kv_cap >= floats) return sc.kv;
+    free(sc.kv);
+    sc.kv = aligned_alloc(64, (floats * 4 + 63) / 64 * 64);
+    sc.kv_cap = sc.kv ? floats : 0;
+    return sc.kv;
 }
 
 AVX2 int lumen_attention_avx2(const float *q, int64_t ldq, const float *k, int64_t ldk,
@@ -152,7 +162,18 @@ AVX2 int lumen_attention_avx2(const float *q, int64_t ldq, const float *k, int64
                               float scale, int causal, int task, int ntasks) {
     if (!ensure(Dh)) return -1;
     const int64_t dhp = (Dh + 7) / 8 * 8;
-    float *qs = sc.qs, *kt = sc.kt, *s = sc.s, *o = sc.o, *vp = sc.vp;
+    float *qs = sc.qs, *s = sc.s, *o = sc.o;
+    // K^T blocks [Lk/KB][Dh][KB] and V rows [Lk][dhp] of the head in hand (-1: none yet), packed
+    // once per head instead of once per query block (re-reading K and V from memory for every
+    // 72 queries cost 4-5% at Lk 4096); above 8 MiB (the VAE's 512-wide single head) one key
+    // block at a time, as before.
+    const int64_t nkb = (Lk + KB - 1) / KB;
+    const int per_head = nkb * KB * (Dh + dhp) <= ((int64_t)2 << 20);
+    const int64_t slots = per_head ? nkb : 1;
+    float *kv = ensure_kv((size_t)(slots * KB * (Dh + dhp)));
+    if (!kv) return -1;
+    float *kt_all = kv, *vp_all = kv + slots * KB * Dh;
+    int64_t packed = -1;
     int64_t qblocks = (Lq + QB - 1) / QB;
     int64_t items = B * heads * qblocks;
     int64_t begin = items * task / ntasks, end = items * (task + 1) / ntasks;
@@ -163,6 +184,22 @@ AVX2 int lumen_attention_avx2(const float *q, int64_t ldq, const float *k, int64
         const float *qbase = q + b * Lq * ldq + h * Dh;
         const float *kbase = k + b * Lk * ldk + h * Dh;
         const float *vbase = v + b * Lk * ldv + h * Dh;
+        if (per_head && packed != b * heads + h) {
+            const int64_t kend_all = causal ? (Lq < Lk ? Lq : Lk) : Lk;  // keys any query block reads
+            for (int64_t k0 = 0; k0 < kend_all; k0 += KB) {
+                const int64_t nk = kend_all - k0 < KB ? kend_all - k0 : KB;
+                pack_kt(kbase, ldk, k0, nk, Dh, kt_all + (k0 / KB) * Dh * KB);
+                // V rows, padded with zeros to dhp (whole vectors)
+                for (int64_t j = 0; j < nk; j++) {
+                    const float *src = vbase + (k0 + j) * ldv;
+                    float *dst = vp_all + (k0 + j) * dhp;
+                    int64_t d = 0;
+                    for (; d + 8 <= Dh; d += 8) _mm256_store_ps(dst + d, _mm256_loadu_ps(src + d));
+                    for (; d < dhp; d++) dst[d] = d < Dh ? src[d] : 0.0f;
+                }
+            }
+            packed = b * heads + h;
+        }
         float m[ROWS_MAX], l[ROWS_MAX];
         for (int64_t i = 0; i < rows; i++) {
             for (int64_t d = 0; d < Dh; d++) qs[i * Dh + d] = i < nq ? qbase[(q0 + i) * ldq + d] * scale : 0.0f;
@@ -173,7 +210,18 @@ AVX2 int lumen_attention_avx2(const float *q, int64_t ldq, const float *k, int64
         int64_t kend = causal ? (q0 + nq < Lk ? q0 + nq : Lk) : Lk;
         for (int64_t k0 = 0; k0 < kend; k0 += KB) {
             int64_t nk = kend - k0 < KB ? kend - k0 : KB;
-            pack_kt(kbase, ldk, k0, nk, Dh, kt);
+            if (!per_head) {
+                pack_kt(kbase, ldk, k0, nk, Dh, kt_all);
+                for (int64_t j = 0; j < nk; j++) {
+                    const float *src = vbase + (k0 + j) * ldv;
+                    float *dst = vp_all + j * dhp;
+                    int64_t d = 0;
+                    for (; d + 8 <= Dh; d += 8) _mm256_store_ps(dst + d, _mm256_loadu_ps(src + d));
+                    for (; d < dhp; d++) dst[d] = d < Dh ? src[d] : 0.0f;
+                }
+            }
+            const float *kt = per_head ? kt_all + (k0 / KB) * Dh * KB : kt_all;
+            const float *vpb = per_head ? vp_all + k0 * dhp : vp_all;
             int cols = (int)((nk + 15) / 16);
             for (int64_t g = 0; g < rows / 6; g++)
                 for (int c = 0; c < cols; c++) qk_6x16(qs, Dh, kt, s, (int)(g * 6), c * 16);
@@ -192,29 +240,50 @@ AVX2 int lumen_attention_avx2(const float *q, int64_t ldq, const float *k, int64
                 if (valid > pvKeys) pvKeys = valid;
                 // the block maximum over the valid lanes; max(v, acc) keeps acc where v is NaN,
                 // as the scalar comparison did
+                // Keys [0, jn) in whole vectors: without a causal mask every row's keys are the
+                // block's nk, and only the last vector can be partial (no masks at all when nk is
+                // a multiple of 8); with one, the rows differ, and lanes up to KB are written
+                // (zero past `valid`) because P·V reads up to the longest row.
+                const int64_t jn = causal ? KB : (valid + 7) / 8 * 8;
+                const int whole = !causal && valid == jn;
                 const __m256 ninf = _mm256_set1_ps(-INFINITY);
                 __m256 mx = ninf;
-                for (int64_t j = 0; j < KB; j += 8) {
-                    __m256 keep = _mm256_castsi256_ps(lane_mask(valid - j));
-                    mx = _mm256_max_ps(_mm256_blendv_ps(ninf, _mm256_load_ps(srow + j), keep), mx);
+                if (whole) {
+                    for (int64_t j = 0; j < jn; j += 8) mx = _mm256_max_ps(_mm256_load_ps(srow + j), mx);
+                } else {
+                    for (int64_t j = 0; j < jn; j += 8) {
+                        __m256 keep = _mm256_castsi256_ps(lane_mask(valid - j));
+                        mx = _mm256_max_ps(_mm256_blendv_ps(ninf, _mm256_load_ps(srow + j), keep), mx);
+                    }
                 }
-                float mxl[8];
-                _mm256_storeu_ps(mxl, mx);
-                float bm = -INFINITY;
-                for (int t = 0; t < 8; t++) bm = mxl[t] > bm ? mxl[t] : bm;
+                // max(v, acc) keeps acc where v is NaN, so no lane of mx is NaN and the order of
+                // the maxima below does not matter
+                __m128 h = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+                h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+                h = _mm_max_ss(h, _mm_movehdup_ps(h));
+                const float bm = _mm_cvtss_f32(h);
                 float mnew = m[i] > bm ? m[i] : bm;
-                float corr = m[i] == -INFINITY ? 0.0f : lumen_expf(m[i] - mnew);
+                // e^0 is exactly 1: no exponential where the running maximum stands
+                float corr = m[i] == -INFINITY ? 0.0f : m[i] == mnew ? 1.0f : lumen_expf(m[i] - mnew);
                 __m256 mn = _mm256_set1_ps(mnew), sum = _mm256_setzero_ps();
-                for (int64_t j = 0; j < KB; j += 8) {
-                    __m256 keep = _mm256_castsi256_ps(lane_mask(valid - j));
-                    __m256 pv = _mm256_and_ps(keep, exp8(_mm256_sub_ps(_mm256_load_ps(srow + j), mn)));
-                    _mm256_store_ps(srow + j, pv);
-                    sum = _mm256_add_ps(sum, pv);
+                if (whole) {
+                    for (int64_t j = 0; j < jn; j += 8) {
+                        __m256 pv = exp8(_mm256_sub_ps(_mm256_load_ps(srow + j), mn));
+                        _mm256_store_ps(srow + j, pv);
+                        sum = _mm256_add_ps(sum, pv);
+                    }
+                } else {
+                    for (int64_t j = 0; j < jn; j += 8) {
+                        __m256 keep = _mm256_castsi256_ps(lane_mask(valid - j));
+                        __m256 pv = _mm256_and_ps(keep, exp8(_mm256_sub_ps(_mm256_load_ps(srow + j), mn)));
+                        _mm256_store_ps(srow + j, pv);
+                        sum = _mm256_add_ps(sum, pv);
+                    }
                 }
-                float lanes[8];
-                _mm256_storeu_ps(lanes, sum);
-                float total = 0.0f;
-                for (int t = 0; t < 8; t++) total += lanes[t];
+                __m128 t4 = _mm_add_ps(_mm256_castps256_ps128(sum), _mm256_extractf128_ps(sum, 1));
+                t4 = _mm_add_ps(t4, _mm_movehl_ps(t4, t4));
+                t4 = _mm_add_ss(t4, _mm_movehdup_ps(t4));
+                const float total = _mm_cvtss_f32(t4);
                 l[i] = l[i] * corr + total;
                 m[i] = mnew;
                 if (corr != 1.0f) {
@@ -224,15 +293,7 @@ AVX2 int lumen_attention_avx2(const float *q, int64_t ldq, const float *k, int64
                 }
             }
             if (pvKeys == 0) continue;
-            // V rows of this block, padded with zeros to dhp (whole vectors)
-            for (int64_t j = 0; j < pvKeys; j++) {
-                const float *src = vbase + (k0 + j) * ldv;
-                float *dst = vp + j * dhp;
-                int64_t d = 0;
-                for (; d + 8 <= Dh; d += 8) _mm256_store_ps(dst + d, _mm256_loadu_ps(src + d));
-                for (; d < dhp; d++) dst[d] = d < Dh ? src[d] : 0.0f;
-            }
-            pv_block(s, vp, dhp, pvKeys, o, rows);
+            pv_block(s, vpb, dhp, pvKeys, o, rows);
         }
         for (int64_t i = 0; i < nq; i++) {
             float inv = 1.0f / l[i];

@@ -84,6 +84,10 @@ final class NormAndAttentionTests: XCTestCase {
             (2, 300, 77, 8, 40, false), (1, 150, 150, 8, 40, false), (1, 45, 200, 2, 160, false), (1, 140, 140, 1, 64, true),
             // head widths of 3, 5 (ragged) and 10 vectors of 8, query blocks of 72 plus one row
             (2, 73, 65, 3, 24, false), (1, 20, 129, 2, 33, false), (1, 145, 90, 2, 80, true),
+            // causal with fewer queries than keys (AVX2 packs a head's keys up to Lq once);
+            // K^T and V of 1100 keys × 1000 wide exceed the 8 MiB of packing per head, so they
+            // are packed one key block at a time (the VAE's 512-wide head at 4096 keys does so)
+            (1, 50, 140, 2, 40, true), (1, 80, 1100, 1, 1000, false),
         ]
         try forEachInstructionSet { isa in
             for (i, t) in cases.enumerated() {
