@@ -82,8 +82,8 @@ extension Pipeline {
         let vaeWeights = model.vaeWeights.fileBytes
         let imageBytes = model.vaeConfig.outChannels * height * width * 4
 
-        // The peak: while denoising, the text encoder's program and weights (and the image
-        // encoder's) are still held; with retainsPrograms every program stays.
+        // The peak: with retainsPrograms every program stays; without (one-shot use), the text
+        // and image encoders' programs and the text encoders' pages are let go before denoising.
         func peak(encode: MemoryPlan.Stage?, decode: MemoryPlan.Stage?) -> Int {
             let encodeBytes = encode.map { $0.weights + $0.activations + $0.staging } ?? 0
             let phases: [Int]
@@ -92,7 +92,7 @@ extension Pipeline {
                           + (encode?.activations ?? 0) + (decode?.activations ?? 0) + unet.staging + (decode?.staging ?? 0)]
             } else {
                 phases = [text.weights + text.activations + text.staging + encodeBytes,
-                          text.weights + text.activations + encodeBytes + unet.weights + unet.activations + unet.staging,
+                          unet.weights + unet.activations + unet.staging,
                           (decode.map { $0.weights + $0.activations + $0.staging } ?? 0) + latentBytes]
             }
             return budget.inUse + phases.max()!
