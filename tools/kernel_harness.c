@@ -63,6 +63,42 @@ static int cmp(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
+
+// Runs `proto` on `threads` pthreads (task t of threads) warmup + reps times; sets the best and
+// the median wall time of the timed runs.
+static void time_jobs(job proto, int threads, int reps, int warmup, double *best, double *median) {
+    if (threads > 64) threads = 64;
+    pthread_barrier_t start, end;
+    pthread_barrier_init(&start, NULL, (unsigned)threads + 1);
+    pthread_barrier_init(&end, NULL, (unsigned)threads + 1);
+    job jobs[64];
+    pthread_t tid[64];
+    const int total = reps + warmup;
+    for (int t = 0; t < threads; ++t) {
+        jobs[t] = proto;
+        jobs[t].task = t;
+        jobs[t].ntasks = threads;
+        jobs[t].start = &start;
+        jobs[t].end = &end;
+        jobs[t].reps = total;
+        pthread_create(&tid[t], NULL, worker, &jobs[t]);
+    }
+    double *times = malloc(sizeof(double) * total);
+    for (int r = 0; r < total; ++r) {
+        double t0 = now();
+        pthread_barrier_wait(&start);
+        pthread_barrier_wait(&end);
+        times[r] = now() - t0;
+    }
+    for (int t = 0; t < threads; ++t) pthread_join(tid[t], NULL);
+    qsort(times + warmup, (size_t)reps, sizeof(double), cmp);
+    *best = times[warmup];
+    *median = times[warmup + reps / 2];
+    free(times);
+    pthread_barrier_destroy(&start);
+    pthread_barrier_destroy(&end);
+}
+
 static void attention_shapes(int threads, int reps) {
     const int64_t shapes[][3] = {{4096, 4096, 40}, {4096, 77, 40}, {1024, 1024, 80}};
     printf("attention, isa %s, %d threads, %d runs: Lq x Lk x Dh x 8 heads, best GFLOP/s, median GFLOP/s\n",
@@ -72,35 +108,15 @@ static void attention_shapes(int threads, int reps) {
         float *x = malloc(sizeof(float) * (lq + 2 * lk) * w), *y = malloc(sizeof(float) * lq * w);
         srand(2);
         for (int64_t i = 0; i < (lq + 2 * lk) * w; ++i) x[i] = (float)rand() / (float)RAND_MAX - 0.5f;
-        pthread_barrier_t start, end;
-        pthread_barrier_init(&start, NULL, (unsigned)threads + 1);
-        pthread_barrier_init(&end, NULL, (unsigned)threads + 1);
-        job jobs[64];
-        pthread_t tid[64];
-        const int total = reps + 1;
-        for (int t = 0; t < threads; ++t) {
-            jobs[t] = (job){1, 0, lq, lk, dh, x, NULL, y, 0, 0, 0, t, threads, &start, &end, total};
-            pthread_create(&tid[t], NULL, worker, &jobs[t]);
-        }
-        double *times = malloc(sizeof(double) * total);
-        for (int r = 0; r < total; ++r) {
-            double t0 = now();
-            pthread_barrier_wait(&start);
-            pthread_barrier_wait(&end);
-            times[r] = now() - t0;
-        }
-        for (int t = 0; t < threads; ++t) pthread_join(tid[t], NULL);
-        qsort(times + 1, (size_t)reps, sizeof(double), cmp);
+        double best, median;
+        time_jobs((job){1, 0, lq, lk, dh, x, NULL, y, 0, 0, 0, 0, 1, NULL, NULL, 0}, threads, reps, 1, &best, &median);
         const double flops = 4.0 * (double)lq * (double)lk * (double)dh * 8.0;
-        printf("%lldx%lldx%lldx8h %.1f %.1f\n", (long long)lq, (long long)lk, (long long)dh, flops / times[1] * 1e-9,
-               flops / times[1 + reps / 2] * 1e-9);
+        printf("%lldx%lldx%lldx8h %.1f %.1f\n", (long long)lq, (long long)lk, (long long)dh, flops / best * 1e-9,
+               flops / median * 1e-9);
         fflush(stdout);
-        free(times); free(x); free(y);
-        pthread_barrier_destroy(&start);
-        pthread_barrier_destroy(&end);
+        free(x); free(y);
     }
 }
-
 
 static void conv_shapes(int threads, int reps) {
     // C, O, H = W, batch (TAESD's levels and RGB head, the VAE decoder's levels, the UNet's at 512
@@ -122,32 +138,13 @@ static void conv_shapes(int threads, int reps) {
         for (int64_t i = 0; i < B * C * H * H; ++i) x[i] = (float)rand() / (float)RAND_MAX - 0.5f;
         for (int64_t i = 0; i < O * C * 9; ++i) wf[i] = (float)rand() / (float)RAND_MAX - 0.5f;
         lumen_f32_to_f16(wf, w, O * C * 9);
-        pthread_barrier_t start, end;
-        pthread_barrier_init(&start, NULL, (unsigned)threads + 1);
-        pthread_barrier_init(&end, NULL, (unsigned)threads + 1);
-        job jobs[64];
-        pthread_t tid[64];
-        const int total = reps + 1;
-        for (int t = 0; t < threads; ++t) {
-            jobs[t] = (job){0, 1, 0, 0, B, x, w, y, C, O, H, t, threads, &start, &end, total};
-            pthread_create(&tid[t], NULL, worker, &jobs[t]);
-        }
-        double *times = malloc(sizeof(double) * total);
-        for (int r = 0; r < total; ++r) {
-            double t0 = now();
-            pthread_barrier_wait(&start);
-            pthread_barrier_wait(&end);
-            times[r] = now() - t0;
-        }
-        for (int t = 0; t < threads; ++t) pthread_join(tid[t], NULL);
-        qsort(times + 1, (size_t)reps, sizeof(double), cmp);
+        double best, median;
+        time_jobs((job){0, 1, 0, 0, B, x, w, y, C, O, H, 0, 1, NULL, NULL, 0}, threads, reps, 1, &best, &median);
         const double flops = 2.0 * (double)B * (double)O * (double)C * 9.0 * (double)H * (double)H;
-        printf("%lldx%lld->%lld@%lld %.1f %.1f\n", (long long)B, (long long)C, (long long)O, (long long)H, flops / times[1] * 1e-9,
-               flops / times[1 + reps / 2] * 1e-9);
+        printf("%lldx%lld->%lld@%lld %.1f %.1f\n", (long long)B, (long long)C, (long long)O, (long long)H, flops / best * 1e-9,
+               flops / median * 1e-9);
         fflush(stdout);
-        free(times); free(x); free(y); free(wf); free(w);
-        pthread_barrier_destroy(&start);
-        pthread_barrier_destroy(&end);
+        free(x); free(y); free(wf); free(w);
     }
 }
 
@@ -173,32 +170,13 @@ int main(int argc, char **argv) {
         for (int64_t i = 0; i < M * K; ++i) x[i] = (float)rand() / (float)RAND_MAX - 0.5f;
         for (int64_t i = 0; i < N * K; ++i) wf[i] = (float)rand() / (float)RAND_MAX - 0.5f;
         lumen_f32_to_f16(wf, w, N * K);
-        pthread_barrier_t start, end;
-        pthread_barrier_init(&start, NULL, (unsigned)threads + 1);
-        pthread_barrier_init(&end, NULL, (unsigned)threads + 1);
-        job jobs[64];
-        pthread_t tid[64];
-        const int total = reps + 2;  // two warm-up runs
-        for (int t = 0; t < threads; ++t) {
-            jobs[t] = (job){0, 0, 0, 0, 0, x, w, y, M, N, K, t, threads, &start, &end, total};
-            pthread_create(&tid[t], NULL, worker, &jobs[t]);
-        }
-        double *times = malloc(sizeof(double) * total);
-        for (int r = 0; r < total; ++r) {
-            double t0 = now();
-            pthread_barrier_wait(&start);
-            pthread_barrier_wait(&end);
-            times[r] = now() - t0;
-        }
-        for (int t = 0; t < threads; ++t) pthread_join(tid[t], NULL);
-        qsort(times + 2, (size_t)reps, sizeof(double), cmp);
+        double best, median;
+        time_jobs((job){0, 0, 0, 0, 0, x, w, y, M, N, K, 0, 1, NULL, NULL, 0}, threads, reps, 2, &best, &median);
         const double flops = 2.0 * (double)M * (double)N * (double)K;
-        printf("%lldx%lldx%lld %.1f %.1f\n", (long long)M, (long long)N, (long long)K, flops / times[2] * 1e-9,
-               flops / times[2 + reps / 2] * 1e-9);
+        printf("%lldx%lldx%lld %.1f %.1f\n", (long long)M, (long long)N, (long long)K, flops / best * 1e-9,
+               flops / median * 1e-9);
         fflush(stdout);
-        free(times); free(x); free(y); free(wf); free(w);
-        pthread_barrier_destroy(&start);
-        pthread_barrier_destroy(&end);
+        free(x); free(y); free(wf); free(w);
     }
     return 0;
 }
