@@ -72,6 +72,17 @@ AVX2 static void pack_kt(const float *kbase, int64_t ldk, int64_t k0, int64_t nk
     }
 }
 
+/// vp[j][d] = V[k0 + j][d] for j < nk, d < Dh, zero for Dh <= d < dhp (whole vectors).
+AVX2 static void pack_v(const float *vbase, int64_t ldv, int64_t k0, int64_t nk, int64_t Dh, int64_t dhp, float *vp) {
+    for (int64_t j = 0; j < nk; j++) {
+        const float *src = vbase + (k0 + j) * ldv;
+        float *dst = vp + j * dhp;
+        int64_t d = 0;
+        for (; d + 8 <= Dh; d += 8) _mm256_store_ps(dst + d, _mm256_loadu_ps(src + d));
+        for (; d < dhp; d++) dst[d] = d < Dh ? src[d] : 0.0f;
+    }
+}
+
 /// S[r0..r0+6][c0..c0+16] = qs[r0..r0+6] · kt[:, c0..c0+16].
 AVX2 static inline void qk_6x16(const float *qs, int64_t dh, const float *kt, float *s, int r0, int c0) {
     __m256 acc[6][2];
@@ -189,14 +200,7 @@ AVX2 int lumen_attention_avx2(const float *q, int64_t ldq, const float *k, int64
             for (int64_t k0 = 0; k0 < kend_all; k0 += KB) {
                 const int64_t nk = kend_all - k0 < KB ? kend_all - k0 : KB;
                 pack_kt(kbase, ldk, k0, nk, Dh, kt_all + (k0 / KB) * Dh * KB);
-                // V rows, padded with zeros to dhp (whole vectors)
-                for (int64_t j = 0; j < nk; j++) {
-                    const float *src = vbase + (k0 + j) * ldv;
-                    float *dst = vp_all + (k0 + j) * dhp;
-                    int64_t d = 0;
-                    for (; d + 8 <= Dh; d += 8) _mm256_store_ps(dst + d, _mm256_loadu_ps(src + d));
-                    for (; d < dhp; d++) dst[d] = d < Dh ? src[d] : 0.0f;
-                }
+                pack_v(vbase, ldv, k0, nk, Dh, dhp, vp_all + k0 * dhp);
             }
             packed = b * heads + h;
         }
@@ -212,13 +216,7 @@ AVX2 int lumen_attention_avx2(const float *q, int64_t ldq, const float *k, int64
             int64_t nk = kend - k0 < KB ? kend - k0 : KB;
             if (!per_head) {
                 pack_kt(kbase, ldk, k0, nk, Dh, kt_all);
-                for (int64_t j = 0; j < nk; j++) {
-                    const float *src = vbase + (k0 + j) * ldv;
-                    float *dst = vp_all + j * dhp;
-                    int64_t d = 0;
-                    for (; d + 8 <= Dh; d += 8) _mm256_store_ps(dst + d, _mm256_loadu_ps(src + d));
-                    for (; d < dhp; d++) dst[d] = d < Dh ? src[d] : 0.0f;
-                }
+                pack_v(vbase, ldv, k0, nk, Dh, dhp, vp_all);
             }
             const float *kt = per_head ? kt_all + (k0 / KB) * Dh * KB : kt_all;
             const float *vpb = per_head ? vp_all + k0 * dhp : vp_all;
@@ -238,9 +236,7 @@ AVX2 int lumen_attention_avx2(const float *q, int64_t ldq, const float *k, int64
                     continue;
                 }
                 if (valid > pvKeys) pvKeys = valid;
-                // the block maximum over the valid lanes; max(v, acc) keeps acc where v is NaN,
-                // as the scalar comparison did
-                // Keys [0, jn) in whole vectors: without a causal mask every row's keys are the
+                // The block maximum over the valid lanes, keys [0, jn) in whole vectors: without a causal mask every row's keys are the
                 // block's nk, and only the last vector can be partial (no masks at all when nk is
                 // a multiple of 8); with one, the rows differ, and lanes up to KB are written
                 // (zero past `valid`) because P·V reads up to the longest row.

@@ -6,8 +6,6 @@
 // unpadded convolution packs the input rows directly.
 #include "gemm_internal.h"
 
-// Convolutions with fewer output channels stay f32 when bf16 compute is on (see lumen_conv2d).
-#define LUMEN_CONV_BF16_MIN_O 192
 
 // A run of <= maxlen output pixels of one output row, inside one packed panel.
 typedef struct {
@@ -178,8 +176,7 @@ void lumen_conv2d_ex(const float *x, int64_t batch, int64_t C, int64_t H, int64_
     if (batch <= 0 || O <= 0 || OH <= 0 || OW <= 0) return;
     if (ntasks < 1) { ntasks = 1; task = 0; }
     const int isa = lumen_isa_current();
-    if (lumen_conv3x3_direct_takes(isa, C, H, W, O, KH, KW, SH, SW, PH, PW, OH, OW) &&
-        !(O >= LUMEN_CONV_BF16_MIN_O && lumen_bf16_active())) {
+    if (lumen_conv3x3_direct_takes(isa, C, H, W, O, KH, KW, SH, SW, PH, PW, OH, OW)) {
         lumen_conv3x3_direct(isa, x, batch, C, H, W, w, wdtype, bias, y, O, epilogue, task, ntasks);
         return;
     }

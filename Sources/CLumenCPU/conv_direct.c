@@ -288,6 +288,7 @@ int lumen_conv3x3_direct_takes(int isa, int64_t C, int64_t H, int64_t W, int64_t
     if (isa != LUMEN_ISA_AVX512 && isa != LUMEN_ISA_AVX2) return 0;
     if (KH != 3 || KW != 3 || SH != 1 || SW != 1 || PH != 1 || PW != 1 || OH != H || OW != W) return 0;
     if (C <= 0 || H <= 0 || W <= 0 || O <= 0) return 0;
+    if (O >= LUMEN_CONV_BF16_MIN_O && lumen_bf16_active()) return 0;
     const int mode = direct_mode();
     if (mode != 1) return mode == 2;
     // Measured against the implicit GEMM (tools/kernel_harness.c conv, 2 threads, Zen 5): with
@@ -305,8 +306,7 @@ int lumen_conv2d_uses_direct(int64_t C, int64_t H, int64_t W, int64_t O, int64_t
     if (SH <= 0 || SW <= 0) return 0;
     const int64_t OH = (H + 2 * PH - KH) / SH + 1, OW = (W + 2 * PW - KW) / SW + 1;
     const int isa = lumen_isa_current();
-    return lumen_conv3x3_direct_takes(isa, C, H, W, O, KH, KW, SH, SW, PH, PW, OH, OW) &&
-           !(O >= 192 && lumen_bf16_active());
+    return lumen_conv3x3_direct_takes(isa, C, H, W, O, KH, KW, SH, SW, PH, PW, OH, OW);
 }
 
 void lumen_conv3x3_direct(int isa, const float *x, int64_t batch, int64_t C, int64_t H, int64_t W,

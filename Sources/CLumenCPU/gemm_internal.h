@@ -150,7 +150,11 @@ void lumen_gemm_split(int isa, int64_t M, int64_t N, int task, int ntasks, int64
 
 // Converts n weights (f32, f16 or bf16) to f32 with the given level's vector code.
 void lumen_cvt_row(int isa, const void *p, int dtype, int64_t n, float *o);
-// Direct 3x3 stride-1 "same" convolution (conv_direct.c): whether it takes this call, and the call.
+// Convolutions with fewer output channels stay f32 when bf16 compute is on (see lumen_conv2d_ex);
+// those with more run the bf16 GEMM, never the (f32) direct kernel.
+#define LUMEN_CONV_BF16_MIN_O 192
+// Direct 3x3 stride-1 "same" convolution (conv_direct.c): whether it takes this call (geometry,
+// level, LUMEN_CONV_DIRECT and bf16 compute), and the call.
 int lumen_conv3x3_direct_takes(int isa, int64_t C, int64_t H, int64_t W, int64_t O, int64_t KH,
                                int64_t KW, int64_t SH, int64_t SW, int64_t PH, int64_t PW,
                                int64_t OH, int64_t OW);

@@ -253,7 +253,6 @@ public final class Pipeline: @unchecked Sendable {
         if !retainsPrograms {
             cache.keepOnly([.decoding])
             dropResidentWeights(of: model.unetWeights)
-            conditioning.dropResidentWeights()
         }
         let finalLatents = try Tensor(shape: [n, latentChannels, lh, lw], values: latents)
         guard decode else { return ([], finalLatents) }
