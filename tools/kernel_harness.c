@@ -10,12 +10,17 @@
 // With "attention": the fused attention kernel at SD's shapes (batch 1, 8 heads) instead.
 // With "conv": 3x3 stride-1 convolutions (f16 weights, bias) at TAESD's and the VAE's shapes
 // (LUMEN_CONV_DIRECT=0 forces the implicit GEMM, 2 the direct kernel, for A/B runs).
+// With "winograd": the UNet's and the VAE's 3x3 shapes through lumen_conv2d (as the executor
+// would run them without Winograd) against the Winograd path with F(4x4) and F(2x2) tiles (phases
+// separated by a barrier, as the thread pool runs them), with each one's error against a float64
+// reference at 4096 sampled outputs (max |error| / max |reference|).
 #include "lumen_cpu.h"
 
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <math.h>
 #include <string.h>
 #include <time.h>
 
@@ -36,13 +41,23 @@ typedef struct {
     int task, ntasks;
     pthread_barrier_t *start, *end;
     int reps;
+    const lumen_winograd_plan *wg;  // Winograd phases instead of lumen_conv2d
+    float *scratch;
+    pthread_barrier_t *phase;
 } job;
 
 static void *worker(void *p) {
     job *j = (job *)p;
     for (int r = 0; r < j->reps; ++r) {
         pthread_barrier_wait(j->start);
-        if (j->conv) {
+        if (j->wg) {
+            const int64_t n = lumen_winograd_phases(j->wg);
+            for (int64_t ph = 0; ph < n; ++ph) {
+                lumen_winograd_run_phase(j->wg, ph, j->x, j->w, LUMEN_DT_F16, j->x, j->y, NULL, j->scratch,
+                                         j->task, j->ntasks);
+                pthread_barrier_wait(j->phase);
+            }
+        } else if (j->conv) {
             lumen_conv2d(j->x, j->dh, j->M, j->K, j->K, j->w, LUMEN_DT_F16, j->x, j->y, j->N, 3, 3, 1, 1,
                          1, 1, j->K, j->K, j->task, j->ntasks);
         } else if (j->attention) {
@@ -68,7 +83,9 @@ static int cmp(const void *a, const void *b) {
 // the median wall time of the timed runs.
 static void time_jobs(job proto, int threads, int reps, int warmup, double *best, double *median) {
     if (threads > 64) threads = 64;
-    pthread_barrier_t start, end;
+    pthread_barrier_t start, end, phase;
+    pthread_barrier_init(&phase, NULL, (unsigned)threads);
+    proto.phase = &phase;
     pthread_barrier_init(&start, NULL, (unsigned)threads + 1);
     pthread_barrier_init(&end, NULL, (unsigned)threads + 1);
     job jobs[64];
@@ -97,6 +114,7 @@ static void time_jobs(job proto, int threads, int reps, int warmup, double *best
     free(times);
     pthread_barrier_destroy(&start);
     pthread_barrier_destroy(&end);
+    pthread_barrier_destroy(&phase);
 }
 
 static void attention_shapes(int threads, int reps) {
@@ -148,10 +166,87 @@ static void conv_shapes(int threads, int reps) {
     }
 }
 
+// max |y - ref| / max |ref| over 4096 sampled outputs; ref in float64 (bias = x[0..O), as the
+// timed calls pass it).
+static double conv_error(const float *x, const float *wf, const float *y, int64_t B, int64_t C, int64_t O,
+                         int64_t H) {
+    double maxd = 0, maxr = 0;
+    srand(7);
+    for (int s = 0; s < 4096; ++s) {
+        const int64_t b = rand() % B, o = rand() % O, i = rand() % H, k = rand() % H;
+        double acc = x[o];
+        for (int64_t c = 0; c < C; ++c)
+            for (int dy = 0; dy < 3; ++dy)
+                for (int dx = 0; dx < 3; ++dx) {
+                    const int64_t yy = i + dy - 1, xx = k + dx - 1;
+                    if (yy < 0 || yy >= H || xx < 0 || xx >= H) continue;
+                    acc += (double)x[((b * C + c) * H + yy) * H + xx] * (double)wf[((o * C + c) * 3 + dy) * 3 + dx];
+                }
+        const double d = fabs(acc - (double)y[((b * O + o) * H + i) * H + k]);
+        if (d > maxd) maxd = d;
+        if (fabs(acc) > maxr) maxr = fabs(acc);
+    }
+    return maxd / maxr;
+}
+
+static void winograd_shapes(int threads, int reps) {
+    // C, O, H = W, batch: the SD 1.5 UNet's 3x3 convolutions at 512 with guidance, the VAE's
+    const int64_t shapes[][4] = {{320, 320, 64, 2},   {640, 320, 64, 2},  {960, 320, 64, 2},
+                                 {640, 640, 64, 2},   {640, 640, 32, 2},  {1920, 640, 32, 2},
+                                 {1280, 1280, 32, 2}, {1280, 1280, 16, 2}, {2560, 1280, 16, 2},
+                                 {1280, 1280, 8, 2},  {512, 512, 64, 1},  {512, 512, 128, 1},
+                                 {256, 256, 256, 1},  {128, 128, 512, 1}, {64, 64, 256, 1}};
+    const char *only = getenv("CONV_ONLY");
+    printf("winograd, isa %s, %d threads, %d runs: C -> O @ HxW, GFLOP/s (direct-conv FLOPs over the best time) "
+           "and error for lumen_conv2d, F(4x4), F(2x2)\n",
+           lumen_isa_name(lumen_cpu_isa()), threads, reps);
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; ++s) {
+        if (only && atoi(only) != (int)s) continue;
+        const int64_t C = shapes[s][0], O = shapes[s][1], H = shapes[s][2], B = shapes[s][3];
+        float *x = malloc(sizeof(float) * B * C * H * H), *y = malloc(sizeof(float) * B * O * H * H);
+        float *wf = malloc(sizeof(float) * O * C * 9);
+        uint16_t *w = malloc(sizeof(uint16_t) * O * C * 9);
+        srand(3);
+        for (int64_t i = 0; i < B * C * H * H; ++i) x[i] = (float)rand() / (float)RAND_MAX - 0.5f;
+        for (int64_t i = 0; i < O * C * 9; ++i) wf[i] = (float)rand() / (float)RAND_MAX - 0.5f;
+        lumen_f32_to_f16(wf, w, O * C * 9);
+        lumen_convert_to_f32(w, LUMEN_DT_F16, wf, O * C * 9);  // the reference uses the stored weights
+        const double flops = 2.0 * (double)B * (double)O * (double)C * 9.0 * (double)H * (double)H;
+        printf("%lldx%lld->%lld@%lld", (long long)B, (long long)C, (long long)O, (long long)H);
+        double best, median;
+        time_jobs((job){0, 1, 0, 0, B, x, w, y, C, O, H, 0, 1, NULL, NULL, 0, NULL, NULL, NULL}, threads, reps, 1,
+                  &best, &median);
+        printf("  conv2d %.1f (%.1e)", flops / best * 1e-9, conv_error(x, wf, y, B, C, O, H));
+        for (int m = 4; m >= 2; m -= 2) {
+            lumen_winograd_plan plan;
+            if (!lumen_winograd_plan_make(B, C, H, H, O, 3, 3, 1, 1, 1, 1, m, &plan)) {
+                printf("  F(%d) -", m);
+                continue;
+            }
+            float *scratch = NULL;
+            if (posix_memalign((void **)&scratch, 64, sizeof(float) * (size_t)plan.scratch_floats)) abort();
+            memset(y, 0, sizeof(float) * B * O * H * H);
+            time_jobs((job){0, 1, 0, 0, B, x, w, y, C, O, H, 0, 1, NULL, NULL, 0, &plan, scratch, NULL}, threads,
+                      reps, 1, &best, &median);
+            printf("  F(%d) %.1f (%.1e; %lldx%lld blocks, %.0f MB)", m, flops / best * 1e-9,
+                   conv_error(x, wf, y, B, C, O, H), (long long)plan.n_tblocks, (long long)plan.n_oblocks,
+                   (double)plan.scratch_floats * 4e-6);
+            free(scratch);
+        }
+        printf("\n");
+        fflush(stdout);
+        free(x); free(y); free(wf); free(w);
+    }
+}
+
 int main(int argc, char **argv) {
     int threads = argc > 1 ? atoi(argv[1]) : 2, reps = argc > 2 ? atoi(argv[2]) : 30;
     if (argc > 3 && !strcmp(argv[3], "conv")) {
         conv_shapes(threads, reps);
+        return 0;
+    }
+    if (argc > 3 && !strcmp(argv[3], "winograd")) {
+        winograd_shapes(threads, reps);
         return 0;
     }
     if (argc > 3 && !strcmp(argv[3], "attention")) {

@@ -40,6 +40,9 @@ public struct ModelBenchCommand: ParsableCommand {
     @Flag(name: .customLong("prepare-only"), help: "Write the random-weight model folder (if it is not there yet), print its path and stop.")
     public var prepareOnly = false
 
+    @Flag(help: "CPU: print one profiled run of each phase on stderr, kernel seconds by op and by op and shape.")
+    public var profile = false
+
     @Flag(help: "Compute GEMMs and convolutions in bf16 (AVX-512 BF16 dot products, f32 accumulation) where the CPU has it.")
     public var bf16 = false
 
@@ -102,6 +105,7 @@ public struct ModelBenchCommand: ParsableCommand {
         bench.generateSize = generateSize
         bench.phases = phaseSet
         bench.family = model
+        if profile { bench.profileLog = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) } }
         if backend == .vulkan {
             // Timestamps on for the per-kernel breakdown; LUMEN_PROFILE=1 also prints each run's table.
             let printProfile = ProcessInfo.processInfo.environment["LUMEN_PROFILE"] == "1"

@@ -47,6 +47,8 @@ public struct SD15ModelBenchmark {
     public var generateSize = 512
     /// "sd15" or "sdxl" (SDXLModelBenchmark.swift).
     public var family = "sd15"
+    /// Where the CPU executor's per-op and per-shape profile of each phase goes (`--profile`); nil: not printed.
+    public var profileLog: ((String) -> Void)? = nil
     /// "cpu", "cpu-bf16" when the executor computes in bf16, or "vulkan".
     var backendLabel: String {
         if let cpu = executor as? CPUExecutor {
@@ -124,6 +126,9 @@ public struct SD15ModelBenchmark {
             var activations: Int? = nil
             if let cpu = program as? CPUProgram {
                 let profile = try cpu.profile(inputs).steps
+                if let profileLog {
+                    TAESDBenchCommand.printProfile(phase, graph: graph, program: cpu, steps: profile, log: profileLog)
+                }
                 for (node, step) in zip(cpu.stepNodeIDs, profile) {
                     byFamily[graph.costCategory(of: graph.nodes[node]), default: 0] += step.seconds
                 }

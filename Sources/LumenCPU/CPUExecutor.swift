@@ -52,6 +52,7 @@ public final class CPUExecutor: Executor, @unchecked Sendable {
     /// Exactly what `compile` will allocate for activations.
     public func plannedActivationBytes(_ graph: Graph, outputs: [Value]) -> Int {
         ActivationPlan(graph: graph, outputs: outputs, worksInPlace: CPUProgram.worksInPlace).totalBytes
+            + CPUProgram.winogradScratchBytes(graph, needed: GraphLiveness(graph: graph, outputs: outputs).needed)
     }
 }
 

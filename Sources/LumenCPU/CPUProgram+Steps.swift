@@ -31,15 +31,34 @@ extension CPUProgram {
             let bias = hasBias ? try f32(n.inputs[2]) : nil
             let xs = shape(n.inputs[0]), ws = shape(n.inputs[1])
             let tasks = threads
+            let (scratch, scratchFloats) = (winogradScratch?.bytes.assumingMemoryBound(to: Float.self), winogradScratchFloats)
+            // Runs the convolution, with the Winograd phases where they take it (decided per run: bf16
+            // compute, set for the run, and the mode are process-wide) and the scratch holds them.
+            let conv: (ThreadPool, UnsafePointer<lumen_conv_epilogue>?, UnsafeMutablePointer<Float>) -> Void = { pool, e, y in
+                var plan = lumen_winograd_plan()
+                if let scratch,
+                   lumen_winograd_plan_make(Int64(xs[0]), Int64(xs[1]), Int64(xs[2]), Int64(xs[3]), Int64(ws[0]),
+                                            Int64(ws[2]), Int64(ws[3]), Int64(p.strideH), Int64(p.strideW),
+                                            Int64(p.padH), Int64(p.padW), 0, &plan) != 0,
+                   plan.scratch_floats <= scratchFloats {
+                    withUnsafePointer(to: plan) { pp in
+                        for phase in 0..<lumen_winograd_phases(pp) {
+                            pool.parallelFor(tasks) { t in
+                                lumen_winograd_run_phase(pp, phase, x, w, wdt, bias, y, e, scratch, Int32(t), Int32(tasks))
+                            }
+                        }
+                    }
+                    return
+                }
+                pool.parallelFor(tasks) { t in
+                    lumen_conv2d_ex(x, Int64(xs[0]), Int64(xs[1]), Int64(xs[2]), Int64(xs[3]), w, wdt, bias, y,
+                                    Int64(ws[0]), Int64(ws[2]), Int64(ws[3]), Int64(p.strideH), Int64(p.strideW),
+                                    Int64(p.padH), Int64(p.padW), Int64(n.shape[2]), Int64(n.shape[3]), e, Int32(t), Int32(tasks))
+                }
+            }
             guard let fused = fusion.epilogues[n.id] else {
                 let y = try f32(n.id)
-                return Step(name: name) { [pool = threadPool] in
-                    pool.parallelFor(tasks) { t in
-                        lumen_conv2d(x, Int64(xs[0]), Int64(xs[1]), Int64(xs[2]), Int64(xs[3]), w, wdt, bias, y,
-                                     Int64(ws[0]), Int64(ws[2]), Int64(ws[3]), Int64(p.strideH), Int64(p.strideW),
-                                     Int64(p.padH), Int64(p.padW), Int64(n.shape[2]), Int64(n.shape[3]), Int32(t), Int32(tasks))
-                    }
-                }
+                return Step(name: name) { [pool = threadPool] in conv(pool, nil, y) }
             }
             // The chain's last value lives in the convolution's buffer (ConvFusion checked it).
             let y = try f32(fused.last)
@@ -50,13 +69,7 @@ extension CPUProgram {
             let stepName = ([name] + [fused.residual != nil ? "add" : nil, fused.affine != nil ? "affine" : nil,
                                       fused.clamp != nil ? "clamp" : nil].compactMap { $0 }).joined(separator: "+")
             return Step(name: stepName) { [pool = threadPool] in
-                withUnsafePointer(to: epilogue) { e in
-                    pool.parallelFor(tasks) { t in
-                        lumen_conv2d_ex(x, Int64(xs[0]), Int64(xs[1]), Int64(xs[2]), Int64(xs[3]), w, wdt, bias, y,
-                                        Int64(ws[0]), Int64(ws[2]), Int64(ws[3]), Int64(p.strideH), Int64(p.strideW),
-                                        Int64(p.padH), Int64(p.padW), Int64(n.shape[2]), Int64(n.shape[3]), e, Int32(t), Int32(tasks))
-                    }
-                }
+                withUnsafePointer(to: epilogue) { e in conv(pool, e, y) }
             }
 
         case .groupNorm(let groups, let eps, let silu, _):

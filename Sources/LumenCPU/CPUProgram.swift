@@ -42,6 +42,9 @@ public final class CPUProgram: Program {
     private let lock = NSLock()
     /// Applied (process-wide, lumen_cpu_set_bf16) for the duration of every run; nil: left alone.
     private let computePrecision: CPUComputePrecision?
+    /// Scratch of the Winograd convolutions: one buffer, as the steps run one at a time (nil: none).
+    private(set) var winogradScratch: ActivationBuffer?
+    private(set) var winogradScratchFloats: Int64 = 0
 
     init(graph: Graph, outputs: [Value], pool: ThreadPool, computePrecision: CPUComputePrecision? = nil) throws {
         self.graph = graph
@@ -62,7 +65,12 @@ public final class CPUProgram: Program {
         inputBuffers = plan.inputs
         inputs = plan.declaredInputs
         buffers = try plan.capacities.map { try ActivationBuffer(capacity: $0) }
-        activationBytes = plan.totalBytes
+        let scratchBytes = Self.winogradScratchBytes(graph, needed: needed)
+        if scratchBytes > 0 {
+            winogradScratch = try ActivationBuffer(capacity: scratchBytes)
+            winogradScratchFloats = Int64(scratchBytes / 4)
+        }
+        activationBytes = plan.totalBytes + scratchBytes
 
         fusion = ConvFusion(graph: graph, outputs: outputs, needed: needed, root: liveness.root, bufferOf: bufferOf)
         for n in nodes where needed[n.id] && !fusion.absorbed.contains(n.id) {
@@ -71,6 +79,24 @@ public final class CPUProgram: Program {
                 steps.append(step)
             }
         }
+    }
+
+    /// Bytes of scratch the graph's convolutions need on the Winograd path (the largest one's plan;
+    /// 0 where none takes it on this CPU and mode). A run that plans more falls back to
+    /// lumen_conv2d for that convolution.
+    static func winogradScratchBytes(_ graph: Graph, needed: [Bool]) -> Int {
+        var most: Int64 = 0
+        for n in graph.nodes where needed[n.id] {
+            guard case .conv2d(let p, _) = n.op else { continue }
+            let xs = graph.nodes[n.inputs[0]].shape, ws = graph.nodes[n.inputs[1]].shape
+            var plan = lumen_winograd_plan()
+            if lumen_winograd_plan_make(Int64(xs[0]), Int64(xs[1]), Int64(xs[2]), Int64(xs[3]), Int64(ws[0]), Int64(ws[2]),
+                                        Int64(ws[3]), Int64(p.strideH), Int64(p.strideW), Int64(p.padH), Int64(p.padW),
+                                        0, &plan) != 0 {
+                most = max(most, plan.scratch_floats)
+            }
+        }
+        return Int(most) * 4
     }
 
     /// Ops whose kernels read each element (or each normalised row or group) before writing it,

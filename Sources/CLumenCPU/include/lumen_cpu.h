@@ -137,6 +137,43 @@ int lumen_cpu_set_conv_direct(int mode);
 int lumen_conv2d_uses_direct(int64_t C, int64_t H, int64_t W, int64_t O, int64_t KH, int64_t KW,
                              int64_t SH, int64_t SW, int64_t PH, int64_t PW);
 
+/// Winograd 3x3 convolutions (stride 1, padding 1; conv_winograd.c): F(4x4, 3x3) or F(2x2, 3x3),
+/// the alpha^2 products as GEMMs. Run in phases with a barrier between them: plan, allocate
+/// `scratch_floats` floats (64-byte aligned), then for each phase in order call
+/// lumen_winograd_run_phase on every task. The mode: 0 never, 1 where it is faster (default),
+/// 2 wherever the geometry allows (tests); LUMEN_CONV_WINOGRAD=0|1|2 sets it at start-up.
+typedef struct {
+    int64_t batch, C, H, W, O;
+    int64_t m;                  // output tile side: 4 or 2
+    int64_t TH, TW;             // tiles per image column / row
+    int64_t strips_per_block;   // tile rows (of all images) per tile block
+    int64_t tb_tiles;           // tiles per tile block (the GEMMs' rows)
+    int64_t ob;                 // output channels per block
+    int64_t n_tblocks, n_oblocks;
+    int64_t scratch_floats;
+} lumen_winograd_plan;
+
+int lumen_cpu_set_conv_winograd(int mode);
+/// The most scratch (floats) a plan may use: 12 M (48 MB) by default (<= 0 restores it). Larger
+/// problems run in several blocks of tiles and of output channels. Returns the budget in force.
+int64_t lumen_cpu_set_winograd_budget(int64_t floats);
+/// Plans the convolution of [batch, C, H, W] by O x C x KH x KW weights; returns 1 when the
+/// Winograd path takes it (ISA, mode, bf16 compute and geometry checked), 0 otherwise. `m`: 0
+/// chooses (4 where the scratch budget allows, else 2), 2 or 4 asks for that tile size.
+int lumen_winograd_plan_make(int64_t batch, int64_t C, int64_t H, int64_t W, int64_t O,
+                             int64_t KH, int64_t KW, int64_t SH, int64_t SW, int64_t PH, int64_t PW,
+                             int m, lumen_winograd_plan *plan);
+int64_t lumen_winograd_phases(const lumen_winograd_plan *plan);
+/// One phase on one task; y = conv(x) + bias, then the epilogue (NULL: none) as lumen_conv2d_ex.
+void lumen_winograd_run_phase(const lumen_winograd_plan *plan, int64_t phase, const float *x,
+                              const void *w, int wdtype, const float *bias, float *y,
+                              const lumen_conv_epilogue *epilogue, float *scratch, int task,
+                              int ntasks);
+/// All phases on the calling thread with its own scratch (tools and tests).
+void lumen_conv2d_winograd(const lumen_winograd_plan *plan, const float *x, const void *w,
+                           int wdtype, const float *bias, float *y,
+                           const lumen_conv_epilogue *epilogue);
+
 /// Measures the f32 FMA rate one thread reaches with the given instruction set (GFLOP/s,
 /// counting an FMA as 2 FLOPs), running for about `seconds`. Used to report kernels' fraction
 /// of the machine's peak.

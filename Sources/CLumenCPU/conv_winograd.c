@@ -1,0 +1,448 @@
+// Winograd 3x3 convolutions (stride 1, padding 1): F(m x m, 3 x 3) with m = 4 (6 x 6 input tiles,
+// 36 products per 16 outputs instead of 144) or m = 2 (4 x 4 tiles, 16 per 4 instead of 36).
+//
+// For each input tile d (alpha x alpha, alpha = m + 2) and channel c, V = B^T d B; for each
+// output channel o and channel c, U = G g G^T; then for each of the alpha^2 positions xi a GEMM
+//     M[xi][tile][o] = sum_c V[xi][tile][c] * U[xi][o][c]
+// through the packed-panel driver, and each output tile is A^T M A (+ bias, + the fused ops).
+// Transform matrices (points 0, +-1, +-2 and infinity for m = 4; 0, +-1, infinity for m = 2) as
+// Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks" (2015) give them.
+//
+// The work runs in phases with a barrier between them (lumen_winograd_run_phase; the caller's
+// thread pool runs each phase on all tasks): for every block of tiles and block of output
+// channels, (1) the transforms of the block's input tiles and weights, (2) the alpha^2 GEMMs,
+// (3) the output transform. A plan keeps the scratch (V, U and M) within a budget: either all
+// tiles at once and the output channels in blocks (V made once), or all output channels at once
+// and the tiles in blocks (U made once). Channels are handled 8 at a time (C and O multiples of
+// 8), as 8-lane vectors: tiles are transposed into channel-minor strips on the way in and back
+// on the way out.
+#include "gemm_internal.h"
+
+#include <stdlib.h>
+
+#if LUMEN_X86
+
+typedef float v8 __attribute__((vector_size(32), aligned(32)));
+typedef int32_t v8i __attribute__((vector_size(32), aligned(32)));
+
+#define WG_TARGET LUMEN_TARGET_AVX2
+#define WG_INLINE static inline __attribute__((always_inline))
+
+// ---------------------------------------------------------------------------------------------
+// 1-D transforms on 8-lane vectors (s: stride between the elements, in vectors)
+// ---------------------------------------------------------------------------------------------
+
+// B^T (alpha x alpha) applied to d[0], d[s], ...
+WG_TARGET WG_INLINE void wg_bt(int m, const v8 *d, int sd, v8 *o, int so) {
+    if (m == 4) {
+        const v8 d0 = d[0], d1 = d[sd], d2 = d[2 * sd], d3 = d[3 * sd], d4 = d[4 * sd], d5 = d[5 * sd];
+        const v8 four = (v8){4, 4, 4, 4, 4, 4, 4, 4}, five = (v8){5, 5, 5, 5, 5, 5, 5, 5};
+        const v8 two = (v8){2, 2, 2, 2, 2, 2, 2, 2};
+        o[0] = four * d0 - five * d2 + d4;
+        o[so] = d3 + d4 - four * (d1 + d2);
+        o[2 * so] = four * (d1 - d2) + d4 - d3;
+        o[3 * so] = two * (d3 - d1) + d4 - d2;
+        o[4 * so] = two * (d1 - d3) + d4 - d2;
+        o[5 * so] = four * d1 - five * d3 + d5;
+    } else {
+        const v8 d0 = d[0], d1 = d[sd], d2 = d[2 * sd], d3 = d[3 * sd];
+        o[0] = d0 - d2;
+        o[so] = d1 + d2;
+        o[2 * so] = d2 - d1;
+        o[3 * so] = d1 - d3;
+    }
+}
+
+// G (alpha x 3) applied to g[0], g[s], g[2s]
+WG_TARGET WG_INLINE void wg_g(int m, const v8 *g, int sg, v8 *o, int so) {
+    const v8 g0 = g[0], g1 = g[sg], g2 = g[2 * sg];
+    if (m == 4) {
+        const v8 q = (v8){0.25f, 0.25f, 0.25f, 0.25f, 0.25f, 0.25f, 0.25f, 0.25f};
+        const v8 s6 = (v8){1.0f / 6, 1.0f / 6, 1.0f / 6, 1.0f / 6, 1.0f / 6, 1.0f / 6, 1.0f / 6, 1.0f / 6};
+        const v8 s24 = (v8){1.0f / 24, 1.0f / 24, 1.0f / 24, 1.0f / 24, 1.0f / 24, 1.0f / 24, 1.0f / 24, 1.0f / 24};
+        const v8 s12 = (v8){1.0f / 12, 1.0f / 12, 1.0f / 12, 1.0f / 12, 1.0f / 12, 1.0f / 12, 1.0f / 12, 1.0f / 12};
+        const v8 e = g0 + g2;
+        o[0] = q * g0;
+        o[so] = -s6 * (e + g1);
+        o[2 * so] = -s6 * (e - g1);
+        const v8 a = s24 * g0 + s6 * g2, b = s12 * g1;
+        o[3 * so] = a + b;
+        o[4 * so] = a - b;
+        o[5 * so] = g2;
+    } else {
+        const v8 h = (v8){0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f};
+        const v8 e = g0 + g2;
+        o[0] = g0;
+        o[so] = h * (e + g1);
+        o[2 * so] = h * (e - g1);
+        o[3 * so] = g2;
+    }
+}
+
+// A^T (m x alpha) applied to v[0], v[s], ...
+WG_TARGET WG_INLINE void wg_at(int m, const v8 *v, int sv, v8 *o, int so) {
+    if (m == 4) {
+        const v8 v0 = v[0], v1 = v[sv], v2 = v[2 * sv], v3 = v[3 * sv], v4 = v[4 * sv], v5 = v[5 * sv];
+        const v8 two = (v8){2, 2, 2, 2, 2, 2, 2, 2}, four = (v8){4, 4, 4, 4, 4, 4, 4, 4};
+        const v8 eight = (v8){8, 8, 8, 8, 8, 8, 8, 8};
+        const v8 a = v1 + v2, b = v1 - v2, c = v3 + v4, d = v3 - v4;
+        o[0] = v0 + a + c;
+        o[so] = b + two * d;
+        o[2 * so] = a + four * c;
+        o[3 * so] = b + eight * d + v5;
+    } else {
+        const v8 v0 = v[0], v1 = v[sv], v2 = v[2 * sv], v3 = v[3 * sv];
+        o[0] = v0 + v1 + v2;
+        o[so] = v1 - v2 - v3;
+    }
+}
+
+// 8 x 8 transpose: o[j][i] = r[i][j]
+WG_TARGET WG_INLINE void wg_transpose8(const v8 r[8], v8 o[8]) {
+    v8 t[8], s[8];
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = __builtin_shufflevector(r[i], r[i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+        t[i + 1] = __builtin_shufflevector(r[i], r[i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        s[i] = __builtin_shufflevector(t[i], t[i + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+        s[i + 1] = __builtin_shufflevector(t[i], t[i + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+        s[i + 2] = __builtin_shufflevector(t[i + 1], t[i + 3], 0, 1, 8, 9, 4, 5, 12, 13);
+        s[i + 3] = __builtin_shufflevector(t[i + 1], t[i + 3], 2, 3, 10, 11, 6, 7, 14, 15);
+    }
+    for (int j = 0; j < 4; ++j) {
+        o[j] = __builtin_shufflevector(s[j], s[j + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+        o[j + 4] = __builtin_shufflevector(s[j], s[j + 4], 4, 5, 6, 7, 12, 13, 14, 15);
+    }
+}
+
+WG_TARGET WG_INLINE v8 wg_loadu(const float *p) {
+    v8 v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+WG_TARGET WG_INLINE void wg_storeu(float *p, v8 v) { memcpy(p, &v, sizeof v); }
+
+// ---------------------------------------------------------------------------------------------
+// Phase 1a: input tiles of one strip (image b, tile row ty) for channels [c0, c0 + 8)
+// ---------------------------------------------------------------------------------------------
+
+WG_TARGET static void wg_input_strip(const lumen_winograd_plan *p, const float *x, int64_t b,
+                                     int64_t ty, int64_t c0, float *V, int64_t tloc0) {
+    const int m = p->m, alpha = m + 2;
+    const int64_t C = p->C, H = p->H, W = p->W, TW = p->TW, Tb = p->tb_tiles;
+    const int64_t XW = m * TW + 2;  // strip columns: input columns -1 .. m*TW
+    // xt[(r * XW + xi) * 8 + lane] = x[b, c0 + lane, ty*m - 1 + r, xi - 1] (0 outside the image)
+    v8 *xt = (v8 *)lumen_tl_buffer(2, (size_t)(alpha * XW * 8));
+    const int64_t y0 = ty * m - 1;
+    const float *xb = x + (b * C + c0) * H * W;
+    for (int r = 0; r < alpha; ++r) {
+        v8 *row = xt + r * XW;
+        const int64_t y = y0 + r;
+        if (y < 0 || y >= H) {
+            for (int64_t xi = 0; xi < XW; ++xi) row[xi] = (v8){0};
+            continue;
+        }
+        row[0] = (v8){0};
+        const float *src = xb + y * W;
+        int64_t xx = 0;
+        for (; xx + 8 <= W; xx += 8) {
+            v8 in[8], out[8];
+            for (int l = 0; l < 8; ++l) in[l] = wg_loadu(src + l * H * W + xx);
+            wg_transpose8(in, out);
+            for (int j = 0; j < 8; ++j) row[1 + xx + j] = out[j];
+        }
+        for (; xx < W; ++xx) {
+            v8 v;
+            for (int l = 0; l < 8; ++l) v[l] = src[l * H * W + xx];
+            row[1 + xx] = v;
+        }
+        for (int64_t xi = W + 1; xi < XW; ++xi) row[xi] = (v8){0};
+    }
+    const int64_t vs = Tb * C;  // floats between the alpha^2 planes of V
+    v8 d[36], t[36];
+    for (int64_t tx = 0; tx < TW; ++tx) {
+        for (int r = 0; r < alpha; ++r)
+            for (int j = 0; j < alpha; ++j) d[r * alpha + j] = xt[r * XW + tx * m + j];
+        for (int j = 0; j < alpha; ++j) wg_bt(m, d + j, alpha, t + j, alpha);      // columns
+        for (int i = 0; i < alpha; ++i) wg_bt(m, t + i * alpha, 1, d + i * alpha, 1);  // rows
+        float *dst = V + (tloc0 + tx) * C + c0;
+        for (int k = 0; k < alpha * alpha; ++k) wg_storeu(dst + k * vs, d[k]);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Phase 1b: transformed weights of output channel o (all input channels)
+// ---------------------------------------------------------------------------------------------
+
+WG_TARGET static void wg_weights(const lumen_winograd_plan *p, int isa, const void *w, int wdtype,
+                                 int64_t o, float *U, int64_t oloc) {
+    const int m = p->m, alpha = m + 2;
+    const int64_t C = p->C, Ob = p->ob;
+    float *g = lumen_tl_buffer(2, (size_t)(C * 9));
+    lumen_cvt_row(isa, (const char *)w + (size_t)(o * C * 9) * lumen_dtype_size(wdtype), wdtype, C * 9, g);
+    const int64_t us = Ob * C;
+    v8 gv[9], t[18], u[36];
+    for (int64_t c0 = 0; c0 < C; c0 += 8) {
+        for (int k = 0; k < 9; ++k)
+            for (int l = 0; l < 8; ++l) gv[k][l] = g[(c0 + l) * 9 + k];
+        for (int j = 0; j < 3; ++j) wg_g(m, gv + j, 3, t + j, 3);          // along kh: t[i][kw]
+        for (int i = 0; i < alpha; ++i) wg_g(m, t + i * 3, 1, u + i * alpha, 1);  // along kw
+        float *dst = U + oloc * C + c0;
+        for (int k = 0; k < alpha * alpha; ++k) wg_storeu(dst + k * us, u[k]);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Phase 3: output tiles of one strip for output channels [o0, o0 + 8)
+// ---------------------------------------------------------------------------------------------
+
+WG_TARGET static void wg_output_strip(const lumen_winograd_plan *p, const float *M, int64_t b,
+                                      int64_t ty, int64_t o0, int64_t ol0, int64_t tloc0,
+                                      const float *bias, float *y, const lumen_conv_epilogue *ep) {
+    const int m = p->m, alpha = m + 2;
+    const int64_t O = p->O, H = p->H, W = p->W, TW = p->TW, Tb = p->tb_tiles, Ob = p->ob;
+    const int64_t YW = m * TW;
+    v8 *yt = (v8 *)lumen_tl_buffer(2, (size_t)(m * YW * 8));
+    v8 bv = (v8){0};
+    if (bias) bv = wg_loadu(bias + o0);
+    const int64_t ms = Tb * Ob;
+    v8 v[36], t[24], r[16];
+    for (int64_t tx = 0; tx < TW; ++tx) {
+        const float *src = M + (tloc0 + tx) * Ob + ol0;
+        for (int k = 0; k < alpha * alpha; ++k) v[k] = wg_loadu(src + k * ms);
+        for (int j = 0; j < alpha; ++j) wg_at(m, v + j, alpha, t + j, alpha);  // t[i][j], i < m
+        for (int i = 0; i < m; ++i) wg_at(m, t + i * alpha, 1, r + i * m, 1);  // r[i][jj]
+        for (int i = 0; i < m; ++i)
+            for (int j = 0; j < m; ++j) yt[i * YW + tx * m + j] = r[i * m + j] + bv;
+    }
+    const float *res = ep ? ep->residual : NULL;
+    const int affine = ep && ep->affine, clamp = ep && ep->clamp;
+    const float mul = affine ? ep->mul : 0, add = affine ? ep->add : 0;
+    const float lo = clamp ? ep->lo : 0, hi = clamp ? ep->hi : 0;
+    const v8 vmul = mul - (v8){0}, vadd = add - (v8){0}, vlo = lo - (v8){0}, vhi = hi - (v8){0};
+    for (int i = 0; i < m; ++i) {
+        const int64_t yy = ty * m + i;
+        if (yy >= H) break;
+        const int64_t base = ((b * O + o0) * H + yy) * W;  // channel o0's row; + l*H*W per lane
+        int64_t xx = 0;
+        for (; xx + 8 <= W; xx += 8) {
+            v8 out[8];
+            wg_transpose8(yt + i * YW + xx, out);  // out[l] = channel o0 + l, columns xx .. xx+7
+            for (int l = 0; l < 8; ++l) {
+                v8 q = out[l];
+                const int64_t off = base + l * H * W + xx;
+                if (res) q = q + wg_loadu(res + off);
+                if (affine) { q = q * vmul; q = q + vadd; }
+                if (clamp) {  // max(q, lo) then min(., hi) as Swift computes them: NaN stays NaN
+                    const v8i below = (v8i)(vlo >= q), above = (v8i)(vhi < q);
+                    q = (v8)(((v8i)vlo & below) | ((v8i)q & ~below));
+                    q = (v8)(((v8i)vhi & above) | ((v8i)q & ~above));
+                }
+                wg_storeu(y + off, q);
+            }
+        }
+        for (; xx < W; ++xx) {
+            const v8 q = yt[i * YW + xx];
+            for (int l = 0; l < 8; ++l) {
+                const int64_t off = base + l * H * W + xx;
+                float s = q[l];
+                if (res) s = s + res[off];
+                if (affine) { s = s * mul; s = s + add; }
+                if (clamp) {
+                    if (lo >= s) s = lo;  // max(s, lo) as Swift: NaN stays NaN
+                    if (s > hi) s = hi;
+                }
+                y[off] = s;
+            }
+        }
+    }
+}
+
+#endif  // LUMEN_X86
+
+// ---------------------------------------------------------------------------------------------
+// Plan and phases
+// ---------------------------------------------------------------------------------------------
+
+static int winograd_mode_now = -1;  // -1: not read yet
+
+static int winograd_mode(void) {  // 0 off, 1 where it is faster (default), 2 wherever it can run
+    int md = __atomic_load_n(&winograd_mode_now, __ATOMIC_RELAXED);
+    if (md < 0) {
+        const char *e = getenv("LUMEN_CONV_WINOGRAD");
+        md = 1;
+        if (e && e[0] >= '0' && e[0] <= '2' && e[1] == 0) md = e[0] - '0';
+        __atomic_store_n(&winograd_mode_now, md, __ATOMIC_RELAXED);
+    }
+    return md;
+}
+
+int lumen_cpu_set_conv_winograd(int mode) {
+    if (mode < 0 || mode > 2) mode = 1;
+    __atomic_store_n(&winograd_mode_now, mode, __ATOMIC_RELAXED);
+    return mode;
+}
+
+static int64_t round8(int64_t v) { return (v + 7) / 8 * 8; }
+
+// Fills p for tile size m within `budget` floats of scratch; 0 where nothing fits. The scratch
+// holds, per block, V (a2 x tiles x C), U (a2 x ob x C) and M (a2 x tiles x ob). Among the block
+// shapes that fit, the cheapest by a rough model: the GEMMs' FLOPs inflated where a block is thin
+// (packing and edge overheads grow as 32/rows), plus the weight transforms, which are redone for
+// every tile block when the output channels are split too (about 100 GEMM FLOPs per weight).
+static int plan_for(int64_t batch, int64_t C, int64_t H, int64_t W, int64_t O, int m,
+                    int64_t budget, lumen_winograd_plan *p) {
+    const int64_t a2 = (m + 2) * (m + 2);
+    const int64_t TH = (H + m - 1) / m, TW = (W + m - 1) / m, S = batch * TH, T = S * TW;
+    memset(p, 0, sizeof *p);
+    double bestCost = 0;
+    int found = 0;
+    for (int64_t nob = 1; nob == 1 || (O + nob - 1) / nob >= 64; ++nob) {
+        const int64_t ob = round8((O + nob - 1) / nob);
+        const int64_t nobReal = (O + ob - 1) / ob;
+        if (a2 * ob * C >= budget) continue;
+        int64_t rows = (budget - a2 * ob * C) / (a2 * TW * (C + ob));
+        if (rows > S) rows = S;
+        if (rows < 1) continue;
+        const int64_t ntb = (S + rows - 1) / rows;
+        rows = (S + ntb - 1) / ntb;
+        const double tb = (double)(rows * TW);
+        const double gemm = 2.0 * (double)(a2 * T) * (double)O * (double)C * (1.0 + 32.0 / tb) *
+                            (1.0 + 32.0 / (double)ob);
+        const double wt = 100.0 * (double)O * (double)C * (double)(nobReal > 1 ? ntb : 1);
+        const double cost = gemm + wt;
+        if (!found || cost < bestCost) {
+            found = 1;
+            bestCost = cost;
+            p->strips_per_block = rows; p->tb_tiles = rows * TW; p->ob = ob;
+            p->n_tblocks = ntb; p->n_oblocks = nobReal;
+            p->scratch_floats = a2 * rows * TW * C + a2 * ob * C + a2 * rows * TW * ob;
+        }
+        if (ob <= 8) break;
+    }
+    if (!found) return 0;
+    p->batch = batch; p->C = C; p->H = H; p->W = W; p->O = O; p->m = m;
+    p->TH = TH; p->TW = TW;
+    return 1;
+}
+
+// Scratch budget: 12 M floats (48 MB) unless set (tests make it small to force several blocks).
+static int64_t wg_budget_now = (int64_t)12 << 20;
+#define WG_BUDGET_FLOATS __atomic_load_n(&wg_budget_now, __ATOMIC_RELAXED)
+
+int64_t lumen_cpu_set_winograd_budget(int64_t floats) {
+    if (floats <= 0) floats = (int64_t)12 << 20;
+    __atomic_store_n(&wg_budget_now, floats, __ATOMIC_RELAXED);
+    return floats;
+}
+
+int lumen_winograd_plan_make(int64_t batch, int64_t C, int64_t H, int64_t W, int64_t O,
+                             int64_t KH, int64_t KW, int64_t SH, int64_t SW, int64_t PH, int64_t PW,
+                             int m, lumen_winograd_plan *p) {
+    memset(p, 0, sizeof *p);
+#if LUMEN_X86
+    const int isa = lumen_isa_current();
+    if (isa != LUMEN_ISA_AVX512 && isa != LUMEN_ISA_AVX2) return 0;
+    if (KH != 3 || KW != 3 || SH != 1 || SW != 1 || PH != 1 || PW != 1) return 0;
+    if (batch <= 0 || C <= 0 || H <= 0 || W <= 0 || O <= 0 || C % 8 || O % 8) return 0;
+    if (lumen_bf16_active()) return 0;
+    const int mode = winograd_mode();
+    if (mode == 0) return 0;
+    if (m != 0 && m != 2 && m != 4) return 0;
+    const int chosen = m == 0;
+    if (m == 0) m = 4;
+    if (mode == 1 && chosen) {
+        // Where it is faster than lumen_conv2d's direct kernel or implicit GEMM (measured with
+        // tools/kernel_harness.c winograd, 2 threads, Zen 5; docs/performance.md): F(4x4) from 24
+        // pixels a side, F(2x2) from 12. With AVX2 from 64 channels (64 -> 64 at 256x256: 1.4x;
+        // the UNet's: 1.4-2.5x); with AVX-512, whose direct kernel and GEMM run twice as fast as
+        // the transforms, from 256 (128 -> 128 at 512x512 is even, 64 -> 64 slower).
+        const int64_t minC = isa == LUMEN_ISA_AVX2 ? 64 : 256, side = H < W ? H : W;
+        if (C < minC || O < minC || side < 12) return 0;
+        m = side >= 24 ? 4 : 2;
+    }
+    if (plan_for(batch, C, H, W, O, m, WG_BUDGET_FLOATS, p)) return 1;
+    // chosen: F(2x2) where F(4x4)'s blocks do not fit the budget
+    if (chosen && m == 4 && plan_for(batch, C, H, W, O, 2, WG_BUDGET_FLOATS, p)) return 1;
+    memset(p, 0, sizeof *p);
+    return 0;
+#else
+    (void)batch; (void)C; (void)H; (void)W; (void)O; (void)KH; (void)KW; (void)SH; (void)SW;
+    (void)PH; (void)PW; (void)m;
+    return 0;
+#endif
+}
+
+int64_t lumen_winograd_phases(const lumen_winograd_plan *p) { return 3 * p->n_tblocks * p->n_oblocks; }
+
+void lumen_winograd_run_phase(const lumen_winograd_plan *p, int64_t phase, const float *x,
+                              const void *w, int wdtype, const float *bias, float *y,
+                              const lumen_conv_epilogue *ep, float *scratch, int task, int ntasks) {
+#if LUMEN_X86
+    if (ntasks < 1) { ntasks = 1; task = 0; }
+    const int isa = lumen_isa_current();
+    const int m = p->m;
+    const int64_t a2 = (m + 2) * (m + 2), C = p->C, O = p->O, TW = p->TW, TH = p->TH;
+    const int64_t Tb = p->tb_tiles, Ob = p->ob, S = p->batch * TH;
+    const int64_t iter = phase / 3, kind = phase % 3;
+    const int64_t tblock = iter / p->n_oblocks, oblock = iter % p->n_oblocks;
+    const int64_t s0 = tblock * p->strips_per_block;
+    const int64_t s1 = s0 + p->strips_per_block < S ? s0 + p->strips_per_block : S;
+    const int64_t o0 = oblock * Ob, o1 = o0 + Ob < O ? o0 + Ob : O;
+    const int64_t tiles = (s1 - s0) * TW, ocount = o1 - o0;
+    float *V = scratch, *U = V + a2 * Tb * C, *M = U + a2 * Ob * C;
+    if (kind == 0) {
+        const int doV = oblock == 0, doU = tblock == 0 || p->n_oblocks > 1;
+        if (doV) {
+            const int64_t cb = C / 8, units = (s1 - s0) * cb;
+            const int64_t u0 = units * task / ntasks, u1 = units * (task + 1) / ntasks;
+            for (int64_t u = u0; u < u1; ++u) {
+                const int64_t s = s0 + u / cb, c0 = (u % cb) * 8;
+                wg_input_strip(p, x, s / TH, s % TH, c0, V, (s - s0) * TW);
+            }
+        }
+        if (doU) {
+            const int64_t q0 = o0 + ocount * task / ntasks, q1 = o0 + ocount * (task + 1) / ntasks;
+            for (int64_t o = q0; o < q1; ++o) wg_weights(p, isa, w, wdtype, o, U, o - o0);
+        }
+    } else if (kind == 1) {
+        lumen_gemm_op op;
+        memset(&op, 0, sizeof op);
+        op.a.kind = LUMEN_SRC_ROWS; op.a.dtype = LUMEN_DT_F32; op.a.ld = C;
+        op.b.kind = LUMEN_SRC_ROWS; op.b.dtype = LUMEN_DT_F32; op.b.ld = C;
+        op.ldc = Ob;
+        op.alpha = 1.0f;
+        op.f32_only = 1;
+        int64_t m0, m1, n0, n1;
+        lumen_gemm_split(isa, tiles, ocount, task, ntasks, &m0, &m1, &n0, &n1);
+        if (m0 >= m1 || n0 >= n1) return;
+        for (int64_t k = 0; k < a2; ++k) {
+            op.a.p = V + k * Tb * C;
+            op.b.p = U + k * Ob * C;
+            op.c = M + k * Tb * Ob;
+            lumen_gemm_run(&op, isa, m0, m1, n0, n1, C);
+        }
+    } else {
+        const int64_t ob8 = ocount / 8, units = (s1 - s0) * ob8;
+        const int64_t u0 = units * task / ntasks, u1 = units * (task + 1) / ntasks;
+        for (int64_t u = u0; u < u1; ++u) {
+            const int64_t s = s0 + u / ob8, ol = (u % ob8) * 8;
+            wg_output_strip(p, M, s / TH, s % TH, o0 + ol, ol, (s - s0) * TW, bias, y, ep);
+        }
+    }
+#else
+    (void)p; (void)phase; (void)x; (void)w; (void)wdtype; (void)bias; (void)y; (void)ep;
+    (void)scratch; (void)task; (void)ntasks;
+#endif
+}
+
+void lumen_conv2d_winograd(const lumen_winograd_plan *p, const float *x, const void *w, int wdtype,
+                           const float *bias, float *y, const lumen_conv_epilogue *ep) {
+    float *scratch = NULL;
+    if (posix_memalign((void **)&scratch, 64, (size_t)p->scratch_floats * sizeof(float)) != 0) abort();
+    const int64_t n = lumen_winograd_phases(p);
+    for (int64_t ph = 0; ph < n; ++ph) lumen_winograd_run_phase(p, ph, x, w, wdtype, bias, y, ep, scratch, 0, 1);
+    free(scratch);
+}

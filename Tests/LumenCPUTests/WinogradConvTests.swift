@@ -1,0 +1,188 @@
+import CLumenCPU
+import LumenCPU
+import LumenRuntime
+import LumenTestSupport
+import XCTest
+
+/// Winograd 3×3 convolutions (conv_winograd.c: F(4×4, 3×3) and F(2×2, 3×3), stride 1, padding 1)
+/// against float64 references: both tile sizes on partial tiles, images narrower than the 8-column
+/// transposes, several images, f32/f16/bf16 weights, 1–3 tasks per phase, plans split into several
+/// blocks of tiles and of output channels by a small scratch budget; through the executor with the
+/// fused ops after it; and the automatic choice on the shapes it was measured on.
+final class WinogradConvTests: XCTestCase {
+    private let vectorSets = testedInstructionSets.filter { $0 != "generic" }
+
+    /// The bound: the GEMM family's (2e-6·√k + 1e-6) times a factor for the transforms. Measured
+    /// (16 random f16-weight problems, 64–320 channels, worst |error| beyond rtol over that GEMM
+    /// bound): F(2×2) 0.35, F(4×4) 7.5. F(4×4)'s transforms scale values by up to 8 (A^T) and 5
+    /// (B^T) around the sums, so its rounding errors grow with them (tools/kernel_harness.c winograd
+    /// at the UNet's shapes: F(2×2) 5e-7, F(4×4) 1e-5 of the largest output; the direct kernel 2e-6).
+    private func tolerance(_ k: Int, m: Int) -> Double { (m == 4 ? 10.0 : 1.0) * (2e-6 * Double(k).squareRoot() + 1e-6) }
+
+    override func tearDown() {
+        _ = lumen_cpu_set_conv_winograd(1)
+        _ = lumen_cpu_set_winograd_budget(0)
+        super.tearDown()
+    }
+
+    struct Case { let batch, c, h, w, o: Int }
+
+    /// Runs the plan's phases in order, each on `tasks` tasks one after the other (as the thread
+    /// pool would between its barriers).
+    private func runPhases(_ plan: inout lumen_winograd_plan, x: [Float], w: Tensor, bias: [Float]?, y: inout [Float],
+                           tasks: Int) {
+        var scratch = [Float](repeating: .nan, count: Int(plan.scratch_floats))
+        let wdt: Int32 = w.dtype == .f32 ? 0 : w.dtype == .f16 ? 1 : 2
+        w.withUnsafeBytes { wp in
+            for phase in 0..<lumen_winograd_phases(&plan) {
+                for t in 0..<tasks {
+                    lumen_winograd_run_phase(&plan, phase, x, wp.baseAddress, wdt, bias, &y, nil, &scratch, Int32(t), Int32(tasks))
+                }
+            }
+        }
+    }
+
+    private func check(_ t: Case, m: Int, dtype: DType, bias: Bool, tasks: Int, seed: UInt64, budget: Int64 = 0,
+                       blocks: ((Int64, Int64)) -> Bool = { _ in true }, _ what: String) throws {
+        _ = lumen_cpu_set_winograd_budget(budget)
+        var plan = lumen_winograd_plan()
+        XCTAssertEqual(lumen_winograd_plan_make(Int64(t.batch), Int64(t.c), Int64(t.h), Int64(t.w), Int64(t.o), 3, 3, 1, 1, 1, 1,
+                                                Int32(m), &plan), 1, "\(what): planned")
+        XCTAssertEqual(plan.m, Int64(m), what)
+        XCTAssertTrue(blocks((plan.n_tblocks, plan.n_oblocks)), "\(what): blocks \(plan.n_tblocks) × \(plan.n_oblocks)")
+        let (wt, wref) = try randomTensor([t.o, t.c, 3, 3], dtype: dtype, seed: seed)
+        let (bt, bref) = try randomTensor([t.o], seed: seed + 1)
+        let (xt, xref) = try randomTensor([t.batch, t.c, t.h, t.w], seed: seed + 2)
+        var y = [Float](repeating: .nan, count: t.batch * t.o * t.h * t.w)
+        runPhases(&plan, x: xt.toFloats(), w: wt, bias: bias ? bt.toFloats() : nil, y: &y, tasks: tasks)
+        let ref = Reference.conv2d(xref, wref, bias ? bref : nil, batch: t.batch, c: t.c, h: t.h, wd: t.w, o: t.o,
+                                   kh: 3, kw: 3, stride: 1, pad: 1)
+        assertClose(y, ref.out, atol: tolerance(t.c * 9, m: m), rtol: 1e-5, what)
+    }
+
+    func testBothTileSizesAgainstFloat64() throws {
+        let cases = [
+            Case(batch: 1, c: 8, h: 1, w: 1, o: 8),       // one pixel: every neighbour is padding
+            Case(batch: 1, c: 8, h: 5, w: 7, o: 16),      // narrower than a transpose, partial tiles
+            Case(batch: 2, c: 16, h: 9, w: 19, o: 8),     // 8 + 8 + 3 columns, a 1-row last tile
+            Case(batch: 3, c: 24, h: 6, w: 16, o: 40),    // three images
+            Case(batch: 1, c: 64, h: 13, w: 30, o: 24),   // more channels than one vector
+        ]
+        XCTAssertEqual(lumen_cpu_set_conv_winograd(2), 2)
+        try forEachInstructionSet(vectorSets) { isa in
+            for (i, t) in cases.enumerated() {
+                for m in [4, 2] {
+                    let dtype = [DType.f32, .f16, .bf16][(i + m) % 3], tasks = 1 + (i + m / 2) % 3
+                    try check(t, m: m, dtype: dtype, bias: (i + m / 2) % 2 == 0, tasks: tasks, seed: UInt64(600 + 10 * i + m),
+                              "F(\(m)) \(t) \(dtype) tasks \(tasks) \(isa)")
+                }
+            }
+        }
+    }
+
+    /// A small budget splits the work: the tiles in blocks (the weights transformed once), the
+    /// output channels in blocks (the inputs transformed once), or both (the weight transforms
+    /// redone for every tile block). Which one a budget gives is the plan's cost model's choice;
+    /// the cases below cover all three.
+    /// A small budget splits the work: the tiles in blocks (the weights transformed once), the
+    /// output channels in blocks (the inputs transformed once), or both (the weight transforms
+    /// redone for every tile block). Which one a budget gives is the plan's cost model's choice;
+    /// the cases below cover all three.
+    func testZZProbe() throws {
+        XCTAssertEqual(lumen_cpu_set_conv_winograd(2), 2)
+        for m in [4, 2] {
+            var worst = 0.0
+            for (i, t) in [Case(batch: 2, c: 64, h: 20, w: 24, o: 136), Case(batch: 1, c: 64, h: 13, w: 30, o: 24), Case(batch: 2, c: 16, h: 9, w: 19, o: 8), Case(batch: 1, c: 320, h: 16, w: 16, o: 64)].enumerated() {
+                for seed in 0..<4 {
+                    var plan = lumen_winograd_plan()
+                    _ = lumen_winograd_plan_make(Int64(t.batch), Int64(t.c), Int64(t.h), Int64(t.w), Int64(t.o), 3, 3, 1, 1, 1, 1, Int32(m), &plan)
+                    let (wt, wref) = try randomTensor([t.o, t.c, 3, 3], dtype: .f16, seed: UInt64(900 + 10 * i + seed))
+                    let (xt, xref) = try randomTensor([t.batch, t.c, t.h, t.w], seed: UInt64(950 + 10 * i + seed))
+                    var y = [Float](repeating: .nan, count: t.batch * t.o * t.h * t.w)
+                    runPhases(&plan, x: xt.toFloats(), w: wt, bias: nil, y: &y, tasks: 1)
+                    let ref = Reference.conv2d(xref, wref, nil, batch: t.batch, c: t.c, h: t.h, wd: t.w, o: t.o, kh: 3, kw: 3, stride: 1, pad: 1).out
+                    let bound = 2e-6 * Double(t.c * 9).squareRoot() + 1e-6
+                    for (a, e) in zip(y, ref) { worst = max(worst, (abs(Double(a) - e) - 1e-5 * abs(e)) / bound) }
+                }
+            }
+            print("PROBE m \(m) worst/bound \(worst)")
+        }
+    }
+
+    func testBlocksOfTilesAndChannels() throws {
+        XCTAssertEqual(lumen_cpu_set_conv_winograd(2), 2)
+        // (output channels, budget / (alpha² · 64), tiles split, channels split) per tile size
+        let cases: [Int: [(o: Int, units: Int64, tiles: Bool, channels: Bool)]] = [
+            4: [(64, 100, true, false), (136, 100, true, true), (136, 200, false, true)],
+            2: [(64, 100, true, false), (136, 100, true, true), (136, 200, true, true)],
+        ]
+        try forEachInstructionSet(vectorSets) { isa in
+            for m in [4, 2] {
+                for (i, k) in cases[m]!.enumerated() {
+                    let t = Case(batch: 2, c: 64, h: 20, w: 24, o: k.o)
+                    try check(t, m: m, dtype: .f16, bias: true, tasks: 1 + i % 3, seed: UInt64(700 + i), budget: Int64((m + 2) * (m + 2) * 64) * k.units,
+                              blocks: { ($0.0 > 1) == k.tiles && ($0.1 > 1) == k.channels },
+                              "F(\(m)) \(t) budget \(k.units) \(isa)")
+                }
+            }
+        }
+    }
+
+    /// conv → + residual → affine → clamp through the executor, fused into the output transform.
+    func testFusedOpsThroughTheExecutor() throws {
+        XCTAssertEqual(lumen_cpu_set_conv_winograd(2), 2)
+        let (b, c, h, w, o) = (2, 16, 11, 21, 24)
+        let g = Graph()
+        let x = try g.input("x", shape: [b, c, h, w])
+        let r = try g.input("r", shape: [b, o, h, w])
+        let (wt, wref) = try randomTensor([o, c, 3, 3], dtype: .f16, seed: 800, scale: 0.3)
+        let (bt, bref) = try randomTensor([o], seed: 801)
+        let conv = try g.conv2d(x, weight: try g.constant(wt), bias: try g.constant(bt), stride: 1, padding: 1)
+        let y = try g.clamp(try g.affine(try g.add(conv, r), multiplier: 1.5, addend: -0.25), min: -0.6, max: 0.7)
+        let (xt, xref) = try randomTensor([b, c, h, w], seed: 802)
+        let (rt, rref) = try randomTensor([b, o, h, w], seed: 803)
+        let convRef = Reference.conv2d(xref, wref, bref, batch: b, c: c, h: h, wd: w, o: o, kh: 3, kw: 3, stride: 1, pad: 1).out
+        let ref = zip(convRef, rref).map { Swift.min(Swift.max(($0 + $1) * 1.5 - 0.25, -0.6), 0.7) }
+        try forEachInstructionSet(vectorSets) { isa in
+            for threads in [1, 2] {
+                let program = try CPUExecutor(threads: threads).compile(g, outputs: [y]) as! CPUProgram
+                XCTAssertGreaterThan(program.activationBytes, 4 * (b * o * h * w + b * c * h * w), "scratch counted \(isa)")
+                XCTAssertEqual(program.activationBytes, CPUExecutor().plannedActivationBytes(g, outputs: [y]), "planned = allocated \(isa)")
+                let got = try program.run(["x": xt, "r": rt])[y]!.toFloats()
+                // 1.5× the convolution's bound: the affine map scales its error
+                assertClose(got, ref, atol: 1.5 * tolerance(c * 9, m: 4), rtol: 1e-5, "fused winograd conv threads \(threads) \(isa)")
+            }
+        }
+    }
+
+    /// The automatic choice (measured with tools/kernel_harness.c winograd): the UNet's and the
+    /// VAE's convolutions, F(4×4) from 24 pixels a side and F(2×2) from 12; with AVX2 from 64
+    /// channels, with AVX-512 from 256; never on the portable path, strided, unpadded, with
+    /// channel counts that are not multiples of 8, or when turned off.
+    func testAutomaticChoice() throws {
+        XCTAssertEqual(lumen_cpu_set_conv_winograd(1), 1)
+        func tile(_ c: Int, _ o: Int, _ hw: Int, stride: Int = 1, pad: Int = 1) -> Int64 {
+            var plan = lumen_winograd_plan()
+            guard lumen_winograd_plan_make(2, Int64(c), Int64(hw), Int64(hw), Int64(o), 3, 3, Int64(stride), Int64(stride),
+                                           Int64(pad), Int64(pad), 0, &plan) != 0 else { return 0 }
+            XCTAssertLessThanOrEqual(plan.scratch_floats, 12 << 20)
+            return plan.m
+        }
+        try forEachInstructionSet { isa in
+            let vector = isa != "generic"
+            XCTAssertEqual(tile(320, 320, 64), vector ? 4 : 0, isa)
+            XCTAssertEqual(tile(1920, 640, 32), vector ? 4 : 0, isa)
+            XCTAssertEqual(tile(2560, 1280, 16), vector ? 2 : 0, isa)
+            XCTAssertEqual(tile(512, 512, 128), vector ? 4 : 0, isa)
+            XCTAssertEqual(tile(1280, 1280, 8), 0, isa)
+            XCTAssertEqual(tile(64, 64, 256), isa == "avx2" ? 4 : 0, isa)
+            XCTAssertEqual(tile(128, 128, 512), isa == "avx2" ? 4 : 0, isa)
+            XCTAssertEqual(tile(4, 320, 64), 0, isa)
+            XCTAssertEqual(tile(320, 320, 64, stride: 2), 0, isa)
+            XCTAssertEqual(tile(320, 320, 64, pad: 0), 0, isa)
+            XCTAssertEqual(tile(324, 320, 64), 0, isa)
+        }
+        XCTAssertEqual(lumen_cpu_set_conv_winograd(0), 0)
+        XCTAssertEqual(tile(320, 320, 64), 0)
+    }
+}
