@@ -13,8 +13,14 @@ final class DirectConvTests: XCTestCase {
     private func gemmTolerance(_ k: Int) -> Double { 2e-6 * Double(k).squareRoot() + 1e-6 }
     private let vectorSets = testedInstructionSets.filter { $0 != "generic" }
 
+    override func setUp() {
+        super.setUp()
+        _ = lumen_cpu_set_conv_winograd(0)  // the graphs below test the direct kernel, not the Winograd path
+    }
+
     override func tearDown() {
         _ = lumen_cpu_set_conv_direct(1)
+        _ = lumen_cpu_set_conv_winograd(1)
         super.tearDown()
     }
 

@@ -13,11 +13,12 @@ final class WinogradConvTests: XCTestCase {
     private let vectorSets = testedInstructionSets.filter { $0 != "generic" }
 
     /// The bound: the GEMM family's (2e-6·√k + 1e-6) times a factor for the transforms. Measured
-    /// (16 random f16-weight problems, 64–320 channels, worst |error| beyond rtol over that GEMM
-    /// bound): F(2×2) 0.35, F(4×4) 7.5. F(4×4)'s transforms scale values by up to 8 (A^T) and 5
-    /// (B^T) around the sums, so its rounding errors grow with them (tools/kernel_harness.c winograd
-    /// at the UNet's shapes: F(2×2) 5e-7, F(4×4) 1e-5 of the largest output; the direct kernel 2e-6).
-    private func tolerance(_ k: Int, m: Int) -> Double { (m == 4 ? 10.0 : 1.0) * (2e-6 * Double(k).squareRoot() + 1e-6) }
+    /// (24 random f16-weight problems, 16–1280 channels, the worst |error| beyond rtol over that GEMM
+    /// bound): F(2×2) 0.48, F(4×4) 3.1, and 4.3 for LinearAndConvTests' 320 → 320 at 12×12 forced
+    /// onto F(4×4). F(4×4)'s transforms scale values by up to 8 (A^T) and 2.5 (B^T) around the sums,
+    /// so its rounding errors grow with them (tools/kernel_harness.c winograd at the UNet's shapes:
+    /// F(2×2) 5e-7, F(4×4) 3–5e-6 of the largest output; the direct kernel and the GEMM 1–4e-6).
+    private func tolerance(_ k: Int, m: Int) -> Double { (m == 4 ? 8.0 : 1.0) * (2e-6 * Double(k).squareRoot() + 1e-6) }
 
     override func tearDown() {
         _ = lumen_cpu_set_conv_winograd(1)
@@ -84,31 +85,6 @@ final class WinogradConvTests: XCTestCase {
     /// output channels in blocks (the inputs transformed once), or both (the weight transforms
     /// redone for every tile block). Which one a budget gives is the plan's cost model's choice;
     /// the cases below cover all three.
-    /// A small budget splits the work: the tiles in blocks (the weights transformed once), the
-    /// output channels in blocks (the inputs transformed once), or both (the weight transforms
-    /// redone for every tile block). Which one a budget gives is the plan's cost model's choice;
-    /// the cases below cover all three.
-    func testZZProbe() throws {
-        XCTAssertEqual(lumen_cpu_set_conv_winograd(2), 2)
-        for m in [4, 2] {
-            var worst = 0.0
-            for (i, t) in [Case(batch: 2, c: 64, h: 20, w: 24, o: 136), Case(batch: 1, c: 64, h: 13, w: 30, o: 24), Case(batch: 2, c: 16, h: 9, w: 19, o: 8), Case(batch: 1, c: 320, h: 16, w: 16, o: 64)].enumerated() {
-                for seed in 0..<4 {
-                    var plan = lumen_winograd_plan()
-                    _ = lumen_winograd_plan_make(Int64(t.batch), Int64(t.c), Int64(t.h), Int64(t.w), Int64(t.o), 3, 3, 1, 1, 1, 1, Int32(m), &plan)
-                    let (wt, wref) = try randomTensor([t.o, t.c, 3, 3], dtype: .f16, seed: UInt64(900 + 10 * i + seed))
-                    let (xt, xref) = try randomTensor([t.batch, t.c, t.h, t.w], seed: UInt64(950 + 10 * i + seed))
-                    var y = [Float](repeating: .nan, count: t.batch * t.o * t.h * t.w)
-                    runPhases(&plan, x: xt.toFloats(), w: wt, bias: nil, y: &y, tasks: 1)
-                    let ref = Reference.conv2d(xref, wref, nil, batch: t.batch, c: t.c, h: t.h, wd: t.w, o: t.o, kh: 3, kw: 3, stride: 1, pad: 1).out
-                    let bound = 2e-6 * Double(t.c * 9).squareRoot() + 1e-6
-                    for (a, e) in zip(y, ref) { worst = max(worst, (abs(Double(a) - e) - 1e-5 * abs(e)) / bound) }
-                }
-            }
-            print("PROBE m \(m) worst/bound \(worst)")
-        }
-    }
-
     func testBlocksOfTilesAndChannels() throws {
         XCTAssertEqual(lumen_cpu_set_conv_winograd(2), 2)
         // (output channels, budget / (alpha² · 64), tiles split, channels split) per tile size
