@@ -13,7 +13,8 @@
 // With "winograd": the UNet's and the VAE's 3x3 shapes through lumen_conv2d (as the executor
 // would run them without Winograd) against the Winograd path with F(4x4) and F(2x2) tiles (phases
 // separated by a barrier, as the thread pool runs them), with each one's error against a float64
-// reference at 4096 sampled outputs (max |error| / max |reference|).
+// reference at 4096 sampled outputs (max |error| / max |reference|). WG_FUSED=0|1 sets the fused
+// mode (lumen_cpu_set_winograd_fused) for A/B runs.
 #include "lumen_cpu.h"
 
 #include <pthread.h>
@@ -190,6 +191,8 @@ static double conv_error(const float *x, const float *wf, const float *y, int64_
 }
 
 static void winograd_shapes(int threads, int reps) {
+    const char *fused = getenv("WG_FUSED");  // -1 (default choice), 0 or 1: lumen_cpu_set_winograd_fused
+    if (fused) lumen_cpu_set_winograd_fused(atoi(fused));
     // C, O, H = W, batch: the SD 1.5 UNet's 3x3 convolutions at 512 with guidance, the VAE's
     const int64_t shapes[][4] = {{320, 320, 64, 2},   {640, 320, 64, 2},  {960, 320, 64, 2},
                                  {640, 640, 64, 2},   {640, 640, 32, 2},  {1920, 640, 32, 2},
@@ -228,9 +231,13 @@ static void winograd_shapes(int threads, int reps) {
             memset(y, 0, sizeof(float) * B * O * H * H);
             time_jobs((job){0, 1, 0, 0, B, x, w, y, C, O, H, 0, 1, NULL, NULL, 0, &plan, scratch, NULL}, threads,
                       reps, 1, &best, &median);
-            printf("  F(%d) %.1f (%.1e; %lldx%lld blocks, %.0f MB)", m, flops / best * 1e-9,
-                   conv_error(x, wf, y, B, C, O, H), (long long)plan.n_tblocks, (long long)plan.n_oblocks,
-                   (double)plan.scratch_floats * 4e-6);
+            if (plan.fused)
+                printf("  F(%d) %.1f (%.1e; fused, %lld tiles)", m, flops / best * 1e-9, conv_error(x, wf, y, B, C, O, H),
+                       (long long)plan.tb_tiles);
+            else
+                printf("  F(%d) %.1f (%.1e; %lldx%lld blocks, %.0f MB)", m, flops / best * 1e-9,
+                       conv_error(x, wf, y, B, C, O, H), (long long)plan.n_tblocks, (long long)plan.n_oblocks,
+                       (double)plan.scratch_floats * 4e-6);
             free(scratch);
         }
         printf("\n");

@@ -134,49 +134,53 @@ WG_TARGET WG_INLINE v8 wg_loadu(const float *p) {
 WG_TARGET WG_INLINE void wg_storeu(float *p, v8 v) { memcpy(p, &v, sizeof v); }
 
 // ---------------------------------------------------------------------------------------------
-// Phase 1a: input tiles of one strip (image b, tile row ty) for channels [c0, c0 + 8)
+// Phase 1a: input tiles [tx0, tx1) of one strip (image b, tile row ty) for channels [c0, c0 + 8),
+// stored at V[xi * vs + (tloc0 + tx - tx0) * C + c]
 // ---------------------------------------------------------------------------------------------
 
 WG_TARGET static void wg_input_strip(const lumen_winograd_plan *p, const float *x, int64_t b,
-                                     int64_t ty, int64_t c0, float *V, int64_t tloc0) {
-    const int m = p->m, alpha = m + 2;
-    const int64_t C = p->C, H = p->H, W = p->W, TW = p->TW, Tb = p->tb_tiles;
-    const int64_t XW = m * TW + 2;  // strip columns: input columns -1 .. m*TW
-    // xt[(r * XW + xi) * 8 + lane] = x[b, c0 + lane, ty*m - 1 + r, xi - 1] (0 outside the image)
+                                     int64_t ty, int64_t tx0, int64_t tx1, int64_t c0, float *V,
+                                     int64_t vs, int64_t tloc0) {
+    const int m = (int)p->m, alpha = m + 2;
+    const int64_t C = p->C, H = p->H, W = p->W;
+    // strip columns: input columns xs .. xe - 1
+    const int64_t xs = m * tx0 - 1, xe = m * tx1 + 1, XW = xe - xs;
+    const int64_t lo = xs < 0 ? 0 : xs, hi = xe < W ? xe : W;
+    // xt[(r * XW + xi) * 8 + lane] = x[b, c0 + lane, ty*m - 1 + r, xs + xi] (0 outside the image)
     v8 *xt = (v8 *)lumen_tl_buffer(2, (size_t)(alpha * XW * 8));
     const int64_t y0 = ty * m - 1;
     const float *xb = x + (b * C + c0) * H * W;
     for (int r = 0; r < alpha; ++r) {
-        v8 *row = xt + r * XW;
+        v8 *row = xt + r * XW;  // row[x - xs] for x in [xs, xe)
         const int64_t y = y0 + r;
-        if (y < 0 || y >= H) {
+        if (y < 0 || y >= H || lo >= hi) {
             for (int64_t xi = 0; xi < XW; ++xi) row[xi] = (v8){0};
             continue;
         }
-        row[0] = (v8){0};
+        for (int64_t xx = xs; xx < lo; ++xx) row[xx - xs] = (v8){0};
         const float *src = xb + y * W;
-        int64_t xx = 0;
-        for (; xx + 8 <= W; xx += 8) {
+        int64_t xx = lo;
+        for (; xx + 8 <= hi; xx += 8) {
             v8 in[8], out[8];
             for (int l = 0; l < 8; ++l) in[l] = wg_loadu(src + l * H * W + xx);
             wg_transpose8(in, out);
-            for (int j = 0; j < 8; ++j) row[1 + xx + j] = out[j];
+            for (int j = 0; j < 8; ++j) row[xx - xs + j] = out[j];
         }
-        for (; xx < W; ++xx) {
+        for (; xx < hi; ++xx) {
             v8 v;
             for (int l = 0; l < 8; ++l) v[l] = src[l * H * W + xx];
-            row[1 + xx] = v;
+            row[xx - xs] = v;
         }
-        for (int64_t xi = W + 1; xi < XW; ++xi) row[xi] = (v8){0};
+        for (xx = hi; xx < xe; ++xx) row[xx - xs] = (v8){0};
     }
-    const int64_t vs = Tb * C;  // floats between the alpha^2 planes of V
     v8 d[36], t[36];
-    for (int64_t tx = 0; tx < TW; ++tx) {
+    for (int64_t tx = tx0; tx < tx1; ++tx) {
+        const int64_t col = m * (tx - tx0);
         for (int r = 0; r < alpha; ++r)
-            for (int j = 0; j < alpha; ++j) d[r * alpha + j] = xt[r * XW + tx * m + j];
+            for (int j = 0; j < alpha; ++j) d[r * alpha + j] = xt[r * XW + col + j];
         for (int j = 0; j < alpha; ++j) wg_bt(m, d + j, alpha, t + j, alpha);      // columns
         for (int i = 0; i < alpha; ++i) wg_bt(m, t + i * alpha, 1, d + i * alpha, 1);  // rows
-        float *dst = V + (tloc0 + tx) * C + c0;
+        float *dst = V + (tloc0 + tx - tx0) * C + c0;
         for (int k = 0; k < alpha * alpha; ++k) wg_storeu(dst + k * vs, d[k]);
     }
 }
@@ -186,12 +190,11 @@ WG_TARGET static void wg_input_strip(const lumen_winograd_plan *p, const float *
 // ---------------------------------------------------------------------------------------------
 
 WG_TARGET static void wg_weights(const lumen_winograd_plan *p, int isa, const void *w, int wdtype,
-                                 int64_t o, float *U, int64_t oloc) {
-    const int m = p->m, alpha = m + 2;
-    const int64_t C = p->C, Ob = p->ob;
+                                 int64_t o, float *U, int64_t us, int64_t oloc) {
+    const int m = (int)p->m, alpha = m + 2;
+    const int64_t C = p->C;
     float *g = lumen_tl_buffer(2, (size_t)(C * 9));
     lumen_cvt_row(isa, (const char *)w + (size_t)(o * C * 9) * lumen_dtype_size(wdtype), wdtype, C * 9, g);
-    const int64_t us = Ob * C;
     v8 gv[9], t[18], u[36];
     for (int64_t c0 = 0; c0 < C; c0 += 8) {
         for (int k = 0; k < 9; ++k)
@@ -204,27 +207,28 @@ WG_TARGET static void wg_weights(const lumen_winograd_plan *p, int isa, const vo
 }
 
 // ---------------------------------------------------------------------------------------------
-// Phase 3: output tiles of one strip for output channels [o0, o0 + 8)
+// Phase 3: output tiles [tx0, tx1) of one strip for output channels [o0, o0 + 8), read from
+// M[xi * ms + (tloc0 + tx - tx0) * ldm + ol0 + lane]
 // ---------------------------------------------------------------------------------------------
 
-WG_TARGET static void wg_output_strip(const lumen_winograd_plan *p, const float *M, int64_t b,
-                                      int64_t ty, int64_t o0, int64_t ol0, int64_t tloc0,
-                                      const float *bias, float *y, const lumen_conv_epilogue *ep) {
-    const int m = p->m, alpha = m + 2;
-    const int64_t O = p->O, H = p->H, W = p->W, TW = p->TW, Tb = p->tb_tiles, Ob = p->ob;
-    const int64_t YW = m * TW;
-    v8 *yt = (v8 *)lumen_tl_buffer(2, (size_t)(m * YW * 8));
+WG_TARGET static void wg_output_strip(const lumen_winograd_plan *p, const float *M, int64_t ms,
+                                      int64_t ldm, int64_t b, int64_t ty, int64_t tx0, int64_t tx1,
+                                      int64_t o0, int64_t ol0, int64_t tloc0, const float *bias,
+                                      float *y, const lumen_conv_epilogue *ep) {
+    const int m = (int)p->m, alpha = m + 2;
+    const int64_t O = p->O, H = p->H, W = p->W;
+    const int64_t YW = m * (tx1 - tx0), xbeg = m * tx0, xend = m * tx1 < W ? m * tx1 : W;
+    v8 *yt = (v8 *)lumen_tl_buffer(2, (size_t)(m * YW * 8));  // yt[i * YW + x - xbeg]
     v8 bv = (v8){0};
     if (bias) bv = wg_loadu(bias + o0);
-    const int64_t ms = Tb * Ob;
     v8 v[36], t[24], r[16];
-    for (int64_t tx = 0; tx < TW; ++tx) {
-        const float *src = M + (tloc0 + tx) * Ob + ol0;
+    for (int64_t tx = tx0; tx < tx1; ++tx) {
+        const float *src = M + (tloc0 + tx - tx0) * ldm + ol0;
         for (int k = 0; k < alpha * alpha; ++k) v[k] = wg_loadu(src + k * ms);
         for (int j = 0; j < alpha; ++j) wg_at(m, v + j, alpha, t + j, alpha);  // t[i][j], i < m
         for (int i = 0; i < m; ++i) wg_at(m, t + i * alpha, 1, r + i * m, 1);  // r[i][jj]
         for (int i = 0; i < m; ++i)
-            for (int j = 0; j < m; ++j) yt[i * YW + tx * m + j] = r[i * m + j] + bv;
+            for (int j = 0; j < m; ++j) yt[i * YW + (tx - tx0) * m + j] = r[i * m + j] + bv;
     }
     const float *res = ep ? ep->residual : NULL;
     const int affine = ep && ep->affine, clamp = ep && ep->clamp;
@@ -235,10 +239,10 @@ WG_TARGET static void wg_output_strip(const lumen_winograd_plan *p, const float 
         const int64_t yy = ty * m + i;
         if (yy >= H) break;
         const int64_t base = ((b * O + o0) * H + yy) * W;  // channel o0's row; + l*H*W per lane
-        int64_t xx = 0;
-        for (; xx + 8 <= W; xx += 8) {
+        int64_t xx = xbeg;
+        for (; xx + 8 <= xend; xx += 8) {
             v8 out[8];
-            wg_transpose8(yt + i * YW + xx, out);  // out[l] = channel o0 + l, columns xx .. xx+7
+            wg_transpose8(yt + i * YW + (xx - xbeg), out);  // out[l] = channel o0 + l, columns xx .. xx+7
             for (int l = 0; l < 8; ++l) {
                 v8 q = out[l];
                 const int64_t off = base + l * H * W + xx;
@@ -252,8 +256,8 @@ WG_TARGET static void wg_output_strip(const lumen_winograd_plan *p, const float 
                 wg_storeu(y + off, q);
             }
         }
-        for (; xx < W; ++xx) {
-            const v8 q = yt[i * YW + xx];
+        for (; xx < xend; ++xx) {
+            const v8 q = yt[i * YW + (xx - xbeg)];
             for (int l = 0; l < 8; ++l) {
                 const int64_t off = base + l * H * W + xx;
                 float s = q[l];
@@ -337,6 +341,53 @@ static int plan_for(int64_t batch, int64_t C, int64_t H, int64_t W, int64_t O, i
     return 1;
 }
 
+// Fused mode (all the weights' transforms shared, then each task transforms, multiplies and
+// transforms back blocks of tiles that stay in its cache): where U is small. -1 chooses, 0 never,
+// 1 wherever U fits (tests, A/B runs).
+static int wg_fused_pref = -1;
+#define WG_FUSED_U_MAX ((int64_t)1 << 20)  // floats of U: 4 MB
+
+int lumen_cpu_set_winograd_fused(int pref) {
+    if (pref < -1 || pref > 1) pref = -1;
+    __atomic_store_n(&wg_fused_pref, pref, __ATOMIC_RELAXED);
+    return pref;
+}
+
+static int plan_fused(int64_t batch, int64_t C, int64_t H, int64_t W, int64_t O, int m,
+                      lumen_winograd_plan *p) {
+    const int64_t a2 = (m + 2) * (m + 2);
+    if (a2 * O * C > WG_FUSED_U_MAX) return 0;
+    const int64_t TH = (H + m - 1) / m, TW = (W + m - 1) / m;
+    // A block's V and M: about one L2 (measured on Zen 5's 1 MiB, 2 threads, against blocks of
+    // half and twice that: 128 -> 128 at 512x512 with AVX-512 851-891 GFLOP/s against 691-821 with
+    // twice, with AVX2 530-542 against 637-663; 64 -> 64 at 256x256 602-652 against 572-591 and
+    // 500-546 against 448-453), in whole micro-panels of GEMM rows.
+    const int64_t mr = lumen_gemm_blocking(lumen_isa_current()).mr;
+    const int64_t target = lumen_cpu_l2_bytes() / 4;  // floats
+    int64_t tb = target / (a2 * (C + O));
+    if (tb > 512) tb = 512;
+    tb = tb / mr * mr;
+    if (tb < mr) tb = mr;
+    memset(p, 0, sizeof *p);
+    p->batch = batch; p->C = C; p->H = H; p->W = W; p->O = O; p->m = m;
+    p->TH = TH; p->TW = TW;
+    p->fused = 1;
+    if (TW <= tb) {
+        p->strips_per_block = tb / TW;
+        p->segs_per_strip = 1;
+        p->seg_tiles = TW;
+        p->tb_tiles = p->strips_per_block * TW;
+    } else {
+        p->strips_per_block = 1;
+        p->segs_per_strip = (TW + tb - 1) / tb;
+        p->seg_tiles = tb;
+        p->tb_tiles = tb;
+    }
+    p->n_tblocks = 1; p->n_oblocks = 1; p->ob = O;
+    p->scratch_floats = a2 * O * C;
+    return 1;
+}
+
 // Scratch budget: 12 M floats (48 MB) unless set (tests make it small to force several blocks).
 static int64_t wg_budget_now = (int64_t)12 << 20;
 #define WG_BUDGET_FLOATS __atomic_load_n(&wg_budget_now, __ATOMIC_RELAXED)
@@ -362,20 +413,25 @@ int lumen_winograd_plan_make(int64_t batch, int64_t C, int64_t H, int64_t W, int
     if (m != 0 && m != 2 && m != 4) return 0;
     const int chosen = m == 0;
     if (m == 0) m = 4;
+    const int fused = __atomic_load_n(&wg_fused_pref, __ATOMIC_RELAXED);
     if (mode == 1 && chosen) {
         // Where it is faster than lumen_conv2d's direct kernel or implicit GEMM (measured with
-        // tools/kernel_harness.c winograd, 2 threads, Zen 5; docs/performance.md): F(4x4) from 24
-        // pixels a side, F(2x2) from 12. With AVX2 from 64 channels (64 -> 64 at 256x256: 1.4x;
-        // the UNet's: 1.4-2.5x); with AVX-512, whose direct kernel and GEMM run twice as fast as
-        // the transforms, from 256 (128 -> 128 at 512x512 is even, 64 -> 64 slower).
-        const int64_t minC = isa == LUMEN_ISA_AVX2 ? 64 : 256, side = H < W ? H : W;
-        if (C < minC || O < minC || side < 12) return 0;
+        // tools/kernel_harness.c winograd, 2 threads, Zen 5; docs/performance.md): from 64
+        // channels, F(4x4) from 24 pixels a side, F(2x2) from 12. With AVX-512, whose direct
+        // kernel runs twice as fast as with AVX2 while the transforms gain less, below 256
+        // channels only the fused F(4x4) wins (64 -> 64 at 256x256: 1.2-1.3x, 128 -> 128 at
+        // 512x512: 1.7x; the unfused phases were slower); and the UNet's concatenation
+        // convolutions (960 -> 320 at 64x64, 1920 -> 640 at 32x32: C = 3 O) run faster as F(2x2):
+        // F(4x4)'s input transforms of that many channels split the tiles into small blocks.
+        const int64_t side = H < W ? H : W;
+        if (C < 64 || O < 64 || side < 12) return 0;
         m = side >= 24 ? 4 : 2;
-        // With AVX-512 the UNet's concatenation convolutions (960 -> 320 at 64x64, 1920 -> 640 at
-        // 32x32: C = 3 O) run faster as F(2x2): F(4x4)'s input transforms of that many channels
-        // split the tiles into small blocks (685 against 638 and 656 against 497 GFLOP/s).
-        if (isa == LUMEN_ISA_AVX512 && C >= 3 * O) m = 2;
+        if (isa == LUMEN_ISA_AVX512) {
+            if ((C < 256 || O < 256) && (m != 4 || fused == 0 || 36 * C * O > WG_FUSED_U_MAX)) return 0;
+            if (C >= 3 * O) m = 2;
+        }
     }
+    if (fused != 0 && plan_fused(batch, C, H, W, O, m, p)) return 1;
     if (plan_for(batch, C, H, W, O, m, WG_BUDGET_FLOATS, p)) return 1;
     // chosen: F(2x2) where F(4x4)'s blocks do not fit the budget
     if (chosen && m == 4 && plan_for(batch, C, H, W, O, 2, WG_BUDGET_FLOATS, p)) return 1;
@@ -388,7 +444,57 @@ int lumen_winograd_plan_make(int64_t batch, int64_t C, int64_t H, int64_t W, int
 #endif
 }
 
-int64_t lumen_winograd_phases(const lumen_winograd_plan *p) { return 3 * p->n_tblocks * p->n_oblocks; }
+int64_t lumen_winograd_phases(const lumen_winograd_plan *p) {
+    return p->fused ? 2 : 3 * p->n_tblocks * p->n_oblocks;
+}
+
+#if LUMEN_X86
+// Fused mode, phase 1: this task's units of tiles, each transformed, multiplied and transformed
+// back while its V and M (thread-local) stay in the cache.
+static void wg_fused_units(const lumen_winograd_plan *p, int isa, const float *x, const float *U,
+                           const float *bias, float *y, const lumen_conv_epilogue *ep, int task,
+                           int ntasks) {
+    const int m = (int)p->m;
+    const int64_t a2 = (m + 2) * (m + 2), C = p->C, O = p->O, TW = p->TW, TH = p->TH;
+    const int64_t Tb = p->tb_tiles, S = p->batch * TH, segs = p->segs_per_strip;
+    const int64_t k = p->strips_per_block, seg = p->seg_tiles;
+    const int64_t units = segs == 1 ? (S + k - 1) / k : S * segs;
+    const int64_t u0 = units * task / ntasks, u1 = units * (task + 1) / ntasks;
+    if (u0 >= u1) return;
+    float *Vt = lumen_tl_buffer(4, (size_t)(a2 * Tb * C));
+    float *Mt = lumen_tl_buffer(5, (size_t)(a2 * Tb * O));
+    lumen_gemm_op op;
+    memset(&op, 0, sizeof op);
+    op.a.kind = LUMEN_SRC_ROWS; op.a.dtype = LUMEN_DT_F32; op.a.ld = C;
+    op.b.kind = LUMEN_SRC_ROWS; op.b.dtype = LUMEN_DT_F32; op.b.ld = C;
+    op.ldc = O;
+    op.alpha = 1.0f;
+    op.f32_only = 1;
+    for (int64_t u = u0; u < u1; ++u) {
+        // the unit: strips [sa, sb), tiles [tx0, tx1) of each
+        int64_t sa, sb, tx0, tx1;
+        if (segs == 1) {
+            sa = u * k; sb = sa + k < S ? sa + k : S; tx0 = 0; tx1 = TW;
+        } else {
+            sa = u / segs; sb = sa + 1; tx0 = (u % segs) * seg; tx1 = tx0 + seg < TW ? tx0 + seg : TW;
+        }
+        const int64_t per = tx1 - tx0, nt = (sb - sa) * per;
+        for (int64_t s = sa; s < sb; ++s)
+            for (int64_t c0 = 0; c0 < C; c0 += 8)
+                wg_input_strip(p, x, s / TH, s % TH, tx0, tx1, c0, Vt, Tb * C, (s - sa) * per);
+        for (int64_t q = 0; q < a2; ++q) {
+            op.a.p = Vt + q * Tb * C;
+            op.b.p = U + q * O * C;
+            op.c = Mt + q * Tb * O;
+            lumen_gemm_run(&op, isa, 0, nt, 0, O, C);
+        }
+        for (int64_t s = sa; s < sb; ++s)
+            for (int64_t o0 = 0; o0 < O; o0 += 8)
+                wg_output_strip(p, Mt, Tb * O, O, s / TH, s % TH, tx0, tx1, o0, o0, (s - sa) * per,
+                                bias, y, ep);
+    }
+}
+#endif
 
 void lumen_winograd_run_phase(const lumen_winograd_plan *p, int64_t phase, const float *x,
                               const void *w, int wdtype, const float *bias, float *y,
@@ -396,8 +502,18 @@ void lumen_winograd_run_phase(const lumen_winograd_plan *p, int64_t phase, const
 #if LUMEN_X86
     if (ntasks < 1) { ntasks = 1; task = 0; }
     const int isa = lumen_isa_current();
-    const int m = p->m;
+    const int m = (int)p->m;
     const int64_t a2 = (m + 2) * (m + 2), C = p->C, O = p->O, TW = p->TW, TH = p->TH;
+    if (p->fused) {
+        // phase 0: all the weights' transforms (U, shared); phase 1: the tiles, unit by unit
+        if (phase == 0) {
+            const int64_t q0 = O * task / ntasks, q1 = O * (task + 1) / ntasks;
+            for (int64_t o = q0; o < q1; ++o) wg_weights(p, isa, w, wdtype, o, scratch, O * C, o);
+        } else {
+            wg_fused_units(p, isa, x, scratch, bias, y, ep, task, ntasks);
+        }
+        return;
+    }
     const int64_t Tb = p->tb_tiles, Ob = p->ob, S = p->batch * TH;
     const int64_t iter = phase / 3, kind = phase % 3;
     const int64_t tblock = iter / p->n_oblocks, oblock = iter % p->n_oblocks;
@@ -413,12 +529,12 @@ void lumen_winograd_run_phase(const lumen_winograd_plan *p, int64_t phase, const
             const int64_t u0 = units * task / ntasks, u1 = units * (task + 1) / ntasks;
             for (int64_t u = u0; u < u1; ++u) {
                 const int64_t s = s0 + u / cb, c0 = (u % cb) * 8;
-                wg_input_strip(p, x, s / TH, s % TH, c0, V, (s - s0) * TW);
+                wg_input_strip(p, x, s / TH, s % TH, 0, TW, c0, V, Tb * C, (s - s0) * TW);
             }
         }
         if (doU) {
             const int64_t q0 = o0 + ocount * task / ntasks, q1 = o0 + ocount * (task + 1) / ntasks;
-            for (int64_t o = q0; o < q1; ++o) wg_weights(p, isa, w, wdtype, o, U, o - o0);
+            for (int64_t o = q0; o < q1; ++o) wg_weights(p, isa, w, wdtype, o, U, Ob * C, o - o0);
         }
     } else if (kind == 1) {
         lumen_gemm_op op;
@@ -442,7 +558,8 @@ void lumen_winograd_run_phase(const lumen_winograd_plan *p, int64_t phase, const
         const int64_t u0 = units * task / ntasks, u1 = units * (task + 1) / ntasks;
         for (int64_t u = u0; u < u1; ++u) {
             const int64_t s = s0 + u / ob8, ol = (u % ob8) * 8;
-            wg_output_strip(p, M, s / TH, s % TH, o0 + ol, ol, (s - s0) * TW, bias, y, ep);
+            wg_output_strip(p, M, Tb * Ob, Ob, s / TH, s % TH, 0, TW, o0 + ol, ol,
+                            (s - s0) * TW, bias, y, ep);
         }
     }
 #else

@@ -21,8 +21,8 @@
 // Thread-local, 64-byte aligned packing buffers (grown, never shrunk; one set per thread).
 // ---------------------------------------------------------------------------------------------
 
-static _Thread_local float *tl_buf[4];
-static _Thread_local size_t tl_cap[4];
+static _Thread_local float *tl_buf[6];
+static _Thread_local size_t tl_cap[6];
 
 float *lumen_tl_buffer(int slot, size_t nfloats) {
     nfloats += 128;  // slack for over-wide stores at panel ends

@@ -140,7 +140,8 @@ typedef struct {
 
 lumen_blocking lumen_gemm_blocking(int isa);
 // Thread-local 64-byte aligned scratch; slots 0 and 1 belong to the driver (A and B panels),
-// slot 2 is free for packers, slot 3 is the bf16 driver's f32 staging panel. Grown as needed, never freed.
+// slot 2 is free for packers, slot 3 is the bf16 driver's f32 staging panel, slots 4 and 5 hold
+// the fused Winograd path's blocks. Grown as needed, never freed.
 float *lumen_tl_buffer(int slot, size_t nfloats);
 void lumen_gemm_run(const lumen_gemm_op *op, int isa, int64_t m0, int64_t m1, int64_t n0,
                     int64_t n1, int64_t K);

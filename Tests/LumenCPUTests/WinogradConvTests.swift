@@ -23,6 +23,7 @@ final class WinogradConvTests: XCTestCase {
     override func tearDown() {
         _ = lumen_cpu_set_conv_winograd(1)
         _ = lumen_cpu_set_winograd_budget(0)
+        _ = lumen_cpu_set_winograd_fused(-1)
         super.tearDown()
     }
 
@@ -44,12 +45,15 @@ final class WinogradConvTests: XCTestCase {
     }
 
     private func check(_ t: Case, m: Int, dtype: DType, bias: Bool, tasks: Int, seed: UInt64, budget: Int64 = 0,
-                       blocks: ((Int64, Int64)) -> Bool = { _ in true }, _ what: String) throws {
+                       fused: Bool = false, blocks: ((Int64, Int64)) -> Bool = { _ in true },
+                       units: ((lumen_winograd_plan) -> Bool)? = nil, _ what: String) throws {
         _ = lumen_cpu_set_winograd_budget(budget)
         var plan = lumen_winograd_plan()
         XCTAssertEqual(lumen_winograd_plan_make(Int64(t.batch), Int64(t.c), Int64(t.h), Int64(t.w), Int64(t.o), 3, 3, 1, 1, 1, 1,
                                                 Int32(m), &plan), 1, "\(what): planned")
         XCTAssertEqual(plan.m, Int64(m), what)
+        XCTAssertEqual(plan.fused, fused ? 1 : 0, "\(what): fused mode")
+        if let units { XCTAssertTrue(units(plan), "\(what): units of \(plan.strips_per_block) strips, \(plan.segs_per_strip) × \(plan.seg_tiles) tiles") }
         XCTAssertTrue(blocks((plan.n_tblocks, plan.n_oblocks)), "\(what): blocks \(plan.n_tblocks) × \(plan.n_oblocks)")
         let (wt, wref) = try randomTensor([t.o, t.c, 3, 3], dtype: dtype, seed: seed)
         let (bt, bref) = try randomTensor([t.o], seed: seed + 1)
@@ -71,11 +75,14 @@ final class WinogradConvTests: XCTestCase {
         ]
         XCTAssertEqual(lumen_cpu_set_conv_winograd(2), 2)
         try forEachInstructionSet(vectorSets) { isa in
-            for (i, t) in cases.enumerated() {
-                for m in [4, 2] {
-                    let dtype = [DType.f32, .f16, .bf16][(i + m) % 3], tasks = 1 + (i + m / 2) % 3
-                    try check(t, m: m, dtype: dtype, bias: (i + m / 2) % 2 == 0, tasks: tasks, seed: UInt64(600 + 10 * i + m),
-                              "F(\(m)) \(t) \(dtype) tasks \(tasks) \(isa)")
+            for fused in [0, 1] {
+                XCTAssertEqual(lumen_cpu_set_winograd_fused(Int32(fused)), Int32(fused))
+                for (i, t) in cases.enumerated() {
+                    for m in [4, 2] {
+                        let dtype = [DType.f32, .f16, .bf16][(i + m + fused) % 3], tasks = 1 + (i + m / 2 + fused) % 3
+                        try check(t, m: m, dtype: dtype, bias: (i + m / 2) % 2 == 0, tasks: tasks, seed: UInt64(600 + 10 * i + m),
+                                  fused: fused == 1, "F(\(m)) \(t) \(dtype) tasks \(tasks) fused \(fused) \(isa)")
+                    }
                 }
             }
         }
@@ -87,6 +94,7 @@ final class WinogradConvTests: XCTestCase {
     /// the cases below cover all three.
     func testBlocksOfTilesAndChannels() throws {
         XCTAssertEqual(lumen_cpu_set_conv_winograd(2), 2)
+        XCTAssertEqual(lumen_cpu_set_winograd_fused(0), 0)
         // (output channels, budget / (alpha² · 64), tiles split, channels split) per tile size
         let cases: [Int: [(o: Int, units: Int64, tiles: Bool, channels: Bool)]] = [
             4: [(64, 100, true, false), (136, 100, true, true), (136, 200, false, true)],
@@ -99,6 +107,27 @@ final class WinogradConvTests: XCTestCase {
                     try check(t, m: m, dtype: .f16, bias: true, tasks: 1 + i % 3, seed: UInt64(700 + i), budget: Int64((m + 2) * (m + 2) * 64) * k.units,
                               blocks: { ($0.0 > 1) == k.tiles && ($0.1 > 1) == k.channels },
                               "F(\(m)) \(t) budget \(k.units) \(isa)")
+                }
+            }
+        }
+    }
+
+    /// The fused mode's units of tiles with the L2 pinned at 1 MiB (so 64 → 64 blocks hold 54–56
+    /// tiles): several whole strips of a narrow image per unit, and segments of a wide image's
+    /// strips (the last one partial), on 1–3 tasks.
+    func testFusedUnitsOfStripsAndSegments() throws {
+        XCTAssertEqual(lumen_cpu_set_conv_winograd(2), 2)
+        XCTAssertEqual(lumen_cpu_set_winograd_fused(1), 1)
+        let l2 = lumen_cpu_l2_bytes()
+        _ = lumen_cpu_set_l2_bytes(1 << 20)
+        defer { _ = lumen_cpu_set_l2_bytes(l2) }
+        try forEachInstructionSet(vectorSets) { isa in
+            for m in [4, 2] {
+                for (i, t) in [Case(batch: 2, c: 64, h: 13, w: 20, o: 64), Case(batch: 1, c: 64, h: 3, w: 4 * 150 + 3, o: 64)].enumerated() {
+                    let wide = i == 1
+                    try check(t, m: m, dtype: .f16, bias: true, tasks: 1 + (i + m) % 3, seed: UInt64(750 + 10 * i + m), fused: true,
+                              units: { wide ? $0.segs_per_strip > 1 && $0.strips_per_block == 1 : $0.segs_per_strip == 1 && $0.strips_per_block > 1 },
+                              "fused F(\(m)) \(t) \(isa)")
                 }
             }
         }
@@ -133,8 +162,8 @@ final class WinogradConvTests: XCTestCase {
 
     /// The automatic choice (measured with tools/kernel_harness.c winograd): the UNet's and the
     /// VAE's convolutions, F(4×4) from 24 pixels a side and F(2×2) from 12 (and, with AVX-512, for
-    /// three times as many input channels as output ones); with AVX2 from 64 channels, with
-    /// AVX-512 from 256; never on the portable path, strided, unpadded, with
+    /// three times as many input channels as output ones), from 64 channels; with AVX-512 below
+    /// 256 channels only as the fused F(4×4); never on the portable path, strided, unpadded, with
     /// channel counts that are not multiples of 8, or when turned off.
     func testAutomaticChoice() throws {
         XCTAssertEqual(lumen_cpu_set_conv_winograd(1), 1)
@@ -153,8 +182,11 @@ final class WinogradConvTests: XCTestCase {
             XCTAssertEqual(tile(2560, 1280, 16), vector ? 2 : 0, isa)
             XCTAssertEqual(tile(512, 512, 128), vector ? 4 : 0, isa)
             XCTAssertEqual(tile(1280, 1280, 8), 0, isa)
-            XCTAssertEqual(tile(64, 64, 256), isa == "avx2" ? 4 : 0, isa)
-            XCTAssertEqual(tile(128, 128, 512), isa == "avx2" ? 4 : 0, isa)
+            XCTAssertEqual(tile(64, 64, 256), vector ? 4 : 0, isa)   // fused
+            XCTAssertEqual(tile(128, 128, 512), vector ? 4 : 0, isa)  // fused
+            XCTAssertEqual(tile(64, 64, 16), isa == "avx2" ? 2 : 0, isa)
+            XCTAssertEqual(tile(256, 128, 64), isa == "avx2" ? 4 : 0, isa)  // too many weights to fuse
+            XCTAssertEqual(tile(32, 32, 256), 0, isa)
             XCTAssertEqual(tile(4, 320, 64), 0, isa)
             XCTAssertEqual(tile(320, 320, 64, stride: 2), 0, isa)
             XCTAssertEqual(tile(320, 320, 64, pad: 0), 0, isa)

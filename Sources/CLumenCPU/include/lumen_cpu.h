@@ -151,12 +151,19 @@ typedef struct {
     int64_t ob;                 // output channels per block
     int64_t n_tblocks, n_oblocks;
     int64_t scratch_floats;
+    // Fused mode (small weights): phase 0 transforms all the weights into the scratch, phase 1
+    // has every task take units of tiles (strips_per_block whole strips, or one of
+    // segs_per_strip segments of seg_tiles tiles) through all three steps in its own cache.
+    int64_t fused, seg_tiles, segs_per_strip;
 } lumen_winograd_plan;
 
 int lumen_cpu_set_conv_winograd(int mode);
 /// The most scratch (floats) a plan may use: 12 M (48 MB) by default (<= 0 restores it). Larger
 /// problems run in several blocks of tiles and of output channels. Returns the budget in force.
 int64_t lumen_cpu_set_winograd_budget(int64_t floats);
+/// Fused mode: -1 where it is faster (default), 0 never, 1 wherever the weights' transforms fit
+/// its 4 MB (tests, A/B runs). Returns the setting in force.
+int lumen_cpu_set_winograd_fused(int pref);
 /// Plans the convolution of [batch, C, H, W] by O x C x KH x KW weights; returns 1 when the
 /// Winograd path takes it (ISA, mode, bf16 compute and geometry checked), 0 otherwise. `m`: 0
 /// chooses (4 where the scratch budget allows, else 2), 2 or 4 asks for that tile size.
