@@ -137,6 +137,19 @@ static void attention_shapes(int threads, int reps) {
     }
 }
 
+// Random input x [B, C, H, H] and f16 weights w [O, C, 3, 3] (wf: their f32 values before rounding),
+// and an output buffer y [B, O, H, H].
+static void conv_data(int64_t B, int64_t C, int64_t O, int64_t H, float **x, float **y, float **wf, uint16_t **w) {
+    *x = malloc(sizeof(float) * B * C * H * H);
+    *y = malloc(sizeof(float) * B * O * H * H);
+    *wf = malloc(sizeof(float) * O * C * 9);
+    *w = malloc(sizeof(uint16_t) * O * C * 9);
+    srand(3);
+    for (int64_t i = 0; i < B * C * H * H; ++i) (*x)[i] = (float)rand() / (float)RAND_MAX - 0.5f;
+    for (int64_t i = 0; i < O * C * 9; ++i) (*wf)[i] = (float)rand() / (float)RAND_MAX - 0.5f;
+    lumen_f32_to_f16(*wf, *w, O * C * 9);
+}
+
 static void conv_shapes(int threads, int reps) {
     // C, O, H = W, batch (TAESD's levels and RGB head, the VAE decoder's levels, the UNet's at 512
     // with guidance)
@@ -150,13 +163,9 @@ static void conv_shapes(int threads, int reps) {
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; ++s) {
         if (only && atoi(only) != (int)s) continue;
         const int64_t C = shapes[s][0], O = shapes[s][1], H = shapes[s][2], B = shapes[s][3];
-        float *x = malloc(sizeof(float) * B * C * H * H), *y = malloc(sizeof(float) * B * O * H * H);
-        float *wf = malloc(sizeof(float) * O * C * 9);
-        uint16_t *w = malloc(sizeof(uint16_t) * O * C * 9);
-        srand(3);
-        for (int64_t i = 0; i < B * C * H * H; ++i) x[i] = (float)rand() / (float)RAND_MAX - 0.5f;
-        for (int64_t i = 0; i < O * C * 9; ++i) wf[i] = (float)rand() / (float)RAND_MAX - 0.5f;
-        lumen_f32_to_f16(wf, w, O * C * 9);
+        float *x, *y, *wf;
+        uint16_t *w;
+        conv_data(B, C, O, H, &x, &y, &wf, &w);
         double best, median;
         time_jobs((job){0, 1, 0, 0, B, x, w, y, C, O, H, 0, 1, NULL, NULL, 0}, threads, reps, 1, &best, &median);
         const double flops = 2.0 * (double)B * (double)O * (double)C * 9.0 * (double)H * (double)H;
@@ -206,13 +215,9 @@ static void winograd_shapes(int threads, int reps) {
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; ++s) {
         if (only && atoi(only) != (int)s) continue;
         const int64_t C = shapes[s][0], O = shapes[s][1], H = shapes[s][2], B = shapes[s][3];
-        float *x = malloc(sizeof(float) * B * C * H * H), *y = malloc(sizeof(float) * B * O * H * H);
-        float *wf = malloc(sizeof(float) * O * C * 9);
-        uint16_t *w = malloc(sizeof(uint16_t) * O * C * 9);
-        srand(3);
-        for (int64_t i = 0; i < B * C * H * H; ++i) x[i] = (float)rand() / (float)RAND_MAX - 0.5f;
-        for (int64_t i = 0; i < O * C * 9; ++i) wf[i] = (float)rand() / (float)RAND_MAX - 0.5f;
-        lumen_f32_to_f16(wf, w, O * C * 9);
+        float *x, *y, *wf;
+        uint16_t *w;
+        conv_data(B, C, O, H, &x, &y, &wf, &w);
         lumen_convert_to_f32(w, LUMEN_DT_F16, wf, O * C * 9);  // the reference uses the stored weights
         const double flops = 2.0 * (double)B * (double)O * (double)C * 9.0 * (double)H * (double)H;
         printf("%lldx%lld->%lld@%lld", (long long)B, (long long)C, (long long)O, (long long)H);

@@ -80,23 +80,13 @@ final class DirectConvTests: XCTestCase {
     /// included.
     func testFusedOpsAfterDirectConvolution() throws {
         XCTAssertEqual(lumen_cpu_set_conv_direct(2), 2)
-        let (b, c, h, w, o) = (2, 9, 5, 37, 17)
-        let g = Graph()
-        let x = try g.input("x", shape: [b, c, h, w])
-        let r = try g.input("r", shape: [b, o, h, w])
-        let (wt, wref) = try randomTensor([o, c, 3, 3], dtype: .f16, seed: 500, scale: 0.3)
-        let (bt, bref) = try randomTensor([o], seed: 501)
-        let conv = try g.conv2d(x, weight: try g.constant(wt), bias: try g.constant(bt), stride: 1, padding: 1)
-        let y = try g.clamp(try g.affine(try g.add(conv, r), multiplier: 1.5, addend: -0.25), min: -0.6, max: 0.7)
-        let (xt, xref) = try randomTensor([b, c, h, w], seed: 502)
-        let (rt, rref) = try randomTensor([b, o, h, w], seed: 503)
-        let convRef = Reference.conv2d(xref, wref, bref, batch: b, c: c, h: h, wd: w, o: o, kh: 3, kw: 3, stride: 1, pad: 1).out
-        let ref = zip(convRef, rref).map { Swift.min(Swift.max(($0 + $1) * 1.5 - 0.25, -0.6), 0.7) }
+        let c = 9
+        let t = try FusedConvCase(batch: 2, c: c, h: 5, w: 37, o: 17, seed: 500)
         try forEachInstructionSet { isa in
             for threads in [1, 2] {
-                let got = try runCPU(g, [y], ["x": xt, "r": rt], threads: threads)[0]
+                let got = try runCPU(t.graph, [t.output], t.inputs, threads: threads)[0]
                 // 1.5× the convolution's bound: the affine map scales its error
-                assertClose(got, ref, atol: 1.5 * gemmTolerance(c * 9), rtol: 1e-5, "fused direct conv threads \(threads) \(isa)")
+                assertClose(got, t.reference, atol: 1.5 * gemmTolerance(c * 9), rtol: 1e-5, "fused direct conv threads \(threads) \(isa)")
             }
         }
     }

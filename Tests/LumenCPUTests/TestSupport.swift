@@ -44,3 +44,27 @@ func assertClose(_ actual: [Float], _ expected: [Double], atol: Double, rtol: Do
                 file: file, line: line)
     }
 }
+
+/// conv 3×3 (f16 weights, bias) → + residual → affine (× 1.5 − 0.25) → clamp to [−0.6, 0.7], the
+/// chain the convolution kernels fuse into their stores: the graph, its inputs and the float64
+/// reference of its output (seeds `seed` to `seed + 3`).
+struct FusedConvCase {
+    let graph = Graph()
+    let output: Value
+    let inputs: [String: Tensor]
+    let reference: [Double]
+
+    init(batch b: Int, c: Int, h: Int, w: Int, o: Int, seed: UInt64) throws {
+        let x = try graph.input("x", shape: [b, c, h, w])
+        let r = try graph.input("r", shape: [b, o, h, w])
+        let (wt, wref) = try randomTensor([o, c, 3, 3], dtype: .f16, seed: seed, scale: 0.3)
+        let (bt, bref) = try randomTensor([o], seed: seed + 1)
+        let conv = try graph.conv2d(x, weight: try graph.constant(wt), bias: try graph.constant(bt), stride: 1, padding: 1)
+        output = try graph.clamp(try graph.affine(try graph.add(conv, r), multiplier: 1.5, addend: -0.25), min: -0.6, max: 0.7)
+        let (xt, xref) = try randomTensor([b, c, h, w], seed: seed + 2)
+        let (rt, rref) = try randomTensor([b, o, h, w], seed: seed + 3)
+        inputs = ["x": xt, "r": rt]
+        let convRef = Reference.conv2d(xref, wref, bref, batch: b, c: c, h: h, wd: w, o: o, kh: 3, kw: 3, stride: 1, pad: 1).out
+        reference = zip(convRef, rref).map { Swift.min(Swift.max(($0 + $1) * 1.5 - 0.25, -0.6), 0.7) }
+    }
+}

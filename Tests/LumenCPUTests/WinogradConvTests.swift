@@ -133,29 +133,23 @@ final class WinogradConvTests: XCTestCase {
         }
     }
 
-    /// conv → + residual → affine → clamp through the executor, fused into the output transform.
+    /// conv → + residual → affine → clamp through the executor, fused into the output transform,
+    /// in both modes.
     func testFusedOpsThroughTheExecutor() throws {
         XCTAssertEqual(lumen_cpu_set_conv_winograd(2), 2)
         let (b, c, h, w, o) = (2, 16, 11, 21, 24)
-        let g = Graph()
-        let x = try g.input("x", shape: [b, c, h, w])
-        let r = try g.input("r", shape: [b, o, h, w])
-        let (wt, wref) = try randomTensor([o, c, 3, 3], dtype: .f16, seed: 800, scale: 0.3)
-        let (bt, bref) = try randomTensor([o], seed: 801)
-        let conv = try g.conv2d(x, weight: try g.constant(wt), bias: try g.constant(bt), stride: 1, padding: 1)
-        let y = try g.clamp(try g.affine(try g.add(conv, r), multiplier: 1.5, addend: -0.25), min: -0.6, max: 0.7)
-        let (xt, xref) = try randomTensor([b, c, h, w], seed: 802)
-        let (rt, rref) = try randomTensor([b, o, h, w], seed: 803)
-        let convRef = Reference.conv2d(xref, wref, bref, batch: b, c: c, h: h, wd: w, o: o, kh: 3, kw: 3, stride: 1, pad: 1).out
-        let ref = zip(convRef, rref).map { Swift.min(Swift.max(($0 + $1) * 1.5 - 0.25, -0.6), 0.7) }
+        let t = try FusedConvCase(batch: b, c: c, h: h, w: w, o: o, seed: 800)
         try forEachInstructionSet(vectorSets) { isa in
-            for threads in [1, 2] {
-                let program = try CPUExecutor(threads: threads).compile(g, outputs: [y]) as! CPUProgram
+            for (threads, fused) in [(1, 0), (2, 0), (1, 1), (2, 1)] {
+                XCTAssertEqual(lumen_cpu_set_winograd_fused(Int32(fused)), Int32(fused))
+                let program = try CPUExecutor(threads: threads).compile(t.graph, outputs: [t.output]) as! CPUProgram
                 XCTAssertGreaterThan(program.activationBytes, 4 * (b * o * h * w + b * c * h * w), "scratch counted \(isa)")
-                XCTAssertEqual(program.activationBytes, CPUExecutor().plannedActivationBytes(g, outputs: [y]), "planned = allocated \(isa)")
-                let got = try program.run(["x": xt, "r": rt])[y]!.toFloats()
+                XCTAssertEqual(program.activationBytes, CPUExecutor().plannedActivationBytes(t.graph, outputs: [t.output]),
+                               "planned = allocated \(isa)")
+                let got = try program.run(t.inputs)[t.output]!.toFloats()
                 // 1.5× the convolution's bound: the affine map scales its error
-                assertClose(got, ref, atol: 1.5 * tolerance(c * 9, m: 4), rtol: 1e-5, "fused winograd conv threads \(threads) \(isa)")
+                assertClose(got, t.reference, atol: 1.5 * tolerance(c * 9, m: 4), rtol: 1e-5,
+                            "fused winograd conv threads \(threads) fused mode \(fused) \(isa)")
             }
         }
     }
