@@ -265,20 +265,23 @@ LUMEN_TARGET_AVX2 static void direct_tiles256(const float *Ap, int pr, const flo
 
 static int direct_mode_now = -1;  // -1: not read yet
 
-static int direct_mode(void) {  // 0 off, 1 where it is faster (default), 2 wherever it can run
-    int m = __atomic_load_n(&direct_mode_now, __ATOMIC_RELAXED);
+static int direct_mode(void) { return lumen_conv_mode_get(&direct_mode_now, "LUMEN_CONV_DIRECT"); }
+
+int lumen_cpu_set_conv_direct(int mode) { return lumen_conv_mode_set(&direct_mode_now, mode); }
+
+int lumen_conv_mode_get(int *now, const char *env) {
+    int m = __atomic_load_n(now, __ATOMIC_RELAXED);
     if (m < 0) {
-        const char *e = getenv("LUMEN_CONV_DIRECT");
-        m = (e && *e) ? atoi(e) : 1;
-        if (m < 0 || m > 2) m = 1;
-        __atomic_store_n(&direct_mode_now, m, __ATOMIC_RELAXED);
+        const char *e = getenv(env);
+        m = e && e[0] >= '0' && e[0] <= '2' && e[1] == 0 ? e[0] - '0' : 1;
+        __atomic_store_n(now, m, __ATOMIC_RELAXED);
     }
     return m;
 }
 
-int lumen_cpu_set_conv_direct(int mode) {
+int lumen_conv_mode_set(int *now, int mode) {
     if (mode < 0 || mode > 2) mode = 1;
-    __atomic_store_n(&direct_mode_now, mode, __ATOMIC_RELAXED);
+    __atomic_store_n(now, mode, __ATOMIC_RELAXED);
     return mode;
 }
 

@@ -282,21 +282,10 @@ WG_TARGET static void wg_output_strip(const lumen_winograd_plan *p, const float 
 static int winograd_mode_now = -1;  // -1: not read yet
 
 static int winograd_mode(void) {  // 0 off, 1 where it is faster (default), 2 wherever it can run
-    int md = __atomic_load_n(&winograd_mode_now, __ATOMIC_RELAXED);
-    if (md < 0) {
-        const char *e = getenv("LUMEN_CONV_WINOGRAD");
-        md = 1;
-        if (e && e[0] >= '0' && e[0] <= '2' && e[1] == 0) md = e[0] - '0';
-        __atomic_store_n(&winograd_mode_now, md, __ATOMIC_RELAXED);
-    }
-    return md;
+    return lumen_conv_mode_get(&winograd_mode_now, "LUMEN_CONV_WINOGRAD");
 }
 
-int lumen_cpu_set_conv_winograd(int mode) {
-    if (mode < 0 || mode > 2) mode = 1;
-    __atomic_store_n(&winograd_mode_now, mode, __ATOMIC_RELAXED);
-    return mode;
-}
+int lumen_cpu_set_conv_winograd(int mode) { return lumen_conv_mode_set(&winograd_mode_now, mode); }
 
 static int64_t round8(int64_t v) { return (v + 7) / 8 * 8; }
 

@@ -151,6 +151,11 @@ void lumen_gemm_split(int isa, int64_t M, int64_t N, int task, int ntasks, int64
 
 // Converts n weights (f32, f16 or bf16) to f32 with the given level's vector code.
 void lumen_cvt_row(int isa, const void *p, int dtype, int64_t n, float *o);
+// A convolution path's switch (0 off, 1 where it is faster, 2 wherever it can run): the value in
+// force, read once from the environment variable `env` ("0", "1" or "2"; anything else: 1).
+// lumen_conv_mode_set stores `mode` (outside 0-2: 1) and returns it.
+int lumen_conv_mode_get(int *now, const char *env);
+int lumen_conv_mode_set(int *now, int mode);
 // Convolutions with fewer output channels stay f32 when bf16 compute is on (see lumen_conv2d_ex);
 // those with more run the bf16 GEMM, never the (f32) direct kernel.
 #define LUMEN_CONV_BF16_MIN_O 192
