@@ -222,10 +222,14 @@ static void winograd_shapes(int threads, int reps) {
         const double flops = 2.0 * (double)B * (double)O * (double)C * 9.0 * (double)H * (double)H;
         printf("%lldx%lld->%lld@%lld", (long long)B, (long long)C, (long long)O, (long long)H);
         double best, median;
-        time_jobs((job){0, 1, 0, 0, B, x, w, y, C, O, H, 0, 1, NULL, NULL, 0, NULL, NULL, NULL}, threads, reps, 1,
-                  &best, &median);
-        printf("  conv2d %.1f (%.1e)", flops / best * 1e-9, conv_error(x, wf, y, B, C, O, H));
+        const int only_m = getenv("WG_ONLY_M") ? atoi(getenv("WG_ONLY_M")) : 0;  // 2 or 4: that tile size alone (perf)
+        if (!only_m) {
+            time_jobs((job){0, 1, 0, 0, B, x, w, y, C, O, H, 0, 1, NULL, NULL, 0, NULL, NULL, NULL}, threads, reps, 1,
+                      &best, &median);
+            printf("  conv2d %.1f (%.1e)", flops / best * 1e-9, conv_error(x, wf, y, B, C, O, H));
+        }
         for (int m = 4; m >= 2; m -= 2) {
+            if (only_m && m != only_m) continue;
             lumen_winograd_plan plan;
             if (!lumen_winograd_plan_make(B, C, H, H, O, 3, 3, 1, 1, 1, 1, m, &plan)) {
                 printf("  F(%d) -", m);
