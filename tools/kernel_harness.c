@@ -122,7 +122,9 @@ static void attention_shapes(int threads, int reps) {
     const int64_t shapes[][3] = {{4096, 4096, 40}, {4096, 77, 40}, {1024, 1024, 80}};
     printf("attention, isa %s, %d threads, %d runs: Lq x Lk x Dh x 8 heads, best GFLOP/s, median GFLOP/s\n",
            lumen_isa_name(lumen_cpu_isa()), threads, reps);
+    const char *only = getenv("ATT_ONLY");  // index of one shape
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; ++s) {
+        if (only && atoi(only) != (int)s) continue;
         const int64_t lq = shapes[s][0], lk = shapes[s][1], dh = shapes[s][2], w = 8 * dh;
         float *x = malloc(sizeof(float) * (lq + 2 * lk) * w), *y = malloc(sizeof(float) * lq * w);
         srand(2);

@@ -13,7 +13,7 @@
 #if defined(__x86_64__)
 #include <immintrin.h>
 
-enum { QB = 72, KB = 64, ROWS_MAX = 72 };
+enum { QB = 72, KB_MAX = 128, ROWS_MAX = 72 };
 
 #define AVX2 __attribute__((target("avx2,fma,f16c")))
 
@@ -56,7 +56,7 @@ AVX2 static inline void tr8(__m256 r[8]) {
 
 /// kt[d][j] = K[k0 + j][d] for d < Dh, j < nk, zero for nk <= j < KB: 8x8 register transposes for
 /// whole 8x8 tiles (the scalar gather it replaces cost 10-20% of a block at Dh 40), scalar edges.
-AVX2 static void pack_kt(const float *kbase, int64_t ldk, int64_t k0, int64_t nk, int64_t Dh, float *kt) {
+AVX2 static void pack_kt(const float *kbase, int64_t ldk, int64_t k0, int64_t nk, int64_t Dh, float *kt, int64_t KB) {
     const int64_t d8 = Dh / 8 * 8, j8 = nk / 8 * 8;
     for (int64_t d = 0; d < d8; d += 8)
         for (int64_t j = 0; j < j8; j += 8) {
@@ -84,7 +84,7 @@ AVX2 static void pack_v(const float *vbase, int64_t ldv, int64_t k0, int64_t nk,
 }
 
 /// S[r0..r0+6][c0..c0+16] = qs[r0..r0+6] · kt[:, c0..c0+16].
-AVX2 static inline void qk_6x16(const float *qs, int64_t dh, const float *kt, float *s, int r0, int c0) {
+AVX2 static inline void qk_6x16(const float *qs, int64_t dh, const float *kt, float *s, int r0, int c0, int64_t KB) {
     __m256 acc[6][2];
     for (int r = 0; r < 6; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
     const float *q = qs + (int64_t)r0 * dh;
@@ -105,7 +105,7 @@ AVX2 static inline void qk_6x16(const float *qs, int64_t dh, const float *kt, fl
 /// o[r0..r0+R][d0 .. d0+8·NV] += P[r0..r0+R][0..nk] · Vp[0..nk][d0 ..] (Vp: packed, ld dhp).
 AVX2 static inline __attribute__((always_inline)) void pv_tile(const float *p, const float *vp, int64_t dhp,
                                                                int64_t nk, float *o, int r0, int64_t d0,
-                                                               const int R, const int NV) {
+                                                               const int R, const int NV, int64_t KB) {
     __m256 acc[12][3];
     for (int r = 0; r < R; r++)
         for (int c = 0; c < NV; c++) acc[r][c] = _mm256_load_ps(o + (r0 + r) * dhp + d0 + 8 * c);
@@ -123,17 +123,17 @@ AVX2 static inline __attribute__((always_inline)) void pv_tile(const float *p, c
 
 /// o[0..rows][0..dhp] += P[0..rows][0..nk] · Vp: the dhp/8 vectors of a row in chunks of 3 while
 /// more than 4 remain, then 3, 2+2, 2 or 1.
-AVX2 static void pv_block(const float *p, const float *vp, int64_t dhp, int64_t nk, float *o, int64_t rows) {
+AVX2 static void pv_block(const float *p, const float *vp, int64_t dhp, int64_t nk, float *o, int64_t rows, int64_t KB) {
     int64_t nvec = dhp / 8, c0 = 0;
     while (nvec - c0 > 0) {
         int64_t left = nvec - c0;
         int nv = left > 4 || left == 3 ? 3 : left >= 2 ? 2 : 1;
         if (nv == 3)
-            for (int64_t r = 0; r < rows; r += 3) pv_tile(p, vp, dhp, nk, o, (int)r, c0 * 8, 3, 3);
+            for (int64_t r = 0; r < rows; r += 3) pv_tile(p, vp, dhp, nk, o, (int)r, c0 * 8, 3, 3, KB);
         else if (nv == 2)
-            for (int64_t r = 0; r < rows; r += 6) pv_tile(p, vp, dhp, nk, o, (int)r, c0 * 8, 6, 2);
+            for (int64_t r = 0; r < rows; r += 6) pv_tile(p, vp, dhp, nk, o, (int)r, c0 * 8, 6, 2, KB);
         else
-            for (int64_t r = 0; r < rows; r += 12) pv_tile(p, vp, dhp, nk, o, (int)r, c0 * 8, 12, 1);
+            for (int64_t r = 0; r < rows; r += 12) pv_tile(p, vp, dhp, nk, o, (int)r, c0 * 8, 12, 1, KB);
         c0 += nv;
     }
 }
@@ -153,7 +153,7 @@ static int ensure(int64_t dh) {
     free(sc.qs); free(sc.s); free(sc.o);
     int64_t dhp = (dh + 7) / 8 * 8 + 16;  // room for a 24-lane chunk past the last full vector
     sc.qs = aligned_alloc(64, (size_t)(ROWS_MAX * dhp * 4));
-    sc.s = aligned_alloc(64, (size_t)(ROWS_MAX * KB * 4));
+    sc.s = aligned_alloc(64, (size_t)(ROWS_MAX * KB_MAX * 4));
     sc.o = aligned_alloc(64, (size_t)(ROWS_MAX * dhp * 4));
     sc.dh = (sc.qs && sc.s && sc.o) ? dh : 0;
     return sc.dh != 0;
@@ -174,6 +174,10 @@ AVX2 int lumen_attention_avx2(const float *q, int64_t ldq, const float *k, int64
     if (!ensure(Dh)) return -1;
     const int64_t dhp = (Dh + 7) / 8 * 8;
     float *qs = sc.qs, *s = sc.s, *o = sc.o;
+    // Key blocks of 64; a short key sequence (cross-attention's 77 text tokens) in one block of
+    // whole 16-key groups instead of 64 + a remainder, whose second pass over the rows' softmax
+    // bookkeeping, output rescaling and P·V loads cost more than its keys' work.
+    const int64_t KB = Lk <= KB_MAX ? (Lk + 15) / 16 * 16 : 64;
     // K^T blocks [Lk/KB][Dh][KB] and V rows [Lk][dhp] of the head in hand (-1: none yet), packed
     // once per head instead of once per query block (re-reading K and V from memory for every
     // 72 queries cost 4-5% at Lk 4096); above 8 MiB (the VAE's 512-wide single head) one key
@@ -199,7 +203,7 @@ AVX2 int lumen_attention_avx2(const float *q, int64_t ldq, const float *k, int64
             const int64_t kend_all = causal ? (Lq < Lk ? Lq : Lk) : Lk;  // keys any query block reads
             for (int64_t k0 = 0; k0 < kend_all; k0 += KB) {
                 const int64_t nk = kend_all - k0 < KB ? kend_all - k0 : KB;
-                pack_kt(kbase, ldk, k0, nk, Dh, kt_all + (k0 / KB) * Dh * KB);
+                pack_kt(kbase, ldk, k0, nk, Dh, kt_all + (k0 / KB) * Dh * KB, KB);
                 pack_v(vbase, ldv, k0, nk, Dh, dhp, vp_all + k0 * dhp);
             }
             packed = b * heads + h;
@@ -215,14 +219,14 @@ AVX2 int lumen_attention_avx2(const float *q, int64_t ldq, const float *k, int64
         for (int64_t k0 = 0; k0 < kend; k0 += KB) {
             int64_t nk = kend - k0 < KB ? kend - k0 : KB;
             if (!per_head) {
-                pack_kt(kbase, ldk, k0, nk, Dh, kt_all);
+                pack_kt(kbase, ldk, k0, nk, Dh, kt_all, KB);
                 pack_v(vbase, ldv, k0, nk, Dh, dhp, vp_all);
             }
             const float *kt = per_head ? kt_all + (k0 / KB) * Dh * KB : kt_all;
             const float *vpb = per_head ? vp_all + k0 * dhp : vp_all;
             int cols = (int)((nk + 15) / 16);
             for (int64_t g = 0; g < rows / 6; g++)
-                for (int c = 0; c < cols; c++) qk_6x16(qs, Dh, kt, s, (int)(g * 6), c * 16);
+                for (int c = 0; c < cols; c++) qk_6x16(qs, Dh, kt, s, (int)(g * 6), c * 16, KB);
             int64_t pvKeys = 0;
             for (int64_t i = 0; i < rows; i++) {
                 float *srow = s + i * KB;
@@ -236,21 +240,20 @@ AVX2 int lumen_attention_avx2(const float *q, int64_t ldq, const float *k, int64
                     continue;
                 }
                 if (valid > pvKeys) pvKeys = valid;
-                // The block maximum over the valid lanes, keys [0, jn) in whole vectors: without a causal mask every row's keys are the
-                // block's nk, and only the last vector can be partial (no masks at all when nk is
-                // a multiple of 8); with one, the rows differ, and lanes up to KB are written
-                // (zero past `valid`) because P·V reads up to the longest row.
+                // The block maximum over the valid lanes, keys [0, jn) in whole vectors: without a
+                // causal mask every row's keys are the block's nk, and only the last vector can be
+                // partial; with one, the rows differ, and lanes up to KB are written (zero past
+                // `valid`) because P·V reads up to the longest row. Masks only past the last
+                // whole vector of valid keys.
                 const int64_t jn = causal ? KB : (valid + 7) / 8 * 8;
-                const int whole = !causal && valid == jn;
+                // vectors [0, jw) are whole (every lane valid); only [jw, jn) need masks
+                const int64_t jw = valid / 8 * 8;
                 const __m256 ninf = _mm256_set1_ps(-INFINITY);
                 __m256 mx = ninf;
-                if (whole) {
-                    for (int64_t j = 0; j < jn; j += 8) mx = _mm256_max_ps(_mm256_load_ps(srow + j), mx);
-                } else {
-                    for (int64_t j = 0; j < jn; j += 8) {
-                        __m256 keep = _mm256_castsi256_ps(lane_mask(valid - j));
-                        mx = _mm256_max_ps(_mm256_blendv_ps(ninf, _mm256_load_ps(srow + j), keep), mx);
-                    }
+                for (int64_t j = 0; j < jw; j += 8) mx = _mm256_max_ps(_mm256_load_ps(srow + j), mx);
+                for (int64_t j = jw; j < jn; j += 8) {
+                    __m256 keep = _mm256_castsi256_ps(lane_mask(valid - j));
+                    mx = _mm256_max_ps(_mm256_blendv_ps(ninf, _mm256_load_ps(srow + j), keep), mx);
                 }
                 // max(v, acc) keeps acc where v is NaN, so no lane of mx is NaN and the order of
                 // the maxima below does not matter
@@ -262,19 +265,16 @@ AVX2 int lumen_attention_avx2(const float *q, int64_t ldq, const float *k, int64
                 // e^0 is exactly 1: no exponential where the running maximum stands
                 float corr = m[i] == -INFINITY ? 0.0f : m[i] == mnew ? 1.0f : lumen_expf(m[i] - mnew);
                 __m256 mn = _mm256_set1_ps(mnew), sum = _mm256_setzero_ps();
-                if (whole) {
-                    for (int64_t j = 0; j < jn; j += 8) {
-                        __m256 pv = exp8(_mm256_sub_ps(_mm256_load_ps(srow + j), mn));
-                        _mm256_store_ps(srow + j, pv);
-                        sum = _mm256_add_ps(sum, pv);
-                    }
-                } else {
-                    for (int64_t j = 0; j < jn; j += 8) {
-                        __m256 keep = _mm256_castsi256_ps(lane_mask(valid - j));
-                        __m256 pv = _mm256_and_ps(keep, exp8(_mm256_sub_ps(_mm256_load_ps(srow + j), mn)));
-                        _mm256_store_ps(srow + j, pv);
-                        sum = _mm256_add_ps(sum, pv);
-                    }
+                for (int64_t j = 0; j < jw; j += 8) {
+                    __m256 pv = exp8(_mm256_sub_ps(_mm256_load_ps(srow + j), mn));
+                    _mm256_store_ps(srow + j, pv);
+                    sum = _mm256_add_ps(sum, pv);
+                }
+                for (int64_t j = jw; j < jn; j += 8) {
+                    __m256 keep = _mm256_castsi256_ps(lane_mask(valid - j));
+                    __m256 pv = _mm256_and_ps(keep, exp8(_mm256_sub_ps(_mm256_load_ps(srow + j), mn)));
+                    _mm256_store_ps(srow + j, pv);
+                    sum = _mm256_add_ps(sum, pv);
                 }
                 __m128 t4 = _mm_add_ps(_mm256_castps256_ps128(sum), _mm256_extractf128_ps(sum, 1));
                 t4 = _mm_add_ps(t4, _mm_movehl_ps(t4, t4));
@@ -282,14 +282,14 @@ AVX2 int lumen_attention_avx2(const float *q, int64_t ldq, const float *k, int64
                 const float total = _mm_cvtss_f32(t4);
                 l[i] = l[i] * corr + total;
                 m[i] = mnew;
-                if (corr != 1.0f) {
+                if (corr != 1.0f && corr != 0.0f) {  // corr 0: the row's first keys, o still zero
                     __m256 cv = _mm256_set1_ps(corr);
                     for (int64_t d = 0; d < dhp; d += 8)
                         _mm256_store_ps(o + i * dhp + d, _mm256_mul_ps(cv, _mm256_load_ps(o + i * dhp + d)));
                 }
             }
             if (pvKeys == 0) continue;
-            pv_block(s, vpb, dhp, pvKeys, o, rows);
+            pv_block(s, vpb, dhp, pvKeys, o, rows, KB);
         }
         for (int64_t i = 0; i < nq; i++) {
             float inv = 1.0f / l[i];

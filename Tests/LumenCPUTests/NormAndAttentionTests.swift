@@ -89,6 +89,9 @@ final class NormAndAttentionTests: XCTestCase {
             // are packed one key block at a time (the VAE's 512-wide head at 4096 keys does so);
             // AVX-512 packs only K^T per head: 4200 keys × 500 exceed its 8 MiB
             (1, 50, 140, 2, 40, true), (1, 80, 1100, 1, 1000, false), (1, 30, 4200, 1, 500, false),
+            // AVX2: up to 128 keys in one block of whole 16-key groups (128 exactly; 113 with a
+            // partial last vector; causal over two query blocks)
+            (1, 130, 128, 2, 40, true), (2, 20, 113, 1, 48, false),
         ]
         try forEachInstructionSet { isa in
             for (i, t) in cases.enumerated() {
