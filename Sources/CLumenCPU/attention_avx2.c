@@ -102,13 +102,16 @@ AVX2 static inline void qk_6x16(const float *qs, int64_t dh, const float *kt, fl
     }
 }
 
-/// o[r0..r0+R][d0 .. d0+8·NV] += P[r0..r0+R][0..nk] · Vp[0..nk][d0 ..] (Vp: packed, ld dhp).
+/// o[r0..r0+R][d0 .. d0+8·NV] += P[r0..r0+R][0..nk] · Vp[0..nk][d0 ..] (Vp: packed, ld dhp); with
+/// `fresh`, = instead of += (o not read).
 AVX2 static inline __attribute__((always_inline)) void pv_tile(const float *p, const float *vp, int64_t dhp,
                                                                int64_t nk, float *o, int r0, int64_t d0,
-                                                               const int R, const int NV, int64_t KB) {
+                                                               const int R, const int NV, int64_t KB,
+                                                               int fresh) {
     __m256 acc[12][3];
     for (int r = 0; r < R; r++)
-        for (int c = 0; c < NV; c++) acc[r][c] = _mm256_load_ps(o + (r0 + r) * dhp + d0 + 8 * c);
+        for (int c = 0; c < NV; c++)
+            acc[r][c] = fresh ? _mm256_setzero_ps() : _mm256_load_ps(o + (r0 + r) * dhp + d0 + 8 * c);
     for (int64_t j = 0; j < nk; j++) {
         __m256 vv[3];
         for (int c = 0; c < NV; c++) vv[c] = _mm256_load_ps(vp + j * dhp + d0 + 8 * c);
@@ -121,19 +124,20 @@ AVX2 static inline __attribute__((always_inline)) void pv_tile(const float *p, c
         for (int c = 0; c < NV; c++) _mm256_store_ps(o + (r0 + r) * dhp + d0 + 8 * c, acc[r][c]);
 }
 
-/// o[0..rows][0..dhp] += P[0..rows][0..nk] · Vp: the dhp/8 vectors of a row in chunks of 3 while
+/// o[0..rows][0..dhp] (+)= P[0..rows][0..nk] · Vp: the dhp/8 vectors of a row in chunks of 3 while
 /// more than 4 remain, then 3, 2+2, 2 or 1.
-AVX2 static void pv_block(const float *p, const float *vp, int64_t dhp, int64_t nk, float *o, int64_t rows, int64_t KB) {
+AVX2 static void pv_block(const float *p, const float *vp, int64_t dhp, int64_t nk, float *o, int64_t rows, int64_t KB,
+                          int fresh) {
     int64_t nvec = dhp / 8, c0 = 0;
     while (nvec - c0 > 0) {
         int64_t left = nvec - c0;
         int nv = left > 4 || left == 3 ? 3 : left >= 2 ? 2 : 1;
         if (nv == 3)
-            for (int64_t r = 0; r < rows; r += 3) pv_tile(p, vp, dhp, nk, o, (int)r, c0 * 8, 3, 3, KB);
+            for (int64_t r = 0; r < rows; r += 3) pv_tile(p, vp, dhp, nk, o, (int)r, c0 * 8, 3, 3, KB, fresh);
         else if (nv == 2)
-            for (int64_t r = 0; r < rows; r += 6) pv_tile(p, vp, dhp, nk, o, (int)r, c0 * 8, 6, 2, KB);
+            for (int64_t r = 0; r < rows; r += 6) pv_tile(p, vp, dhp, nk, o, (int)r, c0 * 8, 6, 2, KB, fresh);
         else
-            for (int64_t r = 0; r < rows; r += 12) pv_tile(p, vp, dhp, nk, o, (int)r, c0 * 8, 12, 1, KB);
+            for (int64_t r = 0; r < rows; r += 12) pv_tile(p, vp, dhp, nk, o, (int)r, c0 * 8, 12, 1, KB, fresh);
         c0 += nv;
     }
 }
@@ -211,10 +215,10 @@ AVX2 int lumen_attention_avx2(const float *q, int64_t ldq, const float *k, int64
         float m[ROWS_MAX], l[ROWS_MAX];
         for (int64_t i = 0; i < rows; i++) {
             for (int64_t d = 0; d < Dh; d++) qs[i * Dh + d] = i < nq ? qbase[(q0 + i) * ldq + d] * scale : 0.0f;
-            for (int64_t d = 0; d < dhp; d++) o[i * dhp + d] = 0.0f;
             m[i] = -INFINITY;
             l[i] = 0.0f;
         }
+        int fresh = 1;  // o not written yet: the first P·V stores instead of adding
         int64_t kend = causal ? (q0 + nq < Lk ? q0 + nq : Lk) : Lk;
         for (int64_t k0 = 0; k0 < kend; k0 += KB) {
             int64_t nk = kend - k0 < KB ? kend - k0 : KB;
@@ -282,15 +286,18 @@ AVX2 int lumen_attention_avx2(const float *q, int64_t ldq, const float *k, int64
                 const float total = _mm_cvtss_f32(t4);
                 l[i] = l[i] * corr + total;
                 m[i] = mnew;
-                if (corr != 1.0f && corr != 0.0f) {  // corr 0: the row's first keys, o still zero
+                if (corr != 1.0f && corr != 0.0f && !fresh) {  // corr 0: the row's first keys
                     __m256 cv = _mm256_set1_ps(corr);
                     for (int64_t d = 0; d < dhp; d += 8)
                         _mm256_store_ps(o + i * dhp + d, _mm256_mul_ps(cv, _mm256_load_ps(o + i * dhp + d)));
                 }
             }
             if (pvKeys == 0) continue;
-            pv_block(s, vpb, dhp, pvKeys, o, rows, KB);
+            pv_block(s, vpb, dhp, pvKeys, o, rows, KB, fresh);
+            fresh = 0;
         }
+        if (fresh)
+            for (int64_t i = 0; i < rows * dhp; i++) o[i] = 0.0f;
         for (int64_t i = 0; i < nq; i++) {
             float inv = 1.0f / l[i];
             float *dst = out + (b * Lq + q0 + i) * ldo + h * Dh;
