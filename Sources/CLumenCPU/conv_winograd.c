@@ -287,6 +287,8 @@ static int winograd_mode(void) {  // 0 off, 1 where it is faster (default), 2 wh
 
 int lumen_cpu_set_conv_winograd(int mode) { return lumen_conv_mode_set(&winograd_mode_now, mode); }
 
+int lumen_cpu_conv_winograd(void) { return winograd_mode(); }
+
 static int64_t round8(int64_t v) { return (v + 7) / 8 * 8; }
 
 // Fills p for tile size m within `budget` floats of scratch; 0 where nothing fits. The scratch

@@ -13,14 +13,17 @@ final class DirectConvTests: XCTestCase {
     private func gemmTolerance(_ k: Int) -> Double { 2e-6 * Double(k).squareRoot() + 1e-6 }
     private let vectorSets = testedInstructionSets.filter { $0 != "generic" }
 
+    private var winogradMode: Int32 = 1
+
     override func setUp() {
         super.setUp()
+        winogradMode = lumen_cpu_conv_winograd()
         _ = lumen_cpu_set_conv_winograd(0)  // the graphs below test the direct kernel, not the Winograd path
     }
 
     override func tearDown() {
         _ = lumen_cpu_set_conv_direct(1)
-        _ = lumen_cpu_set_conv_winograd(1)
+        _ = lumen_cpu_set_conv_winograd(winogradMode)  // as the environment set it
         super.tearDown()
     }
 

@@ -133,7 +133,12 @@ final class LinearAndConvTests: XCTestCase {
     }
 
     func testConv2dSDChannelCounts() throws {
-        // SD 1.5's channel counts at a reduced spatial size (the float64 reference is slow).
+        // SD 1.5's channel counts at a reduced spatial size (the float64 reference is slow), on the
+        // automatic choice of path whatever LUMEN_CONV_WINOGRAD says (forced, F(4×4) would take
+        // 320 → 320 at 12×12, whose bound WinogradConvTests states).
+        let mode = lumen_cpu_conv_winograd()
+        _ = lumen_cpu_set_conv_winograd(1)
+        defer { _ = lumen_cpu_set_conv_winograd(mode) }
         try checkConv(batch: 1, c: 320, h: 12, w: 12, o: 320, k: 3, stride: 1, pad: 1, dtype: .f16, bias: true, seed: 200, what: "320->320")
         try checkConv(batch: 2, c: 1280, h: 4, w: 4, o: 1280, k: 3, stride: 1, pad: 1, dtype: .f16, bias: true, seed: 201, what: "1280->1280")
         try checkConv(batch: 1, c: 640, h: 8, w: 8, o: 640, k: 3, stride: 2, pad: 1, dtype: .f16, bias: true, seed: 202, what: "640 down")

@@ -20,8 +20,15 @@ final class WinogradConvTests: XCTestCase {
     /// F(2×2) 5e-7, F(4×4) 3–5e-6 of the largest output; the direct kernel and the GEMM 1–4e-6).
     private func tolerance(_ k: Int, m: Int) -> Double { (m == 4 ? 8.0 : 1.0) * (2e-6 * Double(k).squareRoot() + 1e-6) }
 
+    private var winogradMode: Int32 = 1
+
+    override func setUp() {
+        super.setUp()
+        winogradMode = lumen_cpu_conv_winograd()
+    }
+
     override func tearDown() {
-        _ = lumen_cpu_set_conv_winograd(1)
+        _ = lumen_cpu_set_conv_winograd(winogradMode)  // as the environment set it
         _ = lumen_cpu_set_winograd_budget(0)
         _ = lumen_cpu_set_winograd_fused(-1)
         super.tearDown()

@@ -158,6 +158,8 @@ typedef struct {
 } lumen_winograd_plan;
 
 int lumen_cpu_set_conv_winograd(int mode);
+/// The Winograd mode in force (LUMEN_CONV_WINOGRAD or the last lumen_cpu_set_conv_winograd).
+int lumen_cpu_conv_winograd(void);
 /// The most scratch (floats) a plan may use: 12 M (48 MB) by default (<= 0 restores it). Larger
 /// problems run in several blocks of tiles and of output channels. Returns the budget in force.
 int64_t lumen_cpu_set_winograd_budget(int64_t floats);
