@@ -15,7 +15,9 @@
 // tiles at once and the output channels in blocks (V made once), or all output channels at once
 // and the tiles in blocks (U made once). Channels are handled 8 at a time (C and O multiples of
 // 8), as 8-lane vectors: tiles are transposed into channel-minor strips on the way in and back
-// on the way out.
+// on the way out. Where the transformed weights are small (64-128 channels), the fused mode
+// instead transforms all the weights in one phase and then lets every task take units of tiles
+// through all three steps while their V and M stay in its cache (plan_fused).
 #include "gemm_internal.h"
 
 #include <stdlib.h>
