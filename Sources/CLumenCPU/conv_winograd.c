@@ -366,7 +366,12 @@ static int plan_fused(int64_t batch, int64_t C, int64_t H, int64_t W, int64_t O,
     p->TH = TH; p->TW = TW;
     p->fused = 1;
     if (TW <= tb) {
-        p->strips_per_block = tb / TW;
+        // whole strips per unit, but at least 8 units where there are 8 strips, so that every
+        // task of a machine with more cores gets some of a small image
+        int64_t k = tb / TW;
+        const int64_t S = batch * TH, kmax = S / 8 > 1 ? S / 8 : 1;
+        if (k > kmax) k = kmax;
+        p->strips_per_block = k;
         p->segs_per_strip = 1;
         p->seg_tiles = TW;
         p->tb_tiles = p->strips_per_block * TW;

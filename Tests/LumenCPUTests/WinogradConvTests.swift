@@ -120,8 +120,8 @@ final class WinogradConvTests: XCTestCase {
     }
 
     /// The fused mode's units of tiles with the L2 pinned at 1 MiB (so 64 → 64 blocks hold 54–56
-    /// tiles): several whole strips of a narrow image per unit, and segments of a wide image's
-    /// strips (the last one partial), on 1–3 tasks.
+    /// tiles): several whole strips of a narrow image per unit (but at least 8 units), and
+    /// segments of a wide image's strips (the last one partial), on 1–3 tasks.
     func testFusedUnitsOfStripsAndSegments() throws {
         XCTAssertEqual(lumen_cpu_set_conv_winograd(2), 2)
         XCTAssertEqual(lumen_cpu_set_winograd_fused(1), 1)
@@ -130,10 +130,12 @@ final class WinogradConvTests: XCTestCase {
         defer { _ = lumen_cpu_set_l2_bytes(l2) }
         try forEachInstructionSet(vectorSets) { isa in
             for m in [4, 2] {
-                for (i, t) in [Case(batch: 2, c: 64, h: 13, w: 20, o: 64), Case(batch: 1, c: 64, h: 3, w: 4 * 150 + 3, o: 64)].enumerated() {
-                    let wide = i == 1
+                for (i, t) in [Case(batch: 2, c: 64, h: 40, w: 20, o: 64), Case(batch: 1, c: 64, h: 3, w: 4 * 150 + 3, o: 64)].enumerated() {
+                    let wide = i == 1, strips = Int64(t.batch * ((t.h + m - 1) / m))
+                    // narrow: several strips a unit, yet at least 8 units (so more cores get work)
                     try check(t, m: m, dtype: .f16, bias: true, tasks: 1 + (i + m) % 3, seed: UInt64(750 + 10 * i + m), fused: true,
-                              units: { wide ? $0.segs_per_strip > 1 && $0.strips_per_block == 1 : $0.segs_per_strip == 1 && $0.strips_per_block > 1 },
+                              units: { wide ? $0.segs_per_strip > 1 && $0.strips_per_block == 1
+                                  : $0.segs_per_strip == 1 && $0.strips_per_block > 1 && strips / $0.strips_per_block >= 8 },
                               "fused F(\(m)) \(t) \(isa)")
                 }
             }
