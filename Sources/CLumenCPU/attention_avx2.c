@@ -7,7 +7,7 @@
 // block is 72 rows, so whole blocks have no padding rows. K^T and V are packed once per head and
 // shared by its query blocks; the softmax runs over whole vectors without masks where it can.
 #include <stdlib.h>
-#include "lumen_cpu.h"
+#include "gemm_internal.h"
 #include "vecmath.h"
 
 #if defined(__x86_64__)
@@ -38,22 +38,6 @@ AVX2 static inline __m256i lane_mask(int64_t lanes) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(lanes < 0 ? 0 : lanes > 8 ? 8 : lanes)), idx);
 }
 
-/// In-register 8x8 transpose: r[i][j] -> r[j][i].
-AVX2 static inline void tr8(__m256 r[8]) {
-    __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
-    __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
-    __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
-    __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
-    __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-    __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-    __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-    __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-    r[0] = _mm256_permute2f128_ps(s0, s4, 0x20); r[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
-    r[2] = _mm256_permute2f128_ps(s2, s6, 0x20); r[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
-    r[4] = _mm256_permute2f128_ps(s0, s4, 0x31); r[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
-    r[6] = _mm256_permute2f128_ps(s2, s6, 0x31); r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
-}
-
 /// kt[d][j] = K[k0 + j][d] for d < Dh, j < nk, zero for nk <= j < KB: 8x8 register transposes for
 /// whole 8x8 tiles (the scalar gather it replaces cost 10-20% of a block at Dh 40), scalar edges.
 AVX2 static void pack_kt(const float *kbase, int64_t ldk, int64_t k0, int64_t nk, int64_t Dh, float *kt, int64_t KB) {
@@ -62,7 +46,7 @@ AVX2 static void pack_kt(const float *kbase, int64_t ldk, int64_t k0, int64_t nk
         for (int64_t j = 0; j < j8; j += 8) {
             __m256 r[8];
             for (int t = 0; t < 8; t++) r[t] = _mm256_loadu_ps(kbase + (k0 + j + t) * ldk + d);
-            tr8(r);
+            lumen_tr8_avx2(r);
             for (int t = 0; t < 8; t++) _mm256_store_ps(kt + (d + t) * KB + j, r[t]);
         }
     for (int64_t d = 0; d < Dh; d++) {

@@ -31,7 +31,8 @@ typedef int32_t v8i __attribute__((vector_size(32), aligned(32)));
 #define WG_INLINE static inline __attribute__((always_inline))
 
 // ---------------------------------------------------------------------------------------------
-// 1-D transforms on 8-lane vectors (s: stride between the elements, in vectors)
+// 1-D transforms on 8-lane vectors (s: stride between the elements, in vectors); a float
+// operand of a vector operation stands for its splat
 // ---------------------------------------------------------------------------------------------
 
 // For m = 4 the points are 0, 1, -1, 1/2, -2 and infinity rather than the usual 0, +-1, +-2: in
@@ -43,16 +44,12 @@ typedef int32_t v8i __attribute__((vector_size(32), aligned(32)));
 WG_TARGET WG_INLINE void wg_bt(int m, const v8 *d, int sd, v8 *o, int so) {
     if (m == 4) {
         const v8 d0 = d[0], d1 = d[sd], d2 = d[2 * sd], d3 = d[3 * sd], d4 = d[4 * sd], d5 = d[5 * sd];
-        const v8 half = (v8){0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f};
-        const v8 two = (v8){2, 2, 2, 2, 2, 2, 2, 2};
-        const v8 h3 = (v8){1.5f, 1.5f, 1.5f, 1.5f, 1.5f, 1.5f, 1.5f, 1.5f};
-        const v8 h5 = (v8){2.5f, 2.5f, 2.5f, 2.5f, 2.5f, 2.5f, 2.5f, 2.5f};
-        o[0] = d0 + h3 * (d3 - d1) + d4 - two * d2;
-        o[so] = d4 - d1 + half * d2 + h5 * d3;
-        o[2 * so] = d4 + d1 - h5 * d2 + half * d3;
-        o[3 * so] = d4 - d2 + two * (d3 - d1);
-        o[4 * so] = d4 - d2 + half * (d1 - d3);
-        o[5 * so] = d5 + d1 + h3 * (d4 - d2) - two * d3;
+        o[0] = d0 + 1.5f * (d3 - d1) + d4 - 2.0f * d2;
+        o[so] = d4 - d1 + 0.5f * d2 + 2.5f * d3;
+        o[2 * so] = d4 + d1 - 2.5f * d2 + 0.5f * d3;
+        o[3 * so] = d4 - d2 + 2.0f * (d3 - d1);
+        o[4 * so] = d4 - d2 + 0.5f * (d1 - d3);
+        o[5 * so] = d5 + d1 + 1.5f * (d4 - d2) - 2.0f * d3;
     } else {
         const v8 d0 = d[0], d1 = d[sd], d2 = d[2 * sd], d3 = d[3 * sd];
         o[0] = d0 - d2;
@@ -66,22 +63,19 @@ WG_TARGET WG_INLINE void wg_bt(int m, const v8 *d, int sd, v8 *o, int so) {
 WG_TARGET WG_INLINE void wg_g(int m, const v8 *g, int sg, v8 *o, int so) {
     const v8 g0 = g[0], g1 = g[sg], g2 = g[2 * sg];
     if (m == 4) {
-        const v8 t3 = (v8){1.0f / 3, 1.0f / 3, 1.0f / 3, 1.0f / 3, 1.0f / 3, 1.0f / 3, 1.0f / 3, 1.0f / 3};
-        const v8 f15 = (v8){1.0f / 15, 1.0f / 15, 1.0f / 15, 1.0f / 15, 1.0f / 15, 1.0f / 15, 1.0f / 15, 1.0f / 15};
-        const v8 two = (v8){2, 2, 2, 2, 2, 2, 2, 2}, four = (v8){4, 4, 4, 4, 4, 4, 4, 4};
+        const float t3 = 1.0f / 3, f15 = 1.0f / 15;
         const v8 e = g0 + g2;
         o[0] = g0;
         o[so] = t3 * (e + g1);
         o[2 * so] = t3 * (g1 - e);
-        o[3 * so] = -(four * f15) * (four * g0 + two * g1 + g2);
-        o[4 * so] = f15 * (g0 - two * g1 + four * g2);
+        o[3 * so] = -(4.0f * f15) * (4.0f * g0 + 2.0f * g1 + g2);
+        o[4 * so] = f15 * (g0 - 2.0f * g1 + 4.0f * g2);
         o[5 * so] = g2;
     } else {
-        const v8 h = (v8){0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f};
         const v8 e = g0 + g2;
         o[0] = g0;
-        o[so] = h * (e + g1);
-        o[2 * so] = h * (e - g1);
+        o[so] = 0.5f * (e + g1);
+        o[2 * so] = 0.5f * (e - g1);
         o[3 * so] = g2;
     }
 }
@@ -90,40 +84,15 @@ WG_TARGET WG_INLINE void wg_g(int m, const v8 *g, int sg, v8 *o, int so) {
 WG_TARGET WG_INLINE void wg_at(int m, const v8 *v, int sv, v8 *o, int so) {
     if (m == 4) {
         const v8 v0 = v[0], v1 = v[sv], v2 = v[2 * sv], v3 = v[3 * sv], v4 = v[4 * sv], v5 = v[5 * sv];
-        const v8 half = (v8){0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f};
-        const v8 two = (v8){2, 2, 2, 2, 2, 2, 2, 2};
-        const v8 q = (v8){0.25f, 0.25f, 0.25f, 0.25f, 0.25f, 0.25f, 0.25f, 0.25f};
-        const v8 four = (v8){4, 4, 4, 4, 4, 4, 4, 4};
-        const v8 e = (v8){0.125f, 0.125f, 0.125f, 0.125f, 0.125f, 0.125f, 0.125f, 0.125f};
-        const v8 eight = (v8){8, 8, 8, 8, 8, 8, 8, 8};
         const v8 a = v1 + v2, b = v1 - v2;
         o[0] = v0 + a + v3 + v4;
-        o[so] = b + half * v3 - two * v4;
-        o[2 * so] = a + q * v3 + four * v4;
-        o[3 * so] = b + e * v3 - eight * v4 + v5;
+        o[so] = b + 0.5f * v3 - 2.0f * v4;
+        o[2 * so] = a + 0.25f * v3 + 4.0f * v4;
+        o[3 * so] = b + 0.125f * v3 - 8.0f * v4 + v5;
     } else {
         const v8 v0 = v[0], v1 = v[sv], v2 = v[2 * sv], v3 = v[3 * sv];
         o[0] = v0 + v1 + v2;
         o[so] = v1 - v2 - v3;
-    }
-}
-
-// 8 x 8 transpose: o[j][i] = r[i][j]
-WG_TARGET WG_INLINE void wg_transpose8(const v8 r[8], v8 o[8]) {
-    v8 t[8], s[8];
-    for (int i = 0; i < 8; i += 2) {
-        t[i] = __builtin_shufflevector(r[i], r[i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
-        t[i + 1] = __builtin_shufflevector(r[i], r[i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
-    }
-    for (int i = 0; i < 8; i += 4) {
-        s[i] = __builtin_shufflevector(t[i], t[i + 2], 0, 1, 8, 9, 4, 5, 12, 13);
-        s[i + 1] = __builtin_shufflevector(t[i], t[i + 2], 2, 3, 10, 11, 6, 7, 14, 15);
-        s[i + 2] = __builtin_shufflevector(t[i + 1], t[i + 3], 0, 1, 8, 9, 4, 5, 12, 13);
-        s[i + 3] = __builtin_shufflevector(t[i + 1], t[i + 3], 2, 3, 10, 11, 6, 7, 14, 15);
-    }
-    for (int j = 0; j < 4; ++j) {
-        o[j] = __builtin_shufflevector(s[j], s[j + 4], 0, 1, 2, 3, 8, 9, 10, 11);
-        o[j + 4] = __builtin_shufflevector(s[j], s[j + 4], 4, 5, 6, 7, 12, 13, 14, 15);
     }
 }
 
@@ -163,10 +132,10 @@ WG_TARGET static void wg_input_strip(const lumen_winograd_plan *p, const float *
         const float *src = xb + y * W;
         int64_t xx = lo;
         for (; xx + 8 <= hi; xx += 8) {
-            v8 in[8], out[8];
-            for (int l = 0; l < 8; ++l) in[l] = wg_loadu(src + l * H * W + xx);
-            wg_transpose8(in, out);
-            for (int j = 0; j < 8; ++j) row[xx - xs + j] = out[j];
+            __m256 r8[8];
+            for (int l = 0; l < 8; ++l) r8[l] = _mm256_loadu_ps(src + l * H * W + xx);
+            lumen_tr8_avx2(r8);  // r8[j] = column xx + j of the 8 channels
+            for (int j = 0; j < 8; ++j) row[xx - xs + j] = (v8)r8[j];
         }
         for (; xx < hi; ++xx) {
             v8 v;
@@ -236,20 +205,21 @@ WG_TARGET static void wg_output_strip(const lumen_winograd_plan *p, const float 
     const int affine = ep && ep->affine, clamp = ep && ep->clamp;
     const float mul = affine ? ep->mul : 0, add = affine ? ep->add : 0;
     const float lo = clamp ? ep->lo : 0, hi = clamp ? ep->hi : 0;
-    const v8 vmul = mul - (v8){0}, vadd = add - (v8){0}, vlo = lo - (v8){0}, vhi = hi - (v8){0};
+    const v8 vlo = lo + (v8){0}, vhi = hi + (v8){0};  // splats (the comparisons below want vectors)
     for (int i = 0; i < m; ++i) {
         const int64_t yy = ty * m + i;
         if (yy >= H) break;
         const int64_t base = ((b * O + o0) * H + yy) * W;  // channel o0's row; + l*H*W per lane
         int64_t xx = xbeg;
         for (; xx + 8 <= xend; xx += 8) {
-            v8 out[8];
-            wg_transpose8(yt + i * YW + (xx - xbeg), out);  // out[l] = channel o0 + l, columns xx .. xx+7
+            __m256 r8[8];
+            for (int j = 0; j < 8; ++j) r8[j] = (__m256)yt[i * YW + (xx - xbeg) + j];
+            lumen_tr8_avx2(r8);  // r8[l] = channel o0 + l, columns xx .. xx+7
             for (int l = 0; l < 8; ++l) {
-                v8 q = out[l];
+                v8 q = (v8)r8[l];
                 const int64_t off = base + l * H * W + xx;
                 if (res) q = q + wg_loadu(res + off);
-                if (affine) { q = q * vmul; q = q + vadd; }
+                if (affine) { q = q * mul; q = q + add; }
                 if (clamp) {  // max(q, lo) then min(., hi) as Swift computes them: NaN stays NaN
                     const v8i below = (v8i)(vlo >= q), above = (v8i)(vhi < q);
                     q = (v8)(((v8i)vlo & below) | ((v8i)q & ~below));

@@ -708,25 +708,6 @@ LUMEN_TARGET_AVX512 static void pack_cols_avx512(const float *p, int64_t ld, int
     }
 }
 
-LUMEN_TARGET_AVX2 static inline void tr8_avx2(__m256 r[8]) {
-    __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
-    __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
-    __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
-    __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
-    __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-    __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-    __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-    __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-    r[0] = _mm256_permute2f128_ps(s0, s4, 0x20);
-    r[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
-    r[2] = _mm256_permute2f128_ps(s2, s6, 0x20);
-    r[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
-    r[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
-    r[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
-    r[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
-    r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
-}
-
 LUMEN_TARGET_AVX2 static inline __m256 ld8_avx2(const void *p, int dtype, int kn) {
     if (kn < 8) {
         uint16_t tmp[8] = {0, 0, 0, 0, 0, 0, 0, 0};
@@ -773,7 +754,7 @@ LUMEN_TARGET_AVX2 static void pack_rows_avx2(const void *p, int dtype, int64_t l
                 const char *src = rp + (size_t)k * es;
                 for (int i = 0; i < 8; ++i)
                     r[i] = i < valid ? ld8_avx2(src + (size_t)i * rs, dtype, kn) : _mm256_setzero_ps();
-                tr8_avx2(r);
+                lumen_tr8_avx2(r);
                 float *ok = o + k * width;
                 if (gw == 8) {
                     for (int t = 0; t < kn; ++t) _mm256_storeu_ps(ok + t * width, r[t]);

@@ -1,4 +1,4 @@
-// Private interface shared by isa.c, gemm.c and conv.c: ISA target attributes, scalar
+// Private interface shared by isa.c, gemm.c, the conv_*.c files and attention_avx2.c: ISA target attributes, scalar
 // conversions, the packed-panel GEMM driver and its packers. Not part of the public API.
 #ifndef LUMEN_GEMM_INTERNAL_H
 #define LUMEN_GEMM_INTERNAL_H
@@ -18,6 +18,29 @@
     __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16,fma,f16c")))
 #else
 #define LUMEN_X86 0
+#endif
+
+#if LUMEN_X86
+// In-register 8x8 transpose: r[i][j] -> r[j][i] (the GEMM's transposing packers, AVX2 attention's
+// K^T packing, the Winograd transforms' channel-minor strips).
+LUMEN_TARGET_AVX2 static inline __attribute__((always_inline)) void lumen_tr8_avx2(__m256 r[8]) {
+    __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    r[0] = _mm256_permute2f128_ps(s0, s4, 0x20);
+    r[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
+    r[2] = _mm256_permute2f128_ps(s2, s6, 0x20);
+    r[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
+    r[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
+    r[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
+    r[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
+    r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
 #endif
 
 // The level the kernels use now (cheap: one relaxed atomic load after the first call).
