@@ -417,6 +417,19 @@ int64_t lumen_winograd_phases(const lumen_winograd_plan *p) {
 }
 
 #if LUMEN_X86
+// The products' GEMM: M (tiles x out channels, row stride ldc) = V (tiles x C) * U^T (U: out
+// channels x C), f32 even when bf16 compute is on; the caller sets a.p, b.p and c.
+static lumen_gemm_op wg_gemm_op(int64_t C, int64_t ldc) {
+    lumen_gemm_op op;
+    memset(&op, 0, sizeof op);
+    op.a.kind = LUMEN_SRC_ROWS; op.a.dtype = LUMEN_DT_F32; op.a.ld = C;
+    op.b.kind = LUMEN_SRC_ROWS; op.b.dtype = LUMEN_DT_F32; op.b.ld = C;
+    op.ldc = ldc;
+    op.alpha = 1.0f;
+    op.f32_only = 1;
+    return op;
+}
+
 // Fused mode, phase 1: this task's units of tiles, each transformed, multiplied and transformed
 // back while its V and M (thread-local) stay in the cache.
 static void wg_fused_units(const lumen_winograd_plan *p, int isa, const float *x, const float *U,
@@ -431,13 +444,7 @@ static void wg_fused_units(const lumen_winograd_plan *p, int isa, const float *x
     if (u0 >= u1) return;
     float *Vt = lumen_tl_buffer(4, (size_t)(a2 * Tb * C));
     float *Mt = lumen_tl_buffer(5, (size_t)(a2 * Tb * O));
-    lumen_gemm_op op;
-    memset(&op, 0, sizeof op);
-    op.a.kind = LUMEN_SRC_ROWS; op.a.dtype = LUMEN_DT_F32; op.a.ld = C;
-    op.b.kind = LUMEN_SRC_ROWS; op.b.dtype = LUMEN_DT_F32; op.b.ld = C;
-    op.ldc = O;
-    op.alpha = 1.0f;
-    op.f32_only = 1;
+    lumen_gemm_op op = wg_gemm_op(C, O);
     for (int64_t u = u0; u < u1; ++u) {
         // the unit: strips [sa, sb), tiles [tx0, tx1) of each
         int64_t sa, sb, tx0, tx1;
@@ -505,13 +512,7 @@ void lumen_winograd_run_phase(const lumen_winograd_plan *p, int64_t phase, const
             for (int64_t o = q0; o < q1; ++o) wg_weights(p, isa, w, wdtype, o, U, Ob * C, o - o0);
         }
     } else if (kind == 1) {
-        lumen_gemm_op op;
-        memset(&op, 0, sizeof op);
-        op.a.kind = LUMEN_SRC_ROWS; op.a.dtype = LUMEN_DT_F32; op.a.ld = C;
-        op.b.kind = LUMEN_SRC_ROWS; op.b.dtype = LUMEN_DT_F32; op.b.ld = C;
-        op.ldc = Ob;
-        op.alpha = 1.0f;
-        op.f32_only = 1;
+        lumen_gemm_op op = wg_gemm_op(C, Ob);
         int64_t m0, m1, n0, n1;
         lumen_gemm_split(isa, tiles, ocount, task, ntasks, &m0, &m1, &n0, &n1);
         if (m0 >= m1 || n0 >= n1) return;
