@@ -209,7 +209,7 @@ static void winograd_shapes(int threads, int reps) {
                                  {640, 640, 64, 2},   {640, 640, 32, 2},  {1920, 640, 32, 2},
                                  {1280, 1280, 32, 2}, {1280, 1280, 16, 2}, {2560, 1280, 16, 2},
                                  {1280, 1280, 8, 2},  {512, 512, 64, 1},  {512, 512, 128, 1},
-                                 {256, 256, 256, 1},  {128, 128, 512, 1}, {64, 64, 256, 1}};
+                                 {256, 256, 256, 1},  {128, 128, 512, 1}, {64, 64, 256, 1},  {64, 64, 512, 1}};
     const char *only = getenv("CONV_ONLY");
     printf("winograd, isa %s, %d threads, %d runs: C -> O @ HxW, GFLOP/s (direct-conv FLOPs over the best time) "
            "and error for lumen_conv2d, F(4x4), F(2x2)\n",

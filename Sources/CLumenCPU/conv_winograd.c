@@ -109,10 +109,10 @@ WG_TARGET WG_INLINE void wg_storeu(float *p, v8 v) { memcpy(p, &v, sizeof v); }
 // stored at V[xi * vs + (tloc0 + tx - tx0) * C + c]
 // ---------------------------------------------------------------------------------------------
 
-WG_TARGET static void wg_input_strip(const lumen_winograd_plan *p, const float *x, int64_t b,
-                                     int64_t ty, int64_t tx0, int64_t tx1, int64_t c0, float *V,
-                                     int64_t vs, int64_t tloc0) {
-    const int m = (int)p->m, alpha = m + 2;
+WG_TARGET WG_INLINE void wg_input_strip_m(const int m, const lumen_winograd_plan *p, const float *x,
+                                          int64_t b, int64_t ty, int64_t tx0, int64_t tx1, int64_t c0,
+                                          float *V, int64_t vs, int64_t ldv, int64_t tloc0) {
+    const int alpha = m + 2;
     const int64_t C = p->C, H = p->H, W = p->W;
     // strip columns: input columns xs .. xe - 1
     const int64_t xs = m * tx0 - 1, xe = m * tx1 + 1, XW = xe - xs;
@@ -146,34 +146,63 @@ WG_TARGET static void wg_input_strip(const lumen_winograd_plan *p, const float *
     }
     v8 d[36], t[36];
     for (int64_t tx = tx0; tx < tx1; ++tx) {
-        const int64_t col = m * (tx - tx0);
-        for (int r = 0; r < alpha; ++r)
-            for (int j = 0; j < alpha; ++j) d[r * alpha + j] = xt[r * XW + col + j];
-        for (int j = 0; j < alpha; ++j) wg_bt(m, d + j, alpha, t + j, alpha);      // columns
+        const v8 *tile = xt + m * (tx - tx0);  // tile[r * XW + j]
+        for (int j = 0; j < alpha; ++j) wg_bt(m, tile + j, (int)XW, t + j, alpha);  // columns
         for (int i = 0; i < alpha; ++i) wg_bt(m, t + i * alpha, 1, d + i * alpha, 1);  // rows
-        float *dst = V + (tloc0 + tx - tx0) * C + c0;
+        float *dst = V + (tloc0 + tx - tx0) * ldv + c0;
         for (int k = 0; k < alpha * alpha; ++k) wg_storeu(dst + k * vs, d[k]);
     }
+}
+
+// V's rows (tiles) at stride ldv: C, or the GEMM's packed-A stride (fused mode, pack_nr > 0)
+WG_TARGET static void wg_input_strip4(const lumen_winograd_plan *p, const float *x, int64_t b, int64_t ty,
+                                      int64_t tx0, int64_t tx1, int64_t c0, float *V, int64_t vs,
+                                      int64_t ldv, int64_t tloc0) {
+    wg_input_strip_m(4, p, x, b, ty, tx0, tx1, c0, V, vs, ldv, tloc0);
+}
+
+WG_TARGET static void wg_input_strip2(const lumen_winograd_plan *p, const float *x, int64_t b, int64_t ty,
+                                      int64_t tx0, int64_t tx1, int64_t c0, float *V, int64_t vs,
+                                      int64_t ldv, int64_t tloc0) {
+    wg_input_strip_m(2, p, x, b, ty, tx0, tx1, c0, V, vs, ldv, tloc0);
+}
+
+static void wg_input_strip(const lumen_winograd_plan *p, const float *x, int64_t b, int64_t ty,
+                           int64_t tx0, int64_t tx1, int64_t c0, float *V, int64_t vs, int64_t ldv,
+                           int64_t tloc0) {
+    (p->m == 4 ? wg_input_strip4 : wg_input_strip2)(p, x, b, ty, tx0, tx1, c0, V, vs, ldv, tloc0);
 }
 
 // ---------------------------------------------------------------------------------------------
 // Phase 1b: transformed weights of output channel o (all input channels)
 // ---------------------------------------------------------------------------------------------
 
+// U[xi * us + oloc * C + c], or with nr > 0 (the GEMM's packed B: panels of nr output channels,
+// [c][nr] each) U[xi * us + (oloc / nr) * nr * C + c * nr + oloc % nr]. o >= O (a last panel's
+// padding) writes zeros.
 WG_TARGET static void wg_weights(const lumen_winograd_plan *p, int isa, const void *w, int wdtype,
-                                 int64_t o, float *U, int64_t us, int64_t oloc) {
+                                 int64_t o, float *U, int64_t us, int64_t oloc, int64_t nr) {
     const int m = (int)p->m, alpha = m + 2;
     const int64_t C = p->C;
     float *g = lumen_tl_buffer(2, (size_t)(C * 9));
-    lumen_cvt_row(isa, (const char *)w + (size_t)(o * C * 9) * lumen_dtype_size(wdtype), wdtype, C * 9, g);
+    if (o < p->O)
+        lumen_cvt_row(isa, (const char *)w + (size_t)(o * C * 9) * lumen_dtype_size(wdtype), wdtype, C * 9, g);
+    else
+        memset(g, 0, sizeof(float) * (size_t)(C * 9));
     v8 gv[9], t[18], u[36];
     for (int64_t c0 = 0; c0 < C; c0 += 8) {
         for (int k = 0; k < 9; ++k)
             for (int l = 0; l < 8; ++l) gv[k][l] = g[(c0 + l) * 9 + k];
         for (int j = 0; j < 3; ++j) wg_g(m, gv + j, 3, t + j, 3);          // along kh: t[i][kw]
         for (int i = 0; i < alpha; ++i) wg_g(m, t + i * 3, 1, u + i * alpha, 1);  // along kw
-        float *dst = U + oloc * C + c0;
-        for (int k = 0; k < alpha * alpha; ++k) wg_storeu(dst + k * us, u[k]);
+        if (nr > 0) {
+            float *dst = U + (oloc / nr) * nr * C + c0 * nr + oloc % nr;
+            for (int k = 0; k < alpha * alpha; ++k)
+                for (int l = 0; l < 8; ++l) dst[k * us + l * nr] = u[k][l];
+        } else {
+            float *dst = U + oloc * C + c0;
+            for (int k = 0; k < alpha * alpha; ++k) wg_storeu(dst + k * us, u[k]);
+        }
     }
 }
 
@@ -182,11 +211,11 @@ WG_TARGET static void wg_weights(const lumen_winograd_plan *p, int isa, const vo
 // M[xi * ms + (tloc0 + tx - tx0) * ldm + ol0 + lane]
 // ---------------------------------------------------------------------------------------------
 
-WG_TARGET static void wg_output_strip(const lumen_winograd_plan *p, const float *M, int64_t ms,
-                                      int64_t ldm, int64_t b, int64_t ty, int64_t tx0, int64_t tx1,
-                                      int64_t o0, int64_t ol0, int64_t tloc0, const float *bias,
-                                      float *y, const lumen_conv_epilogue *ep) {
-    const int m = (int)p->m, alpha = m + 2;
+WG_TARGET WG_INLINE void wg_output_strip_m(const int m, const lumen_winograd_plan *p, const float *M,
+                                           int64_t ms, int64_t ldm, int64_t b, int64_t ty, int64_t tx0,
+                                           int64_t tx1, int64_t o0, int64_t ol0, int64_t tloc0,
+                                           const float *bias, float *y, const lumen_conv_epilogue *ep) {
+    const int alpha = m + 2;
     const int64_t O = p->O, H = p->H, W = p->W;
     const int64_t YW = m * (tx1 - tx0), xbeg = m * tx0, xend = m * tx1 < W ? m * tx1 : W;
     v8 *yt = (v8 *)lumen_tl_buffer(2, (size_t)(m * YW * 8));  // yt[i * YW + x - xbeg]
@@ -244,6 +273,24 @@ WG_TARGET static void wg_output_strip(const lumen_winograd_plan *p, const float 
         }
     }
 }
+
+#define WG_OUTPUT_ARGS                                                                              \
+    const lumen_winograd_plan *p, const float *M, int64_t ms, int64_t ldm, int64_t b, int64_t ty,   \
+        int64_t tx0, int64_t tx1, int64_t o0, int64_t ol0, int64_t tloc0, const float *bias, float *y, \
+        const lumen_conv_epilogue *ep
+
+WG_TARGET static void wg_output_strip4(WG_OUTPUT_ARGS) {
+    wg_output_strip_m(4, p, M, ms, ldm, b, ty, tx0, tx1, o0, ol0, tloc0, bias, y, ep);
+}
+
+WG_TARGET static void wg_output_strip2(WG_OUTPUT_ARGS) {
+    wg_output_strip_m(2, p, M, ms, ldm, b, ty, tx0, tx1, o0, ol0, tloc0, bias, y, ep);
+}
+
+static void wg_output_strip(WG_OUTPUT_ARGS) {
+    (p->m == 4 ? wg_output_strip4 : wg_output_strip2)(p, M, ms, ldm, b, ty, tx0, tx1, o0, ol0, tloc0, bias, y, ep);
+}
+#undef WG_OUTPUT_ARGS
 
 #endif  // LUMEN_X86
 
@@ -353,6 +400,15 @@ static int plan_fused(int64_t batch, int64_t C, int64_t H, int64_t W, int64_t O,
     }
     p->n_tblocks = 1; p->n_oblocks = 1; p->ob = O;
     p->scratch_floats = a2 * O * C;
+    const int isa = lumen_isa_current();
+    if (lumen_gemm_prepacked_ok(isa, C)) {
+        // the transforms write the GEMM's packed operands: U in B panels (padded to whole
+        // panels), V as A rows at the packed stride
+        const lumen_blocking bl = lumen_gemm_blocking(isa);
+        p->pack_nr = bl.nr; p->pack_ks = bl.kc; p->pack_mr = bl.mr; p->isa = isa;
+        // + 16: U starts at the scratch's first 64-byte boundary (the kernels load B aligned)
+        p->scratch_floats = a2 * ((O + bl.nr - 1) / bl.nr * bl.nr) * C + 16;
+    }
     return 1;
 }
 
@@ -430,6 +486,9 @@ static lumen_gemm_op wg_gemm_op(int64_t C, int64_t ldc) {
     return op;
 }
 
+// floats: at least n, 16 past a multiple of 1024 (see wg_fused_units)
+static int64_t wg_plane_stride(int64_t n) { return (n + 1023) / 1024 * 1024 + 16; }
+
 // Fused mode, phase 1: this task's units of tiles, each transformed, multiplied and transformed
 // back while its V and M (thread-local) stay in the cache.
 static void wg_fused_units(const lumen_winograd_plan *p, int isa, const float *x, const float *U,
@@ -442,8 +501,16 @@ static void wg_fused_units(const lumen_winograd_plan *p, int isa, const float *x
     const int64_t units = segs == 1 ? (S + k - 1) / k : S * segs;
     const int64_t u0 = units * task / ntasks, u1 = units * (task + 1) / ntasks;
     if (u0 >= u1) return;
-    float *Vt = lumen_tl_buffer(4, (size_t)(a2 * Tb * C));
-    float *Mt = lumen_tl_buffer(5, (size_t)(a2 * Tb * O));
+    // V: rows at stride C, or (prepacked) the GEMM's A rows at stride ks, tiles padded to whole
+    // micro-panels
+    const int64_t nr = p->pack_nr, mr = nr ? p->pack_mr : 1, ldv = nr ? p->pack_ks : C;
+    const int64_t Tbp = (Tb + mr - 1) / mr * mr, us = nr ? (O + nr - 1) / nr * nr * C : O * C;
+    // The transforms touch all a2 planes of V (M) for each tile: planes 4 KiB + one cache line
+    // apart fall in different cache sets (at a multiple of 4 KiB apart, as 56 tiles of the packed
+    // stride 384 are, they all share one set, and the input transform ran at half speed)
+    const int64_t vs = wg_plane_stride(Tbp * ldv), ms = wg_plane_stride(Tb * O);
+    float *Vt = lumen_tl_buffer(4, (size_t)(a2 * vs));
+    float *Mt = lumen_tl_buffer(5, (size_t)(a2 * ms));
     lumen_gemm_op op = wg_gemm_op(C, O);
     for (int64_t u = u0; u < u1; ++u) {
         // the unit: strips [sa, sb), tiles [tx0, tx1) of each
@@ -456,16 +523,27 @@ static void wg_fused_units(const lumen_winograd_plan *p, int isa, const float *x
         const int64_t per = tx1 - tx0, nt = (sb - sa) * per;
         for (int64_t s = sa; s < sb; ++s)
             for (int64_t c0 = 0; c0 < C; c0 += 8)
-                wg_input_strip(p, x, s / TH, s % TH, tx0, tx1, c0, Vt, Tb * C, (s - sa) * per);
-        for (int64_t q = 0; q < a2; ++q) {
-            op.a.p = Vt + q * Tb * C;
-            op.b.p = U + q * O * C;
-            op.c = Mt + q * Tb * O;
-            lumen_gemm_run(&op, isa, 0, nt, 0, O, C);
+                wg_input_strip(p, x, s / TH, s % TH, tx0, tx1, c0, Vt, vs, ldv, (s - sa) * per);
+        if (nr) {
+            // rows past the unit's tiles up to the micro-panel's end: zeros (a kernel may read them)
+            const int64_t ntp = (nt + mr - 1) / mr * mr;
+            for (int64_t q = 0; q < a2; ++q)
+                for (int64_t r = nt; r < ntp; ++r) memset(Vt + q * vs + r * ldv, 0, sizeof(float) * (size_t)C);
+            for (int64_t q = 0; q < a2; ++q) {
+                op.c = Mt + q * ms;
+                lumen_gemm_prepacked(&op, (int)p->isa, Vt + q * vs, U + q * us, nt, O, C);
+            }
+        } else {
+            for (int64_t q = 0; q < a2; ++q) {
+                op.a.p = Vt + q * vs;
+                op.b.p = U + q * us;
+                op.c = Mt + q * ms;
+                lumen_gemm_run(&op, isa, 0, nt, 0, O, C);
+            }
         }
         for (int64_t s = sa; s < sb; ++s)
             for (int64_t o0 = 0; o0 < O; o0 += 8)
-                wg_output_strip(p, Mt, Tb * O, O, s / TH, s % TH, tx0, tx1, o0, o0, (s - sa) * per,
+                wg_output_strip(p, Mt, ms, O, s / TH, s % TH, tx0, tx1, o0, o0, (s - sa) * per,
                                 bias, y, ep);
     }
 }
@@ -481,9 +559,11 @@ void lumen_winograd_run_phase(const lumen_winograd_plan *p, int64_t phase, const
     const int64_t a2 = (m + 2) * (m + 2), C = p->C, O = p->O, TW = p->TW, TH = p->TH;
     if (p->fused) {
         // phase 0: all the weights' transforms (U, shared); phase 1: the tiles, unit by unit
+        if (p->pack_nr) scratch = (float *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
         if (phase == 0) {
-            const int64_t q0 = O * task / ntasks, q1 = O * (task + 1) / ntasks;
-            for (int64_t o = q0; o < q1; ++o) wg_weights(p, isa, w, wdtype, o, scratch, O * C, o);
+            const int64_t nr = p->pack_nr, Op = nr ? (O + nr - 1) / nr * nr : O;
+            const int64_t q0 = Op * task / ntasks, q1 = Op * (task + 1) / ntasks;
+            for (int64_t o = q0; o < q1; ++o) wg_weights(p, isa, w, wdtype, o, scratch, Op * C, o, nr);
         } else {
             wg_fused_units(p, isa, x, scratch, bias, y, ep, task, ntasks);
         }
@@ -504,12 +584,12 @@ void lumen_winograd_run_phase(const lumen_winograd_plan *p, int64_t phase, const
             const int64_t u0 = units * task / ntasks, u1 = units * (task + 1) / ntasks;
             for (int64_t u = u0; u < u1; ++u) {
                 const int64_t s = s0 + u / cb, c0 = (u % cb) * 8;
-                wg_input_strip(p, x, s / TH, s % TH, 0, TW, c0, V, Tb * C, (s - s0) * TW);
+                wg_input_strip(p, x, s / TH, s % TH, 0, TW, c0, V, Tb * C, C, (s - s0) * TW);
             }
         }
         if (doU) {
             const int64_t q0 = o0 + ocount * task / ntasks, q1 = o0 + ocount * (task + 1) / ntasks;
-            for (int64_t o = q0; o < q1; ++o) wg_weights(p, isa, w, wdtype, o, U, Ob * C, o - o0);
+            for (int64_t o = q0; o < q1; ++o) wg_weights(p, isa, w, wdtype, o, U, Ob * C, o - o0, 0);
         }
     } else if (kind == 1) {
         lumen_gemm_op op = wg_gemm_op(C, Ob);

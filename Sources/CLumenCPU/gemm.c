@@ -1248,6 +1248,26 @@ void lumen_gemm_run(const lumen_gemm_op *op, int isa, int64_t m0, int64_t m1, in
     }
 }
 
+int lumen_gemm_prepacked_ok(int isa, int64_t K) {
+    const lumen_blocking bl = lumen_gemm_blocking(isa);
+    return (isa == LUMEN_ISA_AVX512 || isa == LUMEN_ISA_AVX2) && K > 0 && K <= bl.kc;
+}
+
+void lumen_gemm_prepacked(const lumen_gemm_op *op, int isa, const float *Ap, const float *Bp,
+                          int64_t M, int64_t N, int64_t K) {
+    if (M <= 0 || N <= 0 || !lumen_gemm_prepacked_ok(isa, K)) return;
+    const lumen_blocking bl = lumen_gemm_blocking(isa);
+    const lumen_ukernel uk = lumen_ukernel_for(isa, &bl);
+    lumen_ukernel rows[14] = {NULL};
+    for (int r = 1; r < bl.mr && r < 14; ++r) rows[r] = lumen_ukernel_rows_for(isa, &bl, r);
+    float tmp[14 * 32] __attribute__((aligned(64)));
+    // one K block: A's rows and B's panels are already in the packed layouts (gemm_tile reads
+    // A's tile at Ap + ir * kc and B's at Bp + jr * K)
+    for (int64_t ir = 0; ir < M; ir += bl.mr)
+        for (int64_t jr = 0; jr < N; jr += bl.nr)
+            gemm_tile(op, uk, rows, bl, Ap, Bp, 0, ir, M, 0, jr, N, K, 1, 1, tmp);
+}
+
 void lumen_gemm_split(int isa, int64_t M, int64_t N, int task, int ntasks, int64_t *m0,
                       int64_t *m1, int64_t *n0, int64_t *n1) {
     *m0 = 0; *m1 = M; *n0 = 0; *n1 = N;

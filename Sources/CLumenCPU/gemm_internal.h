@@ -168,6 +168,14 @@ lumen_blocking lumen_gemm_blocking(int isa);
 float *lumen_tl_buffer(int slot, size_t nfloats);
 void lumen_gemm_run(const lumen_gemm_op *op, int isa, int64_t m0, int64_t m1, int64_t n0,
                     int64_t n1, int64_t K);
+// The same product for operands already in the packed layouts, in one K block (K <= the level's
+// kc; lumen_gemm_prepacked_ok): A's M rows at Ap + i * kc (kc = lumen_gemm_blocking(isa).kc; rows
+// up to the next multiple of mr must be readable), B's columns in panels of nr, panel p at
+// Bp + p * nr * K holding [k][nr] (columns past N zero). Output and epilogue from op (its a and b
+// are not read). The Winograd path packs its transforms this way as it writes them.
+int lumen_gemm_prepacked_ok(int isa, int64_t K);
+void lumen_gemm_prepacked(const lumen_gemm_op *op, int isa, const float *Ap, const float *Bp,
+                          int64_t M, int64_t N, int64_t K);
 // Splits an M x N output among tasks (over M or N in units of the tile), sets [m0,m1) x [n0,n1).
 void lumen_gemm_split(int isa, int64_t M, int64_t N, int task, int ntasks, int64_t *m0,
                       int64_t *m1, int64_t *n0, int64_t *n1);

@@ -79,6 +79,9 @@ final class WinogradConvTests: XCTestCase {
             Case(batch: 2, c: 16, h: 9, w: 19, o: 8),     // 8 + 8 + 3 columns, a 1-row last tile
             Case(batch: 3, c: 24, h: 6, w: 16, o: 40),    // three images
             Case(batch: 1, c: 64, h: 13, w: 30, o: 24),   // more channels than one vector
+            // fused: more input channels than one packed GEMM block takes (AVX2 256, AVX-512 384),
+            // so the products go through lumen_gemm_run instead of the transforms' packed operands
+            Case(batch: 1, c: 392, h: 6, w: 10, o: 16),
         ]
         XCTAssertEqual(lumen_cpu_set_conv_winograd(2), 2)
         try forEachInstructionSet(vectorSets) { isa in

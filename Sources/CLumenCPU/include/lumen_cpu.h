@@ -155,6 +155,10 @@ typedef struct {
     // has every task take units of tiles (strips_per_block whole strips, or one of
     // segs_per_strip segments of seg_tiles tiles) through all three steps in its own cache.
     int64_t fused, seg_tiles, segs_per_strip;
+    // Fused mode with the GEMM's packing done by the transforms (pack_nr > 0): phase 0 writes U
+    // in the GEMM's B panels of pack_nr output channels, the input transform writes V as the GEMM's
+    // A rows at stride pack_ks, for the level `isa` the plan was made for.
+    int64_t pack_nr, pack_ks, pack_mr, isa;
 } lumen_winograd_plan;
 
 int lumen_cpu_set_conv_winograd(int mode);
