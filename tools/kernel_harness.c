@@ -209,7 +209,8 @@ static void winograd_shapes(int threads, int reps) {
                                  {640, 640, 64, 2},   {640, 640, 32, 2},  {1920, 640, 32, 2},
                                  {1280, 1280, 32, 2}, {1280, 1280, 16, 2}, {2560, 1280, 16, 2},
                                  {1280, 1280, 8, 2},  {512, 512, 64, 1},  {512, 512, 128, 1},
-                                 {256, 256, 256, 1},  {128, 128, 512, 1}, {64, 64, 256, 1},  {64, 64, 512, 1}};
+                                 {256, 256, 256, 1},  {128, 128, 512, 1}, {64, 64, 256, 1},  {64, 64, 512, 1},
+                                 {64, 64, 64, 1},     {64, 64, 128, 1},   {128, 128, 256, 1}};
     const char *only = getenv("CONV_ONLY");
     printf("winograd, isa %s, %d threads, %d runs: C -> O @ HxW, GFLOP/s (direct-conv FLOPs over the best time) "
            "and error for lumen_conv2d, F(4x4), F(2x2)\n",
@@ -230,7 +231,7 @@ static void winograd_shapes(int threads, int reps) {
                       &best, &median);
             printf("  conv2d %.1f (%.1e)", flops / best * 1e-9, conv_error(x, wf, y, B, C, O, H));
         }
-        for (int m = 4; m >= 2; m -= 2) {
+        for (int m = 6; m >= 2; m -= 2) {
             if (only_m && m != only_m) continue;
             lumen_winograd_plan plan;
             if (!lumen_winograd_plan_make(B, C, H, H, O, 3, 3, 1, 1, 1, 1, m, &plan)) {

@@ -1,5 +1,6 @@
-// Winograd 3x3 convolutions (stride 1, padding 1): F(m x m, 3 x 3) with m = 4 (6 x 6 input tiles,
-// 36 products per 16 outputs instead of 144) or m = 2 (4 x 4 tiles, 16 per 4 instead of 36).
+// Winograd 3x3 convolutions (stride 1, padding 1): F(m x m, 3 x 3) with m = 6 (8 x 8 input tiles,
+// 64 products per 36 outputs instead of 324), m = 4 (6 x 6 tiles, 36 per 16 instead of 144) or
+// m = 2 (4 x 4 tiles, 16 per 4 instead of 36).
 //
 // For each input tile d (alpha x alpha, alpha = m + 2) and channel c, V = B^T d B; for each
 // output channel o and channel c, U = G g G^T; then for each of the alpha^2 positions xi a GEMM
@@ -40,9 +41,28 @@ typedef int32_t v8i __attribute__((vector_size(32), aligned(32)));
 // float64; Barabasz et al., "Error analysis and improving the accuracy of Winograd convolution for
 // deep neural networks", 2020, point to the same set), and A^T's entries stay powers of two.
 
+// For m = 6 the points are 0, 1, -1, 1/2, -1/2, 2, -2 and infinity (the usual set; B^T's and G's
+// first rows negated, which leaves their products unchanged). Its largest f32 error is about 5x
+// F(4x4)'s (a float32 simulation against float64 at 64 and 128 channels: 1.3e-5 against 2.4e-6
+// of the largest output), for 64 products per 36 outputs instead of 36 per 16.
+
 // B^T (alpha x alpha) applied to d[0], d[s], ...
 WG_TARGET WG_INLINE void wg_bt(int m, const v8 *d, int sd, v8 *o, int so) {
-    if (m == 4) {
+    if (m == 6) {
+        const v8 d0 = d[0], d1 = d[sd], d2 = d[2 * sd], d3 = d[3 * sd], d4 = d[4 * sd], d5 = d[5 * sd],
+                 d6 = d[6 * sd], d7 = d[7 * sd];
+        o[0] = d0 - d6 + 5.25f * (d4 - d2);
+        const v8 e1 = d2 + d6 - 4.25f * d4, f1 = d1 + d5 - 4.25f * d3;
+        o[so] = e1 + f1;
+        o[2 * so] = e1 - f1;
+        const v8 e3 = 4.0f * d2 - 5.0f * d4 + d6, f3 = 2.0f * d1 - 2.5f * d3 + 0.5f * d5;
+        o[3 * so] = e3 + f3;
+        o[4 * so] = e3 - f3;
+        const v8 e5 = 0.25f * d2 - 1.25f * d4 + d6, f5 = 0.5f * d1 - 2.5f * d3 + 2.0f * d5;
+        o[5 * so] = e5 + f5;
+        o[6 * so] = e5 - f5;
+        o[7 * so] = d7 - d1 + 5.25f * (d3 - d5);
+    } else if (m == 4) {
         const v8 d0 = d[0], d1 = d[sd], d2 = d[2 * sd], d3 = d[3 * sd], d4 = d[4 * sd], d5 = d[5 * sd];
         o[0] = d0 + 1.5f * (d3 - d1) + d4 - 2.0f * d2;
         o[so] = d4 - d1 + 0.5f * d2 + 2.5f * d3;
@@ -62,7 +82,18 @@ WG_TARGET WG_INLINE void wg_bt(int m, const v8 *d, int sd, v8 *o, int so) {
 // G (alpha x 3) applied to g[0], g[s], g[2s]
 WG_TARGET WG_INLINE void wg_g(int m, const v8 *g, int sg, v8 *o, int so) {
     const v8 g0 = g[0], g1 = g[sg], g2 = g[2 * sg];
-    if (m == 4) {
+    if (m == 6) {
+        const v8 e = g0 + g2;
+        o[0] = g0;
+        o[so] = (-2.0f / 9) * (e + g1);
+        o[2 * so] = (-2.0f / 9) * (e - g1);
+        const v8 e3 = 32.0f * g0 + 8.0f * g2, e5 = g0 + 4.0f * g2;
+        o[3 * so] = (1.0f / 45) * (e3 + 16.0f * g1);
+        o[4 * so] = (1.0f / 45) * (e3 - 16.0f * g1);
+        o[5 * so] = (1.0f / 90) * (e5 + 2.0f * g1);
+        o[6 * so] = (1.0f / 90) * (e5 - 2.0f * g1);
+        o[7 * so] = g2;
+    } else if (m == 4) {
         const float t3 = 1.0f / 3, f15 = 1.0f / 15;
         const v8 e = g0 + g2;
         o[0] = g0;
@@ -82,7 +113,18 @@ WG_TARGET WG_INLINE void wg_g(int m, const v8 *g, int sg, v8 *o, int so) {
 
 // A^T (m x alpha) applied to v[0], v[s], ...
 WG_TARGET WG_INLINE void wg_at(int m, const v8 *v, int sv, v8 *o, int so) {
-    if (m == 4) {
+    if (m == 6) {
+        const v8 v0 = v[0], v7 = v[7 * sv];
+        const v8 a1 = v[sv] + v[2 * sv], b1 = v[sv] - v[2 * sv];
+        const v8 a3 = v[3 * sv] + v[4 * sv], b3 = v[3 * sv] - v[4 * sv];
+        const v8 a5 = v[5 * sv] + v[6 * sv], b5 = v[5 * sv] - v[6 * sv];
+        o[0] = v0 + a1 + a3 + a5;
+        o[so] = b1 + 0.5f * b3 + 2.0f * b5;
+        o[2 * so] = a1 + 0.25f * a3 + 4.0f * a5;
+        o[3 * so] = b1 + 0.125f * b3 + 8.0f * b5;
+        o[4 * so] = a1 + 0.0625f * a3 + 16.0f * a5;
+        o[5 * so] = b1 + 0.03125f * b3 + 32.0f * b5 + v7;
+    } else if (m == 4) {
         const v8 v0 = v[0], v1 = v[sv], v2 = v[2 * sv], v3 = v[3 * sv], v4 = v[4 * sv], v5 = v[5 * sv];
         const v8 a = v1 + v2, b = v1 - v2;
         o[0] = v0 + a + v3 + v4;
@@ -144,7 +186,7 @@ WG_TARGET WG_INLINE void wg_input_strip_m(const int m, const lumen_winograd_plan
         }
         for (xx = hi; xx < xe; ++xx) row[xx - xs] = (v8){0};
     }
-    v8 d[36], t[36];
+    v8 d[64], t[64];
     for (int64_t tx = tx0; tx < tx1; ++tx) {
         const v8 *tile = xt + m * (tx - tx0);  // tile[r * XW + j]
         for (int j = 0; j < alpha; ++j) wg_bt(m, tile + j, (int)XW, t + j, alpha);  // columns
@@ -161,6 +203,12 @@ WG_TARGET static void wg_input_strip4(const lumen_winograd_plan *p, const float 
     wg_input_strip_m(4, p, x, b, ty, tx0, tx1, c0, V, vs, ldv, tloc0);
 }
 
+WG_TARGET static void wg_input_strip6(const lumen_winograd_plan *p, const float *x, int64_t b, int64_t ty,
+                                      int64_t tx0, int64_t tx1, int64_t c0, float *V, int64_t vs,
+                                      int64_t ldv, int64_t tloc0) {
+    wg_input_strip_m(6, p, x, b, ty, tx0, tx1, c0, V, vs, ldv, tloc0);
+}
+
 WG_TARGET static void wg_input_strip2(const lumen_winograd_plan *p, const float *x, int64_t b, int64_t ty,
                                       int64_t tx0, int64_t tx1, int64_t c0, float *V, int64_t vs,
                                       int64_t ldv, int64_t tloc0) {
@@ -170,39 +218,54 @@ WG_TARGET static void wg_input_strip2(const lumen_winograd_plan *p, const float 
 static void wg_input_strip(const lumen_winograd_plan *p, const float *x, int64_t b, int64_t ty,
                            int64_t tx0, int64_t tx1, int64_t c0, float *V, int64_t vs, int64_t ldv,
                            int64_t tloc0) {
-    (p->m == 4 ? wg_input_strip4 : wg_input_strip2)(p, x, b, ty, tx0, tx1, c0, V, vs, ldv, tloc0);
+    (p->m == 6 ? wg_input_strip6 : p->m == 4 ? wg_input_strip4 : wg_input_strip2)(p, x, b, ty, tx0, tx1, c0, V,
+                                                                                  vs, ldv, tloc0);
 }
 
 // ---------------------------------------------------------------------------------------------
 // Phase 1b: transformed weights of output channel o (all input channels)
 // ---------------------------------------------------------------------------------------------
 
-// U[xi * us + oloc * C + c], or with nr > 0 (the GEMM's packed B: panels of nr output channels,
-// [c][nr] each) U[xi * us + (oloc / nr) * nr * C + c * nr + oloc % nr]. o >= O (a last panel's
-// padding) writes zeros.
+// U[xi * us + oloc * C + c]
 WG_TARGET static void wg_weights(const lumen_winograd_plan *p, int isa, const void *w, int wdtype,
-                                 int64_t o, float *U, int64_t us, int64_t oloc, int64_t nr) {
+                                 int64_t o, float *U, int64_t us, int64_t oloc) {
     const int m = (int)p->m, alpha = m + 2;
     const int64_t C = p->C;
     float *g = lumen_tl_buffer(2, (size_t)(C * 9));
-    if (o < p->O)
-        lumen_cvt_row(isa, (const char *)w + (size_t)(o * C * 9) * lumen_dtype_size(wdtype), wdtype, C * 9, g);
-    else
-        memset(g, 0, sizeof(float) * (size_t)(C * 9));
-    v8 gv[9], t[18], u[36];
+    lumen_cvt_row(isa, (const char *)w + (size_t)(o * C * 9) * lumen_dtype_size(wdtype), wdtype, C * 9, g);
+    v8 gv[9], t[24], u[64];
     for (int64_t c0 = 0; c0 < C; c0 += 8) {
         for (int k = 0; k < 9; ++k)
             for (int l = 0; l < 8; ++l) gv[k][l] = g[(c0 + l) * 9 + k];
         for (int j = 0; j < 3; ++j) wg_g(m, gv + j, 3, t + j, 3);          // along kh: t[i][kw]
         for (int i = 0; i < alpha; ++i) wg_g(m, t + i * 3, 1, u + i * alpha, 1);  // along kw
-        if (nr > 0) {
-            float *dst = U + (oloc / nr) * nr * C + c0 * nr + oloc % nr;
-            for (int k = 0; k < alpha * alpha; ++k)
-                for (int l = 0; l < 8; ++l) dst[k * us + l * nr] = u[k][l];
-        } else {
-            float *dst = U + oloc * C + c0;
-            for (int k = 0; k < alpha * alpha; ++k) wg_storeu(dst + k * us, u[k]);
-        }
+        float *dst = U + oloc * C + c0;
+        for (int k = 0; k < alpha * alpha; ++k) wg_storeu(dst + k * us, u[k]);
+    }
+}
+
+// The same into the GEMM's packed B for output channels [o0, o0 + 8) (o0 a multiple of 8, nr of
+// 8), 8 output channels a vector, so that each transformed weight vector is one store:
+// U[xi * us + (o0 / nr) * nr * C + c * nr + o0 % nr + lane]. Channels o >= O get zeros.
+WG_TARGET static void wg_weights_packed(const lumen_winograd_plan *p, int isa, const void *w, int wdtype,
+                                        int64_t o0, float *U, int64_t us, int64_t nr) {
+    const int m = (int)p->m, alpha = m + 2;
+    const int64_t C = p->C, n = C * 9;
+    float *g = lumen_tl_buffer(2, (size_t)(8 * n));  // g[l * n + c * 9 + k]: output channel o0 + l
+    for (int l = 0; l < 8; ++l) {
+        if (o0 + l < p->O)
+            lumen_cvt_row(isa, (const char *)w + (size_t)((o0 + l) * n) * lumen_dtype_size(wdtype), wdtype, n, g + l * n);
+        else
+            memset(g + l * n, 0, sizeof(float) * (size_t)n);
+    }
+    v8 gv[9], t[24], u[64];
+    float *base = U + (o0 / nr) * nr * C + o0 % nr;
+    for (int64_t c = 0; c < C; ++c) {
+        for (int k = 0; k < 9; ++k)
+            for (int l = 0; l < 8; ++l) gv[k][l] = g[l * n + c * 9 + k];
+        for (int j = 0; j < 3; ++j) wg_g(m, gv + j, 3, t + j, 3);                // along kh
+        for (int i = 0; i < alpha; ++i) wg_g(m, t + i * 3, 1, u + i * alpha, 1);  // along kw
+        for (int k = 0; k < alpha * alpha; ++k) wg_storeu(base + c * nr + k * us, u[k]);
     }
 }
 
@@ -221,7 +284,7 @@ WG_TARGET WG_INLINE void wg_output_strip_m(const int m, const lumen_winograd_pla
     v8 *yt = (v8 *)lumen_tl_buffer(2, (size_t)(m * YW * 8));  // yt[i * YW + x - xbeg]
     v8 bv = (v8){0};
     if (bias) bv = wg_loadu(bias + o0);
-    v8 v[36], t[24], r[16];
+    v8 v[64], t[48], r[36];
     for (int64_t tx = tx0; tx < tx1; ++tx) {
         const float *src = M + (tloc0 + tx - tx0) * ldm + ol0;
         for (int k = 0; k < alpha * alpha; ++k) v[k] = wg_loadu(src + k * ms);
@@ -283,12 +346,17 @@ WG_TARGET static void wg_output_strip4(WG_OUTPUT_ARGS) {
     wg_output_strip_m(4, p, M, ms, ldm, b, ty, tx0, tx1, o0, ol0, tloc0, bias, y, ep);
 }
 
+WG_TARGET static void wg_output_strip6(WG_OUTPUT_ARGS) {
+    wg_output_strip_m(6, p, M, ms, ldm, b, ty, tx0, tx1, o0, ol0, tloc0, bias, y, ep);
+}
+
 WG_TARGET static void wg_output_strip2(WG_OUTPUT_ARGS) {
     wg_output_strip_m(2, p, M, ms, ldm, b, ty, tx0, tx1, o0, ol0, tloc0, bias, y, ep);
 }
 
 static void wg_output_strip(WG_OUTPUT_ARGS) {
-    (p->m == 4 ? wg_output_strip4 : wg_output_strip2)(p, M, ms, ldm, b, ty, tx0, tx1, o0, ol0, tloc0, bias, y, ep);
+    (p->m == 6 ? wg_output_strip6 : p->m == 4 ? wg_output_strip4 : wg_output_strip2)(p, M, ms, ldm, b, ty, tx0, tx1,
+                                                                                     o0, ol0, tloc0, bias, y, ep);
 }
 #undef WG_OUTPUT_ARGS
 
@@ -363,17 +431,33 @@ int lumen_cpu_set_winograd_fused(int pref) {
     return pref;
 }
 
+// Floats from one of the fused mode's planes (of U, V or M) to the next: at least n, 16 past a
+// multiple of 1024. The transforms touch all the planes for each tile (each weight): planes 4 KiB
+// + one cache line apart fall in different cache sets; at a multiple of 4 KiB apart (as 56 tiles
+// of the packed stride 384 are, or 64 x 64 weights) they all share one, and the input transform
+// ran at half speed.
+static int64_t wg_plane_stride(int64_t n) { return (n + 1023) / 1024 * 1024 + 16; }
+
+// The fused mode's U plane stride (output channels padded to whole B panels when packed)
+static int64_t wg_fused_us(const lumen_winograd_plan *p) {
+    const int64_t nr = p->pack_nr;
+    return wg_plane_stride((nr ? (p->O + nr - 1) / nr * nr : p->O) * p->C);
+}
+
 static int plan_fused(int64_t batch, int64_t C, int64_t H, int64_t W, int64_t O, int m,
                       lumen_winograd_plan *p) {
     const int64_t a2 = (m + 2) * (m + 2);
     if (a2 * O * C > WG_FUSED_U_MAX) return 0;
     const int64_t TH = (H + m - 1) / m, TW = (W + m - 1) / m;
-    // A block's V and M: about one L2 (measured on Zen 5's 1 MiB, 2 threads, against blocks of
-    // half and twice that: 128 -> 128 at 512x512 with AVX-512 851-891 GFLOP/s against 691-821 with
-    // twice, with AVX2 530-542 against 637-663; 64 -> 64 at 256x256 602-652 against 572-591 and
-    // 500-546 against 448-453), in whole micro-panels of GEMM rows.
+    // A block's V and M: about twice the L2, in whole micro-panels of GEMM rows. Measured on Zen
+    // 5's 1 MiB, 2 threads, with the transforms writing the packed operands (tools/kernel_harness.c
+    // winograd): against one L2, F(6x6) 128 -> 128 at 512x512 1573 GFLOP/s against 1441 with
+    // AVX-512, 989 against 981 with AVX2; 64 -> 64 at 512x512 1178 against 1161 and 828 against
+    // 814; F(4x4) 64 -> 64 at 512x512 1087-1091 against 1032-1035 (AVX-512), the rest within the
+    // runs' spread. (Before the packed operands one L2 was best: smaller blocks paid less for the
+    // GEMM's packing.)
     const int64_t mr = lumen_gemm_blocking(lumen_isa_current()).mr;
-    const int64_t target = lumen_cpu_l2_bytes() / 4;  // floats
+    const int64_t target = lumen_cpu_l2_bytes() / 2;  // floats
     int64_t tb = target / (a2 * (C + O));
     if (tb > 512) tb = 512;
     tb = tb / mr * mr;
@@ -399,17 +483,25 @@ static int plan_fused(int64_t batch, int64_t C, int64_t H, int64_t W, int64_t O,
         p->tb_tiles = tb;
     }
     p->n_tblocks = 1; p->n_oblocks = 1; p->ob = O;
-    p->scratch_floats = a2 * O * C;
     const int isa = lumen_isa_current();
     if (lumen_gemm_prepacked_ok(isa, C)) {
         // the transforms write the GEMM's packed operands: U in B panels (padded to whole
         // panels), V as A rows at the packed stride
         const lumen_blocking bl = lumen_gemm_blocking(isa);
         p->pack_nr = bl.nr; p->pack_ks = bl.kc; p->pack_mr = bl.mr; p->isa = isa;
-        // + 16: U starts at the scratch's first 64-byte boundary (the kernels load B aligned)
-        p->scratch_floats = a2 * ((O + bl.nr - 1) / bl.nr * bl.nr) * C + 16;
     }
+    // U from the scratch's first 64-byte boundary (the kernels load B aligned), then one cache
+    // line for the counter of units handed out
+    p->scratch_floats = 16 + a2 * wg_fused_us(p) + 16;
     return 1;
+}
+
+// Where the fused mode's U and unit counter lie in the scratch
+static float *wg_fused_u(float *scratch) { return (float *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63); }
+
+static int64_t *wg_fused_counter(const lumen_winograd_plan *p, float *scratch) {
+    const int64_t a2 = (p->m + 2) * (p->m + 2);
+    return (int64_t *)(wg_fused_u(scratch) + a2 * wg_fused_us(p));
 }
 
 // Scratch budget: 12 M floats (48 MB) unless set (tests make it small to force several blocks).
@@ -434,7 +526,7 @@ int lumen_winograd_plan_make(int64_t batch, int64_t C, int64_t H, int64_t W, int
     if (lumen_bf16_active()) return 0;
     const int mode = winograd_mode();
     if (mode == 0) return 0;
-    if (m != 0 && m != 2 && m != 4) return 0;
+    if (m != 0 && m != 2 && m != 4 && m != 6) return 0;
     const int chosen = m == 0;
     if (m == 0) m = 4;
     const int fused = __atomic_load_n(&wg_fused_pref, __ATOMIC_RELAXED);
@@ -454,6 +546,11 @@ int lumen_winograd_plan_make(int64_t batch, int64_t C, int64_t H, int64_t W, int
             if ((C < 256 || O < 256) && (m != 4 || fused == 0 || 36 * C * O > WG_FUSED_U_MAX)) return 0;
             if (C >= 3 * O) m = 2;
         }
+        // F(6x6) in the fused mode from 256 pixels a side (64 -> 64 at 256x256 and 512x512,
+        // 128 -> 128 at 256x256 and 512x512: 1.04-1.14x F(4x4)'s speed with AVX-512, 1.09-1.17x
+        // with AVX2; at 128x128 and below F(4x4) is as fast or faster, its units of tiles too
+        // small). Its error is 4-5x F(4x4)'s (1e-5 of the largest output at these shapes).
+        if (m == 4 && side >= 256 && fused != 0 && 64 * C * O <= WG_FUSED_U_MAX) m = 6;
     }
     if (fused != 0 && plan_fused(batch, C, H, W, O, m, p)) return 1;
     if (plan_for(batch, C, H, W, O, m, WG_BUDGET_FLOATS, p)) return 1;
@@ -486,33 +583,28 @@ static lumen_gemm_op wg_gemm_op(int64_t C, int64_t ldc) {
     return op;
 }
 
-// floats: at least n, 16 past a multiple of 1024 (see wg_fused_units)
-static int64_t wg_plane_stride(int64_t n) { return (n + 1023) / 1024 * 1024 + 16; }
 
 // Fused mode, phase 1: this task's units of tiles, each transformed, multiplied and transformed
 // back while its V and M (thread-local) stay in the cache.
 static void wg_fused_units(const lumen_winograd_plan *p, int isa, const float *x, const float *U,
-                           const float *bias, float *y, const lumen_conv_epilogue *ep, int task,
-                           int ntasks) {
+                           int64_t *counter, const float *bias, float *y, const lumen_conv_epilogue *ep) {
     const int m = (int)p->m;
     const int64_t a2 = (m + 2) * (m + 2), C = p->C, O = p->O, TW = p->TW, TH = p->TH;
     const int64_t Tb = p->tb_tiles, S = p->batch * TH, segs = p->segs_per_strip;
     const int64_t k = p->strips_per_block, seg = p->seg_tiles;
     const int64_t units = segs == 1 ? (S + k - 1) / k : S * segs;
-    const int64_t u0 = units * task / ntasks, u1 = units * (task + 1) / ntasks;
-    if (u0 >= u1) return;
     // V: rows at stride C, or (prepacked) the GEMM's A rows at stride ks, tiles padded to whole
     // micro-panels
     const int64_t nr = p->pack_nr, mr = nr ? p->pack_mr : 1, ldv = nr ? p->pack_ks : C;
-    const int64_t Tbp = (Tb + mr - 1) / mr * mr, us = nr ? (O + nr - 1) / nr * nr * C : O * C;
-    // The transforms touch all a2 planes of V (M) for each tile: planes 4 KiB + one cache line
-    // apart fall in different cache sets (at a multiple of 4 KiB apart, as 56 tiles of the packed
-    // stride 384 are, they all share one set, and the input transform ran at half speed)
+    const int64_t Tbp = (Tb + mr - 1) / mr * mr, us = wg_fused_us(p);
     const int64_t vs = wg_plane_stride(Tbp * ldv), ms = wg_plane_stride(Tb * O);
     float *Vt = lumen_tl_buffer(4, (size_t)(a2 * vs));
     float *Mt = lumen_tl_buffer(5, (size_t)(a2 * ms));
     lumen_gemm_op op = wg_gemm_op(C, O);
-    for (int64_t u = u0; u < u1; ++u) {
+    // Units are handed out one at a time from the shared counter (phase 0 zeroed it), so that a
+    // task slowed by other work on its core does not hold up the others at the barrier; a unit's
+    // results do not depend on which task computes it.
+    for (int64_t u; (u = __atomic_fetch_add(counter, 1, __ATOMIC_RELAXED)) < units;) {
         // the unit: strips [sa, sb), tiles [tx0, tx1) of each
         int64_t sa, sb, tx0, tx1;
         if (segs == 1) {
@@ -558,14 +650,23 @@ void lumen_winograd_run_phase(const lumen_winograd_plan *p, int64_t phase, const
     const int m = (int)p->m;
     const int64_t a2 = (m + 2) * (m + 2), C = p->C, O = p->O, TW = p->TW, TH = p->TH;
     if (p->fused) {
-        // phase 0: all the weights' transforms (U, shared); phase 1: the tiles, unit by unit
-        if (p->pack_nr) scratch = (float *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
+        // phase 0: all the weights' transforms (U, shared) and the unit counter zeroed; phase 1:
+        // the tiles, unit by unit
+        float *U = wg_fused_u(scratch);
+        int64_t *counter = wg_fused_counter(p, scratch);
         if (phase == 0) {
-            const int64_t nr = p->pack_nr, Op = nr ? (O + nr - 1) / nr * nr : O;
-            const int64_t q0 = Op * task / ntasks, q1 = Op * (task + 1) / ntasks;
-            for (int64_t o = q0; o < q1; ++o) wg_weights(p, isa, w, wdtype, o, scratch, Op * C, o, nr);
+            const int64_t nr = p->pack_nr;
+            if (nr) {
+                const int64_t nb = (O + nr - 1) / nr * nr / 8;  // blocks of 8 output channels
+                const int64_t q0 = nb * task / ntasks, q1 = nb * (task + 1) / ntasks;
+                for (int64_t q = q0; q < q1; ++q) wg_weights_packed(p, isa, w, wdtype, 8 * q, U, wg_fused_us(p), nr);
+            } else {
+                const int64_t q0 = O * task / ntasks, q1 = O * (task + 1) / ntasks;
+                for (int64_t o = q0; o < q1; ++o) wg_weights(p, isa, w, wdtype, o, U, wg_fused_us(p), o);
+            }
+            if (task == 0) __atomic_store_n(counter, 0, __ATOMIC_RELAXED);
         } else {
-            wg_fused_units(p, isa, x, scratch, bias, y, ep, task, ntasks);
+            wg_fused_units(p, isa, x, U, counter, bias, y, ep);
         }
         return;
     }
@@ -589,7 +690,7 @@ void lumen_winograd_run_phase(const lumen_winograd_plan *p, int64_t phase, const
         }
         if (doU) {
             const int64_t q0 = o0 + ocount * task / ntasks, q1 = o0 + ocount * (task + 1) / ntasks;
-            for (int64_t o = q0; o < q1; ++o) wg_weights(p, isa, w, wdtype, o, U, Ob * C, o - o0, 0);
+            for (int64_t o = q0; o < q1; ++o) wg_weights(p, isa, w, wdtype, o, U, Ob * C, o - o0);
         }
     } else if (kind == 1) {
         lumen_gemm_op op = wg_gemm_op(C, Ob);

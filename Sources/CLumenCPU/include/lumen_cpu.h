@@ -144,7 +144,7 @@ int lumen_conv2d_uses_direct(int64_t C, int64_t H, int64_t W, int64_t O, int64_t
 /// 2 wherever the geometry allows (tests); LUMEN_CONV_WINOGRAD=0|1|2 sets it at start-up.
 typedef struct {
     int64_t batch, C, H, W, O;
-    int64_t m;                  // output tile side: 4 or 2
+    int64_t m;                  // output tile side: 6, 4 or 2
     int64_t TH, TW;             // tiles per image column / row
     int64_t strips_per_block;   // tile rows (of all images) per tile block
     int64_t tb_tiles;           // tiles per tile block (the GEMMs' rows)
@@ -172,7 +172,8 @@ int64_t lumen_cpu_set_winograd_budget(int64_t floats);
 int lumen_cpu_set_winograd_fused(int pref);
 /// Plans the convolution of [batch, C, H, W] by O x C x KH x KW weights; returns 1 when the
 /// Winograd path takes it (ISA, mode, bf16 compute and geometry checked), 0 otherwise. `m`: 0
-/// chooses (4 where the scratch budget allows, else 2), 2 or 4 asks for that tile size.
+/// chooses (6 in the fused mode at large images, else 4 where the scratch budget allows, else 2),
+/// 2, 4 or 6 asks for that tile size.
 int lumen_winograd_plan_make(int64_t batch, int64_t C, int64_t H, int64_t W, int64_t O,
                              int64_t KH, int64_t KW, int64_t SH, int64_t SW, int64_t PH, int64_t PW,
                              int m, lumen_winograd_plan *plan);
