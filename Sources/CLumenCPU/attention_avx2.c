@@ -197,8 +197,18 @@ AVX2 int lumen_attention_avx2(const float *q, int64_t ldq, const float *k, int64
             packed = b * heads + h;
         }
         float m[ROWS_MAX], l[ROWS_MAX];
+        const int64_t d8 = Dh / 8 * 8;
+        const __m256 vscale = _mm256_set1_ps(scale);
         for (int64_t i = 0; i < rows; i++) {
-            for (int64_t d = 0; d < Dh; d++) qs[i * Dh + d] = i < nq ? qbase[(q0 + i) * ldq + d] * scale : 0.0f;
+            float *dst = qs + i * Dh;
+            if (i < nq) {
+                const float *src = qbase + (q0 + i) * ldq;
+                int64_t d = 0;
+                for (; d < d8; d += 8) _mm256_storeu_ps(dst + d, _mm256_mul_ps(_mm256_loadu_ps(src + d), vscale));
+                for (; d < Dh; d++) dst[d] = src[d] * scale;
+            } else {
+                for (int64_t d = 0; d < Dh; d++) dst[d] = 0.0f;
+            }
             m[i] = -INFINITY;
             l[i] = 0.0f;
         }
@@ -283,9 +293,12 @@ AVX2 int lumen_attention_avx2(const float *q, int64_t ldq, const float *k, int64
         if (fresh)
             for (int64_t i = 0; i < rows * dhp; i++) o[i] = 0.0f;
         for (int64_t i = 0; i < nq; i++) {
-            float inv = 1.0f / l[i];
+            const float inv = 1.0f / l[i];
+            const __m256 vinv = _mm256_set1_ps(inv);
             float *dst = out + (b * Lq + q0 + i) * ldo + h * Dh;
-            for (int64_t d = 0; d < Dh; d++) dst[d] = o[i * dhp + d] * inv;
+            int64_t d = 0;
+            for (; d < d8; d += 8) _mm256_storeu_ps(dst + d, _mm256_mul_ps(_mm256_load_ps(o + i * dhp + d), vinv));
+            for (; d < Dh; d++) dst[d] = o[i * dhp + d] * inv;
         }
     }
     return 0;
