@@ -378,6 +378,15 @@ int lumen_cpu_conv_winograd(void) { return winograd_mode(); }
 
 static int64_t round8(int64_t v) { return (v + 7) / 8 * 8; }
 
+// Floats from one plane (of U, V or M) to the next: at least n, an odd number of 64-byte cache
+// lines (16 past a multiple of 32 floats). The transforms touch all the planes for each tile (each
+// weight): planes an odd number of lines apart fall in as many different cache sets as there are
+// planes (up to 64, in L1's 64 sets and in L2's); at a multiple of 4 KiB apart (as 56 tiles of the
+// packed stride 384 are, 64 x 64 weights, or the unfused blocks of the UNet's convolutions) they
+// all share one set, and the transforms ran at half speed (the fused 64 -> 64 convolution) or the
+// whole unfused convolution 10-35% slower.
+static int64_t wg_plane_stride(int64_t n) { return (n + 31) / 32 * 32 + 16; }
+
 // Fills p for tile size m within `budget` floats of scratch; 0 where nothing fits. The scratch
 // holds, per block, V (a2 x tiles x C), U (a2 x ob x C) and M (a2 x tiles x ob). Among the block
 // shapes that fit, the cheapest by a rough model: the GEMMs' FLOPs inflated where a block is thin
@@ -396,6 +405,9 @@ static int plan_for(int64_t batch, int64_t C, int64_t H, int64_t W, int64_t O, i
         if (a2 * ob * C >= budget) continue;
         int64_t rows = (budget - a2 * ob * C) / (a2 * TW * (C + ob));
         if (rows > S) rows = S;
+        // with the planes' padding (wg_plane_stride)
+#define WG_PADDED(r) (a2 * (wg_plane_stride((r) * TW * C) + wg_plane_stride(ob * C) + wg_plane_stride((r) * TW * ob)))
+        while (rows >= 1 && WG_PADDED(rows) > budget) --rows;
         if (rows < 1) continue;
         const int64_t ntb = (S + rows - 1) / rows;
         rows = (S + ntb - 1) / ntb;
@@ -409,10 +421,11 @@ static int plan_for(int64_t batch, int64_t C, int64_t H, int64_t W, int64_t O, i
             bestCost = cost;
             p->strips_per_block = rows; p->tb_tiles = rows * TW; p->ob = ob;
             p->n_tblocks = ntb; p->n_oblocks = nobReal;
-            p->scratch_floats = a2 * rows * TW * C + a2 * ob * C + a2 * rows * TW * ob;
+            p->scratch_floats = WG_PADDED(rows);
         }
         if (ob <= 8) break;
     }
+#undef WG_PADDED
     if (!found) return 0;
     p->batch = batch; p->C = C; p->H = H; p->W = W; p->O = O; p->m = m;
     p->TH = TH; p->TW = TW;
@@ -430,13 +443,6 @@ int lumen_cpu_set_winograd_fused(int pref) {
     __atomic_store_n(&wg_fused_pref, pref, __ATOMIC_RELAXED);
     return pref;
 }
-
-// Floats from one of the fused mode's planes (of U, V or M) to the next: at least n, 16 past a
-// multiple of 1024. The transforms touch all the planes for each tile (each weight): planes 4 KiB
-// + one cache line apart fall in different cache sets; at a multiple of 4 KiB apart (as 56 tiles
-// of the packed stride 384 are, or 64 x 64 weights) they all share one, and the input transform
-// ran at half speed.
-static int64_t wg_plane_stride(int64_t n) { return (n + 1023) / 1024 * 1024 + 16; }
 
 // The fused mode's U plane stride (output channels padded to whole B panels when packed)
 static int64_t wg_fused_us(const lumen_winograd_plan *p) {
@@ -677,7 +683,8 @@ void lumen_winograd_run_phase(const lumen_winograd_plan *p, int64_t phase, const
     const int64_t s1 = s0 + p->strips_per_block < S ? s0 + p->strips_per_block : S;
     const int64_t o0 = oblock * Ob, o1 = o0 + Ob < O ? o0 + Ob : O;
     const int64_t tiles = (s1 - s0) * TW, ocount = o1 - o0;
-    float *V = scratch, *U = V + a2 * Tb * C, *M = U + a2 * Ob * C;
+    const int64_t vs = wg_plane_stride(Tb * C), us = wg_plane_stride(Ob * C), ms = wg_plane_stride(Tb * Ob);
+    float *V = scratch, *U = V + a2 * vs, *M = U + a2 * us;
     if (kind == 0) {
         const int doV = oblock == 0, doU = tblock == 0 || p->n_oblocks > 1;
         if (doV) {
@@ -685,12 +692,12 @@ void lumen_winograd_run_phase(const lumen_winograd_plan *p, int64_t phase, const
             const int64_t u0 = units * task / ntasks, u1 = units * (task + 1) / ntasks;
             for (int64_t u = u0; u < u1; ++u) {
                 const int64_t s = s0 + u / cb, c0 = (u % cb) * 8;
-                wg_input_strip(p, x, s / TH, s % TH, 0, TW, c0, V, Tb * C, C, (s - s0) * TW);
+                wg_input_strip(p, x, s / TH, s % TH, 0, TW, c0, V, vs, C, (s - s0) * TW);
             }
         }
         if (doU) {
             const int64_t q0 = o0 + ocount * task / ntasks, q1 = o0 + ocount * (task + 1) / ntasks;
-            for (int64_t o = q0; o < q1; ++o) wg_weights(p, isa, w, wdtype, o, U, Ob * C, o - o0);
+            for (int64_t o = q0; o < q1; ++o) wg_weights(p, isa, w, wdtype, o, U, us, o - o0);
         }
     } else if (kind == 1) {
         lumen_gemm_op op = wg_gemm_op(C, Ob);
@@ -698,9 +705,9 @@ void lumen_winograd_run_phase(const lumen_winograd_plan *p, int64_t phase, const
         lumen_gemm_split(isa, tiles, ocount, task, ntasks, &m0, &m1, &n0, &n1);
         if (m0 >= m1 || n0 >= n1) return;
         for (int64_t k = 0; k < a2; ++k) {
-            op.a.p = V + k * Tb * C;
-            op.b.p = U + k * Ob * C;
-            op.c = M + k * Tb * Ob;
+            op.a.p = V + k * vs;
+            op.b.p = U + k * us;
+            op.c = M + k * ms;
             lumen_gemm_run(&op, isa, m0, m1, n0, n1, C);
         }
     } else {
@@ -708,7 +715,7 @@ void lumen_winograd_run_phase(const lumen_winograd_plan *p, int64_t phase, const
         const int64_t u0 = units * task / ntasks, u1 = units * (task + 1) / ntasks;
         for (int64_t u = u0; u < u1; ++u) {
             const int64_t s = s0 + u / ob8, ol = (u % ob8) * 8;
-            wg_output_strip(p, M, Tb * Ob, Ob, s / TH, s % TH, 0, TW, o0 + ol, ol,
+            wg_output_strip(p, M, ms, Ob, s / TH, s % TH, 0, TW, o0 + ol, ol,
                             (s - s0) * TW, bias, y, ep);
         }
     }
