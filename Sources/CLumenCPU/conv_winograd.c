@@ -472,22 +472,15 @@ static int plan_fused(int64_t batch, int64_t C, int64_t H, int64_t W, int64_t O,
     p->batch = batch; p->C = C; p->H = H; p->W = W; p->O = O; p->m = m;
     p->TH = TH; p->TW = TW;
     p->fused = 1;
-    if (TW <= tb) {
-        // whole strips per unit, but at least 8 units where there are 8 strips, so that every
-        // task of a machine with more cores gets some of a small image
-        int64_t k = tb / TW;
-        const int64_t S = batch * TH, kmax = S / 8 > 1 ? S / 8 : 1;
-        if (k > kmax) k = kmax;
-        p->strips_per_block = k;
-        p->segs_per_strip = 1;
-        p->seg_tiles = TW;
-        p->tb_tiles = p->strips_per_block * TW;
-    } else {
-        p->strips_per_block = 1;
-        p->segs_per_strip = (TW + tb - 1) / tb;
-        p->seg_tiles = tb;
-        p->tb_tiles = tb;
-    }
+    // Units of tb consecutive tiles in the order (image, tile row, tile column), so that every
+    // unit but the last fills whole micro-panels (a unit may end in one strip and go on in the
+    // next; cutting units at strips' ends left a few rows to the slower row-remainder kernels in
+    // every strip), but at least 8 units where there are tiles for them, so that every task of a
+    // machine with more cores gets some of a small image.
+    const int64_t T = batch * TH * TW;
+    const int64_t per8 = T / 8 / mr * mr;  // whole micro-panels for at least 8 units
+    if (per8 >= mr && tb > per8) tb = per8;
+    p->tb_tiles = tb;
     p->n_tblocks = 1; p->n_oblocks = 1; p->ob = O;
     const int isa = lumen_isa_current();
     if (lumen_gemm_prepacked_ok(isa, C)) {
@@ -596,9 +589,8 @@ static void wg_fused_units(const lumen_winograd_plan *p, int isa, const float *x
                            int64_t *counter, const float *bias, float *y, const lumen_conv_epilogue *ep) {
     const int m = (int)p->m;
     const int64_t a2 = (m + 2) * (m + 2), C = p->C, O = p->O, TW = p->TW, TH = p->TH;
-    const int64_t Tb = p->tb_tiles, S = p->batch * TH, segs = p->segs_per_strip;
-    const int64_t k = p->strips_per_block, seg = p->seg_tiles;
-    const int64_t units = segs == 1 ? (S + k - 1) / k : S * segs;
+    const int64_t Tb = p->tb_tiles, T = p->batch * TH * TW;
+    const int64_t units = (T + Tb - 1) / Tb;
     // V: rows at stride C, or (prepacked) the GEMM's A rows at stride ks, tiles padded to whole
     // micro-panels
     const int64_t nr = p->pack_nr, mr = nr ? p->pack_mr : 1, ldv = nr ? p->pack_ks : C;
@@ -611,17 +603,14 @@ static void wg_fused_units(const lumen_winograd_plan *p, int isa, const float *x
     // task slowed by other work on its core does not hold up the others at the barrier; a unit's
     // results do not depend on which task computes it.
     for (int64_t u; (u = __atomic_fetch_add(counter, 1, __ATOMIC_RELAXED)) < units;) {
-        // the unit: strips [sa, sb), tiles [tx0, tx1) of each
-        int64_t sa, sb, tx0, tx1;
-        if (segs == 1) {
-            sa = u * k; sb = sa + k < S ? sa + k : S; tx0 = 0; tx1 = TW;
-        } else {
-            sa = u / segs; sb = sa + 1; tx0 = (u % segs) * seg; tx1 = tx0 + seg < TW ? tx0 + seg : TW;
-        }
-        const int64_t per = tx1 - tx0, nt = (sb - sa) * per;
-        for (int64_t s = sa; s < sb; ++s)
+        // the unit: tiles [t0, t1) in the order (image, tile row, tile column), in the strips
+        // [t0 / TW, (t1 - 1) / TW]
+        const int64_t t0 = u * Tb, t1 = t0 + Tb < T ? t0 + Tb : T, nt = t1 - t0;
+        for (int64_t s = t0 / TW; s * TW < t1; ++s) {
+            const int64_t tx0 = t0 > s * TW ? t0 - s * TW : 0, tx1 = t1 < (s + 1) * TW ? t1 - s * TW : TW;
             for (int64_t c0 = 0; c0 < C; c0 += 8)
-                wg_input_strip(p, x, s / TH, s % TH, tx0, tx1, c0, Vt, vs, ldv, (s - sa) * per);
+                wg_input_strip(p, x, s / TH, s % TH, tx0, tx1, c0, Vt, vs, ldv, s * TW + tx0 - t0);
+        }
         if (nr) {
             // rows past the unit's tiles up to the micro-panel's end: zeros (a kernel may read them)
             const int64_t ntp = (nt + mr - 1) / mr * mr;
@@ -639,10 +628,11 @@ static void wg_fused_units(const lumen_winograd_plan *p, int isa, const float *x
                 lumen_gemm_run(&op, isa, 0, nt, 0, O, C);
             }
         }
-        for (int64_t s = sa; s < sb; ++s)
+        for (int64_t s = t0 / TW; s * TW < t1; ++s) {
+            const int64_t tx0 = t0 > s * TW ? t0 - s * TW : 0, tx1 = t1 < (s + 1) * TW ? t1 - s * TW : TW;
             for (int64_t o0 = 0; o0 < O; o0 += 8)
-                wg_output_strip(p, Mt, ms, O, s / TH, s % TH, tx0, tx1, o0, o0, (s - sa) * per,
-                                bias, y, ep);
+                wg_output_strip(p, Mt, ms, O, s / TH, s % TH, tx0, tx1, o0, o0, s * TW + tx0 - t0, bias, y, ep);
+        }
     }
 }
 #endif

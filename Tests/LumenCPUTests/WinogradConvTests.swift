@@ -69,7 +69,7 @@ final class WinogradConvTests: XCTestCase {
                                                 Int32(m), &plan), 1, "\(what): planned")
         XCTAssertEqual(plan.m, Int64(m), what)
         XCTAssertEqual(plan.fused, fused ? 1 : 0, "\(what): fused mode")
-        if let units { XCTAssertTrue(units(plan), "\(what): units of \(plan.strips_per_block) strips, \(plan.segs_per_strip) × \(plan.seg_tiles) tiles") }
+        if let units { XCTAssertTrue(units(plan), "\(what): units of \(plan.tb_tiles) tiles") }
         XCTAssertTrue(blocks((plan.n_tblocks, plan.n_oblocks)), "\(what): blocks \(plan.n_tblocks) × \(plan.n_oblocks)")
         let (wt, wref) = try randomTensor([t.o, t.c, 3, 3], dtype: dtype, seed: seed)
         let (bt, bref) = try randomTensor([t.o], seed: seed + 1)
@@ -132,23 +132,29 @@ final class WinogradConvTests: XCTestCase {
         }
     }
 
-    /// The fused mode's units of tiles with the L2 pinned at 1 MiB (so 64 → 64 blocks hold 108–112
-    /// tiles of F(4×4), 56–60 of F(6×6)): several whole strips of a narrow image per unit (but at least 8 units), and
-    /// segments of a wide image's strips (the last one partial), on 1–3 tasks.
-    func testFusedUnitsOfStripsAndSegments() throws {
+    /// The fused mode's units of tiles with the L2 pinned at 1 MiB (so 64 → 64 units hold up to
+    /// 108–112 tiles of F(4×4), 56–60 of F(6×6)): runs of consecutive tiles in whole GEMM
+    /// micro-panels that cross from one image to the next (narrow images), start in the middle of a
+    /// strip and end in the next, or cut one wide strip (the last unit partial); at least 8 units
+    /// where there are tiles for 8 whole panels; 1–3 tasks.
+    func testFusedUnitsOfTiles() throws {
         XCTAssertEqual(lumen_cpu_set_conv_winograd(2), 2)
         XCTAssertEqual(lumen_cpu_set_winograd_fused(1), 1)
         let l2 = lumen_cpu_l2_bytes()
         _ = lumen_cpu_set_l2_bytes(1 << 20)
         defer { _ = lumen_cpu_set_l2_bytes(l2) }
+        let cases = [Case(batch: 2, c: 64, h: 48, w: 20, o: 64), Case(batch: 1, c: 64, h: 40, w: 100, o: 64),
+                     Case(batch: 1, c: 64, h: 3, w: 4 * 150 + 3, o: 64)]
         try forEachInstructionSet(vectorSets) { isa in
             for m in [6, 4, 2] {
-                for (i, t) in [Case(batch: 2, c: 64, h: 48, w: 20, o: 64), Case(batch: 1, c: 64, h: 3, w: 4 * 150 + 3, o: 64)].enumerated() {
-                    let wide = i == 1, strips = Int64(t.batch * ((t.h + m - 1) / m))
-                    // narrow: several strips a unit, yet at least 8 units (so more cores get work)
+                for (i, t) in cases.enumerated() {
+                    let tw = Int64((t.w + m - 1) / m), tiles = Int64(t.batch * ((t.h + m - 1) / m)) * tw
                     try check(t, m: m, dtype: .f16, bias: true, tasks: 1 + (i + m) % 3, seed: UInt64(750 + 10 * i + m), fused: true,
-                              units: { wide ? $0.segs_per_strip > 1 && $0.strips_per_block == 1
-                                  : $0.segs_per_strip == 1 && $0.strips_per_block > 1 && strips / $0.strips_per_block >= 8 },
+                              units: { p in
+                                  let units = (tiles + p.tb_tiles - 1) / p.tb_tiles
+                                  return p.pack_mr > 0 && p.tb_tiles % p.pack_mr == 0 && (tiles < 8 * p.pack_mr || units >= 8)
+                                      && (i != 1 || p.tb_tiles % tw != 0)  // the second case: units start mid-strip
+                              },
                               "fused F(\(m)) \(t) \(isa)")
                 }
             }

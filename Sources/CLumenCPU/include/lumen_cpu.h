@@ -152,9 +152,9 @@ typedef struct {
     int64_t n_tblocks, n_oblocks;
     int64_t scratch_floats;
     // Fused mode (small weights): phase 0 transforms all the weights into the scratch, phase 1
-    // has every task take units of tiles (strips_per_block whole strips, or one of
-    // segs_per_strip segments of seg_tiles tiles) through all three steps in its own cache.
-    int64_t fused, seg_tiles, segs_per_strip;
+    // has every task take units of tb_tiles consecutive tiles (in the order image, tile row, tile
+    // column) through all three steps in its own cache.
+    int64_t fused;
     // Fused mode with the GEMM's packing done by the transforms (pack_nr > 0): phase 0 writes U
     // in the GEMM's B panels of pack_nr output channels, the input transform writes V as the GEMM's
     // A rows at stride pack_ks, for the level `isa` the plan was made for.
