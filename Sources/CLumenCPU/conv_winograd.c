@@ -545,11 +545,11 @@ int lumen_winograd_plan_make(int64_t batch, int64_t C, int64_t H, int64_t W, int
             if ((C < 256 || O < 256) && (m != 4 || fused == 0 || 36 * C * O > WG_FUSED_U_MAX)) return 0;
             if (C >= 3 * O) m = 2;
         }
-        // F(6x6) in the fused mode from 256 pixels a side (64 -> 64 at 256x256 and 512x512,
-        // 128 -> 128 at 256x256 and 512x512: 1.04-1.14x F(4x4)'s speed with AVX-512, 1.09-1.17x
-        // with AVX2; at 128x128 and below F(4x4) is as fast or faster, its units of tiles too
-        // small). Its error is 4-5x F(4x4)'s (1e-5 of the largest output at these shapes).
-        if (m == 4 && side >= 256 && fused != 0 && 64 * C * O <= WG_FUSED_U_MAX) m = 6;
+        // F(6x6) in the fused mode from 128 pixels a side (64 -> 64 at 128x128 to 512x512 and
+        // 128 -> 128 at 256x256 and 512x512: 1.04-1.14x F(4x4)'s speed with AVX-512, 1.09-1.18x
+        // with AVX2; at 64x64 the runs spread too much to tell them apart). Its error is 4-5x
+        // F(4x4)'s (1e-5 of the largest output at these shapes).
+        if (m == 4 && side >= 128 && fused != 0 && 64 * C * O <= WG_FUSED_U_MAX) m = 6;
     }
     if (fused != 0 && plan_fused(batch, C, H, W, O, m, p)) return 1;
     if (plan_for(batch, C, H, W, O, m, WG_BUDGET_FLOATS, p)) return 1;

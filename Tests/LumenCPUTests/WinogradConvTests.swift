@@ -185,8 +185,9 @@ final class WinogradConvTests: XCTestCase {
     /// The automatic choice (measured with tools/kernel_harness.c winograd): the UNet's and the
     /// VAE's convolutions, F(4×4) from 24 pixels a side and F(2×2) from 12 (and, with AVX-512, for
     /// three times as many input channels as output ones), from 64 channels; with AVX-512 below
-    /// 256 channels only as the fused F(4×4); never on the portable path, strided, unpadded, with
-    /// channel counts that are not multiples of 8, or when turned off.
+    /// 256 channels only in the fused mode; F(6×6) in the fused mode from 128 pixels; never on the
+    /// portable path, strided, unpadded, with channel counts that are not multiples of 8, or when
+    /// turned off.
     func testAutomaticChoice() throws {
         XCTAssertEqual(lumen_cpu_set_conv_winograd(1), 1)
         func tile(_ c: Int, _ o: Int, _ hw: Int, stride: Int = 1, pad: Int = 1) -> Int64 {
@@ -204,9 +205,10 @@ final class WinogradConvTests: XCTestCase {
             XCTAssertEqual(tile(2560, 1280, 16), vector ? 2 : 0, isa)
             XCTAssertEqual(tile(512, 512, 128), vector ? 4 : 0, isa)
             XCTAssertEqual(tile(1280, 1280, 8), 0, isa)
-            XCTAssertEqual(tile(64, 64, 256), vector ? 6 : 0, isa)   // fused, from 256 pixels F(6×6)
+            XCTAssertEqual(tile(64, 64, 256), vector ? 6 : 0, isa)   // fused, from 128 pixels F(6×6)
             XCTAssertEqual(tile(128, 128, 512), vector ? 6 : 0, isa)  // fused
-            XCTAssertEqual(tile(64, 64, 128), vector ? 4 : 0, isa)   // fused
+            XCTAssertEqual(tile(64, 64, 128), vector ? 6 : 0, isa)   // fused
+            XCTAssertEqual(tile(64, 64, 64), vector ? 4 : 0, isa)    // fused
             XCTAssertEqual(tile(256, 256, 256), vector ? 4 : 0, isa)  // too many weights to fuse F(6×6) or F(4×4)
             XCTAssertEqual(tile(64, 64, 16), isa == "avx2" ? 2 : 0, isa)
             XCTAssertEqual(tile(256, 128, 64), isa == "avx2" ? 4 : 0, isa)  // too many weights to fuse
