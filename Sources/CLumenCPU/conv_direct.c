@@ -28,7 +28,7 @@ typedef struct {
 } direct_post;
 
 // ---------------------------------------------------------------------------------------------
-// AVX-512: MR x 32 (two vectors), MR <= 14
+// AVX-512: MR x 32 (two vectors), MR <= 14; MR x 64 (four) for up to 7 output channels
 // ---------------------------------------------------------------------------------------------
 
 LUMEN_TARGET_AVX512 static inline __attribute__((always_inline)) __m512
@@ -49,55 +49,48 @@ direct_post512(__m512 v, const float *r, __mmask16 m, const direct_post *p) {
 LUMEN_TARGET_AVX512 static inline __attribute__((always_inline)) void direct512_body(
     const float *restrict A, const float *xr, int64_t C, int64_t cs, const int64_t *ro, int khlo,
     int khhi, const __mmask16 *st, float *y, int64_t ldy, const float *bias, const direct_post *p,
-    const int MR, const int masked) {
-    __m512 c0[14], c1[14];
+    const int MR, const int NV, const int masked) {
+    __m512 acc[4][14];
 #pragma clang loop unroll(full)
-    for (int r = 0; r < MR; ++r) {
-        c0[r] = _mm512_setzero_ps();
-        c1[r] = _mm512_setzero_ps();
-    }
+    for (int r = 0; r < MR; ++r)
+#pragma clang loop unroll(full)
+        for (int v = 0; v < NV; ++v) acc[v][r] = _mm512_setzero_ps();
     for (int64_t c = 0; c < C; ++c, xr += cs, A += 9 * MR) {
         for (int kh = khlo; kh < khhi; ++kh) {
             const float *row = xr + ro[kh];
             const float *a = A + kh * 3 * MR;
             // the same row of the next channel (the hardware prefetcher does not follow the ring)
-            _mm_prefetch((const char *)(row + cs), _MM_HINT_T0);
-            _mm_prefetch((const char *)(row + cs + 16), _MM_HINT_T0);
-            _mm_prefetch((const char *)(row + cs + 32), _MM_HINT_T0);
+#pragma clang loop unroll(full)
+            for (int v = 0; v <= NV; ++v) _mm_prefetch((const char *)(row + cs + 16 * v), _MM_HINT_T0);
 #pragma clang loop unroll(full)
             for (int kw = 0; kw < 3; ++kw) {
-                const __m512 b0 = _mm512_loadu_ps(row + kw), b1 = _mm512_loadu_ps(row + kw + 16);
+                __m512 b[4];
+#pragma clang loop unroll(full)
+                for (int v = 0; v < NV; ++v) b[v] = _mm512_loadu_ps(row + kw + 16 * v);
 #pragma clang loop unroll(full)
                 for (int r = 0; r < MR; ++r) {
                     const __m512 av = _mm512_set1_ps(a[kw * MR + r]);
-                    c0[r] = _mm512_fmadd_ps(av, b0, c0[r]);
-                    c1[r] = _mm512_fmadd_ps(av, b1, c1[r]);
+#pragma clang loop unroll(full)
+                    for (int v = 0; v < NV; ++v) acc[v][r] = _mm512_fmadd_ps(av, b[v], acc[v][r]);
                 }
             }
         }
     }
     const int post = p->res != NULL || p->affine || p->clamp;
-    const __mmask16 s0 = masked ? st[0] : 0xffff, s1 = masked ? st[1] : 0xffff;
 #pragma clang loop unroll(full)
     for (int r = 0; r < MR; ++r) {
-        __m512 x0 = c0[r], x1 = c1[r];
-        if (bias) {
-            const __m512 t = _mm512_set1_ps(bias[r]);
-            x0 = _mm512_add_ps(x0, t);
-            x1 = _mm512_add_ps(x1, t);
-        }
         float *o = y + r * ldy;
-        if (post) {
-            const float *rr = p->res ? p->res + r * ldy : NULL;
-            x0 = direct_post512(x0, rr, s0, p);
-            x1 = direct_post512(x1, rr ? rr + 16 : NULL, s1, p);
-        }
-        if (masked) {
-            _mm512_mask_storeu_ps(o, s0, x0);
-            _mm512_mask_storeu_ps(o + 16, s1, x1);
-        } else {
-            _mm512_storeu_ps(o, x0);
-            _mm512_storeu_ps(o + 16, x1);
+        const float *rr = post && p->res ? p->res + r * ldy : NULL;
+#pragma clang loop unroll(full)
+        for (int v = 0; v < NV; ++v) {
+            const __mmask16 sv = masked ? st[v] : 0xffff;
+            __m512 x = acc[v][r];
+            if (bias) x = _mm512_add_ps(x, _mm512_set1_ps(bias[r]));
+            if (post) x = direct_post512(x, rr ? rr + 16 * v : NULL, sv, p);
+            if (masked)
+                _mm512_mask_storeu_ps(o + 16 * v, sv, x);
+            else
+                _mm512_storeu_ps(o + 16 * v, x);
         }
     }
 }
@@ -106,21 +99,26 @@ typedef void (*direct_kernel512)(const float *restrict A, const float *xr, int64
                                  const int64_t *ro, int khlo, int khhi, const __mmask16 *st,
                                  float *y, int64_t ldy, const float *bias, const direct_post *p);
 
-#define DIRECT512(R)                                                                               \
-    LUMEN_TARGET_AVX512 static void direct512_r##R(                                                \
+#define DIRECT512(R, NV, NAME)                                                                     \
+    LUMEN_TARGET_AVX512 static void direct512_r##NAME(                                             \
         const float *restrict A, const float *xr, int64_t C, int64_t cs, const int64_t *ro,        \
         int khlo, int khhi, const __mmask16 *st, float *y, int64_t ldy, const float *bias,         \
         const direct_post *p) {                                                                    \
-        direct512_body(A, xr, C, cs, ro, khlo, khhi, st, y, ldy, bias, p, R, 0);                   \
+        direct512_body(A, xr, C, cs, ro, khlo, khhi, st, y, ldy, bias, p, R, NV, 0);               \
     }                                                                                              \
-    LUMEN_TARGET_AVX512 static void direct512_m##R(                                                \
+    LUMEN_TARGET_AVX512 static void direct512_m##NAME(                                             \
         const float *restrict A, const float *xr, int64_t C, int64_t cs, const int64_t *ro,        \
         int khlo, int khhi, const __mmask16 *st, float *y, int64_t ldy, const float *bias,         \
         const direct_post *p) {                                                                    \
-        direct512_body(A, xr, C, cs, ro, khlo, khhi, st, y, ldy, bias, p, R, 1);                   \
+        direct512_body(A, xr, C, cs, ro, khlo, khhi, st, y, ldy, bias, p, R, NV, 1);               \
     }
-DIRECT512(1) DIRECT512(2) DIRECT512(3) DIRECT512(4) DIRECT512(5) DIRECT512(6) DIRECT512(7)
-DIRECT512(8) DIRECT512(9) DIRECT512(10) DIRECT512(11) DIRECT512(12) DIRECT512(13) DIRECT512(14)
+DIRECT512(1, 2, 1) DIRECT512(2, 2, 2) DIRECT512(3, 2, 3) DIRECT512(4, 2, 4) DIRECT512(5, 2, 5)
+DIRECT512(6, 2, 6) DIRECT512(7, 2, 7) DIRECT512(8, 2, 8) DIRECT512(9, 2, 9) DIRECT512(10, 2, 10)
+DIRECT512(11, 2, 11) DIRECT512(12, 2, 12) DIRECT512(13, 2, 13) DIRECT512(14, 2, 14)
+// Wide tiles (64 columns) for a convolution with few output channels (an RGB head): MR x 2
+// vectors keep only 2 MR accumulators in flight, too few for the FMA units' latency
+DIRECT512(1, 4, w1) DIRECT512(2, 4, w2) DIRECT512(3, 4, w3) DIRECT512(4, 4, w4) DIRECT512(5, 4, w5)
+DIRECT512(6, 4, w6) DIRECT512(7, 4, w7)
 #undef DIRECT512
 
 static const direct_kernel512 direct512_plain[15] = {
@@ -131,9 +129,14 @@ static const direct_kernel512 direct512_masked[15] = {
     NULL, direct512_m1, direct512_m2, direct512_m3, direct512_m4, direct512_m5, direct512_m6,
     direct512_m7, direct512_m8, direct512_m9, direct512_m10, direct512_m11, direct512_m12,
     direct512_m13, direct512_m14};
+#define DIRECT512_WIDE_MAX 7
+static const direct_kernel512 direct512_wide_plain[8] = {NULL, direct512_rw1, direct512_rw2, direct512_rw3,
+                                                         direct512_rw4, direct512_rw5, direct512_rw6, direct512_rw7};
+static const direct_kernel512 direct512_wide_masked[8] = {NULL, direct512_mw1, direct512_mw2, direct512_mw3,
+                                                          direct512_mw4, direct512_mw5, direct512_mw6, direct512_mw7};
 
 // ---------------------------------------------------------------------------------------------
-// AVX2: MR x 16 (two vectors), MR <= 6
+// AVX2: MR x 16 (two vectors), MR <= 6; MR x 32 (four) for up to 3 output channels
 // ---------------------------------------------------------------------------------------------
 
 LUMEN_TARGET_AVX2 static inline __attribute__((always_inline)) __m256
@@ -148,59 +151,53 @@ direct_post256(__m256 v, const float *r, __m256i m, const direct_post *p) {
     return v;
 }
 
-// st: the number of lanes stored (1..16; 16 unless masked).
+// st: the number of lanes stored (1..8 NV; 8 NV unless masked).
 LUMEN_TARGET_AVX2 static inline __attribute__((always_inline)) void direct256_body(
     const float *restrict A, const float *xr, int64_t C, int64_t cs, const int64_t *ro, int khlo,
     int khhi, int st, float *y, int64_t ldy, const float *bias, const direct_post *p, const int MR,
-    const int masked) {
-    __m256 c0[6], c1[6];
+    const int NV, const int masked) {
+    __m256 acc[4][6];
 #pragma clang loop unroll(full)
-    for (int r = 0; r < MR; ++r) {
-        c0[r] = _mm256_setzero_ps();
-        c1[r] = _mm256_setzero_ps();
-    }
+    for (int r = 0; r < MR; ++r)
+#pragma clang loop unroll(full)
+        for (int v = 0; v < NV; ++v) acc[v][r] = _mm256_setzero_ps();
     for (int64_t c = 0; c < C; ++c, xr += cs, A += 9 * MR) {
         for (int kh = khlo; kh < khhi; ++kh) {
             const float *row = xr + ro[kh];
             const float *a = A + kh * 3 * MR;
-            _mm_prefetch((const char *)(row + cs), _MM_HINT_T0);
-            _mm_prefetch((const char *)(row + cs + 16), _MM_HINT_T0);
+#pragma clang loop unroll(full)
+            for (int v = 0; v < NV; v += 2) _mm_prefetch((const char *)(row + cs + 8 * v), _MM_HINT_T0);
+            _mm_prefetch((const char *)(row + cs + 8 * NV), _MM_HINT_T0);
 #pragma clang loop unroll(full)
             for (int kw = 0; kw < 3; ++kw) {
-                const __m256 b0 = _mm256_loadu_ps(row + kw), b1 = _mm256_loadu_ps(row + kw + 8);
+                __m256 b[4];
+#pragma clang loop unroll(full)
+                for (int v = 0; v < NV; ++v) b[v] = _mm256_loadu_ps(row + kw + 8 * v);
 #pragma clang loop unroll(full)
                 for (int r = 0; r < MR; ++r) {
                     const __m256 av = _mm256_broadcast_ss(a + kw * MR + r);
-                    c0[r] = _mm256_fmadd_ps(av, b0, c0[r]);
-                    c1[r] = _mm256_fmadd_ps(av, b1, c1[r]);
+#pragma clang loop unroll(full)
+                    for (int v = 0; v < NV; ++v) acc[v][r] = _mm256_fmadd_ps(av, b[v], acc[v][r]);
                 }
             }
         }
     }
     const int post = p->res != NULL || p->affine || p->clamp;
     const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    const __m256i s0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(masked ? st : 16), idx);
-    const __m256i s1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(masked ? st - 8 : 8), idx);
 #pragma clang loop unroll(full)
     for (int r = 0; r < MR; ++r) {
-        __m256 x0 = c0[r], x1 = c1[r];
-        if (bias) {
-            const __m256 t = _mm256_set1_ps(bias[r]);
-            x0 = _mm256_add_ps(x0, t);
-            x1 = _mm256_add_ps(x1, t);
-        }
         float *o = y + r * ldy;
-        if (post) {
-            const float *rr = p->res ? p->res + r * ldy : NULL;
-            x0 = direct_post256(x0, rr, s0, p);
-            x1 = direct_post256(x1, rr ? rr + 8 : NULL, s1, p);
-        }
-        if (masked) {
-            _mm256_maskstore_ps(o, s0, x0);
-            _mm256_maskstore_ps(o + 8, s1, x1);
-        } else {
-            _mm256_storeu_ps(o, x0);
-            _mm256_storeu_ps(o + 8, x1);
+        const float *rr = post && p->res ? p->res + r * ldy : NULL;
+#pragma clang loop unroll(full)
+        for (int v = 0; v < NV; ++v) {
+            const __m256i sv = _mm256_cmpgt_epi32(_mm256_set1_epi32(masked ? st - 8 * v : 8), idx);
+            __m256 x = acc[v][r];
+            if (bias) x = _mm256_add_ps(x, _mm256_set1_ps(bias[r]));
+            if (post) x = direct_post256(x, rr ? rr + 8 * v : NULL, sv, p);
+            if (masked)
+                _mm256_maskstore_ps(o + 8 * v, sv, x);
+            else
+                _mm256_storeu_ps(o + 8 * v, x);
         }
     }
 }
@@ -209,55 +206,68 @@ typedef void (*direct_kernel256)(const float *restrict A, const float *xr, int64
                                  const int64_t *ro, int khlo, int khhi, int st, float *y,
                                  int64_t ldy, const float *bias, const direct_post *p);
 
-#define DIRECT256(R)                                                                               \
-    LUMEN_TARGET_AVX2 static void direct256_r##R(                                                  \
+#define DIRECT256(R, NV, NAME)                                                                     \
+    LUMEN_TARGET_AVX2 static void direct256_r##NAME(                                               \
         const float *restrict A, const float *xr, int64_t C, int64_t cs, const int64_t *ro,        \
         int khlo, int khhi, int st, float *y, int64_t ldy, const float *bias,                      \
         const direct_post *p) {                                                                    \
-        direct256_body(A, xr, C, cs, ro, khlo, khhi, st, y, ldy, bias, p, R, 0);                   \
+        direct256_body(A, xr, C, cs, ro, khlo, khhi, st, y, ldy, bias, p, R, NV, 0);               \
     }                                                                                              \
-    LUMEN_TARGET_AVX2 static void direct256_m##R(                                                  \
+    LUMEN_TARGET_AVX2 static void direct256_m##NAME(                                               \
         const float *restrict A, const float *xr, int64_t C, int64_t cs, const int64_t *ro,        \
         int khlo, int khhi, int st, float *y, int64_t ldy, const float *bias,                      \
         const direct_post *p) {                                                                    \
-        direct256_body(A, xr, C, cs, ro, khlo, khhi, st, y, ldy, bias, p, R, 1);                   \
+        direct256_body(A, xr, C, cs, ro, khlo, khhi, st, y, ldy, bias, p, R, NV, 1);               \
     }
-DIRECT256(1) DIRECT256(2) DIRECT256(3) DIRECT256(4) DIRECT256(5) DIRECT256(6)
+DIRECT256(1, 2, 1) DIRECT256(2, 2, 2) DIRECT256(3, 2, 3) DIRECT256(4, 2, 4) DIRECT256(5, 2, 5)
+DIRECT256(6, 2, 6)
+// Wide tiles (32 columns) for few output channels, as direct512_rw*
+DIRECT256(1, 4, w1) DIRECT256(2, 4, w2) DIRECT256(3, 4, w3)
 #undef DIRECT256
 
 static const direct_kernel256 direct256_plain[7] = {NULL, direct256_r1, direct256_r2, direct256_r3,
                                                      direct256_r4, direct256_r5, direct256_r6};
 static const direct_kernel256 direct256_masked[7] = {NULL, direct256_m1, direct256_m2, direct256_m3,
                                                       direct256_m4, direct256_m5, direct256_m6};
+#define DIRECT256_WIDE_MAX 3
+static const direct_kernel256 direct256_wide_plain[4] = {NULL, direct256_rw1, direct256_rw2, direct256_rw3};
+static const direct_kernel256 direct256_wide_masked[4] = {NULL, direct256_mw1, direct256_mw2, direct256_mw3};
 
-LUMEN_TARGET_AVX512 static void direct_tiles512(const float *Ap, int pr, const float *xr, int64_t C,
+// A row of tiles of TW columns (32, or 64 with wide kernels), the last one masked.
+LUMEN_TARGET_AVX512 static void direct_tiles512(const float *Ap, int pr, int wide, const float *xr, int64_t C,
                                                 int64_t cs, const int64_t *ro, int khlo, int khhi,
                                                 int64_t W, float *y, int64_t ldy, const float *bias,
                                                 direct_post *post, const float *res) {
-    for (int64_t ow0 = 0; ow0 < W; ow0 += 32) {
+    const int64_t TW = wide ? 64 : 32;
+    const direct_kernel512 plain = wide ? direct512_wide_plain[pr] : direct512_plain[pr];
+    const direct_kernel512 masked = wide ? direct512_wide_masked[pr] : direct512_masked[pr];
+    for (int64_t ow0 = 0; ow0 < W; ow0 += TW) {
         post->res = res ? res + ow0 : NULL;
-        if (ow0 + 32 <= W) {
-            direct512_plain[pr](Ap, xr + ow0, C, cs, ro, khlo, khhi, NULL, y + ow0, ldy, bias, post);
+        if (ow0 + TW <= W) {
+            plain(Ap, xr + ow0, C, cs, ro, khlo, khhi, NULL, y + ow0, ldy, bias, post);
         } else {
             const int64_t n = W - ow0;
-            const __mmask16 st[2] = {(__mmask16)(n >= 16 ? 0xffffu : (1u << n) - 1u),
-                                     (__mmask16)(n >= 32 ? 0xffffu : n <= 16 ? 0u : (1u << (n - 16)) - 1u)};
-            direct512_masked[pr](Ap, xr + ow0, C, cs, ro, khlo, khhi, st, y + ow0, ldy, bias, post);
+            __mmask16 st[4];
+            for (int v = 0; v < 4; ++v)
+                st[v] = (__mmask16)(n >= 16 * (v + 1) ? 0xffffu : n <= 16 * v ? 0u : (1u << (n - 16 * v)) - 1u);
+            masked(Ap, xr + ow0, C, cs, ro, khlo, khhi, st, y + ow0, ldy, bias, post);
         }
     }
 }
 
-LUMEN_TARGET_AVX2 static void direct_tiles256(const float *Ap, int pr, const float *xr, int64_t C,
+LUMEN_TARGET_AVX2 static void direct_tiles256(const float *Ap, int pr, int wide, const float *xr, int64_t C,
                                               int64_t cs, const int64_t *ro, int khlo, int khhi,
                                               int64_t W, float *y, int64_t ldy, const float *bias,
                                               direct_post *post, const float *res) {
-    for (int64_t ow0 = 0; ow0 < W; ow0 += 16) {
+    const int64_t TW = wide ? 32 : 16;
+    const direct_kernel256 plain = wide ? direct256_wide_plain[pr] : direct256_plain[pr];
+    const direct_kernel256 masked = wide ? direct256_wide_masked[pr] : direct256_masked[pr];
+    for (int64_t ow0 = 0; ow0 < W; ow0 += TW) {
         post->res = res ? res + ow0 : NULL;
-        if (ow0 + 16 <= W)
-            direct256_plain[pr](Ap, xr + ow0, C, cs, ro, khlo, khhi, 16, y + ow0, ldy, bias, post);
+        if (ow0 + TW <= W)
+            plain(Ap, xr + ow0, C, cs, ro, khlo, khhi, (int)TW, y + ow0, ldy, bias, post);
         else
-            direct256_masked[pr](Ap, xr + ow0, C, cs, ro, khlo, khhi, (int)(W - ow0), y + ow0, ldy,
-                                 bias, post);
+            masked(Ap, xr + ow0, C, cs, ro, khlo, khhi, (int)(W - ow0), y + ow0, ldy, bias, post);
     }
 }
 
@@ -319,7 +329,9 @@ void lumen_conv3x3_direct(int isa, const float *x, int64_t batch, int64_t C, int
     if (ntasks < 1) { ntasks = 1; task = 0; }
     const int64_t K = C * 9, HW = H * W, rows = batch * H;
     const int MR = isa == LUMEN_ISA_AVX512 ? 14 : 6;
-    const int64_t TW = isa == LUMEN_ISA_AVX512 ? 32 : 16;
+    // Few output channels (one partial panel: an RGB head): tiles twice as wide
+    const int wide = O <= (isa == LUMEN_ISA_AVX512 ? DIRECT512_WIDE_MAX : DIRECT256_WIDE_MAX);
+    const int64_t TW = (isa == LUMEN_ISA_AVX512 ? 32 : 16) * (wide ? 2 : 1);
     const int64_t panels = (O + MR - 1) / MR;
     // Tasks split the output rows; where every task packing all the weights would cost more than
     // its share of the work is worth, they split the channel panels too, each packing its own.
@@ -390,9 +402,9 @@ void lumen_conv3x3_direct(int isa, const float *x, int64_t batch, int64_t C, int
             const float *bp = bias ? bias + mp : NULL;
             const float *rp = rb ? rb + mp * HW : NULL;
             if (isa == LUMEN_ISA_AVX512)
-                direct_tiles512(Ap, pr, ring, C, cs, ro, khlo, khhi, W, yb + mp * HW, HW, bp, &post, rp);
+                direct_tiles512(Ap, pr, wide, ring, C, cs, ro, khlo, khhi, W, yb + mp * HW, HW, bp, &post, rp);
             else
-                direct_tiles256(Ap, pr, ring, C, cs, ro, khlo, khhi, W, yb + mp * HW, HW, bp, &post, rp);
+                direct_tiles256(Ap, pr, wide, ring, C, cs, ro, khlo, khhi, W, yb + mp * HW, HW, bp, &post, rp);
         }
     }
 #else

@@ -52,6 +52,9 @@ final class DirectConvTests: XCTestCase {
             Case(batch: 2, c: 16, h: 1, w: 16, o: 14),   // one row (top and bottom rows skipped at once)
             Case(batch: 1, c: 64, h: 6, w: 40, o: 64),   // TAESD's channels
             Case(batch: 1, c: 64, h: 9, w: 64, o: 3),    // an RGB head
+            // wide tiles (up to 3 channels with AVX2, 7 with AVX-512): 32 + 13 and 45 columns, the
+            // last tile's mask over two and three vectors
+            Case(batch: 2, c: 9, h: 4, w: 45, o: 3),
         ]
         XCTAssertEqual(lumen_cpu_set_conv_direct(2), 2)
         try forEachInstructionSet { isa in
@@ -84,12 +87,16 @@ final class DirectConvTests: XCTestCase {
     func testFusedOpsAfterDirectConvolution() throws {
         XCTAssertEqual(lumen_cpu_set_conv_direct(2), 2)
         let c = 9
-        let t = try FusedConvCase(batch: 2, c: c, h: 5, w: 37, o: 17, seed: 500)
-        try forEachInstructionSet { isa in
-            for threads in [1, 2] {
-                let got = try runCPU(t.graph, [t.output], t.inputs, threads: threads)[0]
-                // 1.5× the convolution's bound: the affine map scales its error
-                assertClose(got, t.reference, atol: 1.5 * gemmTolerance(c * 9), rtol: 1e-5, "fused direct conv threads \(threads) \(isa)")
+        // 17 output channels; 3 (an RGB head: the wide tiles)
+        for (o, seed) in [(17, UInt64(500)), (3, 510)] {
+            let t = try FusedConvCase(batch: 2, c: c, h: 5, w: 37, o: o, seed: seed)
+            try forEachInstructionSet { isa in
+                for threads in [1, 2] {
+                    let got = try runCPU(t.graph, [t.output], t.inputs, threads: threads)[0]
+                    // 1.5× the convolution's bound: the affine map scales its error
+                    assertClose(got, t.reference, atol: 1.5 * gemmTolerance(c * 9), rtol: 1e-5,
+                                "fused direct conv o \(o) threads \(threads) \(isa)")
+                }
             }
         }
     }
