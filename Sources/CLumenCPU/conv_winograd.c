@@ -18,7 +18,9 @@
 // 8), as 8-lane vectors: tiles are transposed into channel-minor strips on the way in and back
 // on the way out. Where the transformed weights are small (64-128 channels), the fused mode
 // instead transforms all the weights in one phase and then lets every task take units of tiles
-// through all three steps while their V and M stay in its cache (plan_fused).
+// through all three steps while their V and M stay near (about twice the L2; plan_fused); there
+// the transforms write the GEMM's packed operands, so that the products need no packing
+// (lumen_gemm_prepacked), and F(6x6) is taken from 128 pixels a side.
 #include "gemm_internal.h"
 
 #include <stdlib.h>
