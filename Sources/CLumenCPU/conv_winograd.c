@@ -389,6 +389,19 @@ static int64_t round8(int64_t v) { return (v + 7) / 8 * 8; }
 // whole unfused convolution 10-35% slower.
 static int64_t wg_plane_stride(int64_t n) { return (n + 31) / 32 * 32 + 16; }
 
+// The unfused mode's plane strides for blocks of `tiles` tiles and `ob` output channels: V (tiles
+// x C), U (ob x C) and M (tiles x ob); the scratch holds alpha^2 planes of each, in that order.
+typedef struct { int64_t vs, us, ms; } wg_strides;
+
+static wg_strides wg_block_strides(int64_t tiles, int64_t ob, int64_t C) {
+    return (wg_strides){wg_plane_stride(tiles * C), wg_plane_stride(ob * C), wg_plane_stride(tiles * ob)};
+}
+
+static int64_t wg_block_floats(int64_t a2, int64_t tiles, int64_t ob, int64_t C) {
+    const wg_strides st = wg_block_strides(tiles, ob, C);
+    return a2 * (st.vs + st.us + st.ms);
+}
+
 // Fills p for tile size m within `budget` floats of scratch; 0 where nothing fits. The scratch
 // holds, per block, V (a2 x tiles x C), U (a2 x ob x C) and M (a2 x tiles x ob). Among the block
 // shapes that fit, the cheapest by a rough model: the GEMMs' FLOPs inflated where a block is thin
@@ -408,8 +421,7 @@ static int plan_for(int64_t batch, int64_t C, int64_t H, int64_t W, int64_t O, i
         int64_t rows = (budget - a2 * ob * C) / (a2 * TW * (C + ob));
         if (rows > S) rows = S;
         // with the planes' padding (wg_plane_stride)
-#define WG_PADDED(r) (a2 * (wg_plane_stride((r) * TW * C) + wg_plane_stride(ob * C) + wg_plane_stride((r) * TW * ob)))
-        while (rows >= 1 && WG_PADDED(rows) > budget) --rows;
+        while (rows >= 1 && wg_block_floats(a2, rows * TW, ob, C) > budget) --rows;
         if (rows < 1) continue;
         const int64_t ntb = (S + rows - 1) / rows;
         rows = (S + ntb - 1) / ntb;
@@ -423,11 +435,10 @@ static int plan_for(int64_t batch, int64_t C, int64_t H, int64_t W, int64_t O, i
             bestCost = cost;
             p->strips_per_block = rows; p->tb_tiles = rows * TW; p->ob = ob;
             p->n_tblocks = ntb; p->n_oblocks = nobReal;
-            p->scratch_floats = WG_PADDED(rows);
+            p->scratch_floats = wg_block_floats(a2, rows * TW, ob, C);
         }
         if (ob <= 8) break;
     }
-#undef WG_PADDED
     if (!found) return 0;
     p->batch = batch; p->C = C; p->H = H; p->W = W; p->O = O; p->m = m;
     p->TH = TH; p->TW = TW;
@@ -464,7 +475,9 @@ static int plan_fused(int64_t batch, int64_t C, int64_t H, int64_t W, int64_t O,
     // 814; F(4x4) 64 -> 64 at 512x512 1087-1091 against 1032-1035 (AVX-512), the rest within the
     // runs' spread. (Before the packed operands one L2 was best: smaller blocks paid less for the
     // GEMM's packing.)
-    const int64_t mr = lumen_gemm_blocking(lumen_isa_current()).mr;
+    const int isa = lumen_isa_current();
+    const lumen_blocking bl = lumen_gemm_blocking(isa);
+    const int64_t mr = bl.mr;
     const int64_t target = lumen_cpu_l2_bytes() / 2;  // floats
     int64_t tb = target / (a2 * (C + O));
     if (tb > 512) tb = 512;
@@ -484,11 +497,9 @@ static int plan_fused(int64_t batch, int64_t C, int64_t H, int64_t W, int64_t O,
     if (per8 >= mr && tb > per8) tb = per8;
     p->tb_tiles = tb;
     p->n_tblocks = 1; p->n_oblocks = 1; p->ob = O;
-    const int isa = lumen_isa_current();
     if (lumen_gemm_prepacked_ok(isa, C)) {
         // the transforms write the GEMM's packed operands: U in B panels (padded to whole
         // panels), V as A rows at the packed stride
-        const lumen_blocking bl = lumen_gemm_blocking(isa);
         p->pack_nr = bl.nr; p->pack_ks = bl.kc; p->pack_mr = bl.mr; p->isa = isa;
     }
     // U from the scratch's first 64-byte boundary (the kernels load B aligned), then one cache
@@ -675,7 +686,8 @@ void lumen_winograd_run_phase(const lumen_winograd_plan *p, int64_t phase, const
     const int64_t s1 = s0 + p->strips_per_block < S ? s0 + p->strips_per_block : S;
     const int64_t o0 = oblock * Ob, o1 = o0 + Ob < O ? o0 + Ob : O;
     const int64_t tiles = (s1 - s0) * TW, ocount = o1 - o0;
-    const int64_t vs = wg_plane_stride(Tb * C), us = wg_plane_stride(Ob * C), ms = wg_plane_stride(Tb * Ob);
+    const wg_strides st = wg_block_strides(Tb, Ob, C);
+    const int64_t vs = st.vs, us = st.us, ms = st.ms;
     float *V = scratch, *U = V + a2 * vs, *M = U + a2 * us;
     if (kind == 0) {
         const int doV = oblock == 0, doU = tblock == 0 || p->n_oblocks > 1;
