@@ -1,28 +1,34 @@
-// Normalisation, softmax and elementwise kernels. Reductions accumulate in 16 explicit lanes so
-// that the vectoriser can use SIMD without reassociating a single running sum (no fast-math).
+// Normalisation, softmax and elementwise kernels. Reductions accumulate in 64 explicit lanes so
+// that the vectoriser can use SIMD without reassociating a single running sum (no fast-math), and
+// end in a pairwise tree over the lanes: the order of every addition is fixed by the C code, so
+// each instruction set gets the same sums. 64 lanes are 8 AVX2 or 4 AVX-512 accumulators, enough
+// to hide the adds' latency (16 lanes left the sums latency-bound: group-norm 1.5x slower), and
+// the tree keeps the final reduction short for the 320-wide rows of layer-norm (a serial sum of
+// 64 lanes made layer-norm 1.5x slower than 16 lanes).
 #include "lumen_cpu.h"
 #include "vecmath.h"
 
-#define LANES 16
+#define LANES 64
 
 LUMEN_INLINE void lumen_range(int64_t n, int task, int ntasks, int64_t *b, int64_t *e) {
     *b = n * task / ntasks;
     *e = n * (task + 1) / ntasks;
 }
 
-LUMEN_INLINE float sum_lanes(const float *acc) {
-    float s = 0.0f;
-    for (int l = 0; l < LANES; l++) s += acc[l];
-    return s;
+/// acc[0] + ... + acc[LANES - 1], pairwise (acc is overwritten).
+LUMEN_INLINE float sum_lanes(float *acc) {
+    for (int w = LANES / 2; w >= 1; w /= 2)
+        for (int l = 0; l < w; l++) acc[l] += acc[l + w];
+    return acc[0];
 }
 
-/// Sum of x[0..<n] in 16 lanes.
+/// Sum of x[0..<n] in LANES lanes (a partial last group of LANES goes to lanes 0, 1, ...).
 LUMEN_INLINE float lane_sum(const float *x, int64_t n) {
     float acc[LANES] = {0};
     int64_t i = 0;
     for (; i + LANES <= n; i += LANES)
         for (int l = 0; l < LANES; l++) acc[l] += x[i + l];
-    for (; i < n; i++) acc[0] += x[i];
+    for (int l = 0; i < n; i++, l++) acc[l] += x[i];
     return sum_lanes(acc);
 }
 
@@ -32,7 +38,7 @@ LUMEN_INLINE float lane_sq_dev(const float *x, int64_t n, float mean) {
     int64_t i = 0;
     for (; i + LANES <= n; i += LANES)
         for (int l = 0; l < LANES; l++) { float d = x[i + l] - mean; acc[l] += d * d; }
-    for (; i < n; i++) { float d = x[i] - mean; acc[0] += d * d; }
+    for (int l = 0; i < n; i++, l++) { float d = x[i] - mean; acc[l] += d * d; }
     return sum_lanes(acc);
 }
 
@@ -42,10 +48,10 @@ LUMEN_INLINE float lane_max(const float *x, int64_t n) {
     int64_t i = 0;
     for (; i + LANES <= n; i += LANES)
         for (int l = 0; l < LANES; l++) acc[l] = x[i + l] > acc[l] ? x[i + l] : acc[l];
-    float m = -INFINITY;
-    for (; i < n; i++) m = x[i] > m ? x[i] : m;
-    for (int l = 0; l < LANES; l++) m = acc[l] > m ? acc[l] : m;
-    return m;
+    for (int l = 0; i < n; i++, l++) acc[l] = x[i] > acc[l] ? x[i] : acc[l];
+    for (int w = LANES / 2; w >= 1; w /= 2)
+        for (int l = 0; l < w; l++) acc[l] = acc[l + w] > acc[l] ? acc[l + w] : acc[l];
+    return acc[0];
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -100,10 +106,15 @@ LUMEN_INLINE void layer_norm_body(const float *x, float *y, int64_t rows, int64_
         float *yr = y + r * D;
         float mean = lane_sum(xr, D) / (float)D;
         float rstd = 1.0f / sqrtf(lane_sq_dev(xr, D, mean) / (float)D + eps);
-        LUMEN_VECTORIZE_INPLACE
-        for (int64_t i = 0; i < D; i++) {
-            float v = (xr[i] - mean) * rstd;
-            yr[i] = gamma ? v * gamma[i] + beta[i] : v;
+        // Two loops rather than one with `gamma ? ... : ...` inside, which clang vectorised with
+        // masked loads of gamma and beta and blends (layer-norm at 0.28 ms instead of 0.2 for
+        // 4096 x 320 with AVX2).
+        if (gamma) {
+            LUMEN_VECTORIZE_INPLACE
+            for (int64_t i = 0; i < D; i++) yr[i] = (xr[i] - mean) * rstd * gamma[i] + beta[i];
+        } else {
+            LUMEN_VECTORIZE_INPLACE
+            for (int64_t i = 0; i < D; i++) yr[i] = (xr[i] - mean) * rstd;
         }
     }
 }

@@ -72,7 +72,7 @@ LUMEN_INLINE float lumen_quick_gelu(float x) { return x * lumen_sigmoidf(1.702f 
 // Without it clang guards the vectorised loop with a check that the arrays do not overlap, which an
 // in-place call fails, and runs the scalar remainder loop over the whole array (7x slower for SiLU).
 #if defined(__clang__)
-#define LUMEN_VECTORIZE_INPLACE _Pragma("clang loop vectorize(assume_safety)")
+#define LUMEN_VECTORIZE_INPLACE _Pragma("clang loop vectorize(assume_safety) interleave_count(4)")
 #else
 #define LUMEN_VECTORIZE_INPLACE
 #endif
