@@ -9,30 +9,29 @@
 #if defined(__x86_64__)
 #include <immintrin.h>
 
-enum { QB = 64, KB = 64 };
+enum { QB = 64, KB_MAX = 128 };
 
 #define AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,fma,f16c")))
 
-/// e^x on 16 lanes, the same approximation as lumen_expf.
-AVX512 static inline __m512 exp16(__m512 x) {
-    x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.7f)), _mm512_set1_ps(-87.3f));
-    __m512 n = _mm512_roundscale_ps(_mm512_fmadd_ps(x, _mm512_set1_ps(1.44269504088896341f), _mm512_set1_ps(0.5f)),
-                                    _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fmadd_ps(n, _mm512_set1_ps(2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-    p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-    __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvttps_epi32(n), _mm512_set1_epi32(127)), 23);
-    return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
+/// 2^x on 16 lanes for the softmax's x = y - max(y) <= 0, y being the scores in base-2 units:
+/// attention_avx2.c's exp2_nonpos8 (the same clamp, shifter and degree-6 fit), 13 operations with
+/// the subtraction where e^x took 19.
+AVX512 static inline __m512 exp2_nonpos16(__m512 x) {
+    const __m512 magic = _mm512_set1_ps(12582912.0f + 127.0f);
+    x = _mm512_max_ps(_mm512_set1_ps(-126.0f), x);  // NaN stays NaN
+    __m512 t = _mm512_add_ps(x, magic);
+    __m512 f = _mm512_sub_ps(x, _mm512_sub_ps(t, magic));
+    __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(1.5353361959569156e-4f), f, _mm512_set1_ps(1.3398875016719103e-3f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.61843691766262e-3f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.5503323674201965e-2f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4022647738456726e-1f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.931471824645996e-1f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+    return _mm512_mul_ps(p, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_castps_si512(t), 23)));
 }
 
 /// S[r0..r0+8][c0..c0+32] = qs[r0..r0+8] · kt[:, c0..c0+32] over dh.
-AVX512 static inline void qk_8x32(const float *qs, int64_t dh, const float *kt, float *s, int r0, int c0) {
+AVX512 static inline void qk_8x32(const float *qs, int64_t dh, const float *kt, float *s, int r0, int c0, int64_t KB) {
     __m512 acc[8][2];
     for (int r = 0; r < 8; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
     const float *q = qs + (int64_t)r0 * dh;
@@ -53,7 +52,7 @@ AVX512 static inline void qk_8x32(const float *qs, int64_t dh, const float *kt, 
 /// o[r0..r0+8][d0 .. d0+16·NV] += P[r0..r0+8][0..nk] · V[0..nk][d0 ..], lanes past `lanes` masked.
 #define PV_KERNEL(NV)                                                                                   \
     AVX512 static void pv_8x##NV(const float *p, const float *v, int64_t ldv, int64_t nk, float *o,       \
-                                 int64_t ldo, int r0, int64_t d0, int64_t lanes) {                         \
+                                 int64_t ldo, int r0, int64_t d0, int64_t lanes, int64_t KB) {             \
         __mmask16 mask[NV];                                                                              \
         __m512 acc[8][NV];                                                                               \
         for (int c = 0; c < NV; c++) {                                                                   \
@@ -90,8 +89,8 @@ static int ensure(int64_t dh) {
     free(sc.qs); free(sc.kt); free(sc.s); free(sc.o);
     int64_t dhp = (dh + 15) / 16 * 16;
     sc.qs = aligned_alloc(64, (size_t)(QB * dhp * 4));
-    sc.kt = aligned_alloc(64, (size_t)(dhp * KB * 4));
-    sc.s = aligned_alloc(64, (size_t)(QB * KB * 4));
+    sc.kt = aligned_alloc(64, (size_t)(dhp * KB_MAX * 4));
+    sc.s = aligned_alloc(64, (size_t)(QB * KB_MAX * 4));
     sc.o = aligned_alloc(64, (size_t)(QB * dhp * 4));
     sc.dh = (sc.qs && sc.kt && sc.s && sc.o) ? dh : 0;
     return sc.dh != 0;
@@ -106,7 +105,7 @@ static float *ensure_kt_all(size_t floats) {
 }
 
 /// kt[d][j] = K[k0 + j][d] for j < nk, zero for nk <= j < KB.
-static void pack_kt512(const float *kbase, int64_t ldk, int64_t k0, int64_t nk, int64_t Dh, float *kt) {
+static void pack_kt512(const float *kbase, int64_t ldk, int64_t k0, int64_t nk, int64_t Dh, float *kt, int64_t KB) {
     for (int64_t d = 0; d < Dh; d++) {
         float *row = kt + d * KB;
         for (int64_t j = 0; j < nk; j++) row[j] = kbase[(k0 + j) * ldk + d];
@@ -121,9 +120,14 @@ AVX512 int lumen_attention_avx512(const float *q, int64_t ldq, const float *k, i
     if (!ensure(Dh)) return -1;
     const int64_t dhp = (Dh + 15) / 16 * 16;
     float *qs = sc.qs, *s = sc.s, *o = sc.o;
+    const float scale2 = scale * 1.44269504088896341f;  // scores in base-2 units
     // K^T of the head in hand, [Lk/KB][Dh][KB], packed once per head instead of once per query
     // block (a strided scalar gather: at Lk 4096 and Dh 40 it cost about a fifth of the kernel's
     // time); above 8 MiB, one key block at a time as before.
+    // Key blocks of 64; a short key sequence (cross-attention's 77 text tokens) in one block of
+    // whole 32-key groups, as in attention_avx2.c (77 keys ran as 64 + 13, the 13 through a whole
+    // 32-key tile and a second pass of the rows' softmax bookkeeping).
+    const int64_t KB = Lk <= KB_MAX ? (Lk + 31) / 32 * 32 : 64;
     const int64_t nkb = (Lk + KB - 1) / KB;
     const int per_head = nkb * KB * Dh <= ((int64_t)2 << 20);
     float *kt_all = per_head ? ensure_kt_all((size_t)(nkb * KB * Dh)) : NULL;
@@ -142,28 +146,54 @@ AVX512 int lumen_attention_avx512(const float *q, int64_t ldq, const float *k, i
         if (per_head && packed != b * heads + h) {
             const int64_t kend_all = causal ? (Lq < Lk ? Lq : Lk) : Lk;  // keys any query block reads
             for (int64_t k0 = 0; k0 < kend_all; k0 += KB)
-                pack_kt512(kbase, ldk, k0, kend_all - k0 < KB ? kend_all - k0 : KB, Dh, kt_all + (k0 / KB) * Dh * KB);
+                pack_kt512(kbase, ldk, k0, kend_all - k0 < KB ? kend_all - k0 : KB, Dh, kt_all + (k0 / KB) * Dh * KB, KB);
             packed = b * heads + h;
         }
         float m[QB], l[QB];
+        // Q's rows scaled (in base-2 units, see exp2_nonpos16) in masked vectors; padding rows zero.
+        const __m512 vscale = _mm512_set1_ps(scale2);
         for (int64_t i = 0; i < rows; i++) {
-            for (int64_t d = 0; d < Dh; d++) qs[i * Dh + d] = i < nq ? qbase[(q0 + i) * ldq + d] * scale : 0.0f;
-            for (int64_t d = 0; d < dhp; d++) o[i * dhp + d] = 0.0f;
+            const float *src = qbase + (q0 + i) * ldq;
+            for (int64_t d = 0; d < Dh; d += 16) {
+                __mmask16 lanes = Dh - d >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (Dh - d)) - 1);
+                __m512 x = i < nq ? _mm512_maskz_loadu_ps(lanes, src + d) : _mm512_setzero_ps();
+                _mm512_mask_storeu_ps(qs + i * Dh + d, lanes, _mm512_mul_ps(x, vscale));
+            }
+            for (int64_t d = 0; d < dhp; d += 16) _mm512_store_ps(o + i * dhp + d, _mm512_setzero_ps());
             m[i] = -INFINITY;
             l[i] = 0.0f;
+        }
+        // The next item's query and output rows, fetched during this block's softmax (as in
+        // attention_avx2.c: both are strided, one head's Dh floats out of each row).
+        const float *pf_q = NULL;
+        float *pf_o = NULL;
+        int64_t pf_n = 0;
+        if (item + 1 < end) {
+            int64_t nqb = (item + 1) % qblocks, nh = ((item + 1) / qblocks) % heads, nb = (item + 1) / (qblocks * heads);
+            pf_q = q + nb * Lq * ldq + nh * Dh + nqb * QB * ldq;
+            pf_o = out + (nb * Lq + nqb * QB) * ldo + nh * Dh;
+            pf_n = Lq - nqb * QB < QB ? Lq - nqb * QB : QB;
         }
         int64_t kend = causal ? (q0 + nq < Lk ? q0 + nq : Lk) : Lk;
         for (int64_t k0 = 0; k0 < kend; k0 += KB) {
             int64_t nk = kend - k0 < KB ? kend - k0 : KB;
             const float *kt = per_head ? kt_all + (k0 / KB) * Dh * KB : sc.kt;
-            if (!per_head) pack_kt512(kbase, ldk, k0, nk, Dh, sc.kt);
-            int cols = nk > 32 ? 2 : 1;
+            if (!per_head) pack_kt512(kbase, ldk, k0, nk, Dh, sc.kt, KB);
+            int cols = (int)((nk + 31) / 32);
             for (int64_t g = 0; g < groups; g++)
-                for (int c = 0; c < cols; c++) qk_8x32(qs, Dh, kt, s, (int)(g * 8), c * 32);
+                for (int c = 0; c < cols; c++) qk_8x32(qs, Dh, kt, s, (int)(g * 8), c * 32, KB);
             // Online softmax, row by row: P = exp(S - m_new), masked keys get P = 0.
             int64_t pvKeys = 0;
             for (int64_t i = 0; i < rows; i++) {
                 float *srow = s + i * KB;
+                if (k0 == 0 && i < pf_n) {
+                    for (int64_t d = 0; d < Dh; d += 16) {
+                        _mm_prefetch((const char *)(pf_q + i * ldq + d), _MM_HINT_T0);
+                        _mm_prefetch((const char *)(pf_o + i * ldo + d), _MM_HINT_T0);
+                    }
+                    _mm_prefetch((const char *)(pf_q + i * ldq + Dh - 1), _MM_HINT_T0);
+                    _mm_prefetch((const char *)(pf_o + i * ldo + Dh - 1), _MM_HINT_T0);
+                }
                 int64_t valid = i < nq ? nk : 0;
                 if (causal && i < nq) {
                     int64_t lim = q0 + i - k0 + 1;
@@ -182,14 +212,14 @@ AVX512 int lumen_attention_avx512(const float *q, int64_t ldq, const float *k, i
                 float bm = _mm512_reduce_max_ps(mx);
                 float mnew = m[i] > bm ? m[i] : bm;
                 // e^0 is exactly 1: no exponential where the running maximum stands
-                float corr = m[i] == -INFINITY ? 0.0f : m[i] == mnew ? 1.0f : lumen_expf(m[i] - mnew);
+                float corr = m[i] == -INFINITY ? 0.0f : m[i] == mnew ? 1.0f : lumen_expf((m[i] - mnew) * 0.693147180559945309f);
                 __m512 mn = _mm512_set1_ps(mnew), sum = _mm512_setzero_ps();
                 // without a causal mask every row's keys are the block's nk: lanes past it are never
                 // read by P·V; with one, P·V reads up to the longest row, so all KB lanes are written
                 const int64_t jn = causal ? KB : (valid + 15) / 16 * 16;
                 for (j = 0; j < jn; j += 16) {
                     __mmask16 keep = j + 16 <= valid ? (__mmask16)0xFFFF : (j < valid ? tail : (__mmask16)0);
-                    __m512 pv = _mm512_maskz_mov_ps(keep, exp16(_mm512_sub_ps(_mm512_load_ps(srow + j), mn)));
+                    __m512 pv = _mm512_maskz_mov_ps(keep, exp2_nonpos16(_mm512_sub_ps(_mm512_load_ps(srow + j), mn)));
                     _mm512_store_ps(srow + j, pv);
                     sum = _mm512_add_ps(sum, pv);
                 }
@@ -207,16 +237,19 @@ AVX512 int lumen_attention_avx512(const float *q, int64_t ldq, const float *k, i
                 for (int64_t d0 = 0; d0 < Dh; d0 += 48) {
                     int64_t lanes = Dh - d0 < 48 ? Dh - d0 : 48;
                     int nv = (int)((lanes + 15) / 16);
-                    if (nv == 3) pv_8x3(s, vblock, ldv, pvKeys, o, dhp, (int)(g * 8), d0, lanes);
-                    else if (nv == 2) pv_8x2(s, vblock, ldv, pvKeys, o, dhp, (int)(g * 8), d0, lanes);
-                    else pv_8x1(s, vblock, ldv, pvKeys, o, dhp, (int)(g * 8), d0, lanes);
+                    if (nv == 3) pv_8x3(s, vblock, ldv, pvKeys, o, dhp, (int)(g * 8), d0, lanes, KB);
+                    else if (nv == 2) pv_8x2(s, vblock, ldv, pvKeys, o, dhp, (int)(g * 8), d0, lanes, KB);
+                    else pv_8x1(s, vblock, ldv, pvKeys, o, dhp, (int)(g * 8), d0, lanes, KB);
                 }
             }
         }
         for (int64_t i = 0; i < nq; i++) {
-            float inv = 1.0f / l[i];
+            const __m512 inv = _mm512_set1_ps(1.0f / l[i]);
             float *dst = out + (b * Lq + q0 + i) * ldo + h * Dh;
-            for (int64_t d = 0; d < Dh; d++) dst[d] = o[i * dhp + d] * inv;
+            for (int64_t d = 0; d < Dh; d += 16) {
+                __mmask16 lanes = Dh - d >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (Dh - d)) - 1);
+                _mm512_mask_storeu_ps(dst + d, lanes, _mm512_mul_ps(_mm512_load_ps(o + i * dhp + d), inv));
+            }
         }
     }
     return 0;
