@@ -124,10 +124,13 @@ AVX512 int lumen_attention_avx512(const float *q, int64_t ldq, const float *k, i
     // K^T of the head in hand, [Lk/KB][Dh][KB], packed once per head instead of once per query
     // block (a strided scalar gather: at Lk 4096 and Dh 40 it cost about a fifth of the kernel's
     // time); above 8 MiB, one key block at a time as before.
-    // Key blocks of 64; a short key sequence (cross-attention's 77 text tokens) in one block of
-    // whole 32-key groups, as in attention_avx2.c (77 keys ran as 64 + 13, the 13 through a whole
-    // 32-key tile and a second pass of the rows' softmax bookkeeping).
-    const int64_t KB = Lk <= KB_MAX ? (Lk + 31) / 32 * 32 : 64;
+    // A short key sequence (cross-attention's 77 text tokens) in one block of whole 32-key
+    // groups, as in attention_avx2.c (77 keys ran as 64 + 13, the 13 through a whole 32-key tile
+    // and a second pass of the rows' softmax bookkeeping). Longer ones in blocks of 128 keys for
+    // heads up to 64 wide (each row's softmax bookkeeping and P·V's accumulator loads and stores
+    // paid once per 128 keys: 4096 x 4096 x 40 +5%, one thread; the block's scores are 32 KiB),
+    // 64 for wider heads (1024 x 1024 x 80 measured no better at 128, whose K^T block is 40 KiB).
+    const int64_t KB = Lk <= KB_MAX ? (Lk + 31) / 32 * 32 : Dh <= 64 ? 128 : 64;
     const int64_t nkb = (Lk + KB - 1) / KB;
     const int per_head = nkb * KB * Dh <= ((int64_t)2 << 20);
     float *kt_all = per_head ? ensure_kt_all((size_t)(nkb * KB * Dh)) : NULL;
