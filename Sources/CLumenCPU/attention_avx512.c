@@ -49,6 +49,20 @@ AVX512 static inline void qk_8x32(const float *qs, int64_t dh, const float *kt, 
     }
 }
 
+/// S[r0..r0+8][c0..c0+16] = qs[r0..r0+8] · kt[:, c0..c0+16]: a key block's last 16 keys or fewer
+/// (77 keys run as 32 + 32 + 16 instead of three 32-key tiles, a fifth of whose products were
+/// padding).
+AVX512 static inline void qk_8x16(const float *qs, int64_t dh, const float *kt, float *s, int r0, int c0, int64_t KB) {
+    __m512 acc[8];
+    for (int r = 0; r < 8; r++) acc[r] = _mm512_setzero_ps();
+    const float *q = qs + (int64_t)r0 * dh;
+    for (int64_t d = 0; d < dh; d++) {
+        __m512 b0 = _mm512_load_ps(kt + d * KB + c0);
+        for (int r = 0; r < 8; r++) acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(q[r * dh + d]), b0, acc[r]);
+    }
+    for (int r = 0; r < 8; r++) _mm512_store_ps(s + (r0 + r) * KB + c0, acc[r]);
+}
+
 /// o[r0..r0+8][d0 .. d0+16·NV] += P[r0..r0+8][0..nk] · V[0..nk][d0 ..], lanes past `lanes` masked.
 #define PV_KERNEL(NV)                                                                                   \
     AVX512 static void pv_8x##NV(const float *p, const float *v, int64_t ldv, int64_t nk, float *o,       \
@@ -124,13 +138,13 @@ AVX512 int lumen_attention_avx512(const float *q, int64_t ldq, const float *k, i
     // K^T of the head in hand, [Lk/KB][Dh][KB], packed once per head instead of once per query
     // block (a strided scalar gather: at Lk 4096 and Dh 40 it cost about a fifth of the kernel's
     // time); above 8 MiB, one key block at a time as before.
-    // A short key sequence (cross-attention's 77 text tokens) in one block of whole 32-key
+    // A short key sequence (cross-attention's 77 text tokens) in one block of whole 16-key
     // groups, as in attention_avx2.c (77 keys ran as 64 + 13, the 13 through a whole 32-key tile
     // and a second pass of the rows' softmax bookkeeping). Longer ones in blocks of 128 keys for
     // heads up to 64 wide (each row's softmax bookkeeping and P·V's accumulator loads and stores
     // paid once per 128 keys: 4096 x 4096 x 40 +5%, one thread; the block's scores are 32 KiB),
     // 64 for wider heads (1024 x 1024 x 80 measured no better at 128, whose K^T block is 40 KiB).
-    const int64_t KB = Lk <= KB_MAX ? (Lk + 31) / 32 * 32 : Dh <= 64 ? 128 : 64;
+    const int64_t KB = Lk <= KB_MAX ? (Lk + 15) / 16 * 16 : Dh <= 64 ? 128 : 64;
     const int64_t nkb = (Lk + KB - 1) / KB;
     const int per_head = nkb * KB * Dh <= ((int64_t)2 << 20);
     float *kt_all = per_head ? ensure_kt_all((size_t)(nkb * KB * Dh)) : NULL;
@@ -182,9 +196,11 @@ AVX512 int lumen_attention_avx512(const float *q, int64_t ldq, const float *k, i
             int64_t nk = kend - k0 < KB ? kend - k0 : KB;
             const float *kt = per_head ? kt_all + (k0 / KB) * Dh * KB : sc.kt;
             if (!per_head) pack_kt512(kbase, ldk, k0, nk, Dh, sc.kt, KB);
-            int cols = (int)((nk + 31) / 32);
-            for (int64_t g = 0; g < groups; g++)
-                for (int c = 0; c < cols; c++) qk_8x32(qs, Dh, kt, s, (int)(g * 8), c * 32, KB);
+            for (int64_t g = 0; g < groups; g++) {
+                int c = 0;
+                for (; nk - c > 16; c += 32) qk_8x32(qs, Dh, kt, s, (int)(g * 8), c, KB);
+                if (c < nk) qk_8x16(qs, Dh, kt, s, (int)(g * 8), c, KB);
+            }
             // Online softmax, row by row: P = exp(S - m_new), masked keys get P = 0.
             int64_t pvKeys = 0;
             for (int64_t i = 0; i < rows; i++) {
