@@ -63,59 +63,56 @@ AVX512 static inline void qk_8x16(const float *qs, int64_t dh, const float *kt, 
     for (int r = 0; r < 8; r++) _mm512_store_ps(s + (r0 + r) * KB + c0, acc[r]);
 }
 
-/// o[r0..r0+8][d0 .. d0+16·NV] += P[r0..r0+8][0..nk] · V[0..nk][d0 ..], lanes past `lanes` masked.
+/// o[r0..r0+8][d0 .. d0+16·NV] += P[r0..r0+8][0..nk] · Vp[0..nk][d0 ..] (Vp: V's rows packed
+/// contiguously at the stride dhp, zero past Dh, so the loads need no masks).
 #define PV_KERNEL(NV)                                                                                   \
-    AVX512 static void pv_8x##NV(const float *p, const float *v, int64_t ldv, int64_t nk, float *o,       \
-                                 int64_t ldo, int r0, int64_t d0, int64_t lanes, int64_t KB) {             \
-        __mmask16 mask[NV];                                                                              \
+    AVX512 static void pv_8x##NV(const float *p, const float *vp, int64_t dhp, int64_t nk, float *o,     \
+                                 int r0, int64_t d0, int64_t KB) {                                       \
         __m512 acc[8][NV];                                                                               \
-        for (int c = 0; c < NV; c++) {                                                                   \
-            int64_t left = lanes - 16 * c;                                                               \
-            mask[c] = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (left > 0 ? left : 0)) - 1);  \
-            for (int r = 0; r < 8; r++) acc[r][c] = _mm512_load_ps(o + (r0 + r) * ldo + d0 + 16 * c);   \
-        }                                                                                                \
+        for (int c = 0; c < NV; c++)                                                                     \
+            for (int r = 0; r < 8; r++) acc[r][c] = _mm512_load_ps(o + (r0 + r) * dhp + d0 + 16 * c);   \
         for (int64_t j = 0; j < nk; j++) {                                                               \
             __m512 vv[NV];                                                                               \
-            for (int c = 0; c < NV; c++) vv[c] = _mm512_maskz_loadu_ps(mask[c], v + j * ldv + d0 + 16 * c); \
+            for (int c = 0; c < NV; c++) vv[c] = _mm512_load_ps(vp + j * dhp + d0 + 16 * c);             \
             for (int r = 0; r < 8; r++) {                                                                \
                 __m512 a = _mm512_set1_ps(p[(r0 + r) * KB + j]);                                         \
                 for (int c = 0; c < NV; c++) acc[r][c] = _mm512_fmadd_ps(a, vv[c], acc[r][c]);          \
             }                                                                                            \
         }                                                                                                \
         for (int c = 0; c < NV; c++)                                                                     \
-            for (int r = 0; r < 8; r++) _mm512_store_ps(o + (r0 + r) * ldo + d0 + 16 * c, acc[r][c]);   \
+            for (int r = 0; r < 8; r++) _mm512_store_ps(o + (r0 + r) * dhp + d0 + 16 * c, acc[r][c]);   \
     }
 PV_KERNEL(1)
 PV_KERNEL(2)
 PV_KERNEL(3)
 
 typedef struct {
-    float *qs, *kt, *s, *o;
+    float *qs, *s, *o;
     int64_t dh;
-    float *kt_all;  // one head's K^T blocks, packed once and shared by its query blocks
-    size_t kt_cap;
+    // One head's K^T blocks and packed V rows, packed once and shared by its query blocks.
+    float *kv;
+    size_t kv_cap;
 } scratch512;
 
 static _Thread_local scratch512 sc;
 
 static int ensure(int64_t dh) {
     if (sc.dh >= dh) return 1;
-    free(sc.qs); free(sc.kt); free(sc.s); free(sc.o);
+    free(sc.qs); free(sc.s); free(sc.o);
     int64_t dhp = (dh + 15) / 16 * 16;
     sc.qs = aligned_alloc(64, (size_t)(QB * dhp * 4));
-    sc.kt = aligned_alloc(64, (size_t)(dhp * KB_MAX * 4));
     sc.s = aligned_alloc(64, (size_t)(QB * KB_MAX * 4));
     sc.o = aligned_alloc(64, (size_t)(QB * dhp * 4));
-    sc.dh = (sc.qs && sc.kt && sc.s && sc.o) ? dh : 0;
+    sc.dh = (sc.qs && sc.s && sc.o) ? dh : 0;
     return sc.dh != 0;
 }
 
-static float *ensure_kt_all(size_t floats) {
-    if (sc.kt_cap >= floats) return sc.kt_all;
-    free(sc.kt_all);
-    sc.kt_all = aligned_alloc(64, (floats * 4 + 63) / 64 * 64);
-    sc.kt_cap = sc.kt_all ? floats : 0;
-    return sc.kt_all;
+static float *ensure_kv(size_t floats) {
+    if (sc.kv_cap >= floats) return sc.kv;
+    free(sc.kv);
+    sc.kv = aligned_alloc(64, (floats * 4 + 63) / 64 * 64);
+    sc.kv_cap = sc.kv ? floats : 0;
+    return sc.kv;
 }
 
 /// kt[d][j] = K[k0 + j][d] for j < nk, zero for nk <= j < KB.
@@ -125,6 +122,18 @@ static void pack_kt512(const float *kbase, int64_t ldk, int64_t k0, int64_t nk, 
         for (int64_t j = 0; j < nk; j++) row[j] = kbase[(k0 + j) * ldk + d];
         for (int64_t j = nk; j < KB; j++) row[j] = 0.0f;
     }
+}
+
+/// vp[j][d] = V[k0 + j][d] for j < nk, d < Dh, zero for Dh <= d < dhp. V's rows lie ldv apart
+/// (a head's Dh floats out of each token's row): P·V read them in place, masked, from 3-4 partial
+/// cache lines per key, for each 8 query rows (4096 x 4096 x 40: P·V took 1.5x Q·Kᵀ's time for
+/// the same products).
+AVX512 static void pack_v512(const float *vbase, int64_t ldv, int64_t k0, int64_t nk, int64_t Dh, int64_t dhp, float *vp) {
+    for (int64_t j = 0; j < nk; j++)
+        for (int64_t d = 0; d < dhp; d += 16) {
+            __mmask16 lanes = Dh - d >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (Dh - d > 0 ? Dh - d : 0)) - 1);
+            _mm512_store_ps(vp + j * dhp + d, _mm512_maskz_loadu_ps(lanes, vbase + (k0 + j) * ldv + d));
+        }
 }
 
 AVX512 int lumen_attention_avx512(const float *q, int64_t ldq, const float *k, int64_t ldk,
@@ -146,9 +155,14 @@ AVX512 int lumen_attention_avx512(const float *q, int64_t ldq, const float *k, i
     // 64 for wider heads (1024 x 1024 x 80 measured no better at 128, whose K^T block is 40 KiB).
     const int64_t KB = Lk <= KB_MAX ? (Lk + 15) / 16 * 16 : Dh <= 64 ? 128 : 64;
     const int64_t nkb = (Lk + KB - 1) / KB;
-    const int per_head = nkb * KB * Dh <= ((int64_t)2 << 20);
-    float *kt_all = per_head ? ensure_kt_all((size_t)(nkb * KB * Dh)) : NULL;
-    if (per_head && !kt_all) return -1;
+    // K^T blocks [Lk/KB][Dh][KB] and V rows [Lk][dhp] of the head in hand, packed once per head
+    // and shared by its query blocks, up to 8 MiB; above (the VAE's 512-wide single head), one
+    // key block at a time.
+    const int per_head = nkb * KB * (Dh + dhp) <= ((int64_t)2 << 20);
+    const int64_t slots = per_head ? nkb : 1;
+    float *kv = ensure_kv((size_t)(slots * KB * (Dh + dhp)));
+    if (!kv) return -1;
+    float *kt_all = kv, *vp_all = kv + slots * KB * Dh;
     int64_t packed = -1;
     int64_t qblocks = (Lq + QB - 1) / QB;
     int64_t items = B * heads * qblocks;
@@ -162,8 +176,11 @@ AVX512 int lumen_attention_avx512(const float *q, int64_t ldq, const float *k, i
         const float *vbase = v + b * Lk * ldv + h * Dh;
         if (per_head && packed != b * heads + h) {
             const int64_t kend_all = causal ? (Lq < Lk ? Lq : Lk) : Lk;  // keys any query block reads
-            for (int64_t k0 = 0; k0 < kend_all; k0 += KB)
-                pack_kt512(kbase, ldk, k0, kend_all - k0 < KB ? kend_all - k0 : KB, Dh, kt_all + (k0 / KB) * Dh * KB, KB);
+            for (int64_t k0 = 0; k0 < kend_all; k0 += KB) {
+                const int64_t nk = kend_all - k0 < KB ? kend_all - k0 : KB;
+                pack_kt512(kbase, ldk, k0, nk, Dh, kt_all + (k0 / KB) * Dh * KB, KB);
+                pack_v512(vbase, ldv, k0, nk, Dh, dhp, vp_all + k0 * dhp);
+            }
             packed = b * heads + h;
         }
         float m[QB], l[QB];
@@ -194,8 +211,12 @@ AVX512 int lumen_attention_avx512(const float *q, int64_t ldq, const float *k, i
         int64_t kend = causal ? (q0 + nq < Lk ? q0 + nq : Lk) : Lk;
         for (int64_t k0 = 0; k0 < kend; k0 += KB) {
             int64_t nk = kend - k0 < KB ? kend - k0 : KB;
-            const float *kt = per_head ? kt_all + (k0 / KB) * Dh * KB : sc.kt;
-            if (!per_head) pack_kt512(kbase, ldk, k0, nk, Dh, sc.kt, KB);
+            if (!per_head) {
+                pack_kt512(kbase, ldk, k0, nk, Dh, kt_all, KB);
+                pack_v512(vbase, ldv, k0, nk, Dh, dhp, vp_all);
+            }
+            const float *kt = per_head ? kt_all + (k0 / KB) * Dh * KB : kt_all;
+            const float *vpb = per_head ? vp_all + k0 * dhp : vp_all;
             for (int64_t g = 0; g < groups; g++) {
                 int c = 0;
                 for (; nk - c > 16; c += 32) qk_8x32(qs, Dh, kt, s, (int)(g * 8), c, KB);
@@ -251,14 +272,12 @@ AVX512 int lumen_attention_avx512(const float *q, int64_t ldq, const float *k, i
                 }
             }
             if (pvKeys == 0) continue;
-            const float *vblock = vbase + k0 * ldv;
             for (int64_t g = 0; g < groups; g++) {
-                for (int64_t d0 = 0; d0 < Dh; d0 += 48) {
-                    int64_t lanes = Dh - d0 < 48 ? Dh - d0 : 48;
-                    int nv = (int)((lanes + 15) / 16);
-                    if (nv == 3) pv_8x3(s, vblock, ldv, pvKeys, o, dhp, (int)(g * 8), d0, lanes, KB);
-                    else if (nv == 2) pv_8x2(s, vblock, ldv, pvKeys, o, dhp, (int)(g * 8), d0, lanes, KB);
-                    else pv_8x1(s, vblock, ldv, pvKeys, o, dhp, (int)(g * 8), d0, lanes, KB);
+                for (int64_t d0 = 0; d0 < dhp; d0 += 48) {
+                    int nv = dhp - d0 >= 48 ? 3 : (int)((dhp - d0) / 16);
+                    if (nv == 3) pv_8x3(s, vpb, dhp, pvKeys, o, (int)(g * 8), d0, KB);
+                    else if (nv == 2) pv_8x2(s, vpb, dhp, pvKeys, o, (int)(g * 8), d0, KB);
+                    else pv_8x1(s, vpb, dhp, pvKeys, o, (int)(g * 8), d0, KB);
                 }
             }
         }
