@@ -272,10 +272,21 @@ int main(int argc, char **argv) {
         attention_shapes(threads, reps);
         return 0;
     }
-    const int64_t shapes[][3] = {{4096, 320, 320}, {4096, 1280, 320}, {4096, 320, 1280}, {154, 768, 768}};
+    int64_t shapes[][3] = {{4096, 320, 320}, {4096, 1280, 320}, {4096, 320, 1280}, {154, 768, 768}};
+    size_t nshapes = sizeof shapes / sizeof shapes[0];
+    const char *one = getenv("GEMM_SHAPE");  // "MxNxK": that shape alone
+    if (one) {
+        long long m, n, k;
+        if (sscanf(one, "%lldx%lldx%lld", &m, &n, &k) != 3 || m < 1 || n < 1 || k < 1) {
+            fprintf(stderr, "GEMM_SHAPE: expected MxNxK, got %s\n", one);
+            return 1;
+        }
+        shapes[0][0] = m, shapes[0][1] = n, shapes[0][2] = k;
+        nshapes = 1;
+    }
     printf("isa %s, L2 %lld KiB, %d threads, %d runs: M x N x K, best GFLOP/s, median GFLOP/s\n",
            lumen_isa_name(lumen_cpu_isa()), (long long)(lumen_cpu_l2_bytes() / 1024), threads, reps);
-    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; ++s) {
+    for (size_t s = 0; s < nshapes; ++s) {
         const int64_t M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
         float *x = malloc(sizeof(float) * M * K), *y = malloc(sizeof(float) * M * N);
         float *wf = malloc(sizeof(float) * N * K);
