@@ -615,31 +615,6 @@ static void pack_cols_generic(const float *p, int64_t ld, int64_t i0, int64_t cn
 
 #if LUMEN_X86
 
-LUMEN_TARGET_AVX512 static inline void tr16_avx512(__m512 r[16]) {
-    __m512 t[16], s[16];
-    for (int i = 0; i < 16; i += 2) {
-        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-    }
-    for (int i = 0; i < 16; i += 4) {
-        s[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
-        s[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
-        s[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
-        s[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
-    }
-    // s[4a+j], 128-bit block L = rows 4a..4a+3, element 4L+j
-    for (int j = 0; j < 4; ++j) {
-        __m512 p0 = _mm512_shuffle_f32x4(s[j], s[4 + j], 0x88);
-        __m512 q0 = _mm512_shuffle_f32x4(s[j], s[4 + j], 0xDD);
-        __m512 p1 = _mm512_shuffle_f32x4(s[8 + j], s[12 + j], 0x88);
-        __m512 q1 = _mm512_shuffle_f32x4(s[8 + j], s[12 + j], 0xDD);
-        r[j] = _mm512_shuffle_f32x4(p0, p1, 0x88);
-        r[8 + j] = _mm512_shuffle_f32x4(p0, p1, 0xDD);
-        r[4 + j] = _mm512_shuffle_f32x4(q0, q1, 0x88);
-        r[12 + j] = _mm512_shuffle_f32x4(q0, q1, 0xDD);
-    }
-}
-
 LUMEN_TARGET_AVX512 static inline __m512 ld16_avx512(const void *p, int dtype, __mmask16 m) {
     if (dtype == LUMEN_DT_F16) return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p));
     if (dtype == LUMEN_DT_BF16)
@@ -675,7 +650,7 @@ LUMEN_TARGET_AVX512 static void pack_rows_avx512(const void *p, int dtype, int64
                 const char *src = rp + (size_t)k * es;
                 for (int i = 0; i < 16; ++i)
                     r[i] = i < valid ? ld16_avx512(src + (size_t)i * rs, dtype, lm) : _mm512_setzero_ps();
-                tr16_avx512(r);
+                lumen_tr16_avx512(r);
                 float *ok = o + k * width;
                 if (kn == 16) {
                     for (int t = 0; t < 16; ++t) _mm512_mask_storeu_ps(ok + t * width, sm, r[t]);

@@ -21,6 +21,33 @@
 #endif
 
 #if LUMEN_X86
+// In-register 16x16 transpose: r[i][j] -> r[j][i] (the GEMM's transposing packers, AVX-512
+// attention's Q^T and output).
+LUMEN_TARGET_AVX512 static inline __attribute__((always_inline)) void lumen_tr16_avx512(__m512 r[16]) {
+    __m512 t[16], s[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        s[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+        s[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
+        s[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        s[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    // s[4a+j], 128-bit block L = rows 4a..4a+3, element 4L+j
+    for (int j = 0; j < 4; ++j) {
+        __m512 p0 = _mm512_shuffle_f32x4(s[j], s[4 + j], 0x88);
+        __m512 q0 = _mm512_shuffle_f32x4(s[j], s[4 + j], 0xDD);
+        __m512 p1 = _mm512_shuffle_f32x4(s[8 + j], s[12 + j], 0x88);
+        __m512 q1 = _mm512_shuffle_f32x4(s[8 + j], s[12 + j], 0xDD);
+        r[j] = _mm512_shuffle_f32x4(p0, p1, 0x88);
+        r[8 + j] = _mm512_shuffle_f32x4(p0, p1, 0xDD);
+        r[4 + j] = _mm512_shuffle_f32x4(q0, q1, 0x88);
+        r[12 + j] = _mm512_shuffle_f32x4(q0, q1, 0xDD);
+    }
+}
+
 // In-register 8x8 transpose: r[i][j] -> r[j][i] (the GEMM's transposing packers, AVX2 attention's
 // K^T packing, the Winograd transforms' channel-minor strips).
 LUMEN_TARGET_AVX2 static inline __attribute__((always_inline)) void lumen_tr8_avx2(__m256 r[8]) {

@@ -85,9 +85,9 @@ final class NormAndAttentionTests: XCTestCase {
             // head widths of 3, 5 (ragged) and 10 vectors of 8, query blocks of 72 plus one row
             (2, 73, 65, 3, 24, false), (1, 20, 129, 2, 33, false), (1, 145, 90, 2, 80, true),
             // causal with fewer queries than keys (AVX2 packs a head's keys up to Lq once);
-            // K^T and V of 1100 keys × 1000 wide exceed the 8 MiB of packing per head, so they
-            // are packed one key block at a time (the VAE's 512-wide head at 4096 keys does so);
-            // AVX-512 packs only K^T per head: 4200 keys × 500 exceed its 8 MiB
+            // AVX2: K^T and V of 1100 keys × 1000 wide exceed the 8 MiB of packing per head, so
+            // they are packed one key block at a time (the VAE's 512-wide head at 4096 keys does
+            // so); AVX-512 packs nothing but reads heads this wide through many 6-dim tiles
             (1, 50, 140, 2, 40, true), (1, 80, 1100, 1, 1000, false), (1, 30, 4200, 1, 500, false),
             // AVX2: up to 128 keys in one block of whole 16-key groups (128 exactly; 113 with a
             // partial last vector; causal over two query blocks)
@@ -109,6 +109,30 @@ final class NormAndAttentionTests: XCTestCase {
                                                    causal: t.causal, scale: 1 / Double(t.dh).squareRoot())
                 assertClose(got, expected, atol: 2e-6, rtol: 1e-5, "attention \(t) \(isa)")
             }
+        }
+    }
+
+    func testCausalAttentionIgnoresHiddenOutlierKeys() throws {
+        // A key that the causal mask hides from most queries scores far above every visible key
+        // (about 450 in base-2 units). The softmax's maximum must come from the visible keys only:
+        // taken over the hidden one too, every visible weight would underflow to the exponential's
+        // floor and the rows would come out as a plain average of V.
+        let (lq, heads, dh) = (90, 2, 8)
+        let w = heads * dh
+        let qv = randomValues(lq * w, seed: 7, scale: 0.25).map { $0 + 0.75 }  // in [0.5, 1): every score of
+        var kv = randomValues(lq * w, seed: 8)                                // the outlier keys is > 300
+        for key in [40, 85] { for d in 0..<w { kv[key * w + d] = 150 } }
+        let (vt, vref) = try randomTensor([1, lq, w], seed: 3)
+        try forEachInstructionSet { isa in
+            let g = Graph()
+            let q = try g.input("q", shape: [1, lq, w]), k = try g.input("k", shape: [1, lq, w])
+            let v = try g.input("v", shape: [1, lq, w])
+            let y = try g.attention(query: q, key: k, value: v, heads: heads, causal: true)
+            let got = try runCPU(g, [y], ["q": try Tensor(shape: [1, lq, w], values: qv),
+                                          "k": try Tensor(shape: [1, lq, w], values: kv), "v": vt])[0]
+            let expected = Reference.attention(qv.map(Double.init), kv.map(Double.init), vref, b: 1, lq: lq, lk: lq,
+                                               heads: heads, dh: dh, causal: true, scale: 1 / Double(dh).squareRoot())
+            assertClose(got, expected, atol: 2e-6, rtol: 1e-5, "causal attention, hidden outlier keys \(isa)")
         }
     }
 
