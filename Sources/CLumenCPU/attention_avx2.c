@@ -1,19 +1,20 @@
-// The AVX2 attention kernel: attention_avx512.c's blocking with 8-lane vectors. Q·Kᵀ runs 6
-// query rows × 16 keys at a time. P·V reads V rows from a packed copy padded with zeros to whole
-// vectors (so its inner loop has no masked loads, whose masks took the registers the accumulators
-// needed), in tiles of at most 12 accumulators: 3 rows × 3 vectors, 6 × 2 or 12 × 1 (4 × 3 used all
-// 16 ymm registers and clang spilled an accumulator to the stack in every step: P·V ran at 2/3 of
-// Q·Kᵀ's rate). Rows are padded to a multiple of 12 so every grouping tiles the block, and a query
-// block is 72 rows, so whole blocks have no padding rows. K^T and V are packed once per head and
-// shared by its query blocks; the softmax runs over whole vectors without masks where it can.
+// The AVX2 attention kernel, vectorised along the query rows like attention_avx512.c: a block
+// of 64 queries is eight 8-lane vectors; the scores are computed transposed, S^T[key][query] =
+// K · Q^T, in tiles of 6 keys × 2 query vectors (12 accumulators, 2 loads and a broadcast: 15 of
+// the 16 ymm registers), keys broadcast from K's rows in place; the online softmax runs down the
+// keys with vertical vector operations only (each query's maximum, correction and sum are lanes);
+// P·V accumulates O^T[d][query] += V[key][d] · P^T[key][query] in tiles of 6 head dims × 2 query
+// vectors. Q^T and the output go through 8x8 register transposes. (The kernel it replaces ran
+// 6 query rows × 16 keys with per-row horizontal reductions and scalar bookkeeping: 72–85% of
+// the FMA peak on one thread at SD's shapes.)
 #include <stdlib.h>
+#include <math.h>
 #include "gemm_internal.h"
-#include "vecmath.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
 
-enum { QB = 72, KB_MAX = 128, ROWS_MAX = 72 };
+enum { QB = 64, QV = QB / 8, KB_LONG = 64, KB_MAX = 128 };
 
 #define AVX2 __attribute__((target("avx2,fma,f16c")))
 
@@ -45,121 +46,94 @@ AVX2 static inline __m256i lane_mask(int64_t lanes) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(lanes < 0 ? 0 : lanes > 8 ? 8 : lanes)), idx);
 }
 
-/// kt[d][j] = K[k0 + j][d] for d < Dh, j < nk, zero for nk <= j < KB: 8x8 register transposes for
-/// whole 8x8 tiles (the scalar gather it replaces cost 10-20% of a block at Dh 40), scalar edges.
-AVX2 static void pack_kt(const float *kbase, int64_t ldk, int64_t k0, int64_t nk, int64_t Dh, float *kt, int64_t KB) {
-    const int64_t d8 = Dh / 8 * 8, j8 = nk / 8 * 8;
-    for (int64_t d = 0; d < d8; d += 8)
-        for (int64_t j = 0; j < j8; j += 8) {
-            __m256 r[8];
-            for (int t = 0; t < 8; t++) r[t] = _mm256_loadu_ps(kbase + (k0 + j + t) * ldk + d);
-            lumen_tr8_avx2(r);
-            for (int t = 0; t < 8; t++) _mm256_store_ps(kt + (d + t) * KB + j, r[t]);
-        }
-    for (int64_t d = 0; d < Dh; d++) {
-        float *row = kt + d * KB;
-        for (int64_t j = d < d8 ? j8 : 0; j < nk; j++) row[j] = kbase[(k0 + j) * ldk + d];
-        for (int64_t j = nk; j < KB; j++) row[j] = 0.0f;
-    }
-}
-
-/// vp[j][d] = V[k0 + j][d] for j < nk, d < Dh, zero for Dh <= d < dhp (whole vectors).
-AVX2 static void pack_v(const float *vbase, int64_t ldv, int64_t k0, int64_t nk, int64_t Dh, int64_t dhp, float *vp) {
-    for (int64_t j = 0; j < nk; j++) {
-        const float *src = vbase + (k0 + j) * ldv;
-        float *dst = vp + j * dhp;
-        int64_t d = 0;
-        for (; d + 8 <= Dh; d += 8) _mm256_store_ps(dst + d, _mm256_loadu_ps(src + d));
-        for (; d < dhp; d++) dst[d] = d < Dh ? src[d] : 0.0f;
-    }
-}
-
-/// S[r0..r0+6][c0..c0+16] = qs[r0..r0+6] · kt[:, c0..c0+16].
-AVX2 static inline void qk_6x16(const float *qs, int64_t dh, const float *kt, float *s, int r0, int c0, int64_t KB) {
+/// st[r][c0 .. c0+16] = Σ_d K[r][d] · qt[d][c0 .. c0+16] for r < R (K rows ldk apart; st rows QB).
+AVX2 static inline __attribute__((always_inline)) void qk_t(const float *qt, const float *kr, int64_t ldk,
+                                                            int64_t Dh, float *st, const int R) {
     __m256 acc[6][2];
-    for (int r = 0; r < 6; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
-    const float *q = qs + (int64_t)r0 * dh;
-    for (int64_t d = 0; d < dh; d++) {
-        __m256 b0 = _mm256_load_ps(kt + d * KB + c0), b1 = _mm256_load_ps(kt + d * KB + c0 + 8);
-        for (int r = 0; r < 6; r++) {
-            __m256 a = _mm256_broadcast_ss(q + r * dh + d);
-            acc[r][0] = _mm256_fmadd_ps(a, b0, acc[r][0]);
-            acc[r][1] = _mm256_fmadd_ps(a, b1, acc[r][1]);
-        }
-    }
-    for (int r = 0; r < 6; r++) {
-        _mm256_store_ps(s + (r0 + r) * KB + c0, acc[r][0]);
-        _mm256_store_ps(s + (r0 + r) * KB + c0 + 8, acc[r][1]);
-    }
-}
-
-/// o[r0..r0+R][d0 .. d0+8·NV] += P[r0..r0+R][0..nk] · Vp[0..nk][d0 ..] (Vp: packed, ld dhp); with
-/// `fresh`, = instead of += (o not read).
-AVX2 static inline __attribute__((always_inline)) void pv_tile(const float *p, const float *vp, int64_t dhp,
-                                                               int64_t nk, float *o, int r0, int64_t d0,
-                                                               const int R, const int NV, int64_t KB,
-                                                               int fresh) {
-    __m256 acc[12][3];
-    for (int r = 0; r < R; r++)
-        for (int c = 0; c < NV; c++)
-            acc[r][c] = fresh ? _mm256_setzero_ps() : _mm256_load_ps(o + (r0 + r) * dhp + d0 + 8 * c);
-    for (int64_t j = 0; j < nk; j++) {
-        __m256 vv[3];
-        for (int c = 0; c < NV; c++) vv[c] = _mm256_load_ps(vp + j * dhp + d0 + 8 * c);
+    for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+    for (int64_t d = 0; d < Dh; d++) {
+        const __m256 q0 = _mm256_load_ps(qt + d * QB), q1 = _mm256_load_ps(qt + d * QB + 8);
         for (int r = 0; r < R; r++) {
-            __m256 a = _mm256_broadcast_ss(p + (r0 + r) * KB + j);
-            for (int c = 0; c < NV; c++) acc[r][c] = _mm256_fmadd_ps(a, vv[c], acc[r][c]);
+            const __m256 a = _mm256_broadcast_ss(kr + r * ldk + d);
+            acc[r][0] = _mm256_fmadd_ps(a, q0, acc[r][0]);
+            acc[r][1] = _mm256_fmadd_ps(a, q1, acc[r][1]);
         }
     }
-    for (int r = 0; r < R; r++)
-        for (int c = 0; c < NV; c++) _mm256_store_ps(o + (r0 + r) * dhp + d0 + 8 * c, acc[r][c]);
+    for (int r = 0; r < R; r++) {
+        _mm256_store_ps(st + r * QB, acc[r][0]);
+        _mm256_store_ps(st + r * QB + 8, acc[r][1]);
+    }
 }
 
-/// o[0..rows][0..dhp] (+)= P[0..rows][0..nk] · Vp: the dhp/8 vectors of a row in chunks of 3 while
-/// more than 4 remain, then 3, 2+2, 2 or 1.
-AVX2 static void pv_block(const float *p, const float *vp, int64_t dhp, int64_t nk, float *o, int64_t rows, int64_t KB,
-                          int fresh) {
-    int64_t nvec = dhp / 8, c0 = 0;
-    while (nvec - c0 > 0) {
-        int64_t left = nvec - c0;
-        int nv = left > 4 || left == 3 ? 3 : left >= 2 ? 2 : 1;
-        if (nv == 3)
-            for (int64_t r = 0; r < rows; r += 3) pv_tile(p, vp, dhp, nk, o, (int)r, c0 * 8, 3, 3, KB, fresh);
-        else if (nv == 2)
-            for (int64_t r = 0; r < rows; r += 6) pv_tile(p, vp, dhp, nk, o, (int)r, c0 * 8, 6, 2, KB, fresh);
-        else
-            for (int64_t r = 0; r < rows; r += 12) pv_tile(p, vp, dhp, nk, o, (int)r, c0 * 8, 12, 1, KB, fresh);
-        c0 += nv;
+/// ot[r][0..16] += Σ_j V[j][r] · st[j][0..16] for r < R, j < nk (V rows ldv apart; ot, st rows QB).
+AVX2 static inline __attribute__((always_inline)) void pv_t(const float *st, const float *vr, int64_t ldv,
+                                                            int64_t nk, float *ot, const int R) {
+    __m256 acc[6][2];
+    for (int r = 0; r < R; r++) {
+        acc[r][0] = _mm256_load_ps(ot + r * QB);
+        acc[r][1] = _mm256_load_ps(ot + r * QB + 8);
+    }
+    for (int64_t j = 0; j < nk; j++) {
+        const __m256 p0 = _mm256_load_ps(st + j * QB), p1 = _mm256_load_ps(st + j * QB + 8);
+        for (int r = 0; r < R; r++) {
+            const __m256 a = _mm256_broadcast_ss(vr + j * ldv + r);
+            acc[r][0] = _mm256_fmadd_ps(a, p0, acc[r][0]);
+            acc[r][1] = _mm256_fmadd_ps(a, p1, acc[r][1]);
+        }
+    }
+    for (int r = 0; r < R; r++) {
+        _mm256_store_ps(ot + r * QB, acc[r][0]);
+        _mm256_store_ps(ot + r * QB + 8, acc[r][1]);
+    }
+}
+
+/// S^T for keys [0, nk) of the block and the query vectors [0, 2·pairs).
+AVX2 static void qk_block(const float *qt, const float *kr, int64_t ldk, int64_t Dh, float *st, int64_t nk, int pairs) {
+    for (int c = 0; c < 2 * pairs; c += 2) {
+        int64_t j = 0;
+        for (; j + 6 <= nk; j += 6) qk_t(qt + 8 * c, kr + j * ldk, ldk, Dh, st + j * QB + 8 * c, 6);
+        switch (nk - j) {
+        case 5: qk_t(qt + 8 * c, kr + j * ldk, ldk, Dh, st + j * QB + 8 * c, 5); break;
+        case 4: qk_t(qt + 8 * c, kr + j * ldk, ldk, Dh, st + j * QB + 8 * c, 4); break;
+        case 3: qk_t(qt + 8 * c, kr + j * ldk, ldk, Dh, st + j * QB + 8 * c, 3); break;
+        case 2: qk_t(qt + 8 * c, kr + j * ldk, ldk, Dh, st + j * QB + 8 * c, 2); break;
+        case 1: qk_t(qt + 8 * c, kr + j * ldk, ldk, Dh, st + j * QB + 8 * c, 1); break;
+        default: break;
+        }
+    }
+}
+
+AVX2 static void pv_block(const float *st, const float *vr, int64_t ldv, int64_t nk, float *ot, int64_t Dh, int pairs) {
+    for (int c = 0; c < 2 * pairs; c += 2) {
+        int64_t d = 0;
+        for (; d + 6 <= Dh; d += 6) pv_t(st + 8 * c, vr + d, ldv, nk, ot + d * QB + 8 * c, 6);
+        switch (Dh - d) {
+        case 5: pv_t(st + 8 * c, vr + d, ldv, nk, ot + d * QB + 8 * c, 5); break;
+        case 4: pv_t(st + 8 * c, vr + d, ldv, nk, ot + d * QB + 8 * c, 4); break;
+        case 3: pv_t(st + 8 * c, vr + d, ldv, nk, ot + d * QB + 8 * c, 3); break;
+        case 2: pv_t(st + 8 * c, vr + d, ldv, nk, ot + d * QB + 8 * c, 2); break;
+        case 1: pv_t(st + 8 * c, vr + d, ldv, nk, ot + d * QB + 8 * c, 1); break;
+        default: break;
+        }
     }
 }
 
 typedef struct {
-    float *qs, *s, *o;
+    float *qt, *st, *ot;
     int64_t dh;
-    // One head's K^T blocks and padded V rows, packed once and shared by its query blocks.
-    float *kv;
-    size_t kv_cap;
 } scratch_avx2;
 
 static _Thread_local scratch_avx2 sc;
 
 static int ensure(int64_t dh) {
     if (sc.dh >= dh) return 1;
-    free(sc.qs); free(sc.s); free(sc.o);
-    int64_t dhp = (dh + 7) / 8 * 8 + 16;  // room for a 24-lane chunk past the last full vector
-    sc.qs = aligned_alloc(64, (size_t)(ROWS_MAX * dhp * 4));
-    sc.s = aligned_alloc(64, (size_t)(ROWS_MAX * KB_MAX * 4));
-    sc.o = aligned_alloc(64, (size_t)(ROWS_MAX * dhp * 4));
-    sc.dh = (sc.qs && sc.s && sc.o) ? dh : 0;
+    free(sc.qt); free(sc.st); free(sc.ot);
+    const int64_t dh8 = (dh + 7) / 8 * 8;  // the transposes write whole 8-dim groups
+    sc.qt = aligned_alloc(64, (size_t)(dh8 * QB * 4));
+    sc.st = aligned_alloc(64, (size_t)(KB_MAX * QB * 4));
+    sc.ot = aligned_alloc(64, (size_t)(dh8 * QB * 4));
+    sc.dh = (sc.qt && sc.st && sc.ot) ? dh : 0;
     return sc.dh != 0;
-}
-
-static float *ensure_kv(size_t floats) {
-    if (sc.kv_cap >= floats) return sc.kv;
-    free(sc.kv);
-    sc.kv = aligned_alloc(64, (floats * 4 + 63) / 64 * 64);
-    sc.kv_cap = sc.kv ? floats : 0;
-    return sc.kv;
 }
 
 AVX2 int lumen_attention_avx2(const float *q, int64_t ldq, const float *k, int64_t ldk,
@@ -167,89 +141,64 @@ AVX2 int lumen_attention_avx2(const float *q, int64_t ldq, const float *k, int64
                               int64_t B, int64_t Lq, int64_t Lk, int64_t heads, int64_t Dh,
                               float scale, int causal, int task, int ntasks) {
     if (!ensure(Dh)) return -1;
-    const int64_t dhp = (Dh + 7) / 8 * 8;
-    float *qs = sc.qs, *s = sc.s, *o = sc.o;
-    // scores in base-2 units: see exp2_nonpos8
-    const float scale2 = scale * 1.44269504088896341f;
-    // Key blocks of 64; a short key sequence (cross-attention's 77 text tokens) in one block of
-    // whole 16-key groups instead of 64 + a remainder, whose second pass over the rows' softmax
-    // bookkeeping, output rescaling and P·V loads cost more than its keys' work.
-    const int64_t KB = Lk <= KB_MAX ? (Lk + 15) / 16 * 16 : 64;
-    // K^T blocks [Lk/KB][Dh][KB] and V rows [Lk][dhp] of the head in hand (-1: none yet), packed
-    // once per head instead of once per query block (re-reading K and V from memory for every
-    // 72 queries cost 4-5% at Lk 4096); above 8 MiB (the VAE's 512-wide single head) one key
-    // block at a time, as before.
-    const int64_t nkb = (Lk + KB - 1) / KB;
-    const int per_head = nkb * KB * (Dh + dhp) <= ((int64_t)2 << 20);
-    const int64_t slots = per_head ? nkb : 1;
-    float *kv = ensure_kv((size_t)(slots * KB * (Dh + dhp)));
-    if (!kv) return -1;
-    float *kt_all = kv, *vp_all = kv + slots * KB * Dh;
-    int64_t packed = -1;
-    int64_t qblocks = (Lq + QB - 1) / QB;
-    int64_t items = B * heads * qblocks;
-    int64_t begin = items * task / ntasks, end = items * (task + 1) / ntasks;
+    float *qt = sc.qt, *st = sc.st, *ot = sc.ot;
+    const float scale2 = scale * 1.44269504088896341f;  // scores in base-2 units: see exp2_nonpos8
+    // A short key sequence (cross-attention's 77 text tokens) in one block; longer ones in blocks
+    // of 64 keys (a block's S^T is 16 KiB: with 128 keys it would fill a Zen 3's 32 KiB L1).
+    const int64_t KB = Lk <= KB_MAX ? Lk : KB_LONG;
+    const int64_t qblocks = (Lq + QB - 1) / QB, items = B * heads * qblocks;
+    const int64_t begin = items * task / ntasks, end = items * (task + 1) / ntasks;
+    const __m256 lane = _mm256_setr_ps(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256 ninf = _mm256_set1_ps(-INFINITY), one = _mm256_set1_ps(1.0f);
+    const __m256 vscale = _mm256_set1_ps(scale2);
     for (int64_t item = begin; item < end; item++) {
-        int64_t qb = item % qblocks, h = (item / qblocks) % heads, b = item / (qblocks * heads);
-        int64_t q0 = qb * QB, nq = Lq - q0 < QB ? Lq - q0 : QB;
-        int64_t rows = (nq + 11) / 12 * 12;
+        const int64_t qb = item % qblocks, h = (item / qblocks) % heads, b = item / (qblocks * heads);
+        const int64_t q0 = qb * QB, nq = Lq - q0 < QB ? Lq - q0 : QB;
+        const int pairs = (int)((nq + 15) / 16);  // query vector pairs holding the block's rows
+        const int nv = 2 * pairs;
         const float *qbase = q + b * Lq * ldq + h * Dh;
         const float *kbase = k + b * Lk * ldk + h * Dh;
         const float *vbase = v + b * Lk * ldv + h * Dh;
-        if (per_head && packed != b * heads + h) {
-            const int64_t kend_all = causal ? (Lq < Lk ? Lq : Lk) : Lk;  // keys any query block reads
-            for (int64_t k0 = 0; k0 < kend_all; k0 += KB) {
-                const int64_t nk = kend_all - k0 < KB ? kend_all - k0 : KB;
-                pack_kt(kbase, ldk, k0, nk, Dh, kt_all + (k0 / KB) * Dh * KB, KB);
-                pack_v(vbase, ldv, k0, nk, Dh, dhp, vp_all + k0 * dhp);
+        // qt[d][i] = Q[q0 + i][d] · scale2 (zero past nq) by 8x8 transposes; ot = 0
+        for (int64_t g = 0; g < 8 * nv; g += 8)
+            for (int64_t d0 = 0; d0 < Dh; d0 += 8) {
+                const int64_t w = Dh - d0 < 8 ? Dh - d0 : 8;
+                const __m256i lanes = lane_mask(w);
+                __m256 r[8];
+                for (int i = 0; i < 8; i++)
+                    r[i] = g + i < nq ? _mm256_mul_ps(_mm256_maskload_ps(qbase + (q0 + g + i) * ldq + d0, lanes), vscale)
+                                      : _mm256_setzero_ps();
+                lumen_tr8_avx2(r);
+                for (int64_t j = 0; j < w; j++) _mm256_store_ps(qt + (d0 + j) * QB + g, r[j]);
             }
-            packed = b * heads + h;
+        for (int64_t d = 0; d < Dh; d++)
+            for (int c = 0; c < nv; c++) _mm256_store_ps(ot + d * QB + 8 * c, _mm256_setzero_ps());
+        __m256 m[QV], l[QV], row[QV];
+        for (int c = 0; c < nv; c++) {
+            m[c] = ninf;
+            l[c] = _mm256_setzero_ps();
+            row[c] = _mm256_add_ps(_mm256_set1_ps((float)(q0 + 8 * c)), lane);  // each lane's query index
         }
-        float m[ROWS_MAX], l[ROWS_MAX];
-        const int64_t d8 = Dh / 8 * 8;
-        const __m256 vscale = _mm256_set1_ps(scale2);
-        for (int64_t i = 0; i < rows; i++) {
-            float *dst = qs + i * Dh;
-            if (i < nq) {
-                const float *src = qbase + (q0 + i) * ldq;
-                int64_t d = 0;
-                for (; d < d8; d += 8) _mm256_storeu_ps(dst + d, _mm256_mul_ps(_mm256_loadu_ps(src + d), vscale));
-                for (; d < Dh; d++) dst[d] = src[d] * scale2;
-            } else {
-                for (int64_t d = 0; d < Dh; d++) dst[d] = 0.0f;
-            }
-            m[i] = -INFINITY;
-            l[i] = 0.0f;
-        }
-        // The next item's query rows and output rows, fetched into the cache a row at a time
-        // during this block's softmax: both are strided (one head's Dh floats out of each row of
-        // ldq / ldo), and reading them on demand cost 10-15% of a 77-key block.
+        // The next item's query rows and output rows, fetched into the cache a few rows at a time
+        // during this block's first softmax: both are strided (one head's Dh floats out of each
+        // row), and reading them on demand stalled the transposes.
         const float *pf_q = NULL;
         float *pf_o = NULL;
         int64_t pf_n = 0;
         if (item + 1 < end) {
-            int64_t nqb = (item + 1) % qblocks, nh = ((item + 1) / qblocks) % heads, nb = (item + 1) / (qblocks * heads);
+            const int64_t nqb = (item + 1) % qblocks, nh = ((item + 1) / qblocks) % heads, nb = (item + 1) / (qblocks * heads);
             pf_q = q + nb * Lq * ldq + nh * Dh + nqb * QB * ldq;
             pf_o = out + (nb * Lq + nqb * QB) * ldo + nh * Dh;
             pf_n = Lq - nqb * QB < QB ? Lq - nqb * QB : QB;
         }
-        int fresh = 1;  // o not written yet: the first P·V stores instead of adding
-        int64_t kend = causal ? (q0 + nq < Lk ? q0 + nq : Lk) : Lk;
+        const int64_t kend = causal ? (q0 + nq < Lk ? q0 + nq : Lk) : Lk;
         for (int64_t k0 = 0; k0 < kend; k0 += KB) {
-            int64_t nk = kend - k0 < KB ? kend - k0 : KB;
-            if (!per_head) {
-                pack_kt(kbase, ldk, k0, nk, Dh, kt_all, KB);
-                pack_v(vbase, ldv, k0, nk, Dh, dhp, vp_all);
-            }
-            const float *kt = per_head ? kt_all + (k0 / KB) * Dh * KB : kt_all;
-            const float *vpb = per_head ? vp_all + k0 * dhp : vp_all;
-            int cols = (int)((nk + 15) / 16);
-            for (int64_t g = 0; g < rows / 6; g++)
-                for (int c = 0; c < cols; c++) qk_6x16(qs, Dh, kt, s, (int)(g * 6), c * 16, KB);
-            int64_t pvKeys = 0;
-            for (int64_t i = 0; i < rows; i++) {
-                float *srow = s + i * KB;
-                if (k0 == 0 && i < pf_n) {
+            const int64_t nk = kend - k0 < KB ? kend - k0 : KB;
+            qk_block(qt, kbase + k0 * ldk, ldk, Dh, st, nk, pairs);
+            int rescale = 0;
+            __m256 corr[QV];
+            for (int c = 0; c < nv; c++) {
+                for (int64_t i = 8 * c; k0 == 0 && i < 8 * c + 8 && i < pf_n; i++) {
                     for (int64_t d = 0; d < Dh; d += 16) {
                         _mm_prefetch((const char *)(pf_q + i * ldq + d), _MM_HINT_T0);
                         _mm_prefetch((const char *)(pf_o + i * ldo + d), _MM_HINT_T0);
@@ -257,77 +206,52 @@ AVX2 int lumen_attention_avx2(const float *q, int64_t ldq, const float *k, int64
                     _mm_prefetch((const char *)(pf_q + i * ldq + Dh - 1), _MM_HINT_T0);
                     _mm_prefetch((const char *)(pf_o + i * ldo + Dh - 1), _MM_HINT_T0);
                 }
-                int64_t valid = i < nq ? nk : 0;
-                if (causal && i < nq) {
-                    int64_t lim = q0 + i - k0 + 1;
-                    if (lim < valid) valid = lim < 0 ? 0 : lim;
-                }
-                if (valid <= 0) {
-                    for (int64_t j = 0; j < KB; j++) srow[j] = 0.0f;
-                    continue;
-                }
-                if (valid > pvKeys) pvKeys = valid;
-                // The block maximum over the valid lanes, keys [0, jn) in whole vectors: without a
-                // causal mask every row's keys are the block's nk, and only the last vector can be
-                // partial; with one, the rows differ, and lanes up to KB are written (zero past
-                // `valid`) because P·V reads up to the longest row. Masks only past the last
-                // whole vector of valid keys.
-                const int64_t jn = causal ? KB : (valid + 7) / 8 * 8;
-                // vectors [0, jw) are whole (every lane valid); only [jw, jn) need masks
-                const int64_t jw = valid / 8 * 8;
-                const __m256 ninf = _mm256_set1_ps(-INFINITY);
+                // Causal: key k0 + j is visible to the lanes whose query index is >= k0 + j. The
+                // maximum is over visible keys only (a hidden key scoring far above them would
+                // push their weights down to the exponential's floor).
                 __m256 mx = ninf;
-                for (int64_t j = 0; j < jw; j += 8) mx = _mm256_max_ps(_mm256_load_ps(srow + j), mx);
-                for (int64_t j = jw; j < jn; j += 8) {
-                    __m256 keep = _mm256_castsi256_ps(lane_mask(valid - j));
-                    mx = _mm256_max_ps(_mm256_blendv_ps(ninf, _mm256_load_ps(srow + j), keep), mx);
+                for (int64_t j = 0; j < nk; j++) {
+                    __m256 sv = _mm256_load_ps(st + j * QB + 8 * c);
+                    if (causal)
+                        sv = _mm256_blendv_ps(ninf, sv, _mm256_cmp_ps(_mm256_set1_ps((float)(k0 + j)), row[c], _CMP_LE_OQ));
+                    mx = _mm256_max_ps(sv, mx);
                 }
-                // max(v, acc) keeps acc where v is NaN, so no lane of mx is NaN and the order of
-                // the maxima below does not matter
-                __m128 h = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
-                h = _mm_max_ps(h, _mm_movehl_ps(h, h));
-                h = _mm_max_ss(h, _mm_movehdup_ps(h));
-                const float bm = _mm_cvtss_f32(h);
-                float mnew = m[i] > bm ? m[i] : bm;
-                // e^0 is exactly 1: no exponential where the running maximum stands
-                float corr = m[i] == -INFINITY ? 0.0f : m[i] == mnew ? 1.0f : lumen_expf((m[i] - mnew) * 0.693147180559945309f);
-                __m256 mn = _mm256_set1_ps(mnew), sum = _mm256_setzero_ps();
-                for (int64_t j = 0; j < jw; j += 8) {
-                    __m256 pv = exp2_nonpos8(_mm256_sub_ps(_mm256_load_ps(srow + j), mn));
-                    _mm256_store_ps(srow + j, pv);
-                    sum = _mm256_add_ps(sum, pv);
+                const __m256 mn = _mm256_max_ps(m[c], mx);
+                // e^0 = 1 where the maximum stands; otherwise 2^(m - m_new) (2^-126 from the
+                // clamp where m = -inf: it multiplies l = 0 and o = 0)
+                const __m256 moved = _mm256_cmp_ps(mn, m[c], _CMP_NEQ_OQ);
+                corr[c] = _mm256_blendv_ps(one, exp2_nonpos8(_mm256_sub_ps(m[c], mn)), moved);
+                rescale |= _mm256_movemask_ps(moved) != 0;
+                __m256 sum = _mm256_setzero_ps();
+                for (int64_t j = 0; j < nk; j++) {
+                    __m256 p = exp2_nonpos8(_mm256_sub_ps(_mm256_load_ps(st + j * QB + 8 * c), mn));
+                    if (causal)
+                        p = _mm256_and_ps(p, _mm256_cmp_ps(_mm256_set1_ps((float)(k0 + j)), row[c], _CMP_LE_OQ));
+                    _mm256_store_ps(st + j * QB + 8 * c, p);
+                    sum = _mm256_add_ps(sum, p);
                 }
-                for (int64_t j = jw; j < jn; j += 8) {
-                    __m256 keep = _mm256_castsi256_ps(lane_mask(valid - j));
-                    __m256 pv = _mm256_and_ps(keep, exp2_nonpos8(_mm256_sub_ps(_mm256_load_ps(srow + j), mn)));
-                    _mm256_store_ps(srow + j, pv);
-                    sum = _mm256_add_ps(sum, pv);
-                }
-                __m128 t4 = _mm_add_ps(_mm256_castps256_ps128(sum), _mm256_extractf128_ps(sum, 1));
-                t4 = _mm_add_ps(t4, _mm_movehl_ps(t4, t4));
-                t4 = _mm_add_ss(t4, _mm_movehdup_ps(t4));
-                const float total = _mm_cvtss_f32(t4);
-                l[i] = l[i] * corr + total;
-                m[i] = mnew;
-                if (corr != 1.0f && corr != 0.0f && !fresh) {  // corr 0: the row's first keys
-                    __m256 cv = _mm256_set1_ps(corr);
-                    for (int64_t d = 0; d < dhp; d += 8)
-                        _mm256_store_ps(o + i * dhp + d, _mm256_mul_ps(cv, _mm256_load_ps(o + i * dhp + d)));
-                }
+                l[c] = _mm256_fmadd_ps(l[c], corr[c], sum);
+                m[c] = mn;
             }
-            if (pvKeys == 0) continue;
-            pv_block(s, vpb, dhp, pvKeys, o, rows, KB, fresh);
-            fresh = 0;
+            if (rescale)
+                for (int64_t d = 0; d < Dh; d++)
+                    for (int c = 0; c < nv; c++)
+                        _mm256_store_ps(ot + d * QB + 8 * c, _mm256_mul_ps(corr[c], _mm256_load_ps(ot + d * QB + 8 * c)));
+            pv_block(st, vbase + k0 * ldv, ldv, nk, ot, Dh, pairs);
         }
-        if (fresh)
-            for (int64_t i = 0; i < rows * dhp; i++) o[i] = 0.0f;
-        for (int64_t i = 0; i < nq; i++) {
-            const float inv = 1.0f / l[i];
-            const __m256 vinv = _mm256_set1_ps(inv);
-            float *dst = out + (b * Lq + q0 + i) * ldo + h * Dh;
-            int64_t d = 0;
-            for (; d < d8; d += 8) _mm256_storeu_ps(dst + d, _mm256_mul_ps(_mm256_load_ps(o + i * dhp + d), vinv));
-            for (; d < Dh; d++) dst[d] = o[i * dhp + d] * inv;
+        // out[q0 + i][d] = ot[d][i] / l[i], by 8x8 transposes
+        for (int c = 0; c < nv; c++) l[c] = _mm256_div_ps(one, l[c]);
+        for (int64_t d0 = 0; d0 < Dh; d0 += 8) {
+            const int64_t w = Dh - d0 < 8 ? Dh - d0 : 8;
+            const __m256i lanes = lane_mask(w);
+            for (int c = 0; c < nv && 8 * c < nq; c++) {
+                __m256 r[8];
+                for (int j = 0; j < 8; j++)
+                    r[j] = j < w ? _mm256_mul_ps(l[c], _mm256_load_ps(ot + (d0 + j) * QB + 8 * c)) : _mm256_setzero_ps();
+                lumen_tr8_avx2(r);
+                for (int64_t i = 0; i < 8 && 8 * c + i < nq; i++)
+                    _mm256_maskstore_ps(out + (b * Lq + q0 + 8 * c + i) * ldo + h * Dh + d0, lanes, r[i]);
+            }
         }
     }
     return 0;
