@@ -179,18 +179,8 @@ AVX2 int lumen_attention_avx2(const float *q, int64_t ldq, const float *k, int64
             l[c] = _mm256_setzero_ps();
             row[c] = _mm256_add_ps(_mm256_set1_ps((float)(q0 + 8 * c)), lane);  // each lane's query index
         }
-        // The next item's query rows and output rows, fetched into the cache a few rows at a time
-        // during this block's first softmax: both are strided (one head's Dh floats out of each
-        // row), and reading them on demand stalled the transposes.
-        const float *pf_q = NULL;
-        float *pf_o = NULL;
-        int64_t pf_n = 0;
-        if (item + 1 < end) {
-            const int64_t nqb = (item + 1) % qblocks, nh = ((item + 1) / qblocks) % heads, nb = (item + 1) / (qblocks * heads);
-            pf_q = q + nb * Lq * ldq + nh * Dh + nqb * QB * ldq;
-            pf_o = out + (nb * Lq + nqb * QB) * ldo + nh * Dh;
-            pf_n = Lq - nqb * QB < QB ? Lq - nqb * QB : QB;
-        }
+        // the next item's rows, prefetched during this block's first softmax
+        const lumen_attn_next next = lumen_attn_next_rows(item, end, qblocks, heads, QB, Lq, Dh, q, ldq, out, ldo);
         const int64_t kend = causal ? (q0 + nq < Lk ? q0 + nq : Lk) : Lk;
         for (int64_t k0 = 0; k0 < kend; k0 += KB) {
             const int64_t nk = kend - k0 < KB ? kend - k0 : KB;
@@ -198,14 +188,7 @@ AVX2 int lumen_attention_avx2(const float *q, int64_t ldq, const float *k, int64
             int rescale = 0;
             __m256 corr[QV];
             for (int c = 0; c < nv; c++) {
-                for (int64_t i = 8 * c; k0 == 0 && i < 8 * c + 8 && i < pf_n; i++) {
-                    for (int64_t d = 0; d < Dh; d += 16) {
-                        _mm_prefetch((const char *)(pf_q + i * ldq + d), _MM_HINT_T0);
-                        _mm_prefetch((const char *)(pf_o + i * ldo + d), _MM_HINT_T0);
-                    }
-                    _mm_prefetch((const char *)(pf_q + i * ldq + Dh - 1), _MM_HINT_T0);
-                    _mm_prefetch((const char *)(pf_o + i * ldo + Dh - 1), _MM_HINT_T0);
-                }
+                for (int64_t i = 8 * c; k0 == 0 && i < 8 * c + 8; i++) lumen_attn_prefetch_row(next, i, Dh, ldq, ldo);
                 // Causal: key k0 + j is visible to the lanes whose query index is >= k0 + j. The
                 // maximum is over visible keys only (a hidden key scoring far above them would
                 // push their weights down to the exponential's floor).

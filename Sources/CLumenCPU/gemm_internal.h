@@ -21,6 +21,38 @@
 #endif
 
 #if LUMEN_X86
+// The attention kernels' prefetch of the next work item's rows. Items run query block fastest,
+// then head, then batch; a block's query rows and output rows are strided (one head's Dh floats
+// out of each row of ldq / ldo), and reading them on demand stalled the kernels' transposes.
+typedef struct {
+    const float *q;
+    float *out;
+    int64_t rows;  // 0: no next item in this task's range
+} lumen_attn_next;
+
+static inline lumen_attn_next lumen_attn_next_rows(int64_t item, int64_t end, int64_t qblocks, int64_t heads,
+                                                   int64_t QB, int64_t Lq, int64_t Dh, const float *q, int64_t ldq,
+                                                   float *out, int64_t ldo) {
+    lumen_attn_next n = {NULL, NULL, 0};
+    if (item + 1 >= end) return n;
+    const int64_t qb = (item + 1) % qblocks, h = ((item + 1) / qblocks) % heads, b = (item + 1) / (qblocks * heads);
+    n.q = q + (b * Lq + qb * QB) * ldq + h * Dh;
+    n.out = out + (b * Lq + qb * QB) * ldo + h * Dh;
+    n.rows = Lq - qb * QB < QB ? Lq - qb * QB : QB;
+    return n;
+}
+
+/// Prefetches row i (< n.rows) of the next item's queries and outputs: every cache line of its Dh floats.
+static inline void lumen_attn_prefetch_row(lumen_attn_next n, int64_t i, int64_t Dh, int64_t ldq, int64_t ldo) {
+    if (i >= n.rows) return;
+    for (int64_t d = 0; d < Dh; d += 16) {
+        _mm_prefetch((const char *)(n.q + i * ldq + d), _MM_HINT_T0);
+        _mm_prefetch((const char *)(n.out + i * ldo + d), _MM_HINT_T0);
+    }
+    _mm_prefetch((const char *)(n.q + i * ldq + Dh - 1), _MM_HINT_T0);
+    _mm_prefetch((const char *)(n.out + i * ldo + Dh - 1), _MM_HINT_T0);
+}
+
 // In-register 16x16 transpose: r[i][j] -> r[j][i] (the GEMM's transposing packers, AVX-512
 // attention's Q^T and output).
 LUMEN_TARGET_AVX512 static inline __attribute__((always_inline)) void lumen_tr16_avx512(__m512 r[16]) {
