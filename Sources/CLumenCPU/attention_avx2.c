@@ -128,10 +128,9 @@ static _Thread_local scratch_avx2 sc;
 static int ensure(int64_t dh) {
     if (sc.dh >= dh) return 1;
     free(sc.qt); free(sc.st); free(sc.ot);
-    const int64_t dh8 = (dh + 7) / 8 * 8;  // the transposes write whole 8-dim groups
-    sc.qt = aligned_alloc(64, (size_t)(dh8 * QB * 4));
+    sc.qt = aligned_alloc(64, (size_t)(dh * QB * 4));
     sc.st = aligned_alloc(64, (size_t)(KB_MAX * QB * 4));
-    sc.ot = aligned_alloc(64, (size_t)(dh8 * QB * 4));
+    sc.ot = aligned_alloc(64, (size_t)(dh * QB * 4));
     sc.dh = (sc.qt && sc.st && sc.ot) ? dh : 0;
     return sc.dh != 0;
 }

@@ -172,15 +172,13 @@ AVX512 int lumen_attention_avx512(const float *q, int64_t ldq, const float *k, i
             __m512 corr[4], mn[4], sum[4];
             for (int c = 0; c < 4; c++) {
                 mn[c] = _mm512_max_ps(m[c], mx[c]);
-                // rows with no visible key yet (causal) keep m = -inf: their P is 0 and nothing is
-                // corrected; e^0 = 1 where the maximum stands; otherwise 2^(m - m_new)
-                __mmask16 seen = _mm512_cmp_ps_mask(mn[c], ninf, _CMP_NEQ_OQ);
-                __mmask16 moved = _mm512_cmp_ps_mask(mn[c], m[c], _CMP_NEQ_OQ) & seen;
+                // e^0 = 1 where the maximum stands; otherwise 2^(m - m_new) (2^-126 from the
+                // clamp where m = -inf: it multiplies l = 0 and o = 0)
+                const __mmask16 moved = _mm512_cmp_ps_mask(mn[c], m[c], _CMP_NEQ_OQ);
                 corr[c] = _mm512_mask_blend_ps(moved, _mm512_set1_ps(1.0f),
                                                exp2_nonpos16(_mm512_sub_ps(m[c], mn[c])));
                 rescale |= moved != 0;
                 sum[c] = _mm512_setzero_ps();
-                // m - m_new where m = -inf: 2^-126 from the clamp, times l = 0 and o = 0
             }
             for (int64_t j = 0; j < nk; j++) {
                 const __m512 key = _mm512_set1_ps((float)(k0 + j));
@@ -201,17 +199,15 @@ AVX512 int lumen_attention_avx512(const float *q, int64_t ldq, const float *k, i
                         _mm512_store_ps(ot + d * QB + 16 * c, _mm512_mul_ps(corr[c], _mm512_load_ps(ot + d * QB + 16 * c)));
             pv_block(st, vbase + k0 * ldv, ldv, nk, ot, Dh);
         }
-        // out[q0 + i][d] = ot[d][i] / l[i]
+        // out[q0 + i][d] = ot[d][i] / l[i], by 16x16 transposes
         for (int c = 0; c < 4; c++) l[c] = _mm512_div_ps(_mm512_set1_ps(1.0f), l[c]);
-        for (int64_t d = 0; d < Dh; d++)
-            for (int c = 0; c < 4; c++)
-                _mm512_store_ps(ot + d * QB + 16 * c, _mm512_mul_ps(l[c], _mm512_load_ps(ot + d * QB + 16 * c)));
         for (int64_t g = 0; g < nq; g += 16)
             for (int64_t d0 = 0; d0 < Dh; d0 += 16) {
                 const int64_t w = Dh - d0 < 16 ? Dh - d0 : 16;
                 const __mmask16 lanes = (__mmask16)((1u << w) - 1);
                 __m512 r[16];
-                for (int j = 0; j < 16; j++) r[j] = j < w ? _mm512_load_ps(ot + (d0 + j) * QB + g) : _mm512_setzero_ps();
+                for (int j = 0; j < 16; j++)
+                    r[j] = j < w ? _mm512_mul_ps(l[g / 16], _mm512_load_ps(ot + (d0 + j) * QB + g)) : _mm512_setzero_ps();
                 lumen_tr16_avx512(r);
                 for (int64_t i = 0; i < 16 && g + i < nq; i++)
                     _mm512_mask_storeu_ps(out + (b * Lq + q0 + g + i) * ldo + h * Dh + d0, lanes, r[i]);

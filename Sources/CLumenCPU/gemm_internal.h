@@ -1,4 +1,4 @@
-// Private interface shared by isa.c, gemm.c, the conv_*.c files and attention_avx2.c: ISA target attributes, scalar
+// Private interface shared by isa.c, gemm.c, the conv_*.c files and the attention kernels: ISA target attributes, scalar
 // conversions, the packed-panel GEMM driver and its packers. Not part of the public API.
 #ifndef LUMEN_GEMM_INTERNAL_H
 #define LUMEN_GEMM_INTERNAL_H
@@ -81,7 +81,7 @@ LUMEN_TARGET_AVX512 static inline __attribute__((always_inline)) void lumen_tr16
 }
 
 // In-register 8x8 transpose: r[i][j] -> r[j][i] (the GEMM's transposing packers, AVX2 attention's
-// K^T packing, the Winograd transforms' channel-minor strips).
+// Q^T and output, the Winograd transforms' channel-minor strips).
 LUMEN_TARGET_AVX2 static inline __attribute__((always_inline)) void lumen_tr8_avx2(__m256 r[8]) {
     __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
     __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);

@@ -77,6 +77,8 @@ LUMEN_INLINE float lumen_quick_gelu(float x) { return x * lumen_sigmoidf(1.702f 
 // its output, where the output may be the input itself (the executor runs these ops in place).
 // Without it clang guards the vectorised loop with a check that the arrays do not overlap, which an
 // in-place call fails, and runs the scalar remainder loop over the whole array (7x slower for SiLU).
+// Four vectors are interleaved: the exp/erfc chains are long and dependent, and one vector per
+// iteration left GELU and SiLU latency-bound (GELU 1.3-1.4x faster interleaved).
 #if defined(__clang__)
 #define LUMEN_VECTORIZE_INPLACE _Pragma("clang loop vectorize(assume_safety) interleave_count(4)")
 #else
