@@ -16,8 +16,6 @@ cd "$(dirname "$0")/.."
 quick=0
 if [[ "${1:-}" == "--quick" ]]; then quick=1; shift; fi
 out="${1:-/tmp/lumen-avx2-check-$(date -u +%Y%m%d-%H%M)}"
-mkdir -p "$out"
-summary="$out/summary.md"
 py=.venv-fixtures/bin/python
 bin=.build/release
 
@@ -39,6 +37,8 @@ else
     exit 1
 fi
 
+mkdir -p "$out"
+summary="$out/summary.md"
 model=$(grep -m1 "model name" /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
 l2=$(lscpu 2>/dev/null | grep -m1 "L2 cache" | cut -d: -f2- | sed 's/^ *//' || true)
 {
