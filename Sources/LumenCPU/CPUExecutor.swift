@@ -33,6 +33,8 @@ public final class CPUExecutor: Executor, @unchecked Sendable {
     public static var instructionSet: String { String(cString: lumen_isa_name(lumen_cpu_isa())) }
     /// The best instruction set this CPU has.
     public static var detectedInstructionSet: String { String(cString: lumen_isa_name(lumen_cpu_detect_isa())) }
+    /// The per-core L2 size the kernels' blocking is chosen for (CPUID, or `LUMEN_CPU_L2_KIB`).
+    public static var l2CacheBytes: Int { Int(lumen_cpu_l2_bytes()) }
 
     /// Lowers the instruction set the kernels use (process-wide), for testing each code path
     /// on one machine; returns the level in force. Names: "generic", "avx2", "avx512".

@@ -13,7 +13,8 @@ struct DevicesCommand: ParsableCommand {
     func run() throws {
         let cpu = CPUExecutor()
         print("cpu: \(ProcessInfo.processInfo.activeProcessorCount) cores, threads \(cpu.pool.threads), "
-              + "instruction set \(CPUExecutor.instructionSet) (best available: \(CPUExecutor.detectedInstructionSet))")
+              + "instruction set \(CPUExecutor.instructionSet) (best available: \(CPUExecutor.detectedInstructionSet)), "
+              + "L2 \(CPUExecutor.l2CacheBytes / 1024) KiB per core, bf16 \(CPUExecutor.bf16Supported ? "yes" : "no")")
         do {
             let devices = try VulkanExecutor.devices()
             let chosen = try? VulkanExecutor.defaultDeviceIndex()
