@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Lumen on CPUs this machine is not: qemu-user emulates a Zen 3, a Haswell and a Nehalem (its TCG
-# runs AVX2, FMA and F16C; an instruction the emulated CPU lacks raises SIGILL), and Lumen detects
-# them through CPUID as it would on the real thing.
+# Lumen on CPUs this machine is not. qemu-user emulates a Zen 3 (EPYC-Milan), a Haswell, an Ivy
+# Bridge (AVX and F16C without FMA or AVX2: the generic path) and a Nehalem (no AVX at all); its
+# TCG executes AVX2, FMA and F16C, and an instruction the emulated CPU lacks raises SIGILL. Lumen
+# detects them through CPUID as it would on the real thing.
 #
 # Why, when LUMEN_CPU_ISA=avx2 and =generic already run every test on this machine: the cap only
 # chooses which kernels run. On an AVX-512 machine an AVX-512 instruction reached by mistake from
@@ -23,7 +24,8 @@
 #
 # Needs the release build with tests (`swift build -c release --build-tests`) and qemu-user
 # (installed here from Debian's packages if missing). Emulation is 10-100x slower than the host:
-# the default run takes 4-6 minutes on 2 cores, --full about 40 more.
+# the default run takes 4-6 minutes on 2 cores, --full about 50 more (a 512x512 SD 1.5 UNet forward
+# in SD15ArchitectureTests alone takes several).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -65,6 +67,7 @@ emu() {  # emu MODEL CMD...
 models=(
     "EPYC-Milan avx2 512"
     "Haswell avx2 256 LUMEN_CPU_L2_KIB=256"
+    "IvyBridge generic 512"
     "Nehalem generic 512"
 )
 prompt="a red circle on a blue background"
