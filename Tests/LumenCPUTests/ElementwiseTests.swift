@@ -51,17 +51,20 @@ final class ElementwiseTests: XCTestCase {
 
     func testGEGLU() throws {
         try forEachInstructionSet { isa in
-            let (rows, d) = (13, 37)
-            let g = Graph()
-            let x = try g.input("x", shape: [1, rows, 2 * d])
-            let y = try g.geglu(x)
-            let (xt, xd) = try randomTensor(x.shape, seed: 12, scale: 4)
-            let got = try runCPU(g, [y], ["x": xt])[0]
-            var expected: [Double] = []
-            for r in 0..<rows {
-                for i in 0..<d { expected.append(xd[r * 2 * d + i] * Reference.gelu(xd[r * 2 * d + d + i])) }
+            // 37 wide: shorter than one interleaved step of four vectors (the loop's remainder
+            // only); 150: two whole AVX-512 steps of 64 and a remainder.
+            for (rows, d) in [(13, 37), (5, 150)] {
+                let g = Graph()
+                let x = try g.input("x", shape: [1, rows, 2 * d])
+                let y = try g.geglu(x)
+                let (xt, xd) = try randomTensor(x.shape, seed: 12, scale: 4)
+                let got = try runCPU(g, [y], ["x": xt])[0]
+                var expected: [Double] = []
+                for r in 0..<rows {
+                    for i in 0..<d { expected.append(xd[r * 2 * d + i] * Reference.gelu(xd[r * 2 * d + d + i])) }
+                }
+                assertClose(got, expected, atol: 1e-6, rtol: 2e-6, "geglu \(rows)x\(d) \(isa)")
             }
-            assertClose(got, expected, atol: 1e-6, rtol: 2e-6, "geglu \(isa)")
         }
     }
 
