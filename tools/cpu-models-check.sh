@@ -47,6 +47,8 @@ if ! command -v qemu-x86_64 >/dev/null 2>&1; then
     $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-user >/dev/null
 fi
 
+# The emulated CPU's own detection is what is checked: no cap or override from the caller.
+unset LUMEN_CPU_ISA LUMEN_CPU_L2_KIB LUMEN_CPU_BF16
 work=$(mktemp -d /tmp/lumen-cpu-models.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 failures=0
