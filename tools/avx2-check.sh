@@ -45,6 +45,7 @@ l2=$(lscpu 2>/dev/null | grep -m1 "L2 cache" | cut -d: -f2- | sed 's/^ *//' || t
     echo "# AVX2 check, $(date -u '+%Y-%m-%d %H:%M UTC'), $(git rev-parse --short HEAD)"
     echo
     echo "- CPU: $model, $(nproc) cores; L2: ${l2:-unknown}; $kind"
+    echo "- as Lumen sees it: $("$bin/lumen" devices 2>/dev/null | grep '^cpu:' || echo 'lumen devices failed')"
     echo "- load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo
 } > "$summary"
