@@ -46,45 +46,42 @@ AVX2 static inline __m256i lane_mask(int64_t lanes) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(lanes < 0 ? 0 : lanes > 8 ? 8 : lanes)), idx);
 }
 
-/// st[r][c0 .. c0+16] = Σ_d K[r][d] · qt[d][c0 .. c0+16] for r < R (K rows ldk apart; st rows QB).
-AVX2 static inline __attribute__((always_inline)) void qk_t(const float *qt, const float *kr, int64_t ldk,
-                                                            int64_t Dh, float *st, const int R) {
+/// The one tile both products use: out[r][0..16] (+)= Σ_t a[r·ar + t·at] · b[t][0..16] for r < R,
+/// t < n (b and out rows QB apart; `accumulate` adds to out, else overwrites it). Q·K^T:
+/// a = K (ar = ldk, at = 1), b = Q^T, t over the head dims; P·V: a = V (ar = 1, at = ldv),
+/// b = P^T, t over the keys. Inlined with constant strides, R and `accumulate`.
+AVX2 static inline __attribute__((always_inline)) void tile_t(const float *b, const float *a, int64_t ar,
+                                                              int64_t at, int64_t n, float *out, const int R,
+                                                              const int accumulate) {
     __m256 acc[6][2];
-    for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
-    for (int64_t d = 0; d < Dh; d++) {
-        const __m256 q0 = _mm256_load_ps(qt + d * QB), q1 = _mm256_load_ps(qt + d * QB + 8);
+    for (int r = 0; r < R; r++) {
+        acc[r][0] = accumulate ? _mm256_load_ps(out + r * QB) : _mm256_setzero_ps();
+        acc[r][1] = accumulate ? _mm256_load_ps(out + r * QB + 8) : _mm256_setzero_ps();
+    }
+    for (int64_t t = 0; t < n; t++) {
+        const __m256 b0 = _mm256_load_ps(b + t * QB), b1 = _mm256_load_ps(b + t * QB + 8);
         for (int r = 0; r < R; r++) {
-            const __m256 a = _mm256_broadcast_ss(kr + r * ldk + d);
-            acc[r][0] = _mm256_fmadd_ps(a, q0, acc[r][0]);
-            acc[r][1] = _mm256_fmadd_ps(a, q1, acc[r][1]);
+            const __m256 x = _mm256_broadcast_ss(a + r * ar + t * at);
+            acc[r][0] = _mm256_fmadd_ps(x, b0, acc[r][0]);
+            acc[r][1] = _mm256_fmadd_ps(x, b1, acc[r][1]);
         }
     }
     for (int r = 0; r < R; r++) {
-        _mm256_store_ps(st + r * QB, acc[r][0]);
-        _mm256_store_ps(st + r * QB + 8, acc[r][1]);
+        _mm256_store_ps(out + r * QB, acc[r][0]);
+        _mm256_store_ps(out + r * QB + 8, acc[r][1]);
     }
+}
+
+/// st[r][c0 .. c0+16] = Σ_d K[r][d] · qt[d][c0 .. c0+16] for r < R (K rows ldk apart; st rows QB).
+AVX2 static inline __attribute__((always_inline)) void qk_t(const float *qt, const float *kr, int64_t ldk,
+                                                            int64_t Dh, float *st, const int R) {
+    tile_t(qt, kr, ldk, 1, Dh, st, R, 0);
 }
 
 /// ot[r][0..16] += Σ_j V[j][r] · st[j][0..16] for r < R, j < nk (V rows ldv apart; ot, st rows QB).
 AVX2 static inline __attribute__((always_inline)) void pv_t(const float *st, const float *vr, int64_t ldv,
                                                             int64_t nk, float *ot, const int R) {
-    __m256 acc[6][2];
-    for (int r = 0; r < R; r++) {
-        acc[r][0] = _mm256_load_ps(ot + r * QB);
-        acc[r][1] = _mm256_load_ps(ot + r * QB + 8);
-    }
-    for (int64_t j = 0; j < nk; j++) {
-        const __m256 p0 = _mm256_load_ps(st + j * QB), p1 = _mm256_load_ps(st + j * QB + 8);
-        for (int r = 0; r < R; r++) {
-            const __m256 a = _mm256_broadcast_ss(vr + j * ldv + r);
-            acc[r][0] = _mm256_fmadd_ps(a, p0, acc[r][0]);
-            acc[r][1] = _mm256_fmadd_ps(a, p1, acc[r][1]);
-        }
-    }
-    for (int r = 0; r < R; r++) {
-        _mm256_store_ps(ot + r * QB, acc[r][0]);
-        _mm256_store_ps(ot + r * QB + 8, acc[r][1]);
-    }
+    tile_t(st, vr, 1, ldv, nk, ot, R, 1);
 }
 
 /// S^T for keys [0, nk) of the block and the query vectors [0, 2·pairs).

@@ -31,40 +31,39 @@ AVX512 static inline __m512 exp2_nonpos16(__m512 x) {
     return _mm512_mul_ps(p, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_castps_si512(t), 23)));
 }
 
-/// st[j0 + r][0..64] = Σ_d K[j0 + r][d] · qt[d][0..64] for r < R (K rows ldk apart).
-AVX512 static inline __attribute__((always_inline)) void qk_t(const float *qt, const float *kr, int64_t ldk,
-                                                              int64_t Dh, float *st, const int R) {
+/// The one tile both products use: out[r][0..64] (+)= Σ_t a[r·ar + t·at] · b[t][0..64] for r < R,
+/// t < n (b and out rows QB apart; `accumulate` adds to out, else overwrites it). Q·K^T:
+/// a = K (ar = ldk, at = 1), b = Q^T, t over the head dims; P·V: a = V (ar = 1, at = ldv),
+/// b = P^T, t over the keys. Inlined with constant strides, R and `accumulate`.
+AVX512 static inline __attribute__((always_inline)) void tile_t(const float *b, const float *a, int64_t ar,
+                                                                int64_t at, int64_t n, float *out, const int R,
+                                                                const int accumulate) {
     __m512 acc[6][4];
     for (int r = 0; r < R; r++)
-        for (int c = 0; c < 4; c++) acc[r][c] = _mm512_setzero_ps();
-    for (int64_t d = 0; d < Dh; d++) {
-        __m512 qv[4];
-        for (int c = 0; c < 4; c++) qv[c] = _mm512_load_ps(qt + d * QB + 16 * c);
+        for (int c = 0; c < 4; c++)
+            acc[r][c] = accumulate ? _mm512_load_ps(out + r * QB + 16 * c) : _mm512_setzero_ps();
+    for (int64_t t = 0; t < n; t++) {
+        __m512 bv[4];
+        for (int c = 0; c < 4; c++) bv[c] = _mm512_load_ps(b + t * QB + 16 * c);
         for (int r = 0; r < R; r++) {
-            __m512 a = _mm512_set1_ps(kr[r * ldk + d]);
-            for (int c = 0; c < 4; c++) acc[r][c] = _mm512_fmadd_ps(a, qv[c], acc[r][c]);
+            __m512 x = _mm512_set1_ps(a[r * ar + t * at]);
+            for (int c = 0; c < 4; c++) acc[r][c] = _mm512_fmadd_ps(x, bv[c], acc[r][c]);
         }
     }
     for (int r = 0; r < R; r++)
-        for (int c = 0; c < 4; c++) _mm512_store_ps(st + r * QB + 16 * c, acc[r][c]);
+        for (int c = 0; c < 4; c++) _mm512_store_ps(out + r * QB + 16 * c, acc[r][c]);
+}
+
+/// st[j0 + r][0..64] = Σ_d K[j0 + r][d] · qt[d][0..64] for r < R (K rows ldk apart).
+AVX512 static inline __attribute__((always_inline)) void qk_t(const float *qt, const float *kr, int64_t ldk,
+                                                              int64_t Dh, float *st, const int R) {
+    tile_t(qt, kr, ldk, 1, Dh, st, R, 0);
 }
 
 /// ot[d0 + r][0..64] += Σ_j V[j][d0 + r] · st[j][0..64] for r < R, j < nk (V rows ldv apart).
 AVX512 static inline __attribute__((always_inline)) void pv_t(const float *st, const float *vr, int64_t ldv,
                                                               int64_t nk, float *ot, const int R) {
-    __m512 acc[6][4];
-    for (int r = 0; r < R; r++)
-        for (int c = 0; c < 4; c++) acc[r][c] = _mm512_load_ps(ot + r * QB + 16 * c);
-    for (int64_t j = 0; j < nk; j++) {
-        __m512 pv[4];
-        for (int c = 0; c < 4; c++) pv[c] = _mm512_load_ps(st + j * QB + 16 * c);
-        for (int r = 0; r < R; r++) {
-            __m512 a = _mm512_set1_ps(vr[j * ldv + r]);
-            for (int c = 0; c < 4; c++) acc[r][c] = _mm512_fmadd_ps(a, pv[c], acc[r][c]);
-        }
-    }
-    for (int r = 0; r < R; r++)
-        for (int c = 0; c < 4; c++) _mm512_store_ps(ot + r * QB + 16 * c, acc[r][c]);
+    tile_t(st, vr, 1, ldv, nk, ot, R, 1);
 }
 
 AVX512 static void qk_block(const float *qt, const float *kr, int64_t ldk, int64_t Dh, float *st, int64_t nk) {
