@@ -159,6 +159,11 @@ void lumen_group_norm(const float *x, float *y, int64_t batch, int64_t C, int64_
     group_norm_dispatch(x, y, batch, C, S, groups, eps, gamma, beta, silu, task, ntasks);
 }
 
+/// 1 / the standard deviation of a row whose mean is known (the centred squares' pass).
+LUMEN_INLINE float layer_norm_rstd(const float *xr, int64_t D, float mean, float eps) {
+    return 1.0f / sqrtf(lane_sq_dev(xr, D, mean) / (float)D + eps);
+}
+
 /// One row's output: (x - mean) * rstd, times gamma plus beta where given.
 LUMEN_INLINE void layer_norm_row_out(const float *xr, float *yr, int64_t D, float mean, float rstd,
                                      const float *gamma, const float *beta) {
@@ -189,10 +194,8 @@ LUMEN_INLINE void layer_norm_body(const float *x, float *y, int64_t rows, int64_
     int64_t r = b;
     for (; r + 2 <= e; r += 2) {
         const float *x0 = x + r * D, *x1 = x0 + D;
-        float mean0 = lane_sum(x0, D) / (float)D;
-        float mean1 = lane_sum(x1, D) / (float)D;
-        float rstd0 = 1.0f / sqrtf(lane_sq_dev(x0, D, mean0) / (float)D + eps);
-        float rstd1 = 1.0f / sqrtf(lane_sq_dev(x1, D, mean1) / (float)D + eps);
+        float mean0 = lane_sum(x0, D) / (float)D, mean1 = lane_sum(x1, D) / (float)D;
+        float rstd0 = layer_norm_rstd(x0, D, mean0, eps), rstd1 = layer_norm_rstd(x1, D, mean1, eps);
         float *y0 = y + r * D, *y1 = y0 + D;
         if (gamma) {  // one load of gamma and beta for both rows
             LUMEN_VECTORIZE_INPLACE
@@ -210,8 +213,7 @@ LUMEN_INLINE void layer_norm_body(const float *x, float *y, int64_t rows, int64_
     for (; r < e; r++) {
         const float *xr = x + r * D;
         float mean = lane_sum(xr, D) / (float)D;
-        float rstd = 1.0f / sqrtf(lane_sq_dev(xr, D, mean) / (float)D + eps);
-        layer_norm_row_out(xr, y + r * D, D, mean, rstd, gamma, beta);
+        layer_norm_row_out(xr, y + r * D, D, mean, layer_norm_rstd(xr, D, mean, eps), gamma, beta);
     }
 }
 LUMEN_DISPATCH(layer_norm,
