@@ -123,21 +123,26 @@ public struct TAESDBenchCommand: ParsableCommand {
     static func printProfile(_ name: String, graph: Graph, program: CPUProgram, steps: [(name: String, seconds: Double)],
                              log: (String) -> Void) {
         let total = steps.reduce(0) { $0 + $1.seconds }
-        var byOp: [String: Double] = [:], byShape: [String: (Double, Int)] = [:]
+        var byOp: [String: Double] = [:], byShape: [String: (seconds: Double, count: Int, flops: Double)] = [:]
+        func dims(_ v: Int) -> String { graph.nodes[v].shape.dims.map(String.init).joined(separator: "x") }
         for ((stepName, seconds), node) in zip(steps, program.stepNodeIDs) {
             byOp[stepName, default: 0] += seconds
             let n = graph.nodes[node]
-            let key = "\(stepName) \(n.shape.dims.map(String.init).joined(separator: "x"))"
-                + (n.inputs.first.map { " <- " + graph.nodes[$0].shape.dims.map(String.init).joined(separator: "x") } ?? "")
-            let old = byShape[key] ?? (0, 0)
-            byShape[key] = (old.0 + seconds, old.1 + 1)
+            // Output <- first input, and the weight's shape where there is one (a 3x3 and a 1x1
+            // convolution with the same input and output are different kernels).
+            let key = "\(stepName) \(dims(node))" + (n.inputs.first.map { " <- " + dims($0) } ?? "")
+                + (n.inputs.count > 1 && graph.nodes[n.inputs[1]].shape.rank >= 2 ? " w " + dims(n.inputs[1]) : "")
+            let old = byShape[key] ?? (0, 0, 0)
+            byShape[key] = (old.seconds + seconds, old.count + 1, old.flops + graph.flops(of: n))
         }
         log(String(format: "profile %@: %.4f s of kernels in %d steps", name, total, steps.count))
         for (op, s) in byOp.sorted(by: { $0.value > $1.value }) {
             log(String(format: "  %-22@ %8.4f s  %5.1f%%", op, s, 100 * s / total))
         }
-        for (key, v) in byShape.sorted(by: { $0.value.0 > $1.value.0 }).prefix(16) {
-            log(String(format: "  %8.4f s  %5.1f%%  %2d×  %@", v.0, 100 * v.0 / total, v.1, key))
+        // GFLOP/s counts a convolution's direct FLOPs (Winograd runs fewer, so it can exceed the peak).
+        for (key, v) in byShape.sorted(by: { $0.value.seconds > $1.value.seconds }).prefix(32) {
+            let rate = v.flops > 0 ? String(format: "%7.1f GFLOP/s", v.flops / v.seconds * 1e-9) : String(repeating: " ", count: 14)
+            log(String(format: "  %8.4f s  %5.1f%%  %2d×  %@  %@", v.seconds, 100 * v.seconds / total, v.count, rate, key))
         }
     }
 }
