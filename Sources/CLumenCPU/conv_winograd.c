@@ -551,8 +551,12 @@ int lumen_winograd_plan_make(int64_t batch, int64_t C, int64_t H, int64_t W, int
         // 512x512: 1.7x; the unfused phases were slower); and the UNet's concatenation
         // convolutions (960 -> 320 at 64x64, 1920 -> 640 at 32x32: C = 3 O) run faster as F(2x2):
         // F(4x4)'s input transforms of that many channels split the tiles into small blocks.
+        // With AVX2, F(2x2) from 6 pixels a side: the UNet's 8x8 convolutions at 512 (1280 -> 1280
+        // and 2560 -> 1280, batch 2) ran 1.16-1.19x the direct kernel's speed, 1280 -> 1280 at 6x6
+        // 1.3x, at 4x4 0.6x (2 threads, best of 10, three alternated rounds); with AVX-512 the
+        // direct kernel stays 1.3-1.4x faster than F(2x2) at 8x8.
         const int64_t side = H < W ? H : W;
-        if (C < 64 || O < 64 || side < 12) return 0;
+        if (C < 64 || O < 64 || side < (isa == LUMEN_ISA_AVX2 ? 6 : 12)) return 0;
         m = side >= 24 ? 4 : 2;
         if (isa == LUMEN_ISA_AVX512) {
             if ((C < 256 || O < 256) && (m != 4 || fused == 0 || 36 * C * O > WG_FUSED_U_MAX)) return 0;

@@ -183,7 +183,7 @@ final class WinogradConvTests: XCTestCase {
     }
 
     /// The automatic choice (measured with tools/kernel_harness.c winograd): the UNet's and the
-    /// VAE's convolutions, F(4×4) from 24 pixels a side and F(2×2) from 12 (and, with AVX-512, for
+    /// VAE's convolutions, F(4×4) from 24 pixels a side and F(2×2) from 12 (with AVX2 from 6; with AVX-512 for
     /// three times as many input channels as output ones), from 64 channels; with AVX-512 below
     /// 256 channels only in the fused mode; F(6×6) in the fused mode from 128 pixels; never on the
     /// portable path, strided, unpadded, with channel counts that are not multiples of 8, or when
@@ -204,7 +204,10 @@ final class WinogradConvTests: XCTestCase {
             XCTAssertEqual(tile(640, 320, 64), vector ? 4 : 0, isa)
             XCTAssertEqual(tile(2560, 1280, 16), vector ? 2 : 0, isa)
             XCTAssertEqual(tile(512, 512, 128), vector ? 4 : 0, isa)
-            XCTAssertEqual(tile(1280, 1280, 8), 0, isa)
+            XCTAssertEqual(tile(1280, 1280, 8), isa == "avx2" ? 2 : 0, isa)  // AVX2: F(2×2) from 6 pixels
+            XCTAssertEqual(tile(2560, 1280, 8), isa == "avx2" ? 2 : 0, isa)
+            XCTAssertEqual(tile(1280, 1280, 6), isa == "avx2" ? 2 : 0, isa)
+            XCTAssertEqual(tile(1280, 1280, 4), 0, isa)
             XCTAssertEqual(tile(64, 64, 256), vector ? 6 : 0, isa)   // fused, from 128 pixels F(6×6)
             XCTAssertEqual(tile(128, 128, 512), vector ? 6 : 0, isa)  // fused
             XCTAssertEqual(tile(64, 64, 128), vector ? 6 : 0, isa)   // fused
