@@ -4,10 +4,11 @@ import Foundation
 /// Runs data-parallel loops on the process-wide worker threads (libdispatch's pool, created once
 /// and reused by every op), so no op ever creates a thread of its own.
 public struct ThreadPool: Sendable {
-    /// The number of tasks a loop is split into to use every core.
+    /// The number of tasks a loop is split into to use every core: by default one per physical
+    /// core this process may run on, within its control group's CPU quota (`CPUTopology`).
     public let threads: Int
 
-    /// The most tasks a loop may be split into: four per core (at least 8). More only adds
+    /// The most tasks a loop may be split into: four per online logical CPU (at least 8). More only adds
     /// overhead (libdispatch runs one worker per core whatever the count), and a benchmark that
     /// measures every "thread" in turn would run for minutes.
     public static var maxThreads: Int { max(8, 4 * ProcessInfo.processInfo.activeProcessorCount) }
@@ -31,7 +32,7 @@ public struct ThreadPool: Sendable {
 
     public init(threads: Int? = nil) {
         let env = ProcessInfo.processInfo.environment["LUMEN_THREADS"].flatMap(Int.init)
-        self.threads = min(max(1, threads ?? env ?? ProcessInfo.processInfo.activeProcessorCount), Self.maxThreads)
+        self.threads = min(max(1, threads ?? env ?? CPUTopology.current.defaultThreads), Self.maxThreads)
     }
 
     /// Calls `body(i)` for every i in 0..<count, spread over the pool; returns when all are done.
@@ -60,6 +61,6 @@ public struct ThreadCountError: Error, Sendable, Equatable, CustomStringConverti
     public let maxThreads: Int
 
     public var description: String {
-        "\(source): expected a thread count from 1 to \(maxThreads) (4 per core, at least 8)"
+        "\(source): expected a thread count from 1 to \(maxThreads) (4 per logical CPU, at least 8)"
     }
 }

@@ -12,7 +12,12 @@ struct DevicesCommand: ParsableCommand {
 
     func run() throws {
         let cpu = CPUExecutor()
-        print("cpu: \(ProcessInfo.processInfo.activeProcessorCount) cores, threads \(cpu.pool.threads), "
+        let topology = CPUTopology.current
+        let quota = topology.cpuQuota.map { String(format: ", CPU quota %.2f", $0) } ?? ""
+        func count(_ n: Int, _ noun: String) -> String { "\(n) \(noun)\(n == 1 ? "" : "s")" }
+        // The cores and logical CPUs this process may run on (its affinity mask), which with the
+        // quota make the default thread count.
+        print("cpu: \(count(topology.cores, "core")) (\(count(topology.logicalCPUs, "logical CPU"))\(quota)), threads \(cpu.pool.threads), "
               + "instruction set \(CPUExecutor.instructionSet) (best available: \(CPUExecutor.detectedInstructionSet)), "
               + "L2 \(CPUExecutor.l2CacheBytes / 1024) KiB per core, bf16 \(CPUExecutor.bf16Supported ? "yes" : "no")")
         do {

@@ -169,4 +169,18 @@ final class CLITests: TemporaryDirectoryTestCase {
         XCTAssertNotEqual(empty.status, 0)
         XCTAssertTrue(empty.stderr.contains("nothing-here"), empty.stderr)
     }
+
+    /// Under `taskset` (or a container's cpuset) the default is one thread per allowed core, not
+    /// one per online CPU of the machine; `LUMEN_THREADS` still overrides it.
+    func testThreadsFollowTheAffinityMask() throws {
+        let taskset = "/usr/bin/taskset"
+        guard FileManager.default.isExecutableFile(atPath: taskset) else { throw XCTSkip("no taskset (util-linux)") }
+        let r = try runLumen(["-c", "0", Self.binary, "devices"], environment: ["LUMEN_THREADS": ""], executable: taskset)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let line = r.stdout.split(separator: "\n").first.map(String.init) ?? ""
+        XCTAssertTrue(line.hasPrefix("cpu: 1 core (1 logical CPU"), line)
+        XCTAssertTrue(line.contains("threads 1,"), line)
+        let set = try runLumen(["-c", "0", Self.binary, "devices"], environment: ["LUMEN_THREADS": "3"], executable: taskset)
+        XCTAssertTrue(set.stdout.contains("threads 3,"), set.stdout)
+    }
 }

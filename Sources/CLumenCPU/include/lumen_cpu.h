@@ -44,6 +44,11 @@ int64_t lumen_cpu_l2_bytes(void);
 /// use it to run both GEMM loop orders on one machine.
 int64_t lumen_cpu_set_l2_bytes(int64_t bytes);
 
+/// The CPUs this process may run on (sched_getaffinity: taskset, a container's cpuset): returns
+/// how many there are and writes the first `max` of their ids (ascending) to `cpus`; -1 where the
+/// mask cannot be read (or off Linux).
+int lumen_cpu_affinity(int *cpus, int max);
+
 /// Whether this CPU can compute in bf16: AVX512_BF16 (CPUID leaf 7 subleaf 1, EAX bit 5) on top
 /// of the AVX-512 level with the OS saving the AVX-512 state. Always 0 on other architectures.
 int lumen_cpu_bf16_supported(void);
