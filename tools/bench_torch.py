@@ -302,9 +302,28 @@ def generate_child(args):
     report_child(args, time.perf_counter() - t0)
 
 
+def physical_cores():
+    """Lumen's default thread count (CPUTopology.swift): the physical cores among the CPUs this
+    process may run on (the cgroup quota aside), so both engines run the same count by default."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    cores = set()
+    for cpu in cpus:
+        key = None
+        for name in ("core_cpus_list", "thread_siblings_list"):
+            try:
+                with open(f"/sys/devices/system/cpu/cpu{cpu}/topology/{name}") as f:
+                    key = f.read().strip()
+                break
+            except OSError:
+                pass
+        cores.add(key or f"cpu{cpu}")
+    return max(1, len(cores))
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--threads", type=int, default=physical_cores(),
+                    help="PyTorch's threads, and lumen-bench's with --compare (default: the physical cores this process may use)")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--compare", metavar="LUMEN_BENCH", help="also run `LUMEN_BENCH model --json` and print ratios")
@@ -345,7 +364,8 @@ def main():
                 command += ["--work-dir", args.lumen_work_dir]
         # stderr passes through: lumen-bench logs each phase as it starts.
         log_load("before lumen-bench")
-        out = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True)
+        out = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True,
+                             env=dict(os.environ, LUMEN_THREADS=str(args.threads)))
         log_load("after lumen-bench")
         lumen = {r["phase"]: r for r in json.loads(out.stdout)}
 
