@@ -7,7 +7,7 @@
 #
 # Needs: the release build (`swift build -c release`), the fixtures venv (.venv-fixtures, see
 # tools/requirements-fixtures.txt) for the PyTorch and OpenBLAS comparisons, clang for the kernel
-# harness. --quick skips the SD 1.5 phases against PyTorch (about 10 minutes of the 15).
+# harness. --quick skips the SD 1.5 phases against PyTorch (about 10 minutes of the 20).
 # Run it on an otherwise idle machine: every figure is a median or a best of several runs, but two
 # cores shared with anything else spread them by 5-10%.
 set -euo pipefail
@@ -78,6 +78,50 @@ if command -v clang > /dev/null; then
         -lm -lpthread -o "$out/kernel_harness"
     "$out/kernel_harness" 1 12 attention > "$out/harness-attention.txt" 2>&1
     { echo "## kernel_harness 1 12 attention"; echo; echo '```'; cat "$out/harness-attention.txt"; echo '```'; echo; } >> "$summary"
+
+    # The choices made from cache sizes, never yet timed on an AVX2-only CPU: the GEMM loop order
+    # (from the L2 size: BLIS's Haswell order below 896 KiB), the attention kernel's key block (64,
+    # for a 32 KiB L1) and the Winograd tile sizes by side. Each against its alternatives, two
+    # alternated rounds, so that a session on such a machine can confirm or change them.
+    step "cache-size choices: GEMM loop order, attention key block, Winograd tiles (about 5 minutes)"
+    l2kib=$("$bin/lumen" devices 2>/dev/null | sed -n 's/.*L2 \([0-9]*\) KiB.*/\1/p')
+    l2kib=${l2kib:-512}
+    other=$(( l2kib < 896 ? 1024 : 512 ))
+    for round in 1 2; do
+        for l2 in "$l2kib" "$other"; do
+            LUMEN_CPU_L2_KIB=$l2 "$out/kernel_harness" 1 20 > "$out/harness-gemm-l2-$l2-r$round.txt" 2>&1
+        done
+        for kb in 48 64 128; do
+            LUMEN_ATTN_KEY_BLOCK=$kb "$out/kernel_harness" 1 12 attention > "$out/harness-attention-kb$kb-r$round.txt" 2>&1
+        done
+    done
+    "$out/kernel_harness" 2 5 winograd > "$out/harness-winograd.txt" 2>&1
+    {
+        echo "## Cache-size choices (kernel_harness; best and median GFLOP/s; two alternated rounds)"
+        echo
+        echo "GEMM, one thread, best of 20: the L2 this CPU reports ($l2kib KiB) against $other KiB (the other loop order)"
+        echo
+        echo '```'
+        for round in 1 2; do for l2 in "$l2kib" "$other"; do
+            echo "L2 $l2 KiB, round $round:"; grep -v '^isa' "$out/harness-gemm-l2-$l2-r$round.txt"
+        done; done
+        echo '```'
+        echo
+        echo "Attention, one thread, best of 12, keys per block (LUMEN_ATTN_KEY_BLOCK; 64 is the default)"
+        echo
+        echo '```'
+        for round in 1 2; do for kb in 48 64 128; do
+            echo "key block $kb, round $round:"; grep -v '^attention' "$out/harness-attention-kb$kb-r$round.txt"
+        done; done
+        echo '```'
+        echo
+        echo "Winograd against lumen_conv2d, 2 threads, best of 5 (the plan's choice with AVX2: F(2x2) from 6 pixels a side, F(4x4) from 24, F(6x6) fused from 128)"
+        echo
+        echo '```'
+        cat "$out/harness-winograd.txt"
+        echo '```'
+        echo
+    } >> "$summary"
 fi
 
 if [[ -x "$py" ]]; then

@@ -213,7 +213,7 @@ static void winograd_shapes(int threads, int reps) {
                                  {64, 64, 64, 1},     {64, 64, 128, 1},   {128, 128, 256, 1}};
     const char *only = getenv("CONV_ONLY");
     printf("winograd, isa %s, %d threads, %d runs: C -> O @ HxW, GFLOP/s (direct-conv FLOPs over the best time) "
-           "and error for lumen_conv2d, F(4x4), F(2x2)\n",
+           "and error for lumen_conv2d, F(6x6), F(4x4), F(2x2)\n",
            lumen_isa_name(lumen_cpu_isa()), threads, reps);
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; ++s) {
         if (only && atoi(only) != (int)s) continue;

@@ -1,3 +1,4 @@
+import CLumenCPU
 import LumenCPU
 import LumenRuntime
 import LumenTestSupport
@@ -125,6 +126,38 @@ final class NormAndAttentionTests: XCTestCase {
                 let expected = Reference.attention(qref, kref, vref, b: t.b, lq: t.lq, lk: t.lk, heads: t.heads, dh: t.dh,
                                                    causal: t.causal, scale: 1 / Double(t.dh).squareRoot())
                 assertClose(got, expected, atol: 2e-6, rtol: 1e-5, "attention \(t) \(isa)")
+            }
+        }
+    }
+
+    /// The AVX2 kernel's key block for sequences over 128 keys (LUMEN_ATTN_KEY_BLOCK, for A/B runs
+    /// on other L1 sizes): any size from 8 to 128 gives the reference, with partial last blocks,
+    /// causal or not; out-of-range sizes fall back to 64.
+    func testAttentionKeyBlockSizes() throws {
+        XCTAssertEqual(lumen_cpu_set_attention_key_block(7), 64)
+        XCTAssertEqual(lumen_cpu_set_attention_key_block(129), 64)
+        defer { _ = lumen_cpu_set_attention_key_block(0) }
+        let cases: [(b: Int, lq: Int, lk: Int, heads: Int, dh: Int, causal: Bool)] = [
+            (1, 70, 300, 2, 40, false), (1, 140, 260, 2, 40, true), (2, 65, 200, 1, 24, false),
+        ]
+        try forEachInstructionSet { isa in
+            for keys in [8, 24, 48, 128] {
+                XCTAssertEqual(lumen_cpu_set_attention_key_block(Int32(keys)), Int32(keys))
+                for (i, t) in cases.enumerated() {
+                    let w = t.heads * t.dh
+                    let g = Graph()
+                    let q = try g.input("q", shape: [t.b, t.lq, w])
+                    let k = try g.input("k", shape: [t.b, t.lk, w])
+                    let v = try g.input("v", shape: [t.b, t.lk, w])
+                    let y = try g.attention(query: q, key: k, value: v, heads: t.heads, causal: t.causal)
+                    let (qt, qref) = try randomTensor(q.shape, seed: UInt64(180 + i), scale: 2)
+                    let (kt, kref) = try randomTensor(k.shape, seed: UInt64(190 + i), scale: 2)
+                    let (vt, vref) = try randomTensor(v.shape, seed: UInt64(200 + i))
+                    let got = try runCPU(g, [y], ["q": qt, "k": kt, "v": vt])[0]
+                    let expected = Reference.attention(qref, kref, vref, b: t.b, lq: t.lq, lk: t.lk, heads: t.heads, dh: t.dh,
+                                                       causal: t.causal, scale: 1 / Double(t.dh).squareRoot())
+                    assertClose(got, expected, atol: 2e-6, rtol: 1e-5, "attention \(t) key block \(keys) \(isa)")
+                }
             }
         }
     }

@@ -226,6 +226,12 @@ int lumen_attention(const float *q, int64_t ldq, const float *k, int64_t ldk,
                      int64_t B, int64_t Lq, int64_t Lk, int64_t heads, int64_t Dh,
                      float scale, int causal, int task, int ntasks);
 
+/// The AVX2 attention kernel's keys per block for sequences longer than 128 keys: 64 by default
+/// (its scores, queries and outputs then about fill a 32 KiB L1), or LUMEN_ATTN_KEY_BLOCK at
+/// start-up, for A/B runs on CPUs with other L1 sizes (tools/avx2-check.sh). Accepts 8 to 128
+/// (anything else, 0 included, restores 64); returns the size in force.
+int lumen_cpu_set_attention_key_block(int keys);
+
 typedef enum {
     LUMEN_UNARY_SILU = 0,
     LUMEN_UNARY_GELU_ERF = 1,
