@@ -302,7 +302,10 @@ struct GenerateCommand: ParsableCommand {
             count == 1 ? base : String(base.dropLast(4)) + "-\(i + 1).png"
         }
         let progress = ProgressBar()
-        FileHandle.standardError.write(Data("lumen: \(w)x\(h), \(steps) steps, \(kind.displayName), seed \(request.seed), \(pipeline.executor.backendName)\n".utf8))
+        // On the CPU, the instruction set and threads it runs with (a quota, a cpuset or
+        // LUMEN_CPU_ISA can make them fewer than the machine's; `lumen devices` says why).
+        let cpu = (pipeline.executor as? CPUExecutor).map { " (\(CPUExecutor.instructionSet), \($0.pool.threads) thread\($0.pool.threads == 1 ? "" : "s"))" } ?? ""
+        FileHandle.standardError.write(Data("lumen: \(w)x\(h), \(steps) steps, \(kind.displayName), seed \(request.seed), \(pipeline.executor.backendName)\(cpu)\n".utf8))
         let plan = try pipeline.memoryPlan(for: request)
         if dryRun {
             if json {

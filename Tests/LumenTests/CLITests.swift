@@ -182,5 +182,11 @@ final class CLITests: TemporaryDirectoryTestCase {
         XCTAssertTrue(line.contains("threads 1,"), line)
         let set = try runLumen(["-c", "0", Self.binary, "devices"], environment: ["LUMEN_THREADS": "3"], executable: taskset)
         XCTAssertTrue(set.stdout.contains("threads 3,"), set.stdout)
+        // `lumen generate` says what the CPU runs with.
+        let out = dir + "/one-thread.png"
+        let g = try runLumen(["-c", "0", Self.binary, "generate", "a red circle", "--model", Fixtures.tinyFolder, "--steps", "1",
+                              "--width", "32", "--height", "32", "--backend", "cpu", "-o", out], environment: ["LUMEN_THREADS": "", "LUMEN_CPU_ISA": "generic"], executable: taskset)
+        XCTAssertEqual(g.status, 0, g.stderr)
+        XCTAssertTrue(g.stderr.contains(", cpu (generic, 1 thread)\n"), g.stderr)
     }
 }
