@@ -112,22 +112,26 @@ final class NormAndAttentionTests: XCTestCase {
             (1, 130, 128, 2, 40, true), (2, 20, 113, 1, 48, false),
         ]
         try forEachInstructionSet { isa in
-            for (i, t) in cases.enumerated() {
-                let w = t.heads * t.dh
-                let g = Graph()
-                let q = try g.input("q", shape: [t.b, t.lq, w])
-                let k = try g.input("k", shape: [t.b, t.lk, w])
-                let v = try g.input("v", shape: [t.b, t.lk, w])
-                let y = try g.attention(query: q, key: k, value: v, heads: t.heads, causal: t.causal)
-                let (qt, qref) = try randomTensor(q.shape, seed: UInt64(80 + i), scale: 2)
-                let (kt, kref) = try randomTensor(k.shape, seed: UInt64(90 + i), scale: 2)
-                let (vt, vref) = try randomTensor(v.shape, seed: UInt64(100 + i))
-                let got = try runCPU(g, [y], ["q": qt, "k": kt, "v": vt])[0]
-                let expected = Reference.attention(qref, kref, vref, b: t.b, lq: t.lq, lk: t.lk, heads: t.heads, dh: t.dh,
-                                                   causal: t.causal, scale: 1 / Double(t.dh).squareRoot())
-                assertClose(got, expected, atol: 2e-6, rtol: 1e-5, "attention \(t) \(isa)")
-            }
+            for (i, t) in cases.enumerated() { try checkAttention(t, seed: UInt64(80 + i), "attention \(t) \(isa)") }
         }
+    }
+
+    /// Random q, k, v (seeds seed, +10, +20) through the executor's attention against the float64
+    /// reference.
+    func checkAttention(_ t: (b: Int, lq: Int, lk: Int, heads: Int, dh: Int, causal: Bool), seed: UInt64, _ what: String) throws {
+        let w = t.heads * t.dh
+        let g = Graph()
+        let q = try g.input("q", shape: [t.b, t.lq, w])
+        let k = try g.input("k", shape: [t.b, t.lk, w])
+        let v = try g.input("v", shape: [t.b, t.lk, w])
+        let y = try g.attention(query: q, key: k, value: v, heads: t.heads, causal: t.causal)
+        let (qt, qref) = try randomTensor(q.shape, seed: seed, scale: 2)
+        let (kt, kref) = try randomTensor(k.shape, seed: seed + 10, scale: 2)
+        let (vt, vref) = try randomTensor(v.shape, seed: seed + 20)
+        let got = try runCPU(g, [y], ["q": qt, "k": kt, "v": vt])[0]
+        let expected = Reference.attention(qref, kref, vref, b: t.b, lq: t.lq, lk: t.lk, heads: t.heads, dh: t.dh,
+                                           causal: t.causal, scale: 1 / Double(t.dh).squareRoot())
+        assertClose(got, expected, atol: 2e-6, rtol: 1e-5, what)
     }
 
     /// The AVX2 kernel's key block for sequences over 128 keys (LUMEN_ATTN_KEY_BLOCK, for A/B runs
@@ -144,19 +148,7 @@ final class NormAndAttentionTests: XCTestCase {
             for keys in [8, 24, 48, 128] {
                 XCTAssertEqual(lumen_cpu_set_attention_key_block(Int32(keys)), Int32(keys))
                 for (i, t) in cases.enumerated() {
-                    let w = t.heads * t.dh
-                    let g = Graph()
-                    let q = try g.input("q", shape: [t.b, t.lq, w])
-                    let k = try g.input("k", shape: [t.b, t.lk, w])
-                    let v = try g.input("v", shape: [t.b, t.lk, w])
-                    let y = try g.attention(query: q, key: k, value: v, heads: t.heads, causal: t.causal)
-                    let (qt, qref) = try randomTensor(q.shape, seed: UInt64(180 + i), scale: 2)
-                    let (kt, kref) = try randomTensor(k.shape, seed: UInt64(190 + i), scale: 2)
-                    let (vt, vref) = try randomTensor(v.shape, seed: UInt64(200 + i))
-                    let got = try runCPU(g, [y], ["q": qt, "k": kt, "v": vt])[0]
-                    let expected = Reference.attention(qref, kref, vref, b: t.b, lq: t.lq, lk: t.lk, heads: t.heads, dh: t.dh,
-                                                       causal: t.causal, scale: 1 / Double(t.dh).squareRoot())
-                    assertClose(got, expected, atol: 2e-6, rtol: 1e-5, "attention \(t) key block \(keys) \(isa)")
+                    try checkAttention(t, seed: UInt64(180 + i), "attention \(t) key block \(keys) \(isa)")
                 }
             }
         }
