@@ -15,7 +15,11 @@ LUMEN_INLINE float lumen_bits_to_float(uint32_t u) { float f; memcpy(&f, &u, 4);
 /// e^x with a relative error of a few ulp over the f32 range; inputs below -87.3 give ~1e-38
 /// (not exactly 0), above 88.7 give ~3e38.
 LUMEN_INLINE float lumen_expf(float x) {
-    x = x < -87.3f ? -87.3f : (x > 88.7f ? 88.7f : x);
+    // Two selects, each of which clang emits as one max or min instruction (their operand order
+    // keeps a NaN): written as one nested ?: it became a compare, a min and a blend, and SiLU with
+    // AVX2 took 10.2 cycles per 8 floats instead of 9.1 (Zen 5, L1-resident, one thread).
+    x = x < -87.3f ? -87.3f : x;
+    x = x > 88.7f ? 88.7f : x;
     // n = round(x / ln 2) by adding 1.5 * 2^23 + 127: the sum's low mantissa bits hold n + 127,
     // which shifted into the exponent field make 2^n (no floor, no conversion to integer: 3 fewer
     // vector operations than floor + convert + add, the rest of e^x's 19).
