@@ -15,7 +15,7 @@ extension CPUProgram {
         let aIndex = broadcastIndices(out: batchShape, operand: Shape(Array(sa.dims.dropLast(2))))
         let bIndex = broadcastIndices(out: batchShape, operand: Shape(Array(sb.dims.dropLast(2))))
         let aMat = sa.dim(-2) * sa.dim(-1), bMat = sb.dim(-2) * sb.dim(-1)
-        let threads = self.threads
+        let threads = self.threads, tasks = productTasks
         return Step(name: "matmul") { [pool = threadPool] in
             func one(_ i: Int, task: Int, tasks: Int) {
                 let oa = aIndex[i], ob = bIndex[i]
@@ -26,7 +26,7 @@ extension CPUProgram {
             if batches >= threads {
                 pool.parallelFor(batches) { i in one(i, task: 0, tasks: 1) }
             } else {
-                for i in 0..<batches { pool.parallelFor(threads) { t in one(i, task: t, tasks: threads) } }
+                for i in 0..<batches { pool.parallelFor(tasks) { t in one(i, task: t, tasks: tasks) } }
             }
         }
     }

@@ -15,7 +15,7 @@ extension CPUProgram {
             let bias = hasBias ? try f32(n.inputs[2]) : nil
             let y = try f32(n.id)
             let k = shape(n.inputs[1])[1], nOut = shape(n.inputs[1])[0], m = n.shape.count / nOut
-            let tasks = threads
+            let tasks = productTasks
             return Step(name: name) { [pool = threadPool] in
                 pool.parallelFor(tasks) { t in
                     lumen_linear(x, Int64(k), w, wdt, Int64(k), bias, y, Int64(nOut), Int64(m), Int64(nOut), Int64(k),
@@ -30,7 +30,7 @@ extension CPUProgram {
             let x = try f32(n.inputs[0]), (w, wdt) = try weight(n.inputs[1])
             let bias = hasBias ? try f32(n.inputs[2]) : nil
             let xs = shape(n.inputs[0]), ws = shape(n.inputs[1])
-            let tasks = threads
+            let tasks = productTasks
             let (scratch, scratchFloats) = (winogradScratch?.bytes.assumingMemoryBound(to: Float.self), winogradScratchFloats)
             // Runs the convolution, with the Winograd phases where they take it (decided per run: bf16
             // compute, set for the run, and the mode are process-wide) and the scratch holds them.
@@ -110,7 +110,7 @@ extension CPUProgram {
             let items = qs[0] * heads * ((qs[1] + 31) / 32)
             let tasks = max(1, min(items, threads * 8))
             return Step(name: name) { [pool = threadPool] in
-                let failed = Atomic()
+                let failed = AtomicFlag()
                 pool.parallelFor(tasks) { t in
                     if lumen_attention(q, Int64(width), k, Int64(width), v, Int64(width), o, Int64(width),
                                        Int64(qs[0]), Int64(qs[1]), Int64(ks[1]), Int64(heads), Int64(dh),
@@ -284,7 +284,7 @@ extension CPUProgram {
 }
 
 /// A flag set from any worker thread.
-final class Atomic: @unchecked Sendable {
+final class AtomicFlag: @unchecked Sendable {
     private let lock = NSLock()
     private var flag = false
     func set() { lock.lock(); flag = true; lock.unlock() }

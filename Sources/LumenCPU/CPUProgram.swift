@@ -211,5 +211,7 @@ public final class CPUProgram: Program {
     func shape(_ id: Int) -> Shape { graph.nodes[id].shape }
 
     var threads: Int { pool.threads }
+    /// Tasks per matrix product or convolution (`ThreadPool.tasksPerThread` per thread).
+    var productTasks: Int { pool.productTasks }
     var threadPool: ThreadPool { pool }
 }

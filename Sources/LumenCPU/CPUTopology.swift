@@ -19,6 +19,17 @@ public struct CPUTopology: Sendable, Equatable {
     /// The CPU time the process's control group may use, in CPUs (cgroup v2 `cpu.max`, v1
     /// `cpu.cfs_quota_us / cpu.cfs_period_us`, the smallest along the group's path); nil: no limit.
     public var cpuQuota: Double?
+    /// The logical CPUs among those this process may run on that are a hybrid CPU's efficiency
+    /// cores (Intel's since Alder Lake: Linux lists them in `/sys/devices/cpu_atom/cpus`, the
+    /// performance cores in `/sys/devices/cpu_core/cpus`); 0 elsewhere.
+    public var efficiencyCPUs: Int = 0
+
+    /// Performance and efficiency cores both among the CPUs this process may run on. An
+    /// efficiency core does about half a performance core's AVX2 work per cycle (two 128-bit FMA
+    /// units against two 256-bit ones) at a lower clock, so equal shares of a product wait for
+    /// the efficiency cores: the products are then split into more tasks than threads
+    /// (`ThreadPool.tasksPerThread`). Not measured on such a CPU (none here).
+    public var hybrid: Bool { efficiencyCPUs > 0 && efficiencyCPUs < logicalCPUs }
 
     /// One thread per core, no more than the quota allows (rounded up: 1.5 CPUs of quota get 2
     /// threads, which together use it all), at least one.
@@ -47,8 +58,26 @@ public struct CPUTopology: Sendable, Equatable {
                 unknown += 1  // no topology (a masked /sys): counts as a core of its own
             }
         }
+        // Both lists present: a hybrid CPU (either alone is an ordinary one)
+        var efficiency = 0
+        if let atom = readTrimmed(base + "/sys/devices/cpu_atom/cpus").flatMap(parseCPUList),
+           let core = readTrimmed(base + "/sys/devices/cpu_core/cpus").flatMap(parseCPUList), !core.isEmpty {
+            efficiency = cpus.filter(atom.contains).count
+        }
         return CPUTopology(logicalCPUs: max(1, cpus.count), cores: max(1, coreKeys.count + unknown),
-                           cpuQuota: cgroupQuota(base))
+                           cpuQuota: cgroupQuota(base), efficiencyCPUs: efficiency)
+    }
+
+    /// A kernel CPU list ("0-3,8,10-11"); nil where it is not one.
+    static func parseCPUList(_ s: String) -> Set<Int>? {
+        var ids = Set<Int>()
+        for part in s.split(separator: ",") {
+            let ends = part.split(separator: "-", omittingEmptySubsequences: false)
+            guard let lo = ends.first.flatMap({ Int($0) }), let hi = ends.count == 2 ? Int(ends[1]) : lo,
+                  ends.count <= 2, lo >= 0, hi >= lo, hi - lo < 65536 else { return nil }
+            ids.formUnion(lo...hi)
+        }
+        return ids
     }
 
     static func affinity() -> [Int]? {

@@ -17,7 +17,10 @@ struct DevicesCommand: ParsableCommand {
         func count(_ n: Int, _ noun: String) -> String { "\(n) \(noun)\(n == 1 ? "" : "s")" }
         // The cores and logical CPUs this process may run on (its affinity mask), which with the
         // quota make the default thread count.
-        print("cpu: \(count(topology.cores, "core")) (\(count(topology.logicalCPUs, "logical CPU"))\(quota)), threads \(cpu.pool.threads), "
+        // On a hybrid CPU, how many of those are efficiency cores, and the products' split.
+        let hybrid = topology.hybrid ? ", \(count(topology.efficiencyCPUs, "efficiency core"))" : ""
+        let split = cpu.pool.tasksPerThread > 1 ? " (\(cpu.pool.tasksPerThread) tasks each)" : ""
+        print("cpu: \(count(topology.cores, "core")) (\(count(topology.logicalCPUs, "logical CPU"))\(hybrid)\(quota)), threads \(cpu.pool.threads)\(split), "
               + "instruction set \(CPUExecutor.instructionSet) (best available: \(CPUExecutor.detectedInstructionSet)), "
               + "L2 \(CPUExecutor.l2CacheBytes / 1024) KiB per core, bf16 \(CPUExecutor.bf16Supported ? "yes" : "no")")
         do {

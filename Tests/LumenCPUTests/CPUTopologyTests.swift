@@ -91,6 +91,32 @@ final class CPUTopologyTests: XCTestCase {
         XCTAssertEqual(CPUTopology.detect(root: root, cpus: Array(0..<16)).defaultThreads, 16)
     }
 
+    /// An Alder Lake-like hybrid CPU: 8 performance cores with two threads each (cpu 2k and
+    /// 2k + 1) and 8 efficiency cores (cpu 16-23), listed under /sys/devices/cpu_core and cpu_atom.
+    func testHybridCPU() throws {
+        for cpu in 0..<16 {
+            try write("/sys/devices/system/cpu/cpu\(cpu)/topology/core_cpus_list", "\(cpu / 2 * 2)-\(cpu / 2 * 2 + 1)")
+        }
+        for cpu in 16..<24 { try write("/sys/devices/system/cpu/cpu\(cpu)/topology/core_cpus_list", "\(cpu)") }
+        try write("/sys/devices/cpu_core/cpus", "0-15")
+        try write("/sys/devices/cpu_atom/cpus", "16-23")
+        let all = CPUTopology.detect(root: root, cpus: Array(0..<24))
+        XCTAssertEqual(all.cores, 16)
+        XCTAssertEqual(all.efficiencyCPUs, 8)
+        XCTAssertTrue(all.hybrid)
+        XCTAssertEqual(all.defaultThreads, 16)
+        // Pinned to one kind of core: an ordinary CPU for this process.
+        XCTAssertFalse(CPUTopology.detect(root: root, cpus: Array(0..<16)).hybrid)
+        XCTAssertFalse(CPUTopology.detect(root: root, cpus: Array(16..<24)).hybrid)
+        XCTAssertTrue(CPUTopology.detect(root: root, cpus: [0, 1, 20]).hybrid)
+        // A malformed list, or only one of the two: not hybrid.
+        try write("/sys/devices/cpu_atom/cpus", "16-x")
+        XCTAssertFalse(CPUTopology.detect(root: root, cpus: Array(0..<24)).hybrid)
+        try FileManager.default.removeItem(atPath: root + "/sys/devices/cpu_core")
+        try write("/sys/devices/cpu_atom/cpus", "16-23")
+        XCTAssertFalse(CPUTopology.detect(root: root, cpus: Array(0..<24)).hybrid)
+    }
+
     /// This machine: the affinity mask is read (not every online CPU assumed), and the pool's
     /// default is the topology's.
     func testThisMachine() throws {
