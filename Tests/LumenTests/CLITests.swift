@@ -175,13 +175,18 @@ final class CLITests: TemporaryDirectoryTestCase {
     func testThreadsFollowTheAffinityMask() throws {
         let taskset = "/usr/bin/taskset"
         guard FileManager.default.isExecutableFile(atPath: taskset) else { throw XCTSkip("no taskset (util-linux)") }
-        let r = try runLumen(["-c", "0", Self.binary, "devices"], environment: ["LUMEN_THREADS": ""], executable: taskset)
+        let r = try runLumen(["-c", "0", Self.binary, "devices"], environment: ["LUMEN_THREADS": "", "LUMEN_TASKS_PER_THREAD": ""],
+                             executable: taskset)
         XCTAssertEqual(r.status, 0, r.stderr)
         let line = r.stdout.split(separator: "\n").first.map(String.init) ?? ""
         XCTAssertTrue(line.hasPrefix("cpu: 1 core (1 logical CPU"), line)
         XCTAssertTrue(line.contains("threads 1,"), line)
-        let set = try runLumen(["-c", "0", Self.binary, "devices"], environment: ["LUMEN_THREADS": "3"], executable: taskset)
+        let set = try runLumen(["-c", "0", Self.binary, "devices"], environment: ["LUMEN_THREADS": "3", "LUMEN_TASKS_PER_THREAD": ""],
+                               executable: taskset)
         XCTAssertTrue(set.stdout.contains("threads 3,"), set.stdout)
+        // The products' split into tasks, where it is more than one per thread.
+        let split = try runLumen(["devices"], environment: ["LUMEN_THREADS": "2", "LUMEN_TASKS_PER_THREAD": "4"])
+        XCTAssertTrue(split.stdout.contains("threads 2 (4 tasks each),"), split.stdout)
         // `lumen generate` says what the CPU runs with.
         let out = dir + "/one-thread.png"
         let g = try runLumen(["-c", "0", Self.binary, "generate", "a red circle", "--model", Fixtures.tinyFolder, "--steps", "1",
