@@ -19,17 +19,24 @@ public struct CPUTopology: Sendable, Equatable {
     /// The CPU time the process's control group may use, in CPUs (cgroup v2 `cpu.max`, v1
     /// `cpu.cfs_quota_us / cpu.cfs_period_us`, the smallest along the group's path); nil: no limit.
     public var cpuQuota: Double?
-    /// The logical CPUs among those this process may run on that are a hybrid CPU's efficiency
-    /// cores (Intel's since Alder Lake: Linux lists them in `/sys/devices/cpu_atom/cpus`, the
-    /// performance cores in `/sys/devices/cpu_core/cpus`); 0 elsewhere.
-    public var efficiencyCPUs: Int = 0
+    /// The physical cores among them that are a hybrid CPU's slower kind; 0 where all are alike.
+    /// Linux names them in one of three ways, read in this order:
+    /// - Intel's efficiency cores (since Alder Lake): `/sys/devices/cpu_atom/cpus`, with the
+    ///   performance cores in `/sys/devices/cpu_core/cpus`;
+    /// - ARM's big.LITTLE: each CPU's `cpu_capacity` (1024 for the fastest);
+    /// - cores whose `cpufreq/cpuinfo_max_freq` differ (AMD's Zen 5 with Zen 5c cores, and the
+    ///   above again).
+    /// A core counts as slower where its capacity or clock is below 4/5 of the fastest allowed
+    /// CPU's: the few per cent between an ordinary CPU's favoured and other cores never count.
+    public var efficiencyCores: Int = 0
 
-    /// Performance and efficiency cores both among the CPUs this process may run on. An
-    /// efficiency core does about half a performance core's AVX2 work per cycle (two 128-bit FMA
-    /// units against two 256-bit ones) at a lower clock, so equal shares of a product wait for
-    /// the efficiency cores: the products are then split into more tasks than threads
-    /// (`ThreadPool.tasksPerThread`). Not measured on such a CPU (none here).
-    public var hybrid: Bool { efficiencyCPUs > 0 && efficiencyCPUs < logicalCPUs }
+    /// Fast and slow cores both among the CPUs this process may run on. An Intel efficiency core
+    /// does about half a performance core's AVX2 work per cycle (two 128-bit FMA units against
+    /// two 256-bit ones) at a lower clock, a Zen 5c core about two thirds of a Zen 5's (its
+    /// clock), so equal shares of a product wait for the slow cores: the products are then split
+    /// into more tasks than threads (`ThreadPool.tasksPerThread`). Not measured on such a CPU
+    /// (none here).
+    public var hybrid: Bool { efficiencyCores > 0 && efficiencyCores < cores }
 
     /// One thread per core, no more than the quota allows (rounded up: 1.5 CPUs of quota get 2
     /// threads, which together use it all), at least one.
@@ -47,25 +54,36 @@ public struct CPUTopology: Sendable, Equatable {
     public static func detect(root: String = "/", cpus given: [Int]? = nil) -> CPUTopology {
         let cpus = given ?? affinity() ?? Array(0..<max(1, ProcessInfo.processInfo.activeProcessorCount))
         let base = root.hasSuffix("/") ? String(root.dropLast()) : root
-        // A core is named by the list of its threads' CPU ids (the same list for each of them).
-        var coreKeys = Set<String>()
-        var unknown = 0
-        for cpu in cpus {
+        // A core is named by the list of its threads' CPU ids (the same list for each of them);
+        // a CPU without a topology (a masked /sys) counts as a core of its own.
+        func coreKey(_ cpu: Int) -> String {
             let dir = "\(base)/sys/devices/system/cpu/cpu\(cpu)/topology/"
             if let key = readTrimmed(dir + "core_cpus_list") ?? readTrimmed(dir + "thread_siblings_list"), !key.isEmpty {
-                coreKeys.insert(key)
-            } else {
-                unknown += 1  // no topology (a masked /sys): counts as a core of its own
+                return key
             }
+            return "cpu \(cpu)"
         }
-        // Both lists present: a hybrid CPU (either alone is an ordinary one)
-        var efficiency = 0
+        let cores = Set(cpus.map(coreKey)).count
+        let slower = slowerCPUs(base, cpus)
+        return CPUTopology(logicalCPUs: max(1, cpus.count), cores: max(1, cores), cpuQuota: cgroupQuota(base),
+                           efficiencyCores: Set(slower.map(coreKey)).count)
+    }
+
+    /// The CPUs among `cpus` of a hybrid CPU's slower kind (see `efficiencyCores`); empty where
+    /// all are alike or nothing tells.
+    static func slowerCPUs(_ base: String, _ cpus: [Int]) -> [Int] {
         if let atom = readTrimmed(base + "/sys/devices/cpu_atom/cpus").flatMap(parseCPUList),
            let core = readTrimmed(base + "/sys/devices/cpu_core/cpus").flatMap(parseCPUList), !core.isEmpty {
-            efficiency = cpus.filter(atom.contains).count
+            return cpus.filter(atom.contains)
         }
-        return CPUTopology(logicalCPUs: max(1, cpus.count), cores: max(1, coreKeys.count + unknown),
-                           cpuQuota: cgroupQuota(base), efficiencyCPUs: efficiency)
+        // A per-CPU figure, read for every allowed CPU (a CPU without it: nothing is concluded).
+        for file in ["cpu_capacity", "cpufreq/cpuinfo_max_freq"] {
+            let values = cpus.map { readTrimmed("\(base)/sys/devices/system/cpu/cpu\($0)/\(file)").flatMap(Double.init) }
+            guard !values.isEmpty, values.allSatisfy({ ($0 ?? 0) > 0 }) else { continue }
+            let fastest = values.map { $0! }.max()!
+            return zip(cpus, values).filter { $0.1! < 0.8 * fastest }.map(\.0)
+        }
+        return []
     }
 
     /// A kernel CPU list ("0-3,8,10-11"); nil where it is not one.

@@ -17,8 +17,8 @@ struct DevicesCommand: ParsableCommand {
         func count(_ n: Int, _ noun: String) -> String { "\(n) \(noun)\(n == 1 ? "" : "s")" }
         // The cores and logical CPUs this process may run on (its affinity mask), which with the
         // quota make the default thread count.
-        // On a hybrid CPU, how many of those are efficiency cores, and the products' split.
-        let hybrid = topology.hybrid ? ", \(count(topology.efficiencyCPUs, "efficiency core"))" : ""
+        // On a hybrid CPU, how many of those cores are of the slower kind, and the products' split.
+        let hybrid = topology.hybrid ? ", \(topology.efficiencyCores) of them efficiency cores" : ""
         let split = cpu.pool.tasksPerThread > 1 ? " (\(cpu.pool.tasksPerThread) tasks each)" : ""
         print("cpu: \(count(topology.cores, "core")) (\(count(topology.logicalCPUs, "logical CPU"))\(hybrid)\(quota)), threads \(cpu.pool.threads)\(split), "
               + "instruction set \(CPUExecutor.instructionSet) (best available: \(CPUExecutor.detectedInstructionSet)), "

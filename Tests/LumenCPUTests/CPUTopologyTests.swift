@@ -102,7 +102,7 @@ final class CPUTopologyTests: XCTestCase {
         try write("/sys/devices/cpu_atom/cpus", "16-23")
         let all = CPUTopology.detect(root: root, cpus: Array(0..<24))
         XCTAssertEqual(all.cores, 16)
-        XCTAssertEqual(all.efficiencyCPUs, 8)
+        XCTAssertEqual(all.efficiencyCores, 8)
         XCTAssertTrue(all.hybrid)
         XCTAssertEqual(all.defaultThreads, 16)
         // Pinned to one kind of core: an ordinary CPU for this process.
@@ -116,6 +116,39 @@ final class CPUTopologyTests: XCTestCase {
         try write("/sys/devices/cpu_atom/cpus", "16-23")
         XCTAssertFalse(CPUTopology.detect(root: root, cpus: Array(0..<24)).hybrid)
     }
+
+    /// Slower cores told by their clocks (AMD's Zen 5 with Zen 5c: 4 cores to 5.1 GHz and 8 to
+    /// 3.3, two threads each) or by ARM's capacities; an ordinary CPU's favoured cores are not.
+    func testHybridByClockOrCapacity() throws {
+        for cpu in 0..<24 {
+            let core = cpu % 12  // threads cpu and cpu + 12 share a core
+            try write("/sys/devices/system/cpu/cpu\(cpu)/topology/core_cpus_list", "\(core),\(core + 12)")
+            try write("/sys/devices/system/cpu/cpu\(cpu)/cpufreq/cpuinfo_max_freq", core < 4 ? "5100000" : "3300000")
+        }
+        let zen = CPUTopology.detect(root: root, cpus: Array(0..<24))
+        XCTAssertEqual(zen.cores, 12)
+        XCTAssertEqual(zen.efficiencyCores, 8)
+        XCTAssertTrue(zen.hybrid)
+        XCTAssertFalse(CPUTopology.detect(root: root, cpus: [4, 5, 16]).hybrid)
+        // A CPU whose clock is not known: nothing is concluded.
+        try FileManager.default.removeItem(atPath: root + "/sys/devices/system/cpu/cpu23/cpufreq")
+        XCTAssertFalse(CPUTopology.detect(root: root, cpus: Array(0..<24)).hybrid)
+        XCTAssertTrue(CPUTopology.detect(root: root, cpus: Array(0..<23)).hybrid)
+        // Favoured cores a few per cent faster than the rest.
+        for cpu in 0..<24 {
+            try write("/sys/devices/system/cpu/cpu\(cpu)/cpufreq/cpuinfo_max_freq", core(cpu) < 2 ? "5050000" : "4850000")
+        }
+        XCTAssertFalse(CPUTopology.detect(root: root, cpus: Array(0..<24)).hybrid)
+        // big.LITTLE: the capacities are read before the clocks.
+        for cpu in 0..<24 {
+            try write("/sys/devices/system/cpu/cpu\(cpu)/cpu_capacity", core(cpu) < 6 ? "1024" : "446")
+        }
+        let arm = CPUTopology.detect(root: root, cpus: Array(0..<24))
+        XCTAssertEqual(arm.efficiencyCores, 6)
+        XCTAssertTrue(arm.hybrid)
+    }
+
+    private func core(_ cpu: Int) -> Int { cpu % 12 }
 
     /// This machine: the affinity mask is read (not every online CPU assumed), and the pool's
     /// default is the topology's.
