@@ -32,11 +32,11 @@ public struct ThreadPool: Sendable {
     }
 
     /// How many tasks the matrix products and convolutions are split into per thread. 1 (one
-    /// equal share each) where the cores run at one speed; on a hybrid CPU (Intel's performance
-    /// and efficiency cores) 4, so that the threads on the faster cores take more of the shares
-    /// instead of waiting for the slower ones (see `CPUTopology.hybrid`). `LUMEN_TASKS_PER_THREAD`
-    /// (1–16) sets it: 2 or 4 tasks per thread cost 0–4% on this project's Zen 5, where every
-    /// extra task repacks its share of the operands.
+    /// equal share each) where the cores run at one speed; on a hybrid CPU (fast and slow cores,
+    /// `CPUTopology.hybrid`) 4, so that the threads on the faster cores take more of the shares
+    /// instead of waiting for the slower ones. `LUMEN_TASKS_PER_THREAD` (1–16) sets it. Where the
+    /// cores are alike, 2 tasks per thread measured within the noise and 4 cost 4–8% (SD 1.5 UNet
+    /// steps at 512 and 256 on this project's Zen 5): every extra task packs its own operands.
     public let tasksPerThread: Int
 
     public init(threads: Int? = nil, tasksPerThread: Int? = nil) {
@@ -54,10 +54,10 @@ public struct ThreadPool: Sendable {
     /// Calls `body(i)` for every i in 0..<count, spread over the pool, never more than `threads`
     /// at once; returns when all are done. With more tasks than threads, each of `threads` workers
     /// takes the next task as it finishes one, so a worker on a faster or less loaded core takes
-    /// more of them. (`concurrentPerform` alone runs as many at once as there are CPUs, whatever
-    /// `threads` says: `--threads 2` on a 16-CPU machine ran the norms and attention, split into
-    /// 4–8 tasks per thread, on up to 16 workers, and in a container with a CPU quota that many
-    /// workers contend for the quota.)
+    /// more of them. (`concurrentPerform` alone runs up to one body per CPU the process may use,
+    /// whatever `threads` says, so `--threads 2` on a 16-CPU machine let the norms and attention,
+    /// split into 4–8 tasks per thread, run on up to 16 workers, and in a container with a CPU
+    /// quota that many workers contend for the quota.)
     public func parallelFor(_ count: Int, _ body: (Int) -> Void) {
         if count <= 0 { return }
         if count == 1 || threads == 1 {
