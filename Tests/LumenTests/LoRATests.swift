@@ -20,6 +20,33 @@ final class LoRATests: XCTestCase {
         }
     }
 
+    /// The names diffusers' training scripts save (`lora.down`/`lora.up` on the UNet's attention,
+    /// `lora_linear_layer.down`/`.up` on the text encoder's) and the attention processors' layout
+    /// of diffusers before 0.18 (`processor.to_q_lora.down`), against diffusers loading the same
+    /// files (tools/make_lora_diffusers_fixtures.py). Lumen refused both layouts before.
+    func testDiffusersTrainingScriptLayoutsMatchDiffusers() throws { try forEachInstructionSet(modelInstructionSets) { _ in
+            for (file, expected) in [("tiny-diffusers", "image.training_scripts"), ("tiny-diffusers-processor", "image.processor")] {
+                let pipeline = try Pipeline(modelPath: Fixtures.tinyFolder, backend: .cpu,
+                                            loras: [LoRAWeight(path: Self.dir + "/\(file).safetensors")])
+                try check(pipeline, expected, maxPixelError: 1, reference: "reference-diffusers.safetensors")
+            }
+        }
+    }
+
+    /// The processor layout as older files wrote it, without the `unet.` prefix (which diffusers
+    /// 0.42 no longer reads): the same factors, so the same image as with the prefix.
+    func testProcessorLayoutWithoutPrefix() throws {
+        let dir = NSTemporaryDirectory() + "lumen-lora-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let source = try SafetensorsFile(path: Self.dir + "/tiny-diffusers-processor.safetensors")
+        XCTAssertTrue(source.names.allSatisfy { $0.hasPrefix("unet.") && $0.contains(".processor.to_") })
+        let bare = try source.names.map { (String($0.dropFirst("unet.".count)), try source.tensor($0)) }
+        try SafetensorsWriter.write(bare, to: dir + "/bare.safetensors")
+        let pipeline = try Pipeline(modelPath: Fixtures.tinyFolder, backend: .cpu, loras: [LoRAWeight(path: dir + "/bare.safetensors")])
+        try check(pipeline, "image.processor", maxPixelError: 1, reference: "reference-diffusers.safetensors")
+    }
+
     /// kohya's SDXL layout (UNet modules under their original names, both text encoders) and the
     /// same adapter in the PEFT layout (`text_encoder_2.`).
     func testSDXLKohyaFileMatchesDiffusers() throws { try forEachInstructionSet(modelInstructionSets) { _ in
@@ -43,8 +70,9 @@ final class LoRATests: XCTestCase {
         try check(pipeline, expected, maxPixelError: 1, file: file, line: line)
     }
 
-    func check(_ pipeline: Pipeline, _ expected: String, maxPixelError: Int, file: StaticString = #filePath, line: UInt = #line) throws {
-        let ref = try SafetensorsFile(path: Self.dir + "/reference.safetensors")
+    func check(_ pipeline: Pipeline, _ expected: String, maxPixelError: Int, reference: String = "reference.safetensors",
+               file: StaticString = #filePath, line: UInt = #line) throws {
+        let ref = try SafetensorsFile(path: Self.dir + "/" + reference)
         var request = try DiffusersRequest(ref, key: "request").request
         // The SDXL images were drawn without a negative prompt (None: zero unconditional inputs).
         if expected.hasPrefix("sdxl.") { request.negativePrompt = nil }

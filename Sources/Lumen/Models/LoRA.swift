@@ -12,7 +12,11 @@ import LumenRuntime
 ///   SDXL's), each with `.lora_down.weight`, `.lora_up.weight` and an optional scalar `.alpha`;
 /// - diffusers / PEFT: `unet.<module>.lora_A.weight` / `.lora_B.weight` and
 ///   `text_encoder.<module>…` / `text_encoder_2.<module>…` (with or without transformers'
-///   `text_model.`), optional `.alpha`.
+///   `text_model.`), optional `.alpha`; also the names diffusers' training scripts save
+///   (`<module>.lora.down.weight` / `.lora.up.weight`, `<module>.lora_linear_layer.down.weight` /
+///   `.up.weight`) and the attention processors' of diffusers before 0.18
+///   (`…attn1.processor.to_q_lora.down.weight`, `to_out_lora` for `to_out.0`, UNet keys without the
+///   `unet.` prefix; in a text encoder `to_q_lora` is `q_proj`), as diffusers' loader maps them.
 public final class LoRA: @unchecked Sendable {
     public enum Network: String, Sendable { case unet, textEncoder = "text_encoder", textEncoder2 = "text_encoder_2" }
 
@@ -60,7 +64,8 @@ public final class LoRA: @unchecked Sendable {
         if !unknown.isEmpty {
             throw ModelFileError.unsupported(
                 path: path, detail: "\(unknown.count) tensors of no LoRA layout Lumen reads (kohya lora_unet_/lora_te_ with "
-                    + "lora_down/lora_up/alpha, or diffusers unet./text_encoder. with lora_A/lora_B), e.g. '\(unknown[0])'")
+                    + "lora_down/lora_up/alpha, or diffusers unet./text_encoder. with lora_A/lora_B, lora.down/lora.up, "
+                    + "lora_linear_layer.down/up or processor to_q_lora.down/up), e.g. '\(unknown[0])'")
         }
         var modules: [Network: [ModuleKey: Factors]] = [:]
         for (network, entries) in parts {
@@ -93,14 +98,35 @@ public final class LoRA: @unchecked Sendable {
             // The underscored path is matched against the model's modules later (see `factors`).
             return (network, .kohya(underscored: String(key.dropFirst(prefix.count))), role)
         }
-        for (prefix, network) in [("unet.", Network.unet), ("text_encoder_2.", .textEncoder2), ("text_encoder.", .textEncoder)]
-        where name.hasPrefix(prefix) {
-            var module = String(name.dropFirst(prefix.count))
-            let role: String
-            if module.hasSuffix(".lora_A.weight") { role = "down"; module.removeLast(".lora_A.weight".count) }
-            else if module.hasSuffix(".lora_B.weight") { role = "up"; module.removeLast(".lora_B.weight".count) }
-            else if module.hasSuffix(".alpha") { role = "alpha"; module.removeLast(".alpha".count) }
-            else { return nil }
+        // diffusers' layouts. The network from the prefix; UNet keys without one (the attention
+        // processors' files of diffusers before 0.18) start at the UNet's own blocks.
+        var network: Network, module: String
+        if let (prefix, n) = [("unet.", Network.unet), ("text_encoder_2.", .textEncoder2), ("text_encoder.", .textEncoder)]
+            .first(where: { name.hasPrefix($0.0) }) {
+            network = n
+            module = String(name.dropFirst(prefix.count))
+        } else if ["down_blocks.", "mid_block.", "up_blocks."].contains(where: { name.hasPrefix($0) }) {
+            network = .unet
+            module = name
+        } else {
+            return nil
+        }
+        module = module.replacingOccurrences(of: ".processor.", with: ".")
+        // The attention processors' factors, named after the projection they adapt.
+        for (old, unetModule, textModule) in [("to_q_lora", "to_q", "q_proj"), ("to_k_lora", "to_k", "k_proj"),
+                                              ("to_v_lora", "to_v", "v_proj"), ("to_out_lora", "to_out.0", "out_proj")] {
+            for (suffix, role) in [(".down.weight", "down"), (".up.weight", "up")] where module.hasSuffix("." + old + suffix) {
+                module.removeLast(old.count + suffix.count)
+                return (network, .canonical(canonical(network, module + (network == .unet ? unetModule : textModule))), role)
+            }
+        }
+        // PEFT's names, and those diffusers' training scripts save (its convert_state_dict_to_diffusers:
+        // `lora.down` / `lora.up` for the UNet's attention projections, `lora_linear_layer.down` /
+        // `.up` for the text encoders').
+        for (suffix, role) in [(".lora_A.weight", "down"), (".lora_B.weight", "up"), (".lora.down.weight", "down"),
+                               (".lora.up.weight", "up"), (".lora_linear_layer.down.weight", "down"),
+                               (".lora_linear_layer.up.weight", "up"), (".alpha", "alpha")] where module.hasSuffix(suffix) {
+            module.removeLast(suffix.count)
             return (network, .canonical(canonical(network, module)), role)
         }
         return nil
