@@ -70,7 +70,7 @@ public struct AutoencoderTinyDecoder {
         if isDirectory.boolValue {
             let configPath = path + "/config.json"
             do {
-                config = try JSONDecoder().decode(Config.self, from: Data(contentsOf: URL(fileURLWithPath: configPath)))
+                config = try decodeConfigJSON(Config.self, from: Data(contentsOf: URL(fileURLWithPath: configPath)))
             } catch let error as DecodingError {
                 throw ModelFileError.malformed(path: configPath, detail: "not an AutoencoderTiny config: \(error)")
             } catch {

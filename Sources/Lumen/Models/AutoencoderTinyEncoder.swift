@@ -46,7 +46,7 @@ public struct AutoencoderTinyEncoder {
             let configPath = path + "/config.json"
             let folder: FolderConfig
             do {
-                folder = try JSONDecoder().decode(FolderConfig.self, from: Data(contentsOf: URL(fileURLWithPath: configPath)))
+                folder = try decodeConfigJSON(FolderConfig.self, from: Data(contentsOf: URL(fileURLWithPath: configPath)))
             } catch let error as DecodingError {
                 throw ModelFileError.malformed(path: configPath, detail: "not an AutoencoderTiny config: \(error)")
             } catch {

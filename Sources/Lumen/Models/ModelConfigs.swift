@@ -217,6 +217,54 @@ public struct AutoencoderKLConfig: Sendable, Hashable, Codable {
 }
 
 /// Reads a JSON config file with a typed error naming the file.
+/// Decodes a config file as diffusers and transformers write them, with Python's `json`, which
+/// writes an infinite or NaN float as the bare word `Infinity`, `-Infinity` or `NaN` (diffusers'
+/// DPMSolverMultistepScheduler saves `"lambda_min_clipped": -Infinity`, so every folder shipped
+/// with that scheduler has one). Standard JSON has no such words, and Foundation's decoder refused
+/// the whole file as "not valid JSON". Where the plain decoding fails, those words (outside
+/// strings) are read as `null`: the field counts as absent, and its default applies (no field
+/// Lumen reads is ever infinite in a real config). Foundation's JSON5 mode, which reads them,
+/// traps on some malformed input (FuzzTests.testConfigDecoders), so it is not used.
+func decodeConfigJSON<T: Decodable>(_ type: T.Type, from data: Data) throws -> T {
+    do {
+        return try JSONDecoder().decode(type, from: data)
+    } catch {
+        // The original error where the words were not the trouble.
+        guard let cleaned = pythonNonFiniteAsNull(data), let value = try? JSONDecoder().decode(type, from: cleaned) else { throw error }
+        return value
+    }
+}
+
+/// `data` with each bare `Infinity`, `-Infinity` and `NaN` outside a string replaced by `null`;
+/// nil where there is none.
+func pythonNonFiniteAsNull(_ data: Data) -> Data? {
+    let bytes = [UInt8](data)
+    var out: [UInt8] = []
+    out.reserveCapacity(bytes.count)
+    var inString = false, escaped = false, replaced = false
+    var i = 0
+    let words: [[UInt8]] = [Array("-Infinity".utf8), Array("Infinity".utf8), Array("NaN".utf8)]
+    while i < bytes.count {
+        let c = bytes[i]
+        if inString {
+            if escaped { escaped = false } else if c == UInt8(ascii: "\\") { escaped = true } else if c == UInt8(ascii: "\"") { inString = false }
+            out.append(c)
+            i += 1
+            continue
+        }
+        if c == UInt8(ascii: "\"") { inString = true; out.append(c); i += 1; continue }
+        if let w = words.first(where: { i + $0.count <= bytes.count && Array(bytes[i..<i + $0.count]) == $0 }) {
+            out.append(contentsOf: Array("null".utf8))
+            i += w.count
+            replaced = true
+            continue
+        }
+        out.append(c)
+        i += 1
+    }
+    return replaced ? Data(out) : nil
+}
+
 func loadConfig<T: Decodable>(_ type: T.Type, path: String) throws -> T {
     guard FileManager.default.fileExists(atPath: path) else {
         throw ModelFileError.missingFile(path: path, detail: "config file not found")
@@ -225,7 +273,7 @@ func loadConfig<T: Decodable>(_ type: T.Type, path: String) throws -> T {
     let data = try RegularFile.read(path, limit: 16 << 20)
     let config: T
     do {
-        config = try JSONDecoder().decode(T.self, from: data)
+        config = try decodeConfigJSON(T.self, from: data)
     } catch {
         throw ModelFileError.malformed(path: path, detail: describeDecodingError(error, decoding: T.self, data: data))
     }

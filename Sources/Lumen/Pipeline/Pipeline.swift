@@ -119,6 +119,30 @@ public final class Pipeline: @unchecked Sendable {
         request.scheduler ?? defaultScheduler
     }
 
+    /// The scheduler config as diffusers' pipeline for this request leaves it. Its Stable Diffusion
+    /// 1.x/2.x pipelines rewrite an outdated config as they are built (`StableDiffusionPipeline`
+    /// and its image-to-image pipeline: `steps_offset` to 1 and `clip_sample` to false; the
+    /// inpainting pipeline: `steps_offset` only; the ControlNet and SDXL pipelines: neither).
+    /// The folder's own scheduler reads the rewritten values; one chosen instead
+    /// (`X.from_config(pipe.scheduler.config)`, what `--scheduler` means) takes only the values
+    /// the file held, rewritten, and its own defaults for the rest (diffusers drops the values
+    /// that were defaults). Without this a folder whose DDIM config sets `clip_sample` (or leaves
+    /// it to DDIM's default, true) clipped every step's prediction where diffusers does not, and a
+    /// `steps_offset` of 0 moved every timestep by one.
+    func pipelineSchedulerConfig(_ request: GenerationRequest) -> SchedulerConfig {
+        var c = schedulerConfig
+        guard model.xl == nil, request.controlNets.isEmpty else { return c }
+        let clipToo = request.mask == nil
+        if request.scheduler == nil {
+            c.stepsOffset = 1
+            if clipToo, c.clipSample ?? defaultScheduler.classDefaults.clipSample { c.clipSample = false }
+        } else {
+            if c.stepsOffset != nil { c.stepsOffset = 1 }
+            if clipToo, c.clipSample == true { c.clipSample = false }
+        }
+        return c
+    }
+
     /// The size a request produces.
     public func size(for request: GenerationRequest) -> (width: Int, height: Int) {
         let f = model.vaeConfig.scaleFactor
@@ -205,7 +229,7 @@ public final class Pipeline: @unchecked Sendable {
         let conditions = try conditioning.condition(request, guided: guided, width: width, height: height, cache: cache)
         try checkFinite(conditions.context.toFloats(), stage: .textEncoder)
 
-        var config = schedulerConfig
+        var config = pipelineSchedulerConfig(request)
         if let prediction = request.predictionType { config.predictionType = prediction.rawValue }
         let scheduler = try schedulerKind(for: request).make(config: config, steps: request.steps)
         let (start, first, hook) = try startLatents(request, scheduler: scheduler, plan: plan, generator: &generator)

@@ -110,7 +110,7 @@ public struct SchedulerConfig: Codable, Sendable, Hashable {
         do { data = try RegularFile.read(path, limit: 16 << 20) } catch {
             throw SchedulerError.unreadable(path: path, reason: error.localizedDescription)
         }
-        do { self = try JSONDecoder().decode(SchedulerConfig.self, from: data) } catch {
+        do { self = try decodeConfigJSON(SchedulerConfig.self, from: data) } catch {
             throw SchedulerError.malformed(path: path, reason: describeDecodingError(error, decoding: SchedulerConfig.self, data: data))
         }
         try checkRanges(path: path)

@@ -1,0 +1,47 @@
+import Foundation
+import Lumen
+import LumenTestSupport
+import XCTest
+
+/// Folders whose scheduler config diffusers saved, against diffusers' StableDiffusionPipeline
+/// loading them (tools/make_scheduler_config_fixtures.py): a DPM-Solver++ config, with the
+/// `"lambda_min_clipped": -Infinity` Python's json writes (Lumen refused such a folder as "not
+/// valid JSON"), and an outdated DDIM config (`clip_sample` true, `steps_offset` 0), which the
+/// pipeline rewrites as it is built (Lumen had clipped every step and shifted every timestep),
+/// also with Euler chosen instead (`--scheduler euler`: from_config of the rewritten config).
+final class SchedulerConfigFixtureTests: XCTestCase {
+    static var dir: String { Fixtures.root + "/scheduler-configs" }
+
+    /// tiny-sd with `config` as its scheduler (the other parts linked, model_index.json naming the class).
+    func tinyFolder(scheduler config: String, in dir: String) throws -> String {
+        let fm = FileManager.default
+        let folder = dir + "/" + (config as NSString).lastPathComponent
+        try fm.createDirectory(atPath: folder + "/scheduler", withIntermediateDirectories: true)
+        for part in ["text_encoder", "tokenizer", "unet", "vae"] {
+            try fm.createSymbolicLink(atPath: folder + "/" + part, withDestinationPath: Fixtures.tinyFolder + "/" + part)
+        }
+        let configPath = Self.dir + "/" + config + "/scheduler_config.json"
+        try fm.copyItem(atPath: configPath, toPath: folder + "/scheduler/scheduler_config.json")
+        var index = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: Fixtures.tinyFolder + "/model_index.json"))) as! [String: Any]
+        let text = try String(contentsOfFile: configPath, encoding: .utf8)
+        let className = text.components(separatedBy: "\"_class_name\": \"")[1].components(separatedBy: "\"")[0]
+        index["scheduler"] = ["diffusers", className]
+        try JSONSerialization.data(withJSONObject: index).write(to: URL(fileURLWithPath: folder + "/model_index.json"))
+        return folder
+    }
+
+    func testFoldersWithDiffusersSavedConfigsMatchDiffusers() throws {
+        let dir = NSTemporaryDirectory() + "lumen-schedulers-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        XCTAssertTrue(try String(contentsOfFile: Self.dir + "/dpmpp-2m/scheduler_config.json", encoding: .utf8)
+                        .contains("-Infinity"), "the fixture keeps what diffusers writes")
+        let ref = try SafetensorsFile(path: Self.dir + "/reference.safetensors")
+        for (name, config) in [("dpmpp-2m", "dpmpp-2m"), ("ddim-outdated", "ddim-outdated"), ("ddim-outdated-euler", "ddim-outdated")] {
+            let pipeline = try Pipeline(modelPath: try tinyFolder(scheduler: config, in: dir + "/" + name), backend: .cpu)
+            let fields = try DiffusersRequest(ref, key: name)
+            var request = fields.request
+            request.scheduler = (fields.fields["scheduler"] as? String).flatMap(SchedulerKind.init(rawValue:))
+            try assertDraws(pipeline, request, like: "image." + name, in: ref, maxPixelError: 1)
+        }
+    }
+}
