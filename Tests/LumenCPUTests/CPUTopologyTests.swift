@@ -121,9 +121,8 @@ final class CPUTopologyTests: XCTestCase {
     /// 3.3, two threads each) or by ARM's capacities; an ordinary CPU's favoured cores are not.
     func testHybridByClockOrCapacity() throws {
         for cpu in 0..<24 {
-            let core = cpu % 12  // threads cpu and cpu + 12 share a core
-            try write("/sys/devices/system/cpu/cpu\(cpu)/topology/core_cpus_list", "\(core),\(core + 12)")
-            try write("/sys/devices/system/cpu/cpu\(cpu)/cpufreq/cpuinfo_max_freq", core < 4 ? "5100000" : "3300000")
+            try write("/sys/devices/system/cpu/cpu\(cpu)/topology/core_cpus_list", "\(core(cpu)),\(core(cpu) + 12)")
+            try write("/sys/devices/system/cpu/cpu\(cpu)/cpufreq/cpuinfo_max_freq", core(cpu) < 4 ? "5100000" : "3300000")
         }
         let zen = CPUTopology.detect(root: root, cpus: Array(0..<24))
         XCTAssertEqual(zen.cores, 12)
@@ -148,6 +147,7 @@ final class CPUTopologyTests: XCTestCase {
         XCTAssertTrue(arm.hybrid)
     }
 
+    /// The core of `cpu` in that layout: threads cpu and cpu + 12 share one.
     private func core(_ cpu: Int) -> Int { cpu % 12 }
 
     /// This machine: the affinity mask is read (not every online CPU assumed), and the pool's

@@ -23,9 +23,7 @@ final class SchedulerConfigFixtureTests: XCTestCase {
         let configPath = Self.dir + "/" + config + "/scheduler_config.json"
         try fm.copyItem(atPath: configPath, toPath: folder + "/scheduler/scheduler_config.json")
         var index = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: Fixtures.tinyFolder + "/model_index.json"))) as! [String: Any]
-        let text = try String(contentsOfFile: configPath, encoding: .utf8)
-        let className = text.components(separatedBy: "\"_class_name\": \"")[1].components(separatedBy: "\"")[0]
-        index["scheduler"] = ["diffusers", className]
+        index["scheduler"] = ["diffusers", try XCTUnwrap(SchedulerConfig(path: configPath).className)]
         try JSONSerialization.data(withJSONObject: index).write(to: URL(fileURLWithPath: folder + "/model_index.json"))
         return folder
     }

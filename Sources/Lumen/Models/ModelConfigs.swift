@@ -216,7 +216,6 @@ public struct AutoencoderKLConfig: Sendable, Hashable, Codable {
     }
 }
 
-/// Reads a JSON config file with a typed error naming the file.
 /// Decodes a config file as diffusers and transformers write them, with Python's `json`, which
 /// writes an infinite or NaN float as the bare word `Infinity`, `-Infinity` or `NaN` (diffusers'
 /// DPMSolverMultistepScheduler saves `"lambda_min_clipped": -Infinity`, so every folder shipped
@@ -253,7 +252,7 @@ func pythonNonFiniteAsNull(_ data: Data) -> Data? {
             continue
         }
         if c == UInt8(ascii: "\"") { inString = true; out.append(c); i += 1; continue }
-        if let w = words.first(where: { i + $0.count <= bytes.count && Array(bytes[i..<i + $0.count]) == $0 }) {
+        if let w = words.first(where: { bytes[i...].starts(with: $0) }) {
             out.append(contentsOf: Array("null".utf8))
             i += w.count
             replaced = true
@@ -265,6 +264,7 @@ func pythonNonFiniteAsNull(_ data: Data) -> Data? {
     return replaced ? Data(out) : nil
 }
 
+/// Reads a JSON config file with a typed error naming the file.
 func loadConfig<T: Decodable>(_ type: T.Type, path: String) throws -> T {
     guard FileManager.default.fileExists(atPath: path) else {
         throw ModelFileError.missingFile(path: path, detail: "config file not found")
