@@ -113,6 +113,7 @@ extension LumenServer {
         g.seed = try int(o, "seed").map { UInt64(truncatingIfNeeded: $0) } ?? UInt64.random(in: 0..<(1 << 32))
         g.steps = try int(o, "steps") ?? 25
         g.guidanceScale = try float(o, "guidance") ?? 7.5
+        g.guidanceRescale = try float(o, "guidance_rescale") ?? 0
         g.negativePrompt = o["negative_prompt"] as? String
         if let s = o["scheduler"] as? String {
             guard let k = SchedulerKind(rawValue: s) ?? SamplerNames.scheduler(a1111: s) else {

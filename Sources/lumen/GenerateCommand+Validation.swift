@@ -18,6 +18,9 @@ extension GenerateCommand {
             throw ValidationError("--guidance \(guidance): expected 0…\(Int(maxGuidance)) (up to 1 turns guidance off; models use 1–20, "
                                   + "and larger values only overflow)")
         }
+        guard guidanceRescale.isFinite, (0...1).contains(guidanceRescale) else {
+            throw ValidationError("--guidance-rescale \(guidanceRescale): expected 0…1 (the share of the rescaled prediction; 0 is off)")
+        }
         guard strength.isFinite, strength > 0, strength <= 1 else {
             throw ValidationError("--strength \(strength): expected a number in (0, 1]")
         }

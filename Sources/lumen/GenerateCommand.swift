@@ -33,6 +33,10 @@ struct GenerateCommand: ParsableCommand {
     @Option(help: "Classifier-free guidance scale (at most 1 disables guidance).")
     var guidance: Float = 7.5
 
+    @Option(name: .customLong("guidance-rescale"),
+            help: "Rescale the guided prediction to the conditional one's standard deviation, in this share 0…1 (diffusers' guidance_rescale; 0.7 for models trained with zero terminal SNR, 0 is off).")
+    var guidanceRescale: Float = 0
+
     @Option(help: "Width in pixels (a multiple of 8; default: the model's size or the init image's).")
     var width: Int?
 
@@ -251,6 +255,7 @@ struct GenerateCommand: ParsableCommand {
         request.promptSyntax = promptSyntax
         request.steps = steps
         request.guidanceScale = guidance
+        request.guidanceRescale = guidanceRescale
         request.width = width
         request.height = height
         request.seed = seed ?? UInt64.random(in: 0..<(1 << 32))
@@ -332,6 +337,7 @@ struct GenerateCommand: ParsableCommand {
             + "Size: \(w)x\(h), Model: \((model as NSString).lastPathComponent)"
         if initImage != nil { parameters += ", Denoising strength: \(request.strength)" }
         if clipSkip > 0 { parameters += ", Clip skip: \(clipSkip + 1)" }
+        if guidanceRescale > 0 { parameters += ", Guidance rescale: \(guidanceRescale)" }
         if let maskBlur { parameters += ", Mask blur: \(maskBlur)" }
         if let maskCrop { parameters += ", Inpaint area: Only masked, Masked area padding: \(maskCrop)" }
         if let hires = request.hires {

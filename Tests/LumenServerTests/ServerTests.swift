@@ -19,7 +19,7 @@ final class ServerTests: ServerTestCase {
 
             let r = try await send(.POST, base + "/v1/images/generations", json: [
                 "prompt": "a red circle on a blue background", "model": "demo", "n": 2, "size": "64x64",
-                "seed": 1234, "steps": 6, "guidance": 4.0, "scheduler": "euler", "response_format": "b64_json",
+                "seed": 1234, "steps": 6, "guidance": 4.0, "guidance_rescale": 0.5, "scheduler": "euler", "response_format": "b64_json",
             ])
             XCTAssertEqual(r.status, .ok, String(decoding: r.body, as: UTF8.self))
             XCTAssertNotNil(r.json["created"] as? Int)
@@ -27,8 +27,13 @@ final class ServerTests: ServerTestCase {
             XCTAssertEqual(data.count, 2)
             let expected = try reference {
                 $0.prompt = "a red circle on a blue background"; $0.count = 2; $0.width = 64; $0.height = 64
+                $0.seed = 1234; $0.steps = 6; $0.guidanceScale = 4; $0.guidanceRescale = 0.5; $0.scheduler = .euler
+            }
+            let unrescaled = try reference {
+                $0.prompt = "a red circle on a blue background"; $0.count = 2; $0.width = 64; $0.height = 64
                 $0.seed = 1234; $0.steps = 6; $0.guidanceScale = 4; $0.scheduler = .euler
             }
+            XCTAssertNotEqual(unrescaled[0].pixels, expected[0].pixels, "guidance_rescale changes the image")
             for (item, want) in zip(data, expected) {
                 let got = try decodePNG(XCTUnwrap(item["b64_json"] as? String)).image
                 XCTAssertEqual(got.width, 64)

@@ -150,6 +150,11 @@ public struct GenerationRequest: Sendable, Hashable {
     public var steps: Int = 25
     /// Classifier-free guidance; at most 1 runs the conditional branch alone.
     public var guidanceScale: Float = 7.5
+    /// diffusers' `guidance_rescale` (Lin et al. 2023, section 3.4): each image's guided prediction
+    /// is rescaled to the standard deviation of its conditional one and mixed with the unrescaled
+    /// prediction in this proportion, 0…1 (0: off; 0.7 for models trained with zero terminal SNR).
+    /// Only with guidance (scale above 1).
+    public var guidanceRescale: Float = 0
     /// Image size in pixels (multiples of the VAE's scale factor); nil: the model's default size,
     /// or the init image's size for image-to-image.
     public var width: Int? = nil

@@ -44,8 +44,9 @@ func ensureFinite(_ values: [Float], stage: GenerationStage, withLoRAs: Bool, re
     case .vaeEncode:
         hint = "the VAE overflows on this image (fp16 VAEs can): try f32 (--precision fp32 or --backend cpu), or --vae with an fp16-safe VAE"
     case .unetStep(let k, _):
-        let guidance = request.map { ", a lower guidance scale (now \($0.guidanceScale))" } ?? ""
-        hint = "try" + guidance + lora + ", or f32 weights (--precision fp32 or --backend cpu)"
+        let options = [request.map { "a lower guidance scale (now \($0.guidanceScale))" }, withLoRAs ? "a lower LoRA strength" : nil,
+                       "f32 weights (--precision fp32 or --backend cpu)"].compactMap { $0 }
+        hint = "try " + (options.count > 1 ? options.dropLast().joined(separator: ", ") + ", or " : "") + options[options.count - 1]
             + (k == 1 ? "; NaN at the first step also means the UNet's weights may hold NaN or Inf" : "")
     case .taesdDecode:
         hint = "the TAESD decoder's weights may hold NaN or Inf: check the TAESD file, or decode with the model's VAE"

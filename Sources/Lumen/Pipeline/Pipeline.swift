@@ -234,6 +234,7 @@ public final class Pipeline: @unchecked Sendable {
         let scheduler = try schedulerKind(for: request).make(config: config, steps: request.steps)
         let (start, first, hook) = try startLatents(request, scheduler: scheduler, plan: plan, generator: &generator)
         let end = try lastStep(request, scheduler: scheduler, first: first)
+        try checkZeroSignalStart(config, kind: schedulerKind(for: request), scheduler: scheduler, first: first)
         if !retainsPrograms {
             // The prompt is encoded, and the init image too where there is one: the text and image
             // encoders' programs and the text encoders' weight pages are not needed while
@@ -265,8 +266,8 @@ public final class Pipeline: @unchecked Sendable {
                     })
                 }
                 var loop = DenoisingLoop(unet: { try unet.run($0)[0] }, conditioning: conditions, scheduler: scheduler,
-                                         guidanceScale: guided ? request.guidanceScale : 1, count: n, channels: latentChannels, height: lh, width: lw,
-                                         hooks: hooks)
+                                         guidanceScale: guided ? request.guidanceScale : 1, guidanceRescale: request.guidanceRescale,
+                                         count: n, channels: latentChannels, height: lh, width: lw, hooks: hooks)
                 return try loop.run(from: start, steps: first..<end, generator: &generator) { k, steps, latents in
                     try checkFinite(latents, stage: .unetStep(k, of: steps), request: request)
                     try onEvent(.step(index: k, count: steps, latents: try Tensor(shape: [n, latentChannels, lh, lw], values: latents)))

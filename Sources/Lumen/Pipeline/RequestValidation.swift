@@ -36,6 +36,9 @@ extension Pipeline {
             throw invalid("guidance scale must be 0…\(GenerationRequest.maxGuidanceScale) (got \(r.guidanceScale)); "
                           + "values up to 1 turn guidance off, published models use 1–20, and larger ones only overflow")
         }
+        guard r.guidanceRescale.isFinite, (0...1).contains(r.guidanceRescale) else {
+            throw invalid("guidance rescale must be 0…1 (got \(r.guidanceRescale)); it is the share of the rescaled prediction")
+        }
         let side = 1...GenerationRequest.maxSide
         for (name, value) in [("width", r.width), ("height", r.height)] {
             if let value, !side.contains(value) {
@@ -129,5 +132,24 @@ extension Pipeline {
                 throw invalid("the init image's value \(i) is \(image.rgb[i]); expected values in [0, 1]")
             }
         }
+    }
+}
+
+extension Pipeline {
+    /// Refuses a run whose first step the scheduler cannot compute: with `rescale_betas_zero_snr`
+    /// the last training timestep has ᾱ = 0, and DDIM, DDPM and LCM estimate the clean image from
+    /// an epsilon prediction by dividing by √ᾱ (diffusers returns NaN latents there). "trailing"
+    /// spacing, as zero-SNR models ship, starts at that timestep; "leading" and image-to-image
+    /// below strength 1 do not, and run.
+    func checkZeroSignalStart(_ config: SchedulerConfig, kind: SchedulerKind, scheduler: any Scheduler, first: Int) throws {
+        guard [.ddim, .ddpm, .lcm].contains(kind), kind.classDefaults.hasZeroSNRRescale, config.rescaleBetasZeroSnr == true,
+              (config.predictionType ?? "epsilon") == PredictionType.epsilon.rawValue,
+              first < scheduler.timesteps.count,
+              Int(scheduler.timesteps[first]) == (config.numTrainTimesteps ?? 1000) - 1 else { return }
+        throw GenerationError.invalidRequest(
+            "\(kind.displayName) starts at timestep \(Int(scheduler.timesteps[first])), which rescale_betas_zero_snr leaves with no signal "
+            + "(ᾱ = 0): an epsilon prediction cannot be turned into an image there (diffusers divides by 0 and returns NaN). "
+            + "Zero-SNR models predict v: use --prediction-type v_prediction (or prediction_type in the scheduler config) "
+            + "if the model was trained so, or a scheduler that starts below it (euler, euler-a, dpmpp-2m)")
     }
 }

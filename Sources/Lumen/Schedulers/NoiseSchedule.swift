@@ -26,13 +26,32 @@ struct NoiseSchedule: Sendable, Hashable {
                                                  supported: ["linear", "scaled_linear", "squaredcos_cap_v2"])
             }
         }
+        if config.rescaleZeroTerminalSNR { betas = Self.rescaledToZeroTerminalSNR(betas) }
         self.betas = betas
-        // torch.cumprod on float32 accumulates in double and rounds each partial product.
+        var products = Self.cumulativeProducts(betas)
+        if let last = config.zeroTerminalAlphaProduct, !products.isEmpty { products[products.count - 1] = last }
+        alphasCumprod = products
+    }
+
+    /// ᾱ of `betas`: torch.cumprod on float32 accumulates in double and rounds each partial product.
+    static func cumulativeProducts(_ betas: [Float]) -> [Float] {
         var product = 1.0
-        alphasCumprod = betas.map { beta in
+        return betas.map { beta in
             product *= Double(1 - beta)
             return Float(product)
         }
+    }
+
+    /// diffusers' `rescale_zero_terminal_snr` (Lin et al. 2023, algorithm 1) in float32 as torch
+    /// computes it: √ᾱ shifted so that the last timestep's is 0 and scaled so that the first
+    /// timestep's is unchanged, then turned back into betas (the last one is 1).
+    static func rescaledToZeroTerminalSNR(_ betas: [Float]) -> [Float] {
+        var roots = cumulativeProducts(betas).map { $0.squareRoot() }
+        guard let first = roots.first, let last = roots.last, first != last else { return betas }
+        let scale = first / (first - last)
+        roots = roots.map { ($0 - last) * scale }
+        let products = roots.map { $0 * $0 }
+        return products.indices.map { i in 1 - (i == 0 ? products[0] : products[i] / products[i - 1]) }
     }
 
     /// `torch.linspace(start, end, steps, dtype=float32)` on the CPU: the first half counts up from

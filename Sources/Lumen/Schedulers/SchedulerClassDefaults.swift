@@ -4,13 +4,21 @@
 // in (`_use_default_values`), so SD 1.5's PNDM config gives DPM-Solver its own "linspace" spacing.
 
 extension SchedulerKind {
+    /// The last ᾱ of a zero-terminal-SNR schedule in the sigma-parameterised classes: close to 0
+    /// without being 0, so that the first sigma is finite (diffusers' `2**-24`, f16's smallest
+    /// subnormal; σ = √((1 − ᾱ) / ᾱ) ≈ 4096).
+    static let zeroSNRFloor: Float = 0x1p-24
+
     /// The class's defaults for the shared values.
     var classDefaults: ResolvedSchedulerConfig.Defaults {
         switch self {
         case .ddim: return .init(timestepSpacing: .leading, setAlphaToOne: true, clipSample: true)
-        case .pndm: return .init(timestepSpacing: .leading, setAlphaToOne: false)
+        case .pndm:
+            return .init(timestepSpacing: .leading, setAlphaToOne: false, hasThresholding: false, hasZeroSNRRescale: false)
         case .ddpm: return .init(timestepSpacing: .leading, clipSample: true)
-        case .euler, .eulerAncestral, .dpmpp2m, .dpmpp2mKarras: return .init(timestepSpacing: .linspace)
+        case .euler, .eulerAncestral:
+            return .init(timestepSpacing: .linspace, hasThresholding: false, zeroTerminalAlphaProduct: Self.zeroSNRFloor)
+        case .dpmpp2m, .dpmpp2mKarras: return .init(timestepSpacing: .linspace, zeroTerminalAlphaProduct: Self.zeroSNRFloor)
         case .lcm:
             return .init(betaStart: 0.00085, betaEnd: 0.012, betaSchedule: .scaledLinear, timestepSpacing: .leading,
                          setAlphaToOne: true, clipSample: false)

@@ -143,8 +143,16 @@ struct ResolvedSchedulerConfig: Sendable, Hashable {
     var setAlphaToOne: Bool
     var clipSample: Bool
     var clipSampleRange: Float
+    /// `rescale_betas_zero_snr`: the betas rescaled so that the last training timestep has zero
+    /// signal (Lin et al. 2023), where the class has the option.
+    var rescaleZeroTerminalSNR: Bool
+    /// What the last ᾱ (0 after that rescale) is replaced by: the sigma-parameterised classes put
+    /// 2⁻²⁴ there so that their first sigma is finite; nil keeps 0.
+    var zeroTerminalAlphaProduct: Float?
 
-    /// Class defaults: diffusers' `__init__` defaults of the class named.
+    /// Class defaults: diffusers' `__init__` defaults of the class named, and which of the shared
+    /// options its `__init__` has at all (`from_config` ignores a value the class lacks, so PNDM
+    /// runs a zero-SNR model's config without the rescale).
     struct Defaults {
         var betaStart = 0.0001
         var betaEnd = 0.02
@@ -152,6 +160,9 @@ struct ResolvedSchedulerConfig: Sendable, Hashable {
         var timestepSpacing = TimestepSpacing.linspace
         var setAlphaToOne = false
         var clipSample = false
+        var hasThresholding = true
+        var hasZeroSNRRescale = true
+        var zeroTerminalAlphaProduct: Float? = nil
     }
 
     init(_ c: SchedulerConfig, defaults d: Defaults, supportedPredictions: [PredictionType]) throws {
@@ -176,12 +187,11 @@ struct ResolvedSchedulerConfig: Sendable, Hashable {
         setAlphaToOne = c.setAlphaToOne ?? d.setAlphaToOne
         clipSample = c.clipSample ?? d.clipSample
         clipSampleRange = Float(c.clipSampleRange ?? 1.0)
-        if c.thresholding == true {
+        if c.thresholding == true && d.hasThresholding {
             throw SchedulerError.unsupported(option: "thresholding", value: "true", supported: ["false"])
         }
-        if c.rescaleBetasZeroSnr == true {
-            throw SchedulerError.unsupported(option: "rescale_betas_zero_snr", value: "true", supported: ["false"])
-        }
+        rescaleZeroTerminalSNR = d.hasZeroSNRRescale && c.rescaleBetasZeroSnr == true
+        zeroTerminalAlphaProduct = rescaleZeroTerminalSNR ? d.zeroTerminalAlphaProduct : nil
         // A config built in code gets the same range checks as a file.
         try c.checkRanges(path: nil)
     }

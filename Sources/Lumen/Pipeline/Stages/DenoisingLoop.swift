@@ -29,6 +29,9 @@ struct DenoisingLoop {
     var scheduler: any Scheduler
     /// Classifier-free guidance scale; at 1 or below the loop runs the conditional rows only.
     let guidanceScale: Float
+    /// The share of the guided prediction rescaled to the conditional one's standard deviation
+    /// (diffusers' `guidance_rescale`); 0 leaves it as it is.
+    var guidanceRescale: Float = 0
     /// Images in the batch, and the latent shape of one.
     let count: Int, channels: Int, height: Int, width: Int
     var hooks: [any DenoisingHook] = []
@@ -63,6 +66,9 @@ struct DenoisingLoop {
             if guided {
                 let half = latentCount, g = guidanceScale
                 guidedPrediction = (0..<half).map { prediction[$0] + g * (prediction[half + $0] - prediction[$0]) }
+                if guidanceRescale > 0 {
+                    Self.rescale(&guidedPrediction, toDeviationOf: prediction[half...], images: count, share: guidanceRescale)
+                }
             }
             let noise = scheduler.needsNoise(step: i) ? generator.randn(count: latentCount) : nil
             latents = scheduler.step(modelOutput: guidedPrediction, sample: latents, step: i, noise: noise)
@@ -72,5 +78,26 @@ struct DenoisingLoop {
             try onStep(i - steps.lowerBound + 1, steps.count, latents)
         }
         return latents
+    }
+
+    /// diffusers' `rescale_noise_cfg`: each image's guided prediction times σ(conditional) /
+    /// σ(guided) (unbiased standard deviations over the image's values), mixed with the guided
+    /// prediction as `share · rescaled + (1 − share) · guided`. The sums are in double; torch's
+    /// float32 reductions differ from them by a few ulps of σ.
+    static func rescale(_ guided: inout [Float], toDeviationOf conditional: ArraySlice<Float>, images: Int, share: Float) {
+        let per = guided.count / images
+        guard per > 1 else { return }
+        func deviation<C: Collection>(_ x: C) -> Double where C.Element == Float {
+            let mean = x.reduce(0.0) { $0 + Double($1) } / Double(per)
+            return (x.reduce(0.0) { $0 + (Double($1) - mean) * (Double($1) - mean) } / Double(per - 1)).squareRoot()
+        }
+        let keep = Float(1 - Double(share))
+        for k in 0..<images {
+            let range = k * per..<(k + 1) * per
+            let sigmaCFG = Float(deviation(guided[range]))
+            guard sigmaCFG > 0 else { continue }  // a constant prediction: diffusers divides 0 by 0
+            let ratio = Float(deviation(conditional[conditional.startIndex + range.lowerBound..<conditional.startIndex + range.upperBound])) / sigmaCFG
+            for i in range { guided[i] = share * (guided[i] * ratio) + keep * guided[i] }
+        }
     }
 }
