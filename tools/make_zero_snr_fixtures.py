@@ -12,6 +12,7 @@ Writes, under Tests/Fixtures/zero-snr/:
 
   ddim-trailing/scheduler_config.json  DDIMScheduler.from_config(tiny-sd2's config, timestep_spacing
                                        "trailing", rescale_betas_zero_snr true), as save_config writes it
+  pndm/scheduler_config.json           the same with _class_name PNDMScheduler and skip_prk_steps true
   reference.safetensors                f32 images [1, 64, 64, 3] (numpy, [0, 1]), `image.<case>`, the
                                        cases' requests in __metadata__ (`scheduler` is Lumen's name of
                                        the scheduler chosen on the folder, null for its own;
@@ -22,8 +23,11 @@ Writes, under Tests/Fixtures/zero-snr/:
                                 the same pipeline with XScheduler.from_config(the folder's config), as
                                 `--scheduler X` means (Euler, Euler a and DPM-Solver++ replace the last
                                 ᾱ, 0 after the rescale, by 2^-24; DDIM and DDPM keep 0)
-    pndm                        PNDMScheduler.from_config(the same): PNDM has no rescale_betas_zero_snr,
-                                so diffusers ignores the value (and Lumen must too)
+    pndm                        the folder with pndm/scheduler_config.json as its scheduler: the DDIM
+                                config above renamed PNDMScheduler, with skip_prk_steps true (as SD's
+                                own PNDM configs have it; the Runge-Kutta start is checked elsewhere,
+                                tools/make_scheduler_option_fixtures.py). PNDM has no
+                                rescale_betas_zero_snr, so diffusers ignores the value (and Lumen must too)
     sdxl-rescaled               StableDiffusionXLPipeline on tiny-sdxl, its own scheduler,
                                 guidance_rescale 0.7
 """
@@ -47,7 +51,7 @@ REQUEST = dict(prompt="a small green square", negative_prompt="a triangle", num_
                height=64, width=64, seed=3)
 CHOSEN = {"euler": (EulerDiscreteScheduler, {}), "euler-a": (EulerAncestralDiscreteScheduler, {}),
           "dpmpp-2m": (DPMSolverMultistepScheduler, {}), "dpmpp-2m-karras": (DPMSolverMultistepScheduler, {"use_karras_sigmas": True}),
-          "ddpm": (DDPMScheduler, {}), "pndm": (PNDMScheduler, {"skip_prk_steps": True})}
+          "ddpm": (DDPMScheduler, {})}
 
 
 def draw(pipe, **extra):
@@ -84,11 +88,20 @@ def main():
         config = pipe.scheduler.config
         for name, (cls, extra) in CHOSEN.items():
             pipe.scheduler = cls.from_config(config, **extra)
-            if name == "pndm":
-                assert float(pipe.scheduler.alphas_cumprod[-1]) > 0  # the value was not applied
-            else:
-                assert pipe.scheduler.config.rescale_betas_zero_snr
+            assert pipe.scheduler.config.rescale_betas_zero_snr
             record(name, draw(pipe), scheduler=name)
+        pndm = dict(json.load(open(os.path.join(OUT, "ddim-trailing", "scheduler_config.json"))),
+                    _class_name="PNDMScheduler", skip_prk_steps=True)
+        os.makedirs(os.path.join(OUT, "pndm"))
+        for d in (os.path.join(OUT, "pndm"), os.path.join(folder, "scheduler")):
+            json.dump(pndm, open(os.path.join(d, "scheduler_config.json"), "w"), indent=2, sort_keys=True)
+        index = json.load(open(os.path.join(folder, "model_index.json")))
+        index["scheduler"] = ["diffusers", "PNDMScheduler"]
+        json.dump(index, open(os.path.join(folder, "model_index.json"), "w"), indent=2)
+        pipe = StableDiffusionPipeline.from_pretrained(folder, dtype=torch.float32, local_files_only=True)
+        assert type(pipe.scheduler) is PNDMScheduler and pipe.scheduler.config.skip_prk_steps
+        assert float(pipe.scheduler.alphas_cumprod[-1]) > 0  # the value was not applied
+        record("pndm", draw(pipe))
 
     xl = StableDiffusionXLPipeline.from_pretrained(SDXL, dtype=torch.float32, local_files_only=True)
     record("sdxl-rescaled", draw(xl, guidance_rescale=0.7), guidance_rescale=0.7)

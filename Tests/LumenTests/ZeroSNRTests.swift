@@ -12,15 +12,20 @@ import XCTest
 final class ZeroSNRTests: XCTestCase {
     static var dir: String { Fixtures.root + "/zero-snr" }
 
-    /// tiny-sd2 with the zero-SNR DDIM config as its scheduler (the other parts linked).
-    func zeroSNRFolder(in dir: String) throws -> String {
+    /// tiny-sd2 with a zero-SNR config (`ddim-trailing` or `pndm`) as its scheduler (the other parts
+    /// linked, model_index.json naming the class).
+    func zeroSNRFolder(in dir: String, config: String = "ddim-trailing") throws -> String {
         let fm = FileManager.default
-        let folder = dir + "/tiny-sd2-zero-snr"
+        let folder = dir + "/tiny-sd2-zero-snr-" + config
         try fm.createDirectory(atPath: folder + "/scheduler", withIntermediateDirectories: true)
-        for part in ["text_encoder", "tokenizer", "unet", "vae", "model_index.json"] {
+        for part in ["text_encoder", "tokenizer", "unet", "vae"] {
             try fm.createSymbolicLink(atPath: folder + "/" + part, withDestinationPath: Fixtures.root + "/tiny-sd2/" + part)
         }
-        try fm.copyItem(atPath: Self.dir + "/ddim-trailing/scheduler_config.json", toPath: folder + "/scheduler/scheduler_config.json")
+        let configPath = Self.dir + "/" + config + "/scheduler_config.json"
+        try fm.copyItem(atPath: configPath, toPath: folder + "/scheduler/scheduler_config.json")
+        var index = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: Fixtures.root + "/tiny-sd2/model_index.json"))) as! [String: Any]
+        index["scheduler"] = ["diffusers", try XCTUnwrap(SchedulerConfig(path: configPath).className)]
+        try JSONSerialization.data(withJSONObject: index).write(to: URL(fileURLWithPath: folder + "/model_index.json"))
         return folder
     }
 
@@ -40,9 +45,13 @@ final class ZeroSNRTests: XCTestCase {
         XCTAssertEqual(config.timestepSpacing, "trailing")
         let ref = try SafetensorsFile(path: Self.dir + "/reference.safetensors")
         let pipeline = try Pipeline(modelPath: try zeroSNRFolder(in: dir), backend: .cpu)
-        for name in ["ddim", "ddim-rescaled", "euler", "euler-a", "dpmpp-2m", "dpmpp-2m-karras", "ddpm", "pndm"] {
+        for name in ["ddim", "ddim-rescaled", "euler", "euler-a", "dpmpp-2m", "dpmpp-2m-karras", "ddpm"] {
             try assertDraws(pipeline, try request(ref, name), like: "image." + name, in: ref, maxPixelError: 1)
         }
+        // PNDM has no rescale_betas_zero_snr: the value is ignored, as diffusers' from_config drops it.
+        let pndm = try Pipeline(modelPath: try zeroSNRFolder(in: dir, config: "pndm"), backend: .cpu)
+        XCTAssertEqual(try SchedulerConfig(path: Self.dir + "/pndm/scheduler_config.json").rescaleBetasZeroSnr, true)
+        try assertDraws(pndm, try request(ref, "pndm"), like: "image.pndm", in: ref, maxPixelError: 1)
     }
 
     /// An epsilon prediction at the zero-signal timestep is a typed error naming the cause before

@@ -14,10 +14,17 @@ public struct EulerDiscreteScheduler: Scheduler {
         if config.timestepType == .continuous {
             throw SchedulerError.unsupported(option: "timestep_type", value: "continuous", supported: ["discrete"])
         }
+        if config.useBetaSigmas == true {
+            throw SchedulerError.unsupported(option: "use_beta_sigmas", value: "true", supported: ["false"])
+        }
+        let karras = config.useKarrasSigmas ?? false, exponential = config.useExponentialSigmas ?? false
+        if karras && exponential {  // diffusers refuses the pair too
+            throw SchedulerError.unsupported(option: "use_karras_sigmas and use_exponential_sigmas", value: "both true", supported: ["one of them"])
+        }
         let finalType = config.finalSigmasType ?? .zero
         self.config = resolved
         let grid = SigmaGrid(config: resolved, schedule: try NoiseSchedule(resolved), steps: steps,
-                             karras: config.useKarrasSigmas ?? false, sigmaMin: config.sigmaMin,
+                             karras: karras, exponential: exponential, sigmaMin: config.sigmaMin,
                              sigmaMax: config.sigmaMax, finalSigmaIsMinimum: finalType == .sigmaMin)
         timesteps = grid.timesteps
         sigmas = grid.sigmas

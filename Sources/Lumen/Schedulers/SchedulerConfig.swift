@@ -69,6 +69,13 @@ public struct SchedulerConfig: Codable, Sendable, Hashable {
     public var varianceType: VarianceType?
     public var thresholding: Bool?
     public var rescaleBetasZeroSnr: Bool?
+    public var useExponentialSigmas: Bool?
+    public var useBetaSigmas: Bool?
+    public var useLuLambdas: Bool?
+    public var useFlowSigmas: Bool?
+    /// DPM-Solver's lowest λ: timesteps whose λ = log(α/σ) lies below it are not used. Python's
+    /// json writes the default, -inf, as a bare `-Infinity`, read as nil.
+    public var lambdaMinClipped: Double?
 
     enum CodingKeys: String, CodingKey {
         case className = "_class_name"
@@ -100,6 +107,9 @@ public struct SchedulerConfig: Codable, Sendable, Hashable {
         case varianceType = "variance_type"
         case thresholding
         case rescaleBetasZeroSnr = "rescale_betas_zero_snr"
+        case useExponentialSigmas = "use_exponential_sigmas", useBetaSigmas = "use_beta_sigmas"
+        case useLuLambdas = "use_lu_lambdas", useFlowSigmas = "use_flow_sigmas"
+        case lambdaMinClipped = "lambda_min_clipped"
     }
 
     public init() {}

@@ -23,10 +23,7 @@ extension SchedulerKind {
     public func make(config: SchedulerConfig = SchedulerConfig(), steps: Int) throws -> any Scheduler {
         switch self {
         case .ddim: return try DDIMScheduler(config: config, steps: steps)
-        case .pndm:
-            var c = config
-            c.skipPrkSteps = true
-            return try PNDMScheduler(config: c, steps: steps)
+        case .pndm: return try PNDMScheduler(config: config, steps: steps)
         case .euler: return try EulerDiscreteScheduler(config: config, steps: steps)
         case .eulerAncestral: return try EulerAncestralDiscreteScheduler(config: config, steps: steps)
         case .dpmpp2m:

@@ -1,0 +1,112 @@
+#!/usr/bin/env python3
+"""Scheduler options Lumen once ignored or refused, as diffusers' pipeline draws them, for Lumen's
+scheduler-option tests.
+
+Run by hand, never in CI, after tools/make_fixtures.py (the venv of tools/requirements-fixtures.txt):
+
+    HF_HUB_OFFLINE=1 .venv-fixtures/bin/python tools/make_scheduler_option_fixtures.py
+
+Writes, under Tests/Fixtures/scheduler-options/:
+
+  <case>/scheduler_config.json   XScheduler.from_config(tiny-sd's config, **options), as save_config
+                                 writes it (the options in the table below)
+  reference.safetensors          f32 images [1, 48, 48, 3] (numpy, [0, 1]) of StableDiffusionPipeline
+                                 loaded from tiny-sd with each config as its scheduler (model_index.json
+                                 naming the class): `image.<case>`; the requests in __metadata__
+                                 (`scheduler`: Lumen's name of a scheduler chosen on the folder instead,
+                                 as `--scheduler` does, null for the folder's own).
+
+Cases (all were silently drawn with other sigmas, or refused, before):
+  pndm-prk                 PNDMScheduler, skip_prk_steps false (the class default): Runge-Kutta start
+  euler-pndm-prk           an Euler config without skip_prk_steps, `--scheduler pndm` chosen on it:
+                           PNDMScheduler.from_config takes the class default, false, too
+  dpmpp-sde                DPMSolverMultistepScheduler, algorithm_type "sde-dpmsolver++" (DPM++ 2M SDE)
+  dpmpp-sde-karras-heun    the same with use_karras_sigmas and solver_type "heun"
+  dpmpp-lu                 use_lu_lambdas
+  dpmpp-exponential        use_exponential_sigmas
+  dpmpp-sigma-min          final_sigmas_type "sigma_min" at 16 steps (the last step second order)
+  dpmpp-lambda-clipped     lambda_min_clipped -2.0 (the noisiest timesteps left out)
+  euler-exponential        EulerDiscreteScheduler, use_exponential_sigmas
+"""
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import make_fixtures as base  # noqa: E402
+from make_fixtures import torch, diffusers  # noqa: E402
+from diffusers import DPMSolverMultistepScheduler, EulerDiscreteScheduler, PNDMScheduler, StableDiffusionPipeline  # noqa: E402
+
+OUT = os.path.join(base.FIXTURES, "scheduler-options")
+REQUEST = dict(prompt="a small green square", negative_prompt="a triangle", num_inference_steps=7, guidance_scale=6.0,
+               height=48, width=48, seed=11)
+DPM = DPMSolverMultistepScheduler
+CASES = {
+    "pndm-prk": (PNDMScheduler, dict(skip_prk_steps=False), None, {}),
+    "euler-pndm-prk": (EulerDiscreteScheduler, dict(), "pndm", {}),
+    "dpmpp-sde": (DPM, dict(algorithm_type="sde-dpmsolver++"), None, {}),
+    "dpmpp-sde-karras-heun": (DPM, dict(algorithm_type="sde-dpmsolver++", use_karras_sigmas=True, solver_type="heun"), None, {}),
+    "dpmpp-lu": (DPM, dict(use_lu_lambdas=True), None, {}),
+    "dpmpp-exponential": (DPM, dict(use_exponential_sigmas=True), None, {}),
+    "dpmpp-sigma-min": (DPM, dict(final_sigmas_type="sigma_min"), None, dict(num_inference_steps=16)),
+    "dpmpp-lambda-clipped": (DPM, dict(lambda_min_clipped=-2.0), None, {}),
+    "euler-exponential": (EulerDiscreteScheduler, dict(use_exponential_sigmas=True), None, {}),
+}
+
+
+def folder_with(scheduler, tmp, name):
+    """A copy of tiny-sd whose scheduler (and model_index.json entry) is `scheduler`."""
+    d = os.path.join(tmp, name)
+    shutil.copytree(base.FOLDER, d)
+    shutil.rmtree(os.path.join(d, "scheduler"))
+    scheduler.save_config(os.path.join(d, "scheduler"))
+    index = json.load(open(os.path.join(d, "model_index.json")))
+    index["scheduler"] = ["diffusers", type(scheduler).__name__]
+    json.dump(index, open(os.path.join(d, "model_index.json"), "w"), indent=2)
+    return d
+
+
+def main():
+    base.set_up()
+    if os.path.isdir(OUT):
+        shutil.rmtree(OUT)
+    config = StableDiffusionPipeline.from_pretrained(base.FOLDER, local_files_only=True).scheduler.config
+    ref, meta = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, (cls, options, chosen, extra) in CASES.items():
+            scheduler = cls.from_config(config, **options)
+            os.makedirs(os.path.join(OUT, name))
+            scheduler.save_config(os.path.join(OUT, name))
+            if "skip_prk_steps" in json.load(open(os.path.join(OUT, name, "scheduler_config.json"))) and chosen == "pndm":
+                # The chosen case needs a config without the key (SD 1.5's PNDM config has it, as true).
+                text = json.load(open(os.path.join(OUT, name, "scheduler_config.json")))
+                del text["skip_prk_steps"]
+                json.dump(text, open(os.path.join(OUT, name, "scheduler_config.json"), "w"), indent=2, sort_keys=True)
+                scheduler = cls.from_config(text)
+            pipe = StableDiffusionPipeline.from_pretrained(folder_with(scheduler, tmp, name), dtype=torch.float32, local_files_only=True)
+            assert type(pipe.scheduler) is cls
+            if chosen == "pndm":
+                pipe.scheduler = PNDMScheduler.from_config(pipe.scheduler.config)
+                assert not pipe.scheduler.config.skip_prk_steps
+            request = dict(REQUEST, **extra)
+            args = {k: v for k, v in request.items() if k != "seed"}
+            image = pipe(**args, generator=torch.Generator().manual_seed(request["seed"]), output_type="np").images
+            assert torch.isfinite(torch.from_numpy(image)).all()
+            ref["image." + name] = torch.from_numpy(image).float().contiguous()
+            meta[name] = json.dumps(dict(request, scheduler=chosen), sort_keys=True)
+    base.save_safetensors({k: v.contiguous().clone() for k, v in ref.items()}, os.path.join(OUT, "reference.safetensors"), metadata={
+        "format": "pt", "generator": "tools/make_scheduler_option_fixtures.py", **meta,
+        "versions": json.dumps({"torch": torch.__version__, "diffusers": diffusers.__version__}, sort_keys=True)})
+    for root, _, files in os.walk(OUT):
+        for f in sorted(files):
+            p = os.path.join(root, f)
+            os.chmod(p, 0o644)
+            print(f"  {os.path.relpath(p, base.REPO):60s} {os.path.getsize(p):>8,} bytes")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
