@@ -27,6 +27,13 @@ Cases (all were silently drawn with other sigmas, or refused, before):
   dpmpp-sigma-min          final_sigmas_type "sigma_min" at 16 steps (the last step second order)
   dpmpp-lambda-clipped     lambda_min_clipped -2.0 (the noisiest timesteps left out)
   euler-exponential        EulerDiscreteScheduler, use_exponential_sigmas
+  unipc                    UniPCMultistepScheduler with its defaults (bh2, order 2, corrector on)
+  unipc-order3-karras      solver_order 3, use_karras_sigmas, final_sigmas_type "sigma_min", 12 steps
+  unipc-bh1-sigma-min      solver_type "bh1", final_sigmas_type "sigma_min", disable_corrector [1]
+  pndm-unipc               tiny-sd's own PNDM config, `--scheduler unipc` chosen on it
+  pndm-dpmpp-2m-sde        the same, `--scheduler dpmpp-2m-sde` (DPMSolverMultistepScheduler.from_config
+                           with algorithm_type "sde-dpmsolver++")
+  pndm-dpmpp-2m-sde-karras the same with use_karras_sigmas
 """
 
 import json
@@ -38,7 +45,8 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import make_fixtures as base  # noqa: E402
 from make_fixtures import torch, diffusers  # noqa: E402
-from diffusers import DPMSolverMultistepScheduler, EulerDiscreteScheduler, PNDMScheduler, StableDiffusionPipeline  # noqa: E402
+from diffusers import (DPMSolverMultistepScheduler, EulerDiscreteScheduler, PNDMScheduler, StableDiffusionPipeline,  # noqa: E402
+                       UniPCMultistepScheduler)
 
 OUT = os.path.join(base.FIXTURES, "scheduler-options")
 REQUEST = dict(prompt="a small green square", negative_prompt="a triangle", num_inference_steps=7, guidance_scale=6.0,
@@ -54,7 +62,18 @@ CASES = {
     "dpmpp-sigma-min": (DPM, dict(final_sigmas_type="sigma_min"), None, dict(num_inference_steps=16)),
     "dpmpp-lambda-clipped": (DPM, dict(lambda_min_clipped=-2.0), None, {}),
     "euler-exponential": (EulerDiscreteScheduler, dict(use_exponential_sigmas=True), None, {}),
+    "unipc": (UniPCMultistepScheduler, dict(), None, {}),
+    "unipc-order3-karras": (UniPCMultistepScheduler, dict(solver_order=3, use_karras_sigmas=True, final_sigmas_type="sigma_min"), None,
+                            dict(num_inference_steps=12)),
+    "unipc-bh1-sigma-min": (UniPCMultistepScheduler, dict(solver_type="bh1", final_sigmas_type="sigma_min", disable_corrector=[1]), None, {}),
+    "pndm-unipc": (PNDMScheduler, dict(), "unipc", {}),
+    "pndm-dpmpp-2m-sde": (PNDMScheduler, dict(), "dpmpp-2m-sde", {}),
+    "pndm-dpmpp-2m-sde-karras": (PNDMScheduler, dict(), "dpmpp-2m-sde-karras", {}),
 }
+# What `--scheduler NAME` means: NAME's class from_config(the folder's config), with the kind's own settings.
+CHOSEN = {"pndm": (PNDMScheduler, {}), "unipc": (UniPCMultistepScheduler, {}),
+          "dpmpp-2m-sde": (DPM, dict(algorithm_type="sde-dpmsolver++", use_karras_sigmas=False)),
+          "dpmpp-2m-sde-karras": (DPM, dict(algorithm_type="sde-dpmsolver++", use_karras_sigmas=True))}
 
 
 def folder_with(scheduler, tmp, name):
@@ -88,8 +107,10 @@ def main():
                 scheduler = cls.from_config(text)
             pipe = StableDiffusionPipeline.from_pretrained(folder_with(scheduler, tmp, name), dtype=torch.float32, local_files_only=True)
             assert type(pipe.scheduler) is cls
+            if chosen is not None:
+                chosen_cls, chosen_options = CHOSEN[chosen]
+                pipe.scheduler = chosen_cls.from_config(pipe.scheduler.config, **chosen_options)
             if chosen == "pndm":
-                pipe.scheduler = PNDMScheduler.from_config(pipe.scheduler.config)
                 assert not pipe.scheduler.config.skip_prk_steps
             request = dict(REQUEST, **extra)
             args = {k: v for k, v in request.items() if k != "seed"}

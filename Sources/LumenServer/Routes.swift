@@ -13,7 +13,8 @@ enum SamplerNames {
         case "euler_a", "k_euler_a", "k_euler_ancestral": return .eulerAncestral
         case "k_euler": return .euler
         case "plms": return .pndm
-        case "dpm++ 2m sde", "dpmpp_2m": return .dpmpp2m
+        case "dpmpp_2m": return .dpmpp2m
+        case "dpmpp_2m_sde": return .dpmpp2mSde
         default: return nil
         }
     }

@@ -8,11 +8,14 @@ import XCTest
 /// `skip_prk_steps` as if it were set, ignored DPM-Solver's `use_lu_lambdas`,
 /// `use_exponential_sigmas` and `lambda_min_clipped` and Euler's `use_exponential_sigmas`
 /// (15–52 levels off at this size: the options against the same configs without them in diffusers),
-/// and refused DPM++ 2M SDE and `final_sigmas_type` "sigma_min".
+/// and refused DPM++ 2M SDE and `final_sigmas_type` "sigma_min". UniPC (the folder's own, and
+/// `--scheduler unipc`) ran DPM-Solver++ in its place; DPM++ 2M SDE is also a kind of its own
+/// (`--scheduler dpmpp-2m-sde[-karras]`).
 final class SchedulerOptionFixtureTests: XCTestCase {
     static var dir: String { Fixtures.root + "/scheduler-options" }
     static let cases = ["pndm-prk", "euler-pndm-prk", "dpmpp-sde", "dpmpp-sde-karras-heun", "dpmpp-lu", "dpmpp-exponential",
-                        "dpmpp-sigma-min", "dpmpp-lambda-clipped", "euler-exponential"]
+                        "dpmpp-sigma-min", "dpmpp-lambda-clipped", "euler-exponential",
+                        "unipc", "unipc-order3-karras", "unipc-bh1-sigma-min", "pndm-unipc", "pndm-dpmpp-2m-sde", "pndm-dpmpp-2m-sde-karras"]
 
     /// tiny-sd with `config` as its scheduler (the other parts linked, model_index.json naming the class).
     func tinyFolder(scheduler config: String, in dir: String) throws -> String {
@@ -78,5 +81,24 @@ final class SchedulerOptionFixtureTests: XCTestCase {
         }
         // Euler a has none of these options: diffusers' from_config drops them, and so does Lumen.
         XCTAssertNoThrow(try SchedulerKind.eulerAncestral.make(config: beta, steps: 5))
+    }
+
+    /// UniPC configs on which diffusers' last step to sigma 0 computes 0 · ∞ (NaN latents) are
+    /// refused with the field and the way out; with final_sigmas_type "sigma_min" they run.
+    func testUniPCConfigsThatEndInNaNAreRefused() throws {
+        var bh1 = SchedulerConfig()
+        bh1.solverType = .bh1
+        var noise = SchedulerConfig()
+        noise.predictX0 = false
+        var highOrderEnd = SchedulerConfig()
+        highOrderEnd.lowerOrderFinal = false
+        for (config, field) in [(bh1, "solver_type"), (noise, "predict_x0"), (highOrderEnd, "lower_order_final")] {
+            XCTAssertThrowsError(try SchedulerKind.unipc.make(config: config, steps: 8)) { error in
+                XCTAssertTrue("\(error)".contains("field \(field)") && "\(error)".contains("sigma_min"), "\(error)")
+            }
+            var fixed = config
+            fixed.finalSigmasType = .sigmaMin
+            XCTAssertNoThrow(try SchedulerKind.unipc.make(config: fixed, steps: 8))
+        }
     }
 }

@@ -58,7 +58,8 @@ final class SchedulerStepCountTests: XCTestCase {
         let sd = try sdConfig()
         var refused: [SchedulerKind: [Int]] = [:]
         for kind in SchedulerKind.allCases {
-            let counts = kind == .dpmpp2mKarras ? Array(stride(from: 1, through: 1000, by: 37)) + [1000] : Array(1...1000)
+            let karras = kind == .dpmpp2mKarras || kind == .dpmpp2mSdeKarras
+            let counts = karras ? Array(stride(from: 1, through: 1000, by: 37)) + [1000] : Array(1...1000)
             for steps in counts where try run(kind, sd, steps: steps) == nil {
                 refused[kind, default: []].append(steps)
             }
@@ -68,6 +69,9 @@ final class SchedulerStepCountTests: XCTestCase {
         XCTAssertEqual(refused[.ddpm], [1000])
         XCTAssertEqual(refused[.pndm], [1000])
         XCTAssertEqual(refused[.dpmpp2m], [999, 1000])
+        XCTAssertEqual(refused[.dpmpp2mSde], [999, 1000])
+        XCTAssertEqual(refused[.unipc], [999, 1000])  // the same grid as DPM-Solver++'s
+        XCTAssertNil(refused[.dpmpp2mSdeKarras])
         XCTAssertEqual(refused[.lcm], Array(51...1000))
         XCTAssertNil(refused[.euler])
         XCTAssertNil(refused[.eulerAncestral])
@@ -157,10 +161,15 @@ final class SchedulerStepCountTests: XCTestCase {
     func testClassNames() throws {
         XCTAssertEqual(try SchedulerKind.resolve(className: "DDIMScheduler", path: "x").kind, .ddim)
         XCTAssertNil(try SchedulerKind.resolve(className: "DDIMScheduler", path: "x").notice)
-        let unipc = try SchedulerKind.resolve(className: "UniPCMultistepScheduler", path: "s.json")
-        XCTAssertEqual(unipc.kind, .dpmpp2m)
-        XCTAssertTrue(unipc.notice?.contains("UniPCMultistepScheduler") == true && unipc.notice?.contains("DPM++ 2M") == true, "\(unipc)")
-        XCTAssertEqual(try SchedulerKind.resolve(className: "UniPCMultistepScheduler", path: nil, useKarrasSigmas: true).kind, .dpmpp2mKarras)
+        let deis = try SchedulerKind.resolve(className: "DEISMultistepScheduler", path: "s.json")
+        XCTAssertEqual(deis.kind, .dpmpp2m)
+        XCTAssertTrue(deis.notice?.contains("DEISMultistepScheduler") == true && deis.notice?.contains("DPM++ 2M") == true, "\(deis)")
+        XCTAssertEqual(try SchedulerKind.resolve(className: "DEISMultistepScheduler", path: nil, useKarrasSigmas: true).kind, .dpmpp2mKarras)
+        // UniPC and DPM++ 2M SDE are implemented: no notice.
+        XCTAssertEqual(try SchedulerKind.resolve(className: "UniPCMultistepScheduler", path: "s.json").kind, .unipc)
+        XCTAssertNil(try SchedulerKind.resolve(className: "UniPCMultistepScheduler", path: "s.json").notice)
+        XCTAssertEqual(try SchedulerKind.resolve(className: "DPMSolverMultistepScheduler", path: nil, useKarrasSigmas: true, stochastic: true).kind,
+                       .dpmpp2mSdeKarras)
         XCTAssertEqual(try SchedulerKind.resolve(className: "HeunDiscreteScheduler", path: nil).kind, .euler)
         XCTAssertThrowsError(try SchedulerKind.resolve(className: "Foo", path: "s.json")) {
             XCTAssertEqual($0 as? SchedulerError, .unknownScheduler(name: "Foo", path: "s.json"))

@@ -26,7 +26,8 @@ extension StableDiffusionModel {
         try checkAddedTimeIds()  // StableDiffusionModel+Refiner.swift
         if let p = schedulerConfigPath {
             let config = try SchedulerConfig(path: p)
-            let (_, notice) = try SchedulerKind.resolve(className: config.className, path: p, useKarrasSigmas: config.useKarrasSigmas ?? false)
+            let (_, notice) = try SchedulerKind.resolve(className: config.className, path: p, useKarrasSigmas: config.useKarrasSigmas ?? false,
+                                                      stochastic: config.algorithmType == .sdeDpmsolverPlusPlus)
             return notice.map { [$0] } ?? []
         }
         return []

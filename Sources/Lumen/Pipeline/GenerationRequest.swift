@@ -27,6 +27,9 @@ public enum SchedulerKind: String, Sendable, Hashable, CaseIterable {
     case dpmpp2mKarras = "dpmpp-2m-karras"
     case lcm
     case ddpm
+    case dpmpp2mSde = "dpmpp-2m-sde"
+    case dpmpp2mSdeKarras = "dpmpp-2m-sde-karras"
+    case unipc
 
     /// The name A1111 writes in its `parameters` text.
     public var displayName: String {
@@ -39,6 +42,9 @@ public enum SchedulerKind: String, Sendable, Hashable, CaseIterable {
         case .dpmpp2mKarras: return "DPM++ 2M Karras"
         case .lcm: return "LCM"
         case .ddpm: return "DDPM"
+        case .dpmpp2mSde: return "DPM++ 2M SDE"
+        case .dpmpp2mSdeKarras: return "DPM++ 2M SDE Karras"
+        case .unipc: return "UniPC"
         }
     }
 }

@@ -4,12 +4,14 @@ extension Pipeline {
     static func defaultScheduler(model: StableDiffusionModel, config: SchedulerConfig) throws -> (SchedulerKind, [String]) {
         let karras = config.useKarrasSigmas ?? false
         if let path = model.schedulerConfigPath {
-            let (kind, notice) = try SchedulerKind.resolve(className: config.className, path: path, useKarrasSigmas: karras)
+            let (kind, notice) = try SchedulerKind.resolve(className: config.className, path: path, useKarrasSigmas: karras,
+                                                          stochastic: config.algorithmType == .sdeDpmsolverPlusPlus)
             return (kind, notice.map { [$0] } ?? [])
         }
         if model.schedulerDefaults != nil {
             // Defaults the loader chose for this family (a single file's); it notes them itself.
-            let (kind, _) = try SchedulerKind.resolve(className: config.className, path: nil, useKarrasSigmas: karras)
+            let (kind, _) = try SchedulerKind.resolve(className: config.className, path: nil, useKarrasSigmas: karras,
+                                                          stochastic: config.algorithmType == .sdeDpmsolverPlusPlus)
             return (kind, [])
         }
         let what = model.layout == .singleFile ? "a single-file checkpoint carries no scheduler config (--config FOLDER supplies one)"

@@ -91,8 +91,9 @@ public struct DPMSolverMultistepScheduler: Scheduler {
     }
 
     /// diffusers' `set_timesteps`: the integer timesteps and their sigmas (without the final one).
+    /// UniPC's copy of it (`roundsOnCosine`) rounds Karras timesteps on every schedule.
     static func schedule(_ resolved: ResolvedSchedulerConfig, trainingSigmas: [Float], steps: Int,
-                         spacing: Spacing, lastTimestep: Int) -> (timesteps: [Int], sigmas: [Double]) {
+                         spacing: Spacing, lastTimestep: Int, roundsOnCosine: Bool = false) -> (timesteps: [Int], sigmas: [Double]) {
         let n = resolved.numTrainTimesteps
         var grid: [Int]
         switch resolved.timestepSpacing {
@@ -106,7 +107,7 @@ public struct DPMSolverMultistepScheduler: Scheduler {
         }
         let logSigmas = SigmaSchedule.logSigmas(trainingSigmas)
         // Fractional timesteps are rounded except on the cosine schedule, where the int64 cast truncates.
-        let rounds = resolved.betaSchedule != .squaredcosCapV2
+        let rounds = roundsOnCosine || resolved.betaSchedule != .squaredcosCapV2
         func timesteps(_ sigmas: [Double], round: Bool) -> [Int] {
             sigmas.map { let t = SigmaSchedule.timestep(forSigma: $0, logSigmas: logSigmas); return Int(round ? NumPy.round(t) : t) }
         }

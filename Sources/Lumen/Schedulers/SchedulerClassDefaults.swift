@@ -18,7 +18,8 @@ extension SchedulerKind {
         case .ddpm: return .init(timestepSpacing: .leading, clipSample: true)
         case .euler, .eulerAncestral:
             return .init(timestepSpacing: .linspace, hasThresholding: false, zeroTerminalAlphaProduct: Self.zeroSNRFloor)
-        case .dpmpp2m, .dpmpp2mKarras: return .init(timestepSpacing: .linspace, zeroTerminalAlphaProduct: Self.zeroSNRFloor)
+        case .dpmpp2m, .dpmpp2mKarras, .dpmpp2mSde, .dpmpp2mSdeKarras, .unipc:
+            return .init(timestepSpacing: .linspace, zeroTerminalAlphaProduct: Self.zeroSNRFloor)
         case .lcm:
             return .init(betaStart: 0.00085, betaEnd: 0.012, betaSchedule: .scaledLinear, timestepSpacing: .leading,
                          setAlphaToOne: true, clipSample: false)

@@ -76,6 +76,10 @@ public struct SchedulerConfig: Codable, Sendable, Hashable {
     /// DPM-Solver's lowest λ: timesteps whose λ = log(α/σ) lies below it are not used. Python's
     /// json writes the default, -inf, as a bare `-Infinity`, read as nil.
     public var lambdaMinClipped: Double?
+    /// UniPC: whether it solves for the data prediction (diffusers' default) or the noise.
+    public var predictX0: Bool?
+    /// UniPC: the steps (indices) after which the corrector is not applied.
+    public var disableCorrector: [Int]?
 
     enum CodingKeys: String, CodingKey {
         case className = "_class_name"
@@ -110,6 +114,7 @@ public struct SchedulerConfig: Codable, Sendable, Hashable {
         case useExponentialSigmas = "use_exponential_sigmas", useBetaSigmas = "use_beta_sigmas"
         case useLuLambdas = "use_lu_lambdas", useFlowSigmas = "use_flow_sigmas"
         case lambdaMinClipped = "lambda_min_clipped"
+        case predictX0 = "predict_x0", disableCorrector = "disable_corrector"
     }
 
     public init() {}

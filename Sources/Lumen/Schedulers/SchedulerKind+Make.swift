@@ -4,13 +4,16 @@
 extension SchedulerKind {
     /// The kind diffusers' `_class_name` names, if Lumen implements it (DPM-Solver++ with Karras sigmas
     /// is `DPMSolverMultistepScheduler` with `use_karras_sigmas`).
-    public init?(diffusersClassName className: String, useKarrasSigmas: Bool = false) {
+    /// `stochastic`: the config's `algorithm_type` is "sde-dpmsolver++" (DPM++ 2M SDE).
+    public init?(diffusersClassName className: String, useKarrasSigmas: Bool = false, stochastic: Bool = false) {
         switch className {
         case "DDIMScheduler": self = .ddim
         case "PNDMScheduler": self = .pndm
         case "EulerDiscreteScheduler": self = .euler
         case "EulerAncestralDiscreteScheduler": self = .eulerAncestral
-        case "DPMSolverMultistepScheduler": self = useKarrasSigmas ? .dpmpp2mKarras : .dpmpp2m
+        case "DPMSolverMultistepScheduler":
+            self = stochastic ? (useKarrasSigmas ? .dpmpp2mSdeKarras : .dpmpp2mSde) : (useKarrasSigmas ? .dpmpp2mKarras : .dpmpp2m)
+        case "UniPCMultistepScheduler": self = .unipc
         case "LCMScheduler": self = .lcm
         case "DDPMScheduler": self = .ddpm
         default: return nil
@@ -26,14 +29,15 @@ extension SchedulerKind {
         case .pndm: return try PNDMScheduler(config: config, steps: steps)
         case .euler: return try EulerDiscreteScheduler(config: config, steps: steps)
         case .eulerAncestral: return try EulerAncestralDiscreteScheduler(config: config, steps: steps)
-        case .dpmpp2m:
+        case .dpmpp2m, .dpmpp2mKarras, .dpmpp2mSde, .dpmpp2mSdeKarras:
+            // The kind fixes the solver's noise and sigma spacing; the config's other options stay.
             var c = config
-            c.useKarrasSigmas = false
+            c.useKarrasSigmas = self == .dpmpp2mKarras || self == .dpmpp2mSdeKarras
+            if c.useKarrasSigmas == true { c.useExponentialSigmas = nil; c.useLuLambdas = nil }
+            let sde = self == .dpmpp2mSde || self == .dpmpp2mSdeKarras
+            if sde || c.algorithmType == .sdeDpmsolverPlusPlus { c.algorithmType = sde ? .sdeDpmsolverPlusPlus : .dpmsolverPlusPlus }
             return try DPMSolverMultistepScheduler(config: c, steps: steps)
-        case .dpmpp2mKarras:
-            var c = config
-            c.useKarrasSigmas = true
-            return try DPMSolverMultistepScheduler(config: c, steps: steps)
+        case .unipc: return try UniPCMultistepScheduler(config: config, steps: steps)
         case .lcm: return try LCMScheduler(config: config, steps: steps)
         case .ddpm: return try DDPMScheduler(config: config, steps: steps)
         }
