@@ -34,6 +34,9 @@ Cases (all were silently drawn with other sigmas, or refused, before):
   pndm-dpmpp-2m-sde        the same, `--scheduler dpmpp-2m-sde` (DPMSolverMultistepScheduler.from_config
                            with algorithm_type "sde-dpmsolver++")
   pndm-dpmpp-2m-sde-karras the same with use_karras_sigmas
+  deis                     DEISMultistepScheduler with its defaults (order 2, ending at the smallest sigma)
+  deis-order3-karras       solver_order 3, use_karras_sigmas, 16 steps (order 3 through the end)
+  pndm-deis                tiny-sd's own PNDM config, `--scheduler deis`
 """
 
 import json
@@ -46,7 +49,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import make_fixtures as base  # noqa: E402
 from make_fixtures import torch, diffusers  # noqa: E402
 from diffusers import (DPMSolverMultistepScheduler, EulerDiscreteScheduler, PNDMScheduler, StableDiffusionPipeline,  # noqa: E402
-                       UniPCMultistepScheduler)
+                       UniPCMultistepScheduler, DEISMultistepScheduler)
 
 OUT = os.path.join(base.FIXTURES, "scheduler-options")
 REQUEST = dict(prompt="a small green square", negative_prompt="a triangle", num_inference_steps=7, guidance_scale=6.0,
@@ -69,9 +72,12 @@ CASES = {
     "pndm-unipc": (PNDMScheduler, dict(), "unipc", {}),
     "pndm-dpmpp-2m-sde": (PNDMScheduler, dict(), "dpmpp-2m-sde", {}),
     "pndm-dpmpp-2m-sde-karras": (PNDMScheduler, dict(), "dpmpp-2m-sde-karras", {}),
+    "deis": (DEISMultistepScheduler, dict(), None, {}),
+    "deis-order3-karras": (DEISMultistepScheduler, dict(solver_order=3, use_karras_sigmas=True), None, dict(num_inference_steps=16)),
+    "pndm-deis": (PNDMScheduler, dict(), "deis", {}),
 }
 # What `--scheduler NAME` means: NAME's class from_config(the folder's config), with the kind's own settings.
-CHOSEN = {"pndm": (PNDMScheduler, {}), "unipc": (UniPCMultistepScheduler, {}),
+CHOSEN = {"pndm": (PNDMScheduler, {}), "unipc": (UniPCMultistepScheduler, {}), "deis": (DEISMultistepScheduler, {}),
           "dpmpp-2m-sde": (DPM, dict(algorithm_type="sde-dpmsolver++", use_karras_sigmas=False)),
           "dpmpp-2m-sde-karras": (DPM, dict(algorithm_type="sde-dpmsolver++", use_karras_sigmas=True))}
 

@@ -9,13 +9,14 @@ import XCTest
 /// `use_exponential_sigmas` and `lambda_min_clipped` and Euler's `use_exponential_sigmas`
 /// (15–52 levels off at this size: the options against the same configs without them in diffusers),
 /// and refused DPM++ 2M SDE and `final_sigmas_type` "sigma_min". UniPC (the folder's own, and
-/// `--scheduler unipc`) ran DPM-Solver++ in its place; DPM++ 2M SDE is also a kind of its own
+/// `--scheduler unipc`) and DEIS ran DPM-Solver++ in their place; DPM++ 2M SDE is also a kind of its own
 /// (`--scheduler dpmpp-2m-sde[-karras]`).
 final class SchedulerOptionFixtureTests: XCTestCase {
     static var dir: String { Fixtures.root + "/scheduler-options" }
     static let cases = ["pndm-prk", "euler-pndm-prk", "dpmpp-sde", "dpmpp-sde-karras-heun", "dpmpp-lu", "dpmpp-exponential",
                         "dpmpp-sigma-min", "dpmpp-lambda-clipped", "euler-exponential",
-                        "unipc", "unipc-order3-karras", "unipc-bh1-sigma-min", "pndm-unipc", "pndm-dpmpp-2m-sde", "pndm-dpmpp-2m-sde-karras"]
+                        "unipc", "unipc-order3-karras", "unipc-bh1-sigma-min", "pndm-unipc", "pndm-dpmpp-2m-sde", "pndm-dpmpp-2m-sde-karras",
+                        "deis", "deis-order3-karras", "pndm-deis"]
 
     /// tiny-sd with `config` as its scheduler (the other parts linked, model_index.json naming the class).
     func tinyFolder(scheduler config: String, in dir: String) throws -> String {

@@ -71,6 +71,7 @@ final class SchedulerStepCountTests: XCTestCase {
         XCTAssertEqual(refused[.dpmpp2m], [999, 1000])
         XCTAssertEqual(refused[.dpmpp2mSde], [999, 1000])
         XCTAssertEqual(refused[.unipc], [999, 1000])  // the same grid as DPM-Solver++'s
+        XCTAssertEqual(refused[.deis], [999, 1000])
         XCTAssertNil(refused[.dpmpp2mSdeKarras])
         XCTAssertEqual(refused[.lcm], Array(51...1000))
         XCTAssertNil(refused[.euler])
@@ -161,11 +162,13 @@ final class SchedulerStepCountTests: XCTestCase {
     func testClassNames() throws {
         XCTAssertEqual(try SchedulerKind.resolve(className: "DDIMScheduler", path: "x").kind, .ddim)
         XCTAssertNil(try SchedulerKind.resolve(className: "DDIMScheduler", path: "x").notice)
-        let deis = try SchedulerKind.resolve(className: "DEISMultistepScheduler", path: "s.json")
-        XCTAssertEqual(deis.kind, .dpmpp2m)
-        XCTAssertTrue(deis.notice?.contains("DEISMultistepScheduler") == true && deis.notice?.contains("DPM++ 2M") == true, "\(deis)")
-        XCTAssertEqual(try SchedulerKind.resolve(className: "DEISMultistepScheduler", path: nil, useKarrasSigmas: true).kind, .dpmpp2mKarras)
-        // UniPC and DPM++ 2M SDE are implemented: no notice.
+        let singlestep = try SchedulerKind.resolve(className: "DPMSolverSinglestepScheduler", path: "s.json")
+        XCTAssertEqual(singlestep.kind, .dpmpp2m)
+        XCTAssertTrue(singlestep.notice?.contains("DPMSolverSinglestepScheduler") == true && singlestep.notice?.contains("DPM++ 2M") == true,
+                      "\(singlestep)")
+        XCTAssertEqual(try SchedulerKind.resolve(className: "DPMSolverSinglestepScheduler", path: nil, useKarrasSigmas: true).kind, .dpmpp2mKarras)
+        // UniPC, DEIS and DPM++ 2M SDE are implemented: no notice.
+        XCTAssertEqual(try SchedulerKind.resolve(className: "DEISMultistepScheduler", path: "s.json").kind, .deis)
         XCTAssertEqual(try SchedulerKind.resolve(className: "UniPCMultistepScheduler", path: "s.json").kind, .unipc)
         XCTAssertNil(try SchedulerKind.resolve(className: "UniPCMultistepScheduler", path: "s.json").notice)
         XCTAssertEqual(try SchedulerKind.resolve(className: "DPMSolverMultistepScheduler", path: nil, useKarrasSigmas: true, stochastic: true).kind,

@@ -30,6 +30,7 @@ public enum SchedulerKind: String, Sendable, Hashable, CaseIterable {
     case dpmpp2mSde = "dpmpp-2m-sde"
     case dpmpp2mSdeKarras = "dpmpp-2m-sde-karras"
     case unipc
+    case deis
 
     /// The name A1111 writes in its `parameters` text.
     public var displayName: String {
@@ -45,6 +46,7 @@ public enum SchedulerKind: String, Sendable, Hashable, CaseIterable {
         case .dpmpp2mSde: return "DPM++ 2M SDE"
         case .dpmpp2mSdeKarras: return "DPM++ 2M SDE Karras"
         case .unipc: return "UniPC"
+        case .deis: return "DEIS"
         }
     }
 }

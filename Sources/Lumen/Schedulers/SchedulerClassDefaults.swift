@@ -16,6 +16,7 @@ extension SchedulerKind {
         case .pndm:
             return .init(timestepSpacing: .leading, setAlphaToOne: false, hasThresholding: false, hasZeroSNRRescale: false)
         case .ddpm: return .init(timestepSpacing: .leading, clipSample: true)
+        case .deis: return .init(timestepSpacing: .linspace, hasZeroSNRRescale: false)
         case .euler, .eulerAncestral:
             return .init(timestepSpacing: .linspace, hasThresholding: false, zeroTerminalAlphaProduct: Self.zeroSNRFloor)
         case .dpmpp2m, .dpmpp2mKarras, .dpmpp2mSde, .dpmpp2mSdeKarras, .unipc:

@@ -14,6 +14,7 @@ extension SchedulerKind {
         case "DPMSolverMultistepScheduler":
             self = stochastic ? (useKarrasSigmas ? .dpmpp2mSdeKarras : .dpmpp2mSde) : (useKarrasSigmas ? .dpmpp2mKarras : .dpmpp2m)
         case "UniPCMultistepScheduler": self = .unipc
+        case "DEISMultistepScheduler": self = .deis
         case "LCMScheduler": self = .lcm
         case "DDPMScheduler": self = .ddpm
         default: return nil
@@ -38,6 +39,7 @@ extension SchedulerKind {
             if sde || c.algorithmType == .sdeDpmsolverPlusPlus { c.algorithmType = sde ? .sdeDpmsolverPlusPlus : .dpmsolverPlusPlus }
             return try DPMSolverMultistepScheduler(config: c, steps: steps)
         case .unipc: return try UniPCMultistepScheduler(config: config, steps: steps)
+        case .deis: return try DEISMultistepScheduler(config: config, steps: steps)
         case .lcm: return try LCMScheduler(config: config, steps: steps)
         case .ddpm: return try DDPMScheduler(config: config, steps: steps)
         }
