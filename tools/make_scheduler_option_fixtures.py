@@ -37,6 +37,14 @@ Cases (all were silently drawn with other sigmas, or refused, before):
   deis                     DEISMultistepScheduler with its defaults (order 2, ending at the smallest sigma)
   deis-order3-karras       solver_order 3, use_karras_sigmas, 16 steps (order 3 through the end)
   pndm-deis                tiny-sd's own PNDM config, `--scheduler deis`
+  heun                     HeunDiscreteScheduler with its defaults (two evaluations a step)
+  heun-karras-leading      use_karras_sigmas, timestep_spacing "leading"
+  lms                      LMSDiscreteScheduler with its defaults (order 4)
+  pndm-heun, pndm-lms      tiny-sd's own PNDM config, `--scheduler heun` / `lms`
+  heun-img2img, lms-img2img  the same chosen on StableDiffusionImg2ImgPipeline with init.png (48×48,
+                           written here from a fixed pattern), strength 0.6 (`init` and `strength`
+                           in the request): the image-to-image start of a second-order scheduler
+                           (index t_start · 2) and LMS's order taken from the step index
 """
 
 import json
@@ -49,7 +57,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import make_fixtures as base  # noqa: E402
 from make_fixtures import torch, diffusers  # noqa: E402
 from diffusers import (DPMSolverMultistepScheduler, EulerDiscreteScheduler, PNDMScheduler, StableDiffusionPipeline,  # noqa: E402
-                       UniPCMultistepScheduler, DEISMultistepScheduler)
+                       UniPCMultistepScheduler, DEISMultistepScheduler, HeunDiscreteScheduler, LMSDiscreteScheduler,
+                       StableDiffusionImg2ImgPipeline)
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
 
 OUT = os.path.join(base.FIXTURES, "scheduler-options")
 REQUEST = dict(prompt="a small green square", negative_prompt="a triangle", num_inference_steps=7, guidance_scale=6.0,
@@ -75,9 +86,17 @@ CASES = {
     "deis": (DEISMultistepScheduler, dict(), None, {}),
     "deis-order3-karras": (DEISMultistepScheduler, dict(solver_order=3, use_karras_sigmas=True), None, dict(num_inference_steps=16)),
     "pndm-deis": (PNDMScheduler, dict(), "deis", {}),
+    "heun": (HeunDiscreteScheduler, dict(), None, {}),
+    "heun-karras-leading": (HeunDiscreteScheduler, dict(use_karras_sigmas=True, timestep_spacing="leading"), None, {}),
+    "lms": (LMSDiscreteScheduler, dict(), None, {}),
+    "pndm-heun": (PNDMScheduler, dict(), "heun", {}),
+    "pndm-lms": (PNDMScheduler, dict(), "lms", {}),
+    "heun-img2img": (PNDMScheduler, dict(), "heun", dict(init="scheduler-options/init.png", strength=0.6)),
+    "lms-img2img": (PNDMScheduler, dict(), "lms", dict(init="scheduler-options/init.png", strength=0.6)),
 }
 # What `--scheduler NAME` means: NAME's class from_config(the folder's config), with the kind's own settings.
 CHOSEN = {"pndm": (PNDMScheduler, {}), "unipc": (UniPCMultistepScheduler, {}), "deis": (DEISMultistepScheduler, {}),
+          "heun": (HeunDiscreteScheduler, {}), "lms": (LMSDiscreteScheduler, {}),
           "dpmpp-2m-sde": (DPM, dict(algorithm_type="sde-dpmsolver++", use_karras_sigmas=False)),
           "dpmpp-2m-sde-karras": (DPM, dict(algorithm_type="sde-dpmsolver++", use_karras_sigmas=True))}
 
@@ -99,6 +118,10 @@ def main():
     if os.path.isdir(OUT):
         shutil.rmtree(OUT)
     config = StableDiffusionPipeline.from_pretrained(base.FOLDER, local_files_only=True).scheduler.config
+    os.makedirs(OUT)
+    yy, xx = np.mgrid[0:48, 0:48]
+    pattern = np.stack([(xx * 5) % 256, (yy * 5) % 256, ((xx + 2 * yy) * 3) % 256], -1).astype(np.uint8)
+    Image.fromarray(pattern).save(os.path.join(OUT, "init.png"))
     ref, meta = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, (cls, options, chosen, extra) in CASES.items():
@@ -119,7 +142,11 @@ def main():
             if chosen == "pndm":
                 assert not pipe.scheduler.config.skip_prk_steps
             request = dict(REQUEST, **extra)
-            args = {k: v for k, v in request.items() if k != "seed"}
+            args = {k: v for k, v in request.items() if k not in ("seed", "init")}
+            if "init" in request:
+                pipe = StableDiffusionImg2ImgPipeline(**pipe.components)
+                args.update(image=Image.open(os.path.join(base.FIXTURES, request["init"])).convert("RGB"))
+                del args["height"], args["width"]
             image = pipe(**args, generator=torch.Generator().manual_seed(request["seed"]), output_type="np").images
             assert torch.isfinite(torch.from_numpy(image)).all()
             ref["image." + name] = torch.from_numpy(image).float().contiguous()

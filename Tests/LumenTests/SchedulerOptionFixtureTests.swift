@@ -9,14 +9,17 @@ import XCTest
 /// `use_exponential_sigmas` and `lambda_min_clipped` and Euler's `use_exponential_sigmas`
 /// (15–52 levels off at this size: the options against the same configs without them in diffusers),
 /// and refused DPM++ 2M SDE and `final_sigmas_type` "sigma_min". UniPC (the folder's own, and
-/// `--scheduler unipc`) and DEIS ran DPM-Solver++ in their place; DPM++ 2M SDE is also a kind of its own
+/// `--scheduler unipc`) and DEIS ran DPM-Solver++ in their place, Heun and LMS Euler (Heun is the
+/// first scheduler with two evaluations a step, so its image-to-image cases check the pipeline's
+/// second-order start); DPM++ 2M SDE is also a kind of its own
 /// (`--scheduler dpmpp-2m-sde[-karras]`).
 final class SchedulerOptionFixtureTests: XCTestCase {
     static var dir: String { Fixtures.root + "/scheduler-options" }
     static let cases = ["pndm-prk", "euler-pndm-prk", "dpmpp-sde", "dpmpp-sde-karras-heun", "dpmpp-lu", "dpmpp-exponential",
                         "dpmpp-sigma-min", "dpmpp-lambda-clipped", "euler-exponential",
                         "unipc", "unipc-order3-karras", "unipc-bh1-sigma-min", "pndm-unipc", "pndm-dpmpp-2m-sde", "pndm-dpmpp-2m-sde-karras",
-                        "deis", "deis-order3-karras", "pndm-deis"]
+                        "deis", "deis-order3-karras", "pndm-deis",
+                        "heun", "heun-karras-leading", "lms", "pndm-heun", "pndm-lms", "heun-img2img", "lms-img2img"]
 
     /// tiny-sd with `config` as its scheduler (the other parts linked, model_index.json naming the class).
     func tinyFolder(scheduler config: String, in dir: String) throws -> String {
@@ -43,6 +46,11 @@ final class SchedulerOptionFixtureTests: XCTestCase {
             let fields = try DiffusersRequest(ref, key: name)
             var request = fields.request
             request.scheduler = (fields.fields["scheduler"] as? String).flatMap(SchedulerKind.init(rawValue:))
+            if let init_ = fields.fields["init"] as? String {
+                request.initImage = try InitImage(pngPath: Fixtures.root + "/" + init_)
+                request.strength = Float(try XCTUnwrap(fields.fields["strength"] as? Double))
+                (request.width, request.height) = (nil, nil)
+            }
             try assertDraws(pipeline, request, like: "image." + name, in: ref, maxPixelError: 1)
         }
     }

@@ -31,6 +31,8 @@ public enum SchedulerKind: String, Sendable, Hashable, CaseIterable {
     case dpmpp2mSdeKarras = "dpmpp-2m-sde-karras"
     case unipc
     case deis
+    case heun
+    case lms
 
     /// The name A1111 writes in its `parameters` text.
     public var displayName: String {
@@ -47,6 +49,8 @@ public enum SchedulerKind: String, Sendable, Hashable, CaseIterable {
         case .dpmpp2mSdeKarras: return "DPM++ 2M SDE Karras"
         case .unipc: return "UniPC"
         case .deis: return "DEIS"
+        case .heun: return "Heun"
+        case .lms: return "LMS"
         }
     }
 }

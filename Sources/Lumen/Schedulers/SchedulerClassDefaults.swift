@@ -17,6 +17,9 @@ extension SchedulerKind {
             return .init(timestepSpacing: .leading, setAlphaToOne: false, hasThresholding: false, hasZeroSNRRescale: false)
         case .ddpm: return .init(timestepSpacing: .leading, clipSample: true)
         case .deis: return .init(timestepSpacing: .linspace, hasZeroSNRRescale: false)
+        case .lms: return .init(timestepSpacing: .linspace, hasThresholding: false, hasZeroSNRRescale: false)
+        case .heun:
+            return .init(betaStart: 0.00085, betaEnd: 0.012, timestepSpacing: .linspace, hasThresholding: false, hasZeroSNRRescale: false)
         case .euler, .eulerAncestral:
             return .init(timestepSpacing: .linspace, hasThresholding: false, zeroTerminalAlphaProduct: Self.zeroSNRFloor)
         case .dpmpp2m, .dpmpp2mKarras, .dpmpp2mSde, .dpmpp2mSdeKarras, .unipc:

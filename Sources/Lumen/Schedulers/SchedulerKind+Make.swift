@@ -15,6 +15,8 @@ extension SchedulerKind {
             self = stochastic ? (useKarrasSigmas ? .dpmpp2mSdeKarras : .dpmpp2mSde) : (useKarrasSigmas ? .dpmpp2mKarras : .dpmpp2m)
         case "UniPCMultistepScheduler": self = .unipc
         case "DEISMultistepScheduler": self = .deis
+        case "HeunDiscreteScheduler": self = .heun
+        case "LMSDiscreteScheduler": self = .lms
         case "LCMScheduler": self = .lcm
         case "DDPMScheduler": self = .ddpm
         default: return nil
@@ -40,6 +42,8 @@ extension SchedulerKind {
             return try DPMSolverMultistepScheduler(config: c, steps: steps)
         case .unipc: return try UniPCMultistepScheduler(config: config, steps: steps)
         case .deis: return try DEISMultistepScheduler(config: config, steps: steps)
+        case .heun: return try HeunDiscreteScheduler(config: config, steps: steps)
+        case .lms: return try LMSDiscreteScheduler(config: config, steps: steps)
         case .lcm: return try LCMScheduler(config: config, steps: steps)
         case .ddpm: return try DDPMScheduler(config: config, steps: steps)
         }
