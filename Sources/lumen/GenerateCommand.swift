@@ -27,11 +27,12 @@ struct GenerateCommand: ParsableCommand {
             help: "How prompts are read: a1111 (attention weights (a) [a] (a:1.3), escapes \\(, BREAK, any length in 75-token chunks, as AUTOMATIC1111) or plain (the text as it is, 77 tokens, as diffusers).")
     var promptSyntax: PromptSyntax = .a1111
 
-    @Option(help: "Denoising steps.")
-    var steps = 25
+    @Option(name: .customLong("steps"), help: "Denoising steps (default 50, diffusers' default).")
+    var stepsOption: Int?
 
-    @Option(help: "Classifier-free guidance scale (at most 1 disables guidance).")
-    var guidance: Float = 7.5
+    @Option(name: .customLong("guidance"),
+            help: "Classifier-free guidance scale, at most 1 disables guidance (default diffusers' for the model: 7.5, SDXL 5.0, SDXL inpainting 7.5).")
+    var guidanceOption: Float?
 
     @Option(name: .customLong("guidance-rescale"),
             help: "Rescale the guided prediction to the conditional one's standard deviation, in this share 0…1 (diffusers' guidance_rescale; 0.7 for models trained with zero terminal SNR, 0 is off).")
@@ -68,10 +69,13 @@ struct GenerateCommand: ParsableCommand {
     @Option(name: .customLong("init-image"), help: "A PNG to start from (image-to-image).")
     var initImage: String?
 
-    @Option(name: .customLong("strength"), help: "Image-to-image: how much of the starting image to repaint, in (0, 1] (default 0.8; 1 with --outpaint).")
+    @Option(name: .customLong("strength"),
+            help: "Image-to-image: how much of the starting image to repaint, in (0, 1] (default diffusers' for the pipeline: 0.8, with --mask 1.0; SDXL 0.3, with --mask 0.9999; 1 with --outpaint).")
     var strengthOption: Float?
 
-    /// The strength in force: the flag's, else diffusers' img2img default.
+    /// What validation checks before the model is read: the flags as given, else SD's defaults.
+    var steps: Int { stepsOption ?? 50 }
+    var guidance: Float { guidanceOption ?? 7.5 }
     var strength: Float { strengthOption ?? 0.8 }
 
     @Option(help: "A ControlNet (a diffusers ControlNetModel folder or a single .safetensors file, original or diffusers names) and its conditioning image (an edge, depth or pose map of the output's size), as CONTROLNET:PNG or CONTROLNET:PNG:SCALE (default scale 1); repeat for several (their residuals are summed). CONTROLNET:canny=PHOTO.png computes the edge map of a photo first (OpenCV's Canny, thresholds 100 and 200).")
@@ -250,11 +254,13 @@ struct GenerateCommand: ParsableCommand {
             budget.source = "--memory-budget"
             pipeline.memoryBudget = budget
         }
+        // Unset flags take the defaults of the diffusers pipeline this request maps to.
+        let defaults = PipelineDefaults(model: pipeline.model, masked: mask != nil || outpaint != nil)
         var request = GenerationRequest(prompt: prompt)
         request.negativePrompt = negativePrompt
         request.promptSyntax = promptSyntax
-        request.steps = steps
-        request.guidanceScale = guidance
+        request.steps = stepsOption ?? defaults.steps
+        request.guidanceScale = guidanceOption ?? defaults.guidanceScale
         request.guidanceRescale = guidanceRescale
         request.width = width
         request.height = height
@@ -269,7 +275,7 @@ struct GenerateCommand: ParsableCommand {
         request.encoder = try imageEncoder()
         if let initImage {
             request.initImage = try InitImage(pngPath: initImage)
-            request.strength = strength
+            request.strength = strengthOption ?? defaults.strength
         }
         if let mask { request.mask = try InitImage(pngPath: mask) }
         if let outpaint, let pad = Outpaint(outpaint), let image = request.initImage {
@@ -310,7 +316,7 @@ struct GenerateCommand: ParsableCommand {
         // On the CPU, the instruction set and threads it runs with (a quota, a cpuset or
         // LUMEN_CPU_ISA can make them fewer than the machine's; `lumen devices` says why).
         let cpu = (pipeline.executor as? CPUExecutor).map { " (\(CPUExecutor.instructionSet), \($0.pool.threads) thread\($0.pool.threads == 1 ? "" : "s"))" } ?? ""
-        FileHandle.standardError.write(Data("lumen: \(w)x\(h), \(steps) steps, \(kind.displayName), seed \(request.seed), \(pipeline.executor.backendName)\(cpu)\n".utf8))
+        FileHandle.standardError.write(Data("lumen: \(w)x\(h), \(request.steps) steps, \(kind.displayName), seed \(request.seed), \(pipeline.executor.backendName)\(cpu)\n".utf8))
         let plan = try pipeline.memoryPlan(for: request)
         if dryRun {
             if json {
@@ -333,7 +339,7 @@ struct GenerateCommand: ParsableCommand {
         if case .taesd(let path) = request.encoder { _ = try pipeline.taesdEncoder(path) }
         var parameters = prompt
         if let negativePrompt, !negativePrompt.isEmpty { parameters += "\nNegative prompt: \(negativePrompt)" }
-        parameters += "\nSteps: \(steps), Sampler: \(kind.displayName), CFG scale: \(guidance), Seed: \(request.seed), "
+        parameters += "\nSteps: \(request.steps), Sampler: \(kind.displayName), CFG scale: \(request.guidanceScale), Seed: \(request.seed), "
             + "Size: \(w)x\(h), Model: \((model as NSString).lastPathComponent)"
         if initImage != nil { parameters += ", Denoising strength: \(request.strength)" }
         if clipSkip > 0 { parameters += ", Clip skip: \(clipSkip + 1)" }
@@ -387,7 +393,7 @@ struct GenerateCommand: ParsableCommand {
             }
             let summary = Summary(images: paths, prompt: prompt, negative_prompt: negativePrompt, scheduler: kind.rawValue,
                                   backend: pipeline.executor.backendName, model: model, seed: request.seed, width: w, height: h,
-                                  steps: steps, count: count, guidance: guidance, strength: initImage == nil ? nil : request.strength,
+                                  steps: request.steps, count: count, guidance: request.guidanceScale, strength: initImage == nil ? nil : request.strength,
                                   seconds: Date().timeIntervalSince(started),
                                   planned_peak_bytes: plan.peak, peak_resident_bytes: ProcessMemory.peakResidentBytes)
             let encoder = JSONEncoder()

@@ -145,7 +145,7 @@ final class ServerTests: ServerTestCase {
             check(try await send(.POST, gen, raw: Data(repeating: 32, count: 10_000)), .payloadTooLarge)
             check(try await send(.GET, base + "/v1/nothing"), .notFound)
 
-            let a = try await send(.POST, base + "/sdapi/v1/txt2img", json: ["prompt": "x", "sampler_name": "Heun"])
+            let a = try await send(.POST, base + "/sdapi/v1/txt2img", json: ["prompt": "x", "sampler_name": "DPM adaptive"])
             XCTAssertEqual(a.status, .badRequest)
             XCTAssertTrue((a.json["detail"] as? String)?.contains("sampler_name") == true)
             let png = try await send(.POST, base + "/sdapi/v1/png-info", json: ["image": Data("not a png".utf8).base64EncodedString()])

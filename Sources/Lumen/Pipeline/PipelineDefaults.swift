@@ -1,0 +1,28 @@
+/// The defaults of the diffusers pipeline a request maps to, for callers that leave a value unset
+/// (`lumen generate` without `--steps`, `--guidance` or `--strength`): the same call in diffusers,
+/// without those arguments, then draws the same image.
+///
+/// | pipeline (diffusers 0.42)                            | steps | guidance | strength |
+/// |------------------------------------------------------|-------|----------|----------|
+/// | StableDiffusion(Img2Img/ControlNet)Pipeline          | 50    | 7.5      | 0.8      |
+/// | StableDiffusion(ControlNet)InpaintPipeline           | 50    | 7.5      | 1.0      |
+/// | StableDiffusionXL(Img2Img/ControlNet)Pipeline        | 50    | 5.0      | 0.3      |
+/// | StableDiffusionXLInpaintPipeline                     | 50    | 7.5      | 0.9999   |
+public struct PipelineDefaults: Sendable, Hashable {
+    public var steps: Int
+    public var guidanceScale: Float
+    /// The image-to-image strength (with a mask: the inpainting pipeline's).
+    public var strength: Float
+
+    public init(steps: Int, guidanceScale: Float, strength: Float) {
+        (self.steps, self.guidanceScale, self.strength) = (steps, guidanceScale, strength)
+    }
+
+    /// For a model (SDXL base or refiner, or SD 1.x/2.x) and whether the request has a mask.
+    public init(model: StableDiffusionModel, masked: Bool) {
+        let xl = model.xl != nil || model.refiner != nil
+        steps = 50
+        guidanceScale = xl && !masked ? 5.0 : 7.5
+        strength = masked ? (xl ? 0.9999 : 1.0) : (xl ? 0.3 : 0.8)
+    }
+}
