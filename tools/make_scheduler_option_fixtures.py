@@ -45,6 +45,9 @@ Cases (all were silently drawn with other sigmas, or refused, before):
                            written here from a fixed pattern), strength 0.6 (`init` and `strength`
                            in the request): the image-to-image start of a second-order scheduler
                            (index t_start · 2) and LMS's order taken from the step index
+  kdpm2, kdpm2-a-karras    KDPM2DiscreteScheduler with its defaults; KDPM2AncestralDiscreteScheduler
+                           with use_karras_sigmas (noise drawn after each step's second evaluation)
+  pndm-kdpm2-a, kdpm2-a-img2img  `--scheduler kdpm2-a` on tiny-sd, text-to-image and image-to-image
 """
 
 import json
@@ -58,6 +61,7 @@ import make_fixtures as base  # noqa: E402
 from make_fixtures import torch, diffusers  # noqa: E402
 from diffusers import (DPMSolverMultistepScheduler, EulerDiscreteScheduler, PNDMScheduler, StableDiffusionPipeline,  # noqa: E402
                        UniPCMultistepScheduler, DEISMultistepScheduler, HeunDiscreteScheduler, LMSDiscreteScheduler,
+                       KDPM2DiscreteScheduler, KDPM2AncestralDiscreteScheduler,
                        StableDiffusionImg2ImgPipeline)
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
@@ -93,10 +97,14 @@ CASES = {
     "pndm-lms": (PNDMScheduler, dict(), "lms", {}),
     "heun-img2img": (PNDMScheduler, dict(), "heun", dict(init="scheduler-options/init.png", strength=0.6)),
     "lms-img2img": (PNDMScheduler, dict(), "lms", dict(init="scheduler-options/init.png", strength=0.6)),
+    "kdpm2": (KDPM2DiscreteScheduler, dict(), None, {}),
+    "kdpm2-a-karras": (KDPM2AncestralDiscreteScheduler, dict(use_karras_sigmas=True), None, {}),
+    "pndm-kdpm2-a": (PNDMScheduler, dict(), "kdpm2-a", {}),
+    "kdpm2-a-img2img": (PNDMScheduler, dict(), "kdpm2-a", dict(init="scheduler-options/init.png", strength=0.6)),
 }
 # What `--scheduler NAME` means: NAME's class from_config(the folder's config), with the kind's own settings.
 CHOSEN = {"pndm": (PNDMScheduler, {}), "unipc": (UniPCMultistepScheduler, {}), "deis": (DEISMultistepScheduler, {}),
-          "heun": (HeunDiscreteScheduler, {}), "lms": (LMSDiscreteScheduler, {}),
+          "heun": (HeunDiscreteScheduler, {}), "lms": (LMSDiscreteScheduler, {}), "kdpm2-a": (KDPM2AncestralDiscreteScheduler, {}),
           "dpmpp-2m-sde": (DPM, dict(algorithm_type="sde-dpmsolver++", use_karras_sigmas=False)),
           "dpmpp-2m-sde-karras": (DPM, dict(algorithm_type="sde-dpmsolver++", use_karras_sigmas=True))}
 

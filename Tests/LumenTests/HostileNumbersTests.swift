@@ -86,10 +86,10 @@ final class HostileNumbersTests: TemporaryDirectoryTestCase {
         XCTAssertThrowsError(try Pipeline(modelPath: foo, backend: .cpu)) { error in
             XCTAssertEqual(error as? SchedulerError, .unknownScheduler(name: "Foo", path: foo + "/" + sched))
         }
-        let kdpm2 = try Pipeline(modelPath: try tinyCopy(editing: sched) { $0["_class_name"] = "KDPM2DiscreteScheduler" }, backend: .cpu)
-        XCTAssertEqual(kdpm2.schedulerKind(for: GenerationRequest(prompt: "x")), .euler)
-        XCTAssertEqual(kdpm2.notices.count, 1)
-        XCTAssertTrue(kdpm2.notices[0].contains("KDPM2DiscreteScheduler") && kdpm2.notices[0].contains("Euler"), "\(kdpm2.notices)")
+        let edm = try Pipeline(modelPath: try tinyCopy(editing: sched) { $0["_class_name"] = "EDMEulerScheduler" }, backend: .cpu)
+        XCTAssertEqual(edm.schedulerKind(for: GenerationRequest(prompt: "x")), .euler)
+        XCTAssertEqual(edm.notices.count, 1)
+        XCTAssertTrue(edm.notices[0].contains("EDMEulerScheduler") && edm.notices[0].contains("Euler"), "\(edm.notices)")
         let heun = try Pipeline(modelPath: try tinyCopy(editing: sched) { $0["_class_name"] = "HeunDiscreteScheduler" }, backend: .cpu)
         XCTAssertEqual(heun.schedulerKind(for: GenerationRequest(prompt: "x")), .heun)
         XCTAssertEqual(heun.notices, [])

@@ -73,6 +73,8 @@ final class SchedulerStepCountTests: XCTestCase {
         XCTAssertEqual(refused[.unipc], [999, 1000])  // the same grid as DPM-Solver++'s
         XCTAssertEqual(refused[.deis], [999, 1000])
         XCTAssertNil(refused[.heun])  // Euler's grid, doubled
+        XCTAssertNil(refused[.kdpm2])
+        XCTAssertNil(refused[.kdpm2Ancestral])
         XCTAssertEqual(refused[.lms], [1000])  // leading's timestep 1000 repeats 999's sigma: a Lagrange node twice
         XCTAssertNil(refused[.dpmpp2mSdeKarras])
         XCTAssertEqual(refused[.lcm], Array(51...1000))
@@ -175,7 +177,8 @@ final class SchedulerStepCountTests: XCTestCase {
         XCTAssertNil(try SchedulerKind.resolve(className: "UniPCMultistepScheduler", path: "s.json").notice)
         XCTAssertEqual(try SchedulerKind.resolve(className: "DPMSolverMultistepScheduler", path: nil, useKarrasSigmas: true, stochastic: true).kind,
                        .dpmpp2mSdeKarras)
-        XCTAssertEqual(try SchedulerKind.resolve(className: "KDPM2DiscreteScheduler", path: nil).kind, .euler)
+        XCTAssertEqual(try SchedulerKind.resolve(className: "EDMEulerScheduler", path: nil).kind, .euler)
+        XCTAssertEqual(try SchedulerKind.resolve(className: "KDPM2DiscreteScheduler", path: nil).kind, .kdpm2)
         XCTAssertEqual(try SchedulerKind.resolve(className: "HeunDiscreteScheduler", path: nil).kind, .heun)
         XCTAssertThrowsError(try SchedulerKind.resolve(className: "Foo", path: "s.json")) {
             XCTAssertEqual($0 as? SchedulerError, .unknownScheduler(name: "Foo", path: "s.json"))

@@ -33,6 +33,8 @@ public enum SchedulerKind: String, Sendable, Hashable, CaseIterable {
     case deis
     case heun
     case lms
+    case kdpm2
+    case kdpm2Ancestral = "kdpm2-a"
 
     /// The name A1111 writes in its `parameters` text.
     public var displayName: String {
@@ -51,6 +53,8 @@ public enum SchedulerKind: String, Sendable, Hashable, CaseIterable {
         case .deis: return "DEIS"
         case .heun: return "Heun"
         case .lms: return "LMS"
+        case .kdpm2: return "DPM2"
+        case .kdpm2Ancestral: return "DPM2 a"
         }
     }
 }

@@ -2,20 +2,19 @@ extension SchedulerKind {
     /// The diffusers classes Lumen implements.
     public static let supportedClassNames = [
         "DDIMScheduler", "PNDMScheduler", "EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler",
-        "DPMSolverMultistepScheduler", "LCMScheduler", "DDPMScheduler", "UniPCMultistepScheduler", "DEISMultistepScheduler", "HeunDiscreteScheduler", "LMSDiscreteScheduler",
+        "DPMSolverMultistepScheduler", "LCMScheduler", "DDPMScheduler", "UniPCMultistepScheduler", "DEISMultistepScheduler",
+        "HeunDiscreteScheduler", "LMSDiscreteScheduler", "KDPM2DiscreteScheduler", "KDPM2AncestralDiscreteScheduler",
     ]
 
     /// diffusers schedulers Lumen lacks, and the one it runs in their place. The substitute solves the
     /// same ODE (or SDE) on the same noise schedule with a method of the same kind, so a folder that
-    /// ships one still gives a picture of the intended quality rather than an error: multistep
-    /// solvers (single-step DPM-Solver) → DPM-Solver++ 2M; the sigma-space Karras
-    /// samplers (KDPM2, EDM Euler) → Euler; the ancestral/stochastic ones → Euler a;
-    /// TCD (a consistency sampler) → LCM.
+    /// ships one still gives a picture of the intended quality rather than an error: single-step
+    /// DPM-Solver and EDM DPM-Solver → DPM-Solver++ 2M; EDM Euler → Euler; the Brownian-tree SDE
+    /// solver → Euler a; TCD (a consistency sampler) → LCM.
     static let substitutes: [String: SchedulerKind] = [
         "DPMSolverSinglestepScheduler": .dpmpp2m, "EDMDPMSolverMultistepScheduler": .dpmpp2m,
-        "KDPM2DiscreteScheduler": .euler,
         "EDMEulerScheduler": .euler,
-        "KDPM2AncestralDiscreteScheduler": .eulerAncestral, "DPMSolverSDEScheduler": .eulerAncestral,
+        "DPMSolverSDEScheduler": .eulerAncestral,
         "TCDScheduler": .lcm,
     ]
 

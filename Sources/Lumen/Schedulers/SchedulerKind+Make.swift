@@ -17,6 +17,8 @@ extension SchedulerKind {
         case "DEISMultistepScheduler": self = .deis
         case "HeunDiscreteScheduler": self = .heun
         case "LMSDiscreteScheduler": self = .lms
+        case "KDPM2DiscreteScheduler": self = .kdpm2
+        case "KDPM2AncestralDiscreteScheduler": self = .kdpm2Ancestral
         case "LCMScheduler": self = .lcm
         case "DDPMScheduler": self = .ddpm
         default: return nil
@@ -44,6 +46,8 @@ extension SchedulerKind {
         case .deis: return try DEISMultistepScheduler(config: config, steps: steps)
         case .heun: return try HeunDiscreteScheduler(config: config, steps: steps)
         case .lms: return try LMSDiscreteScheduler(config: config, steps: steps)
+        case .kdpm2: return try KDPM2DiscreteScheduler(config: config, steps: steps)
+        case .kdpm2Ancestral: return try KDPM2AncestralDiscreteScheduler(config: config, steps: steps)
         case .lcm: return try LCMScheduler(config: config, steps: steps)
         case .ddpm: return try DDPMScheduler(config: config, steps: steps)
         }
