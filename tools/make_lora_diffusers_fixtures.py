@@ -22,9 +22,16 @@ Deterministic (fixed seeds, one CPU thread). It writes, under Tests/Fixtures/lor
                               to_v_lora, to_out_lora for to_out.0). Those files' keys often lack the
                               `unet.` prefix, which diffusers 0.42 no longer reads (it loads nothing
                               from them), so this one has it.
+  tiny-diffusers-mixed.safetensors  the same recipe with the UNet's proj_in/proj_out adapted too
+                              (its own seeds): convert_state_dict_to_diffusers renames only the
+                              attention projections (`lora.down`), so the file mixes them with PEFT's
+                              `lora_A`/`lora_B` for proj_in/proj_out. diffusers' load_lora_adapter
+                              sees `lora_A` in the first UNet key and reads the file as PEFT's
+                              layout alone: the attention factors adapt nothing (checked below).
   reference-diffusers.safetensors  f32 images [1, 64, 64, 3] (numpy, [0, 1]) of
                               StableDiffusionPipeline on tiny-sd with each file loaded by
-                              load_lora_weights: `image.training_scripts`, `image.processor`; the
+                              load_lora_weights: `image.training_scripts`, `image.processor`,
+                              `image.mixed`; the
                               request (make_lora_fixtures.py's) is in __metadata__.
 """
 
@@ -46,6 +53,7 @@ from peft.utils import get_peft_model_state_dict  # noqa: E402
 OUT = lora_fixtures.OUT
 TRAINING = os.path.join(OUT, "tiny-diffusers.safetensors")
 PROCESSOR = os.path.join(OUT, "tiny-diffusers-processor.safetensors")
+MIXED = os.path.join(OUT, "tiny-diffusers-mixed.safetensors")
 REFERENCE = os.path.join(OUT, "reference-diffusers.safetensors")
 SEED = 5200
 UNET_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]  # train_text_to_image_lora.py's
@@ -105,6 +113,29 @@ def main():
         assert (adapted(pipe.unet, "d"), adapted(pipe.text_encoder, "d")) == counts, (name, counts)
         ref["image." + name] = lora_fixtures.draw(pipe)
         assert (ref["image." + name] - ref["image.none"]).abs().max() > 0.1, name
+
+    # Attention and proj_in/proj_out: a file of mixed names, which diffusers reads only in part.
+    pipe = pipeline()
+    torch.manual_seed(SEED + 2)
+    pipe.unet.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights="gaussian", target_modules=UNET_TARGETS + ["proj_in", "proj_out"]))
+    g = torch.Generator().manual_seed(SEED + 3)
+    with torch.no_grad():
+        for name, p in pipe.unet.named_parameters():
+            if "lora_B" in name:
+                p.copy_((torch.randn(p.shape, generator=g) * 0.5).to(torch.float16).float())
+            elif "lora_A" in name:
+                p.copy_(p.to(torch.float16).float())
+    StableDiffusionPipeline.save_lora_weights(OUT, unet_lora_layers=convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.unet)),
+                                              weight_name=os.path.basename(MIXED), safe_serialization=True)
+    mixed = load_file(MIXED)
+    n_peft = sum(1 for k in mixed if k.endswith(".lora_A.weight"))
+    first_unet = next(k for k in mixed if k.startswith("unet."))
+    assert n_peft and any(k.endswith(".lora.down.weight") for k in mixed) and "lora_A" in first_unet, sorted(mixed)[:4]
+    pipe = pipeline()
+    pipe.load_lora_weights(MIXED, adapter_name="d")
+    assert adapted(pipe.unet, "d") == n_peft  # only the PEFT-named modules
+    ref["image.mixed"] = lora_fixtures.draw(pipe)
+    assert (ref["image.mixed"] - ref["image.none"]).abs().max() > 0.1
     del ref["image.none"]
 
     base.save_safetensors({k: v.contiguous() for k, v in ref.items()}, REFERENCE, metadata={
@@ -112,7 +143,7 @@ def main():
         "request": json.dumps(lora_fixtures.REQUEST, sort_keys=True),
         "versions": json.dumps({"torch": torch.__version__, "diffusers": diffusers.__version__,
                                 "peft": peft.__version__}, sort_keys=True)})
-    for p in (TRAINING, PROCESSOR, REFERENCE):
+    for p in (TRAINING, PROCESSOR, MIXED, REFERENCE):
         os.chmod(p, 0o644)
         print(f"  {os.path.relpath(p, base.REPO):45s} {os.path.getsize(p):>10,} bytes")
     print(f"adapted: {n_unet} UNet layers, {n_text} text-encoder layers")

@@ -33,6 +33,25 @@ final class LoRATests: XCTestCase {
         }
     }
 
+    /// A training script's file that adapts more than the attention projections mixes PEFT's names
+    /// (proj_in/proj_out: `lora_A`) with the renamed ones (`lora.down`); diffusers' loader sees
+    /// `lora_A` in the first UNet key, reads the file as PEFT's layout alone and leaves the
+    /// attention factors out. Lumen applied them all (an image far from diffusers'); now it does
+    /// as diffusers does and says so.
+    func testMixedNamesAreReadAsDiffusersReadsThem() throws {
+        let path = Self.dir + "/tiny-diffusers-mixed.safetensors"
+        let lora = try LoRA(path: path)
+        let file = try SafetensorsFile(path: path)
+        XCTAssertEqual(lora.ignoredTensors.count, file.names.filter { $0.hasSuffix(".lora.down.weight") || $0.hasSuffix(".lora.up.weight") }.count)
+        XCTAssertFalse(lora.ignoredTensors.isEmpty)
+        let pipeline = try Pipeline(modelPath: Fixtures.tinyFolder, backend: .cpu, loras: [LoRAWeight(path: path)])
+        XCTAssertTrue(pipeline.notices.contains { $0.contains(path) && $0.contains("leaves them out") }, "\(pipeline.notices)")
+        try check(pipeline, "image.mixed", maxPixelError: 1, reference: "reference-diffusers.safetensors")
+        // A file of one layout ignores nothing.
+        XCTAssertEqual(try LoRA(path: Self.dir + "/tiny-diffusers.safetensors").ignoredTensors, [])
+        XCTAssertNil(try LoRA(path: Self.dir + "/tiny-diffusers.safetensors").notice)
+    }
+
     /// The processor layout as older files wrote it, without the `unet.` prefix (which diffusers
     /// 0.42 no longer reads): the same factors, so the same image as with the prefix.
     func testProcessorLayoutWithoutPrefix() throws {

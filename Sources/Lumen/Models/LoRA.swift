@@ -39,6 +39,17 @@ public final class LoRA: @unchecked Sendable {
     public let path: String
     /// Adapted modules by network and the key the file names them by.
     let modules: [Network: [ModuleKey: Factors]]
+    /// UNet tensors in diffusers' older names that diffusers' loader leaves out, as Lumen does: a
+    /// file whose first UNet tensor has PEFT's name (`lora_A`) is read as PEFT's layout alone, so
+    /// `lora.down`/`lora.up` and processor names beside it adapt nothing (diffusers' training
+    /// scripts write such files when they adapt more than the attention projections).
+    public let ignoredTensors: [String]
+    /// A one-line notice when tensors were ignored, for a front end to show.
+    public var notice: String? {
+        guard let first = ignoredTensors.first else { return nil }
+        return "\(path): \(ignoredTensors.count) UNet tensors in diffusers' older LoRA names (e.g. '\(first)') sit beside PEFT's "
+            + "lora_A/lora_B names; diffusers' loader reads such a file as PEFT's layout alone and leaves them out, and so does Lumen"
+    }
     public var moduleCount: Int { modules.values.map(\.count).reduce(0, +) }
 
     public init(path: String) throws {
@@ -46,8 +57,22 @@ public final class LoRA: @unchecked Sendable {
         let file = try SafetensorsFile(path: path)
         var parts: [Network: [ModuleKey: (down: Tensor?, up: Tensor?, alpha: Float?, key: String)]] = [:]
         var unknown: [String] = []
+        // diffusers' load_lora_adapter: "lora_A" in the first UNet key (alphas aside, which its
+        // loader takes out before) means PEFT's layout, and the other names are not converted.
+        let unetNames = file.names.filter { name in
+            guard let (network, module, _) = Self.classify(name), network == .unet, case .canonical = module else { return false }
+            return !name.hasSuffix(".alpha")
+        }
+        let peftOnly = unetNames.first?.contains("lora_A") == true
+        var ignored: [String] = [], ignoredModules: Set<ModuleKey> = []
         for name in file.names {
             guard let (network, module, role) = Self.classify(name) else { unknown.append(name); continue }
+            if peftOnly, network == .unet, case .canonical = module, !name.hasSuffix(".alpha"),
+               !name.hasSuffix(".lora_A.weight"), !name.hasSuffix(".lora_B.weight") {
+                ignored.append(name)
+                ignoredModules.insert(module)
+                continue
+            }
             var entry = parts[network, default: [:]][module] ?? (nil, nil, nil, String(name.prefix { $0 != "." }))
             let t = try file.tensor(name)
             switch role {
@@ -70,6 +95,8 @@ public final class LoRA: @unchecked Sendable {
         var modules: [Network: [ModuleKey: Factors]] = [:]
         for (network, entries) in parts {
             for (module, e) in entries {
+                // An ignored module's alpha alone has nothing to scale.
+                if network == .unet, ignoredModules.contains(module), e.down == nil, e.up == nil { continue }
                 guard let down = e.down, let up = e.up else {
                     throw ModelFileError.missingTensor(path: path, tensor: "\(e.key): " + (e.down == nil ? "the down (A) factor" : "the up (B) factor"))
                 }
@@ -83,6 +110,7 @@ public final class LoRA: @unchecked Sendable {
         }
         guard !modules.isEmpty else { throw ModelFileError.malformed(path: path, detail: "no LoRA tensors") }
         self.modules = modules
+        ignoredTensors = ignored
     }
 
     /// (network, canonical module path, "down" | "up" | "alpha") of a tensor name, nil when the

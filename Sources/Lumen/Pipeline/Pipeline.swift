@@ -92,6 +92,7 @@ public final class Pipeline: @unchecked Sendable {
         tokenizer2 = try model.xl?.tokenizer2Path.map { [pad2 = model.xl?.tokenizer2PadToken] in try CLIPTokenizer(folder: $0, padToken: pad2) }  // SDXL single files pad with "!"
         schedulerConfig = try model.schedulerConfigPath.map { try SchedulerConfig(path: $0) } ?? model.schedulerDefaults ?? SchedulerConfig()
         (defaultScheduler, notices) = try Pipeline.defaultScheduler(model: model, config: schedulerConfig)
+        notices += model.loras.compactMap(\.lora.notice)
         cache = ProgramCache(executor: executor)
         conditioning = try makeConditioningStage(model: model, tokenizer: tokenizer, tokenizer2: tokenizer2)
         vae = VAEStage(config: model.vaeConfig, weights: model.vaeWeights, cache: cache, withLoRAs: !model.loras.isEmpty)
