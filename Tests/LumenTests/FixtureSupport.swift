@@ -13,6 +13,21 @@ enum Fixtures {
     static func referenceTensor(_ name: String) throws -> Tensor {
         try SafetensorsFile(path: reference).tensor(name)
     }
+
+    /// A folder at `folder` with `model`'s networks and tokenizer linked and `schedulerConfig` (a
+    /// scheduler_config.json) as its scheduler, model_index.json naming that class.
+    static func folder(_ folder: String, model: String, schedulerConfig: String) throws -> String {
+        let fm = FileManager.default
+        try fm.createDirectory(atPath: folder + "/scheduler", withIntermediateDirectories: true)
+        for part in ["text_encoder", "tokenizer", "unet", "vae"] {
+            try fm.createSymbolicLink(atPath: folder + "/" + part, withDestinationPath: model + "/" + part)
+        }
+        try fm.copyItem(atPath: schedulerConfig, toPath: folder + "/scheduler/scheduler_config.json")
+        var index = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: model + "/model_index.json"))) as! [String: Any]
+        index["scheduler"] = ["diffusers", try XCTUnwrap(SchedulerConfig(path: schedulerConfig).className)]
+        try JSONSerialization.data(withJSONObject: index).write(to: URL(fileURLWithPath: folder + "/model_index.json"))
+        return folder
+    }
 }
 
 /// Largest |a - e| over the largest |e|: the error relative to the output's scale.

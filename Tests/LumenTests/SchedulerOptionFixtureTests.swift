@@ -25,18 +25,8 @@ final class SchedulerOptionFixtureTests: XCTestCase {
 
     /// tiny-sd with `config` as its scheduler (the other parts linked, model_index.json naming the class).
     func tinyFolder(scheduler config: String, in dir: String) throws -> String {
-        let fm = FileManager.default
-        let folder = dir + "/" + config
-        try fm.createDirectory(atPath: folder + "/scheduler", withIntermediateDirectories: true)
-        for part in ["text_encoder", "tokenizer", "unet", "vae"] {
-            try fm.createSymbolicLink(atPath: folder + "/" + part, withDestinationPath: Fixtures.tinyFolder + "/" + part)
-        }
-        let configPath = Self.dir + "/" + config + "/scheduler_config.json"
-        try fm.copyItem(atPath: configPath, toPath: folder + "/scheduler/scheduler_config.json")
-        var index = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: Fixtures.tinyFolder + "/model_index.json"))) as! [String: Any]
-        index["scheduler"] = ["diffusers", try XCTUnwrap(SchedulerConfig(path: configPath).className)]
-        try JSONSerialization.data(withJSONObject: index).write(to: URL(fileURLWithPath: folder + "/model_index.json"))
-        return folder
+        try Fixtures.folder(dir + "/" + (config as NSString).lastPathComponent, model: Fixtures.tinyFolder,
+                            schedulerConfig: Self.dir + "/" + config + "/scheduler_config.json")
     }
 
     func testSchedulerOptionsMatchDiffusers() throws {

@@ -15,18 +15,8 @@ final class ZeroSNRTests: XCTestCase {
     /// tiny-sd2 with a zero-SNR config (`ddim-trailing` or `pndm`) as its scheduler (the other parts
     /// linked, model_index.json naming the class).
     func zeroSNRFolder(in dir: String, config: String = "ddim-trailing") throws -> String {
-        let fm = FileManager.default
-        let folder = dir + "/tiny-sd2-zero-snr-" + config
-        try fm.createDirectory(atPath: folder + "/scheduler", withIntermediateDirectories: true)
-        for part in ["text_encoder", "tokenizer", "unet", "vae"] {
-            try fm.createSymbolicLink(atPath: folder + "/" + part, withDestinationPath: Fixtures.root + "/tiny-sd2/" + part)
-        }
-        let configPath = Self.dir + "/" + config + "/scheduler_config.json"
-        try fm.copyItem(atPath: configPath, toPath: folder + "/scheduler/scheduler_config.json")
-        var index = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: Fixtures.root + "/tiny-sd2/model_index.json"))) as! [String: Any]
-        index["scheduler"] = ["diffusers", try XCTUnwrap(SchedulerConfig(path: configPath).className)]
-        try JSONSerialization.data(withJSONObject: index).write(to: URL(fileURLWithPath: folder + "/model_index.json"))
-        return folder
+        try Fixtures.folder(dir + "/tiny-sd2-zero-snr-" + config, model: Fixtures.root + "/tiny-sd2",
+                            schedulerConfig: Self.dir + "/" + config + "/scheduler_config.json")
     }
 
     func request(_ ref: SafetensorsFile, _ name: String) throws -> GenerationRequest {

@@ -27,33 +27,19 @@ public struct DEISMultistepScheduler: Scheduler {
         if let a = config.algorithmType, ![.deis, .dpmsolver, .dpmsolverPlusPlus].contains(a) {
             throw SchedulerError.unsupported(option: "algorithm_type", value: a.rawValue, supported: ["deis", "dpmsolver", "dpmsolver++"])
         }
-        for (option, on) in [("use_beta_sigmas", config.useBetaSigmas), ("use_flow_sigmas", config.useFlowSigmas)] where on == true {
-            throw SchedulerError.unsupported(option: option, value: "true", supported: ["false"])
-        }
-        let karras = config.useKarrasSigmas ?? false, exponential = config.useExponentialSigmas ?? false
-        if karras && exponential {  // diffusers refuses the pair too
-            throw SchedulerError.unsupported(option: "use_karras_sigmas and use_exponential_sigmas", value: "both true", supported: ["one of them"])
-        }
+        let option = try SigmaSpacingOption(config, flowSigmas: true)
         self.config = resolved
         self.schedule = try NoiseSchedule(resolved)
         solverOrder = order
         lowerOrderFinal = config.lowerOrderFinal ?? true
-        let spacing: DPMSolverMultistepScheduler.Spacing = karras ? .karras : exponential ? .exponential : .grid
+        let spacing: DPMSolverMultistepScheduler.Spacing = option == .karras ? .karras : option == .exponential ? .exponential : .grid
         let trainingSigmas = schedule.trainingSigmas
         func plan(_ k: Int) -> (timesteps: [Int], sigmas: [Double]) {
             DPMSolverMultistepScheduler.schedule(resolved, trainingSigmas: trainingSigmas, steps: k, spacing: spacing,
                                                  lastTimestep: resolved.numTrainTimesteps, roundsOnCosine: true)
         }
+        if order > 1 { try refuseRepeatedSigmas("DEIS", resolved, steps: steps, plan: plan) }
         let (grid, sigmas) = plan(steps)
-        if order > 1, let repeated = DPMSolverMultistepScheduler.firstRepeatedSigma(sigmas) {
-            var detail = "DEIS with timestep_spacing \"\(resolved.timestepSpacing.rawValue)\" and steps_offset \(resolved.stepsOffset) "
-                + "puts timesteps \(grid[repeated]) and \(grid[repeated + 1]) at the same sigma, so its higher-order coefficients "
-                + "divide by log(ρ) − log(ρ) = 0 (diffusers returns NaN latents there)"
-            if let most = (1..<steps).reversed().first(where: { DPMSolverMultistepScheduler.firstRepeatedSigma(plan($0).sigmas) == nil }) {
-                detail += "; use at most \(most) steps"
-            }
-            throw SchedulerError.unsupportedSteps(steps: steps, detail: detail)
-        }
         // The grid ends at the smallest training sigma; Karras and exponential lists repeat their last.
         let last = spacing == .grid ? trainingSigmas[0] : Float(sigmas[sigmas.count - 1])
         self.sigmas = sigmas.map { Float($0) } + [last]

@@ -38,16 +38,13 @@ public struct DPMSolverMultistepScheduler: Scheduler {
         guard solver == .midpoint || solver == .heun else {
             throw SchedulerError.unsupported(option: "solver_type", value: solver.rawValue, supported: ["midpoint", "heun"])
         }
-        for (option, on) in [("use_beta_sigmas", config.useBetaSigmas), ("use_flow_sigmas", config.useFlowSigmas)] where on == true {
-            throw SchedulerError.unsupported(option: option, value: "true", supported: ["false"])
-        }
-        let flags: [(Spacing, Bool?)] = [(.karras, config.useKarrasSigmas), (.exponential, config.useExponentialSigmas), (.lu, config.useLuLambdas)]
-        let chosen = flags.filter { $0.1 == true }.map(\.0)
         // diffusers refuses two of Karras, exponential and beta sigmas; with Karras and Lu's λ it takes Karras.
-        if chosen.contains(.karras) && chosen.contains(.exponential) {
-            throw SchedulerError.unsupported(option: "use_karras_sigmas and use_exponential_sigmas", value: "both true", supported: ["one of them"])
+        let spacing: Spacing
+        switch try SigmaSpacingOption(config, flowSigmas: true) {
+        case .karras: spacing = .karras
+        case .exponential: spacing = .exponential
+        case .grid: spacing = config.useLuLambdas == true ? .lu : .grid
         }
-        let spacing = chosen.first ?? .grid
         let finalType = config.finalSigmasType ?? .zero
         self.config = resolved
         self.schedule = try NoiseSchedule(resolved)
@@ -60,21 +57,13 @@ public struct DPMSolverMultistepScheduler: Scheduler {
         func plan(_ k: Int) -> (timesteps: [Int], sigmas: [Double]) {
             Self.schedule(resolved, trainingSigmas: trainingSigmas, steps: k, spacing: spacing, lastTimestep: lastTimestep)
         }
-        let (grid, sigmas) = plan(steps)
         // Two equal sigmas make a step of size h = 0, and the second-order update divides by the
         // ratio of consecutive step sizes: NaN or infinite latents (in diffusers too). That happens
         // where the grid repeats a timestep (linspace rounding at 1000 steps, "leading" spacing of
         // 1000 steps) or passes the last one (np.interp holds its sigma: "leading" with
         // steps_offset 1 at 999 steps asks for timesteps 1000 and 999).
-        if order == 2, let repeated = Self.firstRepeatedSigma(sigmas) {
-            var detail = "DPM-Solver++ with timestep_spacing \"\(resolved.timestepSpacing.rawValue)\" and steps_offset \(resolved.stepsOffset) "
-                + "puts timesteps \(grid[repeated]) and \(grid[repeated + 1]) at the same sigma, so the second-order step divides by a "
-                + "step of size 0 (diffusers returns NaN latents there)"
-            if let most = (1..<steps).reversed().first(where: { Self.firstRepeatedSigma(plan($0).sigmas) == nil }) {
-                detail += "; use at most \(most) steps"
-            }
-            throw SchedulerError.unsupportedSteps(steps: steps, detail: detail + ", or dpmpp-2m-karras")
-        }
+        if order == 2 { try refuseRepeatedSigmas("DPM-Solver++", resolved, steps: steps, plan: plan, suggestion: ", or dpmpp-2m-karras") }
+        let (grid, sigmas) = plan(steps)
         let last: Float = finalType == .sigmaMin ? trainingSigmas[0] : 0
         self.sigmas = sigmas.map { Float($0) } + [last]
         self.timesteps = grid.map(Float.init)

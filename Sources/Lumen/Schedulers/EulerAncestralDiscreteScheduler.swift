@@ -16,8 +16,7 @@ public struct EulerAncestralDiscreteScheduler: Scheduler {
     }
 
     public func scaleModelInput(_ sample: [Float], step: Int) -> [Float] {
-        let sigma = sigmas[step]
-        return divided(sample, (sigma * sigma + 1).squareRoot())
+        karrasScaled(sample, sigma: sigmas[step])
     }
 
     public func needsNoise(step: Int) -> Bool { true }

@@ -14,13 +14,8 @@ public struct EulerDiscreteScheduler: Scheduler {
         if config.timestepType == .continuous {
             throw SchedulerError.unsupported(option: "timestep_type", value: "continuous", supported: ["discrete"])
         }
-        if config.useBetaSigmas == true {
-            throw SchedulerError.unsupported(option: "use_beta_sigmas", value: "true", supported: ["false"])
-        }
-        let karras = config.useKarrasSigmas ?? false, exponential = config.useExponentialSigmas ?? false
-        if karras && exponential {  // diffusers refuses the pair too
-            throw SchedulerError.unsupported(option: "use_karras_sigmas and use_exponential_sigmas", value: "both true", supported: ["one of them"])
-        }
+        let spacing = try SigmaSpacingOption(config)
+        let karras = spacing == .karras, exponential = spacing == .exponential
         let finalType = config.finalSigmasType ?? .zero
         self.config = resolved
         let grid = SigmaGrid(config: resolved, schedule: try NoiseSchedule(resolved), steps: steps,
@@ -32,8 +27,7 @@ public struct EulerDiscreteScheduler: Scheduler {
     }
 
     public func scaleModelInput(_ sample: [Float], step: Int) -> [Float] {
-        let sigma = sigmas[step]
-        return divided(sample, (sigma * sigma + 1).squareRoot())
+        karrasScaled(sample, sigma: sigmas[step])
     }
 
     public mutating func step(modelOutput: [Float], sample: [Float], step: Int, noise: [Float]?) -> [Float] {

@@ -16,26 +16,19 @@ public struct HeunDiscreteScheduler: Scheduler {
 
     public init(config: SchedulerConfig = SchedulerConfig(), steps: Int) throws {
         let resolved = try ResolvedSchedulerConfig(config, for: .heun, steps: steps)
-        if config.useBetaSigmas == true {
-            throw SchedulerError.unsupported(option: "use_beta_sigmas", value: "true", supported: ["false"])
-        }
-        let karras = config.useKarrasSigmas ?? false, exponential = config.useExponentialSigmas ?? false
-        if karras && exponential {  // diffusers refuses the pair too
-            throw SchedulerError.unsupported(option: "use_karras_sigmas and use_exponential_sigmas", value: "both true", supported: ["one of them"])
-        }
+        let spacing = try SigmaSpacingOption(config)
+        let karras = spacing == .karras, exponential = spacing == .exponential
         self.config = resolved
         // The class has no sigma_min/sigma_max options: Karras and exponential lists span the grid's sigmas.
         let grid = SigmaGrid(config: resolved, schedule: try NoiseSchedule(resolved), steps: steps, karras: karras, exponential: exponential)
         // [σ0, σ1, σ1, …, σ(n−1), σ(n−1), 0] and [t0, t1, t1, …, t(n−1), t(n−1)].
         sigmas = [grid.sigmas[0]] + grid.sigmas.dropFirst().dropLast().flatMap { [$0, $0] } + [0]
         timesteps = [grid.timesteps[0]] + grid.timesteps.dropFirst().flatMap { [$0, $0] }
-        let m = sigmas.max() ?? 1
-        initNoiseSigma = resolved.timestepSpacing == .leading ? (m * m + 1).squareRoot() : m
+        initNoiseSigma = karrasInitNoiseSigma(sigmas, resolved.timestepSpacing)
     }
 
     public func scaleModelInput(_ sample: [Float], step: Int) -> [Float] {
-        let sigma = sigmas[step]
-        return divided(sample, (sigma * sigma + 1).squareRoot())
+        karrasScaled(sample, sigma: sigmas[step])
     }
 
     public mutating func step(modelOutput: [Float], sample: [Float], step: Int, noise: [Float]?) -> [Float] {

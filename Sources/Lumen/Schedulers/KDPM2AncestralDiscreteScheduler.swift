@@ -19,13 +19,8 @@ public struct KDPM2AncestralDiscreteScheduler: Scheduler {
 
     public init(config: SchedulerConfig = SchedulerConfig(), steps: Int) throws {
         let resolved = try ResolvedSchedulerConfig(config, for: .kdpm2Ancestral, steps: steps, supportedPredictions: [.epsilon, .vPrediction])
-        if config.useBetaSigmas == true {
-            throw SchedulerError.unsupported(option: "use_beta_sigmas", value: "true", supported: ["false"])
-        }
-        let karras = config.useKarrasSigmas ?? false, exponential = config.useExponentialSigmas ?? false
-        if karras && exponential {  // diffusers refuses the pair too
-            throw SchedulerError.unsupported(option: "use_karras_sigmas and use_exponential_sigmas", value: "both true", supported: ["one of them"])
-        }
+        let spacing = try SigmaSpacingOption(config)
+        let karras = spacing == .karras, exponential = spacing == .exponential
         self.config = resolved
         let schedule = try NoiseSchedule(resolved)
         let grid = SigmaGrid(config: resolved, schedule: schedule, steps: steps, karras: karras, exponential: exponential)
@@ -41,24 +36,21 @@ public struct KDPM2AncestralDiscreteScheduler: Scheduler {
             let a = Foundation.log(s[i]), b = Foundation.log(down[i])
             mid[i] = i >= n - 1 ? 0 : Foundation.exp(b - (b - a) * 0.5)
         }
-        func doubled(_ x: [Float]) -> [Float] { [x[0]] + x.dropFirst().flatMap { [$0, $0] } + [x[x.count - 1]] }
-        sigmas = doubled(s)
-        midpoints = doubled(mid)
-        ups = doubled(up)
-        downs = doubled(down)
+        sigmas = doubledAfterFirst(s)
+        midpoints = doubledAfterFirst(mid)
+        ups = doubledAfterFirst(up)
+        downs = doubledAfterFirst(down)
         let logSigmas = SigmaSchedule.logSigmas(schedule.trainingSigmas)
         var t = [gridTimesteps[0]]
         for i in 1..<gridTimesteps.count {
             t += [Float(SigmaSchedule.timestep(forSigma: Double(mid[i - 1]), logSigmas: logSigmas)), gridTimesteps[i]]
         }
         timesteps = t
-        let m = sigmas.max() ?? 1
-        initNoiseSigma = resolved.timestepSpacing == .leading ? (m * m + 1).squareRoot() : m
+        initNoiseSigma = karrasInitNoiseSigma(sigmas, resolved.timestepSpacing)
     }
 
     public func scaleModelInput(_ sample: [Float], step: Int) -> [Float] {
-        let sigma = start == nil ? sigmas[step] : midpoints[step - 1]
-        return divided(sample, (sigma * sigma + 1).squareRoot())
+        karrasScaled(sample, sigma: start == nil ? sigmas[step] : midpoints[step - 1])
     }
 
     /// The second half ends with fresh noise.

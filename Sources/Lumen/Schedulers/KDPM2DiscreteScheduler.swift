@@ -20,13 +20,8 @@ public struct KDPM2DiscreteScheduler: Scheduler {
 
     public init(config: SchedulerConfig = SchedulerConfig(), steps: Int) throws {
         let resolved = try ResolvedSchedulerConfig(config, for: .kdpm2, steps: steps, supportedPredictions: [.epsilon, .vPrediction])
-        if config.useBetaSigmas == true {
-            throw SchedulerError.unsupported(option: "use_beta_sigmas", value: "true", supported: ["false"])
-        }
-        let karras = config.useKarrasSigmas ?? false, exponential = config.useExponentialSigmas ?? false
-        if karras && exponential {  // diffusers refuses the pair too
-            throw SchedulerError.unsupported(option: "use_karras_sigmas and use_exponential_sigmas", value: "both true", supported: ["one of them"])
-        }
+        let spacing = try SigmaSpacingOption(config)
+        let karras = spacing == .karras, exponential = spacing == .exponential
         self.config = resolved
         let schedule = try NoiseSchedule(resolved)
         let grid = SigmaGrid(config: resolved, schedule: schedule, steps: steps, karras: karras, exponential: exponential)
@@ -39,20 +34,18 @@ public struct KDPM2DiscreteScheduler: Scheduler {
             let a = Foundation.log(s[i]), b = Foundation.log(s[i - 1])
             mid[i] = Foundation.exp(b - (b - a) * 0.5)
         }
-        sigmas = [s[0]] + s.dropFirst().flatMap { [$0, $0] } + [s[s.count - 1]]
-        midpoints = [mid[0]] + mid.dropFirst().flatMap { [$0, $0] } + [mid[mid.count - 1]]
+        sigmas = doubledAfterFirst(s)
+        midpoints = doubledAfterFirst(mid)
         let logSigmas = SigmaSchedule.logSigmas(schedule.trainingSigmas)
         let midTimesteps = mid.map { Float(SigmaSchedule.timestep(forSigma: Double($0), logSigmas: logSigmas)) }
         var t = [gridTimesteps[0]]
         for i in 1..<gridTimesteps.count { t += [midTimesteps[i], gridTimesteps[i]] }
         timesteps = t
-        let m = sigmas.max() ?? 1
-        initNoiseSigma = resolved.timestepSpacing == .leading ? (m * m + 1).squareRoot() : m
+        initNoiseSigma = karrasInitNoiseSigma(sigmas, resolved.timestepSpacing)
     }
 
     public func scaleModelInput(_ sample: [Float], step: Int) -> [Float] {
-        let sigma = start == nil ? sigmas[step] : midpoints[step]
-        return divided(sample, (sigma * sigma + 1).squareRoot())
+        karrasScaled(sample, sigma: start == nil ? sigmas[step] : midpoints[step])
     }
 
     public mutating func step(modelOutput: [Float], sample: [Float], step: Int, noise: [Float]?) -> [Float] {

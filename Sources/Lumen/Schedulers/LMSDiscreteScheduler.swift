@@ -15,13 +15,8 @@ public struct LMSDiscreteScheduler: Scheduler {
 
     public init(config: SchedulerConfig = SchedulerConfig(), steps: Int) throws {
         let resolved = try ResolvedSchedulerConfig(config, for: .lms, steps: steps)
-        if config.useBetaSigmas == true {
-            throw SchedulerError.unsupported(option: "use_beta_sigmas", value: "true", supported: ["false"])
-        }
-        let karras = config.useKarrasSigmas ?? false, exponential = config.useExponentialSigmas ?? false
-        if karras && exponential {  // diffusers refuses the pair too
-            throw SchedulerError.unsupported(option: "use_karras_sigmas and use_exponential_sigmas", value: "both true", supported: ["one of them"])
-        }
+        let spacing = try SigmaSpacingOption(config)
+        let karras = spacing == .karras, exponential = spacing == .exponential
         self.config = resolved
         let schedule = try NoiseSchedule(resolved)
         func plan(_ k: Int) -> SigmaGrid { SigmaGrid(config: resolved, schedule: schedule, steps: k, karras: karras, exponential: exponential) }
@@ -43,8 +38,7 @@ public struct LMSDiscreteScheduler: Scheduler {
     }
 
     public func scaleModelInput(_ sample: [Float], step: Int) -> [Float] {
-        let sigma = sigmas[step]
-        return divided(sample, (sigma * sigma + 1).squareRoot())
+        karrasScaled(sample, sigma: sigmas[step])
     }
 
     /// diffusers' `get_lms_coefficient`: ∫ from σ_t to σ_(t+1) of the Lagrange basis polynomial of

@@ -36,8 +36,5 @@ struct SigmaGrid: Sendable, Hashable {
     }
 
     /// diffusers' `init_noise_sigma`: the largest sigma, or `sqrt(max² + 1)` with "leading" spacing.
-    func initNoiseSigma(_ spacing: TimestepSpacing) -> Float {
-        let m = sigmas.max() ?? 1
-        return spacing == .leading ? (m * m + 1).squareRoot() : m
-    }
+    func initNoiseSigma(_ spacing: TimestepSpacing) -> Float { karrasInitNoiseSigma(sigmas, spacing) }
 }

@@ -29,13 +29,7 @@ public struct UniPCMultistepScheduler: Scheduler {
         guard (1...3).contains(order) else {
             throw SchedulerError.unsupported(option: "solver_order", value: "\(order)", supported: ["1", "2", "3"])
         }
-        for (option, on) in [("use_beta_sigmas", config.useBetaSigmas), ("use_flow_sigmas", config.useFlowSigmas)] where on == true {
-            throw SchedulerError.unsupported(option: option, value: "true", supported: ["false"])
-        }
-        let karras = config.useKarrasSigmas ?? false, exponential = config.useExponentialSigmas ?? false
-        if karras && exponential {  // diffusers refuses the pair too
-            throw SchedulerError.unsupported(option: "use_karras_sigmas and use_exponential_sigmas", value: "both true", supported: ["one of them"])
-        }
+        let option = try SigmaSpacingOption(config, flowSigmas: true)
         // The last step to sigma 0 has h = ∞; three options turn that into 0 · ∞ (diffusers returns NaN there).
         if (config.finalSigmasType ?? .zero) == .zero {
             let why = "the last step, to sigma 0, has an infinite step size h"
@@ -62,24 +56,14 @@ public struct UniPCMultistepScheduler: Scheduler {
         lowerOrderFinal = config.lowerOrderFinal ?? true
         disableCorrector = Set(config.disableCorrector ?? [])
 
-        let spacing: DPMSolverMultistepScheduler.Spacing = karras ? .karras : exponential ? .exponential : .grid
+        let spacing: DPMSolverMultistepScheduler.Spacing = option == .karras ? .karras : option == .exponential ? .exponential : .grid
         let trainingSigmas = schedule.trainingSigmas
         func plan(_ k: Int) -> (timesteps: [Int], sigmas: [Double]) {
             DPMSolverMultistepScheduler.schedule(resolved, trainingSigmas: trainingSigmas, steps: k, spacing: spacing,
                                                  lastTimestep: resolved.numTrainTimesteps, roundsOnCosine: true)
         }
+        if order > 1 { try refuseRepeatedSigmas("UniPC", resolved, steps: steps, plan: plan) }
         let (grid, sigmas) = plan(steps)
-        // Equal consecutive sigmas give a step of size h = 0, which the higher-order terms divide by
-        // (NaN in diffusers too), as with DPM-Solver++.
-        if order > 1, let repeated = DPMSolverMultistepScheduler.firstRepeatedSigma(sigmas) {
-            var detail = "UniPC with timestep_spacing \"\(resolved.timestepSpacing.rawValue)\" and steps_offset \(resolved.stepsOffset) "
-                + "puts timesteps \(grid[repeated]) and \(grid[repeated + 1]) at the same sigma, so its higher-order terms divide by a "
-                + "step of size 0 (diffusers returns NaN latents there)"
-            if let most = (1..<steps).reversed().first(where: { DPMSolverMultistepScheduler.firstRepeatedSigma(plan($0).sigmas) == nil }) {
-                detail += "; use at most \(most) steps"
-            }
-            throw SchedulerError.unsupportedSteps(steps: steps, detail: detail)
-        }
         // "sigma_min" ends at the last sigma of a Karras or exponential list, else at the smallest training sigma.
         let last: Float
         switch config.finalSigmasType ?? .zero {
