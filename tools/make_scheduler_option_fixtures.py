@@ -48,6 +48,9 @@ Cases (all were silently drawn with other sigmas, or refused, before):
   kdpm2, kdpm2-a-karras    KDPM2DiscreteScheduler with its defaults; KDPM2AncestralDiscreteScheduler
                            with use_karras_sigmas (noise drawn after each step's second evaluation)
   pndm-kdpm2-a, kdpm2-a-img2img  `--scheduler kdpm2-a` on tiny-sd, text-to-image and image-to-image
+  singlestep               DPMSolverSinglestepScheduler with its defaults (order 2 in groups of two)
+  singlestep-sde-karras    algorithm_type "sde-dpmsolver++", use_karras_sigmas, 8 steps
+  singlestep-img2img       `--scheduler dpmpp-singlestep` on tiny-sd, image-to-image (a start mid-group)
 """
 
 import json
@@ -61,7 +64,7 @@ import make_fixtures as base  # noqa: E402
 from make_fixtures import torch, diffusers  # noqa: E402
 from diffusers import (DPMSolverMultistepScheduler, EulerDiscreteScheduler, PNDMScheduler, StableDiffusionPipeline,  # noqa: E402
                        UniPCMultistepScheduler, DEISMultistepScheduler, HeunDiscreteScheduler, LMSDiscreteScheduler,
-                       KDPM2DiscreteScheduler, KDPM2AncestralDiscreteScheduler,
+                       KDPM2DiscreteScheduler, KDPM2AncestralDiscreteScheduler, DPMSolverSinglestepScheduler,
                        StableDiffusionImg2ImgPipeline)
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
@@ -101,10 +104,15 @@ CASES = {
     "kdpm2-a-karras": (KDPM2AncestralDiscreteScheduler, dict(use_karras_sigmas=True), None, {}),
     "pndm-kdpm2-a": (PNDMScheduler, dict(), "kdpm2-a", {}),
     "kdpm2-a-img2img": (PNDMScheduler, dict(), "kdpm2-a", dict(init="scheduler-options/init.png", strength=0.6)),
+    "singlestep": (DPMSolverSinglestepScheduler, dict(), None, {}),
+    "singlestep-sde-karras": (DPMSolverSinglestepScheduler, dict(algorithm_type="sde-dpmsolver++", use_karras_sigmas=True), None,
+                              dict(num_inference_steps=8)),
+    "singlestep-img2img": (PNDMScheduler, dict(), "dpmpp-singlestep", dict(init="scheduler-options/init.png", strength=0.6)),
 }
 # What `--scheduler NAME` means: NAME's class from_config(the folder's config), with the kind's own settings.
 CHOSEN = {"pndm": (PNDMScheduler, {}), "unipc": (UniPCMultistepScheduler, {}), "deis": (DEISMultistepScheduler, {}),
           "heun": (HeunDiscreteScheduler, {}), "lms": (LMSDiscreteScheduler, {}), "kdpm2-a": (KDPM2AncestralDiscreteScheduler, {}),
+          "dpmpp-singlestep": (DPMSolverSinglestepScheduler, {}),
           "dpmpp-2m-sde": (DPM, dict(algorithm_type="sde-dpmsolver++", use_karras_sigmas=False)),
           "dpmpp-2m-sde-karras": (DPM, dict(algorithm_type="sde-dpmsolver++", use_karras_sigmas=True))}
 

@@ -10,7 +10,7 @@ import XCTest
 /// (15–52 levels off at this size: the options against the same configs without them in diffusers),
 /// and refused DPM++ 2M SDE and `final_sigmas_type` "sigma_min". UniPC (the folder's own, and
 /// `--scheduler unipc`) and DEIS ran DPM-Solver++ in their place, Heun, LMS and DPM2 Euler, DPM2 a
-/// Euler a (Heun is the
+/// Euler a, single-step DPM-Solver++ DPM++ 2M (Heun is the
 /// first scheduler with two evaluations a step, so its image-to-image cases check the pipeline's
 /// second-order start); DPM++ 2M SDE is also a kind of its own
 /// (`--scheduler dpmpp-2m-sde[-karras]`).
@@ -21,7 +21,8 @@ final class SchedulerOptionFixtureTests: XCTestCase {
                         "unipc", "unipc-order3-karras", "unipc-bh1-sigma-min", "pndm-unipc", "pndm-dpmpp-2m-sde", "pndm-dpmpp-2m-sde-karras",
                         "deis", "deis-order3-karras", "pndm-deis",
                         "heun", "heun-karras-leading", "lms", "pndm-heun", "pndm-lms", "heun-img2img", "lms-img2img",
-                        "kdpm2", "kdpm2-a-karras", "pndm-kdpm2-a", "kdpm2-a-img2img"]
+                        "kdpm2", "kdpm2-a-karras", "pndm-kdpm2-a", "kdpm2-a-img2img",
+                        "singlestep", "singlestep-sde-karras", "singlestep-img2img"]
 
     /// tiny-sd with `config` as its scheduler (the other parts linked, model_index.json naming the class).
     func tinyFolder(scheduler config: String, in dir: String) throws -> String {

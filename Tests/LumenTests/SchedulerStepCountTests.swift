@@ -75,6 +75,7 @@ final class SchedulerStepCountTests: XCTestCase {
         XCTAssertNil(refused[.heun])  // Euler's grid, doubled
         XCTAssertNil(refused[.kdpm2])
         XCTAssertNil(refused[.kdpm2Ancestral])
+        XCTAssertEqual(refused[.dpmppSinglestep], [1000])  // always linspace: 1001 points over 0…999 repeat one
         XCTAssertEqual(refused[.lms], [1000])  // leading's timestep 1000 repeats 999's sigma: a Lagrange node twice
         XCTAssertNil(refused[.dpmpp2mSdeKarras])
         XCTAssertEqual(refused[.lcm], Array(51...1000))
@@ -166,11 +167,12 @@ final class SchedulerStepCountTests: XCTestCase {
     func testClassNames() throws {
         XCTAssertEqual(try SchedulerKind.resolve(className: "DDIMScheduler", path: "x").kind, .ddim)
         XCTAssertNil(try SchedulerKind.resolve(className: "DDIMScheduler", path: "x").notice)
-        let singlestep = try SchedulerKind.resolve(className: "DPMSolverSinglestepScheduler", path: "s.json")
-        XCTAssertEqual(singlestep.kind, .dpmpp2m)
-        XCTAssertTrue(singlestep.notice?.contains("DPMSolverSinglestepScheduler") == true && singlestep.notice?.contains("DPM++ 2M") == true,
-                      "\(singlestep)")
-        XCTAssertEqual(try SchedulerKind.resolve(className: "DPMSolverSinglestepScheduler", path: nil, useKarrasSigmas: true).kind, .dpmpp2mKarras)
+        let edm = try SchedulerKind.resolve(className: "EDMDPMSolverMultistepScheduler", path: "s.json")
+        XCTAssertEqual(edm.kind, .dpmpp2m)
+        XCTAssertTrue(edm.notice?.contains("EDMDPMSolverMultistepScheduler") == true && edm.notice?.contains("DPM++ 2M") == true,
+                      "\(edm)")
+        XCTAssertEqual(try SchedulerKind.resolve(className: "EDMDPMSolverMultistepScheduler", path: nil, useKarrasSigmas: true).kind, .dpmpp2mKarras)
+        XCTAssertEqual(try SchedulerKind.resolve(className: "DPMSolverSinglestepScheduler", path: nil).kind, .dpmppSinglestep)
         // UniPC, DEIS and DPM++ 2M SDE are implemented: no notice.
         XCTAssertEqual(try SchedulerKind.resolve(className: "DEISMultistepScheduler", path: "s.json").kind, .deis)
         XCTAssertEqual(try SchedulerKind.resolve(className: "UniPCMultistepScheduler", path: "s.json").kind, .unipc)

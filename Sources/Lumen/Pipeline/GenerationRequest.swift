@@ -35,6 +35,7 @@ public enum SchedulerKind: String, Sendable, Hashable, CaseIterable {
     case lms
     case kdpm2
     case kdpm2Ancestral = "kdpm2-a"
+    case dpmppSinglestep = "dpmpp-singlestep"
 
     /// The name A1111 writes in its `parameters` text.
     public var displayName: String {
@@ -55,6 +56,7 @@ public enum SchedulerKind: String, Sendable, Hashable, CaseIterable {
         case .lms: return "LMS"
         case .kdpm2: return "DPM2"
         case .kdpm2Ancestral: return "DPM2 a"
+        case .dpmppSinglestep: return "DPM++ single-step"
         }
     }
 }

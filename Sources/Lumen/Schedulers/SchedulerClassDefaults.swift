@@ -16,7 +16,7 @@ extension SchedulerKind {
         case .pndm:
             return .init(timestepSpacing: .leading, setAlphaToOne: false, hasThresholding: false, hasZeroSNRRescale: false)
         case .ddpm: return .init(timestepSpacing: .leading, clipSample: true)
-        case .deis: return .init(timestepSpacing: .linspace, hasZeroSNRRescale: false)
+        case .deis, .dpmppSinglestep: return .init(timestepSpacing: .linspace, hasZeroSNRRescale: false)
         case .lms: return .init(timestepSpacing: .linspace, hasThresholding: false, hasZeroSNRRescale: false)
         case .heun, .kdpm2, .kdpm2Ancestral:
             return .init(betaStart: 0.00085, betaEnd: 0.012, timestepSpacing: .linspace, hasThresholding: false, hasZeroSNRRescale: false)

@@ -19,6 +19,7 @@ extension SchedulerKind {
         case "LMSDiscreteScheduler": self = .lms
         case "KDPM2DiscreteScheduler": self = .kdpm2
         case "KDPM2AncestralDiscreteScheduler": self = .kdpm2Ancestral
+        case "DPMSolverSinglestepScheduler": self = .dpmppSinglestep
         case "LCMScheduler": self = .lcm
         case "DDPMScheduler": self = .ddpm
         default: return nil
@@ -48,6 +49,7 @@ extension SchedulerKind {
         case .lms: return try LMSDiscreteScheduler(config: config, steps: steps)
         case .kdpm2: return try KDPM2DiscreteScheduler(config: config, steps: steps)
         case .kdpm2Ancestral: return try KDPM2AncestralDiscreteScheduler(config: config, steps: steps)
+        case .dpmppSinglestep: return try DPMSolverSinglestepScheduler(config: config, steps: steps)
         case .lcm: return try LCMScheduler(config: config, steps: steps)
         case .ddpm: return try DDPMScheduler(config: config, steps: steps)
         }
