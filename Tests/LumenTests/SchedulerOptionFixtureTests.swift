@@ -8,9 +8,9 @@ import XCTest
 /// `skip_prk_steps` as if it were set, ignored DPM-Solver's `use_lu_lambdas`,
 /// `use_exponential_sigmas` and `lambda_min_clipped` and Euler's `use_exponential_sigmas`
 /// (15–52 levels off at this size: the options against the same configs without them in diffusers),
-/// and refused DPM++ 2M SDE and `final_sigmas_type` "sigma_min". UniPC (the folder's own, and
-/// `--scheduler unipc`) and DEIS ran DPM-Solver++ in their place, Heun, LMS and DPM2 Euler, DPM2 a
-/// Euler a, single-step DPM-Solver++ DPM++ 2M (Heun is the
+/// and refused DPM++ 2M SDE and `final_sigmas_type` "sigma_min". Folders with UniPC, DEIS or
+/// single-step DPM-Solver++ ran DPM++ 2M in their place; with Heun, LMS or DPM2, Euler; with DPM2 a,
+/// Euler a (Heun is the
 /// first scheduler with two evaluations a step, so its image-to-image cases check the pipeline's
 /// second-order start); DPM++ 2M SDE is also a kind of its own
 /// (`--scheduler dpmpp-2m-sde[-karras]`).
