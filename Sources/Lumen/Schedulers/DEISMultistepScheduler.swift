@@ -46,24 +46,13 @@ public struct DEISMultistepScheduler: Scheduler {
         timesteps = grid.map(Float.init)
     }
 
-    /// `(alpha_t, sigma_t)` of a sigma: `1/sqrt(σ² + 1)` and `σ · alpha_t`.
-    private func alphaSigma(_ sigma: Float) -> (alpha: Float, sigma: Float) {
-        let alpha = 1 / (sigma * sigma + 1).squareRoot()
-        return (alpha, sigma * alpha)
-    }
-
     public mutating func step(modelOutput: [Float], sample: [Float], step: Int, noise: [Float]?) -> [Float] {
         let count = timesteps.count
         let lowerFinal = step == count - 1 && lowerOrderFinal && count < 15
         let lowerSecond = step == count - 2 && lowerOrderFinal && count < 15
         // The data prediction, then the noise it implies: (x − α x0) / σ.
         let s = alphaSigma(sigmas[step])
-        let x0: [Float]
-        switch config.predictionType {
-        case .epsilon: x0 = divided(minus(sample, scaled(modelOutput, s.sigma)), s.alpha)
-        case .sample: x0 = modelOutput
-        case .vPrediction: x0 = minus(scaled(sample, s.alpha), scaled(modelOutput, s.sigma))
-        }
+        let x0 = dataPrediction(config.predictionType, modelOutput: modelOutput, sample: sample, at: s)
         let epsilon = divided(minus(sample, scaled(x0, s.alpha)), s.sigma)
         outputs.append(epsilon)
         if outputs.count > solverOrder { outputs.removeFirst(outputs.count - solverOrder) }
@@ -110,7 +99,6 @@ public struct DEISMultistepScheduler: Scheduler {
     }
 
     public func addNoise(original: [Float], noise: [Float], step: Int) -> [Float] {
-        let p = alphaSigma(sigmas[step])
-        return plus(scaled(original, p.alpha), scaled(noise, p.sigma))
+        addNoiseAtSigma(sigmas[step], original: original, noise: noise)
     }
 }

@@ -126,14 +126,6 @@ public struct DPMSolverMultistepScheduler: Scheduler {
         sigmas.indices.dropLast().first { Float(sigmas[$0]) == Float(sigmas[$0 + 1]) }
     }
 
-    /// `(alpha_t, sigma_t)` of a Karras sigma: `1/sqrt(σ² + 1)` and `σ · alpha_t`.
-    private func alphaSigma(_ sigma: Float) -> (alpha: Float, sigma: Float) {
-        let alpha = 1 / (sigma * sigma + 1).squareRoot()
-        return (alpha, sigma * alpha)
-    }
-
-    private func lambda(_ p: (alpha: Float, sigma: Float)) -> Float { Foundation.log(p.alpha) - Foundation.log(p.sigma) }
-
     public func needsNoise(step: Int) -> Bool { stochastic }
 
     public mutating func step(modelOutput: [Float], sample: [Float], step: Int, noise: [Float]?) -> [Float] {
@@ -141,14 +133,9 @@ public struct DPMSolverMultistepScheduler: Scheduler {
         let lowerFinal = step == count - 1 && lowerOrderAtEnd
         // Convert to the data prediction x0.
         let s0 = alphaSigma(sigmas[step])
-        let x0: [Float]
-        switch config.predictionType {
-        case .epsilon: x0 = divided(minus(sample, scaled(modelOutput, s0.sigma)), s0.alpha)
-        case .vPrediction: x0 = minus(scaled(sample, s0.alpha), scaled(modelOutput, s0.sigma))
-        case .sample: x0 = modelOutput
-        }
+        let x0 = dataPrediction(config.predictionType, modelOutput: modelOutput, sample: sample, at: s0)
         let t = alphaSigma(sigmas[step + 1])
-        let lambdaT = lambda(t), lambdaS0 = lambda(s0)
+        let lambdaT = logSNR(t), lambdaS0 = logSNR(s0)
         let h = lambdaT - lambdaS0
         let expm = Foundation.exp(-h) - 1
         var result: [Float]
@@ -177,12 +164,11 @@ public struct DPMSolverMultistepScheduler: Scheduler {
     /// D1 = (m0 − m1) / r0 with r0 = h0 / h, the second-order term's difference of the last two data predictions.
     private func secondDifference(_ x0: [Float], step: Int, lambdaS0: Float, h: Float) -> [Float] {
         let m1 = previousOutput ?? x0
-        let h0 = lambdaS0 - lambda(alphaSigma(sigmas[step - 1]))
+        let h0 = lambdaS0 - logSNR(alphaSigma(sigmas[step - 1]))
         return scaled(minus(x0, m1), 1 / (h0 / h))
     }
 
     public func addNoise(original: [Float], noise: [Float], step: Int) -> [Float] {
-        let p = alphaSigma(sigmas[step])
-        return plus(scaled(original, p.alpha), scaled(noise, p.sigma))
+        addNoiseAtSigma(sigmas[step], original: original, noise: noise)
     }
 }

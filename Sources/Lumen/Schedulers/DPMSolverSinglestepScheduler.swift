@@ -70,24 +70,11 @@ public struct DPMSolverSinglestepScheduler: Scheduler {
         orders = list
     }
 
-    /// `(alpha_t, sigma_t)` of a sigma: `1/sqrt(σ² + 1)` and `σ · alpha_t`.
-    private func alphaSigma(_ sigma: Float) -> (alpha: Float, sigma: Float) {
-        let alpha = 1 / (sigma * sigma + 1).squareRoot()
-        return (alpha, sigma * alpha)
-    }
-
-    private func lambda(_ p: (alpha: Float, sigma: Float)) -> Float { Foundation.log(p.alpha) - Foundation.log(p.sigma) }
-
     public func needsNoise(step: Int) -> Bool { stochastic }
 
     public mutating func step(modelOutput: [Float], sample: [Float], step: Int, noise: [Float]?) -> [Float] {
         let s0 = alphaSigma(sigmas[step])
-        let x0: [Float]
-        switch config.predictionType {
-        case .epsilon: x0 = divided(minus(sample, scaled(modelOutput, s0.sigma)), s0.alpha)
-        case .vPrediction: x0 = minus(scaled(sample, s0.alpha), scaled(modelOutput, s0.sigma))
-        case .sample: x0 = modelOutput
-        }
+        let x0 = dataPrediction(config.predictionType, modelOutput: modelOutput, sample: sample, at: s0)
         outputs = [outputs[1], x0]
         var order = orders[step]
         while order > 1 && outputs[2 - order] == nil { order -= 1 }  // an image-to-image start mid-group
@@ -96,7 +83,7 @@ public struct DPMSolverSinglestepScheduler: Scheduler {
         let t = alphaSigma(sigmas[step + 1])
         // The step starts at the group's first sigma: this step's for order 1, the previous one's for 2.
         let s = order == 1 ? s0 : alphaSigma(sigmas[step - 1])
-        let h = lambda(t) - lambda(s)
+        let h = logSNR(t) - logSNR(s)
         let d0 = order == 1 ? x0 : outputs[0]!
         var result: [Float]
         let decay = Foundation.exp(-h)
@@ -107,7 +94,7 @@ public struct DPMSolverSinglestepScheduler: Scheduler {
             result = minus(scaled(x, t.sigma / s.sigma), scaled(d0, t.alpha * (decay - 1)))
         }
         if order == 2 {
-            let r0 = (lambda(s0) - lambda(s)) / h
+            let r0 = (logSNR(s0) - logSNR(s)) / h
             let d1 = scaled(minus(x0, d0), 1 / r0)
             if stochastic {
                 let damp = 1 - Foundation.exp(-2 * h)
@@ -121,7 +108,6 @@ public struct DPMSolverSinglestepScheduler: Scheduler {
     }
 
     public func addNoise(original: [Float], noise: [Float], step: Int) -> [Float] {
-        let p = alphaSigma(sigmas[step])
-        return plus(scaled(original, p.alpha), scaled(noise, p.sigma))
+        addNoiseAtSigma(sigmas[step], original: original, noise: noise)
     }
 }

@@ -1,3 +1,5 @@
+import Foundation
+
 /// How a Karras-family or multistep scheduler spreads its inference sigmas, from a config's
 /// `use_karras_sigmas` / `use_exponential_sigmas`, with the options Lumen lacks refused by name.
 enum SigmaSpacingOption: Equatable {
@@ -49,4 +51,30 @@ func refuseRepeatedSigmas(_ scheduler: String, _ config: ResolvedSchedulerConfig
         detail += "; use at most \(most) steps"
     }
     throw SchedulerError.unsupportedSteps(steps: steps, detail: detail + suggestion)
+}
+
+/// `(α_t, σ_t)` of a Karras sigma σ (variance-preserving form): `1/sqrt(σ² + 1)` and `σ · α_t`,
+/// in float32 as diffusers' `_sigma_to_alpha_sigma_t`.
+func alphaSigma(_ sigma: Float) -> (alpha: Float, sigma: Float) {
+    let alpha = 1 / (sigma * sigma + 1).squareRoot()
+    return (alpha, sigma * alpha)
+}
+
+/// λ = log α_t − log σ_t, the log signal-to-noise ratio the DPM-Solver family steps in.
+func logSNR(_ p: (alpha: Float, sigma: Float)) -> Float { Foundation.log(p.alpha) - Foundation.log(p.sigma) }
+
+/// The data prediction x0 of the model output at `p` (diffusers' `convert_model_output` with
+/// `dpmsolver++` / `predict_x0`).
+func dataPrediction(_ prediction: PredictionType, modelOutput: [Float], sample: [Float], at p: (alpha: Float, sigma: Float)) -> [Float] {
+    switch prediction {
+    case .epsilon: return divided(minus(sample, scaled(modelOutput, p.sigma)), p.alpha)
+    case .vPrediction: return minus(scaled(sample, p.alpha), scaled(modelOutput, p.sigma))
+    case .sample: return modelOutput
+    }
+}
+
+/// `α_t x0 + σ_t noise` at a Karras sigma: the forward process of the sigma-indexed multistep solvers.
+func addNoiseAtSigma(_ sigma: Float, original: [Float], noise: [Float]) -> [Float] {
+    let p = alphaSigma(sigma)
+    return plus(scaled(original, p.alpha), scaled(noise, p.sigma))
 }

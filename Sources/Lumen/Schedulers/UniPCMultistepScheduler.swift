@@ -74,27 +74,17 @@ public struct UniPCMultistepScheduler: Scheduler {
         timesteps = grid.map(Float.init)
     }
 
-    /// `(alpha_t, sigma_t)` of a sigma: `1/sqrt(σ² + 1)` and `σ · alpha_t`.
-    private func alphaSigma(_ sigma: Float) -> (alpha: Float, sigma: Float) {
-        let alpha = 1 / (sigma * sigma + 1).squareRoot()
-        return (alpha, sigma * alpha)
-    }
-
-    private func lambda(_ step: Int) -> Float {
-        let p = alphaSigma(sigmas[step])
-        return Foundation.log(p.alpha) - Foundation.log(p.sigma)
-    }
+    /// λ at sigma index `step`.
+    private func lambda(atStep step: Int) -> Float { logSNR(alphaSigma(sigmas[step])) }
 
     /// The model output as the solver's variable: the data prediction, or the noise with `predict_x0` false.
     private func converted(_ output: [Float], sample: [Float], step: Int) -> [Float] {
         let p = alphaSigma(sigmas[step])
-        switch (predictX0, config.predictionType) {
-        case (true, .epsilon): return divided(minus(sample, scaled(output, p.sigma)), p.alpha)
-        case (true, .sample): return output
-        case (true, .vPrediction): return minus(scaled(sample, p.alpha), scaled(output, p.sigma))
-        case (false, .epsilon): return output
-        case (false, .sample): return divided(minus(sample, scaled(output, p.alpha)), p.sigma)
-        case (false, .vPrediction): return plus(scaled(output, p.alpha), scaled(sample, p.sigma))
+        if predictX0 { return dataPrediction(config.predictionType, modelOutput: output, sample: sample, at: p) }
+        switch config.predictionType {
+        case .epsilon: return output
+        case .sample: return divided(minus(sample, scaled(output, p.alpha)), p.sigma)
+        case .vPrediction: return plus(scaled(output, p.alpha), scaled(sample, p.sigma))
         }
     }
 
@@ -111,9 +101,9 @@ public struct UniPCMultistepScheduler: Scheduler {
     /// The shared part of UniP and UniC from sigma index `from` to `to`, with the earlier steps `earlier`.
     private func coefficients(from: Int, to: Int, earlier: [Int], order: Int) -> Coefficients {
         let t = alphaSigma(sigmas[to]), s0 = alphaSigma(sigmas[from])
-        let lambdaS0 = Foundation.log(s0.alpha) - Foundation.log(s0.sigma)
-        let h = (Foundation.log(t.alpha) - Foundation.log(t.sigma)) - lambdaS0
-        let rks = earlier.map { (lambda($0) - lambdaS0) / h } + [1]
+        let lambdaS0 = logSNR(s0)
+        let h = logSNR(t) - lambdaS0
+        let rks = earlier.map { (lambda(atStep: $0) - lambdaS0) / h } + [1]
         let hh = predictX0 ? -h : h
         let hPhi1 = Foundation.expm1(hh)
         var hPhiK = hPhi1 / hh - 1
@@ -201,7 +191,6 @@ public struct UniPCMultistepScheduler: Scheduler {
     }
 
     public func addNoise(original: [Float], noise: [Float], step: Int) -> [Float] {
-        let p = alphaSigma(sigmas[step])
-        return plus(scaled(original, p.alpha), scaled(noise, p.sigma))
+        addNoiseAtSigma(sigmas[step], original: original, noise: noise)
     }
 }
