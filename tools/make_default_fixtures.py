@@ -16,6 +16,9 @@ Writes Tests/Fixtures/defaults/:
                                       (50 steps, guidance 7.5, strength 0.8 and 1.0)
     sdxl, sdxl-img2img, sdxl-inpaint  tiny-sdxl with the XL pipelines (50 steps; guidance 5.0, 5.0
                                       and 7.5; strength 0.3 and 0.9999)
+    sd-controlnet-img2img, sd-controlnet-inpaint  tiny-sd with tiny-controlnet-a and
+                                      images/control64.png in StableDiffusionControlNetImg2Img /
+                                      InpaintPipeline (controlnet_conditioning_scale 0.8 and 0.5)
   The size is the model's default (64×64 for both), the init image's for image-to-image.
 """
 
@@ -62,6 +65,19 @@ def main():
             meta[name] = json.dumps(dict(model=folder, prompt=PROMPT, seed=SEED,
                                          init="defaults/init.png" if "image" in extra else None,
                                          mask="defaults/mask.png" if "mask_image" in extra else None), sort_keys=True)
+    controlnet = diffusers.ControlNetModel.from_pretrained(os.path.join(base.FIXTURES, "tiny-controlnet-a"), torch_dtype=torch.float32,
+                                                           local_files_only=True)
+    control = Image.open(os.path.join(base.FIXTURES, "images", "control64.png")).convert("RGB")
+    for name, cls, extra in [("sd-controlnet-img2img", "StableDiffusionControlNetImg2ImgPipeline", dict(image=init)),
+                             ("sd-controlnet-inpaint", "StableDiffusionControlNetInpaintPipeline", dict(image=init, mask_image=mask_image))]:
+        p = getattr(diffusers, cls).from_pretrained(os.path.join(base.FIXTURES, "tiny-sd"), controlnet=controlnet, dtype=torch.float32,
+                                                    local_files_only=True, safety_checker=None)
+        image = p(PROMPT, **extra, control_image=control, generator=torch.Generator().manual_seed(SEED), output_type="np").images
+        assert image.shape == (1, 64, 64, 3) and np.isfinite(image).all()
+        ref["image." + name] = torch.from_numpy(image).float().contiguous()
+        meta[name] = json.dumps(dict(model="tiny-sd", prompt=PROMPT, seed=SEED, init="defaults/init.png",
+                                     mask="defaults/mask.png" if "mask_image" in extra else None,
+                                     control="tiny-controlnet-a:images/control64.png"), sort_keys=True)
     base.save_safetensors(ref, os.path.join(OUT, "reference.safetensors"), metadata={
         "format": "pt", "generator": "tools/make_default_fixtures.py", **meta,
         "versions": json.dumps({"torch": torch.__version__, "diffusers": diffusers.__version__}, sort_keys=True)})

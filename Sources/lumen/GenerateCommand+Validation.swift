@@ -55,9 +55,10 @@ extension GenerateCommand {
 
 extension GenerateCommand {
     /// CONTROLNET:PNG[:SCALE], read from the right so that only the last colons separate.
-    static func parseControl(_ spec: String) -> (path: String, image: String, scale: Float)? {
+    /// SCALE is nil when the spec leaves it out (the pipeline's default then applies).
+    static func parseControl(_ spec: String) -> (path: String, image: String, scale: Float?)? {
         var parts = spec.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
-        var scale: Float = 1
+        var scale: Float?
         if parts.count >= 3, let s = Float(parts[parts.count - 1]), s.isFinite {
             scale = s
             parts.removeLast()

@@ -78,7 +78,7 @@ struct GenerateCommand: ParsableCommand {
     var guidance: Float { guidanceOption ?? 7.5 }
     var strength: Float { strengthOption ?? 0.8 }
 
-    @Option(help: "A ControlNet (a diffusers ControlNetModel folder or a single .safetensors file, original or diffusers names) and its conditioning image (an edge, depth or pose map of the output's size), as CONTROLNET:PNG or CONTROLNET:PNG:SCALE (default scale 1); repeat for several (their residuals are summed). CONTROLNET:canny=PHOTO.png computes the edge map of a photo first (OpenCV's Canny, thresholds 100 and 200).")
+    @Option(help: "A ControlNet (a diffusers ControlNetModel folder or a single .safetensors file, original or diffusers names) and its conditioning image (an edge, depth or pose map of the output's size), as CONTROLNET:PNG or CONTROLNET:PNG:SCALE (default diffusers' for the pipeline: 1, with --init-image 0.8, with --mask 0.5, SDXL with --mask 1); repeat for several (their residuals are summed). CONTROLNET:canny=PHOTO.png computes the edge map of a photo first (OpenCV's Canny, thresholds 100 and 200).")
     var control: [String] = []
 
     @Option(name: .customLong("control-start"), help: "The fraction of the steps after which the ControlNets start acting (diffusers' control_guidance_start).")
@@ -255,7 +255,7 @@ struct GenerateCommand: ParsableCommand {
             pipeline.memoryBudget = budget
         }
         // Unset flags take the defaults of the diffusers pipeline this request maps to.
-        let defaults = PipelineDefaults(model: pipeline.model, masked: mask != nil || outpaint != nil)
+        let defaults = PipelineDefaults(model: pipeline.model, masked: mask != nil || outpaint != nil, fromImage: initImage != nil)
         var request = GenerationRequest(prompt: prompt)
         request.negativePrompt = negativePrompt
         request.promptSyntax = promptSyntax
@@ -285,7 +285,8 @@ struct GenerateCommand: ParsableCommand {
         request.maskBlur = maskBlur ?? 0
         request.maskCrop = maskCrop
         request.controlNets = try control.compactMap(Self.parseControl).map {
-            ControlNetInput(path: $0.path, image: try Self.controlImage($0.image), scale: $0.scale, start: controlStart, end: controlEnd)
+            ControlNetInput(path: $0.path, image: try Self.controlImage($0.image), scale: $0.scale ?? defaults.controlNetScale,
+                            start: controlStart, end: controlEnd)
         }
         if let hires {
             request.hires = HiresFix(scale: hires, steps: hiresSteps, strength: hiresStrength,
