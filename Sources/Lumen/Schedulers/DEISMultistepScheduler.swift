@@ -32,7 +32,7 @@ public struct DEISMultistepScheduler: Scheduler {
         self.schedule = try NoiseSchedule(resolved)
         solverOrder = order
         lowerOrderFinal = config.lowerOrderFinal ?? true
-        let spacing: DPMSolverMultistepScheduler.Spacing = option == .karras ? .karras : option == .exponential ? .exponential : .grid
+        let spacing = DPMSolverMultistepScheduler.Spacing(option)
         let trainingSigmas = schedule.trainingSigmas
         func plan(_ k: Int) -> (timesteps: [Int], sigmas: [Double]) {
             DPMSolverMultistepScheduler.schedule(resolved, trainingSigmas: trainingSigmas, steps: k, spacing: spacing,

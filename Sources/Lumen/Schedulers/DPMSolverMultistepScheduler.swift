@@ -22,7 +22,18 @@ public struct DPMSolverMultistepScheduler: Scheduler {
     private var lowerOrderCount = 0
 
     /// How the inference sigmas are spread (the config's `use_*` flags, at most one of them).
-    enum Spacing: String { case grid, karras = "use_karras_sigmas", exponential = "use_exponential_sigmas", lu = "use_lu_lambdas" }
+    enum Spacing {
+        case grid, karras, exponential, lu
+
+        /// The spacing a Karras/exponential/grid option names (Lu's λ is DPM-Solver++'s alone).
+        init(_ option: SigmaSpacingOption) {
+            switch option {
+            case .grid: self = .grid
+            case .karras: self = .karras
+            case .exponential: self = .exponential
+            }
+        }
+    }
 
     public init(config: SchedulerConfig = SchedulerConfig(), steps: Int) throws {
         let resolved = try ResolvedSchedulerConfig(config, for: .dpmpp2m, steps: steps)
@@ -39,12 +50,8 @@ public struct DPMSolverMultistepScheduler: Scheduler {
             throw SchedulerError.unsupported(option: "solver_type", value: solver.rawValue, supported: ["midpoint", "heun"])
         }
         // diffusers refuses two of Karras, exponential and beta sigmas; with Karras and Lu's λ it takes Karras.
-        let spacing: Spacing
-        switch try SigmaSpacingOption(config, flowSigmas: true) {
-        case .karras: spacing = .karras
-        case .exponential: spacing = .exponential
-        case .grid: spacing = config.useLuLambdas == true ? .lu : .grid
-        }
+        let option = try SigmaSpacingOption(config, flowSigmas: true)
+        let spacing: Spacing = option == .grid && config.useLuLambdas == true ? .lu : Spacing(option)
         let finalType = config.finalSigmasType ?? .zero
         self.config = resolved
         self.schedule = try NoiseSchedule(resolved)

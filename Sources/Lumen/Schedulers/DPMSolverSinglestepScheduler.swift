@@ -36,7 +36,7 @@ public struct DPMSolverSinglestepScheduler: Scheduler {
             throw SchedulerError.unsupported(option: "variance_type", value: v.rawValue, supported: ["none"])
         }
         let option = try SigmaSpacingOption(config, flowSigmas: true)
-        let spacing: DPMSolverMultistepScheduler.Spacing = option == .karras ? .karras : option == .exponential ? .exponential : .grid
+        let spacing = DPMSolverMultistepScheduler.Spacing(option)
         let finalType = config.finalSigmasType ?? .zero
         resolved.timestepSpacing = .linspace  // set_timesteps ignores the config's spacing
         self.config = resolved

@@ -56,7 +56,7 @@ public struct UniPCMultistepScheduler: Scheduler {
         lowerOrderFinal = config.lowerOrderFinal ?? true
         disableCorrector = Set(config.disableCorrector ?? [])
 
-        let spacing: DPMSolverMultistepScheduler.Spacing = option == .karras ? .karras : option == .exponential ? .exponential : .grid
+        let spacing = DPMSolverMultistepScheduler.Spacing(option)
         let trainingSigmas = schedule.trainingSigmas
         func plan(_ k: Int) -> (timesteps: [Int], sigmas: [Double]) {
             DPMSolverMultistepScheduler.schedule(resolved, trainingSigmas: trainingSigmas, steps: k, spacing: spacing,
