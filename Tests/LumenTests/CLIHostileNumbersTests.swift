@@ -71,14 +71,14 @@ final class CLIHostileNumbersTests: TemporaryDirectoryTestCase {
         try String(contentsOfFile: sched, encoding: .utf8).replacingOccurrences(of: "PNDMScheduler", with: "Foo")
             .write(toFile: sched, atomically: true, encoding: .utf8)
         try assertRefused(["info", folder], ["Foo", "DDIMScheduler"], out: out)
-        try String(contentsOfFile: sched, encoding: .utf8).replacingOccurrences(of: "Foo", with: "EDMDPMSolverMultistepScheduler")
+        try String(contentsOfFile: sched, encoding: .utf8).replacingOccurrences(of: "Foo", with: "DPMSolverSDEScheduler")
             .write(toFile: sched, atomically: true, encoding: .utf8)
         let r = try lumen(["generate", "x", "--model", folder, "--steps", "2", "--width", "16", "--height", "16", "-o", out])
         XCTAssertEqual(r.status, 0, r.stderr)
-        XCTAssertTrue(r.stderr.contains("EDMDPMSolverMultistepScheduler") && r.stderr.contains("DPM++ 2M"), r.stderr)
+        XCTAssertTrue(r.stderr.contains("DPMSolverSDEScheduler") && r.stderr.contains("Euler a"), r.stderr)
         let info = try lumen(["info", folder])
         XCTAssertEqual(info.status, 0, info.stderr)
-        XCTAssertTrue(info.stderr.contains("EDMDPMSolverMultistepScheduler") && info.stderr.contains("DPM++ 2M"), info.stderr)
+        XCTAssertTrue(info.stderr.contains("DPMSolverSDEScheduler") && info.stderr.contains("Euler a"), info.stderr)
     }
 
     /// 1000 steps, the most the CLI accepts: Euler runs them (on the tiny model, 16×16, to stay

@@ -86,10 +86,10 @@ final class HostileNumbersTests: TemporaryDirectoryTestCase {
         XCTAssertThrowsError(try Pipeline(modelPath: foo, backend: .cpu)) { error in
             XCTAssertEqual(error as? SchedulerError, .unknownScheduler(name: "Foo", path: foo + "/" + sched))
         }
-        let edm = try Pipeline(modelPath: try tinyCopy(editing: sched) { $0["_class_name"] = "EDMEulerScheduler" }, backend: .cpu)
-        XCTAssertEqual(edm.schedulerKind(for: GenerationRequest(prompt: "x")), .euler)
-        XCTAssertEqual(edm.notices.count, 1)
-        XCTAssertTrue(edm.notices[0].contains("EDMEulerScheduler") && edm.notices[0].contains("Euler"), "\(edm.notices)")
+        let sde = try Pipeline(modelPath: try tinyCopy(editing: sched) { $0["_class_name"] = "DPMSolverSDEScheduler" }, backend: .cpu)
+        XCTAssertEqual(sde.schedulerKind(for: GenerationRequest(prompt: "x")), .eulerAncestral)
+        XCTAssertEqual(sde.notices.count, 1)
+        XCTAssertTrue(sde.notices.first?.contains("DPMSolverSDEScheduler") == true && sde.notices.first?.contains("Euler a") == true, "\(sde.notices)")
         let heun = try Pipeline(modelPath: try tinyCopy(editing: sched) { $0["_class_name"] = "HeunDiscreteScheduler" }, backend: .cpu)
         XCTAssertEqual(heun.schedulerKind(for: GenerationRequest(prompt: "x")), .heun)
         XCTAssertEqual(heun.notices, [])

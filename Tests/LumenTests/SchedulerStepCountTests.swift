@@ -27,7 +27,9 @@ final class SchedulerStepCountTests: XCTestCase {
         }
         let n = config.numTrainTimesteps ?? 1000
         // The UNet sees timesteps 0…n; diffusers' leading DPM-Solver grid reaches n (999 steps).
-        for t in scheduler.timesteps { XCTAssert(t >= 0 && t <= Float(n), "\(kind) \(steps): timestep \(t)") }
+        // The EDM schedulers' timesteps are ¼ ln σ, continuous and negative below σ = 1.
+        let edm = kind == .edmEuler || kind == .edmDpmpp2m
+        for t in scheduler.timesteps { XCTAssert(edm ? t.isFinite : t >= 0 && t <= Float(n), "\(kind) \(steps): timestep \(t)") }
         XCTAssert(scheduler.sigmas.allSatisfy(\.isFinite), "\(kind) \(steps): sigmas")
         var s = scheduler
         var latents: [Float] = [0.5, -1.2, 0.3, 2.0].map { $0 * s.initNoiseSigma }
@@ -82,6 +84,8 @@ final class SchedulerStepCountTests: XCTestCase {
         XCTAssertNil(refused[.euler])
         XCTAssertNil(refused[.eulerAncestral])
         XCTAssertNil(refused[.dpmpp2mKarras])
+        XCTAssertNil(refused[.edmEuler])  // no training timesteps: σ_max…σ_min at any count
+        XCTAssertNil(refused[.edmDpmpp2m])
     }
 
     /// What runs and what is refused on Stable Diffusion's config, and why.
@@ -167,11 +171,13 @@ final class SchedulerStepCountTests: XCTestCase {
     func testClassNames() throws {
         XCTAssertEqual(try SchedulerKind.resolve(className: "DDIMScheduler", path: "x").kind, .ddim)
         XCTAssertNil(try SchedulerKind.resolve(className: "DDIMScheduler", path: "x").notice)
-        let edm = try SchedulerKind.resolve(className: "EDMDPMSolverMultistepScheduler", path: "s.json")
-        XCTAssertEqual(edm.kind, .dpmpp2m)
-        XCTAssertTrue(edm.notice?.contains("EDMDPMSolverMultistepScheduler") == true && edm.notice?.contains("DPM++ 2M") == true,
-                      "\(edm)")
-        XCTAssertEqual(try SchedulerKind.resolve(className: "EDMDPMSolverMultistepScheduler", path: nil, useKarrasSigmas: true).kind, .dpmpp2mKarras)
+        // A class Lumen lacks runs a substitute, with a notice naming both.
+        let sde = try SchedulerKind.resolve(className: "DPMSolverSDEScheduler", path: "s.json")
+        XCTAssertEqual(sde.kind, .eulerAncestral)
+        XCTAssertTrue(sde.notice?.contains("DPMSolverSDEScheduler") == true && sde.notice?.contains("Euler a") == true, "\(sde)")
+        // The EDM classes are implemented (they ran DPM++ 2M and Euler on a beta schedule before).
+        XCTAssertEqual(try SchedulerKind.resolve(className: "EDMDPMSolverMultistepScheduler", path: nil, useKarrasSigmas: true).kind, .edmDpmpp2m)
+        XCTAssertNil(try SchedulerKind.resolve(className: "EDMDPMSolverMultistepScheduler", path: "s.json").notice)
         XCTAssertEqual(try SchedulerKind.resolve(className: "DPMSolverSinglestepScheduler", path: nil).kind, .dpmppSinglestep)
         // UniPC, DEIS and DPM++ 2M SDE are implemented: no notice.
         XCTAssertEqual(try SchedulerKind.resolve(className: "DEISMultistepScheduler", path: "s.json").kind, .deis)
@@ -179,7 +185,7 @@ final class SchedulerStepCountTests: XCTestCase {
         XCTAssertNil(try SchedulerKind.resolve(className: "UniPCMultistepScheduler", path: "s.json").notice)
         XCTAssertEqual(try SchedulerKind.resolve(className: "DPMSolverMultistepScheduler", path: nil, useKarrasSigmas: true, stochastic: true).kind,
                        .dpmpp2mSdeKarras)
-        XCTAssertEqual(try SchedulerKind.resolve(className: "EDMEulerScheduler", path: nil).kind, .euler)
+        XCTAssertEqual(try SchedulerKind.resolve(className: "EDMEulerScheduler", path: nil).kind, .edmEuler)
         XCTAssertEqual(try SchedulerKind.resolve(className: "KDPM2DiscreteScheduler", path: nil).kind, .kdpm2)
         XCTAssertEqual(try SchedulerKind.resolve(className: "HeunDiscreteScheduler", path: nil).kind, .heun)
         XCTAssertThrowsError(try SchedulerKind.resolve(className: "Foo", path: "s.json")) {

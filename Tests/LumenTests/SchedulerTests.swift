@@ -138,7 +138,7 @@ final class SchedulerTests: XCTestCase {
         XCTAssertEqual(config.skipPrkSteps, true)
         XCTAssertEqual(SchedulerKind(diffusersClassName: "PNDMScheduler"), .pndm)
         XCTAssertEqual(SchedulerKind(diffusersClassName: "DPMSolverMultistepScheduler", useKarrasSigmas: true), .dpmpp2mKarras)
-        XCTAssertNil(SchedulerKind(diffusersClassName: "EDMEulerScheduler"))
+        XCTAssertNil(SchedulerKind(diffusersClassName: "DPMSolverSDEScheduler"))
         let scheduler = try SchedulerKind.pndm.make(config: config, steps: 10)
         XCTAssertEqual(scheduler.timesteps.count, 11)
 

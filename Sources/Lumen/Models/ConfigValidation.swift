@@ -125,6 +125,14 @@ extension AutoencoderKLConfig: RangeCheckedConfig {
         // The latents are divided by it before decoding: 0 would make them infinite.
         c.positive("scaling_factor", scalingFactor)
         c.finite("shift_factor", shiftFactor)
+        // One value per latent channel; the decoder multiplies by the deviations and the encoder divides by them.
+        for (field, values, positive) in [("latents_mean", latentsMean, false), ("latents_std", latentsStd, true)] {
+            guard let values else { continue }
+            c.require(values.count == latentChannels, field, "\(values.count) values", "one per latent channel (\(latentChannels))")
+            if let bad = values.firstIndex(where: { !$0.isFinite || (positive && !($0 > 0)) }) {
+                c.require(false, "\(field)[\(bad)]", "\(values[bad])", positive ? "a finite number above 0" : "a finite number")
+            }
+        }
         return c.failure
     }
 }

@@ -172,6 +172,11 @@ public struct AutoencoderKLConfig: Sendable, Hashable, Codable {
     /// Absent in older folders: 0.18215 for SD 1.x/2.x.
     public var scalingFactor: Float = 0.18215
     public var shiftFactor: Float? = nil
+    /// Per-channel statistics of the latents (Playground v2.5's VAE): diffusers' SDXL pipelines
+    /// decode `z · std / scaling_factor + mean` instead of `z / scaling_factor` when both are given
+    /// (and encode an img2img init image the inverse way).
+    public var latentsMean: [Float]? = nil
+    public var latentsStd: [Float]? = nil
     public var usePostQuantConv = true
     public var useQuantConv = true
     public var midBlockAddAttention = true
@@ -183,10 +188,17 @@ public struct AutoencoderKLConfig: Sendable, Hashable, Codable {
     /// Spatial down-sampling factor between image and latents.
     public var scaleFactor: Int { 1 << (blockOutChannels.count - 1) }
 
+    /// `latents_mean` and `latents_std` where the config has both (diffusers uses neither otherwise).
+    public var latentStatistics: (mean: [Float], std: [Float])? {
+        guard let latentsMean, let latentsStd else { return nil }
+        return (latentsMean, latentsStd)
+    }
+
     enum CodingKeys: String, CodingKey {
         case inChannels = "in_channels", outChannels = "out_channels", latentChannels = "latent_channels"
         case blockOutChannels = "block_out_channels", layersPerBlock = "layers_per_block", normNumGroups = "norm_num_groups"
         case sampleSize = "sample_size", scalingFactor = "scaling_factor", shiftFactor = "shift_factor"
+        case latentsMean = "latents_mean", latentsStd = "latents_std"
         case usePostQuantConv = "use_post_quant_conv", useQuantConv = "use_quant_conv"
         case midBlockAddAttention = "mid_block_add_attention", forceUpcast = "force_upcast"
         case downBlockTypes = "down_block_types", upBlockTypes = "up_block_types"
@@ -207,6 +219,8 @@ public struct AutoencoderKLConfig: Sendable, Hashable, Codable {
         sampleSize = (try? c.decodeIfPresent(Int.self, forKey: .sampleSize)) ?? d.sampleSize
         scalingFactor = try get(.scalingFactor, d.scalingFactor)
         shiftFactor = try c.decodeIfPresent(Float.self, forKey: .shiftFactor)
+        latentsMean = try c.decodeIfPresent([Float].self, forKey: .latentsMean)
+        latentsStd = try c.decodeIfPresent([Float].self, forKey: .latentsStd)
         usePostQuantConv = try get(.usePostQuantConv, d.usePostQuantConv)
         useQuantConv = try get(.useQuantConv, d.useQuantConv)
         midBlockAddAttention = try get(.midBlockAddAttention, d.midBlockAddAttention)

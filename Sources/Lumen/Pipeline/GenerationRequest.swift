@@ -36,6 +36,9 @@ public enum SchedulerKind: String, Sendable, Hashable, CaseIterable {
     case kdpm2
     case kdpm2Ancestral = "kdpm2-a"
     case dpmppSinglestep = "dpmpp-singlestep"
+    /// The EDM formulation's samplers (Playground v2.5, CosXL): for models trained that way only.
+    case edmEuler = "edm-euler"
+    case edmDpmpp2m = "edm-dpmpp-2m"
 
     /// The name A1111 writes in its `parameters` text.
     public var displayName: String {
@@ -57,6 +60,8 @@ public enum SchedulerKind: String, Sendable, Hashable, CaseIterable {
         case .kdpm2: return "DPM2"
         case .kdpm2Ancestral: return "DPM2 a"
         case .dpmppSinglestep: return "DPM++ single-step"
+        case .edmEuler: return "EDM Euler"
+        case .edmDpmpp2m: return "EDM DPM++ 2M"
         }
     }
 }

@@ -288,7 +288,9 @@ public final class Pipeline: @unchecked Sendable {
             for (k, image) in images.enumerated() { try onEvent(.image(index: k, image: image)) }
             return (images, finalLatents)
         }
-        let images = try vae.decode(finalLatents, tiles: plan.decodeTiles) { k, image in try onEvent(.image(index: k, image: image)) }
+        let images = try vae.decode(finalLatents, tiles: plan.decodeTiles, statistics: latentStatistics(request).decode) { k, image in
+            try onEvent(.image(index: k, image: image))
+        }
         return (images, finalLatents)
     }
 
@@ -407,7 +409,18 @@ public final class Pipeline: @unchecked Sendable {
         guard latents.shape.rank == 4, latents.shape[1] == channels, latents.shape[2] > 0, latents.shape[3] > 0 else {
             throw GenerationError.invalidRequest("latents to decode must be [N, \(channels), h, w] (got \(latents.shape))")
         }
-        return try vae.decode(latents, tiles: tiles) { _, _ in }
+        return try vae.decode(latents, tiles: tiles, statistics: model.xl != nil) { _, _ in }
+    }
+
+    /// Where diffusers' pipeline for the request unscales latents with the VAE's `latents_mean` and
+    /// `latents_std` (Playground v2.5): the SDXL pipelines decode so, except ControlNet inpainting;
+    /// of those, only image-to-image (with or without ControlNet) encodes its init image so.
+    /// SDXL inpainting encodes with the scaling factor alone and decodes with the statistics, as
+    /// diffusers does. Stable Diffusion 1.x/2.x pipelines never read them.
+    func latentStatistics(_ request: GenerationRequest) -> (decode: Bool, encode: Bool) {
+        guard model.xl != nil, model.vaeConfig.latentStatistics != nil else { return (false, false) }
+        if request.mask != nil { return (request.controlNets.isEmpty, false) }
+        return (true, true)
     }
 
     // MARK: - The UNet

@@ -1,5 +1,7 @@
+import Foundation
+
 /// Euler's method on the probability-flow ODE (Karras et al.), diffusers' `EulerDiscreteScheduler`
-/// (without churn), optionally on Karras sigmas.
+/// (without churn), optionally on Karras or exponential sigmas, with discrete or continuous timesteps.
 public struct EulerDiscreteScheduler: Scheduler {
     public let timesteps: [Float]
     public let sigmas: [Float]
@@ -11,9 +13,6 @@ public struct EulerDiscreteScheduler: Scheduler {
         if let t = config.interpolationType, t != .linear {
             throw SchedulerError.unsupported(option: "interpolation_type", value: t.rawValue, supported: ["linear"])
         }
-        if config.timestepType == .continuous {
-            throw SchedulerError.unsupported(option: "timestep_type", value: "continuous", supported: ["discrete"])
-        }
         let spacing = try SigmaSpacingOption(config)
         let karras = spacing == .karras, exponential = spacing == .exponential
         let finalType = config.finalSigmasType ?? .zero
@@ -21,8 +20,14 @@ public struct EulerDiscreteScheduler: Scheduler {
         let grid = SigmaGrid(config: resolved, schedule: try NoiseSchedule(resolved), steps: steps,
                              karras: karras, exponential: exponential, sigmaMin: config.sigmaMin,
                              sigmaMax: config.sigmaMax, finalSigmaIsMinimum: finalType == .sigmaMin)
-        timesteps = grid.timesteps
         sigmas = grid.sigmas
+        // diffusers' continuous timesteps (EDM-style v-prediction models): the UNet sees ¼ ln σ
+        // instead of the training timestep; with other prediction types the option does nothing.
+        if config.timestepType == .continuous && resolved.predictionType == .vPrediction {
+            timesteps = grid.sigmas.dropLast().map { 0.25 * Foundation.log($0) }
+        } else {
+            timesteps = grid.timesteps
+        }
         initNoiseSigma = grid.initNoiseSigma(resolved.timestepSpacing)
     }
 

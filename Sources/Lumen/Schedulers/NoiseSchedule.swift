@@ -65,6 +65,16 @@ struct NoiseSchedule: Sendable, Hashable {
         }
     }
 
+    /// The same in float64 (`torch.linspace(…, dtype=torch.float64)`).
+    static func torchLinspace64(_ start: Double, _ end: Double, _ steps: Int) -> [Double] {
+        guard steps > 1 else { return steps == 1 ? [start] : [] }
+        let step = (end - start) / Double(steps - 1)
+        let halfway = steps / 2
+        return (0..<steps).map { i in
+            i < halfway ? start.addingProduct(step, Double(i)) : end.addingProduct(-step, Double(steps - i - 1))
+        }
+    }
+
     /// diffusers' `betas_for_alpha_bar` with the cosine schedule (computed in double, stored as float32).
     static func squaredCosine(_ n: Int, maxBeta: Double = 0.999) -> [Float] {
         func alphaBar(_ t: Double) -> Double {

@@ -24,6 +24,8 @@ extension SchedulerKind {
             return .init(timestepSpacing: .linspace, hasThresholding: false, zeroTerminalAlphaProduct: Self.zeroSNRFloor)
         case .dpmpp2m, .dpmpp2mKarras, .dpmpp2mSde, .dpmpp2mSdeKarras, .unipc:
             return .init(timestepSpacing: .linspace, zeroTerminalAlphaProduct: Self.zeroSNRFloor)
+        case .edmEuler, .edmDpmpp2m:  // no beta schedule at all: these values are never read
+            return .init(hasThresholding: false, hasZeroSNRRescale: false)
         case .lcm:
             return .init(betaStart: 0.00085, betaEnd: 0.012, betaSchedule: .scaledLinear, timestepSpacing: .leading,
                          setAlphaToOne: true, clipSample: false)

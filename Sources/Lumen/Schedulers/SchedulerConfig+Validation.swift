@@ -42,6 +42,11 @@ extension SchedulerConfig {
                 throw fail(field, value, "a finite number above 0")
             }
         }
+        for (field, value) in [("sigma_data", sigmaData), ("rho", rho)] {
+            if let value, !(value.isFinite && value > 0) {
+                throw fail(field, value, "a finite number above 0")
+            }
+        }
         if let original = originalInferenceSteps, !(1...n).contains(original) {
             throw fail("original_inference_steps", original, "1…num_train_timesteps (\(n))")
         }

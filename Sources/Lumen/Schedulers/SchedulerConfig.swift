@@ -80,6 +80,12 @@ public struct SchedulerConfig: Codable, Sendable, Hashable {
     public var predictX0: Bool?
     /// UniPC: the steps (indices) after which the corrector is not applied.
     public var disableCorrector: [Int]?
+    /// EDM schedulers: the data's standard deviation in the preconditioning (0.5 in the paper).
+    public var sigmaData: Double?
+    /// EDM schedulers: Karras' or exponential sigmas between `sigma_max` and `sigma_min`.
+    public var sigmaSchedule: EDMSigmaSchedule?
+    /// EDM schedulers: the exponent of Karras' schedule (7 in the paper).
+    public var rho: Double?
 
     enum CodingKeys: String, CodingKey {
         case className = "_class_name"
@@ -115,6 +121,7 @@ public struct SchedulerConfig: Codable, Sendable, Hashable {
         case useLuLambdas = "use_lu_lambdas", useFlowSigmas = "use_flow_sigmas"
         case lambdaMinClipped = "lambda_min_clipped"
         case predictX0 = "predict_x0", disableCorrector = "disable_corrector"
+        case sigmaData = "sigma_data", sigmaSchedule = "sigma_schedule", rho
     }
 
     public init() {}

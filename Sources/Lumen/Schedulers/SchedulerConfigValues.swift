@@ -57,6 +57,13 @@ public enum TimestepType: String, Sendable, Hashable, CaseIterable, Codable {
     public init(from decoder: Decoder) throws { self = try decodeClosedSet(decoder, what: "timestep_type") }
 }
 
+/// `sigma_schedule`: how the EDM schedulers spread their sigmas between `sigma_max` and `sigma_min`.
+public enum EDMSigmaSchedule: String, Sendable, Hashable, CaseIterable, Codable {
+    case karras, exponential
+
+    public init(from decoder: Decoder) throws { self = try decodeClosedSet(decoder, what: "sigma_schedule") }
+}
+
 /// `variance_type`: DDPM's posterior variance.
 public enum VarianceType: String, Sendable, Hashable, CaseIterable, Codable {
     case fixedSmall = "fixed_small"

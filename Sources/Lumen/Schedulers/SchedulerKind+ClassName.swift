@@ -4,17 +4,14 @@ extension SchedulerKind {
         "DDIMScheduler", "PNDMScheduler", "EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler",
         "DPMSolverMultistepScheduler", "LCMScheduler", "DDPMScheduler", "UniPCMultistepScheduler", "DEISMultistepScheduler",
         "HeunDiscreteScheduler", "LMSDiscreteScheduler", "KDPM2DiscreteScheduler", "KDPM2AncestralDiscreteScheduler",
-        "DPMSolverSinglestepScheduler",
+        "DPMSolverSinglestepScheduler", "EDMEulerScheduler", "EDMDPMSolverMultistepScheduler",
     ]
 
     /// diffusers schedulers Lumen lacks, and the one it runs in their place. The substitute solves the
     /// same ODE (or SDE) on the same noise schedule with a method of the same kind, so a folder that
-    /// ships one still gives a picture of the intended quality rather than an error: EDM
-    /// DPM-Solver → DPM-Solver++ 2M; EDM Euler → Euler; the Brownian-tree SDE
-    /// solver → Euler a; TCD (a consistency sampler) → LCM.
+    /// ships one still gives a picture of the intended quality rather than an error: the
+    /// Brownian-tree SDE solver → Euler a; TCD (a consistency sampler) → LCM.
     static let substitutes: [String: SchedulerKind] = [
-        "EDMDPMSolverMultistepScheduler": .dpmpp2m,
-        "EDMEulerScheduler": .euler,
         "DPMSolverSDEScheduler": .eulerAncestral,
         "TCDScheduler": .lcm,
     ]

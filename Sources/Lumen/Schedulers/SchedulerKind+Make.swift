@@ -22,6 +22,8 @@ extension SchedulerKind {
         case "DPMSolverSinglestepScheduler": self = .dpmppSinglestep
         case "LCMScheduler": self = .lcm
         case "DDPMScheduler": self = .ddpm
+        case "EDMEulerScheduler": self = .edmEuler
+        case "EDMDPMSolverMultistepScheduler": self = .edmDpmpp2m
         default: return nil
         }
     }
@@ -52,6 +54,8 @@ extension SchedulerKind {
         case .dpmppSinglestep: return try DPMSolverSinglestepScheduler(config: config, steps: steps)
         case .lcm: return try LCMScheduler(config: config, steps: steps)
         case .ddpm: return try DDPMScheduler(config: config, steps: steps)
+        case .edmEuler: return try EDMEulerScheduler(config: config, steps: steps)
+        case .edmDpmpp2m: return try EDMDPMSolverMultistepScheduler(config: config, steps: steps)
         }
     }
 }

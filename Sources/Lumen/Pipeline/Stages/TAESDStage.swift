@@ -171,7 +171,7 @@ extension Pipeline {
                          generator: inout TorchGenerator) throws -> [Float] {
         switch request.encoder {
         case .vae:
-            return try vae.encode(image, layout: plan.encodeTiles, generator: &generator)
+            return try vae.encode(image, layout: plan.encodeTiles, statistics: latentStatistics(request).encode, generator: &generator)
         case .taesd(let path):
             return try taesdEncodeStage(path).encode(image, withLoRAs: !model.loras.isEmpty)
         }

@@ -27,14 +27,22 @@ final class VAEStage {
     // MARK: Decoding
 
     /// Decodes latents [N, C, h, w] (scaled, as the denoising loop leaves them) into N images,
-    /// whole or in `tiles`, calling `onImage` after each.
-    func decode(_ latents: Tensor, tiles: VAETileLayout?, onImage: (Int, RGBImage) throws -> Void) throws -> [RGBImage] {
+    /// whole or in `tiles`, calling `onImage` after each. `statistics`: whether the pipeline
+    /// unscales with the config's `latents_mean`/`latents_std` (diffusers' SDXL pipelines do).
+    func decode(_ latents: Tensor, tiles: VAETileLayout?, statistics: Bool,
+                onImage: (Int, RGBImage) throws -> Void) throws -> [RGBImage] {
         let (n, channels, lh, lw) = (latents.shape[0], latents.shape[1], latents.shape[2], latents.shape[3])
         let f = config.scaleFactor, per = channels * lh * lw
         let values = latents.toFloats(), scaling = config.scalingFactor
+        let stats = statistics ? config.latentStatistics : nil
         var images: [RGBImage] = []
         for k in 0..<n {
-            let z = try Tensor(shape: [1, channels, lh, lw], values: values[(k * per)..<((k + 1) * per)].map { $0 / scaling })
+            let scaled = values[(k * per)..<((k + 1) * per)]
+            let unscaled: [Float] = stats.map { s in
+                // z · std / scaling + mean, one torch op after another.
+                scaled.enumerated().map { i, z in z * s.std[i / (lh * lw)] / scaling + s.mean[i / (lh * lw)] }
+            } ?? scaled.map { $0 / scaling }
+            let z = try Tensor(shape: [1, channels, lh, lw], values: unscaled)
             let decoded: Tensor
             if let tiles {
                 decoded = try decodeTiled(z, layout: tiles)
@@ -69,10 +77,11 @@ final class VAEStage {
     // MARK: Encoding
 
     /// The init image as scaled latents: a sample of the encoder's distribution drawn from the
-    /// request's generator (diffusers' `latent_dist.sample(generator)`), × the scaling factor.
-    /// With a tile layout, the image is encoded in overlapping tiles whose moments are blended
-    /// (diffusers' `_tiled_encode`), then the log-variance is clamped as one.
-    func encode(_ image: InitImage, layout: VAETileLayout?, generator: inout TorchGenerator) throws -> [Float] {
+    /// request's generator (diffusers' `latent_dist.sample(generator)`), × the scaling factor
+    /// (with `statistics`, `(x − latents_mean) · scaling / latents_std`, as diffusers' SDXL
+    /// img2img pipelines encode). With a tile layout, the image is encoded in overlapping tiles
+    /// whose moments are blended (diffusers' `_tiled_encode`), then the log-variance is clamped as one.
+    func encode(_ image: InitImage, layout: VAETileLayout?, statistics: Bool, generator: inout TorchGenerator) throws -> [Float] {
         let (h, w) = (image.height, image.width)
         var planar = [Float](repeating: 0, count: 3 * h * w)
         for i in 0..<(h * w) {
@@ -99,7 +108,10 @@ final class VAEStage {
         try ensureFinite(mean + logvar, stage: .vaeEncode, withLoRAs: withLoRAs)
         let sample = generator.randn(count: mean.count)
         let scaling = config.scalingFactor
-        return (0..<mean.count).map { (mean[$0] + Foundation.exp(0.5 * logvar[$0]) * sample[$0]) * scaling }
+        let drawn = (0..<mean.count).map { mean[$0] + Foundation.exp(0.5 * logvar[$0]) * sample[$0] }
+        guard statistics, let stats = config.latentStatistics else { return drawn.map { $0 * scaling } }
+        let plane = mean.count / config.latentChannels
+        return drawn.enumerated().map { i, v in (v - stats.mean[i / plane]) * scaling / stats.std[i / plane] }
     }
 
     // MARK: Planning
