@@ -68,11 +68,12 @@ struct InfoCommand: ParsableCommand {
               + "heads \(u.blockOutChannels.indices.map { u.heads(block: $0) }), linear projection \(u.useLinearProjection)")
         print("         down \(u.downBlockTypes.map(\.rawValue)), up \(u.upBlockTypes.map(\.rawValue))")
         print("vae:     channels \(v.blockOutChannels), \(v.layersPerBlock) layers/block, latent \(v.latentChannels), "
-              + "scale factor \(v.scaleFactor), scaling \(v.scalingFactor)")
+              + "scale factor \(v.scaleFactor), scaling \(v.scalingFactor)"
+              + (v.latentStatistics.map { ", latents mean \($0.mean) std \($0.std) (SDXL pipelines)" } ?? ""))
         let pad = m.tokenizerPadToken.map { ", padded with \"\($0)\"" } ?? ""
         print("tokenizer: \(m.tokenizerPath ?? "none (the bundled CLIP vocabulary would be used\(pad))")")
         let defaults = m.schedulerDefaults.map { s in
-            "none: \(s.className ?? "PNDMScheduler") as \(m.singleFileDefaults?.repository ?? "Stable Diffusion 1.x") ships it (\(s.betaSchedule?.rawValue ?? "linear") β \(s.betaStart ?? 0.0001)→\(s.betaEnd ?? 0.02), steps_offset \(s.stepsOffset ?? 0), \(s.predictionType ?? "epsilon") prediction)"
+            "none: \(s.className ?? "PNDMScheduler") as \(m.singleFileDefaults?.repository ?? "Stable Diffusion 1.x") ships it (\((s.noiseScheduleSummary + ["\(s.predictionType ?? "epsilon") prediction"]).joined(separator: ", ")))"
         }
         print("scheduler: \(m.schedulerConfigPath ?? defaults ?? "none (defaults)")")
     }

@@ -111,6 +111,55 @@ final class EDMTests: XCTestCase {
         XCTAssertNil(try SchedulerKind.resolve(className: "EDMEulerScheduler", path: nil).notice)
     }
 
+    /// A Playground v2.5 single file (an SDXL base file with `edm_mean` and `edm_std`, diffusers'
+    /// "playground-v2-5") gets that repository's configs without --config: the EDM DPM-Solver++
+    /// scheduler, VAE scaling 0.5 and the file's statistics; with --config, the folder's configs
+    /// (here those of the Playground fixture: tiny-sdxl-single-f16 holds tiny-sdxl's values, so the
+    /// image is diffusers' `playground` one).
+    func testPlaygroundSingleFile() throws {
+        let dir = NSTemporaryDirectory() + "lumen-edm-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let source = try SafetensorsFile(path: Fixtures.root + "/tiny-sdxl-single-f16.safetensors")
+        let (mean, std): ([Float], [Float]) = ([-1.6574, 1.886, -1.383, 2.5155], [8.4927, 5.9022, 6.5498, 5.2299])
+        func write(_ path: String, extra: [(String, Tensor)]) throws {
+            try SafetensorsWriter.write(try source.names.map { ($0, try source.tensor($0)) } + extra, to: path)
+        }
+        let file = dir + "/playground.safetensors"
+        try write(file, extra: [("edm_mean", try Tensor(shape: [1, 4, 1, 1], values: mean)), ("edm_std", try Tensor(shape: [1, 4, 1, 1], values: std))])
+        let model = try StableDiffusionModel.load(path: file)
+        XCTAssertEqual(model.singleFileDefaults, .playground)
+        XCTAssertEqual(model.vaeConfig.latentsMean, mean)
+        XCTAssertEqual(model.vaeConfig.latentsStd, std)
+        XCTAssertEqual(model.vaeConfig.scalingFactor, 0.5)
+        XCTAssertEqual(model.schedulerDefaults?.className, "EDMDPMSolverMultistepScheduler")
+        XCTAssertTrue(model.recognised.contains { $0.contains("Playground v2.5") }, "\(model.recognised)")
+        // The fixture's Playground config is the class's defaults, which are the repository's.
+        let fixture = try SchedulerConfig(path: Self.dir + "/playground/scheduler_config.json")
+        let defaults = try XCTUnwrap(model.schedulerDefaults)
+        XCTAssertEqual([fixture.sigmaMin, fixture.sigmaMax, fixture.sigmaData, fixture.rho], [defaults.sigmaMin, defaults.sigmaMax, defaults.sigmaData, defaults.rho])
+        XCTAssertEqual(fixture.solverOrder, defaults.solverOrder)
+        let pipeline = try Pipeline(modelPath: file, backend: .cpu)
+        XCTAssertEqual(pipeline.schedulerKind(for: GenerationRequest(prompt: "x")), .edmDpmpp2m)
+        XCTAssertEqual(pipeline.notices, [])
+
+        let ref = try SafetensorsFile(path: Self.dir + "/reference.safetensors")
+        var request = try DiffusersRequest(ref, key: "playground").request
+        request.negativePrompt = try XCTUnwrap(DiffusersRequest(ref, key: "playground").fields["negative_prompt"] as? String)
+        let configured = try Pipeline(modelPath: file, backend: .cpu, configFolder: try folder(scheduler: "playground", in: dir))
+        try assertDraws(configured, request, like: "image.playground", in: ref, maxPixelError: 1)
+
+        // edm_mean alone, or statistics that are not one finite value per channel, are refused naming the tensor.
+        for (name, extra, expected) in [("mean-only", [("edm_mean", try Tensor(shape: [1, 4, 1, 1], values: mean))], "without edm_std"),
+                                        ("zero-std", [("edm_mean", try Tensor(shape: [1, 4, 1, 1], values: mean)),
+                                                      ("edm_std", try Tensor(shape: [1, 4, 1, 1], values: [1, 0, 1, 1]))], "tensor edm_std")] {
+            try write(dir + "/\(name).safetensors", extra: extra)
+            XCTAssertThrowsError(try StableDiffusionModel.load(path: dir + "/\(name).safetensors")) {
+                XCTAssertTrue("\($0)".contains(expected), "\(name): \($0)")
+            }
+        }
+    }
+
     /// A VAE config whose statistics do not fit its latents is refused naming the field.
     func testLatentStatisticsAreChecked() throws {
         let dir = NSTemporaryDirectory() + "lumen-edm-\(UUID().uuidString)"

@@ -64,6 +64,15 @@ public struct SingleFileDefaults: Sendable, Hashable {
         scheduler: .sdxlBase, unetSampleSize: 128, vaeSampleSize: 1024, vaeScalingFactor: 0.13025,
         attentionHeads: .width(64), upcastAttention: false, textActivation: .gelu, tokenizerPadToken: "!")
 
+    /// Playground v2.5 (an SDXL base file that also holds `edm_mean` and `edm_std`, diffusers'
+    /// "playground-v2-5"): playground-v2.5-1024px-aesthetic's configs, SDXL base's but for its
+    /// EDM DPM-Solver++ scheduler and a VAE scaling factor of 0.5; the latents' per-channel mean and
+    /// deviation are the file's `edm_mean`/`edm_std` (the repository's `latents_mean`/`latents_std`).
+    public static let playground = SingleFileDefaults(
+        family: .sdxl, repository: "playgroundai/playground-v2.5-1024px-aesthetic",
+        scheduler: .playground, unetSampleSize: 128, vaeSampleSize: 1024, vaeScalingFactor: 0.5,
+        attentionHeads: .width(64), upcastAttention: false, textActivation: .quickGelu, tokenizerPadToken: nil)
+
     /// SDXL's second text encoder and tokenizer (OpenCLIP bigG as diffusers converts it).
     static let sdxlSecondEncoderActivation = CLIPActivation.gelu
     static let sdxlSecondTokenizerPadToken = "!"
@@ -90,7 +99,7 @@ public struct SingleFileDefaults: Sendable, Hashable {
     /// One line for `lumen info`: where the defaults come from and what they are.
     public var summary: String {
         let s = scheduler
-        var fields = ["\(s.betaSchedule?.rawValue ?? "?") β \(s.betaStart ?? 0)→\(s.betaEnd ?? 0)", "steps_offset \(s.stepsOffset ?? 0)"]
+        var fields = s.noiseScheduleSummary
         if s.skipPrkSteps == true, s.className == "PNDMScheduler" { fields.append("skip_prk_steps") }
         fields.append("\(s.predictionType ?? "epsilon") prediction")
         let heads: String
@@ -113,6 +122,27 @@ public struct SingleFileDefaults: Sendable, Hashable {
 }
 
 extension SchedulerConfig {
+    /// The noise schedule in a few words: the β schedule, its range and `steps_offset` (absent
+    /// values as the Stable Diffusion classes default them), or the EDM classes' sigma range.
+    public var noiseScheduleSummary: [String] {
+        className?.hasPrefix("EDM") == true
+            ? ["\(sigmaSchedule?.rawValue ?? "karras") σ \(sigmaMax ?? 80)→\(sigmaMin ?? 0.002) (ρ \(rho ?? 7))", "σ_data \(sigmaData ?? 0.5)"]
+            : ["\(betaSchedule?.rawValue ?? "linear") β \(betaStart ?? 0.0001)→\(betaEnd ?? 0.02)", "steps_offset \(stepsOffset ?? 0)"]
+    }
+
+    /// playground-v2.5-1024px-aesthetic's `scheduler_config.json`: EDM DPM-Solver++ (order 2,
+    /// midpoint, Karras sigmas 80 → 0.002 with ρ 7, σ_data 0.5, epsilon, ending at 0).
+    static var playground: SchedulerConfig {
+        var s = SchedulerConfig()
+        s.className = "EDMDPMSolverMultistepScheduler"
+        s.numTrainTimesteps = 1000
+        (s.sigmaMin, s.sigmaMax, s.sigmaData, s.rho, s.sigmaSchedule) = (0.002, 80, 0.5, 7, .karras)
+        s.predictionType = "epsilon"
+        (s.solverOrder, s.algorithmType, s.solverType) = (2, .dpmsolverPlusPlus, .midpoint)
+        (s.lowerOrderFinal, s.eulerAtFinal, s.finalSigmasType, s.thresholding) = (true, false, .zero, false)
+        return s
+    }
+
     /// stable-diffusion-xl-base-1.0's `scheduler_config.json`: Euler, `leading` spacing.
     static var sdxlBase: SchedulerConfig {
         var s = stableDiffusion(className: "EulerDiscreteScheduler", prediction: "epsilon")

@@ -27,7 +27,9 @@ extension StableDiffusionModel {
             throw ModelFileError.unsupported(path: path, detail: "an SDXL UNet with \(s[1]) input channels (Lumen reads 4, or 9 for inpainting)")
         }
 
-        let defaults = SingleFileDefaults.sdxl
+        // diffusers reads a file with `edm_mean` as Playground v2.5 ("playground-v2-5").
+        let statistics = try playgroundStatistics(file)
+        let defaults = statistics == nil ? SingleFileDefaults.sdxl : .playground
         var text: CLIPTextConfig, text2: CLIPTextConfig, unet: UNet2DConditionConfig, vae: AutoencoderKLConfig
         func sub(_ s: String) -> String? { configFolder.map { ($0 as NSString).appendingPathComponent(s) } }
         if let configFolder {
@@ -46,6 +48,7 @@ extension StableDiffusionModel {
             unet = defaults.apply(to: try inferSDXLUNetConfig(file, pooledWidth: text2.projectionDim ?? text2.hiddenSize))
             vae = defaults.apply(to: try inferVAEConfig(file))
             vae.forceUpcast = true
+            (vae.latentsMean, vae.latentsStd) = (statistics?.mean, statistics?.std)
         }
         let (unetWeights, vaeWeights) = originalUNetAndVAEWeights(file, unet: unet, vae: vae)
         let textWeights = SafetensorsWeights(files: [file], scope: clip) { OriginalCheckpointNames.sdxlTextEncoder($0) }
@@ -55,6 +58,10 @@ extension StableDiffusionModel {
             "Stable Diffusion XL base: CLIP ViT-L as \(clip)text_model.*, OpenCLIP bigG as \(bigG)* "
                 + "(q, k, v read as thirds of attn.in_proj_*, text_projection transposed), the UNet's added embedding as label_emb.0",
         ]
+        if let statistics {
+            recognised.append("Playground v2.5: edm_mean \(statistics.mean) and edm_std \(statistics.std)"
+                + (configFolder == nil ? ", the VAE's latents_mean and latents_std" : " (ignored: the VAE config of --config applies, as in diffusers)"))
+        }
         if file.entries[bigG + "logit_scale"] != nil { recognised.append("ignored \(bigG)logit_scale (CLIP's contrastive temperature, unused by diffusion)") }
         let ema = names.filter { $0.hasPrefix("model_ema.") }.count
         if ema > 0 { recognised.append("ignored \(ema) model_ema.* tensors (the EMA copy; the main weights are used)") }
@@ -92,6 +99,24 @@ extension StableDiffusionModel {
             if configFolder != nil { model.recognised.append("no scheduler config in --config: " + defaults.summary) }
         }
         return model
+    }
+
+    /// A Playground v2.5 file's `edm_mean` and `edm_std` ([1, 4, 1, 1] each, any float type), or
+    /// nil where the file has no `edm_mean`; a malformed pair is refused naming the tensor.
+    static func playgroundStatistics(_ file: SafetensorsFile) throws -> (mean: [Float], std: [Float])? {
+        guard file.entries["edm_mean"] != nil else { return nil }
+        func read(_ name: String, positive: Bool) throws -> [Float] {
+            guard file.entries[name] != nil else {
+                throw ModelFileError.unsupported(path: file.path, detail: "edm_mean without \(name): a Playground v2.5 file holds both")
+            }
+            let values = try file.tensor(name).toFloats()
+            guard values.count == 4, values.allSatisfy({ $0.isFinite && (!positive || $0 > 0) }) else {
+                throw ModelFileError.malformed(path: file.path, detail: "tensor \(name): \(values.prefix(8)); expected 4 finite values"
+                                               + (positive ? " above 0" : "") + " (one per latent channel)")
+            }
+            return values
+        }
+        return (try read("edm_mean", positive: false), try read("edm_std", positive: true))
     }
 
     /// The SD UNet inference plus what SDXL adds: transformer blocks per level (counted from the
