@@ -115,6 +115,7 @@ extension LumenServer {
         g.steps = try int(o, "steps") ?? 25
         g.guidanceScale = try float(o, "guidance") ?? 7.5
         g.guidanceRescale = try float(o, "guidance_rescale") ?? 0
+        g.eta = try float(o, "eta") ?? 0
         g.negativePrompt = o["negative_prompt"] as? String
         if let s = o["scheduler"] as? String {
             guard let k = SchedulerKind(rawValue: s) ?? SamplerNames.scheduler(a1111: s) else {
@@ -180,6 +181,9 @@ extension LumenServer {
             throw APIError(status: .badRequest, message: "sampler_name \"\(samplerName)\": expected one of \(SchedulerKind.allCases.map(\.displayName).joined(separator: ", ")) (GET /sdapi/v1/samplers)", param: "sampler_name")
         }
         g.scheduler = kind
+        // A1111's eta is DDIM's (as diffusers') and its ancestral samplers' noise share, which
+        // Lumen's ancestral schedulers (diffusers') do not have: DDIM and TCD read it.
+        g.eta = try float(o, "eta") ?? 0
         let seedValue = try int(o, "seed") ?? -1
         let seed: UInt64 = seedValue < 0 ? UInt64.random(in: 0..<(1 << 32)) : UInt64(seedValue)
         let maskInfo: String  // what the mask fields add to the infotext (Routes+A1111Inpaint.swift)

@@ -18,6 +18,9 @@ extension GenerateCommand {
             throw ValidationError("--guidance \(guidance): expected 0…\(Int(maxGuidance)) (up to 1 turns guidance off; models use 1–20, "
                                   + "and larger values only overflow)")
         }
+        guard eta.isFinite, (0...1).contains(eta) else {
+            throw ValidationError("--eta \(eta): expected 0…1 (DDIM's share of fresh noise in each step, TCD's gamma; 0 is deterministic)")
+        }
         guard guidanceRescale.isFinite, (0...1).contains(guidanceRescale) else {
             throw ValidationError("--guidance-rescale \(guidanceRescale): expected 0…1 (the share of the rescaled prediction; 0 is off)")
         }

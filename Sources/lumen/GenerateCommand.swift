@@ -38,6 +38,9 @@ struct GenerateCommand: ParsableCommand {
             help: "Rescale the guided prediction to the conditional one's standard deviation, in this share 0…1 (diffusers' guidance_rescale; 0.7 for models trained with zero terminal SNR, 0 is off).")
     var guidanceRescale: Float = 0
 
+    @Option(help: "diffusers' eta, 0…1: DDIM's share of fresh noise in each step (0, deterministic, by default) and TCD's gamma (TCD LoRAs suggest 0.3); the other schedulers have none.")
+    var eta: Float = 0
+
     @Option(help: "Width in pixels (a multiple of 8; default: the model's size or the init image's).")
     var width: Int?
 
@@ -262,6 +265,7 @@ struct GenerateCommand: ParsableCommand {
         request.steps = stepsOption ?? defaults.steps
         request.guidanceScale = guidanceOption ?? defaults.guidanceScale
         request.guidanceRescale = guidanceRescale
+        request.eta = eta
         request.width = width
         request.height = height
         request.seed = seed ?? UInt64.random(in: 0..<(1 << 32))
@@ -345,6 +349,7 @@ struct GenerateCommand: ParsableCommand {
         if initImage != nil { parameters += ", Denoising strength: \(request.strength)" }
         if clipSkip > 0 { parameters += ", Clip skip: \(clipSkip + 1)" }
         if guidanceRescale > 0 { parameters += ", Guidance rescale: \(guidanceRescale)" }
+        if eta > 0 { parameters += ", Eta: \(eta)" }
         if let maskBlur { parameters += ", Mask blur: \(maskBlur)" }
         if let maskCrop { parameters += ", Inpaint area: Only masked, Masked area padding: \(maskCrop)" }
         if let hires = request.hires {

@@ -39,6 +39,8 @@ public enum SchedulerKind: String, Sendable, Hashable, CaseIterable {
     /// The EDM formulation's samplers (Playground v2.5, CosXL): for models trained that way only.
     case edmEuler = "edm-euler"
     case edmDpmpp2m = "edm-dpmpp-2m"
+    /// Trajectory consistency distillation's sampler, for TCD models and LoRAs (with `eta` as its γ).
+    case tcd
 
     /// The name A1111 writes in its `parameters` text.
     public var displayName: String {
@@ -62,6 +64,7 @@ public enum SchedulerKind: String, Sendable, Hashable, CaseIterable {
         case .dpmppSinglestep: return "DPM++ single-step"
         case .edmEuler: return "EDM Euler"
         case .edmDpmpp2m: return "EDM DPM++ 2M"
+        case .tcd: return "TCD"
         }
     }
 }
@@ -178,6 +181,10 @@ public struct GenerationRequest: Sendable, Hashable {
     /// prediction in this proportion, 0…1 (0: off; 0.7 for models trained with zero terminal SNR).
     /// Only with guidance (scale above 1).
     public var guidanceRescale: Float = 0
+    /// diffusers' `eta`, 0…1, which the pipelines pass to the schedulers that take it: DDIM's share
+    /// of fresh noise in each step (0, deterministic, by default) and TCD's γ. The others ignore it,
+    /// as in diffusers.
+    public var eta: Float = 0
     /// Image size in pixels (multiples of the VAE's scale factor); nil: the model's default size,
     /// or the init image's size for image-to-image.
     public var width: Int? = nil

@@ -232,7 +232,7 @@ public final class Pipeline: @unchecked Sendable {
 
         var config = pipelineSchedulerConfig(request)
         if let prediction = request.predictionType { config.predictionType = prediction.rawValue }
-        let scheduler = try schedulerKind(for: request).make(config: config, steps: request.steps)
+        let scheduler = try schedulerKind(for: request).make(config: config, steps: request.steps, eta: request.eta)
         let (start, first, hook) = try startLatents(request, scheduler: scheduler, plan: plan, generator: &generator)
         let end = try lastStep(request, scheduler: scheduler, first: first)
         try checkZeroSignalStart(config, kind: schedulerKind(for: request), scheduler: scheduler, first: first)

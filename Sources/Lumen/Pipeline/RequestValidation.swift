@@ -36,6 +36,9 @@ extension Pipeline {
             throw invalid("guidance scale must be 0…\(GenerationRequest.maxGuidanceScale) (got \(r.guidanceScale)); "
                           + "values up to 1 turn guidance off, published models use 1–20, and larger ones only overflow")
         }
+        guard r.eta.isFinite, (0...1).contains(r.eta) else {
+            throw invalid("eta must be 0…1 (got \(r.eta)); it is DDIM's share of fresh noise in each step and TCD's gamma")
+        }
         guard r.guidanceRescale.isFinite, (0...1).contains(r.guidanceRescale) else {
             throw invalid("guidance rescale must be 0…1 (got \(r.guidanceRescale)); it is the share of the rescaled prediction")
         }
@@ -142,7 +145,7 @@ extension Pipeline {
     /// spacing, as zero-SNR models ship, starts at that timestep; "leading" and image-to-image
     /// below strength 1 do not, and run.
     func checkZeroSignalStart(_ config: SchedulerConfig, kind: SchedulerKind, scheduler: any Scheduler, first: Int) throws {
-        guard [.ddim, .ddpm, .lcm].contains(kind), kind.classDefaults.hasZeroSNRRescale, config.rescaleBetasZeroSnr == true,
+        guard [.ddim, .ddpm, .lcm, .tcd].contains(kind), kind.classDefaults.hasZeroSNRRescale, config.rescaleBetasZeroSnr == true,
               (config.predictionType ?? "epsilon") == PredictionType.epsilon.rawValue,
               first < scheduler.timesteps.count,
               Int(scheduler.timesteps[first]) == (config.numTrainTimesteps ?? 1000) - 1 else { return }

@@ -17,7 +17,16 @@ public struct LCMScheduler: Scheduler {
         let resolved = try ResolvedSchedulerConfig(config, for: .lcm, steps: steps)
         self.config = resolved
         self.schedule = try NoiseSchedule(resolved)
-        let original = config.originalInferenceSteps ?? 50
+        integerTimesteps = try Self.consistencyTimesteps(resolved, original: config.originalInferenceSteps ?? 50, steps: steps, strength: strength)
+        timesteps = integerTimesteps.map(Float.init)
+        finalAlphaProduct = resolved.setAlphaToOne ? 1 : schedule.alphasCumprod[0]
+        timestepScaling = Float(config.timestepScaling ?? 10)
+    }
+
+    /// diffusers' LCM (and TCD) grid: `original` training timesteps k − 1, 2k − 1, … (k = n / original,
+    /// the first `original · strength` of them), reversed, and `steps` of them at evenly spaced
+    /// indices; refused where diffusers refuses it, in its words.
+    static func consistencyTimesteps(_ resolved: ResolvedSchedulerConfig, original: Int, steps: Int, strength: Double = 1) throws -> [Int] {
         let n = resolved.numTrainTimesteps
         guard original <= n else {
             throw SchedulerError.unsupported(option: "original_inference_steps", value: "\(original)",
@@ -40,10 +49,7 @@ public struct LCMScheduler: Scheduler {
                     + "because the final timestep schedule will be a subset of the `original_inference_steps`-sized initial timestep schedule.")
         }
         let indices = NumPy.linspace(0, Double(origin.count), steps, endpoint: false).map { Int($0.rounded(.down)) }
-        integerTimesteps = indices.map { origin[$0] }
-        timesteps = integerTimesteps.map(Float.init)
-        finalAlphaProduct = resolved.setAlphaToOne ? 1 : schedule.alphasCumprod[0]
-        timestepScaling = Float(config.timestepScaling ?? 10)
+        return indices.map { origin[$0] }
     }
 
     public func needsNoise(step: Int) -> Bool { step != integerTimesteps.count - 1 }

@@ -26,6 +26,9 @@ extension SchedulerKind {
             return .init(timestepSpacing: .linspace, zeroTerminalAlphaProduct: Self.zeroSNRFloor)
         case .edmEuler, .edmDpmpp2m:  // no beta schedule at all: these values are never read
             return .init(hasThresholding: false, hasZeroSNRRescale: false)
+        case .tcd:  // LCM's values; its step never thresholds (diffusers' TCD has the option unused)
+            return .init(betaStart: 0.00085, betaEnd: 0.012, betaSchedule: .scaledLinear, timestepSpacing: .leading,
+                         setAlphaToOne: true, clipSample: false, hasThresholding: false)
         case .lcm:
             return .init(betaStart: 0.00085, betaEnd: 0.012, betaSchedule: .scaledLinear, timestepSpacing: .leading,
                          setAlphaToOne: true, clipSample: false)

@@ -5,15 +5,16 @@ extension SchedulerKind {
         "DPMSolverMultistepScheduler", "LCMScheduler", "DDPMScheduler", "UniPCMultistepScheduler", "DEISMultistepScheduler",
         "HeunDiscreteScheduler", "LMSDiscreteScheduler", "KDPM2DiscreteScheduler", "KDPM2AncestralDiscreteScheduler",
         "DPMSolverSinglestepScheduler", "EDMEulerScheduler", "EDMDPMSolverMultistepScheduler",
+        "TCDScheduler",
     ]
 
     /// diffusers schedulers Lumen lacks, and the one it runs in their place. The substitute solves the
     /// same ODE (or SDE) on the same noise schedule with a method of the same kind, so a folder that
     /// ships one still gives a picture of the intended quality rather than an error: the
-    /// Brownian-tree SDE solver → Euler a; TCD (a consistency sampler) → LCM.
+    /// Brownian-tree SDE solver (its noise comes from torchsde's Brownian interval, not the
+    /// pipeline's generator) → Euler a.
     static let substitutes: [String: SchedulerKind] = [
         "DPMSolverSDEScheduler": .eulerAncestral,
-        "TCDScheduler": .lcm,
     ]
 
     /// The scheduler a config's `_class_name` asks for, with a one-line notice when Lumen runs

@@ -24,16 +24,18 @@ extension SchedulerKind {
         case "DDPMScheduler": self = .ddpm
         case "EDMEulerScheduler": self = .edmEuler
         case "EDMDPMSolverMultistepScheduler": self = .edmDpmpp2m
+        case "TCDScheduler": self = .tcd
         default: return nil
         }
     }
 
     /// A scheduler of this kind for `steps` inference steps, with the shared values (betas, prediction
     /// type, spacing, offset…) from `config`, as diffusers' `XScheduler.from_config(model_config)` does;
-    /// values the config lacks take the class's own defaults.
-    public func make(config: SchedulerConfig = SchedulerConfig(), steps: Int) throws -> any Scheduler {
+    /// values the config lacks take the class's own defaults. `eta` is the pipeline's (DDIM's and
+    /// TCD's; the others have none).
+    public func make(config: SchedulerConfig = SchedulerConfig(), steps: Int, eta: Float = 0) throws -> any Scheduler {
         switch self {
-        case .ddim: return try DDIMScheduler(config: config, steps: steps)
+        case .ddim: return try DDIMScheduler(config: config, steps: steps, eta: eta)
         case .pndm: return try PNDMScheduler(config: config, steps: steps)
         case .euler: return try EulerDiscreteScheduler(config: config, steps: steps)
         case .eulerAncestral: return try EulerAncestralDiscreteScheduler(config: config, steps: steps)
@@ -56,6 +58,7 @@ extension SchedulerKind {
         case .ddpm: return try DDPMScheduler(config: config, steps: steps)
         case .edmEuler: return try EDMEulerScheduler(config: config, steps: steps)
         case .edmDpmpp2m: return try EDMDPMSolverMultistepScheduler(config: config, steps: steps)
+        case .tcd: return try TCDScheduler(config: config, steps: steps, eta: eta)
         }
     }
 }
