@@ -14,7 +14,8 @@ public final class SafetensorsFile: @unchecked Sendable {
     public struct Entry: Sendable, Hashable {
         /// The dtype as the file spells it ("F16", "BF16", "I64", …).
         public let fileDType: String
-        /// The runtime type, or nil for types Lumen does not compute with (F64, I8, BOOL, …).
+        /// The runtime type it is read as, or nil for types Lumen does not compute with (F64, I8,
+        /// BOOL, …). Float8 entries are read as f16, which holds every float8 value exactly.
         public let dtype: DType?
         public let shape: Shape
         /// Byte range relative to the start of the data section.
@@ -37,7 +38,8 @@ public final class SafetensorsFile: @unchecked Sendable {
         "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U64": 8, "U32": 4,
         "U16": 2, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1,
     ]
-    static let runtimeTypes: [String: DType] = ["F32": .f32, "F16": .f16, "BF16": .bf16, "I32": .i32, "I64": .i64]
+    static let runtimeTypes: [String: DType] = ["F32": .f32, "F16": .f16, "BF16": .bf16, "I32": .i32, "I64": .i64,
+                                                "F8_E4M3": .f16, "F8_E5M2": .f16]
 
     /// The largest header read: the safetensors library's own limit (100 MB).
     public static let maxHeaderBytes = 100_000_000
@@ -186,13 +188,22 @@ public final class SafetensorsFile: @unchecked Sendable {
     }
 
     /// The tensor named `name`, as a view of the mapping (a copy when its bytes are not aligned
-    /// to its element size).
+    /// to its element size; float8 tensors as f16 copies, each value exact, as torch widens them).
     public func tensor(_ name: String) throws -> Tensor {
         guard let e = entries[name] else { throw ModelFileError.missingTensor(path: path, tensor: name) }
         guard let dtype = e.dtype else {
-            throw ModelFileError.unsupportedDType(path: path, tensor: name, dtype: e.fileDType, expected: "F32, F16, BF16, I32 or I64")
+            throw ModelFileError.unsupportedDType(path: path, tensor: name, dtype: e.fileDType, expected: "F32, F16, BF16, F8_E4M3, F8_E5M2, I32 or I64")
         }
         let start = mapping.bytes + dataOffset + e.begin
+        if let table = Float8.halfTable(e.fileDType) {
+            var out = try Tensor(zeros: e.shape, dtype: .f16)
+            let count = e.end - e.begin
+            try out.withUnsafeMutableBytes { raw in
+                let dst = raw.bindMemory(to: UInt16.self)
+                for i in 0..<count { dst[i] = table[Int(start.load(fromByteOffset: i, as: UInt8.self))] }
+            }
+            return out
+        }
         let storage = TensorStorage(borrowing: start, byteCount: e.end - e.begin, owner: mapping, readOnly: true)
         let view = try Tensor(shape: e.shape, dtype: dtype, storage: storage)
         if Int(bitPattern: start) % dtype.size == 0 { return view }
