@@ -89,6 +89,25 @@ final class SDXLSingleFileTests: TemporaryDirectoryTestCase {
         XCTAssertEqual(Dictionary(uniqueKeysWithValues: model.summary().map { ($0.name, $0.parameters) }), counts)
     }
 
+    /// The `v_pred`/`ztsnr` marks of v-prediction SDXL files (NoobAI-XL's): diffusers'
+    /// from_single_file ignores them, and so does the image; a notice says how to draw the model
+    /// as trained, until the request asks for v-prediction.
+    func testPredictionMarksAreNoticedNotApplied() throws {
+        let file = try SafetensorsFile(path: Self.checkpoint)
+        let path = dir + "/vpred.safetensors"
+        try SafetensorsWriter.write(try file.names.map { ($0, try file.tensor($0)) }
+            + [("v_pred", try Tensor(zeros: [0], dtype: .f32)), ("ztsnr", try Tensor(zeros: [0], dtype: .f32))], to: path)
+        let pipeline = try Pipeline(modelPath: path, backend: .cpu)
+        XCTAssertEqual(pipeline.model.trainingMarkers, ["v_pred", "ztsnr"])
+        XCTAssertEqual(pipeline.schedulerKind(for: GenerationRequest(prompt: "x")), .euler)
+        var request = GenerationRequest(prompt: "x")
+        let notices = pipeline.notices(for: request)
+        XCTAssertTrue(notices.contains { $0.contains("marked v_pred and ztsnr") && $0.contains("--prediction-type v_prediction") }, "\(notices)")
+        request.predictionType = .vPrediction
+        XCTAssertFalse(pipeline.notices(for: request).contains { $0.contains("v_pred") })
+        XCTAssertEqual(try Pipeline(modelPath: Self.checkpoint, backend: .cpu).model.trainingMarkers, [])
+    }
+
     /// A base's UNet with bigG named as a refiner's (five time ids do not fit its added embedding)
     /// and an SDXL file without its second encoder are refused, naming what was found.
     func testIncompleteOrRefinerFilesAreRefused() throws {

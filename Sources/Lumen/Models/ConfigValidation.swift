@@ -222,6 +222,16 @@ extension StableDiffusionModel {
     /// shapes: a tensor the inference needs that is missing, a layout it cannot follow, or a value
     /// out of range says that `--config` supplies the real configs.
     static func loadSingleFile(inferring path: String, configFolder: String?) throws -> StableDiffusionModel {
+        let model = try loadSingleFileInferring(path, configFolder: configFolder)
+        let entries = model.unetWeights.files.first?.entries ?? [:]
+        model.trainingMarkers = ["v_pred", "ztsnr"].filter { entries[$0] != nil }
+        if !model.trainingMarkers.isEmpty {
+            model.recognised.append("training marks \(model.trainingMarkers.joined(separator: ", ")) (read by ComfyUI; diffusers' from_single_file ignores them)")
+        }
+        return model
+    }
+
+    private static func loadSingleFileInferring(_ path: String, configFolder: String?) throws -> StableDiffusionModel {
         guard configFolder == nil else { return try loadSingleFile(path, configFolder: configFolder) }
         let hint = "the configs are inferred from the tensors' shapes when none are given: pass --config FOLDER with a diffusers folder of the same model"
         let model: StableDiffusionModel

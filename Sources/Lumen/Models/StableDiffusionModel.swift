@@ -49,6 +49,10 @@ public final class StableDiffusionModel {
     /// What the loader recognised beyond family and layout, for `lumen info`: the naming
     /// conventions, variant files chosen, defaults applied and tensors skipped.
     public internal(set) var recognised: [String] = []
+    /// A single file's own marks of how it was trained, which diffusers' `from_single_file` does
+    /// not read: `v_pred` (v-prediction) and `ztsnr` (zero terminal SNR), the empty tensors
+    /// NoobAI-XL's v-prediction files and others carry. Read only to say so (`Pipeline.notices(for:)`).
+    public internal(set) var trainingMarkers: [String] = []
     /// The folder holding tokenizer files (vocab.json + merges.txt, or tokenizer.json), if the model has one.
     public let tokenizerPath: String?
     /// The scheduler config file, if the model has one.

@@ -25,7 +25,22 @@ extension Pipeline {
     public func notices(for request: GenerationRequest) -> [String] {
         let window = model.textEncoderConfig.maxPositionEmbeddings - 2  // start and end tokens
         let count = tokenizer.tokens(request.prompt).count
-        guard count > window else { return taesdFamilyNotices(request) }
-        return taesdFamilyNotices(request) + ["the prompt is \(count) tokens; only the first \(window) are used (the text encoder reads \(window + 2) with its start and end tokens)"]
+        var notices = taesdFamilyNotices(request) + predictionMarkNotices(request)
+        if count > window {
+            notices.append("the prompt is \(count) tokens; only the first \(window) are used (the text encoder reads \(window + 2) with its start and end tokens)")
+        }
+        return notices
+    }
+
+    /// A file marked `v_pred` drawn as epsilon: diffusers' from_single_file does the same (it
+    /// reads no mark), so Lumen keeps its image and says how to draw the model as it was trained.
+    func predictionMarkNotices(_ request: GenerationRequest) -> [String] {
+        guard model.trainingMarkers.contains("v_pred"), request.predictionType == nil,
+              (schedulerConfig.predictionType ?? "epsilon") != PredictionType.vPrediction.rawValue else { return [] }
+        let zeroSNR = model.trainingMarkers.contains("ztsnr")
+        return ["\(model.path) is marked v_pred\(zeroSNR ? " and ztsnr" : ""): a v-prediction model\(zeroSNR ? " trained with zero terminal SNR" : ""). "
+                + "diffusers' from_single_file ignores the mark and draws it as epsilon, and so does Lumen by default (a washed-out or broken image); "
+                + "pass --prediction-type v_prediction" + (zeroSNR ? " and --guidance-rescale 0.7 (a zero-SNR schedule needs "
+                + "rescale_betas_zero_snr in a --config folder's scheduler config)" : "")]
     }
 }

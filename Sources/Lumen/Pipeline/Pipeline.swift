@@ -19,7 +19,7 @@ public final class Pipeline: @unchecked Sendable {
     public let tokenizer: CLIPTokenizer
     /// SDXL's second tokenizer (for `text_encoder_2`).
     public let tokenizer2: CLIPTokenizer?
-    private let schedulerConfig: SchedulerConfig
+    let schedulerConfig: SchedulerConfig
     private let defaultScheduler: SchedulerKind
     /// One-line notices about what loading chose in the user's place (a scheduler run instead of
     /// one Lumen lacks, defaults for a missing config), for a front end to show; `notices(for:)`
