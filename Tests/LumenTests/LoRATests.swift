@@ -52,6 +52,20 @@ final class LoRATests: XCTestCase {
         XCTAssertNil(try LoRA(path: Self.dir + "/tiny-diffusers.safetensors").notice)
     }
 
+    /// A kohya/LyCORIS DoRA file: diffusers' loader filters its `dora_scale` tensors out and
+    /// applies the factors as a plain LoRA (tools/make_lora_dora_fixtures.py). Lumen refused the
+    /// file; now it draws diffusers' image and says what it left out.
+    func testDoRAFileIsReadAsDiffusersReadsIt() throws {
+        let path = Self.dir + "/tiny-kohya-dora.safetensors"
+        let lora = try LoRA(path: path)
+        XCTAssertEqual(lora.ignoredDoRAScales.count, try SafetensorsFile(path: path).names.filter { $0.hasSuffix(".dora_scale") }.count)
+        XCTAssertFalse(lora.ignoredDoRAScales.isEmpty)
+        XCTAssertEqual(lora.moduleCount, try LoRA(path: Self.dir + "/tiny-kohya.safetensors").moduleCount)
+        let pipeline = try Pipeline(modelPath: Fixtures.tinyFolder, backend: .cpu, loras: [LoRAWeight(path: path)])
+        XCTAssertTrue(pipeline.notices.contains { $0.contains(path) && $0.contains("dora_scale") }, "\(pipeline.notices)")
+        try check(pipeline, "image.dora", maxPixelError: 1, reference: "reference-dora.safetensors")
+    }
+
     /// The processor layout as older files wrote it, without the `unet.` prefix (which diffusers
     /// 0.42 no longer reads): the same factors, so the same image as with the prefix.
     func testProcessorLayoutWithoutPrefix() throws {

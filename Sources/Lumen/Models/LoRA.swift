@@ -44,11 +44,21 @@ public final class LoRA: @unchecked Sendable {
     /// `lora.down`/`lora.up` and processor names beside it adapt nothing (diffusers' training
     /// scripts write such files when they adapt more than the attention projections).
     public let ignoredTensors: [String]
+    /// DoRA's magnitude vectors (`<module>.dora_scale`, kohya/LyCORIS DoRA files), which diffusers'
+    /// SD and SDXL loaders filter out of the file: the low-rank factors apply as a plain LoRA.
+    public let ignoredDoRAScales: [String]
     /// A one-line notice when tensors were ignored, for a front end to show.
     public var notice: String? {
-        guard let first = ignoredTensors.first else { return nil }
-        return "\(path): \(ignoredTensors.count) UNet tensors in diffusers' older LoRA names (e.g. '\(first)') sit beside PEFT's "
-            + "lora_A/lora_B names; diffusers' loader reads such a file as PEFT's layout alone and leaves them out, and so does Lumen"
+        var parts: [String] = []
+        if let first = ignoredTensors.first {
+            parts.append("\(ignoredTensors.count) UNet tensors in diffusers' older LoRA names (e.g. '\(first)') sit beside PEFT's "
+                         + "lora_A/lora_B names; diffusers' loader reads such a file as PEFT's layout alone and leaves them out, and so does Lumen")
+        }
+        if !ignoredDoRAScales.isEmpty {
+            parts.append("a DoRA file: its \(ignoredDoRAScales.count) magnitude tensors (dora_scale) are left out, as diffusers' loader "
+                         + "leaves them out, and its factors apply as a plain LoRA (AUTOMATIC1111 and ComfyUI also rescale each row to the magnitude)")
+        }
+        return parts.isEmpty ? nil : "\(path): " + parts.joined(separator: "; ")
     }
     public var moduleCount: Int { modules.values.map(\.count).reduce(0, +) }
 
@@ -64,8 +74,10 @@ public final class LoRA: @unchecked Sendable {
             return !name.hasSuffix(".alpha")
         }
         let peftOnly = unetNames.first?.contains("lora_A") == true
-        var ignored: [String] = [], ignoredModules: Set<ModuleKey> = []
+        var ignored: [String] = [], ignoredModules: Set<ModuleKey> = [], doraScales: [String] = []
         for name in file.names {
+            // diffusers' SD/SDXL loaders drop every key with "dora_scale" before reading the rest.
+            if name.contains("dora_scale") { doraScales.append(name); continue }
             guard let (network, module, role) = Self.classify(name) else { unknown.append(name); continue }
             if peftOnly, network == .unet, case .canonical = module, !name.hasSuffix(".alpha"),
                !name.hasSuffix(".lora_A.weight"), !name.hasSuffix(".lora_B.weight") {
@@ -111,6 +123,7 @@ public final class LoRA: @unchecked Sendable {
         guard !modules.isEmpty else { throw ModelFileError.malformed(path: path, detail: "no LoRA tensors") }
         self.modules = modules
         ignoredTensors = ignored
+        ignoredDoRAScales = doraScales
     }
 
     /// (network, canonical module path, "down" | "up" | "alpha") of a tensor name, nil when the
