@@ -66,6 +66,29 @@ final class LoRATests: XCTestCase {
         try check(pipeline, "image.dora", maxPixelError: 1, reference: "reference-dora.safetensors")
     }
 
+    /// PEFT's DoRA in the UNet (`lora_magnitude_vector`, which diffusers applies: each adapted row
+    /// rescaled to its magnitude; linear layers and 1×1 and 3×3 convolutions) with the adapters'
+    /// LoraConfigs in the header (`lora_adapter_metadata`: lora_alpha 8 at r 4, and for the text
+    /// encoder rsLoRA with an alpha_pattern), at weights 1 and 0.6. Lumen refused the magnitude
+    /// tensors and ignored the header's alphas.
+    func testPEFTDoRAWithAdapterMetadataMatchesDiffusers() throws {
+        let path = Self.dir + "/tiny-peft-dora.safetensors"
+        let lora = try LoRA(path: path)
+        let q = try XCTUnwrap(lora.adaptation(.textEncoder, weightName: "text_model.encoder.layers.0.self_attn.q_proj.weight"))
+        let k = try XCTUnwrap(lora.adaptation(.textEncoder, weightName: "text_model.encoder.layers.0.self_attn.k_proj.weight"))
+        XCTAssertEqual(q.scale, 1 / Float(2).squareRoot(), accuracy: 1e-6)  // alpha_pattern's 1, over √2 (rsLoRA)
+        XCTAssertEqual(k.scale, 4 / Float(2).squareRoot(), accuracy: 1e-6)
+        XCTAssertFalse(q.dora)
+        let unetQ = try XCTUnwrap(lora.adaptation(.unet, weightName: "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight"))
+        XCTAssertEqual(unetQ.scale, 2)  // lora_alpha 8 over r 4, from the header alone
+        XCTAssertTrue(unetQ.dora)
+        XCTAssertNil(lora.notice)
+        for (name, strength) in [("image.peft_dora", Float(1)), ("image.peft_dora_0_6", 0.6)] {
+            let pipeline = try Pipeline(modelPath: Fixtures.tinyFolder, backend: .cpu, loras: [LoRAWeight(path: path, strength: strength)])
+            try check(pipeline, name, maxPixelError: 1, reference: "reference-dora.safetensors")
+        }
+    }
+
     /// The processor layout as older files wrote it, without the `unet.` prefix (which diffusers
     /// 0.42 no longer reads): the same factors, so the same image as with the prefix.
     func testProcessorLayoutWithoutPrefix() throws {

@@ -23,8 +23,14 @@ public final class LoRA: @unchecked Sendable {
     struct Factors {
         let key: String  // the module's key in the file, for messages
         let down: Tensor, up: Tensor
-        let alpha: Float?
-        var scale: Float { alpha.map { $0 / Float(down.shape[0]) } ?? 1 }
+        var alpha: Float?
+        /// PEFT's rank-stabilised scaling (`use_rslora`): alpha / √r instead of alpha / r.
+        var rsLoRA = false
+        /// DoRA's magnitude per output row (PEFT's `lora_magnitude_vector`): the adapted weight's
+        /// rows are rescaled to these norms.
+        var magnitude: Tensor? = nil
+        var rank: Int { down.shape[0] }
+        var scale: Float { alpha.map { rsLoRA ? $0 / Float(rank).squareRoot() : $0 / Float(rank) } ?? 1 }
     }
 
     /// How a file names an adapted module.
@@ -65,7 +71,7 @@ public final class LoRA: @unchecked Sendable {
     public init(path: String) throws {
         self.path = path
         let file = try SafetensorsFile(path: path)
-        var parts: [Network: [ModuleKey: (down: Tensor?, up: Tensor?, alpha: Float?, key: String)]] = [:]
+        var parts: [Network: [ModuleKey: (down: Tensor?, up: Tensor?, alpha: Float?, magnitude: Tensor?, key: String)]] = [:]
         var unknown: [String] = []
         // diffusers' load_lora_adapter: "lora_A" in the first UNet key (alphas aside, which its
         // loader takes out before) means PEFT's layout, and the other names are not converted.
@@ -80,16 +86,17 @@ public final class LoRA: @unchecked Sendable {
             if name.contains("dora_scale") { doraScales.append(name); continue }
             guard let (network, module, role) = Self.classify(name) else { unknown.append(name); continue }
             if peftOnly, network == .unet, case .canonical = module, !name.hasSuffix(".alpha"),
-               !name.hasSuffix(".lora_A.weight"), !name.hasSuffix(".lora_B.weight") {
+               !name.hasSuffix(".lora_A.weight"), !name.hasSuffix(".lora_B.weight"), !name.hasSuffix(".lora_magnitude_vector") {
                 ignored.append(name)
                 ignoredModules.insert(module)
                 continue
             }
-            var entry = parts[network, default: [:]][module] ?? (nil, nil, nil, String(name.prefix { $0 != "." }))
+            var entry = parts[network, default: [:]][module] ?? (nil, nil, nil, nil, String(name.prefix { $0 != "." }))
             let t = try file.tensor(name)
             switch role {
             case "down": entry.down = t
             case "up": entry.up = t
+            case "magnitude": entry.magnitude = t
             default:
                 guard t.count == 1 else {
                     throw ModelFileError.wrongShape(path: path, tensor: name, expected: [], got: t.shape)
@@ -117,10 +124,14 @@ public final class LoRA: @unchecked Sendable {
                       up.shape.dims.dropFirst(2).allSatisfy({ $0 == 1 }) else {
                     throw ModelFileError.wrongShape(path: path, tensor: "\(e.key) up·down", expected: [up.shape[0], r], got: up.shape)
                 }
-                modules[network, default: [:]][module] = Factors(key: e.key, down: down, up: up, alpha: e.alpha)
+                if let m = e.magnitude, m.count != up.shape[0] {
+                    throw ModelFileError.wrongShape(path: path, tensor: "\(e.key).lora_magnitude_vector", expected: [up.shape[0]], got: m.shape)
+                }
+                modules[network, default: [:]][module] = Factors(key: e.key, down: down, up: up, alpha: e.alpha, magnitude: e.magnitude)
             }
         }
         guard !modules.isEmpty else { throw ModelFileError.malformed(path: path, detail: "no LoRA tensors") }
+        try Self.applyAdapterMetadata(file, to: &modules)
         self.modules = modules
         ignoredTensors = ignored
         ignoredDoRAScales = doraScales
@@ -166,9 +177,58 @@ public final class LoRA: @unchecked Sendable {
         // `.up` for the text encoders').
         for (suffix, role) in [(".lora_A.weight", "down"), (".lora_B.weight", "up"), (".lora.down.weight", "down"),
                                (".lora.up.weight", "up"), (".lora_linear_layer.down.weight", "down"),
-                               (".lora_linear_layer.up.weight", "up"), (".alpha", "alpha")] where module.hasSuffix(suffix) {
+                               (".lora_linear_layer.up.weight", "up"), (".alpha", "alpha"),
+                               (".lora_magnitude_vector", "magnitude")] where module.hasSuffix(suffix) {
             module.removeLast(suffix.count)
             return (network, .canonical(canonical(network, module)), role)
+        }
+        return nil
+    }
+
+    /// diffusers' `lora_adapter_metadata` (the PEFT `LoraConfig` of each network, saved in the
+    /// safetensors header by `save_lora_weights(…, unet_lora_adapter_metadata=…)` as
+    /// "unet.lora_alpha", "text_encoder.r", …): where a network has one, diffusers builds its
+    /// adapter from it alone, so its modules take `lora_alpha` (or their `alpha_pattern` entry, matched
+    /// as PEFT matches module names) and `use_rslora`, whatever alphas the file's tensors hold.
+    static func applyAdapterMetadata(_ file: SafetensorsFile, to modules: inout [Network: [ModuleKey: Factors]]) throws {
+        guard let text = file.metadata["lora_adapter_metadata"] else { return }
+        guard let all = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else {
+            throw ModelFileError.malformed(path: file.path, detail: "__metadata__ lora_adapter_metadata is not a JSON object")
+        }
+        for (network, entries) in modules {
+            let prefix = network.rawValue + "."
+            var config: [String: Any] = [:]
+            for (k, v) in all where k.hasPrefix(prefix) { config[String(k.dropFirst(prefix.count))] = v }
+            guard !config.isEmpty else { continue }
+            func number(_ v: Any?) -> Double? { (v as? NSNumber)?.doubleValue }
+            let alpha = number(config["lora_alpha"]) ?? 8  // LoraConfig's defaults
+            let r = number(config["r"]) ?? 8
+            let rsLoRA = (config["use_rslora"] as? Bool) ?? false
+            let alphaPattern = (config["alpha_pattern"] as? [String: Any]) ?? [:]
+            let rankPattern = (config["rank_pattern"] as? [String: Any]) ?? [:]
+            var updated = entries
+            for (key, var f) in entries {
+                guard case .canonical(let module) = key else { continue }
+                // A pattern matches the end of the module path (with or without text_model.).
+                let name = module
+                let rank = patternValue(rankPattern, module: name).flatMap(number) ?? r
+                guard Int(rank) == f.rank else {
+                    throw ModelFileError.wrongShape(path: file.path, tensor: "\(f.key) (rank \(Int(rank)) in lora_adapter_metadata)",
+                                                    expected: [Int(rank)], got: f.down.shape)
+                }
+                f.alpha = Float(patternValue(alphaPattern, module: name).flatMap(number) ?? alpha)
+                f.rsLoRA = rsLoRA
+                updated[key] = f
+            }
+            modules[network] = updated
+        }
+    }
+
+    /// PEFT's `get_pattern_key`: the first pattern that matches the module name's end (after a dot).
+    static func patternValue(_ patterns: [String: Any], module: String) -> Any? {
+        for (pattern, value) in patterns.sorted(by: { $0.key < $1.key }) {
+            guard let regex = try? NSRegularExpression(pattern: "^(.*\\.)?(\(pattern))$") else { continue }
+            if regex.firstMatch(in: module, range: NSRange(module.startIndex..., in: module)) != nil { return value }
         }
         return nil
     }
@@ -181,6 +241,13 @@ public final class LoRA: @unchecked Sendable {
         if let f = entries[.canonical(module)] ?? entries[.kohya(underscored: module.replacingOccurrences(of: ".", with: "_"))] { return f }
         guard let originalName, originalName.hasSuffix(".weight") else { return nil }
         return entries[.kohya(underscored: originalName.dropLast(".weight".count).replacingOccurrences(of: ".", with: "_"))]
+    }
+
+    /// How weight `weightName` (canonical, ending in `.weight`) of `network` is adapted: the factor
+    /// its low-rank update is multiplied by before the strength (alpha / r, alpha / √r with
+    /// rsLoRA, 1 without an alpha) and whether DoRA rescales its rows; nil where it is not adapted.
+    public func adaptation(_ network: Network, weightName: String) -> (scale: Float, dora: Bool)? {
+        factors(network, weightName: weightName).map { ($0.scale, $0.magnitude != nil) }
     }
 
     /// A text encoder's module path with transformers' `text_model.` prefix, which files written by
@@ -206,6 +273,15 @@ public final class LoRA: @unchecked Sendable {
                 if u == 0 { continue }
                 let row = k * inner, dst = o * inner
                 for j in 0..<inner { w[dst + j] += u * down[row + j] }
+            }
+        }
+        if let magnitude = f.magnitude {
+            // DoRA (PEFT's merge): each row of W + s·BA rescaled to its magnitude, m / ‖row‖.
+            let m = try magnitude.converted(to: .f32).toFloats()
+            for o in 0..<out {
+                let norm = w[(o * inner)..<((o + 1) * inner)].reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot()
+                let factor = Float(Double(m[o]) / norm)
+                for j in (o * inner)..<((o + 1) * inner) { w[j] *= factor }
             }
         }
         return try Tensor(shape: weight.shape, values: w)
