@@ -39,6 +39,24 @@ extension PredictionType: ExpressibleByArgument {}
 
 extension PromptSyntax: ExpressibleByArgument {}
 
+/// `WIDTHxHEIGHT`, e.g. `512x512`.
+extension SDXLMicroConditioning.Size: ExpressibleByArgument {
+    public init?(argument: String) {
+        let parts = argument.lowercased().split(separator: "x", omittingEmptySubsequences: false)
+        guard parts.count == 2, let w = Int(parts[0]), let h = Int(parts[1]) else { return nil }
+        self.init(width: w, height: h)
+    }
+}
+
+/// `TOP,LEFT`, e.g. `0,0`.
+extension SDXLMicroConditioning.Crop: ExpressibleByArgument {
+    public init?(argument: String) {
+        let parts = argument.split(separator: ",", omittingEmptySubsequences: false)
+        guard parts.count == 2, let top = Int(parts[0]), let left = Int(parts[1]) else { return nil }
+        self.init(top: top, left: left)
+    }
+}
+
 /// `--lora PATH` or `PATH:STRENGTH` (the last colon splits when what follows is a number). When
 /// what follows the colon is no number but what precedes it is a file, the strength is NaN and the
 /// path the whole argument, so that `validateNumbers` can say that the strength is not a number

@@ -114,6 +114,24 @@ struct GenerateCommand: ParsableCommand {
     @Option(name: .customLong("negative-aesthetic-score"), help: "The refiner's aesthetic score for the unconditional batch (diffusers' negative_aesthetic_score, default 2.5).")
     var negativeAestheticScore: Float = 2.5
 
+    @Option(name: .customLong("original-size"), help: "SDXL's size conditioning: the original image size the model is told, WIDTHxHEIGHT (diffusers' original_size; default the output's size).")
+    var originalSize: SDXLMicroConditioning.Size?
+
+    @Option(name: .customLong("crop-top-left"), help: "SDXL's crop conditioning: TOP,LEFT in pixels (diffusers' crops_coords_top_left; default 0,0).")
+    var cropTopLeft: SDXLMicroConditioning.Crop?
+
+    @Option(name: .customLong("target-size"), help: "SDXL's target size conditioning, WIDTHxHEIGHT (diffusers' target_size; default the output's size).")
+    var targetSize: SDXLMicroConditioning.Size?
+
+    @Option(name: .customLong("negative-original-size"), help: "The original size for the unconditional batch, WIDTHxHEIGHT (diffusers' negative_original_size; e.g. 512x512 steers away from low-resolution looks). Text-to-image uses the negative sizes only when both this and --negative-target-size are given, as diffusers does.")
+    var negativeOriginalSize: SDXLMicroConditioning.Size?
+
+    @Option(name: .customLong("negative-crop-top-left"), help: "The crop for the unconditional batch, TOP,LEFT (diffusers' negative_crops_coords_top_left).")
+    var negativeCropTopLeft: SDXLMicroConditioning.Crop?
+
+    @Option(name: .customLong("negative-target-size"), help: "The target size for the unconditional batch, WIDTHxHEIGHT (diffusers' negative_target_size).")
+    var negativeTargetSize: SDXLMicroConditioning.Size?
+
     @Option(help: "With --init-image: extend the canvas and paint only the new area, e.g. left=128,right=128 (also top, bottom; multiples of 8 pixels). The strength defaults to 1 (the new area starts from noise).")
     var outpaint: String?
 
@@ -298,6 +316,12 @@ struct GenerateCommand: ParsableCommand {
         }
         request.aestheticScore = aestheticScore
         request.negativeAestheticScore = negativeAestheticScore
+        request.microConditioning.originalSize = originalSize
+        request.microConditioning.targetSize = targetSize
+        request.microConditioning.negativeOriginalSize = negativeOriginalSize
+        request.microConditioning.negativeTargetSize = negativeTargetSize
+        if let cropTopLeft { request.microConditioning.cropTopLeft = cropTopLeft }
+        if let negativeCropTopLeft { request.microConditioning.negativeCropTopLeft = negativeCropTopLeft }
         let refinerPipeline = try refiner.map { path in
             let p = try Pipeline(modelPath: path, backend: backend.backend(device: device), vaePath: files.vae, precision: files.precision)
             p.retainsPrograms = false

@@ -238,6 +238,9 @@ public struct GenerationRequest: Sendable, Hashable {
     /// ignore them.
     public var aestheticScore: Float = 6
     public var negativeAestheticScore: Float = 2.5
+    /// SDXL's size conditioning (original size, crop, target size, and their negative forms);
+    /// the defaults are diffusers': the output's size and no crop. Other models ignore it.
+    public var microConditioning = SDXLMicroConditioning()
     /// Skip the last `clipSkip` layers of the text encoder (diffusers' clip_skip).
     public var clipSkip: Int = 0
     /// Tiled VAE decoding (`.auto`: only where the image is large or the executor needs it).

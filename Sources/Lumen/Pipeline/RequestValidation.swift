@@ -36,6 +36,17 @@ extension Pipeline {
             throw invalid("guidance scale must be 0…\(GenerationRequest.maxGuidanceScale) (got \(r.guidanceScale)); "
                           + "values up to 1 turn guidance off, published models use 1–20, and larger ones only overflow")
         }
+        let m = r.microConditioning
+        for (name, size) in [("original size", m.originalSize), ("target size", m.targetSize),
+                             ("negative original size", m.negativeOriginalSize), ("negative target size", m.negativeTargetSize)] {
+            if let size, !((1...65536).contains(size.width) && (1...65536).contains(size.height)) {
+                throw invalid("SDXL \(name) \(size.width)x\(size.height): expected 1…65536 pixels a side")
+            }
+        }
+        for (name, crop) in [("crop", m.cropTopLeft), ("negative crop", m.negativeCropTopLeft)]
+            where !((0...65536).contains(crop.top) && (0...65536).contains(crop.left)) {
+            throw invalid("SDXL \(name) top-left \(crop.top),\(crop.left): expected 0…65536 pixels")
+        }
         guard r.eta.isFinite, (0...1).contains(r.eta) else {
             throw invalid("eta must be 0…1 (got \(r.eta)); it is DDIM's share of fresh noise in each step and TCD's gamma")
         }

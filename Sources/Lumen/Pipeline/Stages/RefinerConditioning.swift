@@ -43,13 +43,11 @@ struct RefinerConditioning: ConditioningStage {
             pooled = try zeroingFirstRow(pooled)
         }
         let context = try repeatRows(states, times: request.count)
-        let (h, w) = (Float(height), Float(width))
         // diffusers' _get_add_time_ids: the negative rows take negative_aesthetic_score.
-        func ids(negative: Bool) -> [Float] {
-            parts.requiresAestheticsScore ? [h, w, 0, 0, negative ? request.negativeAestheticScore : request.aestheticScore] : [h, w, 0, 0, h, w]
-        }
-        let rows = (guided ? [ids(negative: true), ids(negative: false)] : [ids(negative: false)])
-            .flatMap { Array(repeating: $0, count: request.count) }
+        let ids = request.microConditioning.timeIds(
+            width: width, height: height, pipeline: request.microConditioningPipeline,
+            aestheticScores: parts.requiresAestheticsScore ? (request.aestheticScore, request.negativeAestheticScore) : nil)
+        let rows = (guided ? [ids.negative, ids.positive] : [ids.positive]).flatMap { Array(repeating: $0, count: request.count) }
         return Conditioning(context: context, pooled: try repeatRows(pooled, times: request.count),
                             timeIds: try Tensor(shape: [rows.count, parts.timeIdCount], values: Array(rows.joined())))
     }

@@ -46,10 +46,14 @@ struct SDXLConditioning: ConditioningStage {
             pooled = try zeroingFirstRow(pooled)
         }
         let context = try repeatRows(states, times: request.count)
-        let rows = context.shape[0]
-        let ids: [Float] = [Float(height), Float(width), 0, 0, Float(height), Float(width)]
+        // diffusers' _get_add_time_ids, the unconditional rows first.
+        let ids = request.microConditioning.timeIds(width: width, height: height, pipeline: request.microConditioningPipeline)
+        let rows = (guided ? [ids.negative, ids.positive] : [ids.positive]).flatMap { Array(repeating: $0, count: request.count) }
+        guard rows.count == context.shape[0] else {
+            throw GenerationError.invalidRequest("SDXL conditioning: \(rows.count) time-id rows for \(context.shape[0]) prompt rows")
+        }
         return Conditioning(context: context, pooled: try repeatRows(pooled, times: request.count),
-                            timeIds: try Tensor(shape: [rows, 6], values: Array([[Float]](repeating: ids, count: rows).joined())))
+                            timeIds: try Tensor(shape: [rows.count, 6], values: Array(rows.joined())))
     }
 
     /// The context [T, 77, D1 + D2] and pooled embedding [T, P] of `texts`, as diffusers encodes them.
