@@ -38,6 +38,9 @@ struct GenerateCommand: ParsableCommand {
             help: "Rescale the guided prediction to the conditional one's standard deviation, in this share 0…1 (diffusers' guidance_rescale; 0.7 for models trained with zero terminal SNR, 0 is off).")
     var guidanceRescale: Float = 0
 
+    @Option(name: .customLong("scheduler-config"), help: "A scheduler_config.json used in place of the model's own (a folder's, or a single file's family defaults): for files trained in a way diffusers cannot tell from their tensors, e.g. prediction_type v_prediction with rescale_betas_zero_snr, or an EDMEulerScheduler config for an EDM file. --scheduler still picks the scheduler class.")
+    var schedulerConfig: String?
+
     @Option(help: "diffusers' eta, 0…1: DDIM's share of fresh noise in each step (0, deterministic, by default) and TCD's gamma (TCD LoRAs suggest 0.3); the other schedulers have none.")
     var eta: Float = 0
 
@@ -267,7 +270,7 @@ struct GenerateCommand: ParsableCommand {
         }
         let pipeline = try Pipeline(modelPath: model, backend: backend.backend(device: device), configFolder: files.config,
                                     vaePath: files.vae, precision: files.precision, loras: loras,
-                                    embeddings: try embeddingSpecs.map(Self.embedding))
+                                    embeddings: try embeddingSpecs.map(Self.embedding), schedulerConfigPath: schedulerConfig)
         pipeline.retainsPrograms = false  // one request: never hold the UNet's and the VAE's activations together
         if let memoryBudget, let bytes = MemoryBudget.parse(memoryBudget) {
             var budget = try pipeline.executor.memoryBudget()

@@ -160,6 +160,23 @@ final class EDMTests: XCTestCase {
         }
     }
 
+    /// A scheduler of the other formulation (a beta-schedule one on an EDM model, an EDM one on
+    /// another model) runs, as diffusers' from_config runs it, with a notice that says why the
+    /// image will not be what the model draws.
+    func testOtherFormulationIsNoticed() throws {
+        let dir = NSTemporaryDirectory() + "lumen-edm-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let playground = try Pipeline(modelPath: try folder(scheduler: "playground", in: dir), backend: .cpu)
+        var r = GenerationRequest(prompt: "x")
+        XCTAssertEqual(playground.notices(for: r).filter { $0.contains("EDM") }, [])
+        r.scheduler = .dpmpp2mKarras
+        XCTAssertTrue(playground.notices(for: r).contains { $0.contains("on an EDM model") }, "\(playground.notices(for: r))")
+        r.scheduler = .edmEuler
+        XCTAssertEqual(playground.notices(for: r).filter { $0.contains("EDM") }, [])
+        let sdxl = try Pipeline(modelPath: Fixtures.root + "/tiny-sdxl", backend: .cpu)
+        XCTAssertTrue(sdxl.notices(for: r).contains { $0.contains("is for EDM-trained models") }, "\(sdxl.notices(for: r))")
+    }
+
     /// A VAE config whose statistics do not fit its latents is refused naming the field.
     func testLatentStatisticsAreChecked() throws {
         let dir = NSTemporaryDirectory() + "lumen-edm-\(UUID().uuidString)"

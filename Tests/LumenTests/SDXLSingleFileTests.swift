@@ -102,10 +102,60 @@ final class SDXLSingleFileTests: TemporaryDirectoryTestCase {
         XCTAssertEqual(pipeline.schedulerKind(for: GenerationRequest(prompt: "x")), .euler)
         var request = GenerationRequest(prompt: "x")
         let notices = pipeline.notices(for: request)
-        XCTAssertTrue(notices.contains { $0.contains("marked v_pred and ztsnr") && $0.contains("--prediction-type v_prediction") }, "\(notices)")
+        XCTAssertTrue(notices.contains { $0.contains("marked v_pred and ztsnr") && $0.contains("--scheduler-config") }, "\(notices)")
         request.predictionType = .vPrediction
         XCTAssertFalse(pipeline.notices(for: request).contains { $0.contains("v_pred") })
         XCTAssertEqual(try Pipeline(modelPath: Self.checkpoint, backend: .cpu).model.trainingMarkers, [])
+
+        // The config the notice suggests, through --scheduler-config: read in place of SDXL's
+        // defaults, no notice, and a zero-SNR v-prediction generation that runs.
+        let notice = try XCTUnwrap(notices.first { $0.contains("marked v_pred") })
+        let json = try Self.jsonObject(in: notice)
+        let config = dir + "/zero-snr.json"
+        try json.write(toFile: config, atomically: true, encoding: .utf8)
+        // (The tiny file draws only with its folder's configs: --config, whose scheduler config the option replaces too.)
+        let configured = try Pipeline(modelPath: path, backend: .cpu, configFolder: Self.folder, schedulerConfigPath: config)
+        XCTAssertEqual(configured.model.schedulerConfigPath, config)
+        request = GenerationRequest(prompt: "x")
+        (request.width, request.height, request.steps) = (64, 64, 2)
+        XCTAssertEqual(configured.notices(for: request).filter { $0.contains("v_pred") }, [])
+        XCTAssertEqual(configured.schedulerKind(for: request), .euler)
+        XCTAssertEqual(try configured.generate(request).count, 1)
+        let (status, _, stderr) = try runLumen(["generate", "x", "--model", path, "--config", Self.folder, "--scheduler-config", config, "--steps", "2",
+                                                "--width", "64", "--height", "64", "-o", dir + "/zero-snr.png"])
+        XCTAssertEqual(status, 0, stderr)
+        XCTAssertFalse(stderr.contains("marked v_pred"), stderr)
+        XCTAssertThrowsError(try Pipeline(modelPath: path, backend: .cpu, schedulerConfigPath: dir + "/missing.json")) {
+            XCTAssertTrue("\($0)".contains("missing.json"), "\($0)")
+        }
+    }
+
+    /// The `{…}` a notice quotes.
+    static func jsonObject(in notice: String) throws -> String {
+        let open = try XCTUnwrap(notice.firstIndex(of: "{")), close = try XCTUnwrap(notice.firstIndex(of: "}"))
+        return String(notice[open...close])
+    }
+
+    /// A CosXL-style file (EDM v-prediction, its sigma range in edm_vpred.sigma_max/sigma_min):
+    /// diffusers reads it as plain SDXL; the notice gives the EDMEulerScheduler config with the
+    /// file's range, and with it the EDM scheduler runs.
+    func testCosXLMarkIsNoticed() throws {
+        let file = try SafetensorsFile(path: Self.checkpoint)
+        let path = dir + "/cosxl.safetensors"
+        try SafetensorsWriter.write(try file.names.map { ($0, try file.tensor($0)) }
+            + [("edm_vpred.sigma_max", try Tensor(shape: [], values: [120])), ("edm_vpred.sigma_min", try Tensor(shape: [], values: [0.002]))], to: path)
+        let pipeline = try Pipeline(modelPath: path, backend: .cpu)
+        var request = GenerationRequest(prompt: "x")
+        let notice = try XCTUnwrap(pipeline.notices(for: request).first { $0.contains("edm_vpred") }, "\(pipeline.notices(for: request))")
+        XCTAssertTrue(notice.contains("\"sigma_max\": 120.0") && notice.contains("EDMEulerScheduler"), notice)
+        let json = try Self.jsonObject(in: notice)
+        let config = dir + "/cosxl.json"
+        try json.write(toFile: config, atomically: true, encoding: .utf8)
+        let configured = try Pipeline(modelPath: path, backend: .cpu, configFolder: Self.folder, schedulerConfigPath: config)
+        XCTAssertEqual(configured.schedulerKind(for: request), .edmEuler)
+        XCTAssertEqual(configured.notices(for: request).filter { $0.contains("edm_vpred") }, [])
+        (request.width, request.height, request.steps) = (64, 64, 2)
+        XCTAssertEqual(try configured.generate(request).count, 1)
     }
 
     /// A base's UNet with bigG named as a refiner's (five time ids do not fit its added embedding)

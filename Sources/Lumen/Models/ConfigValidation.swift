@@ -224,7 +224,7 @@ extension StableDiffusionModel {
     static func loadSingleFile(inferring path: String, configFolder: String?) throws -> StableDiffusionModel {
         let model = try loadSingleFileInferring(path, configFolder: configFolder)
         let entries = model.unetWeights.files.first?.entries ?? [:]
-        model.trainingMarkers = ["v_pred", "ztsnr"].filter { entries[$0] != nil }
+        model.trainingMarkers = ["v_pred", "ztsnr", "edm_vpred.sigma_max"].filter { entries[$0] != nil }
         if !model.trainingMarkers.isEmpty {
             model.recognised.append("training marks \(model.trainingMarkers.joined(separator: ", ")) (read by ComfyUI; diffusers' from_single_file ignores them)")
         }

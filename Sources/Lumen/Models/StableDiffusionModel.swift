@@ -51,12 +51,13 @@ public final class StableDiffusionModel {
     public internal(set) var recognised: [String] = []
     /// A single file's own marks of how it was trained, which diffusers' `from_single_file` does
     /// not read: `v_pred` (v-prediction) and `ztsnr` (zero terminal SNR), the empty tensors
-    /// NoobAI-XL's v-prediction files and others carry. Read only to say so (`Pipeline.notices(for:)`).
+    /// NoobAI-XL's v-prediction files and others carry, and `edm_vpred.sigma_max` (CosXL's EDM
+    /// v-prediction, with its sigma range). Read only to say so (`Pipeline.notices(for:)`).
     public internal(set) var trainingMarkers: [String] = []
     /// The folder holding tokenizer files (vocab.json + merges.txt, or tokenizer.json), if the model has one.
     public let tokenizerPath: String?
     /// The scheduler config file, if the model has one.
-    public let schedulerConfigPath: String?
+    public internal(set) var schedulerConfigPath: String?
     /// The scheduler settings when there is no `scheduler_config.json` (a single file without
     /// `--config`: its family's, see `singleFileDefaults`).
     public internal(set) var schedulerDefaults: SchedulerConfig?
@@ -168,6 +169,17 @@ public final class StableDiffusionModel {
             try model.checkReplacedVAEConfig(vaePath)
         }
         return model
+    }
+
+    /// Uses the scheduler config at `path` in place of the model's own (a folder's, or a single
+    /// file's family defaults): for the files whose training diffusers cannot tell from their
+    /// tensors (v-prediction, zero terminal SNR, EDM). Throws `SchedulerError` naming the file
+    /// when it cannot be read.
+    func replaceSchedulerConfig(with path: String) throws {
+        _ = try SchedulerConfig(path: path)
+        recognised.append("scheduler config \(path) in place of " + (schedulerConfigPath ?? "the family's defaults"))
+        schedulerConfigPath = path
+        schedulerDefaults = nil
     }
 
     // MARK: - diffusers folders

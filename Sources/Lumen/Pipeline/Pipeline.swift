@@ -20,7 +20,7 @@ public final class Pipeline: @unchecked Sendable {
     /// SDXL's second tokenizer (for `text_encoder_2`).
     public let tokenizer2: CLIPTokenizer?
     let schedulerConfig: SchedulerConfig
-    private let defaultScheduler: SchedulerKind
+    let defaultScheduler: SchedulerKind
     /// One-line notices about what loading chose in the user's place (a scheduler run instead of
     /// one Lumen lacks, defaults for a missing config), for a front end to show; `notices(for:)`
     /// adds a request's own.
@@ -56,7 +56,8 @@ public final class Pipeline: @unchecked Sendable {
     /// UNet and text-encoder weights as the networks are built; `embeddings` are textual-inversion
     /// tokens the prompts may use.
     public convenience init(modelPath: String, backend: Backend = .auto, configFolder: String? = nil, vaePath: String? = nil,
-                            precision: WeightPrecision = .auto, loras: [LoRAWeight] = [], embeddings: [TextualInversion] = []) throws {
+                            precision: WeightPrecision = .auto, loras: [LoRAWeight] = [], embeddings: [TextualInversion] = [],
+                            schedulerConfigPath: String? = nil) throws {
         let executor = try Pipeline.makeExecutor(backend)
         var note: String? = nil
         if case .auto = backend, executor.backendKind == .cpu {
@@ -65,20 +66,22 @@ public final class Pipeline: @unchecked Sendable {
                 : "no Vulkan GPU found (only \(devices.map(\.name).joined(separator: ", "))): running on the CPU"
         }
         try self.init(modelPath: modelPath, executor: executor, configFolder: configFolder, vaePath: vaePath,
-                      precision: precision, loras: loras, embeddings: embeddings, backendNote: note)
+                      precision: precision, loras: loras, embeddings: embeddings, schedulerConfigPath: schedulerConfigPath, backendNote: note)
     }
 
     /// Opens the model with an executor of the caller's (for example a `VulkanExecutor` with
     /// particular options).
+    /// `schedulerConfigPath`: a `scheduler_config.json` used in place of the model's own.
     public init(modelPath: String, executor: any Executor, configFolder: String? = nil, vaePath: String? = nil,
                 precision: WeightPrecision = .auto, loras: [LoRAWeight] = [], embeddings: [TextualInversion] = [],
-                backendNote: String? = nil) throws {
+                schedulerConfigPath: String? = nil, backendNote: String? = nil) throws {
         self.executor = executor
         self.backendNote = backendNote
         // The CPU executor widens every weight to f32 as it packs it, so it reads the plain files;
         // a GPU holds f16 weights, which a folder's .fp16 files give it for half the reading.
         let resolved = precision != .auto ? precision : (executor.prefersHalfPrecisionWeights ? WeightPrecision.fp16 : .fp32)
         model = try StableDiffusionModel.load(path: modelPath, configFolder: configFolder, vaePath: vaePath, precision: resolved)
+        if let schedulerConfigPath { try model.replaceSchedulerConfig(with: schedulerConfigPath) }
         _ = try model.checkRunnable()
         try model.apply(loras: loras)
         try model.add(embeddings: embeddings)  // textual inversion (#20)
