@@ -18,6 +18,9 @@ extension GenerateCommand {
             throw ValidationError("--guidance \(guidance): expected 0…\(Int(maxGuidance)) (up to 1 turns guidance off; models use 1–20, "
                                   + "and larger values only overflow)")
         }
+        guard imageGuidance.isFinite, imageGuidance >= 0, imageGuidance <= maxGuidance else {
+            throw ValidationError("--image-guidance \(imageGuidance): expected 0…\(Int(maxGuidance)) (an InstructPix2Pix model's image guidance; 1.5 by default)")
+        }
         guard eta.isFinite, (0...1).contains(eta) else {
             throw ValidationError("--eta \(eta): expected 0…1 (DDIM's share of fresh noise in each step, TCD's gamma; 0 is deterministic)")
         }

@@ -34,6 +34,10 @@ struct GenerateCommand: ParsableCommand {
             help: "Classifier-free guidance scale, at most 1 disables guidance (default diffusers' for the model: 7.5, SDXL 5.0, SDXL inpainting 7.5).")
     var guidanceOption: Float?
 
+    @Option(name: .customLong("image-guidance"),
+            help: "An InstructPix2Pix model's image guidance (diffusers' image_guidance_scale, default 1.5): how closely the edit keeps to --init-image.")
+    var imageGuidance: Float = 1.5
+
     @Option(name: .customLong("guidance-rescale"),
             help: "Rescale the guided prediction to the conditional one's standard deviation, in this share 0…1 (diffusers' guidance_rescale; 0.7 for models trained with zero terminal SNR, 0 is off).")
     var guidanceRescale: Float = 0
@@ -287,6 +291,7 @@ struct GenerateCommand: ParsableCommand {
         request.guidanceScale = guidanceOption ?? defaults.guidanceScale
         request.guidanceRescale = guidanceRescale
         request.eta = eta
+        request.imageGuidanceScale = imageGuidance
         request.width = width
         request.height = height
         request.seed = seed ?? UInt64.random(in: 0..<(1 << 32))
@@ -377,6 +382,7 @@ struct GenerateCommand: ParsableCommand {
         if clipSkip > 0 { parameters += ", Clip skip: \(clipSkip + 1)" }
         if guidanceRescale > 0 { parameters += ", Guidance rescale: \(guidanceRescale)" }
         if eta > 0 { parameters += ", Eta: \(eta)" }
+        if pipeline.model.isInstructPix2Pix { parameters += ", Image CFG scale: \(imageGuidance)" }
         if let maskBlur { parameters += ", Mask blur: \(maskBlur)" }
         if let maskCrop { parameters += ", Inpaint area: Only masked, Masked area padding: \(maskCrop)" }
         if let hires = request.hires {

@@ -4,6 +4,10 @@ extension StableDiffusionModel {
     /// An inpainting model: its UNet takes the latents, the mask and the masked image's latents.
     public var isInpainting: Bool { unetConfig.inChannels == 2 * vaeConfig.latentChannels + 1 }
 
+    /// An InstructPix2Pix model (timbrooks/instruct-pix2pix): its UNet takes the latents and the
+    /// edited image's latents, and edits that image as the prompt instructs.
+    public var isInstructPix2Pix: Bool { unetConfig.inChannels == 2 * vaeConfig.latentChannels }
+
     /// What generation would refuse about the model itself, checked without building a network, so
     /// that `lumen info` and `Pipeline` agree: the UNet's config is one Lumen can build, an SDXL UNet
     /// has its second text encoder, and the scheduler config reads and names a known scheduler.
@@ -12,10 +16,15 @@ extension StableDiffusionModel {
     public func checkRunnable() throws -> [String] {
         _ = try UNet2DConditionModel(config: unetConfig)
         let latent = vaeConfig.latentChannels
-        guard unetConfig.inChannels == latent || isInpainting else {
+        guard unetConfig.inChannels == latent || isInpainting || isInstructPix2Pix else {
             throw ModelFileError.invalidValue(path: layout == .diffusersFolder ? path + "/unet/config.json" : path, field: "in_channels",
                                               value: "\(unetConfig.inChannels)",
-                                              expected: "\(latent) (the VAE's latent channels) or \(2 * latent + 1) (an inpainting UNet: latents, mask, masked image)")
+                                              expected: "\(latent) (the VAE's latent channels), \(2 * latent + 1) (an inpainting UNet: latents, mask, "
+                                                + "masked image) or \(2 * latent) (InstructPix2Pix: latents, image)")
+        }
+        if isInstructPix2Pix && (xl != nil || refiner != nil) {
+            throw ModelFileError.unsupported(path: path, detail: "an SDXL InstructPix2Pix UNet (\(2 * latent) input channels; CosXL Edit's kind): "
+                + "Lumen runs Stable Diffusion 1.x/2.x InstructPix2Pix models only")
         }
         if unetConfig.additionEmbedType == .textTime && xl == nil && refiner == nil {
             throw ModelFileError.missingFile(

@@ -181,6 +181,10 @@ public struct GenerationRequest: Sendable, Hashable {
     /// prediction in this proportion, 0…1 (0: off; 0.7 for models trained with zero terminal SNR).
     /// Only with guidance (scale above 1).
     public var guidanceRescale: Float = 0
+    /// An InstructPix2Pix model's image guidance (diffusers' `image_guidance_scale`, default 1.5):
+    /// how closely the edit keeps to the init image. Guidance runs when `guidanceScale` is above 1
+    /// and this is at least 1. Other models ignore it.
+    public var imageGuidanceScale: Float = 1.5
     /// diffusers' `eta`, 0…1, which the pipelines pass to the schedulers that take it: DDIM's share
     /// of fresh noise in each step (0, deterministic, by default) and TCD's γ. The others ignore it,
     /// as in diffusers.

@@ -227,10 +227,16 @@ public final class Pipeline: @unchecked Sendable {
         let (lh, lw) = (height / f, width / f)
         let n = request.count
         let latentChannels = model.vaeConfig.latentChannels
-        let guided = request.guidanceScale > 1 && !model.unetConfig.embedsGuidance  // #15: LCM UNets embed it
+        let guided = isGuided(request)
+        let groups = guided ? (model.isInstructPix2Pix ? 3 : 2) : 1
         var generator = TorchGenerator(seed: request.seed)
 
-        let conditions = try conditioning.condition(request, guided: guided, width: width, height: height, cache: cache)
+        var conditions = try conditioning.condition(request, guided: guided, width: width, height: height, cache: cache)
+        if guided && model.isInstructPix2Pix {
+            // InstructPix2Pix's three groups: the unconditional text twice (with no image, then
+            // with the image), then the prompt.
+            conditions = Conditioning(context: try Self.repeatingFirstHalf(conditions.context), pooled: nil, timeIds: nil)
+        }
         try checkFinite(conditions.context.toFloats(), stage: .textEncoder)
 
         var config = pipelineSchedulerConfig(request)
@@ -251,7 +257,7 @@ public final class Pipeline: @unchecked Sendable {
         // runs (the cache lets go of it below when the pipeline does not retain programs).
         var latents: [Float]
         do {
-            let batch = (guided ? 2 : 1) * n
+            let batch = groups * n
             let controlled = !request.controlNets.isEmpty
             let unet = try unetNetwork(batch: batch, height: lh, width: lw, contextLength: conditions.context.shape[1], controlled: controlled)
             try model.checkLoRAsApplied()  // both networks are built by now
@@ -271,6 +277,7 @@ public final class Pipeline: @unchecked Sendable {
                 }
                 var loop = DenoisingLoop(unet: { try unet.run($0)[0] }, conditioning: conditions, scheduler: scheduler,
                                          guidanceScale: guided ? request.guidanceScale : 1, guidanceRescale: request.guidanceRescale,
+                                         imageGuidanceScale: model.isInstructPix2Pix ? request.imageGuidanceScale : nil,
                                          count: n, channels: latentChannels, height: lh, width: lw, hooks: hooks)
                 return try loop.run(from: start, steps: first..<end, generator: &generator) { k, steps, latents in
                     try checkFinite(latents, stage: .unetStep(k, of: steps), request: request)
@@ -310,6 +317,14 @@ public final class Pipeline: @unchecked Sendable {
         let latentCount = request.count * model.vaeConfig.latentChannels * (height / f) * (width / f)
         guard request.initImage != nil || request.initLatents != nil else {
             return (generator.randn(count: latentCount).map { $0 * scheduler.initNoiseSigma }, 0, nil)
+        }
+        if model.isInstructPix2Pix, let image = request.initImage {
+            // diffusers: the image's latent mode (the encoder's mean, unscaled: no draw), then
+            // noise for every step; no strength.
+            let imageLatents = try vae.encodeMode(image, layout: plan.encodeTiles)
+            let hook = InstructPix2PixInputs(imageLatents: imageLatents, count: request.count, guided: isGuided(request),
+                                             channels: model.vaeConfig.latentChannels, height: height / f, width: width / f)
+            return (generator.randn(count: latentCount).map { $0 * scheduler.initNoiseSigma }, 0, hook)
         }
         let first: Int
         if let start = request.denoisingStart {
@@ -413,6 +428,20 @@ public final class Pipeline: @unchecked Sendable {
             throw GenerationError.invalidRequest("latents to decode must be [N, \(channels), h, w] (got \(latents.shape))")
         }
         return try vae.decode(latents, tiles: tiles, statistics: model.xl != nil) { _, _ in }
+    }
+
+    /// Whether the request runs guided: classifier-free guidance above 1 (not for UNets that embed
+    /// the scale, #15); for InstructPix2Pix also an image guidance of at least 1, as diffusers.
+    func isGuided(_ request: GenerationRequest) -> Bool {
+        guard request.guidanceScale > 1 && !model.unetConfig.embedsGuidance else { return false }
+        return !model.isInstructPix2Pix || request.imageGuidanceScale >= 1
+    }
+
+    /// The rows [u₁…uₙ, c₁…cₙ] of a guided context as [u…, u…, c…].
+    static func repeatingFirstHalf(_ context: Tensor) throws -> Tensor {
+        let rows = context.shape[0], per = context.count / rows, values = context.toFloats()
+        let half = values[..<(rows / 2 * per)]
+        return try Tensor(shape: Shape([rows / 2 * 3] + context.shape.dims.dropFirst()), values: Array(half) + values)
     }
 
     /// Where diffusers' pipeline for the request unscales latents with the VAE's `latents_mean` and

@@ -8,6 +8,7 @@
 /// | StableDiffusion(ControlNet)InpaintPipeline           | 50    | 7.5      | 1.0      |
 /// | StableDiffusionXL(Img2Img/ControlNet)Pipeline        | 50    | 5.0      | 0.3      |
 /// | StableDiffusionXLInpaintPipeline                     | 50    | 7.5      | 0.9999   |
+/// | StableDiffusionInstructPix2PixPipeline               | 100   | 7.5      | (none)   |
 ///
 /// The ControlNet pipelines' `controlnet_conditioning_scale`: 1.0 for text-to-image, 0.8 for
 /// image-to-image (SD and SDXL), 0.5 for SD inpainting, 1.0 for SDXL inpainting.
@@ -27,7 +28,7 @@ public struct PipelineDefaults: Sendable, Hashable {
     /// whether it starts from an image (which the ControlNet scale depends on).
     public init(model: StableDiffusionModel, masked: Bool, fromImage: Bool = false) {
         let xl = model.xl != nil || model.refiner != nil
-        steps = 50
+        steps = model.isInstructPix2Pix ? 100 : 50
         guidanceScale = xl && !masked ? 5.0 : 7.5
         strength = masked ? (xl ? 0.9999 : 1.0) : (xl ? 0.3 : 0.8)
         controlNetScale = masked ? (xl ? 1.0 : 0.5) : (fromImage ? 0.8 : 1.0)

@@ -117,6 +117,19 @@ extension Pipeline {
                 throw invalid("\(what): start \(c.start) and end \(c.end) must satisfy 0 ≤ start < end ≤ 1")
             }
         }
+        if model.isInstructPix2Pix {
+            guard r.initImage != nil else {
+                throw invalid("\(model.path) is an InstructPix2Pix model (its UNet takes latents and the image to edit): give an init image")
+            }
+            for (given, what) in [(r.mask != nil, "a mask"), (!r.controlNets.isEmpty, "ControlNets"), (r.hires != nil, "the hires fix"),
+                                  (r.denoisingStart != nil || r.denoisingEnd != nil, "denoising start or end"),
+                                  (r.initLatents != nil, "init latents")] where given {
+                throw invalid("an InstructPix2Pix model edits a whole image: it cannot be combined with \(what)")
+            }
+            guard r.imageGuidanceScale.isFinite, r.imageGuidanceScale >= 0, r.imageGuidanceScale <= GenerationRequest.maxGuidanceScale else {
+                throw invalid("image guidance scale \(r.imageGuidanceScale): expected 0…\(Int(GenerationRequest.maxGuidanceScale))")
+            }
+        }
         if model.isInpainting {
             guard r.mask != nil, r.initImage != nil else {
                 throw invalid("\(model.path) is an inpainting model (its UNet takes latents, mask and masked image): give an init image and a mask")

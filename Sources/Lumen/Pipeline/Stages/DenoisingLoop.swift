@@ -32,12 +32,18 @@ struct DenoisingLoop {
     /// The share of the guided prediction rescaled to the conditional one's standard deviation
     /// (diffusers' `guidance_rescale`); 0 leaves it as it is.
     var guidanceRescale: Float = 0
+    /// InstructPix2Pix's image guidance: with guidance the batch is three groups (unconditional
+    /// text with no image, unconditional text with the image, the prompt with the image) and the
+    /// prediction `u + s (c − i) + s_image (i − u)`, as diffusers combines them. nil: two groups.
+    var imageGuidanceScale: Float? = nil
     /// Images in the batch, and the latent shape of one.
     let count: Int, channels: Int, height: Int, width: Int
     var hooks: [any DenoisingHook] = []
 
     var guided: Bool { guidanceScale > 1 }
     var latentCount: Int { count * channels * height * width }
+    /// Row groups of the UNet's batch: 1 unguided, 2 with classifier-free guidance, 3 for InstructPix2Pix's.
+    var groups: Int { guided ? (imageGuidanceScale != nil ? 3 : 2) : 1 }
 
     /// Runs steps `steps` (indices into the scheduler's timesteps) from `latents`, drawing the
     /// schedulers' noise from `generator`. `onStep(k, n, latents)` follows each step (k of n, from
@@ -49,11 +55,11 @@ struct DenoisingLoop {
                                                  + "\(scheduler.timesteps.count); expected \(latentCount) values")
         }
         var latents = latents
-        let batch = (guided ? 2 : 1) * count
+        let batch = groups * count
         for i in steps {
             let t = scheduler.timesteps[i]
             let scaled = scheduler.scaleModelInput(latents, step: i)
-            let sample = try Tensor(shape: [batch, channels, height, width], values: guided ? scaled + scaled : scaled)
+            let sample = try Tensor(shape: [batch, channels, height, width], values: Array([[Float]](repeating: scaled, count: groups).joined()))
             var inputs = conditioning.addedInputs
             inputs["sample"] = sample
             inputs["timestep"] = try Tensor(shape: [batch], values: [Float](repeating: t, count: batch))
@@ -63,7 +69,13 @@ struct DenoisingLoop {
             }
             let prediction = try unet(inputs).toFloats()
             var guidedPrediction = prediction
-            if guided {
+            if guided, let imageScale = imageGuidanceScale {
+                let n = latentCount, g = guidanceScale
+                guidedPrediction = (0..<n).map { k in
+                    let (u, img, c) = (prediction[k], prediction[n + k], prediction[2 * n + k])
+                    return u + g * (c - img) + imageScale * (img - u)
+                }
+            } else if guided {
                 let half = latentCount, g = guidanceScale
                 guidedPrediction = (0..<half).map { prediction[$0] + g * (prediction[half + $0] - prediction[$0]) }
                 if guidanceRescale > 0 {

@@ -70,3 +70,25 @@ struct InpaintInputs: DenoisingHook {
         return ["sample": try Tensor(shape: [batch, 2 * channels + 1, height, width], values: out)]
     }
 }
+
+/// InstructPix2Pix's UNet inputs: each row's latents with the image's latents after them in the
+/// channel axis (zeros for the first, unconditional group when guided, as diffusers).
+struct InstructPix2PixInputs: DenoisingHook {
+    /// The image's latents (the encoder's mean, unscaled) for one image [C · h · w].
+    let imageLatents: [Float]
+    let count: Int
+    let guided: Bool
+    let channels: Int, height: Int, width: Int
+
+    func unetInputs(step: Int, timestep: Float, modelInput: Tensor) throws -> [String: Tensor] {
+        let batch = modelInput.shape[0], per = channels * height * width
+        let x = modelInput.toFloats(), zeros = [Float](repeating: 0, count: per)
+        var out: [Float] = []
+        out.reserveCapacity(batch * 2 * per)
+        for b in 0..<batch {
+            out += x[(b * per)..<((b + 1) * per)]
+            out += guided && b < count ? zeros : imageLatents
+        }
+        return ["sample": try Tensor(shape: [batch, 2 * channels, height, width], values: out)]
+    }
+}

@@ -82,6 +82,23 @@ final class VAEStage {
     /// img2img pipelines encode). With a tile layout, the image is encoded in overlapping tiles
     /// whose moments are blended (diffusers' `_tiled_encode`), then the log-variance is clamped as one.
     func encode(_ image: InitImage, layout: VAETileLayout?, statistics: Bool, generator: inout TorchGenerator) throws -> [Float] {
+        let (mean, logvar) = try moments(image, layout: layout)
+        let sample = generator.randn(count: mean.count)
+        let scaling = config.scalingFactor
+        let drawn = (0..<mean.count).map { mean[$0] + Foundation.exp(0.5 * logvar[$0]) * sample[$0] }
+        guard statistics, let stats = config.latentStatistics else { return drawn.map { $0 * scaling } }
+        let plane = mean.count / config.latentChannels
+        return drawn.enumerated().map { i, v in (v - stats.mean[i / plane]) * scaling / stats.std[i / plane] }
+    }
+
+    /// The encoder's mean for the init image, unscaled (diffusers' `latent_dist.mode()`, which
+    /// InstructPix2Pix conditions on): no sample is drawn.
+    func encodeMode(_ image: InitImage, layout: VAETileLayout?) throws -> [Float] {
+        try moments(image, layout: layout).mean
+    }
+
+    /// The encoder's mean and (clamped) log-variance for the init image, whole or tiled.
+    private func moments(_ image: InitImage, layout: VAETileLayout?) throws -> (mean: [Float], logvar: [Float]) {
         let (h, w) = (image.height, image.width)
         var planar = [Float](repeating: 0, count: 3 * h * w)
         for i in 0..<(h * w) {
@@ -106,12 +123,7 @@ final class VAEStage {
             logvar = out[1].toFloats()
         }
         try ensureFinite(mean + logvar, stage: .vaeEncode, withLoRAs: withLoRAs)
-        let sample = generator.randn(count: mean.count)
-        let scaling = config.scalingFactor
-        let drawn = (0..<mean.count).map { mean[$0] + Foundation.exp(0.5 * logvar[$0]) * sample[$0] }
-        guard statistics, let stats = config.latentStatistics else { return drawn.map { $0 * scaling } }
-        let plane = mean.count / config.latentChannels
-        return drawn.enumerated().map { i, v in (v - stats.mean[i / plane]) * scaling / stats.std[i / plane] }
+        return (mean, logvar)
     }
 
     // MARK: Planning

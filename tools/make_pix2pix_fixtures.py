@@ -1,0 +1,91 @@
+#!/usr/bin/env python3
+"""An InstructPix2Pix model and diffusers' edits with it, for Lumen's tests.
+
+InstructPix2Pix (timbrooks/instruct-pix2pix) conditions an 8-channel UNet on the latents and the
+image to edit (the encoder's mean, unscaled) and guides in three groups: the prompt with the image,
+the unconditional text with the image, and with no image. Lumen refused the 8-channel UNet. Run by
+hand, never in CI, after tools/make_fixtures.py and tools/make_default_fixtures.py (the venv of
+tools/requirements-fixtures.txt):
+
+    HF_HUB_OFFLINE=1 .venv-fixtures/bin/python tools/make_pix2pix_fixtures.py
+
+Writes Tests/Fixtures/tiny-sd-pix2pix/: tiny-sd with an 8-channel UNet (conv_in's first four input
+channels tiny-sd's, the other four random; every other weight tiny-sd's; stored in f16, each value
+f16-exact so that the f32 pipeline reads the same numbers), the other parts symlinks to tiny-sd's,
+and model_index.json naming StableDiffusionInstructPix2PixPipeline; and
+Tests/Fixtures/pix2pix-reference.safetensors: f32 images (numpy, [0, 1]) `image.<case>` of
+StableDiffusionInstructPix2PixPipeline with defaults/init.png, the requests in __metadata__:
+
+  default           20 steps, guidance 7.5, image guidance 1.5 (the pipeline's defaults but the steps)
+  image-guidance-1  guidance 5, image guidance 1 (still the three-group guidance: >= 1)
+  unguided          image guidance 0.5 (diffusers then runs one group: the prompt with the image)
+  two               the default case with num_images_per_prompt 2 ([2, 64, 64, 3])
+"""
+
+import json
+import os
+import shutil
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import make_fixtures as base  # noqa: E402
+from make_fixtures import torch, diffusers  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+MODEL = os.path.join(base.FIXTURES, "tiny-sd-pix2pix")
+OUT = os.path.join(base.FIXTURES, "pix2pix-reference.safetensors")
+REQUEST = dict(prompt="make it a small green square", negative_prompt="a triangle", num_inference_steps=20, guidance_scale=7.5,
+               image_guidance_scale=1.5, seed=13, init="defaults/init.png")
+CASES = {"default": {}, "image-guidance-1": dict(guidance_scale=5.0, image_guidance_scale=1.0), "unguided": dict(image_guidance_scale=0.5),
+         "two": dict(num_images_per_prompt=2)}
+
+
+def main():
+    base.set_up()
+    if os.path.isdir(MODEL):
+        shutil.rmtree(MODEL)
+    os.makedirs(MODEL)
+    for part in ("text_encoder", "tokenizer", "vae", "scheduler"):
+        os.symlink(os.path.join("..", "tiny-sd", part), os.path.join(MODEL, part))
+    source = diffusers.UNet2DConditionModel.from_pretrained(os.path.join(base.FOLDER, "unet"), local_files_only=True)
+    config = dict(source.config)
+    config["in_channels"] = 8
+    unet = diffusers.UNet2DConditionModel.from_config(config)
+    state = source.state_dict()
+    g = torch.Generator().manual_seed(4100)
+    conv = state["conv_in.weight"]
+    state["conv_in.weight"] = torch.cat([conv, torch.randn(conv.shape, generator=g) * conv.std()], dim=1)
+    unet.load_state_dict({k: v.to(torch.float16).float() for k, v in state.items()})
+    unet.to(torch.float16).save_pretrained(os.path.join(MODEL, "unet"))
+    index = json.load(open(os.path.join(base.FOLDER, "model_index.json")))
+    index["_class_name"] = "StableDiffusionInstructPix2PixPipeline"
+    json.dump(index, open(os.path.join(MODEL, "model_index.json"), "w"), indent=2, sort_keys=True)
+
+    pipe = diffusers.StableDiffusionInstructPix2PixPipeline.from_pretrained(MODEL, dtype=torch.float32, local_files_only=True,
+                                                                         safety_checker=None)
+    assert pipe.unet.config.in_channels == 8 and pipe.unet.dtype == torch.float32
+    image = Image.open(os.path.join(base.FIXTURES, REQUEST["init"])).convert("RGB")
+    ref, meta = {}, {}
+    for name, extra in CASES.items():
+        request = dict(REQUEST, **extra)
+        args = {k: v for k, v in request.items() if k not in ("seed", "init")}
+        out = pipe(**args, image=image, generator=torch.Generator().manual_seed(request["seed"]), output_type="np").images
+        assert np.isfinite(out).all() and out.shape[1:] == (64, 64, 3)
+        ref["image." + name] = torch.from_numpy(out).float().contiguous()
+        meta[name] = json.dumps(request, sort_keys=True)
+    assert (ref["image.default"] - ref["image.unguided"]).abs().max() > 4 / 255
+    base.save_safetensors(ref, OUT, metadata={
+        "format": "pt", "generator": "tools/make_pix2pix_fixtures.py", **meta,
+        "versions": json.dumps({"torch": torch.__version__, "diffusers": diffusers.__version__}, sort_keys=True)})
+    for root, _, files in os.walk(MODEL):
+        for f in sorted(files):
+            os.chmod(os.path.join(root, f), 0o644)
+    os.chmod(OUT, 0o644)
+    print(f"  {os.path.relpath(OUT, base.REPO)} {os.path.getsize(OUT):,} bytes; unet "
+          f"{os.path.getsize(os.path.join(MODEL, 'unet', 'diffusion_pytorch_model.safetensors')):,} bytes")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
