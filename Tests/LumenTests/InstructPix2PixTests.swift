@@ -50,6 +50,41 @@ final class InstructPix2PixTests: XCTestCase {
         }
     }
 
+    /// SDXL InstructPix2Pix (StableDiffusionXLInstructPix2PixPipeline): pooled embeddings in three
+    /// groups, the prompt's time ids in every group, no negative prompt zeroed, guidance_rescale
+    /// toward the prompt's prediction, and `is_cosxl_edit` (from model_index.json) scaling the
+    /// image latents.
+    func testSDXLEditsMatchDiffusers() throws {
+        let ref = try Self.reference
+        let dir = NSTemporaryDirectory() + "lumen-pix2pix-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let xl = Fixtures.root + "/tiny-sdxl-pix2pix"
+        // The CosXL Edit case's folder: the same parts, model_index.json with is_cosxl_edit true.
+        let cosxl = dir + "/cosxl-edit"
+        try FileManager.default.createDirectory(atPath: cosxl, withIntermediateDirectories: true)
+        for part in ["text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "vae", "scheduler", "unet"] {
+            try FileManager.default.createSymbolicLink(atPath: cosxl + "/" + part, withDestinationPath: xl + "/" + part)
+        }
+        var index = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: xl + "/model_index.json"))) as? [String: Any])
+        index["is_cosxl_edit"] = true
+        try JSONSerialization.data(withJSONObject: index).write(to: URL(fileURLWithPath: cosxl + "/model_index.json"))
+        for name in ["sdxl", "sdxl-rescale", "sdxl-cosxl"] {
+            let fields = try DiffusersRequest(ref, key: name)
+            let out = dir + "/\(name).png"
+            var args = ["generate", fields.prompt, "--model", fields.fields["is_cosxl_edit"] as? Bool == true ? cosxl : xl, "-o", out,
+                        "--init-image", Fixtures.root + "/" + (fields.fields["init"] as! String),
+                        "--image-guidance", "\(fields.fields["image_guidance_scale"] as! Double)"] + fields.arguments
+            if let negative = fields.fields["negative_prompt"] as? String { args += ["--negative-prompt", negative] }
+            if let rescale = fields.fields["guidance_rescale"] as? Double { args += ["--guidance-rescale", "\(rescale)"] }
+            let (status, _, stderr) = try runLumen(args)
+            XCTAssertEqual(status, 0, "\(name): \(stderr)")
+            let d = pixelDifference(try RGBImage.readPNG(out).image.pixels.map(Int.init), try DiffusersRequest.pixels(ref, "image." + name))
+            XCTAssertLessThanOrEqual(d.largest, 1, name)
+            XCTAssertLessThan(d.mean, 1, name)
+        }
+    }
+
     /// The pipeline's defaults (100 steps), and what an InstructPix2Pix model cannot do, refused by name.
     func testDefaultsAndRefusals() throws {
         let pipeline = try Pipeline(modelPath: Self.model, backend: .cpu)

@@ -22,9 +22,8 @@ extension StableDiffusionModel {
                                               expected: "\(latent) (the VAE's latent channels), \(2 * latent + 1) (an inpainting UNet: latents, mask, "
                                                 + "masked image) or \(2 * latent) (InstructPix2Pix: latents, image)")
         }
-        if isInstructPix2Pix && (xl != nil || refiner != nil) {
-            throw ModelFileError.unsupported(path: path, detail: "an SDXL InstructPix2Pix UNet (\(2 * latent) input channels; CosXL Edit's kind): "
-                + "Lumen runs Stable Diffusion 1.x/2.x InstructPix2Pix models only")
+        if isInstructPix2Pix && refiner != nil {
+            throw ModelFileError.unsupported(path: path, detail: "a refiner with an InstructPix2Pix UNet (\(2 * latent) input channels)")
         }
         if unetConfig.additionEmbedType == .textTime && xl == nil && refiner == nil {
             throw ModelFileError.missingFile(

@@ -234,8 +234,10 @@ public final class Pipeline: @unchecked Sendable {
         var conditions = try conditioning.condition(request, guided: guided, width: width, height: height, cache: cache)
         if guided && model.isInstructPix2Pix {
             // InstructPix2Pix's three groups: the unconditional text twice (with no image, then
-            // with the image), then the prompt.
-            conditions = Conditioning(context: try Self.repeatingFirstHalf(conditions.context), pooled: nil, timeIds: nil)
+            // with the image), then the prompt; SDXL's time ids are the prompt's in every group.
+            conditions = Conditioning(context: try Self.repeatingFirstHalf(conditions.context),
+                                      pooled: try conditions.pooled.map(Self.repeatingFirstHalf),
+                                      timeIds: try conditions.timeIds.map(Self.secondHalfThrice))
         }
         try checkFinite(conditions.context.toFloats(), stage: .textEncoder)
 
@@ -278,6 +280,7 @@ public final class Pipeline: @unchecked Sendable {
                 var loop = DenoisingLoop(unet: { try unet.run($0)[0] }, conditioning: conditions, scheduler: scheduler,
                                          guidanceScale: guided ? request.guidanceScale : 1, guidanceRescale: request.guidanceRescale,
                                          imageGuidanceScale: model.isInstructPix2Pix ? request.imageGuidanceScale : nil,
+                                         imageGuidanceRescales: model.xl != nil,
                                          count: n, channels: latentChannels, height: lh, width: lw, hooks: hooks)
                 return try loop.run(from: start, steps: first..<end, generator: &generator) { k, steps, latents in
                     try checkFinite(latents, stage: .unetStep(k, of: steps), request: request)
@@ -321,7 +324,10 @@ public final class Pipeline: @unchecked Sendable {
         if model.isInstructPix2Pix, let image = request.initImage {
             // diffusers: the image's latent mode (the encoder's mean, unscaled: no draw), then
             // noise for every step; no strength.
-            let imageLatents = try vae.encodeMode(image, layout: plan.encodeTiles)
+            var imageLatents = try vae.encodeMode(image, layout: plan.encodeTiles)
+            if model.xl != nil && isCosXLEdit {  // diffusers' is_cosxl_edit: the mean times the scaling factor
+                imageLatents = imageLatents.map { $0 * model.vaeConfig.scalingFactor }
+            }
             let hook = InstructPix2PixInputs(imageLatents: imageLatents, count: request.count, guided: isGuided(request),
                                              channels: model.vaeConfig.latentChannels, height: height / f, width: width / f)
             return (generator.randn(count: latentCount).map { $0 * scheduler.initNoiseSigma }, 0, hook)
@@ -430,6 +436,15 @@ public final class Pipeline: @unchecked Sendable {
         return try vae.decode(latents, tiles: tiles, statistics: model.xl != nil) { _, _ in }
     }
 
+    /// diffusers' `is_cosxl_edit` from the folder's model_index.json (the SDXL InstructPix2Pix
+    /// pipeline then scales the image latents by the VAE's scaling factor); false elsewhere, as
+    /// the pipeline's default.
+    var isCosXLEdit: Bool {
+        guard model.layout == .diffusersFolder, let data = try? RegularFile.read(model.path + "/model_index.json", limit: 1 << 20),
+              let index = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return false }
+        return index["is_cosxl_edit"] as? Bool ?? false
+    }
+
     /// Whether the request runs guided: classifier-free guidance above 1 (not for UNets that embed
     /// the scale, #15); for InstructPix2Pix also an image guidance of at least 1, as diffusers.
     func isGuided(_ request: GenerationRequest) -> Bool {
@@ -442,6 +457,13 @@ public final class Pipeline: @unchecked Sendable {
         let rows = context.shape[0], per = context.count / rows, values = context.toFloats()
         let half = values[..<(rows / 2 * per)]
         return try Tensor(shape: Shape([rows / 2 * 3] + context.shape.dims.dropFirst()), values: Array(half) + values)
+    }
+
+    /// The rows [u₁…uₙ, c₁…cₙ] as [c…, c…, c…].
+    static func secondHalfThrice(_ t: Tensor) throws -> Tensor {
+        let rows = t.shape[0], per = t.count / rows, values = t.toFloats()
+        let half = Array(values[(rows / 2 * per)...])
+        return try Tensor(shape: Shape([rows / 2 * 3] + t.shape.dims.dropFirst()), values: half + half + half)
     }
 
     /// Where diffusers' pipeline for the request unscales latents with the VAE's `latents_mean` and

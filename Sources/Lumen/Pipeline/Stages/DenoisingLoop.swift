@@ -36,6 +36,9 @@ struct DenoisingLoop {
     /// text with no image, unconditional text with the image, the prompt with the image) and the
     /// prediction `u + s (c − i) + s_image (i − u)`, as diffusers combines them. nil: two groups.
     var imageGuidanceScale: Float? = nil
+    /// Whether `guidanceRescale` applies to the three-group guidance too (diffusers' SDXL
+    /// InstructPix2Pix pipeline has it, toward the prompt's prediction; the SD one has none).
+    var imageGuidanceRescales = false
     /// Images in the batch, and the latent shape of one.
     let count: Int, channels: Int, height: Int, width: Int
     var hooks: [any DenoisingHook] = []
@@ -74,6 +77,9 @@ struct DenoisingLoop {
                 guidedPrediction = (0..<n).map { k in
                     let (u, img, c) = (prediction[k], prediction[n + k], prediction[2 * n + k])
                     return u + g * (c - img) + imageScale * (img - u)
+                }
+                if imageGuidanceRescales && guidanceRescale > 0 {
+                    Self.rescale(&guidedPrediction, toDeviationOf: prediction[(2 * n)...], images: count, share: guidanceRescale)
                 }
             } else if guided {
                 let half = latentCount, g = guidanceScale
