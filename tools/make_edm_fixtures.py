@@ -148,14 +148,8 @@ def main():
             assert out.shape == (1, 64, 64, 3) and np.isfinite(out).all(), (name, out.shape, np.isfinite(out).mean())
             ref["image." + name] = torch.from_numpy(out).float().contiguous()
             meta[name] = json.dumps(request, sort_keys=True)
-    base.save_safetensors({k: v.contiguous().clone() for k, v in ref.items()}, os.path.join(OUT, "reference.safetensors"), metadata={
-        "format": "pt", "generator": "tools/make_edm_fixtures.py", **meta,
-        "versions": json.dumps({"torch": torch.__version__, "diffusers": diffusers.__version__}, sort_keys=True)})
-    for root, _, files in os.walk(OUT):
-        for f in sorted(files):
-            p = os.path.join(root, f)
-            os.chmod(p, 0o644)
-            print(f"  {os.path.relpath(p, base.REPO):60s} {os.path.getsize(p):>8,} bytes")
+    base.write_reference(ref, os.path.join(OUT, "reference.safetensors"), "tools/make_edm_fixtures.py", **meta)
+    base.list_written(OUT)
     return 0
 
 

@@ -84,14 +84,8 @@ def main():
             meta[name] = json.dumps(dict(request, model=model if chosen else "eta/tcd", scheduler=chosen), sort_keys=True)
     # eta does something at this size: the two TCD draws differ.
     assert (ref["image.tcd"] - ref["image.tcd-eta"]).abs().max() > 4 / 255
-    base.save_safetensors({k: v.contiguous().clone() for k, v in ref.items()}, os.path.join(OUT, "reference.safetensors"), metadata={
-        "format": "pt", "generator": "tools/make_eta_fixtures.py", **meta,
-        "versions": json.dumps({"torch": torch.__version__, "diffusers": diffusers.__version__}, sort_keys=True)})
-    for root, _, files in os.walk(OUT):
-        for f in sorted(files):
-            p = os.path.join(root, f)
-            os.chmod(p, 0o644)
-            print(f"  {os.path.relpath(p, base.REPO):60s} {os.path.getsize(p):>8,} bytes")
+    base.write_reference(ref, os.path.join(OUT, "reference.safetensors"), "tools/make_eta_fixtures.py", **meta)
+    base.list_written(OUT)
     return 0
 
 

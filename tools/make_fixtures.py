@@ -490,6 +490,26 @@ def save_safetensors(tensors, path, metadata):
     assert back.keys() == tensors.keys() and all(torch.equal(back[k], tensors[k]) for k in tensors), path
 
 
+
+def write_reference(tensors, path, generator, **metadata):
+    """A reference file of drawn images: `tensors` (contiguous copies) with the format, the script
+    that wrote it, `metadata` (each request as JSON) and the torch/diffusers versions in its header."""
+    save_safetensors({k: v.contiguous().clone() for k, v in tensors.items()}, path, metadata={
+        "format": "pt", "generator": generator, **metadata,
+        "versions": json.dumps({"torch": torch.__version__, "diffusers": diffusers.__version__}, sort_keys=True)})
+
+
+def list_written(*paths):
+    """Makes each file (or every file under each folder) 0644 and prints it with its size."""
+    files = []
+    for p in paths:
+        files += [os.path.join(root, f) for root, _, names in os.walk(p) for f in sorted(names)] if os.path.isdir(p) else [p]
+    for f in files:
+        if os.path.islink(f):
+            continue
+        os.chmod(f, 0o644)
+        print(f"  {os.path.relpath(f, REPO):60s} {os.path.getsize(f):>10,} bytes")
+
 def file_size(path):
     if os.path.isfile(path):
         return os.path.getsize(path)

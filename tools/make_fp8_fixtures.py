@@ -49,13 +49,9 @@ def main():
     args = {k: v for k, v in REQUEST.items() if k != "seed"}
     image = pipe(**args, generator=torch.Generator().manual_seed(REQUEST["seed"]), output_type="np").images
     assert np.isfinite(image).all()
-    base.save_safetensors({"image": torch.from_numpy(image).float().contiguous()}, os.path.join(OUT, "reference.safetensors"), metadata={
-        "format": "pt", "generator": "tools/make_fp8_fixtures.py", "request": json.dumps(REQUEST, sort_keys=True),
-        "versions": json.dumps({"torch": torch.__version__, "diffusers": diffusers.__version__}, sort_keys=True)})
-    for f in sorted(os.listdir(OUT)):
-        p = os.path.join(OUT, f)
-        os.chmod(p, 0o644)
-        print(f"  {os.path.relpath(p, base.REPO):60s} {os.path.getsize(p):>8,} bytes")
+    base.write_reference({"image": torch.from_numpy(image).float()}, os.path.join(OUT, "reference.safetensors"), "tools/make_fp8_fixtures.py",
+                         request=json.dumps(REQUEST, sort_keys=True))
+    base.list_written(OUT)
     return 0
 
 

@@ -74,11 +74,8 @@ def main():
             assert np.array_equal(draw(leave_out=["negative_original_size"]), image)
         if name == "img2img":  # the negative crop does not reach the negative rows here
             assert np.array_equal(draw(leave_out=["negative_crops_coords_top_left"]), image)
-    base.save_safetensors(ref, OUT, metadata={
-        "format": "pt", "generator": "tools/make_micro_conditioning_fixtures.py", **meta,
-        "versions": json.dumps({"torch": torch.__version__, "diffusers": diffusers.__version__}, sort_keys=True)})
-    os.chmod(OUT, 0o644)
-    print(f"  {os.path.relpath(OUT, base.REPO)} {os.path.getsize(OUT):,} bytes")
+    base.write_reference(ref, OUT, "tools/make_micro_conditioning_fixtures.py", **meta)
+    base.list_written(OUT)
     return 0
 
 

@@ -107,16 +107,8 @@ def main():
         ref["image." + name] = torch.from_numpy(out).float().contiguous()
         meta[name] = json.dumps(request, sort_keys=True)
     assert (ref["image.sdxl"] - ref["image.sdxl-cosxl"]).abs().max() > 4 / 255
-    base.save_safetensors(ref, OUT, metadata={
-        "format": "pt", "generator": "tools/make_pix2pix_fixtures.py", **meta,
-        "versions": json.dumps({"torch": torch.__version__, "diffusers": diffusers.__version__}, sort_keys=True)})
-    for folder in (MODEL, XL_MODEL):
-        for root, _, files in os.walk(folder):
-            for f in sorted(files):
-                os.chmod(os.path.join(root, f), 0o644)
-    os.chmod(OUT, 0o644)
-    print(f"  {os.path.relpath(OUT, base.REPO)} {os.path.getsize(OUT):,} bytes; unet "
-          f"{os.path.getsize(os.path.join(MODEL, 'unet', 'diffusion_pytorch_model.safetensors')):,} bytes")
+    base.write_reference(ref, OUT, "tools/make_pix2pix_fixtures.py", **meta)
+    base.list_written(OUT, MODEL, XL_MODEL)
     return 0
 
 

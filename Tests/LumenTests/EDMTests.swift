@@ -38,8 +38,7 @@ final class EDMTests: XCTestCase {
         let ref = try SafetensorsFile(path: Self.dir + "/reference.safetensors")
         for name in Self.cases {
             let fields = try DiffusersRequest(ref, key: name)
-            let out = dir + "/\(name).png"
-            var args = ["generate", fields.prompt, "--model", try folder(scheduler: name, in: dir), "-o", out,
+            var args = [fields.prompt, "--model", try folder(scheduler: name, in: dir),
                         "--negative-prompt", try XCTUnwrap(fields.fields["negative_prompt"] as? String),
                         "--width", "64", "--height", "64"] + fields.arguments
             if let init_ = fields.fields["init"] as? String {
@@ -50,12 +49,7 @@ final class EDMTests: XCTestCase {
                 let scale = try XCTUnwrap(fields.fields["control_scale"] as? Double)
                 args += ["--control", Fixtures.root + "/tiny-controlnet-xl:" + Fixtures.root + "/" + control + ":\(scale)"]
             }
-            let (status, _, stderr) = try runLumen(args)
-            XCTAssertEqual(status, 0, "\(name): \(stderr)")
-            XCTAssertFalse(stderr.contains("does not implement"), "\(name): a substitute ran: \(stderr)")
-            let d = pixelDifference(try RGBImage.readPNG(out).image.pixels.map(Int.init), try DiffusersRequest.pixels(ref, "image." + name))
-            XCTAssertLessThanOrEqual(d.largest, 1, name)
-            XCTAssertLessThan(d.mean, 1, name)
+            try assertCLIDraws(args, to: dir + "/\(name).png", like: "image." + name, in: ref)
         }
     }
 

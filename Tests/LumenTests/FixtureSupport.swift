@@ -119,6 +119,20 @@ func assertDraws(_ pipeline: Pipeline, _ request: GenerationRequest, like name: 
     XCTAssertLessThan(d.mean, 1, "\(what): mean difference of 1/255 or more", file: file, line: line)
 }
 
+/// `lumen generate` with `args` (everything but `-o`) draws into `out` what diffusers drew (`name`
+/// in `ref`): it succeeds without running a substitute scheduler, no 8-bit level is off by more than
+/// `maxPixelError`, and the mean difference is under one level.
+func assertCLIDraws(_ args: [String], to out: String, like name: String, in ref: SafetensorsFile, maxPixelError: Int = 1,
+                    file: StaticString = #filePath, line: UInt = #line) throws {
+    let (status, _, stderr) = try runLumen(["generate"] + args + ["-o", out])
+    XCTAssertEqual(status, 0, "\(name): \(stderr)", file: file, line: line)
+    XCTAssertFalse(stderr.contains("does not implement"), "\(name): a substitute ran: \(stderr)", file: file, line: line)
+    guard status == 0 else { return }
+    let d = pixelDifference(try RGBImage.readPNG(out).image.pixels.map(Int.init), try DiffusersRequest.pixels(ref, name))
+    XCTAssertLessThanOrEqual(d.largest, maxPixelError, name, file: file, line: line)
+    XCTAssertLessThan(d.mean, 1, "\(name): mean difference of 1/255 or more", file: file, line: line)
+}
+
 /// Runs the `lumen` binary built beside the tests (or another `executable`) with `args` and extra
 /// environment variables, and returns its exit status and what it printed.
 @discardableResult
