@@ -23,7 +23,7 @@ extension LumenServer {
                     throw APIError(status: .badRequest, message: "\(key) \"\(value.prefix(40))\": expected an integer", param: key)
                 }
                 o[key] = NSNumber(value: v)
-            case "guidance", "strength":
+            case "guidance", "strength", "guidance_rescale", "eta", "image_guidance":
                 guard let v = Double(value.trimmingCharacters(in: .whitespaces)), v.isFinite else {
                     throw APIError(status: .badRequest, message: "\(key) \"\(value.prefix(40))\": expected a number", param: key)
                 }

@@ -116,6 +116,7 @@ extension LumenServer {
         g.guidanceScale = try float(o, "guidance") ?? 7.5
         g.guidanceRescale = try float(o, "guidance_rescale") ?? 0
         g.eta = try float(o, "eta") ?? 0
+        g.imageGuidanceScale = try float(o, "image_guidance") ?? 1.5  // InstructPix2Pix models'
         g.negativePrompt = o["negative_prompt"] as? String
         if let s = o["scheduler"] as? String {
             guard let k = SchedulerKind(rawValue: s) ?? SamplerNames.scheduler(a1111: s) else {

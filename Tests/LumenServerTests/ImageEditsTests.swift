@@ -51,6 +51,28 @@ final class ImageEditsTests: ServerTestCase {
         }
     }
 
+    /// The form's other numbers (guidance_rescale, eta) arrive as text like the rest and are read
+    /// as numbers (they were refused as "expected a number"): DDIM with eta draws noise each step.
+    func testFormNumbersForRescaleAndEta() async throws {
+        let image = try source()
+        try await withServer { base in
+            let r = try await self.post(base, self.multipart([
+                ("prompt", "a green square"), ("seed", "5"), ("steps", "4"), ("guidance", "4.5"), ("scheduler", "ddim"),
+                ("strength", "0.75"), ("guidance_rescale", "0.5"), ("eta", "0.3"),
+            ], files: [("image", "in.png", try self.pngData(image))]))
+            XCTAssertEqual(r.status, .ok, String(decoding: r.body, as: UTF8.self))
+            let got = try self.decodePNG(XCTUnwrap((r.json["data"] as? [[String: Any]])?.first?["b64_json"] as? String)).image
+            let want = try self.reference {
+                $0.prompt = "a green square"; $0.seed = 5; $0.steps = 4; $0.guidanceScale = 4.5; $0.scheduler = .ddim
+                $0.strength = 0.75; $0.guidanceRescale = 0.5; $0.eta = 0.3
+                $0.initImage = InitImage(width: 64, height: 64, rgb: image.pixels.map { Float(UInt32($0) * 257) / 65535 })
+            }
+            XCTAssertEqual(got.pixels, want[0].pixels)
+            let bad = try await self.post(base, self.multipart([("prompt", "x"), ("eta", "a lot")], files: [("image", "in.png", try self.pngData(image))]))
+            XCTAssertEqual(bad.status, .badRequest)
+        }
+    }
+
     /// OpenAI's mask: transparent is edited, opaque kept; a pixel is repainted where 1 − alpha
     /// is at least one half (Lumen's white = repaint mask, binarized as diffusers does).
     func testEditWithATransparentMaskIsInpainting() async throws {
