@@ -47,7 +47,7 @@ extension Pipeline {
         let budget = try memoryBudget ?? executor.memoryBudget()
         let (width, height) = size(for: r)
         let f = model.vaeConfig.scaleFactor, lh = height / f, lw = width / f
-        let n = r.count, cfg = isGuided(r), rows = cfg ? (model.isInstructPix2Pix ? 3 : 2) : 1
+        let n = r.count, cfg = isGuided(r), rows = rowGroups(r)
         let chunks = try conditioning.promptChunkCount(r, guided: cfg)  // A1111 prompts (#20): one encoder row per chunk
         let length = conditioning.contextLength * chunks
         let latentBytes = n * model.vaeConfig.latentChannels * lh * lw * 4

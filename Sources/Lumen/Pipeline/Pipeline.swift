@@ -21,6 +21,8 @@ public final class Pipeline: @unchecked Sendable {
     public let tokenizer2: CLIPTokenizer?
     let schedulerConfig: SchedulerConfig
     let defaultScheduler: SchedulerKind
+    /// diffusers' `is_cosxl_edit` for this model (`Pipeline.isCosXLEdit`).
+    let cosXLEdit: Bool
     /// One-line notices about what loading chose in the user's place (a scheduler run instead of
     /// one Lumen lacks, defaults for a missing config), for a front end to show; `notices(for:)`
     /// adds a request's own.
@@ -95,6 +97,7 @@ public final class Pipeline: @unchecked Sendable {
         tokenizer2 = try model.xl?.tokenizer2Path.map { [pad2 = model.xl?.tokenizer2PadToken] in try CLIPTokenizer(folder: $0, padToken: pad2) }  // SDXL single files pad with "!"
         schedulerConfig = try model.schedulerConfigPath.map { try SchedulerConfig(path: $0) } ?? model.schedulerDefaults ?? SchedulerConfig()
         (defaultScheduler, notices) = try Pipeline.defaultScheduler(model: model, config: schedulerConfig)
+        cosXLEdit = Self.isCosXLEdit(model)
         notices += model.loras.compactMap(\.lora.notice)
         cache = ProgramCache(executor: executor)
         conditioning = try makeConditioningStage(model: model, tokenizer: tokenizer, tokenizer2: tokenizer2)
@@ -227,8 +230,7 @@ public final class Pipeline: @unchecked Sendable {
         let (lh, lw) = (height / f, width / f)
         let n = request.count
         let latentChannels = model.vaeConfig.latentChannels
-        let guided = isGuided(request)
-        let groups = guided ? (model.isInstructPix2Pix ? 3 : 2) : 1
+        let guided = isGuided(request), groups = rowGroups(request)
         var generator = TorchGenerator(seed: request.seed)
 
         var conditions = try conditioning.condition(request, guided: guided, width: width, height: height, cache: cache)
@@ -325,7 +327,7 @@ public final class Pipeline: @unchecked Sendable {
             // diffusers: the image's latent mode (the encoder's mean, unscaled: no draw), then
             // noise for every step; no strength.
             var imageLatents = try vae.encodeMode(image, layout: plan.encodeTiles)
-            if model.xl != nil && isCosXLEdit {  // diffusers' is_cosxl_edit: the mean times the scaling factor
+            if model.xl != nil && cosXLEdit {  // diffusers' is_cosxl_edit: the mean times the scaling factor
                 imageLatents = imageLatents.map { $0 * model.vaeConfig.scalingFactor }
             }
             let hook = InstructPix2PixInputs(imageLatents: imageLatents, count: request.count, guided: isGuided(request),
@@ -436,13 +438,20 @@ public final class Pipeline: @unchecked Sendable {
         return try vae.decode(latents, tiles: tiles, statistics: model.xl != nil) { _, _ in }
     }
 
-    /// diffusers' `is_cosxl_edit` from the folder's model_index.json (the SDXL InstructPix2Pix
+    /// diffusers' `is_cosxl_edit` from a folder's model_index.json (the SDXL InstructPix2Pix
     /// pipeline then scales the image latents by the VAE's scaling factor); false elsewhere, as
-    /// the pipeline's default.
-    var isCosXLEdit: Bool {
-        guard model.layout == .diffusersFolder, let data = try? RegularFile.read(model.path + "/model_index.json", limit: 1 << 20),
+    /// the pipeline's default. Read once, when the pipeline opens the model.
+    static func isCosXLEdit(_ model: StableDiffusionModel) -> Bool {
+        guard model.isInstructPix2Pix, model.layout == .diffusersFolder,
+              let data = try? RegularFile.read(model.path + "/model_index.json", limit: 1 << 20),
               let index = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return false }
         return index["is_cosxl_edit"] as? Bool ?? false
+    }
+
+    /// Row groups of the UNet's batch: 1 unguided, 2 with classifier-free guidance, 3 for
+    /// InstructPix2Pix's guidance (the denoising loop's `groups`, for the run and its memory plan).
+    func rowGroups(_ request: GenerationRequest) -> Int {
+        isGuided(request) ? (model.isInstructPix2Pix ? 3 : 2) : 1
     }
 
     /// Whether the request runs guided: classifier-free guidance above 1 (not for UNets that embed
